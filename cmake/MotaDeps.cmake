@@ -1,0 +1,48 @@
+# Every dependency comes from a Debian 12 package. A missing one stops configuration with the name
+# of the package that provides it, so `apt-get install <that>` (or scripts/deps) is the fix.
+find_package(PkgConfig)
+if(NOT PkgConfig_FOUND)
+  message(FATAL_ERROR "pkg-config not found: apt-get install pkg-config (or run scripts/deps)")
+endif()
+
+function(mota_require_pkg target module debian_package)
+  pkg_check_modules(${target} QUIET IMPORTED_TARGET GLOBAL ${module})
+  if(NOT ${target}_FOUND)
+    message(FATAL_ERROR "${module} not found: apt-get install ${debian_package} (or run scripts/deps)")
+  endif()
+endfunction()
+
+macro(mota_require_cmake_pkg name debian_package)
+  find_package(${name} ${ARGN} QUIET)
+  if(NOT ${name}_FOUND)
+    message(FATAL_ERROR "${name} not found: apt-get install ${debian_package} (or run scripts/deps)")
+  endif()
+endmacro()
+
+mota_require_pkg(CURL libcurl libcurl4-openssl-dev)
+mota_require_pkg(OPENSSL "openssl>=3.0" libssl-dev)
+mota_require_pkg(SQLITE sqlite3 libsqlite3-dev)
+mota_require_pkg(ZSTD libzstd libzstd-dev)
+mota_require_pkg(ARCHIVE libarchive libarchive-dev)
+mota_require_pkg(SYSTEMD libsystemd libsystemd-dev)
+mota_require_pkg(HTTPLIB cpp-httplib libcpp-httplib-dev)
+mota_require_pkg(TOMLPP tomlplusplus libtomlplusplus-dev)
+mota_require_cmake_pkg(nlohmann_json nlohmann-json3-dev 3.10)
+mota_require_cmake_pkg(CLI11 libcli11-dev)
+mota_require_cmake_pkg(tl-expected libexpected-dev)
+find_package(Threads REQUIRED)
+
+# libcurl must be the OpenSSL flavour: the GnuTLS one differs in CA handling and error texts.
+if(NOT CURL_STATIC_LIBRARIES MATCHES "ssl" AND NOT CURL_LDFLAGS_OTHER MATCHES "ssl")
+  execute_process(COMMAND ${PKG_CONFIG_EXECUTABLE} --static --libs libcurl OUTPUT_VARIABLE _curl_libs)
+  if(NOT _curl_libs MATCHES "-lssl")
+    message(FATAL_ERROR "libcurl is not the OpenSSL flavour: apt-get install libcurl4-openssl-dev")
+  endif()
+endif()
+
+if(MOTA_BUILD_TESTS)
+  mota_require_cmake_pkg(GTest libgtest-dev)
+endif()
+if(MOTA_BUILD_BENCH)
+  mota_require_cmake_pkg(benchmark libbenchmark-dev)
+endif()

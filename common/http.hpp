@@ -1,0 +1,83 @@
+#pragma once
+// HTTP client interface. Core code depends on this header only; the libcurl backend lives in
+// common/platform/curl/ and is created with make_http_client(). Tests can substitute a fake for
+// fault injection; everything else uses the real client against real loopback servers.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "common/result.hpp"
+
+namespace mota::http {
+
+struct ClientConfig {
+  std::string user_agent;           // empty: "mota/<version>"
+  std::string ca_file;              // PEM bundle for HTTPS; empty: system default
+  std::uint64_t max_bytes_per_sec = 0;  // receive rate limit; 0 = unlimited
+  std::chrono::milliseconds connect_timeout{10'000};
+  // Abort a transfer slower than 1 byte/s for this long (a stalled server).
+  std::chrono::milliseconds stall_timeout{30'000};
+  // Checked while transferring: when it becomes true the request stops with Errc::cancelled
+  // within about 100 ms. May be null. The pointee must outlive the client.
+  const std::atomic<bool>* cancel = nullptr;
+  // Proxies come from the environment (http_proxy, https_proxy, no_proxy) as with curl(1).
+};
+
+struct GetRequest {
+  std::string url;
+  // Hard ceiling on body bytes: a server sending more is cut off with Errc::too_large.
+  std::uint64_t max_bytes = 0;
+  // If set, ask for bytes [range_start, end) with a Range header. The server may ignore it
+  // (status 200): the sink then receives the whole body from offset 0 and `partial` is false.
+  std::optional<std::uint64_t> range_start;
+  std::chrono::milliseconds timeout{0};  // whole-request limit; 0 = none (stall timeout applies)
+  std::map<std::string, std::string> headers;
+};
+
+struct ResponseInfo {
+  long status = 0;
+  bool partial = false;                         // 206 Partial Content honoured the range
+  std::optional<std::uint64_t> content_length;  // as announced by the server
+  std::uint64_t bytes_received = 0;             // body bytes passed to the sink
+};
+
+// Receives body bytes in order. Returning an error aborts the transfer with that error.
+using Sink = std::function<Status(std::span<const std::byte>)>;
+
+struct Response {
+  long status = 0;
+  std::string body;
+};
+
+// A client is used by one thread at a time; create one per thread.
+class Client {
+ public:
+  virtual ~Client() = default;
+
+  // Streams a GET. Non-2xx statuses are returned as Errc::http errors whose message includes the
+  // status (the body is not passed to the sink). Transport failures are Errc::network.
+  virtual Result<ResponseInfo> get(const GetRequest& req, const Sink& sink) = 0;
+
+  // Convenience: the whole body of a GET, at most max_bytes.
+  Result<std::string> get_body(const std::string& url, std::uint64_t max_bytes);
+
+  // POST with a body; returns status and body (body at most max_response_bytes). Non-2xx is NOT
+  // an error here: API callers inspect the status themselves.
+  virtual Result<Response> post(const std::string& url, const std::string& body,
+                                const std::map<std::string, std::string>& headers,
+                                std::uint64_t max_response_bytes = 1 << 20) = 0;
+};
+
+std::unique_ptr<Client> make_http_client(const ClientConfig& config = {});
+
+// Percent-encodes every byte outside RFC 3986's unreserved set (for role names in TUF URLs).
+std::string percent_encode(std::string_view s);
+
+}  // namespace mota::http

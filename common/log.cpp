@@ -1,0 +1,85 @@
+#include "common/log.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+
+#include "common/platform/systemd/journal.hpp"
+#include "common/time.hpp"
+
+namespace mota::log {
+namespace {
+
+std::atomic<Level> g_level{Level::info};
+std::mutex g_mutex;
+
+const char* level_name(Level l) {
+  switch (l) {
+    case Level::debug: return "DEBUG";
+    case Level::info: return "INFO";
+    case Level::warn: return "WARN";
+    case Level::error: return "ERROR";
+  }
+  return "?";
+}
+
+// systemd sets JOURNAL_STREAM=<dev>:<ino> for a service whose stderr is the journal; the
+// documented check is to compare it with stderr's own device and inode.
+bool stderr_is_journal() {
+  static const bool is = [] {
+    const char* js = std::getenv("JOURNAL_STREAM");
+    if (!js) return false;
+    unsigned long long dev = 0, ino = 0;
+    if (std::sscanf(js, "%llu:%llu", &dev, &ino) != 2) return false;
+    struct stat st {};
+    if (::fstat(STDERR_FILENO, &st) != 0) return false;
+    return st.st_dev == dev && st.st_ino == ino;
+  }();
+  return is;
+}
+
+}  // namespace
+
+void set_level(Level level) { g_level = level; }
+Level level() { return g_level; }
+
+bool parse_level(std::string_view name, Level& out) {
+  if (name == "debug") out = Level::debug;
+  else if (name == "info") out = Level::info;
+  else if (name == "warn" || name == "warning") out = Level::warn;
+  else if (name == "error") out = Level::error;
+  else return false;
+  return true;
+}
+
+void write(Level level, std::string_view message, std::initializer_list<Field> fields) {
+  if (level < g_level.load()) return;
+  if (stderr_is_journal()) {
+    platform::journal_send(static_cast<int>(level), message, fields);
+    return;
+  }
+  std::string line = format_time(Clock::now());
+  line += ' ';
+  line += level_name(level);
+  line += ' ';
+  line += message;
+  for (const auto& f : fields) {
+    line += ' ';
+    line += f.key;
+    line += '=';
+    bool quote = f.value.find_first_of(" \t\"") != std::string::npos || f.value.empty();
+    if (quote) line += '"';
+    line += f.value;
+    if (quote) line += '"';
+  }
+  line += '\n';
+  std::lock_guard lock(g_mutex);
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
+}
+
+}  // namespace mota::log

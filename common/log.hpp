@@ -1,0 +1,33 @@
+#pragma once
+// One logging facade for every binary. Messages carry a level and structured fields
+// (MODEL=, VERSION=, DEVICE=, ...). Under systemd (stderr connected to the journal, detected from
+// $JOURNAL_STREAM) records go to journald with the fields as journal fields; otherwise one line per
+// record goes to stderr: "2026-11-21T10:00:00Z INFO message key=value ...".
+// Thread-safe: records from several threads never interleave.
+
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+namespace mota::log {
+
+enum class Level { debug = 0, info = 1, warn = 2, error = 3 };
+
+struct Field {
+  std::string_view key;  // journald style: upper case, [A-Z0-9_]
+  std::string value;
+};
+
+void set_level(Level level);
+Level level();
+// Parses "debug|info|warn|error"; false if the name is unknown.
+bool parse_level(std::string_view name, Level& out);
+
+void write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
+
+inline void debug(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::debug, m, f); }
+inline void info(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::info, m, f); }
+inline void warn(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::warn, m, f); }
+inline void error(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::error, m, f); }
+
+}  // namespace mota::log

@@ -1,0 +1,75 @@
+#pragma once
+// Helpers shared by tests: temporary directories, free loopback ports, child processes.
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mota::test {
+
+// A fresh directory under $TMPDIR, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& rel) const { return path_ / rel; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).
+int free_port();
+
+// Writes a file (creating parent directories); aborts the test on failure.
+void write_file(const std::filesystem::path& p, std::string_view content);
+std::string read_file(const std::filesystem::path& p);
+
+// Path of a built binary (from $MOTA_BUILD_DIR, set by ctest) such as "manager/mota".
+std::filesystem::path build_path(const std::string& rel);
+// The repository root (from $MOTA_SOURCE_DIR, else the current directory).
+std::filesystem::path source_path(const std::string& rel = "");
+// ../shared/models/<rel> relative to the repository root.
+std::filesystem::path shared_model(const std::string& rel);
+
+struct RunResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs a program to completion with stdin from /dev/null, capturing stdout and stderr.
+RunResult run(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
+              std::chrono::seconds timeout = std::chrono::seconds(120));
+
+// A background child process (servers). Killed with SIGTERM (then SIGKILL) on destruction.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::filesystem::path& log_file,
+          const std::map<std::string, std::string>& env = {});
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  pid_t pid() const { return pid_; }
+  bool running();
+  void kill(int sig);
+  // Waits for exit; returns the exit status as RunResult-style code (-1 on signal).
+  int wait();
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+// Polls until a TCP connect to 127.0.0.1:port succeeds or the timeout passes.
+bool wait_for_port(int port, std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+
+}  // namespace mota::test
