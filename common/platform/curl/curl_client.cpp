@@ -1,0 +1,395 @@
+// libcurl backend of common/http.hpp.
+//
+// One easy handle and one multi handle per Client, reused across requests so connections, DNS and
+// TLS sessions are cached. The transfer is driven through the multi interface (instead of
+// curl_easy_perform) so the cancel flag is checked at least every 100 ms even while the server
+// is silent: curl_easy_perform would only call the progress callback about once a second then.
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "common/http.hpp"
+#include "common/version.hpp"
+
+namespace mota::http {
+namespace {
+
+constexpr int kPollMs = 100;
+constexpr long kMaxRedirects = 5;
+
+Status global_init() {
+  static std::once_flag once;
+  static CURLcode rc = CURLE_OK;
+  std::call_once(once, [] { rc = curl_global_init(CURL_GLOBAL_DEFAULT); });
+  if (rc != CURLE_OK) {
+    return fail(Errc::internal, std::string("curl_global_init: ") + curl_easy_strerror(rc));
+  }
+  return {};
+}
+
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+using Slist = std::unique_ptr<curl_slist, SlistDeleter>;
+
+Result<Slist> make_headers(const std::map<std::string, std::string>& headers) {
+  Slist list;
+  for (const auto& [k, v] : headers) {
+    if (k.find_first_of(":\r\n") != std::string::npos ||
+        v.find_first_of("\r\n") != std::string::npos) {
+      return fail(Errc::invalid_argument, "invalid HTTP header '" + k + "'");
+    }
+    // "Name:" with nothing after it would make curl remove the header; "Name;" sends it empty.
+    std::string line = v.empty() ? k + ";" : k + ": " + v;
+    curl_slist* next = curl_slist_append(list.get(), line.c_str());
+    if (!next) return fail(Errc::internal, "out of memory building HTTP headers");
+    (void)list.release();
+    list.reset(next);
+  }
+  return list;
+}
+
+bool iequals_prefix(std::string_view line, std::string_view prefix) {
+  if (line.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    char a = line[i], b = prefix[i];
+    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
+    if (b >= 'A' && b <= 'Z') b = static_cast<char>(b - 'A' + 'a');
+    if (a != b) return false;
+  }
+  return true;
+}
+
+// State shared with the curl callbacks for one request.
+struct Transfer {
+  CURL* easy = nullptr;
+  const std::atomic<bool>* cancel = nullptr;
+  std::string what;  // "GET <url>" for messages
+  std::uint64_t max_bytes = 0;
+  bool check_status = true;  // GET: non-2xx bodies are not delivered
+  std::uint64_t max_bytes_per_sec = 0;
+  std::optional<std::uint64_t> range_start;
+  const Sink* sink = nullptr;
+  std::string* buffer = nullptr;  // post(): collects the body instead of a sink
+
+  bool started = false;  // the first body byte of the final response arrived
+  bool partial = false;
+  std::uint64_t received = 0;
+  std::optional<std::string> content_range;  // of the latest response header block
+  std::optional<Error> error;                // set by a callback that aborted the transfer
+  std::chrono::steady_clock::time_point body_start;
+  // Set when on_write paused the transfer to keep to the rate limit: when to resume.
+  std::optional<std::chrono::steady_clock::time_point> resume_at;
+
+  // Called before the first body byte: decides whether this body is wanted.
+  bool begin_body() {
+    started = true;
+    body_start = std::chrono::steady_clock::now();
+    long code = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+    if (check_status && (code < 200 || code > 299)) {
+      error = Error(Errc::http, what + ": HTTP " + std::to_string(code));
+      return false;
+    }
+    curl_off_t cl = -1;
+    curl_easy_getinfo(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+    if (cl >= 0 && static_cast<std::uint64_t>(cl) > max_bytes) {
+      error =
+          Error(Errc::too_large, what + ": server announced " + std::to_string(cl) +
+                                     " bytes, more than the limit of " + std::to_string(max_bytes));
+      return false;
+    }
+    if (check_status && range_start && code == 206) {
+      // A 206 for a different range than asked would splice wrong bytes into a resumed file.
+      std::uint64_t first = 0;
+      bool ok = false;
+      if (content_range) {
+        std::string_view cr = *content_range;
+        if (iequals_prefix(cr, "bytes ")) {
+          cr.remove_prefix(6);
+          auto [p, ec] = std::from_chars(cr.data(), cr.data() + cr.size(), first);
+          ok = ec == std::errc() && p != cr.data() && p < cr.data() + cr.size() && *p == '-';
+        }
+      }
+      if (!ok || first != *range_start) {
+        error = Error(Errc::http, what + ": asked for bytes from " + std::to_string(*range_start) +
+                                      " but the server answered Content-Range '" +
+                                      content_range.value_or("") + "'");
+        return false;
+      }
+      partial = true;
+    }
+    return true;
+  }
+
+  static size_t on_write(char* ptr, size_t size, size_t nmemb, void* userdata) {
+    auto* t = static_cast<Transfer*>(userdata);
+    std::size_t n = size * nmemb;
+    if (!t->started && !t->begin_body()) return CURL_WRITEFUNC_ERROR;
+    if (n > t->max_bytes - std::min(t->received, t->max_bytes)) {
+      t->error = Error(Errc::too_large, t->what + ": server sent more than " +
+                                            std::to_string(t->max_bytes) + " bytes");
+      return CURL_WRITEFUNC_ERROR;
+    }
+    if (t->max_bytes_per_sec > 0) {
+      // curl's own limit (CURLOPT_MAX_RECV_SPEED_LARGE, also set) averages over seconds and lets
+      // short transfers through at full speed; this keeps every prefix of the body within the
+      // rate. A paused chunk is delivered again by curl after curl_easy_pause(CONT).
+      auto due = t->body_start +
+                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                     std::chrono::duration<double>(static_cast<double>(t->received + n) /
+                                                   static_cast<double>(t->max_bytes_per_sec)));
+      if (due > std::chrono::steady_clock::now() + std::chrono::milliseconds(1)) {
+        t->resume_at = due;
+        return CURL_WRITEFUNC_PAUSE;
+      }
+    }
+    if (t->buffer) {
+      t->buffer->append(ptr, n);
+    } else {
+      Status st =
+          (*t->sink)(std::span<const std::byte>(reinterpret_cast<const std::byte*>(ptr), n));
+      if (!st) {
+        t->error = std::move(st).error();
+        return CURL_WRITEFUNC_ERROR;
+      }
+    }
+    t->received += n;
+    return n;
+  }
+
+  static size_t on_header(char* ptr, size_t size, size_t nitems, void* userdata) {
+    auto* t = static_cast<Transfer*>(userdata);
+    std::size_t n = size * nitems;
+    std::string_view line(ptr, n);
+    if (iequals_prefix(line, "HTTP/")) {
+      t->content_range.reset();  // a new response (after a redirect or 100 Continue)
+    } else if (iequals_prefix(line, "content-range:")) {
+      line.remove_prefix(14);
+      while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+      while (!line.empty() && (line.back() == '\r' || line.back() == '\n' || line.back() == ' '))
+        line.remove_suffix(1);
+      t->content_range = std::string(line);
+    }
+    return n;
+  }
+
+  static int on_progress(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    auto* t = static_cast<Transfer*>(userdata);
+    return t->cancel && t->cancel->load() ? 1 : 0;
+  }
+};
+
+class CurlClient final : public Client {
+ public:
+  CurlClient(ClientConfig config, CURL* easy, CURLM* multi)
+      : config_(std::move(config)), easy_(easy), multi_(multi) {
+    if (config_.user_agent.empty()) config_.user_agent = std::string("mota/") + kVersion;
+  }
+  ~CurlClient() override {
+    curl_multi_cleanup(multi_);
+    curl_easy_cleanup(easy_);
+  }
+  CurlClient(const CurlClient&) = delete;
+  CurlClient& operator=(const CurlClient&) = delete;
+
+  Result<ResponseInfo> get(const GetRequest& req, const Sink& sink) override {
+    Transfer t;
+    t.what = "GET " + req.url;
+    t.max_bytes = req.max_bytes;
+    t.range_start = req.range_start;
+    t.sink = &sink;
+    Slist headers = MOTA_TRY_CTX(make_headers(req.headers), t.what);
+    std::string range;
+    if (req.range_start) range = std::to_string(*req.range_start) + "-";
+    // CURLOPT_RANGE rather than RESUME_FROM: with RESUME_FROM curl fails a 200 answer
+    // (CURLE_RANGE_ERROR), while a server without Range support must give a full download.
+    MOTA_TRY(perform(t, req.url, headers.get(), req.timeout,
+                     range.empty() ? nullptr : range.c_str(), nullptr));
+    ResponseInfo info;
+    curl_easy_getinfo(easy_, CURLINFO_RESPONSE_CODE, &info.status);
+    if (info.status < 200 || info.status > 299) {
+      return fail(Errc::http, t.what + ": HTTP " + std::to_string(info.status));
+    }
+    curl_off_t cl = -1;
+    curl_easy_getinfo(easy_, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+    if (cl >= 0) info.content_length = static_cast<std::uint64_t>(cl);
+    if (!t.started && req.range_start && info.status == 206) {
+      // An empty 206 body: nothing was checked by begin_body(); treat it as honoured.
+      info.partial = true;
+    } else {
+      info.partial = t.partial;
+    }
+    info.bytes_received = t.received;
+    return info;
+  }
+
+  Result<Response> post(const std::string& url, const std::string& body,
+                        const std::map<std::string, std::string>& headers,
+                        std::uint64_t max_response_bytes) override {
+    Transfer t;
+    t.what = "POST " + url;
+    t.max_bytes = max_response_bytes;
+    t.check_status = false;
+    Response resp;
+    t.buffer = &resp.body;
+    Slist hl = MOTA_TRY_CTX(make_headers(headers), t.what);
+    MOTA_TRY(perform(t, url, hl.get(), std::chrono::milliseconds(0), nullptr, &body));
+    curl_easy_getinfo(easy_, CURLINFO_RESPONSE_CODE, &resp.status);
+    return resp;
+  }
+
+ private:
+  // Runs one transfer on the reused easy handle. `range` is CURLOPT_RANGE ("N-") or null;
+  // `post_body` switches to POST.
+  Status perform(Transfer& t, const std::string& url, curl_slist* headers,
+                 std::chrono::milliseconds timeout, const char* range,
+                 const std::string* post_body) {
+    t.easy = easy_;
+    t.cancel = config_.cancel;
+    t.max_bytes_per_sec = config_.max_bytes_per_sec;
+    if (t.cancel && t.cancel->load()) return fail(Errc::cancelled, t.what + ": cancelled");
+
+    // reset keeps the connection, DNS and TLS session caches; it clears every option.
+    curl_easy_reset(easy_);
+    error_buf_[0] = '\0';
+    CURLcode rc = CURLE_OK;
+    auto set = [&](CURLoption opt, auto value) {
+      if (rc == CURLE_OK) rc = curl_easy_setopt(easy_, opt, value);
+    };
+    set(CURLOPT_URL, url.c_str());
+    set(CURLOPT_ERRORBUFFER, error_buf_);
+    set(CURLOPT_NOSIGNAL, 1L);  // no SIGALRM for DNS timeouts: we run inside daemons with threads
+    set(CURLOPT_USERAGENT, config_.user_agent.c_str());
+    set(CURLOPT_PROTOCOLS_STR, "http,https");
+    set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    set(CURLOPT_FOLLOWLOCATION, 1L);
+    set(CURLOPT_MAXREDIRS, kMaxRedirects);
+    set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout.count()));
+    // Stall detection: below 1 byte/s for stall_timeout (curl counts whole seconds).
+    long stall_s = static_cast<long>((config_.stall_timeout.count() + 999) / 1000);
+    if (stall_s > 0) {
+      set(CURLOPT_LOW_SPEED_LIMIT, 1L);
+      set(CURLOPT_LOW_SPEED_TIME, stall_s);
+    }
+    if (timeout.count() > 0) set(CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+    if (config_.max_bytes_per_sec > 0) {
+      set(CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(config_.max_bytes_per_sec));
+    }
+    if (!config_.ca_file.empty()) set(CURLOPT_CAINFO, config_.ca_file.c_str());
+    if (headers) set(CURLOPT_HTTPHEADER, headers);
+    if (range) set(CURLOPT_RANGE, range);
+    if (post_body) {
+      set(CURLOPT_POST, 1L);
+      set(CURLOPT_POSTFIELDS, post_body->data());
+      set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(post_body->size()));
+    }
+    set(CURLOPT_WRITEFUNCTION, &Transfer::on_write);
+    set(CURLOPT_WRITEDATA, &t);
+    set(CURLOPT_HEADERFUNCTION, &Transfer::on_header);
+    set(CURLOPT_HEADERDATA, &t);
+    set(CURLOPT_XFERINFOFUNCTION, &Transfer::on_progress);
+    set(CURLOPT_XFERINFODATA, &t);
+    set(CURLOPT_NOPROGRESS, 0L);
+    if (rc != CURLE_OK) {
+      return fail(Errc::internal, t.what + ": curl_easy_setopt: " + curl_easy_strerror(rc));
+    }
+
+    CURLMcode mc = curl_multi_add_handle(multi_, easy_);
+    if (mc != CURLM_OK) {
+      return fail(Errc::internal, t.what + ": curl_multi_add_handle: " + curl_multi_strerror(mc));
+    }
+    std::optional<CURLcode> result;
+    bool cancelled = false;
+    while (!result) {
+      int running = 0;
+      mc = curl_multi_perform(multi_, &running);
+      if (mc != CURLM_OK) break;
+      int queued = 0;
+      while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy_) result = msg->data.result;
+      }
+      if (result) break;
+      if (t.cancel && t.cancel->load()) {
+        cancelled = true;
+        break;
+      }
+      int wait_ms = kPollMs;
+      if (t.resume_at) {
+        auto now = std::chrono::steady_clock::now();
+        if (now >= *t.resume_at) {
+          t.resume_at.reset();
+          // May call on_write right away, which may pause again.
+          CURLcode pc = curl_easy_pause(easy_, CURLPAUSE_CONT);
+          if (pc != CURLE_OK) {
+            if (!t.error)
+              t.error = Error(Errc::network, t.what + ": resume: " + curl_easy_strerror(pc));
+            result = pc;
+            break;
+          }
+          continue;
+        }
+        auto left = std::chrono::ceil<std::chrono::milliseconds>(*t.resume_at - now).count();
+        wait_ms = static_cast<int>(std::min<long long>(wait_ms, left));
+      }
+      mc = curl_multi_poll(multi_, nullptr, 0, wait_ms, nullptr);
+      if (mc != CURLM_OK) break;
+    }
+    curl_multi_remove_handle(multi_, easy_);
+
+    if (cancelled) return fail(Errc::cancelled, t.what + ": cancelled");
+    if (!result) {
+      return fail(Errc::internal, t.what + ": curl_multi: " + curl_multi_strerror(mc));
+    }
+    if (*result == CURLE_OK) return {};
+    if (t.error) return fail(std::move(*t.error));
+    if (*result == CURLE_ABORTED_BY_CALLBACK) return fail(Errc::cancelled, t.what + ": cancelled");
+    std::string detail = error_buf_[0] ? std::string(error_buf_) : curl_easy_strerror(*result);
+    return fail(Errc::network, t.what + ": " + detail);
+  }
+
+  ClientConfig config_;
+  CURL* easy_;
+  CURLM* multi_;
+  char error_buf_[CURL_ERROR_SIZE] = {};
+};
+
+class BrokenClient final : public Client {
+ public:
+  explicit BrokenClient(Error error) : error_(std::move(error)) {}
+  Result<ResponseInfo> get(const GetRequest&, const Sink&) override { return fail(error_); }
+  Result<Response> post(const std::string&, const std::string&,
+                        const std::map<std::string, std::string>&, std::uint64_t) override {
+    return fail(error_);
+  }
+
+ private:
+  Error error_;
+};
+
+}  // namespace
+
+std::unique_ptr<Client> make_http_client(const ClientConfig& config) {
+  Status init = global_init();
+  CURL* easy = init ? curl_easy_init() : nullptr;
+  CURLM* multi = init ? curl_multi_init() : nullptr;
+  if (!easy || !multi) {
+    curl_multi_cleanup(multi);
+    curl_easy_cleanup(easy);
+    // The factory has no error channel: hand out a client that reports the reason on every call.
+    return std::make_unique<BrokenClient>(
+        init ? Error(Errc::internal, "libcurl: cannot create a handle (out of memory)")
+             : init.error());
+  }
+  return std::make_unique<CurlClient>(config, easy, multi);
+}
+
+}  // namespace mota::http
