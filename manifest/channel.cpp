@@ -1,0 +1,158 @@
+#include "manifest/channel.hpp"
+
+#include <cstdint>
+
+#include "common/semver.hpp"
+#include "common/time.hpp"
+#include "manifest/crypto.hpp"
+#include "manifest/model_manifest.hpp"
+
+namespace mota {
+namespace {
+
+tl::unexpected<Error> bad(std::string_view field, std::string_view why) {
+  return fail(Errc::parse, "channel: " + std::string(field) + ": " + std::string(why));
+}
+
+// `label` names the field in errors ("rollout.salt"); defaults to the key.
+Result<std::string> get_string(const Json& obj, const char* key, bool required,
+                               const char* label = nullptr) {
+  std::string_view field = label ? label : key;
+  auto it = obj.find(key);
+  if (it == obj.end()) {
+    if (required) return bad(field, "missing");
+    return std::string();
+  }
+  if (!it->is_string()) return bad(field, "not a string");
+  return it->get<std::string>();
+}
+
+Status check_semver(std::string_view field, const std::string& v) {
+  auto parsed = SemVer::parse(v);
+  if (!parsed) return bad(field, "'" + v + "' is not a semantic version");
+  return {};
+}
+
+bool is_lower_hex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool valid_channel_name(std::string_view name) {
+  return valid_model_name(name);
+}
+
+std::string channel_target_path(std::string_view channel, std::string_view model) {
+  return "channels/" + std::string(channel) + "/" + std::string(model) + ".json";
+}
+
+Result<Channel> Channel::parse(std::string_view json_text) {
+  Json j = MOTA_TRY_CTX(parse_json(json_text, 1u << 20), "channel");
+  if (!j.is_object()) return fail(Errc::parse, "channel: not a JSON object");
+  Channel c;
+  c.model = MOTA_TRY(get_string(j, "model", true));
+  if (!valid_model_name(c.model))
+    return bad("model", "'" + c.model + "' is not a valid model name");
+  c.channel = MOTA_TRY(get_string(j, "channel", true));
+  if (!valid_channel_name(c.channel)) {
+    return bad("channel", "'" + c.channel + "' is not a valid channel name");
+  }
+  c.version = MOTA_TRY(get_string(j, "version", true));
+  MOTA_TRY(check_semver("version", c.version));
+
+  auto ro = j.find("rollout");
+  if (ro != j.end()) {
+    if (!ro->is_object()) return bad("rollout", "not an object");
+    auto p = ro->find("percent");
+    if (p == ro->end()) return bad("rollout.percent", "missing");
+    if (!p->is_number_integer() || p->get<std::int64_t>() < 0 || p->get<std::int64_t>() > 100) {
+      return bad("rollout.percent", p->dump() + " is not an integer in 0..100");
+    }
+    c.rollout.percent = static_cast<unsigned>(p->get<std::int64_t>());
+    c.rollout.salt = MOTA_TRY(get_string(*ro, "salt", true, "rollout.salt"));
+    if (c.rollout.salt.size() != 16 || !is_lower_hex(c.rollout.salt)) {
+      return bad("rollout.salt", "'" + c.rollout.salt + "' is not 16 lower-case hex digits");
+    }
+    c.rollout.fallback_version =
+        MOTA_TRY(get_string(*ro, "fallback_version", false, "rollout.fallback_version"));
+    if (!c.rollout.fallback_version.empty()) {
+      MOTA_TRY(check_semver("rollout.fallback_version", c.rollout.fallback_version));
+      if (c.rollout.percent == 100) {
+        return bad("rollout.fallback_version", "must be absent when percent is 100");
+      }
+    }
+  } else {
+    c.rollout.percent = 100;
+  }
+
+  c.min_version = MOTA_TRY(get_string(j, "min_version", false));
+  if (!c.min_version.empty()) {
+    MOTA_TRY(check_semver("min_version", c.min_version));
+    SemVer min = *SemVer::parse(c.min_version);
+    if (*SemVer::parse(c.version) < min) {
+      return bad("version", c.version + " is below min_version " + c.min_version);
+    }
+    if (!c.rollout.fallback_version.empty() && *SemVer::parse(c.rollout.fallback_version) < min) {
+      return bad("rollout.fallback_version",
+                 c.rollout.fallback_version + " is below min_version " + c.min_version);
+    }
+  }
+
+  auto ad = j.find("allow_downgrade");
+  if (ad != j.end()) {
+    if (!ad->is_boolean()) return bad("allow_downgrade", "not a boolean");
+    c.allow_downgrade = ad->get<bool>();
+  }
+  c.updated = MOTA_TRY(get_string(j, "updated", true));
+  if (!parse_time(c.updated))
+    return bad("updated", "'" + c.updated + "' is not YYYY-MM-DDTHH:MM:SSZ");
+  return c;
+}
+
+Json Channel::to_json() const {
+  Json j = Json::object();
+  j["model"] = model;
+  j["channel"] = channel;
+  j["version"] = version;
+  Json ro = Json::object();
+  ro["percent"] = rollout.percent;
+  ro["salt"] = rollout.salt;
+  if (!rollout.fallback_version.empty()) ro["fallback_version"] = rollout.fallback_version;
+  j["rollout"] = std::move(ro);
+  if (!min_version.empty()) j["min_version"] = min_version;
+  j["allow_downgrade"] = allow_downgrade;
+  j["updated"] = updated;
+  return j;
+}
+
+std::string Channel::serialize() const {
+  return to_json().dump(2) + "\n";
+}
+
+unsigned rollout_bucket(std::string_view salt, std::string_view device_id) {
+  std::string input;
+  input.reserve(salt.size() + 1 + device_id.size());
+  input.append(salt).append(":").append(device_id);
+  const std::string hex = crypto::sha256_hex(input);
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < 16; ++i) {
+    char ch = hex[i];
+    unsigned d = (ch >= '0' && ch <= '9') ? unsigned(ch - '0') : unsigned(ch - 'a' + 10);
+    v = (v << 4) | d;
+  }
+  return static_cast<unsigned>(v % 10000);
+}
+
+std::string wanted_version(const Channel& channel, std::string_view device_id) {
+  if (channel.rollout.percent >= 100) return channel.version;
+  if (rollout_bucket(channel.rollout.salt, device_id) < channel.rollout.percent * 100) {
+    return channel.version;
+  }
+  return channel.rollout.fallback_version;
+}
+
+}  // namespace mota

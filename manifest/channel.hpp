@@ -1,0 +1,69 @@
+#pragma once
+// Channel targets: which model version a channel ("stable", "beta", ...) wants, with a staged
+// rollout. The repository publishes one as the TUF target `channels/<channel>/<model>.json`, so it
+// is signed by the targets role like any model package; the agent reads it to decide what to
+// install.
+//
+// {"model": "det", "channel": "stable", "version": "1.2.0",
+//  "rollout": {"percent": 25, "salt": "9f86d081884c7d65", "fallback_version": "1.1.0"},
+//  "min_version": "1.0.0", "allow_downgrade": false, "updated": "2026-11-21T10:00:00Z"}
+//
+// Rollout: `percent` is an integer 0..100. A device is in the rollout when its bucket
+// (rollout_bucket(salt, device_id), uniform in 0..9999) is below percent * 100; it then wants
+// `version`, otherwise `fallback_version`. The fallback is absent when percent is 100, and may be
+// absent for a first rollout (devices outside it then want nothing new). Because the bucket only
+// depends on the salt and the device, raising the percentage keeps every device already in; the
+// repository picks a new salt whenever `version` changes so each release samples other devices
+// first.
+//
+// `min_version` (optional): devices below it must update regardless of the rollout; versions
+// below it are never offered. `allow_downgrade`: whether an agent on a newer version than the
+// wanted one may install the older one (rolling a bad release back).
+//
+// Unknown fields are ignored (a newer manager may add some; the file is signed either way).
+
+#include <string>
+#include <string_view>
+
+#include "common/result.hpp"
+#include "manifest/canonical_json.hpp"
+
+namespace mota {
+
+struct Rollout {
+  unsigned percent = 100;        // 0..100
+  std::string salt;              // 16 lower-case hex digits
+  std::string fallback_version;  // semver; empty when absent
+};
+
+struct Channel {
+  std::string model;    // valid_model_name()
+  std::string channel;  // valid_channel_name()
+  std::string version;  // semver
+  Rollout rollout;
+  std::string min_version;  // semver; empty when absent
+  bool allow_downgrade = false;
+  std::string updated;  // YYYY-MM-DDTHH:MM:SSZ
+
+  // Parses and validates untrusted JSON. Errors are Errc::parse and name the field:
+  // "channel: rollout.percent: 120 is not an integer in 0..100".
+  static Result<Channel> parse(std::string_view json_text);
+  Json to_json() const;
+  // Pretty JSON (2-space indent, sorted keys, trailing newline): deterministic bytes.
+  std::string serialize() const;
+};
+
+// Same rule as model names: [a-z0-9][a-z0-9._-]{0,63}.
+bool valid_channel_name(std::string_view name);
+
+// The target path of a channel file: "channels/<channel>/<model>.json".
+std::string channel_target_path(std::string_view channel, std::string_view model);
+
+// First 8 bytes of sha256(salt + ":" + device_id) as a big-endian integer, modulo 10000.
+unsigned rollout_bucket(std::string_view salt, std::string_view device_id);
+
+// The version `device_id` should run: `version` inside the rollout, else the fallback (which may
+// be empty: nothing wanted).
+std::string wanted_version(const Channel& channel, std::string_view device_id);
+
+}  // namespace mota

@@ -1,0 +1,211 @@
+#include "manifest/channel.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace mota {
+namespace {
+
+const char* kValid = R"({"model": "det", "channel": "stable", "version": "1.2.0",
+  "rollout": {"percent": 25, "salt": "0123456789abcdef", "fallback_version": "1.1.0"},
+  "min_version": "1.0.0", "allow_downgrade": false, "updated": "2026-11-21T10:00:00Z"})";
+
+TEST(Channel, ParsesValid) {
+  auto c = Channel::parse(kValid);
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_EQ(c->model, "det");
+  EXPECT_EQ(c->channel, "stable");
+  EXPECT_EQ(c->version, "1.2.0");
+  EXPECT_EQ(c->rollout.percent, 25u);
+  EXPECT_EQ(c->rollout.salt, "0123456789abcdef");
+  EXPECT_EQ(c->rollout.fallback_version, "1.1.0");
+  EXPECT_EQ(c->min_version, "1.0.0");
+  EXPECT_FALSE(c->allow_downgrade);
+  EXPECT_EQ(c->updated, "2026-11-21T10:00:00Z");
+}
+
+TEST(Channel, RoundTripsThroughSerialize) {
+  auto c = Channel::parse(kValid);
+  ASSERT_TRUE(c.has_value());
+  auto again = Channel::parse(c->serialize());
+  ASSERT_TRUE(again.has_value()) << again.error().message();
+  EXPECT_EQ(again->to_json(), c->to_json());
+  EXPECT_EQ(again->serialize(), c->serialize());
+}
+
+TEST(Channel, RolloutAbsentMeansEveryone) {
+  auto c = Channel::parse(
+      R"({"model":"det","channel":"beta","version":"2.0.0","updated":"2026-01-01T00:00:00Z"})");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_EQ(c->rollout.percent, 100u);
+  EXPECT_EQ(wanted_version(*c, "any-device"), "2.0.0");
+}
+
+TEST(Channel, UnknownFieldsIgnored) {
+  auto c = Channel::parse(
+      R"({"model":"det","channel":"beta","version":"2.0.0","updated":"2026-01-01T00:00:00Z",
+          "future_field": {"x": 1}})");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+}
+
+struct BadCase {
+  std::string json;
+  std::string expected;  // substring of the error message
+};
+
+TEST(Channel, ParseErrorsNameTheField) {
+  const std::string u = R"("updated":"2026-01-01T00:00:00Z")";
+  const std::vector<BadCase> cases = {
+      {"", "channel"},
+      {"[1,2]", "not a JSON object"},
+      {"{\"channel\":\"s\",\"version\":\"1.0.0\"," + u + "}", "model: missing"},
+      {"{\"model\":\"Bad Name\",\"channel\":\"s\",\"version\":\"1.0.0\"," + u + "}",
+       "model: 'Bad Name' is not a valid model name"},
+      {"{\"model\":\"m\",\"version\":\"1.0.0\"," + u + "}", "channel: missing"},
+      {"{\"model\":\"m\",\"channel\":\"../x\",\"version\":\"1.0.0\"," + u + "}",
+       "not a valid channel name"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"one\"," + u + "}",
+       "version: 'one' is not a semantic version"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":7," + u + "}", "version: not a string"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\"}", "updated: missing"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"updated\":\"yesterday\"}",
+       "updated: 'yesterday' is not"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"rollout\":5," + u + "}",
+       "rollout: not an object"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"rollout\":{\"salt\":"
+       "\"0123456789abcdef\"}," +
+           u + "}",
+       "rollout.percent: missing"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"rollout\":{\"percent\":120,"
+       "\"salt\":\"0123456789abcdef\"}," +
+           u + "}",
+       "rollout.percent: 120 is not an integer in 0..100"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"rollout\":{\"percent\":12.5,"
+       "\"salt\":\"0123456789abcdef\"}," +
+           u + "}",
+       "rollout.percent: 12.5 is not an integer"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"rollout\":{\"percent\":-1,"
+       "\"salt\":\"0123456789abcdef\"}," +
+           u + "}",
+       "rollout.percent: -1 is not an integer"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"rollout\":{\"percent\":10}," +
+           u + "}",
+       "rollout.salt: missing"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"rollout\":{\"percent\":10,"
+       "\"salt\":\"XYZ\"}," +
+           u + "}",
+       "rollout.salt: 'XYZ' is not 16 lower-case hex digits"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"rollout\":{\"percent\":10,"
+       "\"salt\":\"0123456789abcdef\",\"fallback_version\":\"x\"}," +
+           u + "}",
+       "rollout.fallback_version: 'x' is not a semantic version"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"rollout\":{\"percent\":100,"
+       "\"salt\":\"0123456789abcdef\",\"fallback_version\":\"0.9.0\"}," +
+           u + "}",
+       "must be absent when percent is 100"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"min_version\":\"2.0.0\"," + u +
+           "}",
+       "version: 1.0.0 is below min_version 2.0.0"},
+      {"{\"model\":\"m\",\"channel\":\"s\",\"version\":\"1.0.0\",\"allow_downgrade\":\"yes\"," + u +
+           "}",
+       "allow_downgrade: not a boolean"},
+      {"{\"model\":\"m\",\"model\":\"n\",\"channel\":\"s\",\"version\":\"1.0.0\"," + u + "}",
+       "channel"},
+  };
+  for (const auto& c : cases) {
+    auto r = Channel::parse(c.json);
+    ASSERT_FALSE(r.has_value()) << "accepted: " << c.json;
+    EXPECT_EQ(r.error().code(), Errc::parse) << c.json;
+    EXPECT_NE(r.error().message().find(c.expected), std::string::npos)
+        << "message '" << r.error().message() << "' lacks '" << c.expected << "'";
+  }
+}
+
+TEST(Channel, TargetPath) {
+  EXPECT_EQ(channel_target_path("stable", "det"), "channels/stable/det.json");
+}
+
+TEST(Rollout, BucketIsDeterministicAndInRange) {
+  EXPECT_EQ(rollout_bucket("0123456789abcdef", "dev-1"),
+            rollout_bucket("0123456789abcdef", "dev-1"));
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_LT(rollout_bucket("0123456789abcdef", "dev-" + std::to_string(i)), 10000u);
+  }
+  // The salt matters: a different salt reorders devices.
+  int same = 0;
+  for (int i = 0; i < 100; ++i) {
+    const std::string d = "dev-" + std::to_string(i);
+    same += rollout_bucket("0123456789abcdef", d) == rollout_bucket("fedcba9876543210", d);
+  }
+  EXPECT_LT(same, 5);
+}
+
+TEST(Rollout, BucketMatchesDefinition) {
+  // Pinned values (computed independently with Python's hashlib): agents and the manager must
+  // agree on the formula forever, so a change to it has to break this test.
+  EXPECT_EQ(rollout_bucket("s", "d"), 9410u);
+  EXPECT_EQ(rollout_bucket("0123456789abcdef", "device-42"), 4941u);
+}
+
+TEST(Rollout, RoughlyUniform) {
+  // 10,000 devices: each tenth of the bucket space holds 10% +- 2%.
+  std::vector<int> decile(10, 0);
+  for (int i = 0; i < 10000; ++i) {
+    ++decile[rollout_bucket("a1b2c3d4e5f60718", "device-" + std::to_string(i)) / 1000];
+  }
+  for (int d = 0; d < 10; ++d) {
+    EXPECT_GT(decile[d], 800) << "decile " << d;
+    EXPECT_LT(decile[d], 1200) << "decile " << d;
+  }
+  // And each percentage selects about that share.
+  Channel c;
+  c.version = "2.0.0";
+  c.rollout.salt = "a1b2c3d4e5f60718";
+  c.rollout.fallback_version = "1.0.0";
+  for (unsigned pct : {1u, 5u, 25u, 50u, 90u}) {
+    c.rollout.percent = pct;
+    int in = 0;
+    for (int i = 0; i < 10000; ++i)
+      in += wanted_version(c, "device-" + std::to_string(i)) == "2.0.0";
+    EXPECT_NEAR(in, int(pct) * 100, 200) << pct << "%";
+  }
+}
+
+TEST(Rollout, MonotoneInPercent) {
+  Channel c;
+  c.version = "2.0.0";
+  c.rollout.salt = "00ff00ff00ff00ff";
+  c.rollout.fallback_version = "1.0.0";
+  int in5 = 0;
+  for (int i = 0; i < 10000; ++i) {
+    const std::string d = "device-" + std::to_string(i);
+    c.rollout.percent = 5;
+    if (wanted_version(c, d) != "2.0.0") continue;
+    ++in5;
+    for (unsigned pct : {6u, 25u, 50u, 100u}) {
+      c.rollout.percent = pct;
+      EXPECT_EQ(wanted_version(c, d), "2.0.0") << d << " left the rollout at " << pct << "%";
+    }
+  }
+  EXPECT_GT(in5, 300);
+}
+
+TEST(Rollout, EdgesZeroAndHundred) {
+  Channel c;
+  c.version = "2.0.0";
+  c.rollout.salt = "00ff00ff00ff00ff";
+  c.rollout.fallback_version = "1.0.0";
+  c.rollout.percent = 0;
+  for (int i = 0; i < 500; ++i) EXPECT_EQ(wanted_version(c, "d" + std::to_string(i)), "1.0.0");
+  c.rollout.percent = 100;
+  for (int i = 0; i < 500; ++i) EXPECT_EQ(wanted_version(c, "d" + std::to_string(i)), "2.0.0");
+  // A first rollout without fallback: devices outside want nothing.
+  c.rollout.percent = 0;
+  c.rollout.fallback_version.clear();
+  EXPECT_EQ(wanted_version(c, "d1"), "");
+}
+
+}  // namespace
+}  // namespace mota
