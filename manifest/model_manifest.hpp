@@ -81,7 +81,7 @@ struct ModelManifest {
 // Valid model name: starts with [a-z0-9], then [a-z0-9._-], at most 64 characters.
 bool valid_model_name(std::string_view name);
 // Valid relative path inside a package: non-empty '/'-separated components, none empty, ".",
-// or "..", no leading '/', no '\\' or NUL, at most 1024 bytes.
+// or "..", no leading '/', no '\\', NUL or other control character, at most 1024 bytes.
 bool valid_package_path(std::string_view path);
 
 // The package's tree digest: sha256 over the entries sorted by path (byte order) of
