@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <httplib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,6 +48,25 @@ std::string lower(std::string s) {
 std::string json_error(std::string_view message) {
   // Messages here are fixed ASCII texts without quotes or backslashes.
   return "{\"error\":\"" + std::string(message) + "\"}";
+}
+
+// Request paths are attacker-chosen: escape control characters so a "%0A" cannot forge
+// log lines.
+std::string printable(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f || c == '\\') {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
 }
 
 void set_error(httplib::Response& res, int status, std::string_view message) {
@@ -258,6 +278,12 @@ class HttplibServer final : public HttpServer {
       return new httplib::ThreadPool(static_cast<std::size_t>(threads));
     };
     server_.set_payload_max_length(config_.max_body_bytes);
+    // httplib's default also sets SO_REUSEPORT, which would let a second `mota serve` bind the
+    // same port and silently split the traffic. SO_REUSEADDR alone allows a quick restart.
+    server_.set_socket_options([](socket_t sock) {
+      int one = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    });
     // Devices on slow links with curl's rate limit may not read for many seconds.
     server_.set_write_timeout(60, 0);
     server_.set_expect_100_continue_handler(
@@ -288,7 +314,7 @@ class HttplibServer final : public HttpServer {
             what = e.what();
           } catch (...) {
           }
-          log::error("http handler failed", {{"PATH", req.path}, {"ERROR", what}});
+          log::error("http handler failed", {{"PATH", printable(req.path)}, {"ERROR", what}});
           set_error(res, 500, "internal error");
         });
     server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
@@ -300,7 +326,7 @@ class HttplibServer final : public HttpServer {
       t_request_start.reset();
       t_provider_bytes = 0;
       log::info("http", {{"METHOD", req.method},
-                         {"PATH", req.path},
+                         {"PATH", printable(req.path)},
                          {"STATUS", std::to_string(res.status)},
                          {"BYTES", std::to_string(bytes)},
                          {"DURATION_MS", std::to_string(ms)},
@@ -340,10 +366,11 @@ class HttplibServer final : public HttpServer {
       try {
         reply = r->handler(hr);
       } catch (const std::exception& e) {
-        log::error("http handler failed", {{"PATH", req.path}, {"ERROR", e.what()}});
+        log::error("http handler failed", {{"PATH", printable(req.path)}, {"ERROR", e.what()}});
         return set_error(res, 500, "internal error");
       } catch (...) {
-        log::error("http handler failed", {{"PATH", req.path}, {"ERROR", "unknown exception"}});
+        log::error("http handler failed",
+                   {{"PATH", printable(req.path)}, {"ERROR", "unknown exception"}});
         return set_error(res, 500, "internal error");
       }
       res.status = reply.status;
@@ -380,7 +407,7 @@ class HttplibServer final : public HttpServer {
     bool inside = resolved.size() > root.size() && resolved.substr(0, root.size()) == root &&
                   (root == "/" || resolved[root.size()] == '/');
     if (!inside) {
-      log::warn("http: refusing a file outside the static root", {{"PATH", req.path}});
+      log::warn("http: refusing a file outside the static root", {{"PATH", printable(req.path)}});
       return set_error(res, 404, "not found");
     }
 
