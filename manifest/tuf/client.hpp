@@ -12,6 +12,7 @@
 // Not thread-safe: one Client per metadata directory at a time.
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -72,6 +73,12 @@ class Client {
   ~Client();
 
  private:
+  struct DelegationRef;  // a delegating role's keys and the delegation itself
+  Status update_timestamp();
+  Status update_snapshot();
+  // Loads "targets" (delegation == nullptr: verified with the root) or a delegated role.
+  Status load_targets(const std::string& role_name, const DelegationRef* delegation);
+
   ClientConfig config_;
   http::Client& http_;
   std::unique_ptr<State> state_;
