@@ -1,0 +1,360 @@
+#include "manager/cli.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "common/version.hpp"
+#include "manager/http_server.hpp"
+#include "manager/repository.hpp"
+
+namespace mota::manager {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+
+// Set from the signal handler only; the serve loop polls it.
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+extern "C" void on_stop_signal(int) {
+  g_stop.store(true);
+}
+
+std::string repo_dir(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  const char* env = std::getenv("MOTA_REPO");
+  if (env && *env) return env;
+  return ".";
+}
+
+std::string human_size(std::uint64_t n) {
+  char buf[32];
+  if (n >= (1u << 20)) {
+    std::snprintf(buf, sizeof buf, "%.1f MiB", double(n) / double(1u << 20));
+  } else if (n >= 1024) {
+    std::snprintf(buf, sizeof buf, "%.1f KiB", double(n) / 1024.0);
+  } else {
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
+  }
+  return buf;
+}
+
+// A one-line progress indicator, only when a person is watching.
+storage::Progress make_progress() {
+  if (!::isatty(STDOUT_FILENO)) return {};
+  return [last = -1](std::uint64_t done, std::uint64_t total) mutable {
+    const int pct = total ? int(done * 100 / total) : 100;
+    if (pct == last) return;
+    last = pct;
+    std::printf("\rpacking %3d%% (%s of %s)", pct, human_size(done).c_str(),
+                human_size(total).c_str());
+    if (done >= total) std::printf("\n");
+    std::fflush(stdout);
+  };
+}
+
+Result<std::pair<std::string, int>> parse_listen(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return fail(Errc::invalid_argument, "--listen '" + listen + "': want HOST:PORT");
+  }
+  const std::string host = listen.substr(0, colon);
+  const std::string port_text = listen.substr(colon + 1);
+  int port = -1;
+  try {
+    std::size_t used = 0;
+    port = std::stoi(port_text, &used);
+    if (used != port_text.size()) port = -1;
+  } catch (const std::exception&) {
+    port = -1;
+  }
+  if (port < 0 || port > 65535) {
+    return fail(Errc::invalid_argument, "--listen '" + listen + "': bad port '" + port_text + "'");
+  }
+  return std::make_pair(host, port);
+}
+
+Status serve(const std::string& dir, const std::string& listen) {
+  std::error_code ec;
+  const stdfs::path root = stdfs::path(dir) / "repo";
+  if (!stdfs::exists(stdfs::path(dir) / "mota.toml", ec)) {
+    return fail(Errc::not_found, dir + " is not a mota repository (no mota.toml)");
+  }
+  const auto [host, port] = MOTA_TRY(parse_listen(listen));
+  ServerConfig config;
+  config.host = host;
+  config.port = port;
+  config.static_root = root;
+  auto server = make_http_server(config);
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  const int bound = MOTA_TRY_CTX(server->start(), "serve " + listen);
+  std::printf("serving %s at http://%s:%d/\n", root.c_str(), host.c_str(), bound);
+  std::fflush(stdout);
+  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  server->stop();
+  std::printf("stopped\n");
+  return {};
+}
+
+Json release_json(const Release& r) {
+  return Json{{"name", r.name},          {"version", r.version}, {"target", r.target_path},
+              {"length", r.length},      {"sha256", r.sha256},   {"tree_digest", r.tree_digest},
+              {"framework", r.framework}};
+}
+
+void print_channel(const Channel& c) {
+  std::string rollout;
+  if (c.rollout.percent == 100) {
+    rollout = "100%";
+  } else {
+    rollout = std::to_string(c.rollout.percent) + "%, others " +
+              (c.rollout.fallback_version.empty() ? "unchanged" : c.rollout.fallback_version);
+  }
+  std::printf("%-12s %-24s %-12s %-28s%s%s\n", c.channel.c_str(), c.model.c_str(),
+              c.version.c_str(), rollout.c_str(),
+              c.min_version.empty() ? "" : (" min " + c.min_version).c_str(),
+              c.allow_downgrade ? " downgrade-allowed" : "");
+}
+
+}  // namespace
+
+int cli_main(int argc, char** argv) {
+  CLI::App app{"mota: publish ML models to fleets through a signed TUF repository", "mota"};
+  app.set_version_flag("--version", std::string("mota ") + kVersion);
+  app.require_subcommand(1);
+
+  std::string repo_flag;
+  auto add_repo = [&](CLI::App* cmd) {
+    cmd->add_option("--repo", repo_flag, "repository directory (default: $MOTA_REPO or .)");
+  };
+  // The chosen command runs after parsing, so usage errors never half-run an operation.
+  std::function<Status()> action;
+
+  // init
+  std::string init_dir, key_type = "ed25519", expires;
+  int zstd_level = 10;
+  auto* init = app.add_subcommand("init", "create a repository with fresh keys");
+  init->add_option("DIR", init_dir, "directory (created; must be empty)")->required();
+  init->add_option("--key-type", key_type, "ed25519, ecdsa or rsa")->capture_default_str();
+  init->add_option("--expires", expires,
+                   "role lifetimes, e.g. root=1y,targets=3mo,snapshot=1w,timestamp=1d");
+  init->add_option("--zstd-level", zstd_level, "package compression level 1..19")
+      ->capture_default_str();
+  init->callback([&] {
+    action = [&]() -> Status {
+      Settings s;
+      auto kt = crypto::key_type_from_name(key_type);
+      if (!kt) return fail(Errc::invalid_argument, "--key-type: " + kt.error().message());
+      s.key_type = *kt;
+      s.expiry = MOTA_TRY_CTX(parse_expiry_spec(expires), "--expires");
+      s.zstd_level = zstd_level;
+      auto repo = MOTA_TRY(Repository::init(init_dir, s));
+      std::printf("initialised repository %s (%s keys)\n", init_dir.c_str(),
+                  std::string(crypto::keytype_name(s.key_type)).c_str());
+      std::printf("  keys:  %s/keys (secret; keep an offline copy of root.pem)\n",
+                  init_dir.c_str());
+      std::printf("  serve: %s/repo (clients bootstrap from repo/metadata/1.root.json)\n",
+                  init_dir.c_str());
+      return {};
+    };
+  });
+
+  // release
+  auto* release = app.add_subcommand("release", "model releases");
+  release->require_subcommand(1);
+  std::string model_dir, version, name;
+  auto* radd = release->add_subcommand("add", "pack a model directory and publish it");
+  radd->add_option("MODEL_DIR", model_dir, "directory with model.json")->required();
+  radd->add_option("--version", version, "semantic version of this release")->required();
+  radd->add_option("--name", name, "model name (default: model.json's name)");
+  add_repo(radd);
+  radd->callback([&] {
+    action = [&]() -> Status {
+      auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
+      const Release r =
+          MOTA_TRY_CTX(repo.add_release(model_dir, version, name, make_progress()), "release add");
+      std::printf("published %s %s: %s (%s, sha256 %s)\n", r.name.c_str(), r.version.c_str(),
+                  r.target_path.c_str(), human_size(r.length).c_str(), r.sha256.c_str());
+      return {};
+    };
+  });
+  bool list_json = false;
+  auto* rlist = release->add_subcommand("list", "list published releases");
+  rlist->add_flag("--json", list_json, "machine-readable output");
+  add_repo(rlist);
+  rlist->callback([&] {
+    action = [&]() -> Status {
+      auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
+      const auto releases = MOTA_TRY(repo.list_releases());
+      if (list_json) {
+        Json arr = Json::array();
+        for (const auto& r : releases) arr.push_back(release_json(r));
+        std::printf("%s\n", arr.dump(2).c_str());
+        return {};
+      }
+      if (releases.empty()) {
+        std::printf("no releases\n");
+        return {};
+      }
+      std::printf("%-24s %-12s %-10s %-10s %s\n", "NAME", "VERSION", "FRAMEWORK", "SIZE", "SHA256");
+      for (const auto& r : releases) {
+        std::printf("%-24s %-12s %-10s %-10s %s\n", r.name.c_str(), r.version.c_str(),
+                    r.framework.c_str(), human_size(r.length).c_str(),
+                    r.sha256.substr(0, 16).c_str());
+      }
+      return {};
+    };
+  });
+
+  // channel
+  auto* channel = app.add_subcommand("channel", "release channels and staged rollouts");
+  channel->require_subcommand(1);
+  ChannelRequest creq;
+  auto* cset = channel->add_subcommand("set", "point CHANNEL's MODEL at VERSION");
+  cset->add_option("CHANNEL", creq.channel, "channel name, e.g. stable")->required();
+  cset->add_option("MODEL", creq.model, "model name")->required();
+  cset->add_option("VERSION", creq.version, "a released version")->required();
+  cset->add_option("--percent", creq.percent, "share of devices getting VERSION (0..100)")
+      ->check(CLI::Range(0, 100))
+      ->capture_default_str();
+  cset->add_flag("--allow-downgrade", creq.allow_downgrade,
+                 "devices on a newer version may install VERSION");
+  cset->add_option("--min-version", creq.min_version, "devices below it update regardless");
+  add_repo(cset);
+  cset->callback([&] {
+    action = [&]() -> Status {
+      auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
+      const Channel c = MOTA_TRY_CTX(repo.set_channel(creq), "channel set");
+      std::printf("channel %s: %s -> %s", c.channel.c_str(), c.model.c_str(), c.version.c_str());
+      if (c.rollout.percent < 100) {
+        std::printf(
+            " for %u%% of devices (others: %s)", c.rollout.percent,
+            c.rollout.fallback_version.empty() ? "no change" : c.rollout.fallback_version.c_str());
+      }
+      std::printf("\n");
+      return {};
+    };
+  });
+  std::string show_channel;
+  bool show_json = false;
+  auto* cshow = channel->add_subcommand("show", "show channels");
+  cshow->add_option("CHANNEL", show_channel, "only this channel");
+  cshow->add_flag("--json", show_json, "machine-readable output");
+  add_repo(cshow);
+  cshow->callback([&] {
+    action = [&]() -> Status {
+      auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
+      const auto channels = MOTA_TRY(repo.show_channels(show_channel));
+      if (show_json) {
+        Json arr = Json::array();
+        for (const auto& c : channels) arr.push_back(c.to_json());
+        std::printf("%s\n", arr.dump(2).c_str());
+        return {};
+      }
+      if (channels.empty()) {
+        std::printf("no channels\n");
+        return {};
+      }
+      std::printf("%-12s %-24s %-12s %s\n", "CHANNEL", "MODEL", "VERSION", "ROLLOUT");
+      for (const auto& c : channels) print_channel(c);
+      return {};
+    };
+  });
+
+  // timestamp refresh
+  auto* timestamp = app.add_subcommand("timestamp", "timestamp metadata");
+  timestamp->require_subcommand(1);
+  auto* trefresh = timestamp->add_subcommand(
+      "refresh", "re-sign timestamp (and snapshot/targets when they expire soon); run from cron");
+  add_repo(trefresh);
+  trefresh->callback([&] {
+    action = [&]() -> Status {
+      auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
+      const RefreshResult r = MOTA_TRY_CTX(repo.refresh_timestamp(), "timestamp refresh");
+      std::printf("timestamp version %llu", static_cast<unsigned long long>(r.timestamp_version));
+      if (r.resigned_targets) std::printf(", re-signed targets");
+      if (r.resigned_snapshot) std::printf(", re-signed snapshot");
+      std::printf("\n");
+      return {};
+    };
+  });
+
+  // key rotate
+  auto* key = app.add_subcommand("key", "signing keys");
+  key->require_subcommand(1);
+  std::string role;
+  auto* krotate = key->add_subcommand("rotate", "replace a role's key (publishes a new root)");
+  krotate->add_option("ROLE", role, "root, targets, snapshot or timestamp")
+      ->required()
+      ->check(CLI::IsMember({"root", "targets", "snapshot", "timestamp"}));
+  add_repo(krotate);
+  krotate->callback([&] {
+    action = [&]() -> Status {
+      auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
+      const std::uint64_t v = MOTA_TRY_CTX(repo.rotate_key(role), "key rotate");
+      std::printf("rotated the %s key; root version %llu\n", role.c_str(),
+                  static_cast<unsigned long long>(v));
+      return {};
+    };
+  });
+
+  // verify
+  std::string verify_dir;
+  auto* verify = app.add_subcommand("verify", "check a repository end to end as a client would");
+  verify->add_option("DIR", verify_dir, "repository (default: --repo)");
+  add_repo(verify);
+  verify->callback([&] {
+    action = [&]() -> Status {
+      const std::string dir = verify_dir.empty() ? repo_dir(repo_flag) : verify_dir;
+      const VerifyReport report = MOTA_TRY_CTX(Repository::verify(dir), "verify " + dir);
+      for (const auto& line : report.checked) std::printf("ok: %s\n", line.c_str());
+      for (const auto& w : report.warnings) std::printf("warning: %s\n", w.c_str());
+      std::printf("repository %s verified\n", dir.c_str());
+      return {};
+    };
+  });
+
+  // serve
+  std::string listen = "127.0.0.1:8080";
+  auto* srv = app.add_subcommand("serve", "serve DIR/repo over HTTP (Range supported)");
+  srv->add_option("--listen", listen, "HOST:PORT (port 0: any free port)")->capture_default_str();
+  add_repo(srv);
+  srv->callback([&] { action = [&]() -> Status { return serve(repo_dir(repo_flag), listen); }; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "mota: error: %s\nRun 'mota --help' for usage.\n", e.what());
+    return kExitUsage;
+  }
+  if (!action) {
+    std::fprintf(stderr, "mota: error: no command given\n");
+    return kExitUsage;
+  }
+  Status s = action();
+  std::fflush(stdout);
+  if (!s) {
+    std::fprintf(stderr, "mota: error: %s\n", s.error().message().c_str());
+    return s.error().code() == Errc::invalid_argument ? kExitUsage : kExitFailed;
+  }
+  return 0;
+}
+
+}  // namespace mota::manager

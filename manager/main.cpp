@@ -1,0 +1,5 @@
+#include "manager/cli.hpp"
+
+int main(int argc, char** argv) {
+  return mota::manager::cli_main(argc, argv);
+}

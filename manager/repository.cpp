@@ -1,0 +1,1143 @@
+#include "manager/repository.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <thread>
+#include <tuple>
+
+#include "common/fs.hpp"
+#include "common/hex.hpp"
+#include "common/log.hpp"
+#include "common/semver.hpp"
+#include "manifest/model_manifest.hpp"
+
+namespace mota::manager {
+namespace {
+
+namespace stdfs = std::filesystem;
+using std::chrono::seconds;
+
+constexpr const char* kRoles[] = {"root", "targets", "snapshot", "timestamp"};
+constexpr std::uint64_t kMaxMetadataBytes = 16u << 20;
+constexpr std::uint64_t kMaxChannelBytes = 1u << 20;
+
+struct Paths {
+  explicit Paths(stdfs::path d)
+      : dir(std::move(d)),
+        settings(dir / "mota.toml"),
+        keys(dir / "keys"),
+        tmp(dir / "tmp"),
+        lock(dir / ".lock"),
+        repo(dir / "repo"),
+        metadata(repo / "metadata"),
+        targets(repo / "targets") {}
+  stdfs::path dir, settings, keys, tmp, lock, repo, metadata, targets;
+
+  stdfs::path key(std::string_view role) const { return keys / (std::string(role) + ".pem"); }
+  stdfs::path versioned(std::uint64_t v, std::string_view role) const {
+    return metadata / (std::to_string(v) + "." + std::string(role) + ".json");
+  }
+  // Consistent-snapshot file name of a target: "<dir>/<sha256>.<basename>".
+  stdfs::path target_file(const std::string& target_path, const std::string& sha256) const {
+    stdfs::path tp(target_path);
+    return targets / tp.parent_path() / (sha256 + "." + tp.filename().string());
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Lock file
+
+// flock() on DIR/.lock; released when the object (its descriptor) goes away.
+class DirLock {
+ public:
+  static Result<DirLock> acquire(const stdfs::path& file, bool exclusive) {
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail(errno_error("open lock file", file.string(), errno));
+    DirLock l;
+    l.file_ = fs::File(fd);
+    // Poll rather than block: a hung mota process must not hang a cron job forever.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (;;) {
+      if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return l;
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        return fail(errno_error("flock", file.string(), errno));
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        return fail(Errc::io, file.parent_path().string() +
+                                  " is locked by another mota process (waited 30 s)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+ private:
+  fs::File file_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+std::string format_duration(seconds s) {
+  struct Unit {
+    long long secs;
+    const char* name;
+  };
+  static constexpr Unit kUnits[] = {{365 * 86400, "y"}, {30 * 86400, "mo"}, {7 * 86400, "w"},
+                                    {86400, "d"},       {3600, "h"},        {60, "m"}};
+  const long long n = s.count();
+  for (const auto& u : kUnits) {
+    if (n > 0 && n % u.secs == 0) return std::to_string(n / u.secs) + u.name;
+  }
+  return std::to_string(n) + "s";
+}
+
+Result<seconds> positive_duration(std::string_view what, std::string_view text) {
+  auto d = parse_duration(text);
+  if (!d) return fail(Errc::parse, std::string(what) + ": " + d.error().message());
+  if (d->count() <= 0) return fail(Errc::parse, std::string(what) + ": must be positive");
+  return *d;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repository state: the metadata clients currently see, reached from timestamp.json.
+
+struct State {
+  tuf::Signed<tuf::Root> root;
+  tuf::Signed<tuf::Targets> targets;
+  tuf::Signed<tuf::Snapshot> snapshot;
+  tuf::Signed<tuf::Timestamp> timestamp;
+};
+
+Result<std::uint64_t> latest_root_version(const Paths& p) {
+  std::uint64_t v = 0;
+  while (stdfs::exists(p.versioned(v + 1, "root"))) ++v;
+  if (v == 0) {
+    return fail(Errc::not_found, p.versioned(1, "root").string() + " is missing");
+  }
+  return v;
+}
+
+Result<State> load_state(const Paths& p) {
+  State st;
+  const std::uint64_t rv = MOTA_TRY(latest_root_version(p));
+  {
+    const auto path = p.versioned(rv, "root");
+    std::string bytes = MOTA_TRY(fs::read_file(path, kMaxMetadataBytes));
+    st.root = MOTA_TRY_CTX(tuf::parse_root(bytes), path.string());
+  }
+  {
+    const auto path = p.metadata / "timestamp.json";
+    std::string bytes = MOTA_TRY(fs::read_file(path, kMaxMetadataBytes));
+    st.timestamp = MOTA_TRY_CTX(tuf::parse_timestamp(bytes), path.string());
+  }
+  {
+    const auto path = p.versioned(st.timestamp.signed_.snapshot.version, "snapshot");
+    std::string bytes = MOTA_TRY(fs::read_file(path, kMaxMetadataBytes));
+    st.snapshot = MOTA_TRY_CTX(tuf::parse_snapshot(bytes), path.string());
+  }
+  {
+    auto it = st.snapshot.signed_.meta.find("targets.json");
+    if (it == st.snapshot.signed_.meta.end()) {
+      return fail(Errc::parse, "snapshot version " + std::to_string(st.snapshot.signed_.version) +
+                                   " has no targets.json entry");
+    }
+    const auto path = p.versioned(it->second.version, "targets");
+    std::string bytes = MOTA_TRY(fs::read_file(path, kMaxMetadataBytes));
+    st.targets = MOTA_TRY_CTX(tuf::parse_targets(bytes), path.string());
+  }
+  return st;
+}
+
+std::string short_id(const std::string& keyid) {
+  return keyid.substr(0, 16);
+}
+
+// Reads keys/<role>.pem and checks root lists it for the role: signing with a key clients do not
+// trust would publish metadata every client rejects.
+Result<crypto::PrivateKey> load_key(const Paths& p, std::string_view role, const tuf::Root& root) {
+  const auto path = p.key(role);
+  std::string pem = MOTA_TRY(fs::read_file(path, 1u << 20));
+  auto key = crypto::PrivateKey::from_pem(pem);
+  if (!key) return fail(std::move(key).error().context(path.string()));
+  const std::string id = tuf::Key::from_public(key->public_key()).key_id();
+  auto role_it = root.roles.find(std::string(role));
+  if (role_it == root.roles.end()) {
+    return fail(Errc::parse, "root version " + std::to_string(root.version) + " has no " +
+                                 std::string(role) + " role");
+  }
+  const auto& ids = role_it->second.keyids;
+  if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
+    std::string listed;
+    for (const auto& k : ids) listed += (listed.empty() ? "" : ", ") + short_id(k);
+    return fail(Errc::verification, path.string() + " holds key " + short_id(id) +
+                                        ", which is not a " + std::string(role) +
+                                        " key of root version " + std::to_string(root.version) +
+                                        " (it lists " + listed + "): wrong or replaced key file");
+  }
+  return std::move(*key);
+}
+
+tuf::MetaFile meta_for(std::uint64_t version, const std::string& bytes) {
+  tuf::MetaFile m;
+  m.version = version;
+  m.length = bytes.size();
+  m.hashes["sha256"] = crypto::sha256_hex(bytes);
+  return m;
+}
+
+// Files written by an operation that is not complete yet; removed unless dismissed. Metadata is
+// only referenced once timestamp.json is replaced (last), so removing the rest is always safe.
+class Cleanup {
+ public:
+  ~Cleanup() {
+    if (done_) return;
+    for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
+      std::error_code ec;
+      stdfs::remove(*it, ec);  // directories only when empty
+    }
+  }
+  void add(stdfs::path p) { paths_.push_back(std::move(p)); }
+  void dismiss() { done_ = true; }
+
+ private:
+  std::vector<stdfs::path> paths_;
+  bool done_ = false;
+};
+
+// Creates the missing directories of `dir` one by one, recording them for cleanup.
+Status make_dirs_tracked(const stdfs::path& dir, Cleanup& cleanup) {
+  std::vector<stdfs::path> missing;
+  for (stdfs::path d = dir; !d.empty() && !stdfs::exists(d); d = d.parent_path()) {
+    missing.push_back(d);
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    MOTA_TRY(fs::make_dirs(*it, 0755));
+    cleanup.add(*it);
+  }
+  return {};
+}
+
+Result<std::string> sign(const Json& signed_json, const crypto::PrivateKey& key) {
+  return tuf::sign_metadata(signed_json, {&key});
+}
+
+// Writes a new versioned role file (also recorded for cleanup until the timestamp lands).
+Status write_meta(const stdfs::path& path, const std::string& bytes, Cleanup& cleanup) {
+  cleanup.add(path);
+  return fs::write_file_atomic(path, bytes, 0644).context("write " + path.string());
+}
+
+struct Publish {
+  std::optional<tuf::Targets> targets;  // new targets content (version/expiry set here)
+  bool snapshot = false;                // re-sign snapshot even if targets did not change
+};
+
+// The single publish path: target files are already in place; writes N.targets.json, then
+// N.snapshot.json, then timestamp.json last, so a client sees the old set or the new one.
+Status publish(const Paths& p, State& st, const Settings& settings, TimePoint now, Publish what,
+               Cleanup& cleanup) {
+  std::optional<crypto::PrivateKey> targets_key, snapshot_key;
+  const bool new_snapshot = what.targets.has_value() || what.snapshot;
+  if (what.targets) targets_key = MOTA_TRY(load_key(p, "targets", st.root.signed_));
+  if (new_snapshot) snapshot_key = MOTA_TRY(load_key(p, "snapshot", st.root.signed_));
+  auto timestamp_key = MOTA_TRY(load_key(p, "timestamp", st.root.signed_));
+
+  State next = st;
+  if (what.targets) {
+    tuf::Targets t = std::move(*what.targets);
+    t.type = "targets";
+    t.version = st.targets.signed_.version + 1;
+    t.expires = now + settings.expiry.targets;
+    const std::string bytes = MOTA_TRY(sign(tuf::to_json(t), *targets_key));
+    MOTA_TRY(write_meta(p.versioned(t.version, "targets"), bytes, cleanup));
+    next.targets = MOTA_TRY(tuf::parse_targets(bytes));
+    next.snapshot.signed_.meta["targets.json"] = meta_for(t.version, bytes);
+  }
+  if (new_snapshot) {
+    tuf::Snapshot s = next.snapshot.signed_;
+    s.version = st.snapshot.signed_.version + 1;
+    s.expires = now + settings.expiry.snapshot;
+    const std::string bytes = MOTA_TRY(sign(tuf::to_json(s), *snapshot_key));
+    MOTA_TRY(write_meta(p.versioned(s.version, "snapshot"), bytes, cleanup));
+    next.snapshot = MOTA_TRY(tuf::parse_snapshot(bytes));
+    next.timestamp.signed_.snapshot = meta_for(s.version, bytes);
+  }
+  tuf::Timestamp ts = next.timestamp.signed_;
+  ts.version = st.timestamp.signed_.version + 1;
+  ts.expires = now + settings.expiry.timestamp;
+  const std::string bytes = MOTA_TRY(sign(tuf::to_json(ts), timestamp_key));
+  // The commit point: everything before is unreferenced until this rename.
+  MOTA_TRY(fs::write_file_atomic(p.metadata / "timestamp.json", bytes, 0644)
+               .context("write timestamp.json"));
+  cleanup.dismiss();
+  next.timestamp = MOTA_TRY(tuf::parse_timestamp(bytes));
+  st = std::move(next);
+  return {};
+}
+
+// Mutating operations refuse to publish under an expired root: every client would reject it.
+Status check_root_usable(const State& st, TimePoint now) {
+  auto s = tuf::check_expiry(st.root.signed_, "root", now);
+  if (!s) {
+    return fail(std::move(s).error().context(
+        "cannot publish (clients reject an expired root; run `mota key rotate root` to sign a "
+        "new root version)"));
+  }
+  return {};
+}
+
+Result<std::string> random_salt() {
+  std::string bytes = MOTA_TRY(crypto::random_bytes(8));
+  return to_hex(bytes);
+}
+
+Result<std::string> read_text(const stdfs::path& path, std::uint64_t max) {
+  return fs::read_file(path, max);
+}
+
+// Hashes a file with every algorithm a target lists; compares length first (cheap).
+Status check_target_file(const stdfs::path& file, const std::string& target_path,
+                         const tuf::TargetFile& info) {
+  std::error_code ec;
+  if (!stdfs::is_regular_file(file, ec)) {
+    return fail(Errc::not_found,
+                "target " + target_path + ": file " + file.string() + " is missing");
+  }
+  const auto size = stdfs::file_size(file, ec);
+  if (ec)
+    return fail(Errc::io,
+                "target " + target_path + ": stat " + file.string() + ": " + ec.message());
+  if (size != info.length) {
+    return fail(Errc::verification, "target " + target_path + ": length " + std::to_string(size) +
+                                        " differs from the " + std::to_string(info.length) +
+                                        " bytes in targets.json");
+  }
+  for (const auto& [algo_name, expected] : info.hashes) {
+    auto algo = crypto::hash_from_name(algo_name);
+    if (!algo) continue;  // an algorithm this build does not know; sha256 is always present
+    crypto::Hasher h(*algo);
+    auto f = MOTA_TRY(fs::File::open_read(file));
+    std::string buf(1 << 16, '\0');
+    for (;;) {
+      const std::size_t n = MOTA_TRY(f.read_some(std::as_writable_bytes(std::span(buf))));
+      if (n == 0) break;
+      h.update(std::string_view(buf.data(), n));
+    }
+    const std::string got = h.hex_digest();
+    if (!crypto::digest_equal(got, expected)) {
+      return fail(Errc::verification, "target " + target_path + ": " + algo_name + " " + got +
+                                          " differs from " + expected + " in targets.json");
+    }
+  }
+  return {};
+}
+
+bool is_release(const tuf::TargetFile& t) {
+  return t.custom.is_object() && t.custom.value("kind", "") == "full";
+}
+
+Release release_from(const std::string& path, const tuf::TargetFile& t) {
+  Release r;
+  r.target_path = path;
+  r.name = t.custom.value("name", "");
+  r.version = t.custom.value("version", "");
+  r.length = t.length;
+  auto h = t.hashes.find("sha256");
+  if (h != t.hashes.end()) r.sha256 = h->second;
+  r.tree_digest = t.custom.value("tree_digest", "");
+  r.framework = t.custom.value("framework", "");
+  return r;
+}
+
+bool semver_less(const std::string& a, const std::string& b) {
+  auto sa = SemVer::parse(a);
+  auto sb = SemVer::parse(b);
+  if (sa && sb) return *sa < *sb;
+  return a < b;
+}
+
+Result<Channel> read_channel(const Paths& p, const std::string& path, const tuf::TargetFile& t) {
+  auto h = t.hashes.find("sha256");
+  if (h == t.hashes.end()) return fail(Errc::parse, "target " + path + " has no sha256 hash");
+  const auto file = p.target_file(path, h->second);
+  std::string text = MOTA_TRY_CTX(read_text(file, kMaxChannelBytes), "channel " + path);
+  return Channel::parse(text).context(path);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+std::string Settings::to_toml() const {
+  std::string s;
+  s += "# mota repository settings (docs/repository.md)\n";
+  s += "# Key type of newly generated keys: ed25519, ecdsa or rsa.\n";
+  s += "key_type = \"" + std::string(crypto::keytype_name(key_type)) + "\"\n";
+  s += "# zstd level (1..19) for packages built by `mota release add`.\n";
+  s += "zstd_level = " + std::to_string(zstd_level) + "\n";
+  s += "# `mota timestamp refresh` also re-signs snapshot and targets expiring within this.\n";
+  s += "refresh_margin = \"" + format_duration(refresh_margin) + "\"\n\n";
+  s += "# Lifetime of each role's metadata from the moment it is signed.\n[expiry]\n";
+  s += "root = \"" + format_duration(expiry.root) + "\"\n";
+  s += "targets = \"" + format_duration(expiry.targets) + "\"\n";
+  s += "snapshot = \"" + format_duration(expiry.snapshot) + "\"\n";
+  s += "timestamp = \"" + format_duration(expiry.timestamp) + "\"\n";
+  return s;
+}
+
+Result<Settings> Settings::from_toml(std::string_view text) {
+  toml::table tbl;
+  try {
+    tbl = toml::parse(text, std::string_view("mota.toml"));
+  } catch (const toml::parse_error& e) {
+    return fail(Errc::parse, "mota.toml: line " + std::to_string(e.source().begin.line) +
+                                 ", column " + std::to_string(e.source().begin.column) + ": " +
+                                 std::string(e.description()));
+  }
+  Settings s;
+  auto get_str = [](const toml::node& n, const std::string& key) -> Result<std::string> {
+    auto v = n.value<std::string>();
+    if (!v) return fail(Errc::parse, "mota.toml: " + key + ": not a string");
+    return *v;
+  };
+  for (auto&& [k, node] : tbl) {
+    const std::string key(k.str());
+    if (key == "key_type") {
+      const std::string v = MOTA_TRY(get_str(node, key));
+      auto t = crypto::key_type_from_name(v);
+      if (!t) return fail(Errc::parse, "mota.toml: key_type: " + t.error().message());
+      s.key_type = *t;
+    } else if (key == "zstd_level") {
+      auto v = node.value<std::int64_t>();
+      if (!v || *v < 1 || *v > 19) {
+        return fail(Errc::parse, "mota.toml: zstd_level: not an integer in 1..19");
+      }
+      s.zstd_level = static_cast<int>(*v);
+    } else if (key == "refresh_margin") {
+      const std::string v = MOTA_TRY(get_str(node, key));
+      s.refresh_margin = MOTA_TRY(positive_duration("mota.toml: refresh_margin", v));
+    } else if (key == "expiry") {
+      const toml::table* et = node.as_table();
+      if (!et) return fail(Errc::parse, "mota.toml: expiry: not a table");
+      for (auto&& [ek, en] : *et) {
+        const std::string role(ek.str());
+        const std::string what = "mota.toml: expiry." + role;
+        const std::string v = MOTA_TRY(get_str(en, "expiry." + role));
+        const seconds d = MOTA_TRY(positive_duration(what, v));
+        if (role == "root")
+          s.expiry.root = d;
+        else if (role == "targets")
+          s.expiry.targets = d;
+        else if (role == "snapshot")
+          s.expiry.snapshot = d;
+        else if (role == "timestamp")
+          s.expiry.timestamp = d;
+        else
+          return fail(Errc::parse, what + ": unknown role (root, targets, snapshot, timestamp)");
+      }
+    } else {
+      // Strict: a misspelt key silently ignored would leave a default the operator did not want.
+      return fail(Errc::parse, "mota.toml: unknown key '" + key + "'");
+    }
+  }
+  return s;
+}
+
+Result<Expiry> parse_expiry_spec(std::string_view spec, Expiry base) {
+  Expiry e = base;
+  std::size_t pos = 0;
+  while (pos <= spec.size()) {
+    std::size_t comma = spec.find(',', pos);
+    if (comma == std::string_view::npos) comma = spec.size();
+    std::string_view item = spec.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (item.empty()) {
+      if (comma == spec.size()) break;
+      continue;
+    }
+    const auto eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      return fail(Errc::invalid_argument,
+                  "expiry '" + std::string(item) + "': want ROLE=DURATION (e.g. targets=3mo)");
+    }
+    const std::string role(item.substr(0, eq));
+    auto d = parse_duration(item.substr(eq + 1));
+    if (!d) return fail(Errc::invalid_argument, "expiry " + role + ": " + d.error().message());
+    if (d->count() <= 0)
+      return fail(Errc::invalid_argument, "expiry " + role + ": must be positive");
+    if (role == "root")
+      e.root = *d;
+    else if (role == "targets")
+      e.targets = *d;
+    else if (role == "snapshot")
+      e.snapshot = *d;
+    else if (role == "timestamp")
+      e.timestamp = *d;
+    else {
+      return fail(Errc::invalid_argument,
+                  "expiry: unknown role '" + role + "' (root, targets, snapshot, timestamp)");
+    }
+  }
+  return e;
+}
+
+std::string release_target_path(const std::string& name, const std::string& version) {
+  return "models/" + name + "/" + version + "/" + name + "-" + version + ".mota";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repository
+
+Repository::Repository(stdfs::path dir, Settings settings, NowFn now)
+    : dir_(std::move(dir)), settings_(std::move(settings)), now_(std::move(now)) {}
+Repository::Repository(Repository&&) noexcept = default;
+Repository& Repository::operator=(Repository&&) noexcept = default;
+Repository::~Repository() = default;
+
+Result<Repository> Repository::init(const stdfs::path& dir, const Settings& settings, NowFn now) {
+  const Paths p(dir);
+  std::error_code ec;
+  const bool existed = stdfs::exists(dir, ec);
+  if (existed) {
+    if (stdfs::exists(p.settings, ec)) {
+      return fail(Errc::already_exists, dir.string() + " is already a mota repository");
+    }
+    if (!stdfs::is_directory(dir, ec)) {
+      return fail(Errc::already_exists, dir.string() + " exists and is not a directory");
+    }
+    if (!stdfs::is_empty(dir, ec)) {
+      return fail(Errc::already_exists, dir.string() + " exists and is not empty");
+    }
+  }
+  if (settings.zstd_level < 1 || settings.zstd_level > 19) {
+    return fail(Errc::invalid_argument,
+                "zstd level " + std::to_string(settings.zstd_level) + " is not in 1..19");
+  }
+  // On failure, take back everything created so a retry starts from the same place.
+  struct Undo {
+    const Paths& p;
+    bool existed;
+    bool done = false;
+    ~Undo() {
+      if (done) return;
+      std::error_code e;
+      if (!existed) {
+        stdfs::remove_all(p.dir, e);
+        return;
+      }
+      for (const auto& entry : stdfs::directory_iterator(p.dir, e)) stdfs::remove_all(entry, e);
+    }
+  } undo{p, existed};
+
+  MOTA_TRY(fs::make_dirs(dir, 0755));
+  MOTA_TRY(fs::write_file_atomic(p.lock, "", 0644));
+  auto lock = MOTA_TRY(DirLock::acquire(p.lock, true));
+  MOTA_TRY(fs::make_dirs(p.keys, 0700));
+  // make_dirs is subject to the umask and may have found the directory already; be explicit.
+  if (::chmod(p.keys.c_str(), 0700) != 0) {
+    return fail(errno_error("chmod", p.keys.string(), errno));
+  }
+  MOTA_TRY(fs::make_dirs(p.tmp, 0755));
+  MOTA_TRY(fs::make_dirs(p.metadata, 0755));
+  MOTA_TRY(fs::make_dirs(p.targets, 0755));
+
+  const TimePoint t = now();
+  tuf::Root root;
+  root.type = "root";
+  root.version = 1;
+  root.expires = t + settings.expiry.root;
+  root.consistent_snapshot = true;
+  std::vector<crypto::PrivateKey> keys;
+  for (const char* role : kRoles) {
+    auto key = MOTA_TRY_CTX(crypto::PrivateKey::generate(settings.key_type),
+                            std::string("generate ") + role + " key");
+    const std::string pem = MOTA_TRY(key.to_pem());
+    MOTA_TRY(fs::write_file_atomic(p.key(role), pem, 0600));
+    const tuf::Key pub = tuf::Key::from_public(key.public_key());
+    const std::string id = pub.key_id();
+    root.keys[id] = pub;
+    root.roles[role] = tuf::RoleKeys{{id}, 1};
+    keys.push_back(std::move(key));
+  }
+  const std::string root_bytes = MOTA_TRY(sign(tuf::to_json(root), keys[0]));
+  MOTA_TRY(fs::write_file_atomic(p.versioned(1, "root"), root_bytes, 0644));
+  MOTA_TRY(fs::write_file_atomic(p.metadata / "root.json", root_bytes, 0644));
+
+  tuf::Targets targets;
+  targets.type = "targets";
+  targets.version = 1;
+  targets.expires = t + settings.expiry.targets;
+  const std::string targets_bytes = MOTA_TRY(sign(tuf::to_json(targets), keys[1]));
+  MOTA_TRY(fs::write_file_atomic(p.versioned(1, "targets"), targets_bytes, 0644));
+
+  tuf::Snapshot snapshot;
+  snapshot.type = "snapshot";
+  snapshot.version = 1;
+  snapshot.expires = t + settings.expiry.snapshot;
+  snapshot.meta["targets.json"] = meta_for(1, targets_bytes);
+  const std::string snapshot_bytes = MOTA_TRY(sign(tuf::to_json(snapshot), keys[2]));
+  MOTA_TRY(fs::write_file_atomic(p.versioned(1, "snapshot"), snapshot_bytes, 0644));
+
+  tuf::Timestamp timestamp;
+  timestamp.type = "timestamp";
+  timestamp.version = 1;
+  timestamp.expires = t + settings.expiry.timestamp;
+  timestamp.snapshot = meta_for(1, snapshot_bytes);
+  const std::string ts_bytes = MOTA_TRY(sign(tuf::to_json(timestamp), keys[3]));
+  MOTA_TRY(fs::write_file_atomic(p.metadata / "timestamp.json", ts_bytes, 0644));
+
+  // Settings last: mota.toml is what makes DIR a repository.
+  MOTA_TRY(fs::write_file_atomic(p.settings, settings.to_toml(), 0644));
+  undo.done = true;
+  return Repository(dir, settings, std::move(now));
+}
+
+Result<Repository> Repository::open(const stdfs::path& dir, NowFn now) {
+  const Paths p(dir);
+  std::error_code ec;
+  if (!stdfs::exists(p.settings, ec)) {
+    return fail(Errc::not_found, dir.string() + " is not a mota repository (no mota.toml)");
+  }
+  const std::string text = MOTA_TRY(fs::read_file(p.settings, 1u << 20));
+  Settings s = MOTA_TRY_CTX(Settings::from_toml(text), dir.string());
+  return Repository(dir, std::move(s), std::move(now));
+}
+
+Result<Release> Repository::add_release(const stdfs::path& model_dir, const std::string& version,
+                                        const std::string& name_arg,
+                                        const storage::Progress& progress) {
+  const Paths p(dir_);
+  if (!SemVer::parse(version)) {
+    return fail(Errc::invalid_argument, "version '" + version + "' is not a semantic version");
+  }
+  std::string name = name_arg;
+  if (name.empty()) {
+    const auto mj = model_dir / kManifestName;
+    const std::string text = MOTA_TRY(fs::read_file(mj, kMaxManifestBytes));
+    auto m = ModelManifest::parse(text, /*require_files=*/false);
+    if (!m) return fail(std::move(m).error().context(mj.string()));
+    name = m->name;
+  }
+  if (!valid_model_name(name)) {
+    return fail(Errc::invalid_argument,
+                "model name '" + name + "' is not valid ([a-z0-9][a-z0-9._-]{0,63})");
+  }
+
+  auto lock = MOTA_TRY(DirLock::acquire(p.lock, true));
+  State st = MOTA_TRY(load_state(p));
+  const TimePoint now = now_();
+  MOTA_TRY(check_root_usable(st, now));
+  const std::string tp = release_target_path(name, version);
+  if (st.targets.signed_.targets.count(tp)) {
+    return fail(Errc::already_exists,
+                "release " + name + " " + version + " is already published (" + tp + ")");
+  }
+  // Keys before packing: a wrong key should fail in a second, not after packing gigabytes.
+  for (const char* role : {"targets", "snapshot", "timestamp"}) {
+    MOTA_TRY(load_key(p, role, st.root.signed_));
+  }
+
+  Cleanup cleanup;
+  MOTA_TRY(fs::make_dirs(p.tmp, 0755));
+  const stdfs::path staged = p.tmp / (name + "-" + version + ".mota");
+  cleanup.add(staged);
+  storage::PackOptions opts;
+  opts.version = version;
+  opts.name = name;
+  opts.compression_level = settings_.zstd_level;
+  opts.progress = progress;
+  storage::PackResult packed =
+      MOTA_TRY_CTX(storage::pack(model_dir, staged, opts), "pack " + model_dir.string());
+  // Hash the bytes on disk, not what the packer meant to write.
+  const std::string sha = MOTA_TRY(crypto::file_sha256_hex(staged.string()));
+  std::error_code ec;
+  const std::uint64_t length = stdfs::file_size(staged, ec);
+  if (ec) return fail(Errc::io, "stat " + staged.string() + ": " + ec.message());
+  if (!packed.package_sha256.empty() && !crypto::digest_equal(sha, packed.package_sha256)) {
+    return fail(Errc::internal,
+                "packed file " + staged.string() + " changed between writing and hashing");
+  }
+
+  const stdfs::path final_path = p.target_file(tp, sha);
+  MOTA_TRY(make_dirs_tracked(final_path.parent_path(), cleanup));
+  if (::rename(staged.c_str(), final_path.c_str()) != 0) {
+    return fail(errno_error("rename", staged.string() + " -> " + final_path.string(), errno));
+  }
+  cleanup.add(final_path);
+  MOTA_TRY(fs::fsync_dir(final_path.parent_path()));
+
+  tuf::TargetFile tf;
+  tf.length = length;
+  tf.hashes["sha256"] = sha;
+  tf.custom = Json{{"name", name},
+                   {"version", version},
+                   {"kind", "full"},
+                   {"tree_digest", packed.tree_digest},
+                   {"framework", packed.manifest.framework},
+                   {"package_size", length}};
+  tuf::Targets targets = st.targets.signed_;
+  targets.targets[tp] = tf;
+  MOTA_TRY_CTX(publish(p, st, settings_, now, Publish{std::move(targets), false}, cleanup),
+               "publish");
+
+  Release r = release_from(tp, tf);
+  log::debug("published release", {{"MODEL", name}, {"VERSION", version}});
+  return r;
+}
+
+Result<std::vector<Release>> Repository::list_releases() const {
+  const Paths p(dir_);
+  auto lock = MOTA_TRY(DirLock::acquire(p.lock, false));
+  const State st = MOTA_TRY(load_state(p));
+  std::vector<Release> out;
+  for (const auto& [path, t] : st.targets.signed_.targets) {
+    if (is_release(t)) out.push_back(release_from(path, t));
+  }
+  std::sort(out.begin(), out.end(), [](const Release& a, const Release& b) {
+    if (a.name != b.name) return a.name < b.name;
+    return semver_less(a.version, b.version);
+  });
+  return out;
+}
+
+Result<Channel> Repository::set_channel(const ChannelRequest& req) {
+  const Paths p(dir_);
+  if (!valid_channel_name(req.channel)) {
+    return fail(Errc::invalid_argument,
+                "channel name '" + req.channel + "' is not valid ([a-z0-9][a-z0-9._-]{0,63})");
+  }
+  if (!valid_model_name(req.model)) {
+    return fail(Errc::invalid_argument, "model name '" + req.model + "' is not valid");
+  }
+  if (req.percent > 100) {
+    return fail(Errc::invalid_argument,
+                "percent " + std::to_string(req.percent) + " is not in 0..100");
+  }
+  if (!SemVer::parse(req.version)) {
+    return fail(Errc::invalid_argument, "version '" + req.version + "' is not a semantic version");
+  }
+  if (!req.min_version.empty() && !SemVer::parse(req.min_version)) {
+    return fail(Errc::invalid_argument,
+                "min version '" + req.min_version + "' is not a semantic version");
+  }
+
+  auto lock = MOTA_TRY(DirLock::acquire(p.lock, true));
+  State st = MOTA_TRY(load_state(p));
+  const TimePoint now = now_();
+  MOTA_TRY(check_root_usable(st, now));
+  const auto& all = st.targets.signed_.targets;
+  if (!all.count(release_target_path(req.model, req.version))) {
+    return fail(Errc::not_found, "model " + req.model + " version " + req.version +
+                                     " is not released (see `mota release list`)");
+  }
+  const std::string cp = channel_target_path(req.channel, req.model);
+  std::optional<Channel> prev;
+  if (auto it = all.find(cp); it != all.end()) {
+    prev = MOTA_TRY_CTX(read_channel(p, cp, it->second), "read current channel");
+  }
+
+  Channel c;
+  c.model = req.model;
+  c.channel = req.channel;
+  c.version = req.version;
+  c.rollout.percent = req.percent;
+  c.min_version = req.min_version;
+  c.allow_downgrade = req.allow_downgrade;
+  c.updated = format_time(now);
+  if (prev && prev->version == req.version) {
+    // Same release, new percentage: keep the sample (monotone rollout) and its fallback.
+    c.rollout.salt = prev->rollout.salt;
+    c.rollout.fallback_version = prev->rollout.fallback_version;
+  } else {
+    c.rollout.salt = MOTA_TRY(random_salt());
+    if (prev) c.rollout.fallback_version = prev->version;
+  }
+  if (c.rollout.percent == 100) c.rollout.fallback_version.clear();
+  if (!c.rollout.fallback_version.empty() && !c.min_version.empty() &&
+      *SemVer::parse(c.rollout.fallback_version) < *SemVer::parse(c.min_version)) {
+    return fail(Errc::invalid_argument, "the fallback for devices outside the rollout would be " +
+                                            c.rollout.fallback_version +
+                                            " (the channel's previous version), below min "
+                                            "version " +
+                                            c.min_version +
+                                            "; use --percent 100 or a lower --min-version");
+  }
+  const std::string text = c.serialize();
+  // Never publish what agents would refuse to parse.
+  MOTA_TRY_CTX(Channel::parse(text), "internal check of the new channel file");
+
+  Cleanup cleanup;
+  const std::string sha = crypto::sha256_hex(text);
+  const stdfs::path file = p.target_file(cp, sha);
+  MOTA_TRY(make_dirs_tracked(file.parent_path(), cleanup));
+  if (!stdfs::exists(file)) cleanup.add(file);
+  MOTA_TRY(fs::write_file_atomic(file, text, 0644));
+
+  tuf::TargetFile tf;
+  tf.length = text.size();
+  tf.hashes["sha256"] = sha;
+  tf.custom =
+      Json{{"kind", "channel"}, {"channel", c.channel}, {"model", c.model}, {"version", c.version}};
+  tuf::Targets targets = st.targets.signed_;
+  targets.targets[cp] = tf;
+  MOTA_TRY_CTX(publish(p, st, settings_, now, Publish{std::move(targets), false}, cleanup),
+               "publish");
+  log::debug("channel updated",
+             {{"CHANNEL", c.channel}, {"MODEL", c.model}, {"VERSION", c.version}});
+  return c;
+}
+
+Result<std::vector<Channel>> Repository::show_channels(const std::string& channel) const {
+  const Paths p(dir_);
+  auto lock = MOTA_TRY(DirLock::acquire(p.lock, false));
+  const State st = MOTA_TRY(load_state(p));
+  std::vector<Channel> out;
+  for (const auto& [path, t] : st.targets.signed_.targets) {
+    if (path.rfind("channels/", 0) != 0) continue;
+    Channel c = MOTA_TRY(read_channel(p, path, t));
+    if (!channel.empty() && c.channel != channel) continue;
+    out.push_back(std::move(c));
+  }
+  std::sort(out.begin(), out.end(), [](const Channel& a, const Channel& b) {
+    return std::tie(a.channel, a.model) < std::tie(b.channel, b.model);
+  });
+  return out;
+}
+
+Result<RefreshResult> Repository::refresh_timestamp() {
+  const Paths p(dir_);
+  auto lock = MOTA_TRY(DirLock::acquire(p.lock, true));
+  State st = MOTA_TRY(load_state(p));
+  const TimePoint now = now_();
+  MOTA_TRY(check_root_usable(st, now));
+  RefreshResult r;
+  Publish what;
+  const TimePoint horizon = now + settings_.refresh_margin;
+  if (st.targets.signed_.expires <= horizon) {
+    what.targets = st.targets.signed_;
+    r.resigned_targets = true;
+  }
+  if (r.resigned_targets || st.snapshot.signed_.expires <= horizon) {
+    what.snapshot = true;
+    r.resigned_snapshot = true;
+  }
+  Cleanup cleanup;
+  MOTA_TRY_CTX(publish(p, st, settings_, now, std::move(what), cleanup), "publish");
+  r.timestamp_version = st.timestamp.signed_.version;
+  return r;
+}
+
+Result<std::uint64_t> Repository::rotate_key(const std::string& role) {
+  const Paths p(dir_);
+  if (std::find_if(std::begin(kRoles), std::end(kRoles),
+                   [&](const char* r) { return role == r; }) == std::end(kRoles)) {
+    return fail(Errc::invalid_argument,
+                "unknown role '" + role + "' (root, targets, snapshot, timestamp)");
+  }
+  auto lock = MOTA_TRY(DirLock::acquire(p.lock, true));
+  State st = MOTA_TRY(load_state(p));
+  const TimePoint now = now_();
+  // The current root key signs the new root: clients chain from the root they trust.
+  auto old_root_key = MOTA_TRY(load_key(p, "root", st.root.signed_));
+  auto old_key = MOTA_TRY(load_key(p, role, st.root.signed_));
+  auto new_key = MOTA_TRY(crypto::PrivateKey::generate(settings_.key_type));
+  const tuf::Key new_pub = tuf::Key::from_public(new_key.public_key());
+  const std::string new_id = new_pub.key_id();
+  const std::string old_id = tuf::Key::from_public(old_key.public_key()).key_id();
+
+  tuf::Root root = st.root.signed_;
+  root.version += 1;
+  root.expires = now + settings_.expiry.root;
+  root.keys[new_id] = new_pub;
+  auto& rk = root.roles[role];
+  std::replace(rk.keyids.begin(), rk.keyids.end(), old_id, new_id);
+  // Drop the old key from the key list when no role uses it any more.
+  bool still_used = false;
+  for (const auto& [r, keys] : root.roles) {
+    still_used |= std::find(keys.keyids.begin(), keys.keyids.end(), old_id) != keys.keyids.end();
+  }
+  if (!still_used) root.keys.erase(old_id);
+
+  std::vector<const crypto::PrivateKey*> signers{&old_root_key};
+  if (role == "root") signers.push_back(&new_key);
+  const std::string root_bytes = MOTA_TRY(tuf::sign_metadata(tuf::to_json(root), signers));
+
+  // The new key goes beside the old one first, so a crash leaves both on disk.
+  const std::string new_pem = MOTA_TRY(new_key.to_pem());
+  const stdfs::path pending = p.keys / (role + ".pem.new");
+  MOTA_TRY(fs::write_file_atomic(pending, new_pem, 0600));
+  MOTA_TRY(fs::write_file_atomic(p.versioned(root.version, "root"), root_bytes, 0644));
+  MOTA_TRY(fs::write_file_atomic(p.metadata / "root.json", root_bytes, 0644));
+  const stdfs::path retired = p.keys / "retired";
+  MOTA_TRY(fs::make_dirs(retired, 0700));
+  const stdfs::path old_copy = retired / (role + "-" + short_id(old_id) + ".pem");
+  if (::rename(p.key(role).c_str(), old_copy.c_str()) != 0 ||
+      ::rename(pending.c_str(), p.key(role).c_str()) != 0) {
+    return fail(errno_error("install new key", p.key(role).string(), errno));
+  }
+  MOTA_TRY(fs::fsync_dir(p.keys));
+  MOTA_TRY(fs::fsync_dir(retired));
+
+  // Re-sign what the rotated key signs so clients see metadata by the new key.
+  st.root = MOTA_TRY(tuf::parse_root(root_bytes));
+  Publish what;
+  if (role == "targets") what.targets = st.targets.signed_;
+  if (role == "targets" || role == "snapshot") what.snapshot = true;
+  Cleanup cleanup;
+  MOTA_TRY_CTX(publish(p, st, settings_, now, std::move(what), cleanup),
+               "publish with the new key");
+  return root.version;
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+
+namespace {
+
+class Verifier {
+ public:
+  Verifier(Paths p, TimePoint now, const Settings& s) : p_(std::move(p)), now_(now), s_(s) {}
+
+  Result<VerifyReport> run() {
+    MOTA_TRY(check_root_chain());
+    MOTA_TRY(check_timestamp());
+    MOTA_TRY(check_snapshot());
+    MOTA_TRY(check_targets());
+    MOTA_TRY(check_target_files());
+    return std::move(report_);
+  }
+
+ private:
+  void expiry_warning(const tuf::Common& c, const std::string& role, seconds lifetime) {
+    const seconds window = std::min(s_.refresh_margin, lifetime / 2);
+    if (c.expires - now_ < window) {
+      report_.warnings.push_back(role + " version " + std::to_string(c.version) + " expires " +
+                                 format_time(c.expires) + " (within " + format_duration(window) +
+                                 ")");
+    }
+  }
+
+  Status check_meta(const std::string& name, const std::string& bytes, const tuf::MetaFile& m,
+                    const std::string& listed_in) {
+    if (m.length && *m.length != bytes.size()) {
+      return fail(Errc::verification, name + ": length " + std::to_string(bytes.size()) +
+                                          " differs from " + std::to_string(*m.length) +
+                                          " listed in " + listed_in);
+    }
+    for (const auto& [algo, expected] : m.hashes) {
+      std::string got;
+      if (algo == "sha256")
+        got = crypto::sha256_hex(bytes);
+      else if (algo == "sha512")
+        got = crypto::sha512_hex(bytes);
+      else
+        continue;
+      if (!crypto::digest_equal(got, expected)) {
+        return fail(Errc::verification,
+                    name + ": " + algo + " differs from the hash listed in " + listed_in);
+      }
+    }
+    return {};
+  }
+
+  Status check_root_chain() {
+    const std::uint64_t latest = MOTA_TRY(latest_root_version(p_));
+    std::optional<tuf::Signed<tuf::Root>> prev;
+    std::string latest_bytes;
+    for (std::uint64_t v = 1; v <= latest; ++v) {
+      const std::string name = std::to_string(v) + ".root.json";
+      std::string bytes = MOTA_TRY(fs::read_file(p_.versioned(v, "root"), kMaxMetadataBytes));
+      auto r = MOTA_TRY_CTX(tuf::parse_root(bytes), name);
+      if (r.signed_.version != v) {
+        return fail(Errc::verification,
+                    name + ": holds version " + std::to_string(r.signed_.version));
+      }
+      const auto& self_role = r.signed_.roles["root"];
+      if (prev) {
+        MOTA_TRY_CTX(tuf::verify_threshold(r.envelope, r.signatures, prev->signed_.keys,
+                                           prev->signed_.roles["root"], "root"),
+                     name + ": signatures by the previous root's keys");
+      }
+      MOTA_TRY_CTX(
+          tuf::verify_threshold(r.envelope, r.signatures, r.signed_.keys, self_role, "root"),
+          name + ": signatures by its own root keys");
+      prev = std::move(r);
+      latest_bytes = std::move(bytes);
+    }
+    root_ = std::move(*prev);
+    for (const char* role : kRoles) {
+      if (!root_.signed_.roles.count(role)) {
+        return fail(Errc::verification,
+                    std::to_string(latest) + ".root.json: no " + std::string(role) + " role");
+      }
+    }
+    if (!root_.signed_.consistent_snapshot) {
+      return fail(Errc::unsupported, std::to_string(latest) +
+                                         ".root.json: consistent_snapshot is false (mota "
+                                         "repositories always use consistent snapshots)");
+    }
+    auto copy = fs::read_file(p_.metadata / "root.json", kMaxMetadataBytes);
+    if (!copy || *copy != latest_bytes) {
+      return fail(Errc::verification,
+                  "metadata/root.json is not a copy of " + std::to_string(latest) + ".root.json");
+    }
+    MOTA_TRY(tuf::check_expiry(root_.signed_, "root", now_));
+    expiry_warning(root_.signed_, "root", s_.expiry.root);
+    report_.checked.push_back("root: versions 1.." + std::to_string(latest) +
+                              " chain-signed to threshold, expires " +
+                              format_time(root_.signed_.expires));
+    return {};
+  }
+
+  Status check_role_sigs(const Json& env, const std::vector<tuf::Signature>& sigs,
+                         const std::string& role, const std::string& name) {
+    return tuf::verify_threshold(env, sigs, root_.signed_.keys, root_.signed_.roles[role], role)
+        .context(name);
+  }
+
+  Status check_timestamp() {
+    std::string bytes = MOTA_TRY(fs::read_file(p_.metadata / "timestamp.json", kMaxMetadataBytes));
+    ts_ = MOTA_TRY_CTX(tuf::parse_timestamp(bytes), "timestamp.json");
+    MOTA_TRY(check_role_sigs(ts_.envelope, ts_.signatures, "timestamp", "timestamp.json"));
+    MOTA_TRY(tuf::check_expiry(ts_.signed_, "timestamp", now_));
+    expiry_warning(ts_.signed_, "timestamp", s_.expiry.timestamp);
+    report_.checked.push_back("timestamp: version " + std::to_string(ts_.signed_.version) +
+                              " signed, expires " + format_time(ts_.signed_.expires));
+    return {};
+  }
+
+  Status check_snapshot() {
+    const std::uint64_t v = ts_.signed_.snapshot.version;
+    const std::string name = std::to_string(v) + ".snapshot.json";
+    std::string bytes = MOTA_TRY(fs::read_file(p_.versioned(v, "snapshot"), kMaxMetadataBytes));
+    MOTA_TRY(check_meta(name, bytes, ts_.signed_.snapshot, "timestamp.json"));
+    snap_ = MOTA_TRY_CTX(tuf::parse_snapshot(bytes), name);
+    MOTA_TRY(check_role_sigs(snap_.envelope, snap_.signatures, "snapshot", name));
+    if (snap_.signed_.version != v) {
+      return fail(Errc::verification,
+                  name + ": holds version " + std::to_string(snap_.signed_.version));
+    }
+    MOTA_TRY(tuf::check_expiry(snap_.signed_, "snapshot", now_));
+    expiry_warning(snap_.signed_, "snapshot", s_.expiry.snapshot);
+    report_.checked.push_back("snapshot: version " + std::to_string(v) +
+                              " length and hash match timestamp, signed, expires " +
+                              format_time(snap_.signed_.expires));
+    return {};
+  }
+
+  Status check_targets() {
+    auto it = snap_.signed_.meta.find("targets.json");
+    if (it == snap_.signed_.meta.end()) {
+      return fail(Errc::verification, "snapshot lists no targets.json");
+    }
+    const std::uint64_t v = it->second.version;
+    const std::string name = std::to_string(v) + ".targets.json";
+    std::string bytes = MOTA_TRY(fs::read_file(p_.versioned(v, "targets"), kMaxMetadataBytes));
+    MOTA_TRY(check_meta(name, bytes, it->second, "snapshot"));
+    targets_ = MOTA_TRY_CTX(tuf::parse_targets(bytes), name);
+    MOTA_TRY(check_role_sigs(targets_.envelope, targets_.signatures, "targets", name));
+    if (targets_.signed_.version != v) {
+      return fail(Errc::verification,
+                  name + ": holds version " + std::to_string(targets_.signed_.version));
+    }
+    MOTA_TRY(tuf::check_expiry(targets_.signed_, "targets", now_));
+    expiry_warning(targets_.signed_, "targets", s_.expiry.targets);
+    if (targets_.signed_.delegations && !targets_.signed_.delegations->roles.empty()) {
+      return fail(Errc::unsupported, name + ": delegations are not checked by mota verify");
+    }
+    report_.checked.push_back("targets: version " + std::to_string(v) +
+                              " length and hash match snapshot, signed, expires " +
+                              format_time(targets_.signed_.expires) + ", " +
+                              std::to_string(targets_.signed_.targets.size()) + " targets");
+    return {};
+  }
+
+  Status check_target_files() {
+    const auto& all = targets_.signed_.targets;
+    std::size_t releases = 0, channels = 0;
+    for (const auto& [path, t] : all) {
+      auto h = t.hashes.find("sha256");
+      if (h == t.hashes.end()) {
+        return fail(Errc::verification, "target " + path + " has no sha256 hash");
+      }
+      const stdfs::path file = p_.target_file(path, h->second);
+      MOTA_TRY(check_target_file(file, path, t));
+      if (is_release(t)) {
+        const Release r = release_from(path, t);
+        if (path != release_target_path(r.name, r.version)) {
+          return fail(Errc::verification, "target " + path + ": custom name/version " + r.name +
+                                              " " + r.version + " do not match the path");
+        }
+        auto m = storage::read_manifest(file);
+        if (!m) return fail(std::move(m).error().context("target " + path + ": model.json"));
+        if (m->name != r.name || m->version != r.version) {
+          return fail(Errc::verification, "target " + path + ": package model.json says " +
+                                              m->name + " " + m->version + ", targets.json says " +
+                                              r.name + " " + r.version);
+        }
+        ++releases;
+      } else if (path.rfind("channels/", 0) == 0) {
+        Channel c = MOTA_TRY(read_channel(p_, path, t));
+        if (path != channel_target_path(c.channel, c.model)) {
+          return fail(Errc::verification, "target " + path + ": file is for channel " + c.channel +
+                                              " model " + c.model);
+        }
+        for (const std::string& v : {c.version, c.rollout.fallback_version}) {
+          if (!v.empty() && !all.count(release_target_path(c.model, v))) {
+            return fail(Errc::verification, "channel " + path + ": version " + v + " of " +
+                                                c.model + " is not released");
+          }
+        }
+        ++channels;
+      }
+    }
+    report_.checked.push_back("target files: " + std::to_string(all.size()) +
+                              " present with matching length and sha256 (" +
+                              std::to_string(releases) + " packages with matching model.json, " +
+                              std::to_string(channels) + " channels)");
+    return {};
+  }
+
+  Paths p_;
+  TimePoint now_;
+  const Settings& s_;
+  VerifyReport report_;
+  tuf::Signed<tuf::Root> root_;
+  tuf::Signed<tuf::Timestamp> ts_;
+  tuf::Signed<tuf::Snapshot> snap_;
+  tuf::Signed<tuf::Targets> targets_;
+};
+
+}  // namespace
+
+Result<VerifyReport> Repository::verify(const stdfs::path& dir, NowFn now) {
+  Paths p(dir);
+  Settings settings;
+  std::optional<DirLock> lock;
+  std::error_code ec;
+  if (stdfs::exists(p.settings, ec)) {
+    const std::string text = MOTA_TRY(fs::read_file(p.settings, 1u << 20));
+    settings = MOTA_TRY_CTX(Settings::from_toml(text), dir.string());
+    if (stdfs::exists(p.lock, ec)) lock = MOTA_TRY(DirLock::acquire(p.lock, false));
+  } else if (stdfs::exists(dir / "metadata" / "timestamp.json", ec)) {
+    // A served tree (a mirror or a copy of DIR/repo) without the publishing side.
+    p = Paths(dir.parent_path());
+    p.repo = dir;
+    p.metadata = dir / "metadata";
+    p.targets = dir / "targets";
+  } else {
+    return fail(Errc::not_found, dir.string() +
+                                     " is not a mota repository (no mota.toml, no "
+                                     "metadata/timestamp.json)");
+  }
+  return Verifier(p, now(), settings).run();
+}
+
+}  // namespace mota::manager

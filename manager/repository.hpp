@@ -1,0 +1,155 @@
+#pragma once
+// A mota repository on disk: the publishing side of TUF. Layout (see docs/repository.md):
+//
+//   DIR/mota.toml        settings: key type, expiry per role, refresh margin, zstd level
+//   DIR/keys/            0700; root.pem targets.pem snapshot.pem timestamp.pem (0600, PKCS#8)
+//   DIR/tmp/             staging for packages being built (same filesystem as repo/)
+//   DIR/.lock            flock()ed exclusively by every mutating operation
+//   DIR/repo/            the tree a web server serves:
+//     metadata/N.root.json, root.json (latest root), N.targets.json, N.snapshot.json,
+//              timestamp.json
+//     targets/models/<name>/<version>/<sha256>.<name>-<version>.mota
+//     targets/channels/<channel>/<sha256>.<model>.json
+//
+// Consistent snapshots are always on: metadata and target files are never overwritten, new
+// versions are added beside the old ones, and timestamp.json (written last) switches clients to
+// the new set atomically.
+//
+// Thread-safety: a Repository object is used by one thread. Several processes may operate on one
+// directory; the lock file serialises them.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "common/time.hpp"
+#include "manifest/channel.hpp"
+#include "manifest/crypto.hpp"
+#include "manifest/tuf/metadata.hpp"
+#include "storage/package.hpp"
+
+namespace mota::manager {
+
+// Role lifetimes: each time a role is signed its expiry is set to now + its lifetime.
+struct Expiry {
+  std::chrono::seconds root{365 * 86400};
+  std::chrono::seconds targets{90 * 86400};
+  std::chrono::seconds snapshot{7 * 86400};
+  std::chrono::seconds timestamp{86400};
+};
+
+struct Settings {
+  crypto::KeyType key_type = crypto::KeyType::ed25519;
+  Expiry expiry;
+  // refresh_timestamp() also re-signs snapshot and targets when they expire within this margin;
+  // verify() warns about a role expiring within min(margin, its lifetime / 2).
+  std::chrono::seconds refresh_margin{2 * 86400};
+  int zstd_level = 10;
+
+  // mota.toml text (with comments) and its parser. Errc::parse names the key and the reason.
+  std::string to_toml() const;
+  static Result<Settings> from_toml(std::string_view text);
+};
+
+// Parses "root=1y,targets=3mo,snapshot=1w,timestamp=1d" (any subset) over `base`.
+Result<Expiry> parse_expiry_spec(std::string_view spec, Expiry base = {});
+
+struct Release {
+  std::string name;
+  std::string version;
+  std::string target_path;  // "models/<name>/<version>/<name>-<version>.mota"
+  std::uint64_t length = 0;
+  std::string sha256;
+  std::string tree_digest;
+  std::string framework;
+};
+
+struct ChannelRequest {
+  std::string channel;
+  std::string model;
+  std::string version;
+  unsigned percent = 100;
+  bool allow_downgrade = false;
+  std::string min_version;  // empty: none
+};
+
+struct RefreshResult {
+  std::uint64_t timestamp_version = 0;
+  bool resigned_snapshot = false;
+  bool resigned_targets = false;
+};
+
+// What verify() checked, in order, and what it found worth a warning (expiring soon).
+struct VerifyReport {
+  std::vector<std::string> checked;
+  std::vector<std::string> warnings;
+};
+
+// Time source for signing and expiry checks (tests move it).
+using NowFn = std::function<TimePoint()>;
+
+class Repository {
+ public:
+  // Creates a repository in `dir` (created if missing; an existing directory must be empty or
+  // Errc::already_exists, nothing touched): settings, four fresh keys, root v1, empty targets,
+  // snapshot and timestamp v1.
+  static Result<Repository> init(const std::filesystem::path& dir, const Settings& settings,
+                                 NowFn now = now_seconds);
+  // Opens an existing repository. Errc::not_found "DIR is not a mota repository (no mota.toml)".
+  // Keys are checked against the latest root only when an operation needs them.
+  static Result<Repository> open(const std::filesystem::path& dir, NowFn now = now_seconds);
+
+  const std::filesystem::path& dir() const { return dir_; }
+  const Settings& settings() const { return settings_; }
+
+  // Packs `model_dir` as `name` (empty: model.json's name) at `version` and publishes it.
+  // Errc::already_exists when that name+version is published (the repository is unchanged);
+  // on any failure nothing is published and no file is left behind.
+  Result<Release> add_release(const std::filesystem::path& model_dir, const std::string& version,
+                              const std::string& name = "", const storage::Progress& progress = {});
+  // Releases in the current targets, sorted by name then semver.
+  Result<std::vector<Release>> list_releases() const;
+
+  // Points `channel` for `model` at `version` (which must be released) and publishes. A new
+  // version gets a new random salt, and the previous version becomes the fallback when
+  // percent < 100; the same version keeps salt and fallback (raising percent keeps devices in).
+  Result<Channel> set_channel(const ChannelRequest& request);
+  // Channels in the current targets (all, or only `channel`), sorted by channel then model.
+  Result<std::vector<Channel>> show_channels(const std::string& channel = "") const;
+
+  // Re-signs timestamp with version+1; also re-signs snapshot (and targets) with version+1 when
+  // they expire within settings().refresh_margin. Meant for a cron job / systemd timer.
+  Result<RefreshResult> refresh_timestamp();
+
+  // Replaces the key of `role` ("root", "targets", "snapshot", "timestamp"): a new root version
+  // lists the new key, signed by the old and the new root keys, then the role's metadata is
+  // re-signed. The old key moves to keys/retired/. Returns the new root version.
+  Result<std::uint64_t> rotate_key(const std::string& role);
+
+  // Checks the served tree end to end as a client would (root chain, signatures, thresholds,
+  // expiry, snapshot/timestamp meta, every target file's length and hash, each package's
+  // model.json against its target's custom data, each channel file). Errc::verification (or
+  // expired/not_found/parse) with the first problem found.
+  static Result<VerifyReport> verify(const std::filesystem::path& dir, NowFn now = now_seconds);
+
+  Repository(Repository&&) noexcept;
+  Repository& operator=(Repository&&) noexcept;
+  ~Repository();
+
+ private:
+  Repository(std::filesystem::path dir, Settings settings, NowFn now);
+
+  std::filesystem::path dir_;
+  Settings settings_;
+  NowFn now_;
+};
+
+// Name of the package file inside a target path: "<name>-<version>.mota".
+std::string release_target_path(const std::string& name, const std::string& version);
+
+}  // namespace mota::manager

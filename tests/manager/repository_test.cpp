@@ -1,0 +1,644 @@
+#include "manager/repository.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <map>
+#include <string>
+
+#include "common/fs.hpp"
+#include "manifest/crypto.hpp"
+#include "manifest/tuf/metadata.hpp"
+#include "storage/package.hpp"
+#include "tests/support/test_support.hpp"
+
+namespace mota::manager {
+namespace {
+
+namespace stdfs = std::filesystem;
+using std::chrono::hours;
+
+// Every file under `dir` (relative path -> mode + sha256 of content): equal maps mean nothing
+// was created, removed or changed.
+std::map<std::string, std::string> tree_hash(const stdfs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : stdfs::recursive_directory_iterator(dir)) {
+    const std::string rel = stdfs::relative(e.path(), dir).string();
+    if (e.is_directory()) {
+      out[rel + "/"] = "dir";
+    } else {
+      struct stat st {};
+      ::stat(e.path().c_str(), &st);
+      out[rel] = std::to_string(st.st_mode) + " " + crypto::sha256_hex(test::read_file(e.path()));
+    }
+  }
+  return out;
+}
+
+mode_t mode_of(const stdfs::path& p) {
+  struct stat st {};
+  EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+  return st.st_mode & 07777;
+}
+
+// A small generated model: model.json without "files" (the packer fills them in) + two files.
+stdfs::path make_model(const stdfs::path& dir, const std::string& name = "det",
+                       const std::string& payload = "weights") {
+  test::write_file(dir / "model.json",
+                   R"({"name": ")" + name +
+                       R"(", "version": "0.0.1", "framework": "onnx", "entry": "model.onnx"})");
+  test::write_file(dir / "model.onnx", std::string(4096, 'w') + payload);
+  test::write_file(dir / "labels" / "coco.txt", "person\ncar\n");
+  return dir;
+}
+
+Settings fast_settings() {
+  Settings s;
+  s.zstd_level = 3;
+  return s;
+}
+
+class RepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    repo_dir_ = tmp_ / "repo-dir";
+    auto r = Repository::init(repo_dir_, fast_settings());
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    model_ = make_model(tmp_ / "model");
+  }
+
+  Repository open(NowFn now = now_seconds) {
+    auto r = Repository::open(repo_dir_, std::move(now));
+    EXPECT_TRUE(r.has_value()) << r.error().message();
+    return std::move(*r);
+  }
+
+  std::uint64_t timestamp_version() {
+    auto ts = tuf::parse_timestamp(test::read_file(repo_dir_ / "repo/metadata/timestamp.json"));
+    EXPECT_TRUE(ts.has_value());
+    return ts->signed_.version;
+  }
+
+  void expect_verifies(NowFn now = now_seconds) {
+    auto v = Repository::verify(repo_dir_, std::move(now));
+    ASSERT_TRUE(v.has_value()) << v.error().message();
+  }
+
+  test::TempDir tmp_;
+  stdfs::path repo_dir_;
+  stdfs::path model_;
+};
+
+TEST_F(RepositoryTest, InitLayoutAndModes) {
+  const stdfs::path d = repo_dir_;
+  EXPECT_TRUE(stdfs::is_regular_file(d / "mota.toml"));
+  EXPECT_EQ(mode_of(d / "keys"), 0700u);
+  for (const char* role : {"root", "targets", "snapshot", "timestamp"}) {
+    const auto key = d / "keys" / (std::string(role) + ".pem");
+    EXPECT_EQ(mode_of(key), 0600u) << key;
+    EXPECT_NE(test::read_file(key).find("BEGIN PRIVATE KEY"), std::string::npos);
+  }
+  for (const char* f :
+       {"1.root.json", "root.json", "1.targets.json", "1.snapshot.json", "timestamp.json"}) {
+    EXPECT_TRUE(stdfs::is_regular_file(d / "repo/metadata" / f)) << f;
+  }
+  EXPECT_EQ(test::read_file(d / "repo/metadata/1.root.json"),
+            test::read_file(d / "repo/metadata/root.json"));
+  auto root = tuf::parse_root(test::read_file(d / "repo/metadata/1.root.json"));
+  ASSERT_TRUE(root.has_value());
+  EXPECT_TRUE(root->signed_.consistent_snapshot);
+  EXPECT_EQ(root->signed_.keys.size(), 4u);
+  // Expiries follow the defaults: root about a year out, timestamp about a day.
+  const auto now = now_seconds();
+  EXPECT_GT(root->signed_.expires, now + hours(24 * 364));
+  auto ts = tuf::parse_timestamp(test::read_file(d / "repo/metadata/timestamp.json"));
+  ASSERT_TRUE(ts.has_value());
+  EXPECT_LT(ts->signed_.expires, now + hours(25));
+  EXPECT_GT(ts->signed_.expires, now + hours(23));
+  // No private material in the served tree.
+  for (const auto& e : stdfs::recursive_directory_iterator(d / "repo")) {
+    if (e.is_regular_file()) {
+      EXPECT_EQ(test::read_file(e.path()).find("PRIVATE"), std::string::npos) << e.path();
+    }
+  }
+  expect_verifies();
+}
+
+TEST_F(RepositoryTest, InitWithEcdsaAndCustomExpiry) {
+  Settings s = fast_settings();
+  s.key_type = crypto::KeyType::ecdsa_p256;
+  s.expiry = *parse_expiry_spec("targets=2w,timestamp=6h");
+  auto r = Repository::init(tmp_ / "ec", s);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  auto reopened = Repository::open(tmp_ / "ec");
+  ASSERT_TRUE(reopened.has_value()) << reopened.error().message();
+  EXPECT_EQ(reopened->settings().key_type, crypto::KeyType::ecdsa_p256);
+  EXPECT_EQ(reopened->settings().expiry.targets, hours(24 * 14));
+  EXPECT_EQ(reopened->settings().expiry.timestamp, hours(6));
+  EXPECT_EQ(reopened->settings().expiry.root, hours(24 * 365));
+  auto rel = reopened->add_release(model_, "1.0.0");
+  ASSERT_TRUE(rel.has_value()) << rel.error().message();
+  auto v = Repository::verify(tmp_ / "ec");
+  ASSERT_TRUE(v.has_value()) << v.error().message();
+}
+
+TEST_F(RepositoryTest, RefusesReinitAndNonEmptyDirs) {
+  const auto before = tree_hash(repo_dir_);
+  auto again = Repository::init(repo_dir_, fast_settings());
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code(), Errc::already_exists);
+  EXPECT_NE(again.error().message().find("already a mota repository"), std::string::npos);
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+
+  test::write_file(tmp_ / "busy" / "notes.txt", "mine");
+  auto busy = Repository::init(tmp_ / "busy", fast_settings());
+  ASSERT_FALSE(busy.has_value());
+  EXPECT_EQ(busy.error().code(), Errc::already_exists);
+  EXPECT_NE(busy.error().message().find("not empty"), std::string::npos);
+  EXPECT_EQ(test::read_file(tmp_ / "busy" / "notes.txt"), "mine");
+  EXPECT_EQ(std::distance(stdfs::directory_iterator(tmp_ / "busy"), stdfs::directory_iterator()),
+            1);
+
+  // An existing empty directory is fine.
+  stdfs::create_directory(tmp_ / "empty");
+  EXPECT_TRUE(Repository::init(tmp_ / "empty", fast_settings()).has_value());
+}
+
+TEST_F(RepositoryTest, OpenNotARepository) {
+  stdfs::create_directory(tmp_ / "plain");
+  auto r = Repository::open(tmp_ / "plain");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::not_found);
+  EXPECT_EQ(r.error().message(),
+            (tmp_ / "plain").string() + " is not a mota repository (no mota.toml)");
+  auto v = Repository::verify(tmp_ / "plain");
+  ASSERT_FALSE(v.has_value());
+  EXPECT_NE(v.error().message().find("is not a mota repository"), std::string::npos);
+}
+
+TEST_F(RepositoryTest, BadSettingsFileIsAClearError) {
+  test::write_file(repo_dir_ / "mota.toml", "zstd_level = 3\nexpirey = 1\n");
+  auto r = Repository::open(repo_dir_);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::parse);
+  EXPECT_NE(r.error().message().find("unknown key 'expirey'"), std::string::npos)
+      << r.error().message();
+  test::write_file(repo_dir_ / "mota.toml", "[expiry]\ntargets = \"soon\"\n");
+  r = Repository::open(repo_dir_);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("expiry.targets"), std::string::npos) << r.error().message();
+  test::write_file(repo_dir_ / "mota.toml", "key_type = \"ed25519\"\nzstd_level = = 3\n");
+  r = Repository::open(repo_dir_);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("line 2"), std::string::npos) << r.error().message();
+}
+
+TEST(Settings, TomlRoundTrip) {
+  Settings s;
+  s.key_type = crypto::KeyType::rsa_pss_sha256;
+  s.zstd_level = 7;
+  s.refresh_margin = hours(12);
+  s.expiry.targets = hours(24 * 60);
+  s.expiry.snapshot = hours(24 * 14);
+  auto back = Settings::from_toml(s.to_toml());
+  ASSERT_TRUE(back.has_value()) << back.error().message();
+  EXPECT_EQ(back->key_type, s.key_type);
+  EXPECT_EQ(back->zstd_level, 7);
+  EXPECT_EQ(back->refresh_margin, hours(12));
+  EXPECT_EQ(back->expiry.targets, hours(24 * 60));
+  EXPECT_EQ(back->expiry.snapshot, hours(24 * 14));
+  EXPECT_EQ(back->expiry.root, s.expiry.root);
+}
+
+TEST(Settings, ExpirySpec) {
+  auto e = parse_expiry_spec("root=2y,timestamp=12h");
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->root, hours(24 * 730));
+  EXPECT_EQ(e->timestamp, hours(12));
+  EXPECT_EQ(e->targets, Expiry{}.targets);
+  EXPECT_TRUE(parse_expiry_spec("").has_value());
+  for (const char* bad : {"root", "root=", "root=x", "owner=1d", "root=0d"}) {
+    auto r = parse_expiry_spec(bad);
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_EQ(r.error().code(), Errc::invalid_argument) << bad;
+  }
+}
+
+TEST_F(RepositoryTest, ReleaseAddAndList) {
+  auto repo = open();
+  const auto v0 = timestamp_version();
+  auto r1 = repo.add_release(model_, "1.10.0");
+  ASSERT_TRUE(r1.has_value()) << r1.error().message();
+  EXPECT_EQ(r1->name, "det");
+  EXPECT_EQ(r1->version, "1.10.0");
+  EXPECT_EQ(r1->target_path, "models/det/1.10.0/det-1.10.0.mota");
+  EXPECT_EQ(timestamp_version(), v0 + 1);
+
+  // Package on disk under its consistent-snapshot name, with the hash it is named by.
+  const auto file =
+      repo_dir_ / "repo/targets/models/det/1.10.0" / (r1->sha256 + ".det-1.10.0.mota");
+  ASSERT_TRUE(stdfs::is_regular_file(file));
+  EXPECT_EQ(*crypto::file_sha256_hex(file.string()), r1->sha256);
+  EXPECT_EQ(stdfs::file_size(file), r1->length);
+  auto m = storage::read_manifest(file);
+  ASSERT_TRUE(m.has_value()) << m.error().message();
+  EXPECT_EQ(m->version, "1.10.0");
+  EXPECT_EQ(m->name, "det");
+  // Nothing left in the staging directory.
+  EXPECT_TRUE(stdfs::is_empty(repo_dir_ / "tmp"));
+
+  // The real UltraFace model, under a name given on the command line.
+  const auto face = tmp_ / "face";
+  stdfs::create_directories(face);
+  stdfs::copy_file(test::shared_model("ultraface/version-slim-320.onnx"), face / "slim.onnx");
+  test::write_file(face / "model.json",
+                   R"({"name": "ultraface", "version": "0.1.0", "framework": "onnx",
+                       "entry": "slim.onnx", "description": "UltraFace slim 320"})");
+  auto r2 = repo.add_release(face, "2.0.0", "face");
+  ASSERT_TRUE(r2.has_value()) << r2.error().message();
+  auto r3 = repo.add_release(model_, "1.9.0");
+  ASSERT_TRUE(r3.has_value()) << r3.error().message();
+
+  auto list = repo.list_releases();
+  ASSERT_TRUE(list.has_value()) << list.error().message();
+  ASSERT_EQ(list->size(), 3u);
+  // Sorted by name, then semver (1.9.0 before 1.10.0).
+  EXPECT_EQ((*list)[0].version, "1.9.0");
+  EXPECT_EQ((*list)[1].version, "1.10.0");
+  EXPECT_EQ((*list)[2].name, "face");
+  EXPECT_EQ((*list)[2].framework, "onnx");
+  EXPECT_EQ((*list)[2].tree_digest.size(), 64u);
+
+  // targets.json custom data lets an agent decide before downloading.
+  auto targets = tuf::parse_targets(test::read_file(repo_dir_ / "repo/metadata/4.targets.json"));
+  ASSERT_TRUE(targets.has_value());
+  const auto& custom = targets->signed_.targets.at("models/face/2.0.0/face-2.0.0.mota").custom;
+  EXPECT_EQ(custom["name"], "face");
+  EXPECT_EQ(custom["version"], "2.0.0");
+  EXPECT_EQ(custom["kind"], "full");
+  EXPECT_EQ(custom["framework"], "onnx");
+  EXPECT_EQ(custom["package_size"], r2->length);
+  EXPECT_EQ(custom["tree_digest"], r2->tree_digest);
+  expect_verifies();
+}
+
+TEST_F(RepositoryTest, DuplicateVersionRefusedAndRepoUnchanged) {
+  auto repo = open();
+  ASSERT_TRUE(repo.add_release(model_, "1.0.0").has_value());
+  const auto before = tree_hash(repo_dir_);
+  // Even with different content, the same name+version is refused.
+  test::write_file(model_ / "model.onnx", "different");
+  auto again = repo.add_release(model_, "1.0.0");
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code(), Errc::already_exists);
+  EXPECT_NE(again.error().message().find("det 1.0.0 is already published"), std::string::npos)
+      << again.error().message();
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+}
+
+TEST_F(RepositoryTest, BadModelsAreClearErrorsAndChangeNothing) {
+  auto repo = open();
+  ASSERT_TRUE(repo.add_release(model_, "1.0.0").has_value());
+  const auto before = tree_hash(repo_dir_);
+
+  const auto malformed = tmp_ / "malformed";
+  make_model(malformed);
+  test::write_file(malformed / "model.json", "{\"name\": \"det\", ");
+  auto r = repo.add_release(malformed, "1.1.0");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::parse);
+  EXPECT_NE(r.error().message().find("model.json"), std::string::npos) << r.error().message();
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+
+  // Reached the packer: name given, so the manifest is only read there.
+  r = repo.add_release(malformed, "1.1.0", "det");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("pack"), std::string::npos) << r.error().message();
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+
+  // model.json lists a file that is not there.
+  const auto missing = tmp_ / "missing";
+  make_model(missing);
+  test::write_file(
+      missing / "model.json",
+      R"({"name":"det","version":"1.0.0","framework":"onnx","entry":"model.onnx","files":[
+          {"path":"model.onnx","size":4103,"sha256":")" +
+          crypto::sha256_hex(std::string(4096, 'w') + "weights") + R"("},
+          {"path":"gone.bin","size":3,"sha256":")" +
+          crypto::sha256_hex("abc") + R"("}]})");
+  r = repo.add_release(missing, "1.2.0");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("gone.bin"), std::string::npos) << r.error().message();
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+
+  // No model.json at all.
+  stdfs::create_directory(tmp_ / "nothing");
+  r = repo.add_release(tmp_ / "nothing", "1.3.0");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("model.json"), std::string::npos) << r.error().message();
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+
+  // Bad version / name.
+  r = repo.add_release(model_, "v1");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::invalid_argument);
+  EXPECT_NE(r.error().message().find("'v1' is not a semantic version"), std::string::npos);
+  r = repo.add_release(model_, "1.4.0", "Bad/Name");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::invalid_argument);
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+  expect_verifies();
+}
+
+TEST_F(RepositoryTest, WrongKeyIsRefusedBeforeAnythingChanges) {
+  auto other = crypto::PrivateKey::generate(crypto::KeyType::ed25519);
+  ASSERT_TRUE(other.has_value());
+  ASSERT_TRUE(fs::write_file_atomic(repo_dir_ / "keys/targets.pem", *other->to_pem(), 0600));
+  const auto before = tree_hash(repo_dir_);
+  auto repo = open();
+  auto r = repo.add_release(model_, "1.0.0");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::verification);
+  EXPECT_NE(r.error().message().find("keys/targets.pem holds key"), std::string::npos)
+      << r.error().message();
+  EXPECT_NE(r.error().message().find("not a targets key of root version 1"), std::string::npos);
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+
+  // A garbage key file.
+  test::write_file(repo_dir_ / "keys/timestamp.pem", "not a key");
+  auto t = repo.refresh_timestamp();
+  ASSERT_FALSE(t.has_value());
+  EXPECT_NE(t.error().message().find("keys/timestamp.pem"), std::string::npos)
+      << t.error().message();
+}
+
+TEST_F(RepositoryTest, ExpiredRootRefusesPublishingAndFailsVerify) {
+  const auto later = [] { return now_seconds() + hours(24 * 400); };
+  auto repo = open(later);
+  const auto before = tree_hash(repo_dir_);
+  auto r = repo.add_release(model_, "1.0.0");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::expired);
+  EXPECT_NE(r.error().message().find("root"), std::string::npos) << r.error().message();
+  EXPECT_NE(r.error().message().find("key rotate root"), std::string::npos);
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+
+  auto v = Repository::verify(repo_dir_, later);
+  ASSERT_FALSE(v.has_value());
+  EXPECT_EQ(v.error().code(), Errc::expired);
+  EXPECT_NE(v.error().message().find("root"), std::string::npos) << v.error().message();
+
+  // Rotating the root key signs a fresh root and makes the repository usable again.
+  auto rot = repo.rotate_key("root");
+  ASSERT_TRUE(rot.has_value()) << rot.error().message();
+  EXPECT_EQ(*rot, 2u);
+  // The other roles expired too; the routine refresh re-signs all of them.
+  auto refreshed = repo.refresh_timestamp();
+  ASSERT_TRUE(refreshed.has_value()) << refreshed.error().message();
+  EXPECT_TRUE(refreshed->resigned_targets);
+  expect_verifies(later);
+  EXPECT_TRUE(repo.add_release(model_, "1.0.0").has_value());
+}
+
+TEST_F(RepositoryTest, ChannelSetAndShow) {
+  auto repo = open();
+  ASSERT_TRUE(repo.add_release(model_, "1.0.0").has_value());
+  ASSERT_TRUE(repo.add_release(model_, "1.1.0").has_value());
+
+  ChannelRequest req{"stable", "det", "1.0.0", 100, false, ""};
+  auto c1 = repo.set_channel(req);
+  ASSERT_TRUE(c1.has_value()) << c1.error().message();
+  EXPECT_EQ(c1->rollout.percent, 100u);
+  EXPECT_TRUE(c1->rollout.fallback_version.empty());
+  EXPECT_EQ(c1->rollout.salt.size(), 16u);
+
+  req.version = "1.1.0";
+  req.percent = 5;
+  req.min_version = "1.0.0";
+  auto c2 = repo.set_channel(req);
+  ASSERT_TRUE(c2.has_value()) << c2.error().message();
+  EXPECT_EQ(c2->rollout.fallback_version, "1.0.0");
+  EXPECT_NE(c2->rollout.salt, c1->rollout.salt);  // new version, new sample
+
+  req.percent = 25;
+  auto c3 = repo.set_channel(req);
+  ASSERT_TRUE(c3.has_value()) << c3.error().message();
+  EXPECT_EQ(c3->rollout.salt, c2->rollout.salt);  // same version: devices stay in
+  EXPECT_EQ(c3->rollout.fallback_version, "1.0.0");
+
+  ChannelRequest beta{"beta", "det", "1.1.0", 100, true, ""};
+  ASSERT_TRUE(repo.set_channel(beta).has_value());
+
+  auto all = repo.show_channels();
+  ASSERT_TRUE(all.has_value()) << all.error().message();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].channel, "beta");
+  EXPECT_TRUE((*all)[0].allow_downgrade);
+  EXPECT_EQ((*all)[1].channel, "stable");
+  EXPECT_EQ((*all)[1].rollout.percent, 25u);
+  EXPECT_EQ((*all)[1].min_version, "1.0.0");
+  auto stable = repo.show_channels("stable");
+  ASSERT_TRUE(stable.has_value());
+  ASSERT_EQ(stable->size(), 1u);
+  auto none = repo.show_channels("nightly");
+  ASSERT_TRUE(none.has_value());
+  EXPECT_TRUE(none->empty());
+
+  const auto before = tree_hash(repo_dir_);
+  ChannelRequest bad{"stable", "det", "9.9.9", 100, false, ""};
+  auto r = repo.set_channel(bad);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::not_found);
+  EXPECT_NE(r.error().message().find("det version 9.9.9 is not released"), std::string::npos);
+  bad = {"stable", "det", "1.1.0", 101, false, ""};
+  r = repo.set_channel(bad);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::invalid_argument);
+  bad = {"Stable!", "det", "1.1.0", 100, false, ""};
+  EXPECT_FALSE(repo.set_channel(bad).has_value());
+  // Fallback (1.0.0) below the requested minimum: refused rather than silently dropped.
+  bad = {"stable", "det", "1.1.0", 50, false, "1.1.0"};
+  r = repo.set_channel(bad);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("below min version 1.1.0"), std::string::npos)
+      << r.error().message();
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+  expect_verifies();
+}
+
+TEST_F(RepositoryTest, TimestampRefreshBumpsVersionAndResignsNearExpiry) {
+  auto repo = open();
+  const auto v0 = timestamp_version();
+  auto r = repo.refresh_timestamp();
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(r->timestamp_version, v0 + 1);
+  EXPECT_EQ(timestamp_version(), v0 + 1);
+  EXPECT_FALSE(r->resigned_snapshot);
+  EXPECT_FALSE(r->resigned_targets);
+
+  // Six days on, the snapshot (1w) is within the 2d margin; targets (3mo) is not.
+  const auto day6 = [] { return now_seconds() + hours(24 * 6); };
+  auto later = open(day6);
+  r = later.refresh_timestamp();
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_TRUE(r->resigned_snapshot);
+  EXPECT_FALSE(r->resigned_targets);
+  expect_verifies(day6);
+
+  const auto day89 = [] { return now_seconds() + hours(24 * 89); };
+  auto much_later = open(day89);
+  r = much_later.refresh_timestamp();
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_TRUE(r->resigned_snapshot);
+  EXPECT_TRUE(r->resigned_targets);
+  expect_verifies(day89);
+
+  // Without a refresh the timestamp expires: verify says so.
+  auto v = Repository::verify(repo_dir_, [] { return now_seconds() + hours(24 * 95); });
+  ASSERT_FALSE(v.has_value());
+  EXPECT_EQ(v.error().code(), Errc::expired);
+}
+
+TEST_F(RepositoryTest, VerifyWarnsAboutNearExpiry) {
+  auto v = Repository::verify(repo_dir_, [] { return now_seconds() + hours(20); });
+  ASSERT_TRUE(v.has_value()) << v.error().message();
+  ASSERT_FALSE(v->warnings.empty());
+  EXPECT_NE(v->warnings[0].find("timestamp"), std::string::npos) << v->warnings[0];
+  auto fresh = Repository::verify(repo_dir_);
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_TRUE(fresh->warnings.empty());
+  EXPECT_GE(fresh->checked.size(), 5u);
+}
+
+class TamperTest : public RepositoryTest {
+ protected:
+  void SetUp() override {
+    RepositoryTest::SetUp();
+    auto repo = open();
+    auto rel = repo.add_release(model_, "1.0.0");
+    ASSERT_TRUE(rel.has_value()) << rel.error().message();
+    release_ = *rel;
+    ASSERT_TRUE(repo.set_channel({"stable", "det", "1.0.0", 100, false, ""}).has_value());
+    expect_verifies();
+  }
+
+  void expect_verify_fails(Errc code, const std::string& needle) {
+    auto v = Repository::verify(repo_dir_);
+    ASSERT_FALSE(v.has_value()) << "verify passed after tampering";
+    EXPECT_EQ(v.error().code(), code) << v.error().message();
+    EXPECT_NE(v.error().message().find(needle), std::string::npos)
+        << "'" << v.error().message() << "' lacks '" << needle << "'";
+  }
+
+  stdfs::path package() const {
+    return repo_dir_ / "repo/targets/models/det/1.0.0" / (release_.sha256 + ".det-1.0.0.mota");
+  }
+
+  Release release_;
+};
+
+TEST_F(TamperTest, TargetByteFlipped) {
+  std::string bytes = test::read_file(package());
+  bytes[bytes.size() / 2] ^= 0x01;
+  test::write_file(package(), bytes);
+  expect_verify_fails(Errc::verification, "target models/det/1.0.0/det-1.0.0.mota: sha256");
+}
+
+TEST_F(TamperTest, TargetTruncatedOrMissing) {
+  std::string bytes = test::read_file(package());
+  test::write_file(package(), bytes.substr(0, bytes.size() - 1));
+  expect_verify_fails(Errc::verification, "length");
+  stdfs::remove(package());
+  expect_verify_fails(Errc::not_found, "is missing");
+}
+
+TEST_F(TamperTest, MetadataEdited) {
+  // Re-indenting targets.json keeps its signature valid but breaks snapshot's hash.
+  auto ts = tuf::parse_timestamp(test::read_file(repo_dir_ / "repo/metadata/timestamp.json"));
+  ASSERT_TRUE(ts.has_value());
+  const auto snap_file = repo_dir_ / "repo/metadata" /
+                         (std::to_string(ts->signed_.snapshot.version) + ".snapshot.json");
+  auto snap = tuf::parse_snapshot(test::read_file(snap_file));
+  ASSERT_TRUE(snap.has_value());
+  const auto targets_file =
+      repo_dir_ / "repo/metadata" /
+      (std::to_string(snap->signed_.meta.at("targets.json").version) + ".targets.json");
+  const std::string original = test::read_file(targets_file);
+  test::write_file(targets_file, Json::parse(original).dump(4));
+  expect_verify_fails(Errc::verification, "differs from");
+}
+
+TEST_F(TamperTest, SignatureAltered) {
+  const auto file = repo_dir_ / "repo/metadata/timestamp.json";
+  Json j = Json::parse(test::read_file(file));
+  std::string sig = j["signatures"][0]["sig"];
+  sig[0] = sig[0] == 'a' ? 'b' : 'a';
+  j["signatures"][0]["sig"] = sig;
+  test::write_file(file, j.dump(2));
+  expect_verify_fails(Errc::verification, "timestamp");
+}
+
+TEST_F(TamperTest, SignedContentAltered) {
+  // Changing a signed field without re-signing (a version bump) must fail the signature check.
+  const auto file = repo_dir_ / "repo/metadata/1.root.json";
+  Json j = Json::parse(test::read_file(file));
+  j["signed"]["expires"] = "2099-01-01T00:00:00Z";
+  test::write_file(file, j.dump(2));
+  test::write_file(repo_dir_ / "repo/metadata/root.json", j.dump(2));
+  expect_verify_fails(Errc::verification, "1.root.json");
+}
+
+TEST_F(TamperTest, ChannelFileReplaced) {
+  const auto dir = repo_dir_ / "repo/targets/channels/stable";
+  ASSERT_TRUE(stdfs::is_directory(dir));
+  for (const auto& e : stdfs::directory_iterator(dir)) {
+    std::string text = test::read_file(e.path());
+    const auto pos = text.find("1.0.0");
+    ASSERT_NE(pos, std::string::npos);
+    text[pos] = '2';
+    test::write_file(e.path(), text);
+  }
+  expect_verify_fails(Errc::verification, "channels/stable/det.json");
+}
+
+TEST_F(RepositoryTest, VerifyServedTreeWithoutPublishingSide) {
+  auto repo = open();
+  ASSERT_TRUE(repo.add_release(model_, "1.0.0").has_value());
+  auto v = Repository::verify(repo_dir_ / "repo");
+  ASSERT_TRUE(v.has_value()) << v.error().message();
+}
+
+TEST_F(RepositoryTest, RotateKeysKeepsTheRepositoryValid) {
+  auto repo = open();
+  ASSERT_TRUE(repo.add_release(model_, "1.0.0").has_value());
+  const std::string old_targets = test::read_file(repo_dir_ / "keys/targets.pem");
+  auto v = repo.rotate_key("targets");
+  ASSERT_TRUE(v.has_value()) << v.error().message();
+  EXPECT_EQ(*v, 2u);
+  EXPECT_NE(test::read_file(repo_dir_ / "keys/targets.pem"), old_targets);
+  EXPECT_EQ(mode_of(repo_dir_ / "keys/targets.pem"), 0600u);
+  EXPECT_TRUE(stdfs::is_directory(repo_dir_ / "keys/retired"));
+  expect_verifies();
+  // Root 2 no longer trusts the old targets key; releases still work with the new one.
+  ASSERT_TRUE(repo.add_release(model_, "1.1.0").has_value());
+  auto r = repo.rotate_key("root");
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(*r, 3u);
+  EXPECT_EQ(test::read_file(repo_dir_ / "repo/metadata/3.root.json"),
+            test::read_file(repo_dir_ / "repo/metadata/root.json"));
+  expect_verifies();
+  auto bad = repo.rotate_key("owner");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), Errc::invalid_argument);
+
+  // The old targets key put back is refused: root no longer lists it.
+  test::write_file(repo_dir_ / "keys/targets.pem", old_targets);
+  auto refused = repo.add_release(model_, "1.2.0");
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message().find("not a targets key of root version 3"),
+            std::string::npos)
+      << refused.error().message();
+}
+
+}  // namespace
+}  // namespace mota::manager
