@@ -6,7 +6,8 @@
 // Static files (ServerConfig::static_root) are streamed from disk in 64 KiB pieces, never read
 // whole into memory (packages are GiB). GET and HEAD; a single byte range ("bytes=N-",
 // "bytes=N-M", "bytes=-N") gets 206 with Content-Range, an unsatisfiable one 416 with
-// "Content-Range: bytes */<size>"; multi-range requests get the whole file (200). Every answer
+// "Content-Range: bytes */<size>"; multi-range requests get the whole file (200); a malformed
+// Range header (e.g. "bytes=5-2") gets 416 without Content-Range, as from nginx. Every answer
 // carries Content-Length and Accept-Ranges: bytes. 404 for: directories (no listings), paths with
 // "..", NUL, backslash or any component starting with "." (temp files of atomic writes are
 // dot-files), non-regular files, and symlinks that resolve outside static_root. Content-Type is

@@ -207,6 +207,19 @@ TEST_P(RealServerTest, RangeResumeGetsTheTail) {
   }
 }
 
+TEST_P(RealServerTest, RangeStartAtTheEndIsRefusedByTheServer) {
+  // What a resumed download sees when its .part file is already complete.
+  auto client = http::make_http_client();
+  Collect c;
+  http::GetRequest req = get_req(base_ + "/pkg/model.bin", data_.size());
+  req.range_start = data_.size();
+  auto info = client->get(req, c.sink());
+  ASSERT_FALSE(info);
+  EXPECT_EQ(info.error().code(), Errc::http);
+  EXPECT_EQ(info.error().message(), "GET " + req.url + ": HTTP 416");
+  EXPECT_EQ(c.calls, 0);
+}
+
 TEST_P(RealServerTest, NotFoundIsAnHttpErrorAndNothingReachesTheSink) {
   auto client = http::make_http_client();
   Collect c;
