@@ -337,6 +337,18 @@ int cli_main(int argc, char** argv) {
   add_repo(srv);
   srv->callback([&] { action = [&]() -> Status { return serve(repo_dir(repo_flag), listen); }; });
 
+  // CLI11 would report a mistyped command as "A subcommand is required"; name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];
+    if (!known) {
+      std::fprintf(stderr,
+                   "mota: error: unknown command '%s' (init, release, channel, timestamp, key, "
+                   "verify, serve)\nRun 'mota --help' for usage.\n",
+                   argv[1]);
+      return kExitUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -7,7 +7,10 @@
 #include <string>
 
 #include "common/fs.hpp"
+#include "common/http.hpp"
+#include "manager/http_server.hpp"
 #include "manifest/crypto.hpp"
+#include "manifest/tuf/client.hpp"
 #include "manifest/tuf/metadata.hpp"
 #include "storage/package.hpp"
 #include "tests/support/test_support.hpp"
@@ -638,6 +641,68 @@ TEST_F(RepositoryTest, RotateKeysKeepsTheRepositoryValid) {
   EXPECT_NE(refused.error().message().find("not a targets key of root version 3"),
             std::string::npos)
       << refused.error().message();
+}
+
+// The real TUF client against the served tree: the repository is only correct if clients accept
+// it, across new releases and key rotations.
+TEST_F(RepositoryTest, TufClientAcceptsTheRepositoryAcrossPublishesAndRotations) {
+  auto repo = open();
+  auto rel = repo.add_release(model_, "1.0.0");
+  ASSERT_TRUE(rel.has_value()) << rel.error().message();
+  ASSERT_TRUE(repo.set_channel({"stable", "det", "1.0.0", 100, false, ""}).has_value());
+
+  ServerConfig sc;
+  sc.static_root = repo_dir_ / "repo";
+  auto server = make_http_server(sc);
+  auto port = server->start();
+  ASSERT_TRUE(port.has_value()) << port.error().message();
+  const std::string base = "http://127.0.0.1:" + std::to_string(*port);
+
+  const auto meta_dir = tmp_ / "client-meta";
+  ASSERT_TRUE(tuf::Client::init(meta_dir, test::read_file(repo_dir_ / "repo/metadata/1.root.json"))
+                  .has_value());
+  auto http = http::make_http_client();
+  tuf::ClientConfig cc;
+  cc.metadata_dir = meta_dir;
+  cc.metadata_base_url = base + "/metadata";
+  tuf::Client client(cc, *http);
+  auto st = client.refresh();
+  ASSERT_TRUE(st.has_value()) << st.error().message();
+
+  auto info = client.get_target(rel->target_path);
+  ASSERT_TRUE(info.has_value()) << info.error().message();
+  EXPECT_EQ(info->custom["version"], "1.0.0");
+  const auto pkg = tmp_ / "downloaded.mota";
+  auto dl = client.download_target(base + "/targets", rel->target_path, *info, pkg);
+  ASSERT_TRUE(dl.has_value()) << dl.error().message();
+  EXPECT_EQ(*crypto::file_sha256_hex(pkg.string()), rel->sha256);
+
+  auto ch = client.get_target(channel_target_path("stable", "det"));
+  ASSERT_TRUE(ch.has_value()) << ch.error().message();
+  const auto chfile = tmp_ / "stable-det.json";
+  ASSERT_TRUE(
+      client.download_target(base + "/targets", channel_target_path("stable", "det"), *ch, chfile)
+          .has_value());
+  auto parsed = Channel::parse(test::read_file(chfile));
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().message();
+  EXPECT_EQ(wanted_version(*parsed, "device-1"), "1.0.0");
+
+  // Rotate every key, publish again: the client follows the root chain and the new keys.
+  for (const char* role : {"targets", "snapshot", "timestamp", "root"}) {
+    auto r = repo.rotate_key(role);
+    ASSERT_TRUE(r.has_value()) << role << ": " << r.error().message();
+  }
+  auto rel2 = repo.add_release(model_, "1.1.0");
+  ASSERT_TRUE(rel2.has_value()) << rel2.error().message();
+  ASSERT_TRUE(repo.refresh_timestamp().has_value());
+  st = client.refresh();
+  ASSERT_TRUE(st.has_value()) << st.error().message();
+  ASSERT_NE(client.root(), nullptr);
+  EXPECT_EQ(client.root()->version, 5u);
+  auto info2 = client.get_target(rel2->target_path);
+  ASSERT_TRUE(info2.has_value()) << info2.error().message();
+  EXPECT_EQ(info2->custom["tree_digest"], rel2->tree_digest);
+  server->stop();
 }
 
 }  // namespace

@@ -1,0 +1,242 @@
+// The `mota` binary as an operator runs it: exit codes, messages, and `mota serve` over loopback.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <string>
+#include <vector>
+
+#include "common/http.hpp"
+#include "manifest/canonical_json.hpp"
+#include "tests/support/test_support.hpp"
+
+namespace mota {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    repo_ = (tmp_ / "repo").string();
+    model_ = tmp_ / "model";
+    test::write_file(model_ / "model.json",
+                     R"({"name": "det", "version": "0.0.1", "framework": "onnx",
+                         "entry": "model.onnx"})");
+    test::write_file(model_ / "model.onnx", std::string(10000, 'x'));
+  }
+
+  test::RunResult mota(std::vector<std::string> args,
+                       const std::map<std::string, std::string>& env = {}) {
+    args.insert(args.begin(), test::build_path("manager/mota").string());
+    return test::run(args, env);
+  }
+
+  void init() {
+    auto r = mota({"init", repo_});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  test::TempDir tmp_;
+  std::string repo_;
+  stdfs::path model_;
+};
+
+TEST_F(CliTest, VersionAndUsageErrors) {
+  auto r = mota({"--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.rfind("mota ", 0), 0u) << r.out;
+
+  r = mota({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("release"), std::string::npos);
+
+  r = mota({});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err.rfind("mota: error: ", 0), 0u) << r.err;
+
+  r = mota({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err.rfind("mota: error: unknown command 'frobnicate'", 0), 0u) << r.err;
+
+  r = mota({"release", "delete"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err.rfind("mota: error: ", 0), 0u) << r.err;
+
+  r = mota({"verify", "--bogus-flag"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--bogus-flag"), std::string::npos) << r.err;
+
+  r = mota({"release", "add", model_.string()});  // --version is required
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--version"), std::string::npos) << r.err;
+
+  r = mota({"init", repo_, "--key-type", "dsa"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--key-type"), std::string::npos) << r.err;
+  EXPECT_FALSE(stdfs::exists(repo_));
+
+  r = mota({"init", repo_, "--expires", "targets=soon"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--expires"), std::string::npos) << r.err;
+  EXPECT_FALSE(stdfs::exists(repo_));
+}
+
+TEST_F(CliTest, InitTwiceAndNotARepository) {
+  auto r = mota({"init", repo_, "--key-type", "ecdsa", "--expires", "timestamp=12h"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("initialised repository"), std::string::npos);
+  EXPECT_NE(test::read_file(stdfs::path(repo_) / "mota.toml").find("timestamp = \"12h\""),
+            std::string::npos);
+
+  r = mota({"init", repo_});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "mota: error: " + repo_ + " is already a mota repository\n");
+
+  const std::string plain = (tmp_ / "plain").string();
+  stdfs::create_directory(plain);
+  r = mota({"release", "list", "--repo", plain});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "mota: error: " + plain + " is not a mota repository (no mota.toml)\n");
+  r = mota({"verify", plain});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is not a mota repository"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, ReleaseChannelTimestampVerify) {
+  init();
+  auto r = mota({"release", "add", model_.string(), "--version", "1.0.0", "--repo", repo_});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("published det 1.0.0"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("packing"), std::string::npos);  // no progress on a pipe
+
+  // $MOTA_REPO stands in for --repo.
+  const std::map<std::string, std::string> env{{"MOTA_REPO", repo_}};
+  r = mota({"release", "add", model_.string(), "--version", "1.1.0", "--name", "det"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  r = mota({"release", "add", model_.string(), "--version", "1.1.0"}, env);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("mota: error: release add: release det 1.1.0 is already published"),
+            std::string::npos)
+      << r.err;
+
+  r = mota({"release", "list", "--json"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto list = parse_json(r.out);
+  ASSERT_TRUE(list.has_value()) << r.out;
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0]["version"], "1.0.0");
+  EXPECT_EQ((*list)[1]["target"], "models/det/1.1.0/det-1.1.0.mota");
+  r = mota({"release", "list"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("1.1.0"), std::string::npos);
+
+  // The current directory is the last default.
+  r = test::run({"/bin/sh", "-c",
+                 "cd '" + repo_ + "' && exec '" + test::build_path("manager/mota").string() +
+                     "' release list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("1.0.0"), std::string::npos);
+
+  r = mota({"channel", "set", "stable", "det", "1.0.0"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = mota(
+      {"channel", "set", "stable", "det", "1.1.0", "--percent", "20", "--min-version", "1.0.0"},
+      env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("for 20% of devices (others: 1.0.0)"), std::string::npos) << r.out;
+  r = mota({"channel", "set", "beta", "det", "1.1.0", "--allow-downgrade"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  r = mota({"channel", "set", "stable", "det", "1.1.0", "--percent", "150"}, env);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--percent"), std::string::npos) << r.err;
+  r = mota({"channel", "set", "stable", "det", "3.0.0"}, env);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("det version 3.0.0 is not released"), std::string::npos) << r.err;
+
+  r = mota({"channel", "show", "stable", "--json"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto channels = parse_json(r.out);
+  ASSERT_TRUE(channels.has_value()) << r.out;
+  ASSERT_EQ(channels->size(), 1u);
+  EXPECT_EQ((*channels)[0]["version"], "1.1.0");
+  EXPECT_EQ((*channels)[0]["rollout"]["percent"], 20);
+  EXPECT_EQ((*channels)[0]["rollout"]["fallback_version"], "1.0.0");
+  r = mota({"channel", "show"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("beta"), std::string::npos);
+  EXPECT_NE(r.out.find("stable"), std::string::npos);
+
+  r = mota({"timestamp", "refresh"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("timestamp version 7"), std::string::npos) << r.out;
+
+  r = mota({"key", "rotate", "snapshot"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("root version 2"), std::string::npos) << r.out;
+  r = mota({"key", "rotate", "owner"}, env);
+  EXPECT_EQ(r.exit_code, 2);
+
+  r = mota({"verify"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("ok: root: versions 1..2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("verified"), std::string::npos) << r.out;
+
+  // Tamper with a package: verify fails and says which target.
+  for (const auto& e : stdfs::recursive_directory_iterator(stdfs::path(repo_) / "repo/targets")) {
+    if (e.path().extension() == ".mota") {
+      std::string bytes = test::read_file(e.path());
+      bytes[bytes.size() / 2] ^= 0x20;
+      test::write_file(e.path(), bytes);
+      break;
+    }
+  }
+  r = mota({"verify", repo_});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err.rfind("mota: error: verify " + repo_ + ": target models/det/", 0), 0u) << r.err;
+}
+
+TEST_F(CliTest, ServeAnswersAndStopsOnSigterm) {
+  init();
+  const int port = test::free_port();
+  test::Process server({test::build_path("manager/mota").string(), "serve", "--repo", repo_,
+                        "--listen", "127.0.0.1:" + std::to_string(port)},
+                       tmp_ / "serve.log");
+  ASSERT_TRUE(test::wait_for_port(port)) << test::read_file(tmp_ / "serve.log");
+
+  auto http = http::make_http_client();
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  auto body = http->get_body(base + "/metadata/timestamp.json", 1 << 20);
+  ASSERT_TRUE(body.has_value()) << body.error().message();
+  EXPECT_EQ(*body, test::read_file(stdfs::path(repo_) / "repo/metadata/timestamp.json"));
+  auto root = http->get_body(base + "/metadata/1.root.json", 1 << 20);
+  ASSERT_TRUE(root.has_value()) << root.error().message();
+  // Only DIR/repo is served: the keys are not reachable.
+  auto key = http->get_body(base + "/keys/root.pem", 1 << 20);
+  ASSERT_FALSE(key.has_value());
+  EXPECT_EQ(key.error().code(), Errc::http);
+  auto key2 = http->get_body(base + "/../keys/root.pem", 1 << 20);
+  EXPECT_FALSE(key2.has_value());
+
+  server.kill(SIGTERM);
+  EXPECT_EQ(server.wait(), 0);
+  const std::string log = test::read_file(tmp_ / "serve.log");
+  EXPECT_NE(log.find("serving "), std::string::npos) << log;
+  EXPECT_NE(log.find("http://127.0.0.1:" + std::to_string(port)), std::string::npos) << log;
+}
+
+TEST_F(CliTest, ServeUsageAndBindErrors) {
+  init();
+  auto r = mota({"serve", "--repo", repo_, "--listen", "nonsense"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--listen 'nonsense'"), std::string::npos) << r.err;
+  const std::string plain = (tmp_ / "plain").string();
+  stdfs::create_directory(plain);
+  r = mota({"serve", "--repo", plain, "--listen", "127.0.0.1:0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is not a mota repository"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace mota
