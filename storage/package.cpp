@@ -268,6 +268,10 @@ Result<PackResult> pack(const stdfs::path& model_dir, const stdfs::path& out_pat
                 manifest_path.string() + " has no \"version\" and none was given");
   }
 
+  // Created first so that an unwritable destination fails before the hashing pass; removed
+  // again by its destructor on any failure.
+  auto out = MOTA_TRY(fs::AtomicFile::create(out_path, 0644));
+
   // The file list as it is on disk.
   std::vector<std::byte> buf(kBlock);
   auto paths = MOTA_TRY(walk_model_dir(model_dir));
@@ -309,7 +313,6 @@ Result<PackResult> pack(const stdfs::path& model_dir, const stdfs::path& out_pat
   std::string manifest_text = m.serialize();
   m = MOTA_TRY_CTX(ModelManifest::parse(manifest_text), "model.json");
 
-  auto out = MOTA_TRY(fs::AtomicFile::create(out_path, 0644));
   crypto::Hasher package_hash;
   std::uint64_t package_size = 0;
   auto writer = MOTA_TRY(tar::Writer::open(
@@ -403,6 +406,10 @@ Result<UnpackResult> unpack_into(tar::Reader& reader, const stdfs::path& dest,
       if (::mkdir((dest / d).c_str(), 0755) != 0 && errno != EEXIST) {
         return fail(errno_error("mkdir", (dest / d).string(), errno));
       }
+      // Exactly 0755 whatever the umask (files get exactly 0644 the same way).
+      if (::chmod((dest / d).c_str(), 0755) != 0) {
+        return fail(errno_error("chmod", (dest / d).string(), errno));
+      }
       made_dirs.insert(std::move(d));
     }
     return {};
@@ -411,11 +418,14 @@ Result<UnpackResult> unpack_into(tar::Reader& reader, const stdfs::path& dest,
   std::vector<std::byte> buf(kBlock);
   std::uint64_t done = 0;
   if (progress) progress(0, total);
+  std::string previous = kManifestName;
   for (;;) {
-    auto next = MOTA_TRY(reader.next());
+    // A damaged header has no usable name: say where in the archive it was.
+    auto next = MOTA_TRY_CTX(reader.next(), "after entry " + in_quotes(previous));
     if (!next) break;
     const tar::Entry& e = *next;
     std::string name = in_quotes(e.path);
+    previous = e.path;
     if (e.type == tar::EntryType::directory) {
       std::string d = e.path;
       if (!d.empty() && d.back() == '/') d.pop_back();
@@ -522,6 +532,9 @@ Result<UnpackResult> unpack(const ReadFn& source, const stdfs::path& dest_dir,
     return fail(errno_error("create unpack directory", dest_dir.string(), errno));
   }
   RemoveOnFailure cleanup(dest_dir);
+  if (::chmod(dest_dir.c_str(), 0755) != 0) {
+    return fail(errno_error("chmod", dest_dir.string(), errno));
+  }
   auto parent = dest_dir.has_parent_path() ? dest_dir.parent_path() : stdfs::path(".");
   auto reader = MOTA_TRY(tar::Reader::open(source));
   auto result = MOTA_TRY(unpack_into(*reader, dest_dir, limits, progress));

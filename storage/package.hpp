@@ -17,8 +17,8 @@ namespace mota::storage {
 using Progress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
 struct PackOptions {
-  std::string version;  // if set, overrides/sets model.json "version"
-  std::string name;     // if set, overrides/sets model.json "name"
+  std::string version;         // if set, overrides/sets model.json "version"
+  std::string name;            // if set, overrides/sets model.json "name"
   int compression_level = 10;  // zstd level 1..19
   Progress progress;           // called as input bytes are consumed; may be empty
 };
@@ -33,6 +33,9 @@ struct PackResult {
 // Packs `model_dir` (which must contain model.json) into `out_path`, atomically. The file list
 // in model.json is computed from the directory (every regular file except model.json); if the
 // source lists files, each must match what is on disk. Refuses symlinks and special files.
+// Hidden files are packed like any other; a file named like mota's own temporary files
+// (".<name>.tmp-*", an interrupted atomic write) is refused, as is an out_path inside model_dir.
+// Empty directories are not recorded (a package holds files; directories are implied).
 Result<PackResult> pack(const std::filesystem::path& model_dir,
                         const std::filesystem::path& out_path, const PackOptions& options = {});
 

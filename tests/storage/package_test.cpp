@@ -62,7 +62,8 @@ void make_model_dir(const stdfs::path& d, const Json& manifest = source_manifest
 std::map<std::string, std::string> read_tree(const stdfs::path& dir) {
   std::map<std::string, std::string> out;
   for (auto& e : stdfs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) out[e.path().lexically_relative(dir).string()] = test::read_file(e.path());
+    if (e.is_regular_file())
+      out[e.path().lexically_relative(dir).string()] = test::read_file(e.path());
   }
   return out;
 }
@@ -165,8 +166,8 @@ const std::vector<std::pair<std::string, std::string>> kFiles = {
     {"model.onnx", "weights-weights-weights"}, {"sub/labels.txt", "a\nb\n"}};
 
 // The archive a well-behaved packer would produce for kFiles, with `mutate` applied.
-std::string good_entries_then(
-    const std::function<void(std::vector<RawEntry>&)>& mutate = [](auto&) {}) {
+std::string good_entries_then(const std::function<void(std::vector<RawEntry>&)>& mutate =
+                                  [](auto&) {}) {
   std::vector<RawEntry> e = {reg("model.json", manifest_for(kFiles)),
                              reg("model.onnx", kFiles[0].second),
                              reg("sub/labels.txt", kFiles[1].second)};
@@ -218,8 +219,9 @@ TEST(Package, RoundTripGeneratedModel) {
   for (std::size_t i = 1; i < calls.size(); ++i) EXPECT_LE(calls[i - 1].first, calls[i].first);
 
   std::vector<std::uint64_t> unpack_progress;
-  auto un = unpack_file(t / "demo.mota", t / "out", {},
-                        [&](std::uint64_t done, std::uint64_t) { unpack_progress.push_back(done); });
+  auto un = unpack_file(t / "demo.mota", t / "out", {}, [&](std::uint64_t done, std::uint64_t) {
+    unpack_progress.push_back(done);
+  });
   ASSERT_TRUE(un) << un.error().message();
   EXPECT_EQ(un->tree_digest, packed->tree_digest);
   EXPECT_EQ(un->bytes_written, total);
@@ -322,7 +324,8 @@ TEST(Package, PackIsDeterministic) {
     stdfs::create_directories((t / "b" / rel).parent_path());
     stdfs::copy_file(t / "a" / rel, t / "b" / rel);
     stdfs::permissions(t / "b" / rel, stdfs::perms(0600));
-    stdfs::last_write_time(t / "b" / rel, stdfs::file_time_type::clock::now() - std::chrono::hours(999));
+    stdfs::last_write_time(t / "b" / rel,
+                           stdfs::file_time_type::clock::now() - std::chrono::hours(999));
   }
   stdfs::permissions(t / "b/deep", stdfs::perms(0700));
   auto p3 = pack(t / "b", t / "3.mota");
@@ -359,7 +362,8 @@ TEST(Package, IsAStandardTarZst) {
 
   // GNU tar extracts the same tree.
   stdfs::create_directories(t / "x");
-  auto x = test::run({"tar", "-I", "zstd", "-xf", (t / "p.mota").string(), "-C", (t / "x").string()});
+  auto x =
+      test::run({"tar", "-I", "zstd", "-xf", (t / "p.mota").string(), "-C", (t / "x").string()});
   ASSERT_EQ(x.exit_code, 0) << x.err;
   auto un = unpack_file(t / "p.mota", t / "out");
   ASSERT_TRUE(un);
@@ -389,16 +393,25 @@ struct PackCase {
 
 TEST(Package, PackRejectsBadInput) {
   std::vector<PackCase> cases;
-  cases.push_back({"missing model.json", [](auto& d) { stdfs::remove(d / "model.json"); }, {},
+  cases.push_back({"missing model.json",
+                   [](auto& d) { stdfs::remove(d / "model.json"); },
+                   {},
                    "model.json: No such file or directory"});
-  cases.push_back({"malformed model.json", [](auto& d) { test::write_file(d / "model.json", "{"); },
-                   {}, "model.json"});
-  cases.push_back({"bad field", [](auto& d) {
+  cases.push_back({"malformed model.json",
+                   [](auto& d) { test::write_file(d / "model.json", "{"); },
+                   {},
+                   "model.json"});
+  cases.push_back({"bad field",
+                   [](auto& d) {
                      Json m = source_manifest();
                      m["framework"] = "caffe";
                      test::write_file(d / "model.json", m.dump());
-                   }, {}, "framework: \"caffe\" is not one of"});
-  cases.push_back({"entry missing on disk", [](auto& d) { stdfs::remove(d / "model.onnx"); }, {},
+                   },
+                   {},
+                   "framework: \"caffe\" is not one of"});
+  cases.push_back({"entry missing on disk",
+                   [](auto& d) { stdfs::remove(d / "model.onnx"); },
+                   {},
                    "entry: \"model.onnx\" is not listed in files"});
   auto listed = [](const std::function<void(Json&)>& edit) {
     return [edit](const stdfs::path& d) {
@@ -410,29 +423,47 @@ TEST(Package, PackRejectsBadInput) {
       test::write_file(d / "model.json", j.dump());
     };
   };
-  cases.push_back({"listed file missing", listed([](Json& j) {
-                     j["files"].push_back({{"path", "zzz.bin"}, {"size", 1},
-                                           {"sha256", std::string(64, '0')}});
-                   }), {}, "\"zzz.bin\" is listed in model.json but missing"});
-  cases.push_back({"listed hash wrong", listed([](Json& j) {
-                     j["files"][5]["sha256"] = std::string(64, '0');
-                   }), {}, "\"model.onnx\": listed with sha256 0000"});
-  cases.push_back({"listed size wrong", listed([](Json& j) { j["files"][5]["size"] = 1; }), {},
+  cases.push_back(
+      {"listed file missing",
+       listed([](Json& j) {
+         j["files"].push_back({{"path", "zzz.bin"}, {"size", 1}, {"sha256", std::string(64, '0')}});
+       }),
+       {},
+       "\"zzz.bin\" is listed in model.json but missing"});
+  cases.push_back({"listed hash wrong",
+                   listed([](Json& j) { j["files"][5]["sha256"] = std::string(64, '0'); }),
+                   {},
+                   "\"model.onnx\": listed with sha256 0000"});
+  cases.push_back({"listed size wrong",
+                   listed([](Json& j) { j["files"][5]["size"] = 1; }),
+                   {},
                    "\"model.onnx\": listed with size 1, file has 300000 bytes"});
-  cases.push_back({"unlisted file", [listed](auto& d) {
+  cases.push_back({"unlisted file",
+                   [listed](auto& d) {
                      listed([](Json&) {})(d);
                      test::write_file(d / "extra.bin", "x");
-                   }, {}, "\"extra.bin\" is in the directory but not listed in model.json"});
-  cases.push_back({"symlink", [](auto& d) { stdfs::create_symlink("/etc/passwd", d / "deep/link"); },
-                   {}, "\"deep/link\" is a symlink"});
-  cases.push_back({"symlinked model.json", [](auto& d) {
+                   },
+                   {},
+                   "\"extra.bin\" is in the directory but not listed in model.json"});
+  cases.push_back({"symlink",
+                   [](auto& d) { stdfs::create_symlink("/etc/passwd", d / "deep/link"); },
+                   {},
+                   "\"deep/link\" is a symlink"});
+  cases.push_back({"symlinked model.json",
+                   [](auto& d) {
                      stdfs::rename(d / "model.json", d.parent_path() / "m.json");
                      stdfs::create_symlink(d.parent_path() / "m.json", d / "model.json");
-                   }, {}, "is a symlink"});
-  cases.push_back({"fifo", [](auto& d) { ASSERT_EQ(::mkfifo((d / "pipe").c_str(), 0644), 0); }, {},
+                   },
+                   {},
+                   "is a symlink"});
+  cases.push_back({"fifo",
+                   [](auto& d) { ASSERT_EQ(::mkfifo((d / "pipe").c_str(), 0644), 0); },
+                   {},
                    "\"pipe\" is a special file"});
-  cases.push_back({"temp file", [](auto& d) { test::write_file(d / ".model.onnx.tmp-abc12345", ""); },
-                   {}, "looks like an interrupted temporary file"});
+  cases.push_back({"temp file",
+                   [](auto& d) { test::write_file(d / ".model.onnx.tmp-abc12345", ""); },
+                   {},
+                   "looks like an interrupted temporary file"});
   PackOptions bad_version;
   bad_version.version = "v2";
   cases.push_back({"version override", [](auto&) {}, bad_version,
@@ -443,11 +474,14 @@ TEST(Package, PackRejectsBadInput) {
   PackOptions bad_level;
   bad_level.compression_level = 25;
   cases.push_back({"level", [](auto&) {}, bad_level, "compression level 25 is not in 1..19"});
-  cases.push_back({"no version", [](auto& d) {
+  cases.push_back({"no version",
+                   [](auto& d) {
                      Json m = source_manifest();
                      m.erase("version");
                      test::write_file(d / "model.json", m.dump());
-                   }, {}, "has no \"version\" and none was given"});
+                   },
+                   {},
+                   "has no \"version\" and none was given"});
 
   for (const auto& c : cases) {
     TempDir t;
@@ -483,9 +517,8 @@ TEST(Package, UnpacksHandBuiltArchive) {
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(test::read_file(t / "out/sub/labels.txt"), "a\nb\n");
   // Directory entries for directories of listed files are fine too.
-  auto with_dir = good_entries_then([](auto& e) {
-    e.insert(e.begin() + 2, special("sub/", AE_IFDIR));
-  });
+  auto with_dir =
+      good_entries_then([](auto& e) { e.insert(e.begin() + 2, special("sub/", AE_IFDIR)); });
   ASSERT_TRUE(unpack(memory_source(with_dir), t / "out2"));
 }
 
@@ -496,14 +529,12 @@ TEST(Package, UnpackRejectsMaliciousArchives) {
                   "entry \"../model.onnx\": invalid path");
   expect_rejected(good_entries_then([](auto& e) { e[2].path = "sub/../../labels.txt"; }),
                   "entry \"sub/../../labels.txt\": invalid path");
-  expect_rejected(good_entries_then([](auto& e) {
-                    e[1] = symlink_to("model.onnx", "/etc/passwd");
-                  }),
-                  "entry \"model.onnx\": symlink not allowed");
-  expect_rejected(good_entries_then([](auto& e) {
-                    e[2] = hardlink_to("sub/labels.txt", "model.onnx");
-                  }),
-                  "entry \"sub/labels.txt\": hardlink not allowed");
+  expect_rejected(
+      good_entries_then([](auto& e) { e[1] = symlink_to("model.onnx", "/etc/passwd"); }),
+      "entry \"model.onnx\": symlink not allowed");
+  expect_rejected(
+      good_entries_then([](auto& e) { e[2] = hardlink_to("sub/labels.txt", "model.onnx"); }),
+      "entry \"sub/labels.txt\": hardlink not allowed");
   expect_rejected(good_entries_then([](auto& e) { e[1] = special("model.onnx", AE_IFCHR); }),
                   "entry \"model.onnx\": character device not allowed");
   expect_rejected(good_entries_then([](auto& e) { e[1] = special("model.onnx", AE_IFBLK); }),
@@ -520,8 +551,9 @@ TEST(Package, UnpackRejectsMaliciousArchives) {
                   "entry \"model.onnx\": appears twice");
   expect_rejected(good_entries_then([](auto& e) { e.push_back(e[0]); }),
                   "entry \"model.json\": appears twice");
-  expect_rejected(good_entries_then([](auto& e) { e.insert(e.begin() + 1, special("other/", AE_IFDIR)); }),
-                  "entry \"other/\": directory holds no file listed in model.json");
+  expect_rejected(
+      good_entries_then([](auto& e) { e.insert(e.begin() + 1, special("other/", AE_IFDIR)); }),
+      "entry \"other/\": directory holds no file listed in model.json");
   // Header size differs from model.json (data consistent with the header).
   expect_rejected(good_entries_then([](auto& e) { e[1].data += "!"; }),
                   "entry \"model.onnx\": header size 24, model.json says 23");
@@ -536,9 +568,8 @@ TEST(Package, UnpackRejectsMaliciousArchives) {
                   "file \"model.onnx\" is listed in model.json but missing");
   expect_rejected(good_entries_then([](auto& e) { e[0].data = "{\"name\": 1}"; }),
                   "model.json: name: must be a string");
-  expect_rejected(good_entries_then([](auto& e) {
-                    e[0].data = "{" + std::string(kMaxManifestBytes, ' ') + "}";
-                  }),
+  expect_rejected(good_entries_then(
+                      [](auto& e) { e[0].data = "{" + std::string(kMaxManifestBytes, ' ') + "}"; }),
                   "model.json is 1048578 bytes, more than the limit of 1048576");
   expect_rejected(build_tar({}), "package is empty");
 }
@@ -548,7 +579,8 @@ TEST(Package, UnpackRejectsCorruptStreams) {
   expect_rejected(pseudo_random(10000, 9), "open package");
   std::string garbage = pseudo_random(10000, 9);
   std::string zgarbage(ZSTD_compressBound(garbage.size()), '\0');
-  zgarbage.resize(ZSTD_compress(zgarbage.data(), zgarbage.size(), garbage.data(), garbage.size(), 3));
+  zgarbage.resize(
+      ZSTD_compress(zgarbage.data(), zgarbage.size(), garbage.data(), garbage.size(), 3));
   expect_rejected(zgarbage, "");
   expect_rejected("", "");
   // Uncompressed tar: not a package.
@@ -563,7 +595,7 @@ TEST(Package, UnpackRejectsCorruptStreams) {
   ASSERT_TRUE(pack(t / "src", t / "p.mota"));
   std::string pkg = test::read_file(t / "p.mota");
   for (std::size_t cut : {std::size_t(0), std::size_t(10), pkg.size() / 3, pkg.size() / 2,
-                          pkg.size() * 9 / 10}) {
+                          pkg.size() * 9 / 10, pkg.size() - 1}) {
     SCOPED_TRACE(cut);
     expect_rejected(pkg.substr(0, cut), "");
   }
@@ -654,7 +686,8 @@ TEST(Package, VerifyTreeDetectsChanges) {
   auto r1 = verify_tree(d1);
   ASSERT_FALSE(r1);
   EXPECT_EQ(r1.error().code(), Errc::verification);
-  EXPECT_NE(r1.error().message().find("model.onnx: sha256"), std::string::npos) << r1.error().message();
+  EXPECT_NE(r1.error().message().find("model.onnx: sha256"), std::string::npos)
+      << r1.error().message();
 
   auto d2 = fresh("extra");
   test::write_file(d2 / "deep/extra.txt", "x");
@@ -681,10 +714,19 @@ TEST(Package, VerifyTreeDetectsChanges) {
 
 // ---- memory ----
 
+// Peak resident memory of this process in KiB (VmHWM). Unlike getrusage's ru_maxrss it is not
+// inherited through fork/exec, and it can be reset (clear_refs) to measure one phase.
 long peak_rss_kib() {
-  struct rusage ru {};
-  ::getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss;
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  ADD_FAILURE() << "no VmHWM in /proc/self/status";
+  return 0;
+}
+void reset_peak_rss() {
+  std::ofstream("/proc/self/clear_refs") << "5";
 }
 
 // Runs in a fresh process (re-executed by the tests below) so that its peak RSS reflects only
@@ -697,10 +739,13 @@ TEST(PackageMemoryChild, PackUnpack) {
   auto p = pack(d / "src", d / "p.mota");
   ASSERT_TRUE(p) << p.error().message();
   long after_pack = peak_rss_kib();
+  reset_peak_rss();
+  long before_unpack = peak_rss_kib();
   auto u = unpack_file(d / "p.mota", d / "out");
   ASSERT_TRUE(u) << u.error().message();
   long after_unpack = peak_rss_kib();
-  std::printf("MEM before=%ld pack=%ld unpack=%ld\n", before, after_pack, after_unpack);
+  std::printf("MEM before=%ld pack=%ld unpack=%ld\n", before, after_pack - before,
+              after_unpack - before_unpack);
 }
 
 struct MemReport {
@@ -734,10 +779,12 @@ TEST(PackageMemory, SixtyFourMiBFileStreams) {
     for (int i = 0; i < 64; ++i) f << pseudo_random(1 << 20, 100 + i);
   }
   auto mem = run_memory_child(t.path());
-  std::printf("peak RSS KiB: start %ld, after pack %ld, after unpack %ld\n", mem.before, mem.pack,
-              mem.unpack);
-  EXPECT_LT(mem.pack - mem.before, 32 * 1024);
-  EXPECT_LT(mem.unpack - mem.before, 32 * 1024);
+  std::printf("peak RSS KiB: at start %ld, growth in pack %ld, in unpack %ld\n", mem.before,
+              mem.pack, mem.unpack);
+  // zstd level 10 needs ~35 MiB of compression state; a packer or unpacker that held the file
+  // in memory would need 64 MiB more than that.
+  EXPECT_LT(mem.pack, 48 * 1024);
+  EXPECT_LT(mem.unpack, 24 * 1024);
   EXPECT_EQ(stdfs::file_size(t / "out/model.onnx"), std::uint64_t(64) << 20);
 }
 
