@@ -495,6 +495,27 @@ TEST_F(TufClientTest, SnapshotDroppingARoleIsRejected) {
   expect_rejected(Errc::rollback, "no longer lists team.json", {"timestamp.json"});
 }
 
+TEST_F(TufClientTest, ExpiredLocalSnapshotStillGuardsAgainstRollback) {
+  repo_.snapshot.expires = TufRepo::in_days(1);
+  repo_.bump_all();
+  ASSERT_TRUE(refresh());  // trusts snapshot v2 (listing targets v2), which expires tomorrow
+  // Two days later the repository offers snapshot v3 that lists targets v1.
+  repo_.meta_hashes = false;
+  repo_.snapshot.version = 3;
+  repo_.snapshot.expires = TufRepo::in_days(30);
+  repo_.snapshot.meta["targets.json"] = {1, std::nullopt, {}};
+  repo_.write_metadata("3.snapshot.json",
+                       TufRepo::sign(to_json(repo_.snapshot), repo_.signers("snapshot")));
+  repo_.timestamp.version = 3;
+  repo_.timestamp.snapshot = {3, std::nullopt, {}};
+  repo_.write_metadata("timestamp.json",
+                       TufRepo::sign(to_json(repo_.timestamp), repo_.signers("timestamp")));
+  auto c = config();
+  c.now = [] { return TufRepo::in_days(2); };
+  expect_rejected(Errc::rollback, "targets.json version 1 is lower than trusted version 2",
+                  {"timestamp.json"}, c);
+}
+
 TEST_F(TufClientTest, ExpiredSnapshotIsRejected) {
   repo_.snapshot.version++;
   repo_.timestamp.version++;
@@ -648,6 +669,21 @@ TEST_F(TufDelegationTest, FindsTargetInMatchingDelegatedRole) {
   ASSERT_TRUE(
       client->download_target(server_.targets_url(), "audio/whisper.bin", *info, tmp_ / "w.bin"));
   EXPECT_EQ(test::read_file(tmp_ / "w.bin"), "whisper");
+}
+
+TEST_F(TufDelegationTest, StoredDelegatedRoleIsReusedByTheNextClient) {
+  repo_.add_delegation("targets", role("vision", {"vision/*"}));
+  repo_.add_target("vision", "vision/r.bin", "r");
+  repo_.bump_all();
+  ASSERT_TRUE(make_client(config())->get_target("vision/r.bin"));
+  ASSERT_TRUE(make_client(config())->get_target("vision/r.bin"));
+  EXPECT_EQ(server_.count("/metadata/1.vision.json"), 1);
+  // A new version of the role is fetched once the snapshot names it.
+  repo_.targets["vision"].version = 2;
+  repo_.bump_all();
+  ASSERT_TRUE(make_client(config())->get_target("vision/r.bin"));
+  EXPECT_EQ(server_.count("/metadata/2.vision.json"), 1);
+  EXPECT_EQ(trusted_version("vision.json"), 2u);
 }
 
 TEST_F(TufDelegationTest, NonMatchingPatternsAreNotSearched) {
