@@ -78,9 +78,8 @@ enum class HashAlgo { sha256, sha512 };
 std::string_view hash_name(HashAlgo a);  // "sha256" / "sha512"
 Result<HashAlgo> hash_from_name(std::string_view name);
 
-// Streaming hash. Feed any number of update() calls, then hex_digest() once.
-// The internal state can be saved and restored (resumable downloads keep it beside the partial
-// file): save_state() returns an opaque byte string valid for the same build of mota.
+// Streaming hash. Feed any number of update() calls, then hex_digest() once. (OpenSSL 3 offers no
+// way to serialise a digest state, so a resumed download re-hashes its partial file instead.)
 class Hasher {
  public:
   explicit Hasher(HashAlgo algo = HashAlgo::sha256);
