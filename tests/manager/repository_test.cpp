@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <map>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/fs.hpp"
 #include "common/http.hpp"
@@ -703,6 +706,34 @@ TEST_F(RepositoryTest, TufClientAcceptsTheRepositoryAcrossPublishesAndRotations)
   ASSERT_TRUE(info2.has_value()) << info2.error().message();
   EXPECT_EQ(info2->custom["tree_digest"], rel2->tree_digest);
   server->stop();
+}
+
+// Two publishers at once (separate Repository objects, as two processes would be): the lock
+// serialises them, so neither release is lost from targets.json.
+TEST_F(RepositoryTest, ConcurrentPublishersDoNotLoseReleases) {
+  constexpr int kPerThread = 3;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      auto repo = Repository::open(repo_dir_);
+      if (!repo) {
+        ++failures;
+        return;
+      }
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string v = std::to_string(t + 1) + "." + std::to_string(i) + ".0";
+        if (!repo->add_release(model_, v).has_value()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto list = open().list_releases();
+  ASSERT_TRUE(list.has_value());
+  EXPECT_EQ(list->size(), 2u * kPerThread);
+  EXPECT_EQ(timestamp_version(), 1u + 2u * kPerThread);
+  expect_verifies();
 }
 
 }  // namespace
