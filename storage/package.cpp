@@ -321,7 +321,10 @@ Result<PackResult> pack(const stdfs::path& model_dir, const stdfs::path& out_pat
         package_size += data.size();
         return out.write_all(data).context("write " + out.temp_path().string());
       },
-      options.compression_level));
+      options.compression_level,
+      std::any_of(m.files.begin(), m.files.end(), [](const FileEntry& f) {
+        return std::any_of(f.path.begin(), f.path.end(), [](char c) { return (c & 0x80) != 0; });
+      })));
 
   MOTA_TRY(writer->begin_file(kManifestName, manifest_text.size()));
   MOTA_TRY(writer->write(std::as_bytes(std::span(manifest_text))));

@@ -59,7 +59,7 @@ struct Writer::Impl {
 Writer::Writer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Writer::~Writer() = default;
 
-Result<std::unique_ptr<Writer>> Writer::open(SinkFn sink, int zstd_level) {
+Result<std::unique_ptr<Writer>> Writer::open(SinkFn sink, int zstd_level, bool raw_names) {
   if (zstd_level < 1 || zstd_level > 19) {
     return fail(Errc::invalid_argument,
                 "zstd compression level " + std::to_string(zstd_level) + " is not in 1..19");
@@ -71,7 +71,8 @@ Result<std::unique_ptr<Writer>> Writer::open(SinkFn sink, int zstd_level) {
   struct archive* a = impl->a;
   std::string level = std::to_string(zstd_level);
   if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-      archive_write_set_format_option(a, "pax", "hdrcharset", "BINARY") != ARCHIVE_OK ||
+      (raw_names &&
+       archive_write_set_format_option(a, "pax", "hdrcharset", "BINARY") != ARCHIVE_OK) ||
       archive_write_add_filter_zstd(a) != ARCHIVE_OK ||
       archive_write_set_filter_option(a, "zstd", "compression-level", level.c_str()) !=
           ARCHIVE_OK ||
@@ -90,7 +91,7 @@ Status Writer::begin_file(const std::string& path, std::uint64_t size) {
   if (size > std::uint64_t(INT64_MAX)) return fail(Errc::too_large, path + ": file too large");
   EntryPtr e(archive_entry_new());
   if (!e) return fail(Errc::internal, "archive_entry_new failed");
-  // Paths are stored as their raw bytes (which are UTF-8: they come from model.json), with
+  // Non-ASCII paths are stored as their raw bytes (UTF-8: they come from model.json), with
   // hdrcharset=BINARY set on the format: no conversion through the process locale, so the output
   // does not depend on LANG (and libarchive 3.6 crashes converting UTF-8 names in the C locale).
   archive_entry_copy_pathname(e.get(), path.c_str());

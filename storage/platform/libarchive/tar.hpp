@@ -27,8 +27,10 @@ using SinkFn = std::function<Status(std::span<const std::byte>)>;
 // and the compression level.
 class Writer {
  public:
-  // `sink` must stay valid until close() or destruction.
-  static Result<std::unique_ptr<Writer>> open(SinkFn sink, int zstd_level);
+  // `sink` must stay valid until close() or destruction. `raw_names`: store paths as raw bytes
+  // (pax hdrcharset=BINARY) — needed only when a path has non-ASCII bytes; pure-ASCII archives are
+  // then plain ustar entries that every tar reads without a warning.
+  static Result<std::unique_ptr<Writer>> open(SinkFn sink, int zstd_level, bool raw_names);
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
