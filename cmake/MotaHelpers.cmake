@@ -9,10 +9,11 @@ function(mota_library name)
   target_link_libraries(${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
 endfunction()
 
-# mota_test(NAME SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary, one ctest entry per test.
+# mota_test(NAME SOURCES ... DEPS ... LABELS label [ENV VAR=value]): a GoogleTest binary, one ctest
+# entry per test.
 # Tests run with the repository root as working directory, so ../shared/models/... resolves.
 function(mota_test name)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS;ENV" ${ARGN})
+  cmake_parse_arguments(ARG "" "TIMEOUT;LABELS;ENV" "SOURCES;DEPS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} mota_test_support GTest::gtest GTest::gtest_main)
   if(NOT ARG_TIMEOUT)
@@ -21,10 +22,15 @@ function(mota_test name)
   if("long" IN_LIST ARG_LABELS)
     set(ARG_TIMEOUT 1800)
   endif()
-  set(env "MOTA_BUILD_DIR=${PROJECT_BINARY_DIR}" "MOTA_SOURCE_DIR=${PROJECT_SOURCE_DIR}" ${ARG_ENV})
+  # CMake 3.25's PRE_TEST discovery flattens list-valued properties, so each test gets exactly
+  # one label and at most one environment variable. Tests find the build directory from their own
+  # path (tests/support) and the source root is their working directory.
+  set(props TIMEOUT ${ARG_TIMEOUT} LABELS ${ARG_LABELS})
+  if(ARG_ENV)
+    list(APPEND props ENVIRONMENT ${ARG_ENV})
+  endif()
   gtest_discover_tests(${name}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     DISCOVERY_MODE PRE_TEST
-    PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}"
-               ENVIRONMENT "${env}")
+    PROPERTIES ${props})
 endfunction()

@@ -69,8 +69,12 @@ std::string read_file(const std::filesystem::path& p) {
 }
 
 std::filesystem::path build_path(const std::string& rel) {
-  const char* b = std::getenv("MOTA_BUILD_DIR");
-  return std::filesystem::path(b ? b : "build") / rel;
+  if (const char* b = std::getenv("MOTA_BUILD_DIR"); b && *b) return std::filesystem::path(b) / rel;
+  // Test binaries live in <build>/tests/.
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) return exe.parent_path().parent_path() / rel;
+  return std::filesystem::path("build") / rel;
 }
 
 std::filesystem::path source_path(const std::string& rel) {

@@ -32,9 +32,10 @@ int free_port();
 void write_file(const std::filesystem::path& p, std::string_view content);
 std::string read_file(const std::filesystem::path& p);
 
-// Path of a built binary (from $MOTA_BUILD_DIR, set by ctest) such as "manager/mota".
+// Path of a built binary such as "manager/mota": under $MOTA_BUILD_DIR if set, else the build
+// directory this test binary is in.
 std::filesystem::path build_path(const std::string& rel);
-// The repository root (from $MOTA_SOURCE_DIR, else the current directory).
+// The repository root ($MOTA_SOURCE_DIR if set, else the current directory: ctest runs tests there).
 std::filesystem::path source_path(const std::string& rel = "");
 // ../shared/models/<rel> relative to the repository root.
 std::filesystem::path shared_model(const std::string& rel);
