@@ -137,7 +137,8 @@ Result<AtomicFile> AtomicFile::create(const stdfs::path& target, mode_t mode) {
   af.temp_ = target.parent_path() / ("." + target.filename().string() + ".tmp-" + random_suffix());
   af.file_ = MOTA_TRY(File::open_write(af.temp_, O_CREAT | O_EXCL, mode));
   // open() applies the umask; keys need exactly the mode asked for.
-  if (::fchmod(af.file_.fd(), mode) != 0) return fail(errno_error("chmod", af.temp_.string(), errno));
+  if (::fchmod(af.file_.fd(), mode) != 0)
+    return fail(errno_error("chmod", af.temp_.string(), errno));
   return af;
 }
 
@@ -168,7 +169,8 @@ Status make_dirs(const stdfs::path& dir, mode_t mode) {
   if (dir.empty()) return {};
   struct stat st {};
   if (::stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) return fail(Errc::io, dir.string() + " exists and is not a directory");
+    if (!S_ISDIR(st.st_mode))
+      return fail(Errc::io, dir.string() + " exists and is not a directory");
     return {};
   }
   stdfs::path parent = dir.parent_path();

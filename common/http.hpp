@@ -18,8 +18,8 @@
 namespace mota::http {
 
 struct ClientConfig {
-  std::string user_agent;           // empty: "mota/<version>"
-  std::string ca_file;              // PEM bundle for HTTPS; empty: system default
+  std::string user_agent;               // empty: "mota/<version>"
+  std::string ca_file;                  // PEM bundle for HTTPS; empty: system default
   std::uint64_t max_bytes_per_sec = 0;  // receive rate limit; 0 = unlimited
   std::chrono::milliseconds connect_timeout{10'000};
   // Abort a transfer slower than 1 byte/s for this long (a stalled server).

@@ -19,10 +19,14 @@ std::mutex g_mutex;
 
 const char* level_name(Level l) {
   switch (l) {
-    case Level::debug: return "DEBUG";
-    case Level::info: return "INFO";
-    case Level::warn: return "WARN";
-    case Level::error: return "ERROR";
+    case Level::debug:
+      return "DEBUG";
+    case Level::info:
+      return "INFO";
+    case Level::warn:
+      return "WARN";
+    case Level::error:
+      return "ERROR";
   }
   return "?";
 }
@@ -44,15 +48,24 @@ bool stderr_is_journal() {
 
 }  // namespace
 
-void set_level(Level level) { g_level = level; }
-Level level() { return g_level; }
+void set_level(Level level) {
+  g_level = level;
+}
+Level level() {
+  return g_level;
+}
 
 bool parse_level(std::string_view name, Level& out) {
-  if (name == "debug") out = Level::debug;
-  else if (name == "info") out = Level::info;
-  else if (name == "warn" || name == "warning") out = Level::warn;
-  else if (name == "error") out = Level::error;
-  else return false;
+  if (name == "debug")
+    out = Level::debug;
+  else if (name == "info")
+    out = Level::info;
+  else if (name == "warn" || name == "warning")
+    out = Level::warn;
+  else if (name == "error")
+    out = Level::error;
+  else
+    return false;
   return true;
 }
 

@@ -73,7 +73,9 @@ using Status = Result<void>;
 inline tl::unexpected<Error> fail(Errc code, std::string message) {
   return tl::unexpected(Error(code, std::move(message)));
 }
-inline tl::unexpected<Error> fail(Error e) { return tl::unexpected(std::move(e)); }
+inline tl::unexpected<Error> fail(Error e) {
+  return tl::unexpected(std::move(e));
+}
 
 // An error from errno, with what was being done and to what: "open /x/y: Permission denied".
 Error errno_error(std::string_view what, std::string_view subject, int err);
@@ -92,16 +94,16 @@ inline void take(tl::expected<void, Error>&&) {}
 // MOTA_TRY(expr): evaluates to the value of a Result, or returns its error from the caller.
 // MOTA_TRY_CTX(expr, ctx): the same, prefixing the error with ctx.
 // (GNU statement expressions: supported by GCC and Clang, the only compilers mota targets.)
-#define MOTA_TRY(expr)                                                   \
-  ({                                                                     \
-    auto&& mota_try_r_ = (expr);                                         \
+#define MOTA_TRY(expr)                                                                 \
+  ({                                                                                   \
+    auto&& mota_try_r_ = (expr);                                                       \
     if (!mota_try_r_.has_value()) return ::mota::fail(std::move(mota_try_r_).error()); \
-    ::mota::detail::take(std::move(mota_try_r_));                        \
+    ::mota::detail::take(std::move(mota_try_r_));                                      \
   })
-#define MOTA_TRY_CTX(expr, ctx)                                                      \
-  ({                                                                                 \
-    auto&& mota_try_r_ = (expr);                                                     \
-    if (!mota_try_r_.has_value())                                                    \
-      return ::mota::fail(std::move(mota_try_r_).error().context(ctx));             \
-    ::mota::detail::take(std::move(mota_try_r_));                                    \
+#define MOTA_TRY_CTX(expr, ctx)                                         \
+  ({                                                                    \
+    auto&& mota_try_r_ = (expr);                                        \
+    if (!mota_try_r_.has_value())                                       \
+      return ::mota::fail(std::move(mota_try_r_).error().context(ctx)); \
+    ::mota::detail::take(std::move(mota_try_r_));                       \
   })

@@ -18,7 +18,8 @@ std::vector<std::string> split(std::string_view s, char sep) {
   std::size_t start = 0;
   for (;;) {
     auto p = s.find(sep, start);
-    out.emplace_back(s.substr(start, p == std::string_view::npos ? std::string_view::npos : p - start));
+    out.emplace_back(
+        s.substr(start, p == std::string_view::npos ? std::string_view::npos : p - start));
     if (p == std::string_view::npos) break;
     start = p + 1;
   }
@@ -29,7 +30,8 @@ std::vector<std::string> split(std::string_view s, char sep) {
 
 Result<SemVer> SemVer::parse(std::string_view s) {
   auto bad = [&](std::string_view why) {
-    return fail(Errc::parse, "'" + std::string(s) + "' is not a semantic version (" + std::string(why) + ")");
+    return fail(Errc::parse,
+                "'" + std::string(s) + "' is not a semantic version (" + std::string(why) + ")");
   };
   if (s.size() > 256) return bad("too long");
   SemVer v;
@@ -37,14 +39,16 @@ Result<SemVer> SemVer::parse(std::string_view s) {
   if (auto plus = core.find('+'); plus != std::string_view::npos) {
     v.build = std::string(core.substr(plus + 1));
     core = core.substr(0, plus);
-    for (auto& id : split(v.build, '.')) if (!valid_ident(id)) return bad("bad build metadata");
+    for (auto& id : split(v.build, '.'))
+      if (!valid_ident(id)) return bad("bad build metadata");
   }
   if (auto dash = core.find('-'); dash != std::string_view::npos) {
     v.prerelease = split(core.substr(dash + 1), '.');
     core = core.substr(0, dash);
     for (auto& id : v.prerelease) {
       if (!valid_ident(id)) return bad("bad pre-release identifier");
-      if (is_numeric(id) && id.size() > 1 && id[0] == '0') return bad("leading zero in pre-release");
+      if (is_numeric(id) && id.size() > 1 && id[0] == '0')
+        return bad("leading zero in pre-release");
     }
   }
   auto parts = split(core, '.');

@@ -15,7 +15,9 @@ std::string format_time(Clock::time_point t) {
 }
 
 Result<TimePoint> parse_time(std::string_view s) {
-  auto bad = [&] { return fail(Errc::parse, "bad timestamp '" + std::string(s) + "' (want YYYY-MM-DDTHH:MM:SSZ)"); };
+  auto bad = [&] {
+    return fail(Errc::parse, "bad timestamp '" + std::string(s) + "' (want YYYY-MM-DDTHH:MM:SSZ)");
+  };
   if (s.size() != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
       s[16] != ':' || s[19] != 'Z') {
     return bad();
@@ -54,16 +56,27 @@ Result<std::chrono::seconds> parse_duration(std::string_view s) {
     ++i;
   }
   std::string_view unit = s.substr(i);
-  if (i == 0) return fail(Errc::parse, "bad duration '" + std::string(s) + "' (want e.g. 30s, 12h, 7d, 3mo, 1y)");
+  if (i == 0)
+    return fail(Errc::parse,
+                "bad duration '" + std::string(s) + "' (want e.g. 30s, 12h, 7d, 3mo, 1y)");
   long long mult = 0;
-  if (unit == "s") mult = 1;
-  else if (unit == "m") mult = 60;
-  else if (unit == "h") mult = 3600;
-  else if (unit == "d") mult = 86400;
-  else if (unit == "w") mult = 7 * 86400;
-  else if (unit == "mo") mult = 30 * 86400;
-  else if (unit == "y") mult = 365 * 86400;
-  else return fail(Errc::parse, "bad duration unit in '" + std::string(s) + "' (use s, m, h, d, w, mo, y)");
+  if (unit == "s")
+    mult = 1;
+  else if (unit == "m")
+    mult = 60;
+  else if (unit == "h")
+    mult = 3600;
+  else if (unit == "d")
+    mult = 86400;
+  else if (unit == "w")
+    mult = 7 * 86400;
+  else if (unit == "mo")
+    mult = 30 * 86400;
+  else if (unit == "y")
+    mult = 365 * 86400;
+  else
+    return fail(Errc::parse,
+                "bad duration unit in '" + std::string(s) + "' (use s, m, h, d, w, mo, y)");
   return std::chrono::seconds(n * mult);
 }
 

@@ -11,7 +11,9 @@ namespace mota {
 using Clock = std::chrono::system_clock;
 using TimePoint = std::chrono::time_point<Clock, std::chrono::seconds>;
 
-inline TimePoint now_seconds() { return std::chrono::time_point_cast<std::chrono::seconds>(Clock::now()); }
+inline TimePoint now_seconds() {
+  return std::chrono::time_point_cast<std::chrono::seconds>(Clock::now());
+}
 
 // Formats as YYYY-MM-DDTHH:MM:SSZ (second precision, UTC).
 std::string format_time(Clock::time_point t);

@@ -2,7 +2,8 @@
 // Canonical JSON as TUF signs it (the OLPC form used by securesystemslib):
 // objects with keys sorted by their UTF-8 bytes, no insignificant whitespace, strings with only
 // '"' and '\\' escaped (all other bytes, including control characters and non-ASCII, verbatim),
-// integers only. Floats and other non-integral numbers cannot be canonicalised: Errc::invalid_argument.
+// integers only. Floats and other non-integral numbers cannot be canonicalised:
+// Errc::invalid_argument.
 
 #include <nlohmann/json.hpp>
 #include <string>

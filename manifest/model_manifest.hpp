@@ -57,8 +57,8 @@ struct HealthSpec {
 };
 
 struct ModelManifest {
-  std::string name;     // [a-z0-9][a-z0-9._-]{0,63}
-  std::string version;  // semver
+  std::string name;       // [a-z0-9][a-z0-9._-]{0,63}
+  std::string version;    // semver
   std::string framework;  // onnx, tflite, gguf, tensorrt, other
   std::string entry;      // must be one of files
   std::string description;

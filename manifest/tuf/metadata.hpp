@@ -50,7 +50,7 @@ struct Common {
 
 struct Root : Common {
   bool consistent_snapshot = true;
-  std::map<std::string, Key> keys;       // by key id
+  std::map<std::string, Key> keys;        // by key id
   std::map<std::string, RoleKeys> roles;  // "root", "timestamp", "snapshot", "targets"
 };
 

@@ -217,7 +217,8 @@ TEST_P(PublishFetch, ClientFollowsANewPublish) {
 INSTANTIATE_TEST_SUITE_P(Servers, PublishFetch,
                          ::testing::Values(ServerKind::mota, ServerKind::nginx),
                          [](const auto& info) {
-                           return std::string(info.param == ServerKind::mota ? "MotaServe" : "Nginx");
+                           return std::string(info.param == ServerKind::mota ? "MotaServe"
+                                                                             : "Nginx");
                          });
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Slow: packs and unpacks a model file over 8 GiB (sparse on disk). Over 8 GiB a tar size no
 // longer fits the ustar header and needs a pax "size" record; over 4 GiB any 32-bit size or
-// offset would wrap. Skipped unless MOTA_LONG_TESTS=1 (ctest label "long": run with TEST_ARGS="-L long" scripts/test; the test CMake
-// labels *_long_test binaries).
+// offset would wrap. Skipped unless MOTA_LONG_TESTS=1 (ctest label "long": run with TEST_ARGS="-L
+// long" scripts/test; the test CMake labels *_long_test binaries).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>

@@ -130,13 +130,16 @@ RunResult run(const std::vector<std::string>& argv, const std::map<std::string, 
   int open_fds = 2;
   char buf[65536];
   while (open_fds > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       ::kill(-pid, SIGKILL);
       ADD_FAILURE() << "timeout running " << argv[0];
       break;
     }
-    if (::poll(fds, 2, static_cast<int>(std::min<long long>(left.count(), 1000))) < 0 && errno != EINTR) break;
+    if (::poll(fds, 2, static_cast<int>(std::min<long long>(left.count(), 1000))) < 0 &&
+        errno != EINTR)
+      break;
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
         ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
@@ -150,7 +153,8 @@ RunResult run(const std::vector<std::string>& argv, const std::map<std::string, 
       }
     }
   }
-  for (auto& f : fds) if (f.fd >= 0) ::close(f.fd);
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
   int status = 0;
   ::waitpid(pid, &status, 0);
   r.exit_code = decode_status(status, &r.signal);
@@ -168,7 +172,8 @@ Process::Process(const std::vector<std::string>& argv, const std::filesystem::pa
 Process::~Process() {
   if (pid_ > 0 && running()) {
     ::kill(pid_, SIGTERM);
-    for (int i = 0; i < 50 && running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    for (int i = 0; i < 50 && running(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (running()) ::kill(-pid_, SIGKILL);
     wait();
   }

@@ -35,7 +35,8 @@ std::string read_file(const std::filesystem::path& p);
 // Path of a built binary such as "manager/mota": under $MOTA_BUILD_DIR if set, else the build
 // directory this test binary is in.
 std::filesystem::path build_path(const std::string& rel);
-// The repository root ($MOTA_SOURCE_DIR if set, else the current directory: ctest runs tests there).
+// The repository root ($MOTA_SOURCE_DIR if set, else the current directory: ctest runs tests
+// there).
 std::filesystem::path source_path(const std::string& rel = "");
 // ../shared/models/<rel> relative to the repository root.
 std::filesystem::path shared_model(const std::string& rel);
@@ -48,7 +49,8 @@ struct RunResult {
 };
 
 // Runs a program to completion with stdin from /dev/null, capturing stdout and stderr.
-RunResult run(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
+RunResult run(const std::vector<std::string>& argv,
+              const std::map<std::string, std::string>& env = {},
               std::chrono::seconds timeout = std::chrono::seconds(120));
 
 // A background child process (servers). Killed with SIGTERM (then SIGKILL) on destruction.

@@ -8,4 +8,4 @@
 namespace mota::log::platform {
 // level: the facade's Level as int (debug..error), mapped to syslog priorities.
 void journal_send(int level, std::string_view message, std::initializer_list<Field> fields);
-}
+}  // namespace mota::log::platform
