@@ -35,13 +35,20 @@ std::string_view errc_name(Errc code) noexcept;
 class Error {
  public:
   Error(Errc code, std::string message) : code_(code), message_(std::move(message)) {}
+  // An error that also carries the HTTP status the server answered (Errc::http from http::Client),
+  // so callers branch on the number instead of parsing the message.
+  Error(Errc code, std::string message, int http_status)
+      : code_(code), message_(std::move(message)), http_status_(http_status) {}
 
   Errc code() const noexcept { return code_; }
   const std::string& message() const noexcept { return message_; }
+  // The HTTP status behind this error, or 0 when there is none. Kept through context().
+  int http_status() const noexcept { return http_status_; }
+  void set_http_status(int status) noexcept { http_status_ = status; }
 
   // Prefixes the message with what the caller was doing: "ctx: message".
   [[nodiscard]] Error context(std::string_view ctx) const& {
-    return Error(code_, std::string(ctx) + ": " + message_);
+    return Error(code_, std::string(ctx) + ": " + message_, http_status_);
   }
   [[nodiscard]] Error context(std::string_view ctx) && {
     message_.insert(0, std::string(ctx) + ": ");
@@ -51,6 +58,7 @@ class Error {
  private:
   Errc code_;
   std::string message_;
+  int http_status_ = 0;
 };
 
 // tl::expected with [[nodiscard]] on the type, so no call site can drop an error silently.

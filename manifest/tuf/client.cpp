@@ -9,7 +9,6 @@
 #include "manifest/tuf/client.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <set>
 #include <system_error>
 #include <utility>
@@ -26,23 +25,6 @@ constexpr const char* kTopLevelRoles[] = {"root", "timestamp", "snapshot", "targ
 std::string join_url(const std::string& base, const std::string& rel) {
   if (!base.empty() && base.back() == '/') return base + rel;
   return base + "/" + rel;
-}
-
-// The HTTP status of an Errc::http error from http::Client ("GET <url>: HTTP 404"). The URL is
-// removed first so digits inside it cannot be mistaken for the status.
-std::optional<long> http_status(const Error& e, const std::string& url) {
-  if (e.code() != Errc::http) return std::nullopt;
-  std::string msg = e.message();
-  if (auto pos = msg.find(url); !url.empty() && pos != std::string::npos)
-    msg.erase(pos, url.size());
-  auto pos = msg.rfind("HTTP ");
-  if (pos == std::string::npos) return std::nullopt;
-  const char* first = msg.data() + pos + 5;
-  const char* last = msg.data() + msg.size();
-  long status = 0;
-  auto [p, ec] = std::from_chars(first, last, status);
-  if (ec != std::errc() || p == first) return std::nullopt;
-  return status;
 }
 
 Status verify_length_and_hashes(std::string_view data, const std::optional<std::uint64_t>& length,
@@ -139,8 +121,8 @@ Result<std::string> fetch(http::Client& http, const std::string& base, const std
   auto body = http.get_body(url, max_bytes);
   if (body) return body;
   if (missing) {
-    auto status = http_status(body.error(), url);
-    if (status && (*status == 403 || *status == 404)) {
+    int status = body.error().code() == Errc::http ? body.error().http_status() : 0;
+    if (status == 403 || status == 404) {
       *missing = true;
       return std::string();
     }

@@ -96,7 +96,7 @@ struct Transfer {
     long code = 0;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
     if (check_status && (code < 200 || code > 299)) {
-      error = Error(Errc::http, what + ": HTTP " + std::to_string(code));
+      error = Error(Errc::http, what + ": HTTP " + std::to_string(code), static_cast<int>(code));
       return false;
     }
     curl_off_t cl = -1;
@@ -120,9 +120,11 @@ struct Transfer {
         }
       }
       if (!ok || first != *range_start) {
-        error = Error(Errc::http, what + ": asked for bytes from " + std::to_string(*range_start) +
-                                      " but the server answered Content-Range '" +
-                                      content_range.value_or("") + "'");
+        error =
+            Error(Errc::http,
+                  what + ": asked for bytes from " + std::to_string(*range_start) +
+                      " but the server answered Content-Range '" + content_range.value_or("") + "'",
+                  static_cast<int>(code));
         return false;
       }
       partial = true;
@@ -217,7 +219,8 @@ class CurlClient final : public Client {
     ResponseInfo info;
     curl_easy_getinfo(easy_, CURLINFO_RESPONSE_CODE, &info.status);
     if (info.status < 200 || info.status > 299) {
-      return fail(Errc::http, t.what + ": HTTP " + std::to_string(info.status));
+      return fail(Error(Errc::http, t.what + ": HTTP " + std::to_string(info.status),
+                        static_cast<int>(info.status)));
     }
     curl_off_t cl = -1;
     curl_easy_getinfo(easy_, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
