@@ -10,6 +10,7 @@
 //   rsassa-pss-sha256    keytype "rsa", scheme "rsassa-pss-sha256", public = PEM SPKI,
 //                        signature = PSS/MGF1-SHA256; signing uses salt length = digest length,
 //                        verifying accepts any salt length (as securesystemslib does)
+//   rsa-pkcs1v15-sha256  keytype "rsa", scheme "rsa-pkcs1v15-sha256": verification only
 // Signatures travel hex-encoded in metadata; this API takes and returns raw bytes.
 
 #include <cstddef>
@@ -22,7 +23,9 @@
 
 namespace mota::crypto {
 
-enum class KeyType { ed25519, ecdsa_p256, rsa_pss_sha256 };
+// rsa_pkcs1v15_sha256 is verify-only: metadata from other TUF tools (python-tuf's default RSA
+// signer) may use it; mota never generates such keys, and a PEM RSA key loads as rsa_pss_sha256.
+enum class KeyType { ed25519, ecdsa_p256, rsa_pss_sha256, rsa_pkcs1v15_sha256 };
 
 // TUF names: "ed25519" / "ecdsa" / "rsa" and schemes as above.
 std::string_view keytype_name(KeyType t);

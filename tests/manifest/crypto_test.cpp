@@ -171,13 +171,14 @@ TEST(KeyNames, TufPairs) {
   EXPECT_EQ(*key_type_from_tuf("ecdsa", "ecdsa-sha2-nistp256"), KeyType::ecdsa_p256);
   EXPECT_EQ(*key_type_from_tuf("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256"), KeyType::ecdsa_p256);
   EXPECT_EQ(*key_type_from_tuf("rsa", "rsassa-pss-sha256"), KeyType::rsa_pss_sha256);
-  for (auto t : {KeyType::ed25519, KeyType::ecdsa_p256, KeyType::rsa_pss_sha256}) {
+  for (auto t : {KeyType::ed25519, KeyType::ecdsa_p256, KeyType::rsa_pss_sha256,
+                 KeyType::rsa_pkcs1v15_sha256}) {
     EXPECT_EQ(*key_type_from_tuf(keytype_name(t), scheme_name(t)), t);
   }
-  auto bad = key_type_from_tuf("rsa", "rsa-pkcs1v15-sha256");
+  auto bad = key_type_from_tuf("ecdsa", "ecdsa-sha2-nistp384");
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code(), Errc::unsupported);
-  EXPECT_NE(bad.error().message().find("rsa-pkcs1v15-sha256"), std::string::npos);
+  EXPECT_NE(bad.error().message().find("ecdsa-sha2-nistp384"), std::string::npos);
   EXPECT_FALSE(key_type_from_tuf("ed25519", "ecdsa-sha2-nistp256"));
 }
 
@@ -497,6 +498,34 @@ TEST(OpensslCli, RsaPssBothWays) {
                     "-signature", f.sig, f.msg});
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
   EXPECT_NE(v.out.find("Verified OK"), std::string::npos);
+}
+
+TEST(OpensslCli, RsaPkcs1v15VerifyOnly) {
+  CliFiles f;
+  ASSERT_EQ(
+      openssl({"genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", f.key})
+          .exit_code,
+      0);
+  std::string msg = test::read_file(f.msg);
+  auto type = key_type_from_tuf("rsa", "rsa-pkcs1v15-sha256");
+  ASSERT_TRUE(type);
+  EXPECT_EQ(scheme_name(*type), "rsa-pkcs1v15-sha256");
+  PublicKey pub{*type, cli_public(f.key)};
+  ASSERT_EQ(openssl({"dgst", "-sha256", "-sign", f.key, "-out", f.sig, f.msg}).exit_code, 0);
+  std::string sig = test::read_file(f.sig);
+  auto st = verify(pub, msg, sig);
+  EXPECT_TRUE(st) << st.error().message();
+  EXPECT_FALSE(verify(pub, msg + " ", sig));
+  // A PSS signature by the same key is not a PKCS#1 v1.5 signature.
+  ASSERT_EQ(openssl({"dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sign", f.key, "-out",
+                     f.sig, f.msg})
+                .exit_code,
+            0);
+  EXPECT_FALSE(verify(pub, msg, test::read_file(f.sig)));
+  // mota never makes such keys.
+  auto gen = PrivateKey::generate(KeyType::rsa_pkcs1v15_sha256);
+  ASSERT_FALSE(gen);
+  EXPECT_EQ(gen.error().code(), Errc::unsupported);
 }
 
 }  // namespace

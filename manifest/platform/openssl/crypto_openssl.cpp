@@ -95,7 +95,8 @@ Status check_key_matches(EVP_PKEY* pkey, KeyType type) {
       }
       return {};
     }
-    case KeyType::rsa_pss_sha256: {
+    case KeyType::rsa_pss_sha256:
+    case KeyType::rsa_pkcs1v15_sha256: {
       if (!EVP_PKEY_is_a(pkey, "RSA") && !EVP_PKEY_is_a(pkey, "RSA-PSS")) {
         return fail(Errc::verification, "key is not an RSA key");
       }
@@ -159,6 +160,7 @@ std::string_view keytype_name(KeyType t) {
     case KeyType::ecdsa_p256:
       return "ecdsa";
     case KeyType::rsa_pss_sha256:
+    case KeyType::rsa_pkcs1v15_sha256:
       return "rsa";
   }
   return "unknown";
@@ -172,6 +174,8 @@ std::string_view scheme_name(KeyType t) {
       return "ecdsa-sha2-nistp256";
     case KeyType::rsa_pss_sha256:
       return "rsassa-pss-sha256";
+    case KeyType::rsa_pkcs1v15_sha256:
+      return "rsa-pkcs1v15-sha256";
   }
   return "unknown";
 }
@@ -182,6 +186,7 @@ Result<KeyType> key_type_from_tuf(std::string_view keytype, std::string_view sch
     return KeyType::ecdsa_p256;
   }
   if (keytype == "rsa" && scheme == "rsassa-pss-sha256") return KeyType::rsa_pss_sha256;
+  if (keytype == "rsa" && scheme == "rsa-pkcs1v15-sha256") return KeyType::rsa_pkcs1v15_sha256;
   return fail(Errc::unsupported, "unsupported key type \"" + std::string(keytype) +
                                      "\" with scheme \"" + std::string(scheme) + "\"");
 }
@@ -214,6 +219,10 @@ Status verify(const PublicKey& key, std::span<const std::byte> message,
   }
   if (key.type == KeyType::rsa_pss_sha256 && !set_pss(pctx, RSA_PSS_SALTLEN_AUTO)) {
     return fail(ossl_error(Errc::internal, "set RSA-PSS parameters"));
+  }
+  if (key.type == KeyType::rsa_pkcs1v15_sha256 &&
+      EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) <= 0) {
+    return fail(ossl_error(Errc::internal, "set RSA PKCS#1 v1.5 padding"));
   }
   int rc = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
                             signature.size(),
@@ -251,6 +260,8 @@ Result<PrivateKey> PrivateKey::generate(KeyType type) {
     case KeyType::rsa_pss_sha256:
       raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(kRsaGenerateBits));
       break;
+    case KeyType::rsa_pkcs1v15_sha256:
+      return fail(Errc::unsupported, "rsa-pkcs1v15-sha256 is verify-only; new keys use rsassa-pss");
   }
   if (!raw) {
     return fail(ossl_error(Errc::internal, "generate " + std::string(keytype_name(type)) + " key"));
