@@ -1,0 +1,378 @@
+#include "agent/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <cmath>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "common/fs.hpp"
+#include "common/time.hpp"
+#include "manifest/channel.hpp"
+#include "manifest/model_manifest.hpp"
+
+namespace mota::agent {
+
+std::string_view delta_policy_name(DeltaPolicy p) {
+  switch (p) {
+    case DeltaPolicy::prefer:
+      return "prefer";
+    case DeltaPolicy::only:
+      return "only";
+    case DeltaPolicy::never:
+      return "never";
+  }
+  return "?";
+}
+
+std::string Config::api_url(std::string_view route) const {
+  while (!route.empty() && route.front() == '/') route.remove_prefix(1);
+  return server_url + "/v1/" + std::string(route);
+}
+
+namespace {
+
+std::string_view type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+    case toml::node_type::time:
+    case toml::node_type::date_time:
+      return "a date/time";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::table:
+      return "a table";
+    default:
+      return "nothing";
+  }
+}
+
+std::string trim(std::string_view s) {
+  const char* ws = " \t\r\n";
+  auto b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  auto e = s.find_last_not_of(ws);
+  return std::string(s.substr(b, e - b + 1));
+}
+
+bool valid_device_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Builds "<source>: <key>: <problem>" errors.
+class Parser {
+ public:
+  Parser(std::string_view source, const ConfigOptions& options)
+      : source_(source), options_(options) {}
+
+  tl::unexpected<Error> bad(std::string_view key, std::string_view problem) const {
+    return fail(Errc::invalid_argument,
+                std::string(source_) + ": " + std::string(key) + ": " + std::string(problem));
+  }
+
+  Status check_keys(const toml::table& t, std::string_view prefix,
+                    const std::set<std::string_view>& known) const {
+    for (auto&& [k, v] : t) {
+      if (!known.count(k.str())) {
+        return bad(std::string(prefix) + std::string(k.str()),
+                   "unknown key (known: " + join(known) + ")");
+      }
+    }
+    return {};
+  }
+
+  Result<std::string> string(const toml::node& n, std::string_view key) const {
+    if (auto s = n.as_string()) return s->get();
+    return bad(key, "must be a string, not " + std::string(type_name(n)));
+  }
+
+  Result<std::chrono::seconds> duration(const toml::node& n, std::string_view key) const {
+    if (!n.is_string())
+      return bad(key, "must be a duration string like \"5m\", not " + std::string(type_name(n)));
+    const std::string& s = n.as_string()->get();
+    auto d = parse_duration(s);
+    if (!d) return bad(key, "'" + s + "' is not a duration (use 30s, 5m, 1h)");
+    return *d;
+  }
+
+  Result<std::filesystem::path> abs_path(const toml::node& n, std::string_view key) const {
+    auto s = MOTA_TRY(string(n, key));
+    if (s.empty() || s.front() != '/') return bad(key, "'" + s + "' must be an absolute path");
+    if (s.find('\0') != std::string::npos) return bad(key, "contains a NUL byte");
+    return std::filesystem::path(s);
+  }
+
+  Result<Config> parse(const toml::table& root) const {
+    Config c;
+    MOTA_TRY(check_keys(root, "",
+                        {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter",
+                         "model", "bandwidth_limit", "retry", "runtime_socket", "trusted_root",
+                         "ca_file", "delta", "log_level"}));
+
+    // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
+    // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
+    // "server_url: missing" would mislead.
+    if (auto t = root["retry"].as_table())
+      MOTA_TRY(check_keys(*t, "retry.", {"max_attempts", "base_delay", "max_delay"}));
+    if (auto arr = root["model"].as_array()) {
+      for (std::size_t i = 0; i < arr->size(); ++i) {
+        if (auto t = (*arr)[i].as_table())
+          MOTA_TRY(check_keys(*t, "model[" + std::to_string(i) + "].", {"name", "channel"}));
+      }
+    }
+
+    const toml::node* n = root.get("server_url");
+    if (!n) return bad("server_url", "missing (the repository root, e.g. https://updates.example)");
+    c.server_url = MOTA_TRY(server_url(*n));
+
+    // device_id
+    if ((n = root.get("device_id"))) {
+      c.device_id = MOTA_TRY(string(*n, "device_id"));
+      if (!valid_device_id(c.device_id))
+        return bad("device_id", "'" + c.device_id + "' must be 1..128 of [A-Za-z0-9._:-]");
+    } else {
+      auto text = fs::read_file(options_.machine_id_file, 4096);
+      if (!text) {
+        return bad("device_id", "not set, and " + options_.machine_id_file.string() +
+                                    " is unreadable: " + text.error().message());
+      }
+      c.device_id = trim(*text);
+      if (!valid_device_id(c.device_id)) {
+        return bad("device_id", "not set, and " + options_.machine_id_file.string() +
+                                    " does not hold a usable id ('" + c.device_id + "')");
+      }
+    }
+
+    if ((n = root.get("state_dir"))) c.state_dir = MOTA_TRY(abs_path(*n, "state_dir"));
+    if ((n = root.get("runtime_socket")))
+      c.runtime_socket = MOTA_TRY(abs_path(*n, "runtime_socket"));
+    if ((n = root.get("trusted_root"))) c.trusted_root = MOTA_TRY(abs_path(*n, "trusted_root"));
+    if ((n = root.get("ca_file"))) c.ca_file = MOTA_TRY(abs_path(*n, "ca_file"));
+
+    if ((n = root.get("poll_interval"))) {
+      c.poll_interval = MOTA_TRY(duration(*n, "poll_interval"));
+      if (c.poll_interval.count() < 1) return bad("poll_interval", "must be at least 1s");
+    }
+    c.poll_jitter = std::chrono::milliseconds(c.poll_interval) / 10;
+    if ((n = root.get("poll_jitter"))) c.poll_jitter = MOTA_TRY(jitter(*n, c.poll_interval));
+
+    if ((n = root.get("bandwidth_limit"))) {
+      if (auto i = n->as_integer()) {
+        if (i->get() < 0) return bad("bandwidth_limit", "must not be negative");
+        c.bandwidth_limit = static_cast<std::uint64_t>(i->get());
+      } else if (n->is_string()) {
+        auto bw = parse_bandwidth(n->as_string()->get());
+        if (!bw) return bad("bandwidth_limit", bw.error().message());
+        c.bandwidth_limit = *bw;
+      } else {
+        return bad("bandwidth_limit",
+                   "must be a string like \"2MB/s\", not " + std::string(type_name(*n)));
+      }
+    }
+
+    if ((n = root.get("retry"))) c.retry = MOTA_TRY(retry(*n));
+
+    if ((n = root.get("delta"))) {
+      auto s = MOTA_TRY(string(*n, "delta"));
+      if (s == "prefer")
+        c.delta = DeltaPolicy::prefer;
+      else if (s == "only")
+        c.delta = DeltaPolicy::only;
+      else if (s == "never")
+        c.delta = DeltaPolicy::never;
+      else
+        return bad("delta", "'" + s + "' is not one of prefer, only, never");
+    }
+
+    if ((n = root.get("log_level"))) {
+      auto s = MOTA_TRY(string(*n, "log_level"));
+      if (!log::parse_level(s, c.log_level))
+        return bad("log_level", "'" + s + "' is not one of debug, info, warn, error");
+    }
+
+    n = root.get("model");
+    if (!n) return bad("model", "missing: at least one [[model]] table (name, channel) is needed");
+    c.models = MOTA_TRY(models(*n));
+    return c;
+  }
+
+ private:
+  static std::string join(const std::set<std::string_view>& s) {
+    std::string out;
+    for (auto k : s) {
+      if (!out.empty()) out += ", ";
+      out += k;
+    }
+    return out;
+  }
+
+  Result<std::string> server_url(const toml::node& n) const {
+    auto url = MOTA_TRY(string(n, "server_url"));
+    std::string_view rest;
+    if (url.rfind("http://", 0) == 0)
+      rest = std::string_view(url).substr(7);
+    else if (url.rfind("https://", 0) == 0)
+      rest = std::string_view(url).substr(8);
+    else
+      return bad("server_url", "'" + url + "' must start with http:// or https://");
+    if (rest.empty() || rest.front() == '/') return bad("server_url", "'" + url + "' has no host");
+    for (char c : url) {
+      if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+        return bad("server_url", "'" + url + "' contains whitespace or a control character");
+      if (c == '?' || c == '#')
+        return bad("server_url", "'" + url + "' must not have a query or fragment");
+    }
+    while (url.back() == '/') url.pop_back();
+    return url;
+  }
+
+  Result<std::chrono::milliseconds> jitter(const toml::node& n,
+                                           std::chrono::seconds interval) const {
+    double fraction = -1;
+    if (auto f = n.as_floating_point())
+      fraction = f->get();
+    else if (auto i = n.as_integer())
+      fraction = static_cast<double>(i->get());
+    else if (n.is_string()) {
+      const std::string& s = n.as_string()->get();
+      auto d = parse_duration(s);
+      if (!d)
+        return bad("poll_jitter",
+                   "'" + s + "' is not a duration (use 30s, 5m, 1h) or a fraction 0..1");
+      return std::chrono::milliseconds(*d);
+    } else {
+      return bad("poll_jitter",
+                 "must be a fraction 0..1 or a duration string, not " + std::string(type_name(n)));
+    }
+    if (!(fraction >= 0.0 && fraction <= 1.0))
+      return bad("poll_jitter", "fraction " + std::to_string(fraction) + " is not within 0..1");
+    return std::chrono::milliseconds(
+        static_cast<std::int64_t>(std::llround(fraction * 1000.0 * double(interval.count()))));
+  }
+
+  Result<RetryPolicy> retry(const toml::node& n) const {
+    auto t = n.as_table();
+    if (!t) return bad("retry", "must be a table ([retry]), not " + std::string(type_name(n)));
+    MOTA_TRY(check_keys(*t, "retry.", {"max_attempts", "base_delay", "max_delay"}));
+    RetryPolicy r;
+    if (auto v = t->get("max_attempts")) {
+      auto i = v->as_integer();
+      if (!i)
+        return bad("retry.max_attempts", "must be an integer, not " + std::string(type_name(*v)));
+      if (i->get() < 1 || i->get() > 1000)
+        return bad("retry.max_attempts", std::to_string(i->get()) + " is not within 1..1000");
+      r.max_attempts = static_cast<unsigned>(i->get());
+    }
+    if (auto v = t->get("base_delay")) {
+      auto d = MOTA_TRY(duration(*v, "retry.base_delay"));
+      if (d.count() < 1) return bad("retry.base_delay", "must be at least 1s");
+      r.base_delay = d;
+    }
+    if (auto v = t->get("max_delay")) r.max_delay = MOTA_TRY(duration(*v, "retry.max_delay"));
+    if (r.max_delay > std::chrono::hours(24)) return bad("retry.max_delay", "is more than 1d");
+    if (r.max_delay < r.base_delay)
+      return bad("retry.max_delay", "is shorter than retry.base_delay");
+    return r;
+  }
+
+  Result<std::vector<ModelSubscription>> models(const toml::node& n) const {
+    auto arr = n.as_array();
+    if (!arr || !arr->is_array_of_tables())
+      return bad("model", "must be an array of tables ([[model]] with name and channel)");
+    if (arr->empty()) return bad("model", "at least one [[model]] is needed");
+    std::vector<ModelSubscription> out;
+    std::map<std::string, std::size_t> seen;
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      const auto& t = *(*arr)[i].as_table();
+      std::string prefix = "model[" + std::to_string(i) + "]";
+      MOTA_TRY(check_keys(t, prefix + ".", {"name", "channel"}));
+      ModelSubscription m;
+      auto name = t.get("name");
+      if (!name) return bad(prefix + ".name", "missing");
+      m.name = MOTA_TRY(string(*name, prefix + ".name"));
+      if (!valid_model_name(m.name)) {
+        return bad(prefix + ".name",
+                   "'" + m.name + "' is not a valid model name ([a-z0-9][a-z0-9._-]*, <= 64)");
+      }
+      auto channel = t.get("channel");
+      if (!channel) return bad(prefix + ".channel", "missing");
+      m.channel = MOTA_TRY(string(*channel, prefix + ".channel"));
+      if (!valid_channel_name(m.channel))
+        return bad(prefix + ".channel", "'" + m.channel + "' is not a valid channel name");
+      auto [it, inserted] = seen.emplace(m.name, i);
+      if (!inserted) {
+        return bad(prefix + ".name", "'" + m.name + "' is already listed as model[" +
+                                         std::to_string(it->second) + "]");
+      }
+      out.push_back(std::move(m));
+    }
+    return out;
+  }
+
+  std::string_view source_;
+  const ConfigOptions& options_;
+};
+
+}  // namespace
+
+Result<std::uint64_t> parse_bandwidth(std::string_view s) {
+  std::string text(s);
+  auto bad = [&](std::string_view why) {
+    return fail(Errc::invalid_argument, "'" + text + "' " + std::string(why) +
+                                            " (use e.g. \"2MB/s\", \"512KiB/s\", \"0\")");
+  };
+  if (s.size() >= 2 && s.substr(s.size() - 2) == "/s") s.remove_suffix(2);
+  std::size_t i = 0;
+  while (i < s.size() && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) ++i;
+  if (i == 0) return bad("is not a bandwidth");
+  double value = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + i, value);
+  if (ec != std::errc() || ptr != s.data() + i) return bad("is not a bandwidth");
+  std::string_view unit = s.substr(i);
+  static const std::map<std::string_view, double> kUnits = {
+      {"", 1},         {"B", 1},           {"KB", 1e3},           {"MB", 1e6}, {"GB", 1e9},
+      {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"kB", 1e3}};
+  auto it = kUnits.find(unit);
+  if (it == kUnits.end()) return bad("has an unknown unit (B, KB, MB, GB, KiB, MiB, GiB)");
+  double bytes = value * it->second;
+  if (!(bytes < 1e15)) return bad("is too large");
+  return static_cast<std::uint64_t>(std::llround(bytes));
+}
+
+Result<Config> parse_config(std::string_view text, std::string_view source_name,
+                            const ConfigOptions& options) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    return fail(Errc::parse, std::string(source_name) + ":" + std::to_string(b.line) + ":" +
+                                 std::to_string(b.column) + ": " + std::string(e.description()));
+  } catch (const std::exception& e) {
+    return fail(Errc::parse, std::string(source_name) + ": " + e.what());
+  }
+  return Parser(source_name, options).parse(root);
+}
+
+Result<Config> load_config(const std::filesystem::path& path, const ConfigOptions& options) {
+  auto text = MOTA_TRY_CTX(fs::read_file(path, 1u << 20), "read config");
+  return parse_config(text, path.string(), options);
+}
+
+}  // namespace mota::agent

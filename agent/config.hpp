@@ -1,0 +1,99 @@
+#pragma once
+// mota-agent configuration: /etc/mota/agent.toml (see agent/agent.toml.example for a commented
+// file). Parsing is strict: an unknown key, a wrong type or a bad value is an error that names the
+// file and the key ("agent.toml: model[1].channel: missing"), because a typo in a fleet's config
+// must stop the agent at start rather than silently fall back to a default. Syntax errors carry
+// line:column ("agent.toml:3:14: ...").
+//
+// Keys (top level unless noted):
+//   server_url       required. http:// or https:// URL of the repository root, no query or
+//                    fragment; trailing '/' removed. The agent fetches <server_url>/metadata/...
+//                    and <server_url>/targets/..., and reports to <server_url>/v1/...
+//   device_id        default: /etc/machine-id, trimmed. 1..128 of [A-Za-z0-9._:-].
+//   state_dir        default /var/lib/mota. Absolute. Slots, device key, TUF metadata, database.
+//   poll_interval    default "5m". Duration string (common/time.hpp parse_duration), at least 1s.
+//   poll_jitter      default 0.1. A fraction 0..1 of poll_interval, or a duration string; each
+//                    poll waits poll_interval + uniform(0, jitter) so a fleet does not stampede.
+//   bandwidth_limit  default "0" (unlimited). "<number><unit>[/s]" with unit B, KB, MB, GB
+//                    (powers of 1000) or KiB, MiB, GiB (powers of 1024); decimals allowed
+//                    ("1.5MB/s"); a plain integer is bytes per second.
+//   runtime_socket   default /run/mota/runtime.sock. Absolute.
+//   trusted_root     default /etc/mota/root.json. Absolute. The root.json baked into the image:
+//                    read-only, used only to seed <state_dir>/metadata on first start (after
+//                    that the TUF client follows root rotations in its own copy), so a factory
+//                    reset of state_dir falls back to the image's root, never to nothing.
+//   ca_file          optional. Absolute path of a PEM CA bundle for https; default: system CAs.
+//   delta            default "prefer". "prefer" | "only" | "never" (reserved for delta updates).
+//   log_level        default "info". "debug" | "info" | "warn" | "error".
+//   [retry]          max_attempts (integer 1..1000, default 5), base_delay (default "1s",
+//                    at least 1s), max_delay (default "1m", >= base_delay): the downloader's
+//                    RetryPolicy (agent/download.hpp; exponential backoff with full jitter).
+//   [[model]]        at least one; each with name (valid_model_name) and channel
+//                    (valid_channel_name), both required; a name may appear only once.
+// Path values are not checked for existence here: loading a config touches no file other than
+// the config itself and the machine-id file.
+//
+// Thread-safety: the functions are pure (apart from reading those files); Config is a value.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/download.hpp"  // RetryPolicy
+#include "common/log.hpp"
+#include "common/result.hpp"
+
+namespace mota::agent {
+
+enum class DeltaPolicy { prefer, only, never };
+std::string_view delta_policy_name(DeltaPolicy p);
+
+struct ModelSubscription {
+  std::string name;
+  std::string channel;
+};
+
+struct Config {
+  std::string server_url;  // normalised: no trailing '/'
+  std::string device_id;
+  std::filesystem::path state_dir = "/var/lib/mota";
+  std::chrono::seconds poll_interval{300};
+  std::chrono::milliseconds poll_jitter{30000};  // resolved: max extra delay per poll
+  std::vector<ModelSubscription> models;         // non-empty, unique names, file order
+  std::uint64_t bandwidth_limit = 0;             // bytes per second; 0 = unlimited
+  RetryPolicy retry;                             // agent/download.hpp
+  std::filesystem::path runtime_socket = "/run/mota/runtime.sock";
+  std::filesystem::path trusted_root = "/etc/mota/root.json";
+  std::filesystem::path ca_file;  // empty: system CAs
+  DeltaPolicy delta = DeltaPolicy::prefer;
+  log::Level log_level = log::Level::info;
+
+  std::string metadata_url() const { return server_url + "/metadata"; }
+  std::string targets_url() const { return server_url + "/targets"; }
+  // <server_url>/v1/<route>, route given without a leading '/': "devices/x/status".
+  std::string api_url(std::string_view route) const;
+};
+
+struct ConfigOptions {
+  // Where device_id comes from when the file does not set it (tests point this elsewhere).
+  std::filesystem::path machine_id_file = "/etc/machine-id";
+};
+
+inline constexpr const char* kDefaultConfigPath = "/etc/mota/agent.toml";
+
+// Reads and parses the config file. Errors: Errc::io/not_found if unreadable, Errc::parse for
+// TOML syntax (with line:column), Errc::invalid_argument for a bad key or value. Every message
+// starts with the file path.
+Result<Config> load_config(const std::filesystem::path& path, const ConfigOptions& options = {});
+
+// The same from text; `source_name` prefixes every error message.
+Result<Config> parse_config(std::string_view text, std::string_view source_name = "agent.toml",
+                            const ConfigOptions& options = {});
+
+// "2MB/s", "512KiB/s", "1.5MB", "0" -> bytes per second (see bandwidth_limit above).
+Result<std::uint64_t> parse_bandwidth(std::string_view s);
+
+}  // namespace mota::agent

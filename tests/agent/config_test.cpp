@@ -1,0 +1,287 @@
+#include "agent/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include "tests/support/test_support.hpp"
+
+namespace mota::agent {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    test::write_file(tmp_ / "machine-id", "0123456789abcdef0123456789abcdef\n");
+    opts_.machine_id_file = tmp_ / "machine-id";
+  }
+  Result<Config> parse(const std::string& text) { return parse_config(text, "agent.toml", opts_); }
+  // Parses `text` expecting failure; returns the message.
+  std::string error_of(const std::string& text) {
+    auto c = parse(text);
+    EXPECT_FALSE(c.has_value()) << "accepted:\n" << text;
+    return c ? std::string() : c.error().message();
+  }
+
+  test::TempDir tmp_;
+  ConfigOptions opts_;
+};
+
+constexpr const char* kMinimal = R"(
+server_url = "https://updates.example.com/fleet/"
+[[model]]
+name = "resnet"
+channel = "stable"
+)";
+
+TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
+  auto c = parse(kMinimal);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->server_url, "https://updates.example.com/fleet");
+  EXPECT_EQ(c->metadata_url(), "https://updates.example.com/fleet/metadata");
+  EXPECT_EQ(c->targets_url(), "https://updates.example.com/fleet/targets");
+  EXPECT_EQ(c->api_url("devices/x/status"),
+            "https://updates.example.com/fleet/v1/devices/x/status");
+  EXPECT_EQ(c->device_id, "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(c->state_dir, "/var/lib/mota");
+  EXPECT_EQ(c->poll_interval, 300s);
+  EXPECT_EQ(c->poll_jitter, 30000ms);
+  ASSERT_EQ(c->models.size(), 1u);
+  EXPECT_EQ(c->models[0].name, "resnet");
+  EXPECT_EQ(c->models[0].channel, "stable");
+  EXPECT_EQ(c->bandwidth_limit, 0u);
+  EXPECT_EQ(c->retry.max_attempts, 5u);
+  EXPECT_EQ(c->retry.base_delay, 1s);
+  EXPECT_EQ(c->retry.max_delay, 60s);
+  EXPECT_EQ(c->runtime_socket, "/run/mota/runtime.sock");
+  EXPECT_EQ(c->trusted_root, "/etc/mota/root.json");
+  EXPECT_TRUE(c->ca_file.empty());
+  EXPECT_EQ(c->delta, DeltaPolicy::prefer);
+  EXPECT_EQ(c->log_level, log::Level::info);
+}
+
+TEST_F(ConfigTest, AllKeys) {
+  auto c = parse(R"(
+server_url = "http://127.0.0.1:8080"
+device_id = "edge-cam-0042"
+state_dir = "/data/mota"
+poll_interval = "1h"
+poll_jitter = "2m"
+bandwidth_limit = "512KiB/s"
+runtime_socket = "/run/x.sock"
+trusted_root = "/usr/share/mota/root.json"
+ca_file = "/etc/ssl/fleet-ca.pem"
+delta = "never"
+log_level = "debug"
+
+[retry]
+max_attempts = 9
+base_delay = "5s"
+max_delay = "1h"
+
+[[model]]
+name = "resnet"
+channel = "stable"
+
+[[model]]
+name = "yolo-v8.small"
+channel = "beta"
+)");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->server_url, "http://127.0.0.1:8080");
+  EXPECT_EQ(c->device_id, "edge-cam-0042");
+  EXPECT_EQ(c->state_dir, "/data/mota");
+  EXPECT_EQ(c->poll_interval, 3600s);
+  EXPECT_EQ(c->poll_jitter, 120000ms);
+  EXPECT_EQ(c->bandwidth_limit, 512u * 1024);
+  EXPECT_EQ(c->runtime_socket, "/run/x.sock");
+  EXPECT_EQ(c->trusted_root, "/usr/share/mota/root.json");
+  EXPECT_EQ(c->ca_file, "/etc/ssl/fleet-ca.pem");
+  EXPECT_EQ(c->delta, DeltaPolicy::never);
+  EXPECT_EQ(c->log_level, log::Level::debug);
+  EXPECT_EQ(c->retry.max_attempts, 9u);
+  EXPECT_EQ(c->retry.base_delay, 5s);
+  EXPECT_EQ(c->retry.max_delay, 3600s);
+  ASSERT_EQ(c->models.size(), 2u);
+  EXPECT_EQ(c->models[1].name, "yolo-v8.small");
+  EXPECT_EQ(c->models[1].channel, "beta");
+}
+
+TEST_F(ConfigTest, JitterAsFraction) {
+  auto c = parse(std::string("poll_interval = \"10m\"\npoll_jitter = 0.25\n") + kMinimal);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->poll_jitter, 150000ms);
+  c = parse(std::string("poll_jitter = 0\n") + kMinimal);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->poll_jitter, 0ms);
+}
+
+TEST_F(ConfigTest, Bandwidth) {
+  EXPECT_EQ(*parse_bandwidth("0"), 0u);
+  EXPECT_EQ(*parse_bandwidth("2MB/s"), 2000000u);
+  EXPECT_EQ(*parse_bandwidth("1.5MB/s"), 1500000u);
+  EXPECT_EQ(*parse_bandwidth("512KiB/s"), 524288u);
+  EXPECT_EQ(*parse_bandwidth("1GiB"), 1073741824u);
+  EXPECT_EQ(*parse_bandwidth("100"), 100u);
+  for (const char* bad : {"", "fast", "2 MB/s", "2mb/s", "MB/s", "2XB/s", "1..2MB", "-1MB/s"}) {
+    auto r = parse_bandwidth(bad);
+    EXPECT_FALSE(r) << bad;
+    if (!r) {
+      EXPECT_NE(r.error().message().find("2MB/s"), std::string::npos) << r.error().message();
+    }
+  }
+  auto c = parse(std::string("bandwidth_limit = 4096\n") + kMinimal);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->bandwidth_limit, 4096u);
+}
+
+TEST_F(ConfigTest, LoadsFromFileAndNamesThePath) {
+  auto path = tmp_ / "agent.toml";
+  test::write_file(path, kMinimal);
+  auto c = load_config(path, opts_);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->models[0].name, "resnet");
+
+  test::write_file(path, std::string("poll_interval = \"soon\"\n") + kMinimal);
+  c = load_config(path, opts_);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().message(),
+            path.string() + ": poll_interval: 'soon' is not a duration (use 30s, 5m, 1h)");
+
+  c = load_config(tmp_ / "missing.toml", opts_);
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message().find("missing.toml"), std::string::npos) << c.error().message();
+}
+
+TEST_F(ConfigTest, SyntaxErrorHasLineAndColumn) {
+  auto c = parse("server_url = \"http://x\"\n\nstate_dir = /var\n");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code(), Errc::parse);
+  EXPECT_EQ(c.error().message().rfind("agent.toml:3:", 0), 0u) << c.error().message();
+}
+
+TEST_F(ConfigTest, DeviceIdFromMachineIdFile) {
+  opts_.machine_id_file = tmp_ / "nope";
+  auto msg = error_of(kMinimal);
+  EXPECT_EQ(msg.rfind("agent.toml: device_id: not set, and ", 0), 0u) << msg;
+  EXPECT_NE(msg.find("nope"), std::string::npos) << msg;
+
+  test::write_file(tmp_ / "empty", "\n");
+  opts_.machine_id_file = tmp_ / "empty";
+  msg = error_of(kMinimal);
+  EXPECT_EQ(msg.rfind("agent.toml: device_id: not set, and ", 0), 0u) << msg;
+
+  // An explicit device_id needs no machine-id file.
+  auto c = parse(std::string("device_id = \"d1\"\n") + kMinimal);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->device_id, "d1");
+}
+
+// Every rejection names the key; table-driven so each case is visible.
+struct BadCase {
+  std::string toml;  // prepended to (or replacing) the minimal config
+  std::string expected_prefix;
+  bool replace = false;  // use `toml` alone instead of toml + kMinimal
+};
+
+TEST_F(ConfigTest, EveryErrorNamesItsKey) {
+  const std::vector<BadCase> cases = {
+      {"serverurl = \"http://x\"\n", "agent.toml: serverurl: unknown key"},
+      {"[retry]\nmax_attempt = 3\n", "agent.toml: retry.max_attempt: unknown key"},
+      {"poll_interval = \"soon\"\n",
+       "agent.toml: poll_interval: 'soon' is not a duration (use 30s, 5m, 1h)"},
+      {"poll_interval = 300\n", "agent.toml: poll_interval: must be a duration string"},
+      {"poll_interval = \"0s\"\n", "agent.toml: poll_interval: must be at least 1s"},
+      {"poll_jitter = 1.5\n", "agent.toml: poll_jitter: fraction"},
+      {"poll_jitter = -0.1\n", "agent.toml: poll_jitter: fraction"},
+      {"poll_jitter = \"later\"\n", "agent.toml: poll_jitter: 'later' is not a duration"},
+      {"poll_jitter = true\n", "agent.toml: poll_jitter: must be a fraction"},
+      {"bandwidth_limit = \"fast\"\n", "agent.toml: bandwidth_limit: 'fast' is not a bandwidth"},
+      {"bandwidth_limit = -5\n", "agent.toml: bandwidth_limit: must not be negative"},
+      {"bandwidth_limit = 1.5\n", "agent.toml: bandwidth_limit: must be a string"},
+      {"state_dir = \"var/lib/mota\"\n",
+       "agent.toml: state_dir: 'var/lib/mota' must be an absolute path"},
+      {"state_dir = 5\n", "agent.toml: state_dir: must be a string, not an integer"},
+      {"runtime_socket = \"sock\"\n", "agent.toml: runtime_socket: 'sock' must be an absolute"},
+      {"trusted_root = \"root.json\"\n", "agent.toml: trusted_root: 'root.json' must be an abs"},
+      {"ca_file = \"\"\n", "agent.toml: ca_file: '' must be an absolute path"},
+      {"delta = \"sometimes\"\n",
+       "agent.toml: delta: 'sometimes' is not one of prefer, only, never"},
+      {"log_level = \"loud\"\n", "agent.toml: log_level: 'loud' is not one of debug, info"},
+      {"device_id = \"has space\"\n", "agent.toml: device_id: 'has space' must be 1..128"},
+      {"device_id = \"\"\n", "agent.toml: device_id: '' must be 1..128"},
+      {"retry = 3\n", "agent.toml: retry: must be a table"},
+      {"[retry]\nmax_attempts = 0\n", "agent.toml: retry.max_attempts: 0 is not within 1..1000"},
+      {"[retry]\nmax_attempts = \"3\"\n", "agent.toml: retry.max_attempts: must be an integer"},
+      {"[retry]\nbase_delay = \"1x\"\n", "agent.toml: retry.base_delay: '1x' is not a duration"},
+      {"[retry]\nmax_delay = \"2d\"\n", "agent.toml: retry.max_delay: is more than 1d"},
+      {"[retry]\nbase_delay = \"2m\"\nmax_delay = \"1m\"\n",
+       "agent.toml: retry.max_delay: is shorter than retry.base_delay"},
+      // server_url
+      {"[[model]]\nname = \"m\"\nchannel = \"c\"\n", "agent.toml: server_url: missing", true},
+      {"server_url = \"ftp://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\n",
+       "agent.toml: server_url: 'ftp://x' must start with http:// or https://", true},
+      {"server_url = \"https://\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\n",
+       "agent.toml: server_url: 'https://' has no host", true},
+      {"server_url = \"https://x/?a=b\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\n",
+       "agent.toml: server_url: 'https://x/?a=b' must not have a query", true},
+      {"server_url = \"https://x y\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\n",
+       "agent.toml: server_url: 'https://x y' contains whitespace", true},
+      // models
+      {"server_url = \"http://x\"\n", "agent.toml: model: missing", true},
+      {"server_url = \"http://x\"\nmodel = []\n", "agent.toml: model: ", true},
+      {"server_url = \"http://x\"\n[model]\nname = \"m\"\nchannel = \"c\"\n",
+       "agent.toml: model: must be an array of tables", true},
+      {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\n[[model]]\nname = "
+       "\"n\"\n",
+       "agent.toml: model[1].channel: missing", true},
+      {"server_url = \"http://x\"\n[[model]]\nchannel = \"c\"\n",
+       "agent.toml: model[0].name: missing", true},
+      {"server_url = \"http://x\"\n[[model]]\nname = \"Bad Name\"\nchannel = \"c\"\n",
+       "agent.toml: model[0].name: 'Bad Name' is not a valid model name", true},
+      {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = \"no/slash\"\n",
+       "agent.toml: model[0].channel: 'no/slash' is not a valid channel name", true},
+      {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = 1\n",
+       "agent.toml: model[0].channel: must be a string, not an integer", true},
+      {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\nchanel = \"d\"\n",
+       "agent.toml: model[0].chanel: unknown key", true},
+      {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\n[[model]]\nname = "
+       "\"m\"\nchannel = \"d\"\n",
+       "agent.toml: model[1].name: 'm' is already listed as model[0]", true},
+  };
+  for (const auto& tc : cases) {
+    // A [table] must come last or the keys after it would belong to it.
+    std::string text = tc.replace          ? tc.toml
+                       : tc.toml[0] == '[' ? kMinimal + tc.toml
+                                           : tc.toml + kMinimal;
+    auto c = parse(text);
+    ASSERT_FALSE(c) << "accepted:\n" << text;
+    EXPECT_EQ(c.error().message().rfind(tc.expected_prefix, 0), 0u)
+        << "config:\n"
+        << text << "\nwant prefix: " << tc.expected_prefix << "\ngot: " << c.error().message();
+    EXPECT_NE(c.error().code(), Errc::internal);
+  }
+}
+
+TEST_F(ConfigTest, TopLevelKeyBelowATableIsNamedAsSuch) {
+  auto msg = error_of(
+      "[retry]\nmax_attempts = 3\nserver_url = \"http://x\"\n[[model]]\nname = "
+      "\"m\"\nchannel = \"c\"\n");
+  EXPECT_EQ(msg.rfind("agent.toml: retry.server_url: unknown key", 0), 0u) << msg;
+  msg = error_of(std::string(kMinimal) + "log_level = \"debug\"\n");
+  EXPECT_EQ(msg.rfind("agent.toml: model[0].log_level: unknown key", 0), 0u) << msg;
+}
+
+TEST_F(ConfigTest, UnknownKeyListsKnownOnes) {
+  auto msg = error_of(std::string("pol_interval = \"5m\"\n") + kMinimal);
+  EXPECT_NE(msg.find("poll_interval"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, ExampleFileParses) {
+  auto c = load_config(test::source_path("agent/agent.toml.example"), opts_);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_FALSE(c->models.empty());
+}
+
+}  // namespace
+}  // namespace mota::agent
