@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/support/test_support.hpp"
 
@@ -64,6 +66,23 @@ TEST(StateStore, CreatesAgentDbAndAppliesMigrationsOnce) {
             static_cast<std::int64_t>(agent_migrations().size()));
   EXPECT_EQ(*s.tuf_version("root"), 3);
   EXPECT_EQ(scalar(s, "SELECT COUNT(*) FROM counters WHERE name = 'outbox_seq'"), 1);
+}
+
+TEST(StateStore, ConcurrentFirstOpensMigrateOnce) {
+  TempDir tmp;
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(4);
+  for (std::size_t i = 0; i < errors.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto s = StateStore::open(tmp.path());  // one connection per thread
+      if (!s) errors[i] = s.error().message();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+  auto s = open_store(tmp.path());
+  EXPECT_EQ(scalar(s, "SELECT COUNT(*) FROM schema_migrations"),
+            static_cast<std::int64_t>(agent_migrations().size()));
 }
 
 TEST(StateStore, EmbeddedMigrationsAreTheSqlFiles) {

@@ -387,6 +387,9 @@ Status migrate(Database& db, std::span<const Migration> migrations) {
     if (m.version <= current) continue;
     std::string ctx = "migration " + std::to_string(m.version);
     auto tx = MOTA_TRY_CTX(Transaction::begin(db), ctx);
+    // Another process opening the same database may have applied it meanwhile; re-read under
+    // the write lock.
+    if (MOTA_TRY_CTX(schema_version(db), ctx) >= m.version) continue;
     MOTA_TRY_CTX(db.exec(m.up), ctx);
     auto ins =
         MOTA_TRY_CTX(db.prepare("INSERT INTO schema_migrations (version, up, down, applied_at)"
