@@ -30,6 +30,19 @@ struct ClientConfig {
   // Proxies come from the environment (http_proxy, https_proxy, no_proxy) as with curl(1).
 };
 
+struct ResponseInfo {
+  long status = 0;
+  bool partial = false;                         // 206 Partial Content honoured the range
+  std::optional<std::uint64_t> content_length;  // as announced by the server
+  std::uint64_t bytes_received = 0;             // body bytes passed to the sink
+};
+
+// Optional GetRequest hook, called once with the final 2xx response's status, `partial` and
+// content_length just before its first body byte reaches the sink (not at all for an empty body).
+// A resuming caller learns here whether the body starts at range_start (206) or at 0 (200).
+// Returning an error aborts the transfer with that error.
+using HeadersHook = std::function<Status(const ResponseInfo&)>;
+
 struct GetRequest {
   std::string url;
   // Hard ceiling on body bytes: a server sending more is cut off with Errc::too_large.
@@ -39,13 +52,11 @@ struct GetRequest {
   std::optional<std::uint64_t> range_start;
   std::chrono::milliseconds timeout{0};  // whole-request limit; 0 = none (stall timeout applies)
   std::map<std::string, std::string> headers;
-};
-
-struct ResponseInfo {
-  long status = 0;
-  bool partial = false;                         // 206 Partial Content honoured the range
-  std::optional<std::uint64_t> content_length;  // as announced by the server
-  std::uint64_t bytes_received = 0;             // body bytes passed to the sink
+  // Checked like ClientConfig::cancel (either stops the request with Errc::cancelled within about
+  // 100 ms), for callers that cancel one job rather than the whole client. May be null; the
+  // pointee must outlive the call.
+  const std::atomic<bool>* cancel = nullptr;
+  HeadersHook on_headers;  // may be empty
 };
 
 // Receives body bytes in order. Returning an error aborts the transfer with that error.
@@ -62,7 +73,8 @@ class Client {
   virtual ~Client() = default;
 
   // Streams a GET. Non-2xx statuses are returned as Errc::http errors whose message includes the
-  // status (the body is not passed to the sink). Transport failures are Errc::network.
+  // status and whose http_status() is it (the body is not passed to the sink). Transport
+  // failures are Errc::network.
   virtual Result<ResponseInfo> get(const GetRequest& req, const Sink& sink) = 0;
 
   // Convenience: the whole body of a GET, at most max_bytes.

@@ -72,6 +72,8 @@ bool iequals_prefix(std::string_view line, std::string_view prefix) {
 struct Transfer {
   CURL* easy = nullptr;
   const std::atomic<bool>* cancel = nullptr;
+  const std::atomic<bool>* request_cancel = nullptr;  // GetRequest::cancel
+  const HeadersHook* on_headers = nullptr;
   std::string what;  // "GET <url>" for messages
   std::uint64_t max_bytes = 0;
   bool check_status = true;  // GET: non-2xx bodies are not delivered
@@ -129,7 +131,22 @@ struct Transfer {
       }
       partial = true;
     }
+    if (on_headers && *on_headers) {
+      ResponseInfo info;
+      info.status = code;
+      info.partial = partial;
+      if (cl >= 0) info.content_length = static_cast<std::uint64_t>(cl);
+      Status st = (*on_headers)(info);
+      if (!st) {
+        error = std::move(st).error();
+        return false;
+      }
+    }
     return true;
+  }
+
+  bool cancelled() const {
+    return (cancel && cancel->load()) || (request_cancel && request_cancel->load());
   }
 
   static size_t on_write(char* ptr, size_t size, size_t nmemb, void* userdata) {
@@ -186,7 +203,7 @@ struct Transfer {
 
   static int on_progress(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
     auto* t = static_cast<Transfer*>(userdata);
-    return t->cancel && t->cancel->load() ? 1 : 0;
+    return t->cancelled() ? 1 : 0;
   }
 };
 
@@ -209,6 +226,8 @@ class CurlClient final : public Client {
     t.max_bytes = req.max_bytes;
     t.range_start = req.range_start;
     t.sink = &sink;
+    t.request_cancel = req.cancel;
+    t.on_headers = &req.on_headers;
     Slist headers = MOTA_TRY_CTX(make_headers(req.headers), t.what);
     std::string range;
     if (req.range_start) range = std::to_string(*req.range_start) + "-";
@@ -259,7 +278,7 @@ class CurlClient final : public Client {
     t.easy = easy_;
     t.cancel = config_.cancel;
     t.max_bytes_per_sec = config_.max_bytes_per_sec;
-    if (t.cancel && t.cancel->load()) return fail(Errc::cancelled, t.what + ": cancelled");
+    if (t.cancelled()) return fail(Errc::cancelled, t.what + ": cancelled");
 
     // reset keeps the connection, DNS and TLS session caches; it clears every option.
     curl_easy_reset(easy_);
@@ -321,7 +340,7 @@ class CurlClient final : public Client {
         if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy_) result = msg->data.result;
       }
       if (result) break;
-      if (t.cancel && t.cancel->load()) {
+      if (t.cancelled()) {
         cancelled = true;
         break;
       }

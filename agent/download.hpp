@@ -1,0 +1,91 @@
+#pragma once
+// The agent's downloader: fetches one signed target into a partial file, resumable across
+// dropped connections, retries and restarts of the agent, and verified against the signed
+// length and sha256 before it is reported complete.
+//
+// Trust: the length and sha256 come from verified TUF metadata; nothing the server says (status,
+// Content-Length, Content-Range) is trusted beyond what libcurl and these checks enforce. The
+// server can never make the partial file grow past the signed length.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "common/http.hpp"
+#include "common/result.hpp"
+
+namespace mota::agent {
+
+struct DownloadSpec {
+  std::string url;
+  std::uint64_t length = 0;  // signed length in bytes
+  std::string sha256;        // signed digest, 64 hex digits (either case)
+  // Where the bytes accumulate, e.g. <state>/downloads/<sha256>.part. Its parent directory is
+  // created if missing. The caller owns the file: after success it is complete and verified and
+  // the caller renames or consumes it; the downloader never touches any other path.
+  std::filesystem::path partial;
+};
+
+struct RetryPolicy {
+  unsigned max_attempts = 5;  // requests in one download() call, including the first
+  // Backoff before attempt n+1 is uniform in [0, min(max_delay, base_delay * 2^(n-1))]
+  // ("full jitter"), so a fleet that lost its server does not come back in lockstep.
+  std::chrono::milliseconds base_delay{1000};
+  std::chrono::milliseconds max_delay{60000};
+};
+
+struct DownloadResult {
+  std::uint64_t bytes_fetched = 0;  // body bytes received over the network in this call
+  bool resumed = false;   // a partial left by an earlier call was kept (not restarted from 0)
+  unsigned attempts = 0;  // HTTP requests made (0 if the partial was already complete)
+};
+
+// Called with (bytes in the partial file, signed length) after each MiB written and once at the
+// end, on the calling thread. May be empty.
+using DownloadProgress = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
+// Downloads spec.url into spec.partial, continuing a partial file left by an earlier call.
+//
+// - An existing partial no longer than the signed length is re-hashed (streaming) and the rest is
+//   asked for with a Range request: 206 appends, 200 (Range ignored) restarts from byte 0. A
+//   partial longer than the signed length is discarded. A complete partial whose digest is wrong
+//   is discarded and downloaded again.
+// - Errc::network and HTTP 5xx/408/429 are retried (see RetryPolicy) from where the last attempt
+//   stopped; other errors are returned at once. After the last attempt the last error is
+//   returned with "giving up after N attempts".
+// - Errors that mean the received bytes cannot be trusted delete the partial: Errc::too_large
+//   (the server sent more than the signed length) and Errc::verification (length or sha256
+//   mismatch, "sha256 mismatch: got X, signed Y"). Every other error keeps it for a later resume.
+// - `cancel` (may be null) stops a transfer or a backoff sleep within about 100 ms with
+//   Errc::cancelled; the partial is kept (and fsynced).
+// - Errc::no_space if the partial's filesystem lacks room for the remaining bytes (checked
+//   before any request); Errc::invalid_argument for a malformed sha256 or empty path; Errc::io
+//   for local file errors.
+// Memory use is constant (a 1 MiB write buffer). The partial is fsynced every 8 MiB and at the
+// end of every attempt, so a crash or kill -9 loses at most the unsynced tail, which the next call
+// simply fetches again. One download per partial path at a time: concurrent calls on the same
+// path corrupt it. `client` is used from the calling thread only.
+Result<DownloadResult> download(http::Client& client, const DownloadSpec& spec,
+                                const RetryPolicy& policy = {},
+                                const std::atomic<bool>* cancel = nullptr,
+                                const DownloadProgress& progress = {});
+
+// True for errors worth another attempt: Errc::network, and Errc::http with status 5xx, 408 or
+// 429.
+bool retryable(const Error& error);
+
+// The full-jitter backoff before attempt `failed_attempts + 1` (failed_attempts >= 1).
+std::chrono::milliseconds backoff_delay(const RetryPolicy& policy, unsigned failed_attempts);
+
+// Succeeds if the filesystem holding `dir` (or its nearest existing ancestor) has at least
+// `needed` bytes available to unprivileged users; else Errc::no_space
+// ("need 1.2 GiB in /var/lib/mota, 300 MiB free").
+Status check_space(const std::filesystem::path& dir, std::uint64_t needed);
+
+// "512 bytes", "300 MiB", "1.2 GiB": binary units, one decimal below 10.
+std::string format_bytes(std::uint64_t bytes);
+
+}  // namespace mota::agent

@@ -1,0 +1,68 @@
+#pragma once
+// A deliberately misbehaving HTTP/1.1 server on a free loopback port, for fault-injection tests
+// of HTTP clients (real sockets, real libcurl; only the server's behaviour is scripted).
+//
+// Every GET, whatever its path, is answered from `body`, one connection at a time, each answer
+// with "Connection: close". A Range header "bytes=N-" is honoured with 206 unless ignore_range.
+// Counters let tests prove what went over the wire (e.g. that a resume did not refetch).
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace mota::test {
+
+struct FaultConfig {
+  std::string body;
+  // drop_after[i]: the i-th response that carries a body is cut (connection closed) after this
+  // many body bytes; later responses are complete.
+  std::vector<std::uint64_t> drop_after;
+  bool ignore_range = false;  // always 200 with the whole body
+  // Sends the body over and over without Content-Length (200, or 206 to a Range request) until
+  // the client hangs up.
+  bool endless = false;
+  // The first fail_times requests are answered with fail_status and an empty body.
+  int fail_status = 0;
+  unsigned fail_times = 0;
+  // Pause after every chunk_size body bytes (slow servers, for cancellation tests).
+  std::size_t chunk_size = 64 * 1024;
+  std::chrono::milliseconds chunk_delay{0};
+};
+
+class FaultServer {
+ public:
+  explicit FaultServer(FaultConfig config);  // binds and starts serving; aborts the test on error
+  ~FaultServer();                            // stops and joins
+  FaultServer(const FaultServer&) = delete;
+  FaultServer& operator=(const FaultServer&) = delete;
+
+  int port() const { return port_; }
+  std::string url(const std::string& path = "/file") const;
+
+  std::uint64_t body_bytes_sent() const { return body_bytes_sent_.load(); }
+  unsigned requests() const { return requests_.load(); }
+  // The Range header of every request so far ("" when absent), in order.
+  std::vector<std::string> ranges() const;
+
+ private:
+  void serve();
+  void handle(int fd);
+  bool send_all(int fd, const char* data, std::size_t n, bool body);
+
+  FaultConfig config_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> body_bytes_sent_{0};
+  std::atomic<unsigned> requests_{0};
+  unsigned bodies_ = 0;  // responses with a body so far (server thread only)
+  mutable std::mutex mu_;
+  std::vector<std::string> ranges_;
+  std::thread thread_;
+};
+
+}  // namespace mota::test
