@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include "common/fs.hpp"
 #include "common/time.hpp"
@@ -260,8 +261,11 @@ class Parser {
       return bad("poll_jitter",
                  "must be a fraction 0..1 or a duration string, not " + std::string(type_name(n)));
     }
-    if (!(fraction >= 0.0 && fraction <= 1.0))
-      return bad("poll_jitter", "fraction " + std::to_string(fraction) + " is not within 0..1");
+    if (!(fraction >= 0.0 && fraction <= 1.0)) {
+      std::ostringstream os;
+      os << fraction;
+      return bad("poll_jitter", "fraction " + os.str() + " is not within 0..1");
+    }
     return std::chrono::milliseconds(
         static_cast<std::int64_t>(std::llround(fraction * 1000.0 * double(interval.count()))));
   }
@@ -352,6 +356,8 @@ Result<std::uint64_t> parse_bandwidth(std::string_view s) {
   if (it == kUnits.end()) return bad("has an unknown unit (B, KB, MB, GB, KiB, MiB, GiB)");
   double bytes = value * it->second;
   if (!(bytes < 1e15)) return bad("is too large");
+  // "0" means unlimited, so a tiny non-zero limit must not round to it.
+  if (bytes > 0 && bytes < 1) return bad("is below 1 byte per second");
   return static_cast<std::uint64_t>(std::llround(bytes));
 }
 

@@ -1,5 +1,6 @@
 #include "agent/slots.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -269,7 +270,7 @@ TEST(Slots, SigkillDuringSwitchNeverBreaksCurrent) {
 
   std::mt19937 rng(12345);
   std::uniform_int_distribution<int> delay_us(0, 3000);
-  const int kIterations = 150;
+  const int kIterations = 300;
   int saw_temp = 0;
   std::set<std::string> seen_targets;
   for (int i = 0; i < kIterations; ++i) {
@@ -314,6 +315,57 @@ TEST(Slots, SigkillDuringSwitchNeverBreaksCurrent) {
   // Both outcomes occurred, so kills really landed mid-loop.
   EXPECT_EQ(seen_targets, (std::set<std::string>{"a", "b"}));
   std::cout << "kills leaving a temp link: " << saw_temp << " of " << kIterations << "\n";
+}
+
+}  // namespace
+}  // namespace mota::agent
+
+namespace mota::agent {
+namespace {
+
+// SIGKILL while the inactive slot is being cleared and rewritten: the current slot stays intact
+// and verifiable, and the next prepare() starts from whatever was left.
+TEST(Slots, SigkillDuringPrepareLeavesCurrentIntact) {
+  test::TempDir tmp;
+  auto s = *SlotSet::open(tmp / "state", "resnet");
+  install(s, make_package(tmp, "1.0.0"));
+  auto pkg = make_package(tmp, "2.0.0");
+  std::mt19937 rng(777);
+  std::uniform_int_distribution<int> delay_us(0, 5000);
+  for (int i = 0; i < 30; ++i) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      auto child = SlotSet::open(tmp / "state", "resnet");
+      if (!child) ::_exit(2);
+      for (int n = 0; n < 100000; ++n) {
+        if (!child->prepare(Slot::b)) ::_exit(3);
+        if (!storage::unpack_file(pkg, child->path(Slot::b))) ::_exit(4);
+        for (int f = 0; f < 20; ++f) {
+          int fd = ::open((child->path(Slot::b) / ("extra" + std::to_string(f))).c_str(),
+                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+          if (fd < 0) ::_exit(5);
+          ::close(fd);
+        }
+      }
+      ::_exit(0);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(rng)));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "child exited early with status " << status;
+    ASSERT_EQ(link_target(s.current_link()), "a") << "iteration " << i;
+    auto v = s.verify(Slot::a);
+    ASSERT_TRUE(v) << "iteration " << i << ": " << v.error().message();
+    ASSERT_EQ(v->manifest.version, "1.0.0");
+  }
+  // Whatever the kills left in b (or beside it) does not stop the next install.
+  ASSERT_TRUE(s.prepare(Slot::b));
+  ASSERT_TRUE(storage::unpack_file(pkg, s.path(Slot::b)));
+  ASSERT_TRUE(s.verify(Slot::b));
+  ASSERT_TRUE(s.switch_to(Slot::b));
+  EXPECT_EQ(s.verify(Slot::b)->manifest.version, "2.0.0");
 }
 
 }  // namespace
