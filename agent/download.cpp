@@ -27,6 +27,8 @@ namespace {
 constexpr std::size_t kBufferBytes = 1 << 20;
 // fsync cadence: bounds what a power cut can lose without making the disk the bottleneck.
 constexpr std::uint64_t kSyncEvery = 8ull << 20;
+// An attempt that received at least this much resets the retry budget.
+constexpr std::uint64_t kProgressBytes = 1 << 20;
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
 
 bool is_cancelled(const std::atomic<bool>* cancel) {
@@ -353,10 +355,12 @@ Result<DownloadResult> download_impl(http::Client& client, const DownloadSpec& s
 
   MOTA_TRY_CTX(check_space(dir, spec.length - partial.offset()), what);
 
+  unsigned failures = 0;  // consecutive failed attempts without real progress
   while (partial.offset() < spec.length) {
     if (is_cancelled(cancel)) return fail(Errc::cancelled, what + ": cancelled");
     ++result.attempts;
     AttemptOutcome outcome;
+    const std::uint64_t fetched_before = result.bytes_fetched;
     Status st = fetch_once(client, spec, partial, cancel, result.bytes_fetched, outcome);
     if (outcome.restarted) result.resumed = false;
     if (st) {
@@ -374,11 +378,19 @@ Result<DownloadResult> download_impl(http::Client& client, const DownloadSpec& s
       return fail(std::move(err));
     }
     if (!retryable(err)) return fail(std::move(err));
-    if (result.attempts >= policy.max_attempts) {
-      return fail(std::move(err).context(what + ": giving up after " +
-                                         std::to_string(result.attempts) + " attempts"));
+    // A link that drops every few hundred MiB still finishes a large download: an attempt that
+    // got at least kProgressBytes forgives the failures before it.
+    if (result.bytes_fetched - fetched_before >= kProgressBytes) failures = 0;
+    ++failures;
+    if (failures >= policy.max_attempts) {
+      std::string why = "giving up after " + std::to_string(failures) + " attempts";
+      if (failures != result.attempts) {
+        why +=
+            " in a row without progress (" + std::to_string(result.attempts) + " requests in all)";
+      }
+      return fail(std::move(err).context(what + ": " + why));
     }
-    auto delay = backoff_delay(policy, result.attempts);
+    auto delay = backoff_delay(policy, failures);
     log::warn("download failed, retrying", {{"URL", spec.url},
                                             {"ATTEMPT", std::to_string(result.attempts)},
                                             {"DELAY_MS", std::to_string(delay.count())},

@@ -30,7 +30,9 @@ struct DownloadSpec {
 };
 
 struct RetryPolicy {
-  unsigned max_attempts = 5;  // requests in one download() call, including the first
+  // Failed attempts in a row before giving up. An attempt that received at least 1 MiB before
+  // failing resets the count, so a flaky link that keeps making progress is not abandoned.
+  unsigned max_attempts = 5;
   // Backoff before attempt n+1 is uniform in [0, min(max_delay, base_delay * 2^(n-1))]
   // ("full jitter"), so a fleet that lost its server does not come back in lockstep.
   std::chrono::milliseconds base_delay{1000};
@@ -54,7 +56,7 @@ using DownloadProgress = std::function<void(std::uint64_t done, std::uint64_t to
 //   partial longer than the signed length is discarded. A complete partial whose digest is wrong
 //   is discarded and downloaded again.
 // - Errc::network and HTTP 5xx/408/429 are retried (see RetryPolicy) from where the last attempt
-//   stopped; other errors are returned at once. After the last attempt the last error is
+//   stopped; other errors are returned at once. When the retry budget is spent the last error is
 //   returned with "giving up after N attempts".
 // - Errors that mean the received bytes cannot be trusted delete the partial: Errc::too_large
 //   (the server sent more than the signed length) and Errc::verification (length or sha256

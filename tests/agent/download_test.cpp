@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -390,6 +392,160 @@ TEST_F(DownloadTest, CancelDuringBackoff) {
   EXPECT_EQ(r.error().code(), Errc::cancelled) << r.error().message();
   // Unless the jitter drew a delay under ~50 ms (then a 2nd request happened), we were asleep.
   EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds(1500));
+}
+
+TEST_F(DownloadTest, CancelWhileTheServerIsSilent) {
+  test::FaultConfig fc;
+  fc.body = content_;
+  fc.stall_after = 100000;
+  test::FaultServer srv(fc);
+  auto s = spec(srv.url());
+  std::atomic<bool> cancel{false};
+  std::chrono::steady_clock::time_point cancelled_at;
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(milliseconds(300));
+    cancelled_at = std::chrono::steady_clock::now();
+    cancel = true;
+  });
+  auto c = client();
+  auto r = download(*c, s, fast_policy(), &cancel);
+  auto returned_at = std::chrono::steady_clock::now();
+  canceller.join();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::cancelled) << r.error().message();
+  EXPECT_LT(returned_at - cancelled_at, milliseconds(1000));
+  // What arrived before the silence was saved.
+  EXPECT_EQ(test::read_file(s.partial), content_.substr(0, 100000));
+}
+
+TEST_F(DownloadTest, FlakyLinkThatKeepsProgressingIsNotAbandoned) {
+  test::FaultConfig fc;
+  fc.body = content_;
+  fc.drop_after = {1100000, 1100000};
+  test::FaultServer srv(fc);
+  auto s = spec(srv.url());
+  auto c = client();
+  auto r = download(*c, s, fast_policy(2));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->attempts, 3u);
+  EXPECT_EQ(srv.body_bytes_sent(), content_.size());
+  EXPECT_EQ(test::read_file(s.partial), content_);
+}
+
+TEST_F(DownloadTest, DropsWithoutRealProgressExhaustTheBudget) {
+  test::FaultConfig fc;
+  fc.body = content_;
+  fc.drop_after = {10, 10, 10, 10};
+  test::FaultServer srv(fc);
+  auto s = spec(srv.url());
+  auto c = client();
+  auto r = download(*c, s, fast_policy(3));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::network);
+  EXPECT_TRUE(contains(r.error().message(), "giving up after 3 attempts")) << r.error().message();
+  EXPECT_EQ(srv.requests(), 3u);
+  // The 30 bytes received are kept for the next call.
+  EXPECT_EQ(test::read_file(s.partial), content_.substr(0, 30));
+}
+
+TEST_F(DownloadTest, OverAnnouncedRangeAnswerIsTooLarge) {
+  test::FaultConfig fc;
+  fc.body = content_;
+  fc.announce_extra = 10;
+  test::FaultServer srv(fc);
+  auto s = spec(srv.url());
+  test::write_file(s.partial, content_.substr(0, 1 << 20));
+  auto c = client();
+  auto r = download(*c, s, fast_policy());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::too_large) << r.error().message();
+  EXPECT_TRUE(contains(r.error().message(), "announced")) << r.error().message();
+  EXPECT_FALSE(stdfs::exists(s.partial));
+  EXPECT_EQ(srv.requests(), 1u);
+}
+
+TEST_F(DownloadTest, OverAnnouncedFullAnswerIsTooLarge) {
+  test::FaultConfig fc;
+  fc.body = content_;
+  fc.announce_extra = 1;
+  test::FaultServer srv(fc);
+  auto s = spec(srv.url());
+  auto c = client();
+  auto r = download(*c, s, fast_policy());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::too_large) << r.error().message();
+  EXPECT_FALSE(stdfs::exists(s.partial));
+}
+
+TEST_F(DownloadTest, AnswerForAnotherRangeIsNotSplicedIn) {
+  test::FaultConfig fc;
+  fc.body = content_;
+  fc.content_range_skew = 5;
+  test::FaultServer srv(fc);
+  auto s = spec(srv.url());
+  test::write_file(s.partial, content_.substr(0, 1000));
+  auto c = client();
+  auto r = download(*c, s, fast_policy());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::http) << r.error().message();
+  EXPECT_TRUE(contains(r.error().message(), "Content-Range")) << r.error().message();
+  EXPECT_EQ(srv.requests(), 1u);
+  EXPECT_EQ(test::read_file(s.partial), content_.substr(0, 1000));
+}
+
+// The child half of KillNineMidDownloadThenResume, which starts this binary to run it (disabled
+// so that it never runs on its own).
+TEST(DownloadChild, DISABLED_DownloadsUntilKilled) {
+  const char* url = std::getenv("MOTA_DOWNLOAD_CHILD_URL");
+  ASSERT_NE(url, nullptr) << "only run by KillNineMidDownloadThenResume";
+  DownloadSpec s;
+  s.url = url;
+  s.length = std::stoull(std::getenv("MOTA_DOWNLOAD_CHILD_LENGTH"));
+  s.sha256 = std::getenv("MOTA_DOWNLOAD_CHILD_SHA256");
+  s.partial = std::getenv("MOTA_DOWNLOAD_CHILD_PARTIAL");
+  auto c = http::make_http_client();
+  auto r = download(*c, s, fast_policy());
+  EXPECT_TRUE(r) << r.error().message();
+}
+
+TEST_F(DownloadTest, KillNineMidDownloadThenResume) {
+  test::FaultConfig fc;
+  fc.body = content_;
+  fc.chunk_size = 16 * 1024;
+  fc.chunk_delay = milliseconds(4);  // ~4 MB/s: slow enough to catch mid-way
+  test::FaultServer srv(fc);
+  auto s = spec(srv.url());
+  auto self = stdfs::read_symlink("/proc/self/exe");
+  test::Process child({self.string(), "--gtest_also_run_disabled_tests",
+                       "--gtest_filter=DownloadChild.DISABLED_DownloadsUntilKilled"},
+                      tmp_ / "child.log",
+                      {{"MOTA_DOWNLOAD_CHILD_URL", s.url},
+                       {"MOTA_DOWNLOAD_CHILD_LENGTH", std::to_string(s.length)},
+                       {"MOTA_DOWNLOAD_CHILD_SHA256", s.sha256},
+                       {"MOTA_DOWNLOAD_CHILD_PARTIAL", s.partial.string()}});
+  // Kill once at least 2 MiB reached the file (written in 1 MiB pieces).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  std::error_code ec;
+  while (std::chrono::steady_clock::now() < deadline &&
+         !(stdfs::exists(s.partial, ec) && stdfs::file_size(s.partial, ec) >= (2u << 20))) {
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  child.kill(SIGKILL);
+  child.wait();
+  ASSERT_TRUE(stdfs::exists(s.partial)) << test::read_file(tmp_ / "child.log");
+  const std::uint64_t kept = stdfs::file_size(s.partial);
+  ASSERT_GE(kept, 2u << 20);
+  ASSERT_LT(kept, content_.size()) << "the child finished before it was killed";
+
+  auto c = client();
+  auto r = download(*c, s, fast_policy());
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_TRUE(r->resumed);
+  EXPECT_EQ(r->bytes_fetched, content_.size() - kept);
+  EXPECT_EQ(srv.ranges().back(), "bytes=" + std::to_string(kept) + "-");
+  EXPECT_EQ(test::read_file(s.partial), content_);
+  // Lost to the kill: at most the 1 MiB write buffer plus what was in flight, never a refetch.
+  EXPECT_LE(srv.body_bytes_sent(), content_.size() + (1u << 20) + (256u << 10));
 }
 
 TEST_F(DownloadTest, PartialLongerThanTheSignedLengthIsDiscarded) {

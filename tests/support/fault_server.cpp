@@ -111,6 +111,23 @@ bool FaultServer::send_all(int fd, const char* data, std::size_t n, bool body) {
   return true;
 }
 
+void FaultServer::pause(std::chrono::milliseconds d) {
+  auto until = std::chrono::steady_clock::now() + d;
+  while (!stop_ && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+        until - std::chrono::steady_clock::now(), std::chrono::milliseconds(20)));
+  }
+}
+
+void FaultServer::wait_for_hangup(int fd) {
+  char buf[256];
+  while (!stop_) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 20) <= 0) continue;
+    if (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0) return;
+  }
+}
+
 void FaultServer::handle(int fd) {
   std::string req;
   char buf[4096];
@@ -170,12 +187,13 @@ void FaultServer::handle(int fd) {
   std::string head = "HTTP/1.1 " + std::string(partial ? "206 " : "200 ") +
                      reason(partial ? 206 : 200) + "\r\nConnection: close\r\n";
   if (partial) {
-    head += "Content-Range: bytes " + std::to_string(start) + "-" +
+    head += "Content-Range: bytes " + std::to_string(start + config_.content_range_skew) + "-" +
             (config_.endless ? std::string("*") : std::to_string(body.size() - 1)) + "/" +
             (config_.endless ? std::string("*") : std::to_string(body.size())) + "\r\n";
   }
   if (!config_.endless) {
-    head += "Content-Length: " + std::to_string(body.size() - start) + "\r\n";
+    head +=
+        "Content-Length: " + std::to_string(body.size() - start + config_.announce_extra) + "\r\n";
   }
   head += "\r\n";
   if (!send_all(fd, head.data(), head.size(), false)) return;
@@ -186,16 +204,20 @@ void FaultServer::handle(int fd) {
   std::uint64_t sent = 0;
   std::uint64_t at = start;
   while (sent < limit) {
+    if (sent >= config_.stall_after) {
+      wait_for_hangup(fd);
+      return;
+    }
     if (at >= body.size()) {
       if (!config_.endless || body.empty()) break;
       at = 0;
     }
-    std::size_t n = static_cast<std::size_t>(
-        std::min<std::uint64_t>({config_.chunk_size, body.size() - at, limit - sent}));
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(
+        {config_.chunk_size, body.size() - at, limit - sent, config_.stall_after - sent}));
     if (!send_all(fd, body.data() + at, n, true)) return;
     sent += n;
     at += n;
-    if (config_.chunk_delay.count() > 0) std::this_thread::sleep_for(config_.chunk_delay);
+    if (config_.chunk_delay.count() > 0) pause(config_.chunk_delay);
   }
   // A drop: close without sending the rest (the client sees a short body).
   ::shutdown(fd, SHUT_RDWR);

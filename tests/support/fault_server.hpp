@@ -28,6 +28,13 @@ struct FaultConfig {
   // The first fail_times requests are answered with fail_status and an empty body.
   int fail_status = 0;
   unsigned fail_times = 0;
+  // Each response goes silent (sends nothing more, keeps the connection open) after this many
+  // body bytes, until the client hangs up.
+  std::uint64_t stall_after = UINT64_MAX;
+  // Added to the Content-Length header (a server announcing more than it has).
+  std::uint64_t announce_extra = 0;
+  // Added to the first byte position of a 206's Content-Range (a server answering another range).
+  std::uint64_t content_range_skew = 0;
   // Pause after every chunk_size body bytes (slow servers, for cancellation tests).
   std::size_t chunk_size = 64 * 1024;
   std::chrono::milliseconds chunk_delay{0};
@@ -52,6 +59,8 @@ class FaultServer {
   void serve();
   void handle(int fd);
   bool send_all(int fd, const char* data, std::size_t n, bool body);
+  void pause(std::chrono::milliseconds d);
+  void wait_for_hangup(int fd);
 
   FaultConfig config_;
   int listen_fd_ = -1;
