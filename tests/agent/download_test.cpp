@@ -9,7 +9,9 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -546,6 +548,47 @@ TEST_F(DownloadTest, KillNineMidDownloadThenResume) {
   EXPECT_EQ(test::read_file(s.partial), content_);
   // Lost to the kill: at most the 1 MiB write buffer plus what was in flight, never a refetch.
   EXPECT_LE(srv.body_bytes_sent(), content_.size() + (1u << 20) + (256u << 10));
+}
+
+// Peak resident memory of this process in KiB (VmHWM); reset_peak_rss() restarts the peak.
+long peak_rss_kib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  ADD_FAILURE() << "no VmHWM in /proc/self/status";
+  return 0;
+}
+void reset_peak_rss() {
+  std::ofstream("/proc/self/clear_refs") << "5";
+}
+
+TEST_F(DownloadTest, MemoryStaysConstantForALargeFile) {
+  // The body lives in this process (the server's copy), so it is resident before the reset; the
+  // download itself must add far less than the file's size.
+  std::string big(48u << 20, '\0');
+  std::mt19937_64 rng(7);
+  for (std::size_t i = 0; i + 8 <= big.size(); i += 8) {
+    std::uint64_t v = rng();
+    std::memcpy(big.data() + i, &v, 8);
+  }
+  test::FaultConfig fc;
+  fc.body = big;
+  test::FaultServer srv(fc);
+  DownloadSpec s;
+  s.url = srv.url();
+  s.length = big.size();
+  s.sha256 = crypto::sha256_hex(big);
+  s.partial = tmp_ / "big.part";
+  auto c = client();
+  reset_peak_rss();
+  long before = peak_rss_kib();
+  auto r = download(*c, s, fast_policy());
+  long grown_kib = peak_rss_kib() - before;
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(stdfs::file_size(s.partial), big.size());
+  EXPECT_LT(grown_kib, 16 * 1024) << "peak RSS grew by " << grown_kib << " KiB";
 }
 
 TEST_F(DownloadTest, PartialLongerThanTheSignedLengthIsDiscarded) {
