@@ -277,7 +277,9 @@ std::chrono::milliseconds backoff_delay(const RetryPolicy& policy, unsigned fail
   using ms = std::chrono::milliseconds;
   const auto cap = std::max(policy.max_delay, ms(0));
   auto ceiling = std::max(policy.base_delay, ms(0));
-  for (unsigned i = 1; i < failed_attempts && ceiling < cap; ++i) ceiling *= 2;
+  for (unsigned i = 1; i < failed_attempts && ceiling < cap; ++i) {
+    ceiling = ceiling > cap / 2 ? cap : ceiling * 2;  // no overflow for huge caps
+  }
   ceiling = std::min(ceiling, cap);
   if (ceiling.count() <= 0) return ms(0);
   thread_local std::mt19937_64 rng{std::random_device{}()};

@@ -733,6 +733,9 @@ TEST(Backoff, FullJitterWithinTheExponentialCap) {
   }
   p.base_delay = milliseconds(0);
   EXPECT_EQ(backoff_delay(p, 3).count(), 0);
+  p.base_delay = milliseconds(1);
+  p.max_delay = milliseconds::max();
+  for (unsigned n : {62u, 63u, 64u, 1000u}) EXPECT_GE(backoff_delay(p, n).count(), 0) << n;
 }
 
 }  // namespace
