@@ -550,19 +550,8 @@ TEST_F(DownloadTest, KillNineMidDownloadThenResume) {
   EXPECT_LE(srv.body_bytes_sent(), content_.size() + (1u << 20) + (256u << 10));
 }
 
-// Peak resident memory of this process in KiB (VmHWM); reset_peak_rss() restarts the peak.
-long peak_rss_kib() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
-  }
-  ADD_FAILURE() << "no VmHWM in /proc/self/status";
-  return 0;
-}
-void reset_peak_rss() {
-  std::ofstream("/proc/self/clear_refs") << "5";
-}
+using test::peak_rss_kib;
+using test::reset_peak_rss;
 
 TEST_F(DownloadTest, MemoryStaysConstantForALargeFile) {
   // The body lives in this process (the server's copy), so it is resident before the reset; the

@@ -27,20 +27,8 @@ bool long_tests_enabled() {
   return v != nullptr && std::string(v) == "1";
 }
 
-// Peak resident memory in KiB (VmHWM: unlike ru_maxrss, not inherited through fork/exec, and
-// resettable through clear_refs to measure one phase).
-long peak_rss_kib() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
-  }
-  ADD_FAILURE() << "no VmHWM in /proc/self/status";
-  return 0;
-}
-void reset_peak_rss() {
-  std::ofstream("/proc/self/clear_refs") << "5";
-}
+using test::peak_rss_kib;
+using test::reset_peak_rss;
 
 void write_at(int fd, std::uint64_t offset, std::string_view data) {
   ASSERT_EQ(::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset)),

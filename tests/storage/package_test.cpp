@@ -714,20 +714,8 @@ TEST(Package, VerifyTreeDetectsChanges) {
 
 // ---- memory ----
 
-// Peak resident memory of this process in KiB (VmHWM). Unlike getrusage's ru_maxrss it is not
-// inherited through fork/exec, and it can be reset (clear_refs) to measure one phase.
-long peak_rss_kib() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
-  }
-  ADD_FAILURE() << "no VmHWM in /proc/self/status";
-  return 0;
-}
-void reset_peak_rss() {
-  std::ofstream("/proc/self/clear_refs") << "5";
-}
+using test::peak_rss_kib;
+using test::reset_peak_rss;
 
 // Runs in a fresh process (re-executed by the tests below) so that its peak RSS reflects only
 // the pack and unpack of $MOTA_PACKAGE_MEM_DIR/src, not what earlier tests allocated.

@@ -72,6 +72,11 @@ class Process {
   std::optional<int> status_;
 };
 
+// Peak resident memory of this process in KiB (VmHWM). Unlike getrusage's ru_maxrss it is not
+// inherited through fork/exec, and reset_peak_rss() (clear_refs) restarts it to measure one phase.
+long peak_rss_kib();
+void reset_peak_rss();
+
 // Polls until a TCP connect to 127.0.0.1:port succeeds or the timeout passes.
 bool wait_for_port(int port, std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
 
