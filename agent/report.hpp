@@ -1,0 +1,106 @@
+#pragma once
+// Reports from the device to the server: the outbox of StateStore (events and heartbeats) is sent
+// in signed batches, at least once and in seq order, and deleted once the server acknowledges it.
+//
+// Wire format (version 1; the fleet-tracking server implements the other side):
+//
+//   POST <server_url>/v1/devices/<percent_encode(device id)>/events
+//   Content-Type: application/json
+//   X-Mota-Device, X-Mota-Key, X-Mota-Timestamp, X-Mota-Signature  (agent/identity.hpp) signed
+//     over route = "/v1/devices/<percent_encode(device id)>/events" (the path below server_url,
+//     exactly as sent, still percent-encoded) and the exact body bytes. A server that sees the
+//     decoded id rebuilds the route with http::percent_encode (RFC 3986 unreserved kept).
+//   body:
+//     {"device": "<device id>",
+//      "batch": [{"seq": 17, "kind": "event",     "created_at": "2030-01-01T00:00:00Z",
+//                 "body": {...}},
+//                {"seq": 18, "kind": "heartbeat", "created_at": "...", "body": {...}}, ...]}
+//     Items are in strictly increasing seq order. Seqs are per device, never reused, and may have
+//     gaps (the outbox drops old heartbeats when full). An item whose stored body is not valid
+//     JSON (should never happen) is sent as "body": {"invalid_json": "<the stored text>"} rather
+//     than blocking the outbox forever.
+//   answer:
+//     2xx with {"acked": N}: the server has stored every item with seq <= N (N may be less than
+//       the batch's last seq: the rest is sent again). It must be an integer not above the last
+//       seq of the batch (an ack for something never sent is refused: it would skip items).
+//     2xx with an empty body or no "acked" member: the whole batch is stored.
+//     408, 429, 5xx, transport failure: nothing is acknowledged; the batch is sent again later.
+//     other 4xx: the server refuses the batch (bad signature, unknown device, ...): the items
+//       stay queued, flush() reports the refusal and stops; resending at once would only spin.
+//   Delivery is at-least-once (an ack lost on the way back means the batch is sent again), so the
+//   server deduplicates by (device, seq).
+//
+// Heartbeat body (enqueued by enqueue_heartbeat(), built by heartbeat()):
+//   {"agent_version": "0.1.0", "arch": "x86_64", "ram_total_bytes": 8123456,
+//    "disk_free_bytes": 1234567, "time": "2030-01-01T00:00:00Z",
+//    "tuf": {"root": 1, "timestamp": 42, ...},
+//    "models": [{"model": "resnet", "slot": "a", "version": "1.2.0", "committed": true}, ...]}
+//   "models" lists every model with an active slot, by name; "version" is "" if that slot's row is
+//   missing. disk_free_bytes is the space left in the state directory (where agent.db lives).
+//
+// Thread-safety: none; a Reporter uses its StateStore and Client from the calling thread. The
+// referenced store, client and identity must outlive it.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "agent/identity.hpp"
+#include "agent/state.hpp"
+#include "common/http.hpp"
+#include "common/result.hpp"
+#include "manifest/canonical_json.hpp"
+
+namespace mota::agent {
+
+struct ReporterOptions {
+  std::size_t batch_items = 100;           // items per POST at most
+  std::uint64_t batch_bytes = 256u << 10;  // body bytes per POST at most (one item always fits)
+  std::uint64_t max_response_bytes = 64u << 10;  // the server's answer is small
+};
+
+struct SendResult {
+  std::size_t batches = 0;     // POSTs the server accepted (2xx)
+  std::size_t acked = 0;       // items deleted from the outbox because the server has them
+  std::int64_t acked_seq = 0;  // highest seq acknowledged by this flush, 0 if none
+  std::size_t remaining = 0;   // items still in the outbox afterwards
+};
+
+class Reporter {
+ public:
+  Reporter(StateStore& store, http::Client& client, DeviceIdentity& identity,
+           std::string server_url, ReporterOptions options = {});
+
+  // Sends up to `max_batches` batches, oldest items first, acknowledging each one the server
+  // accepts before building the next. Returns the progress when the outbox is empty or
+  // max_batches were sent. On a failure the batch being sent stays queued (the ones before it are
+  // already acknowledged) and the error is returned:
+  //   Errc::network   transport failure (server down, reset, timeout): retry later.
+  //   Errc::http      the server's status is in Error::http_status() and the message; retry later
+  //                   for 408/429/5xx, report_refused() is true for the other 4xx.
+  //   Errc::parse     a 2xx answer whose ack is malformed or acknowledges unsent seqs.
+  //   store errors    from StateStore, with its context.
+  Result<SendResult> flush(std::size_t max_batches = 10);
+
+  // The heartbeat inventory (format above). Errors come from the StateStore or sysinfo/statvfs.
+  Result<Json> heartbeat();
+  // heartbeat() enqueued as an OutboxKind::heartbeat item.
+  Status enqueue_heartbeat();
+
+  // The route and URL batches go to (see the wire format).
+  std::string events_route() const;
+  std::string events_url() const;
+
+ private:
+  StateStore& store_;
+  http::Client& client_;
+  DeviceIdentity& identity_;
+  std::string server_url_;  // without a trailing '/'
+  ReporterOptions options_;
+};
+
+// True for an error from flush() meaning the server refused the batch (a 4xx other than 408 and
+// 429): sending the same items again will not help until something changes on either side.
+bool report_refused(const Error& error);
+
+}  // namespace mota::agent
