@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <deque>
 #include <mutex>
 
@@ -181,6 +182,8 @@ TEST(Report, PartialAckResendsTheRestInOrder) {
 }
 
 TEST(Report, ServerDownKeepsItemsAndSendsThemLaterInOrder) {
+  // Declared first so the client (and its kept-alive connection) goes before the server.
+  FleetServer fleet;
   int port = test::free_port();
   Device dev;
   auto seqs = dev.enqueue_events(3);
@@ -195,7 +198,6 @@ TEST(Report, ServerDownKeepsItemsAndSendsThemLaterInOrder) {
 
   auto later = dev.enqueue_events(2, "later");
   seqs.insert(seqs.end(), later.begin(), later.end());
-  FleetServer fleet;
   fleet.start(port);
   auto ok = rep.flush();
   ASSERT_TRUE(ok) << ok.error().message();
@@ -285,6 +287,42 @@ TEST(Report, MalformedAckKeepsItems) {
   EXPECT_NE(r.error().message().find("\"acked\" is not an integer"), std::string::npos)
       << r.error().message();
   EXPECT_EQ(dev.rows(), 2u);
+}
+
+TEST(Report, OkThatAcksNothingStopsInsteadOfSpinning) {
+  std::atomic<int> requests{0};
+  manager::ServerConfig cfg;
+  auto server = manager::make_http_server(cfg);
+  server->route("POST", "/v1/devices/:id/events", [&](const manager::HttpRequest&) {
+    ++requests;
+    return manager::HttpReply{200, "application/json", R"({"acked": 0})", {}};
+  });
+  auto port = server->start();
+  ASSERT_TRUE(port) << port.error().message();
+  Device dev;
+  dev.enqueue_events(2);
+  Reporter rep(*dev.store, *dev.client, *dev.id, "http://127.0.0.1:" + std::to_string(*port));
+  auto r = rep.flush(10);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("acknowledged none"), std::string::npos)
+      << r.error().message();
+  EXPECT_EQ(requests.load(), 1);
+  EXPECT_EQ(dev.rows(), 2u);
+}
+
+TEST(Report, StoredBodyThatIsNotJsonDoesNotBlockTheOutbox) {
+  FleetServer fleet;
+  fleet.start();
+  Device dev;
+  auto bad = dev.store->enqueue(OutboxKind::event, "{not json");
+  ASSERT_TRUE(bad) << bad.error().message();
+  auto good = dev.enqueue_events(1);
+  Reporter rep(*dev.store, *dev.client, *dev.id, fleet.url());
+  auto r = rep.flush();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(fleet.seqs(), (std::vector<std::int64_t>{bad->seq, good[0]}));
+  EXPECT_EQ(fleet.batches[0]["batch"][0]["body"], (Json{{"invalid_json", "{not json"}}));
+  EXPECT_EQ(dev.rows(), 0u);
 }
 
 TEST(Report, TamperedBodyFailsTheServerSideSignatureCheck) {
