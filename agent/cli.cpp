@@ -1,0 +1,147 @@
+#include "agent/cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <functional>
+#include <string>
+
+#include "agent/agent.hpp"
+#include "agent/config.hpp"
+#include "common/fs.hpp"
+#include "common/log.hpp"
+#include "manifest/canonical_json.hpp"
+
+namespace mota::agent {
+
+namespace {
+
+constexpr int kExitFail = 1;
+constexpr int kExitUsage = 2;
+
+int report_error(const Error& e) {
+  std::fprintf(stderr, "mota-agent: error: %s\n", e.message().c_str());
+  return kExitFail;
+}
+
+// Reads the tree digest from a TUF target entry ({"length", "hashes", "custom": {...}}) or a
+// bare custom object.
+Result<std::string> digest_from_target_json(const std::string& path) {
+  auto text = MOTA_TRY_CTX(fs::read_file(path, 1 << 20), path);
+  Json j = Json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return fail(Errc::parse, path + ": not a JSON object");
+  const Json* custom = &j;
+  if (j.contains("custom")) custom = &j["custom"];
+  if (!custom->is_object() || !custom->contains("tree_digest") ||
+      !(*custom)["tree_digest"].is_string()) {
+    return fail(Errc::parse, path + ": no custom.tree_digest string");
+  }
+  return (*custom)["tree_digest"].get<std::string>();
+}
+
+int print_status(Agent& agent, bool json) {
+  auto st = agent.status();
+  if (!st) return report_error(st.error());
+  if (json) {
+    Json arr = Json::array();
+    for (const auto& m : *st) {
+      arr.push_back({{"model", m.model},
+                     {"channel", m.channel},
+                     {"version", m.version},
+                     {"slot", m.slot ? slot_name(*m.slot) : ""},
+                     {"committed", m.committed},
+                     {"install_step", m.install_step},
+                     {"install_to", m.install_to},
+                     {"install_attempts", m.install_attempts},
+                     {"last_error", m.last_error}});
+    }
+    std::printf("%s\n", Json{{"models", arr}}.dump(2).c_str());
+    return 0;
+  }
+  for (const auto& m : *st) {
+    std::printf("%s (channel %s): %s", m.model.c_str(), m.channel.c_str(),
+                m.version.empty() ? "not installed" : m.version.c_str());
+    if (m.slot) {
+      std::printf(", slot %s, %s", slot_name(*m.slot).c_str(),
+                  m.committed ? "committed" : "on trial");
+    }
+    std::printf("\n");
+    if (!m.install_step.empty()) {
+      std::printf("  install of %s in progress: step %s (attempt %d)\n", m.install_to.c_str(),
+                  m.install_step.c_str(), m.install_attempts);
+    }
+    if (!m.last_error.empty()) std::printf("  last error: %s\n", m.last_error.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int cli_main(int argc, char** argv) {
+  CLI::App app{"mota-agent: installs signed ML models from a mota repository", "mota-agent"};
+  app.require_subcommand(1);
+  std::string config_path = kDefaultConfigPath;
+  app.add_option("--config", config_path, "agent.toml")->capture_default_str();
+
+  bool json = false;
+  std::string package;
+  std::string target_json;
+  std::function<int(Agent&)> action;
+
+  auto* check = app.add_subcommand("check-once", "poll the repository once and install updates");
+  check->callback([&] {
+    action = [](Agent& agent) {
+      auto r = agent.check_once();
+      if (!r) return report_error(r.error());
+      for (const auto& m : r->models) {
+        if (m.outcome == ModelOutcome::failed) {
+          std::fprintf(stderr, "mota-agent: error: %s\n", m.error.c_str());
+        } else {
+          std::printf("%s: %s %s\n", m.model.c_str(),
+                      m.outcome == ModelOutcome::installed ? "installed" : "up to date",
+                      m.version.empty() ? "(nothing installed)" : m.version.c_str());
+        }
+      }
+      return r->ok() ? 0 : kExitFail;
+    };
+  });
+  auto* status = app.add_subcommand("status", "show installed models and installs in progress");
+  status->add_flag("--json", json, "machine-readable output");
+  status->callback([&] { action = [&](Agent& agent) { return print_status(agent, json); }; });
+  auto* install = app.add_subcommand("install", "install a local .mota package");
+  install->add_option("FILE", package, "the .mota package")->required();
+  install->add_option("--target-json", target_json,
+                      "TUF target entry of the package: its custom.tree_digest is enforced");
+  install->callback([&] {
+    action = [&](Agent& agent) {
+      std::string digest;
+      if (!target_json.empty()) {
+        auto d = digest_from_target_json(target_json);
+        if (!d) return report_error(d.error());
+        digest = *d;
+      }
+      auto st = agent.install_file(package, digest);
+      if (!st) return report_error(st.error());
+      std::printf("installed %s\n", package.c_str());
+      return 0;
+    };
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "mota-agent: error: %s\nRun 'mota-agent --help' for usage.\n", e.what());
+    return kExitUsage;
+  }
+  auto config = load_config(config_path);
+  if (!config) {
+    std::fprintf(stderr, "mota-agent: error: %s\n", config.error().message().c_str());
+    return kExitUsage;
+  }
+  log::set_level(config->log_level);
+  auto agent = Agent::open(std::move(*config));
+  if (!agent) return report_error(agent.error());
+  return action(*agent);
+}
+
+}  // namespace mota::agent

@@ -1,0 +1,12 @@
+#pragma once
+// mota-agent's command line:
+//   mota-agent [--config PATH] check-once           poll once; exit 0 up to date/updated, 1 failed
+//   mota-agent [--config PATH] status [--json]      per model: version, slot, committed, install
+//   mota-agent [--config PATH] install FILE.mota [--target-json FILE]
+// Exit codes: 0 success, 1 failure, 2 usage or configuration error.
+
+namespace mota::agent {
+
+int cli_main(int argc, char** argv);
+
+}  // namespace mota::agent

@@ -1,0 +1,78 @@
+#pragma once
+// The install state machine of one model version into the inactive A/B slot. The whole
+// transition table is kInstallSteps below: download -> stage -> verify -> switch -> commit.
+//
+// Each step is persisted in the install journal (StateStore::enter_step) BEFORE it acts, so after
+// a crash or SIGKILL run_install() resumes from the journal:
+//   download  resumes the partial file (agent/download.hpp keeps it);
+//   stage     prepares the inactive slot afresh and unpacks again;
+//   verify    re-verifies the slot (a persisted "verify" means staging finished and was fsynced);
+//   switch    switch_to() is idempotent: `current` already pointing at the target is fine;
+//   commit    complete_install() is one transaction.
+// Loop guard: a step entered more than InstallOptions::max_attempts times aborts the install and
+// blocklists the version. The active slot is never written: SlotSet refuses to prepare it.
+//
+// Thread-safety: none; one agent process owns the state directory.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "agent/slots.hpp"
+#include "agent/state.hpp"
+#include "common/result.hpp"
+
+namespace mota::agent {
+
+// One row of the transition table: a step and the step after it ("" after the last).
+struct InstallStep {
+  std::string_view name;
+  std::string_view next;
+};
+inline constexpr InstallStep kInstallSteps[] = {
+    {"download", "stage"}, {"stage", "verify"}, {"verify", "switch"},
+    {"switch", "commit"},  {"commit", ""},
+};
+// Whether `step` is a name of kInstallSteps.
+bool known_install_step(std::string_view step);
+
+struct InstallPlan {
+  std::string model;
+  std::string from_version;  // "" for a first install
+  std::string to_version;
+  // The signed tree digest (target custom "tree_digest") the unpacked slot must have. Empty (a
+  // local install without target metadata): the tree only has to verify against its model.json.
+  std::string tree_digest;
+  // Where the verified package is (after `fetch`). Deleted after a successful commit when
+  // delete_package is set.
+  std::filesystem::path package;
+  bool delete_package = false;
+  // The download step: makes `package` complete and verified; returns the bytes fetched. Empty:
+  // the package is already local.
+  std::function<Result<std::uint64_t>()> fetch;
+};
+
+struct InstallOptions {
+  int max_attempts = 3;  // loop guard per step
+  // Test hook: called after a step is persisted and before it acts. May be empty.
+  std::function<void(std::string_view step)> before_step;
+};
+
+struct InstallOutcome {
+  Slot slot = Slot::a;
+  std::uint64_t bytes = 0;  // downloaded in this run
+};
+
+// Runs (or resumes) the install of plan.to_version for plan.model. A journal row for another
+// to_version is abandoned first (no blocklisting: the channel moved on). Errors:
+//  - the step's error, with the journal kept (and its last_error set) so the next call resumes;
+//  - Errc::verification at stage/verify (the signed package does not unpack to the signed tree):
+//    the install is aborted and the version blocklisted at once;
+//  - a step over the loop guard: aborted and blocklisted, "install of X: step S entered N times".
+// `current` is only ever changed by the switch step.
+Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
+                                   const InstallOptions& options = {});
+
+}  // namespace mota::agent

@@ -1,0 +1,5 @@
+#include "agent/cli.hpp"
+
+int main(int argc, char** argv) {
+  return mota::agent::cli_main(argc, argv);
+}

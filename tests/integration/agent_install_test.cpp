@@ -1,0 +1,233 @@
+// The real `mota-agent` binary against a real repository (manager::Repository) served on a free
+// loopback port: first install, upgrade, idle poll, tampered package, downgrade policy, status,
+// and SIGKILL at every install step followed by a re-run.
+
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "agent/slots.hpp"
+#include "agent/state.hpp"
+#include "manager/http_server.hpp"
+#include "manager/repository.hpp"
+#include "manifest/canonical_json.hpp"
+#include "tests/support/test_support.hpp"
+
+namespace mota {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+void make_model_dir(const stdfs::path& dir, const std::string& weights) {
+  test::write_file(dir / "model.json", R"({
+    "name": "detector", "framework": "onnx", "entry": "model.onnx",
+    "inputs": [{"name": "input", "shape": [1, 3, 240, 320], "dtype": "float32"}],
+    "outputs": [{"name": "scores", "shape": [1, 4420, 2], "dtype": "float32"}]
+  })");
+  test::write_file(dir / "model.onnx", weights);
+  test::write_file(dir / "labels" / "classes.txt", "background\nface\n");
+}
+
+class AgentInstall : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto repo = manager::Repository::init(work_ / "fleet", manager::Settings{});
+    ASSERT_TRUE(repo) << repo.error().message();
+    repo_ = std::make_unique<manager::Repository>(std::move(*repo));
+    manager::ServerConfig cfg;
+    cfg.static_root = work_ / "fleet" / "repo";
+    server_ = manager::make_http_server(cfg);
+    auto port = server_->start();
+    ASSERT_TRUE(port) << port.error().message();
+    base_ = "http://127.0.0.1:" + std::to_string(*port);
+    state_ = work_ / "device" / "state";
+    test::write_file(work_ / "device" / "machine-id", "device-0001\n");
+    test::write_file(config_path(),
+                     "server_url = \"" + base_ + "\"\nstate_dir = \"" + state_.string() +
+                         "\"\ntrusted_root = \"" +
+                         (work_ / "fleet" / "repo" / "metadata" / "1.root.json").string() +
+                         "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
+                         "[retry]\nmax_attempts = 1\n"
+                         "[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
+  }
+  void TearDown() override {
+    if (server_) server_->stop();
+  }
+
+  stdfs::path config_path() const { return work_ / "device" / "agent.toml"; }
+  stdfs::path model_dir() const { return state_ / "models" / "detector"; }
+
+  std::string weights(const std::string& version) const {
+    return std::string(100000, version.back()) + version;
+  }
+  manager::Release release(const std::string& version) {
+    auto src = work_ / ("src-" + version);
+    make_model_dir(src, weights(version));
+    auto r = repo_->add_release(src, version);
+    EXPECT_TRUE(r) << r.error().message();
+    return r ? *r : manager::Release{};
+  }
+  void channel(const std::string& version, bool allow_downgrade = false) {
+    manager::ChannelRequest req;
+    req.channel = "stable";
+    req.model = "detector";
+    req.version = version;
+    req.allow_downgrade = allow_downgrade;
+    auto ch = repo_->set_channel(req);
+    ASSERT_TRUE(ch) << ch.error().message();
+  }
+  test::RunResult agent(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {test::build_path("agent/mota-agent").string(), "--config",
+                                     config_path().string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return test::run(argv);
+  }
+  // The slot `current` points to, read with readlink as the runtime would.
+  std::string current() const {
+    std::error_code ec;
+    auto t = stdfs::read_symlink(model_dir() / "current", ec);
+    return ec ? "" : t.string();
+  }
+  std::string current_weights() const {
+    return test::read_file(model_dir() / "current" / "model.onnx");
+  }
+  std::vector<Json> events() {
+    auto st = agent::StateStore::open(state_);
+    EXPECT_TRUE(st);
+    std::vector<Json> out;
+    if (!st) return out;
+    auto items = st->peek(1000);
+    EXPECT_TRUE(items);
+    for (const auto& i : *items) out.push_back(Json::parse(i.body));
+    return out;
+  }
+
+  test::TempDir work_;
+  std::unique_ptr<manager::Repository> repo_;
+  std::unique_ptr<manager::HttpServer> server_;
+  std::string base_;
+  stdfs::path state_;
+};
+
+TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
+  release("1.0.0");
+  channel("1.0.0");
+  auto r = agent({"check-once"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("installed 1.0.0"), std::string::npos) << r.out;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
+  EXPECT_EQ(test::read_file(model_dir() / "current" / "labels" / "classes.txt"),
+            "background\nface\n");
+  EXPECT_TRUE(stdfs::is_empty(state_ / "downloads"));  // the package is gone after commit
+
+  release("2.0.0");
+  channel("2.0.0");
+  r = agent({"check-once"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(current(), "b");
+  EXPECT_EQ(current_weights(), weights("2.0.0"));
+  // The previous version is kept in the other slot (rollback target).
+  EXPECT_EQ(test::read_file(model_dir() / "a" / "model.onnx"), weights("1.0.0"));
+
+  auto before = events();
+  ASSERT_EQ(before.size(), 2u);
+  EXPECT_EQ(before[1]["state"], "installed");
+  EXPECT_EQ(before[1]["from"], "1.0.0");
+  EXPECT_EQ(before[1]["to"], "2.0.0");
+  EXPECT_EQ(before[1]["device"], "device-0001");
+  EXPECT_EQ(before[1]["kind"], "full");
+  EXPECT_GT(before[1]["bytes"].get<std::uint64_t>(), 0u);
+
+  // Idle: nothing changes, no event, no download.
+  auto mtime = stdfs::last_write_time(model_dir() / "a" / "model.onnx");
+  r = agent({"check-once"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("up to date 2.0.0"), std::string::npos) << r.out;
+  EXPECT_EQ(current(), "b");
+  EXPECT_EQ(events().size(), 2u);
+  EXPECT_EQ(stdfs::last_write_time(model_dir() / "a" / "model.onnx"), mtime);
+  EXPECT_TRUE(stdfs::is_empty(state_ / "downloads"));
+
+  r = agent({"status"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("detector (channel stable): 2.0.0, slot b, committed"), std::string::npos)
+      << r.out;
+  r = agent({"status", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = Json::parse(r.out);
+  EXPECT_EQ(j["models"][0]["version"], "2.0.0");
+  EXPECT_EQ(j["models"][0]["slot"], "b");
+  EXPECT_EQ(j["models"][0]["committed"], true);
+  EXPECT_EQ(j["models"][0]["install_step"], "");
+}
+
+TEST_F(AgentInstall, TamperedPackageIsRejectedAndActiveModelUntouched) {
+  release("1.0.0");
+  channel("1.0.0");
+  ASSERT_EQ(agent({"check-once"}).exit_code, 0);
+  auto rel = release("2.0.0");
+  channel("2.0.0");
+  // Flip bytes of the served package (consistent-snapshot name <sha256>.<file>).
+  auto served = work_ / "fleet" / "repo" / "targets" / "models" / "detector" / "2.0.0" /
+                (rel.sha256 + ".detector-2.0.0.mota");
+  auto bytes = test::read_file(served);
+  bytes[bytes.size() / 2] ^= 0x5a;
+  test::write_file(served, bytes);
+
+  auto r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("sha256 mismatch"), std::string::npos) << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
+  EXPECT_FALSE(stdfs::exists(model_dir() / "b"));
+  EXPECT_TRUE(stdfs::is_empty(state_ / "downloads"));  // untrusted bytes are not kept
+  auto ev = events();
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev[1]["state"], "failed");
+  EXPECT_EQ(ev[1]["to"], "2.0.0");
+  EXPECT_NE(ev[1]["error"].get<std::string>().find("sha256 mismatch"), std::string::npos);
+
+  r = agent({"status"});
+  EXPECT_NE(r.out.find("1.0.0, slot a, committed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("last error: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("sha256 mismatch"), std::string::npos) << r.out;
+}
+
+TEST_F(AgentInstall, DowngradeOnlyWhenChannelAllowsIt) {
+  release("1.0.0");
+  release("2.0.0");
+  channel("2.0.0");
+  ASSERT_EQ(agent({"check-once"}).exit_code, 0);
+  EXPECT_EQ(current_weights(), weights("2.0.0"));
+
+  channel("1.0.0");
+  auto r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("refusing downgrade"), std::string::npos) << r.err;
+  EXPECT_EQ(current_weights(), weights("2.0.0"));
+  EXPECT_EQ(events().size(), 1u);
+
+  channel("1.0.0", /*allow_downgrade=*/true);
+  r = agent({"check-once"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
+  EXPECT_EQ(current(), "b");
+}
+
+TEST_F(AgentInstall, BadConfigAndUnreachableServerAreClearErrors) {
+  auto r = test::run({test::build_path("agent/mota-agent").string(), "--config",
+                      (work_ / "missing.toml").string(), "check-once"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("missing.toml"), std::string::npos) << r.err;
+  release("1.0.0");
+  channel("1.0.0");
+  server_->stop();
+  r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("TUF refresh"), std::string::npos) << r.err;
+  EXPECT_FALSE(stdfs::exists(model_dir() / "current"));
+}
+
+}  // namespace
+}  // namespace mota
