@@ -1,7 +1,9 @@
 #include "agent/cli.hpp"
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 
@@ -139,7 +141,16 @@ int cli_main(int argc, char** argv) {
     return kExitUsage;
   }
   log::set_level(config->log_level);
-  auto agent = Agent::open(std::move(*config));
+  InstallOptions install_options;
+  // Fault injection for the crash tests: SIGKILL this process when the install step named by
+  // MOTA_AGENT_TEST_KILL_AT has been persisted and before it acts. Unset in production.
+  if (const char* kill_at = std::getenv("MOTA_AGENT_TEST_KILL_AT"); kill_at && *kill_at) {
+    std::string step = kill_at;
+    install_options.before_step = [step](std::string_view s) {
+      if (s == step) std::raise(SIGKILL);
+    };
+  }
+  auto agent = Agent::open(std::move(*config), std::move(install_options));
   if (!agent) return report_error(agent.error());
   return action(*agent);
 }

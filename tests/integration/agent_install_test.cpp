@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <map>
 #include <memory>
 
 #include "agent/slots.hpp"
@@ -76,11 +78,12 @@ class AgentInstall : public ::testing::Test {
     auto ch = repo_->set_channel(req);
     ASSERT_TRUE(ch) << ch.error().message();
   }
-  test::RunResult agent(const std::vector<std::string>& args) {
+  test::RunResult agent(const std::vector<std::string>& args,
+                        const std::map<std::string, std::string>& env = {}) {
     std::vector<std::string> argv = {test::build_path("agent/mota-agent").string(), "--config",
                                      config_path().string()};
     argv.insert(argv.end(), args.begin(), args.end());
-    return test::run(argv);
+    return test::run(argv, env);
   }
   // The slot `current` points to, read with readlink as the runtime would.
   std::string current() const {
@@ -227,6 +230,71 @@ TEST_F(AgentInstall, BadConfigAndUnreachableServerAreClearErrors) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("TUF refresh"), std::string::npos) << r.err;
   EXPECT_FALSE(stdfs::exists(model_dir() / "current"));
+}
+
+// SIGKILL once at the entry of every step (persisted, not yet acted) of an upgrade: `current`
+// always names a complete, verified version, and the next run finishes the install.
+TEST_F(AgentInstall, KilledAtEveryStepResumesAndNeverExposesAPartialModel) {
+  release("1.0.0");
+  channel("1.0.0");
+  ASSERT_EQ(agent({"check-once"}).exit_code, 0);
+  std::string version = "1.0.0";
+  int minor = 0;
+  for (const char* step : {"download", "stage", "verify", "switch", "commit"}) {
+    SCOPED_TRACE(step);
+    const std::string next = "1." + std::to_string(++minor) + ".0";
+    release(next);
+    channel(next);
+    auto r = agent({"check-once"}, {{"MOTA_AGENT_TEST_KILL_AT", step}});
+    ASSERT_EQ(r.signal, SIGKILL) << r.out << r.err;
+    // Whatever `current` names is a whole version: the old one, or (killed at commit) the new.
+    auto slots = agent::SlotSet::open(state_, "detector");
+    ASSERT_TRUE(slots);
+    auto cur = slots->current();
+    ASSERT_TRUE(cur && *cur);
+    auto tree = slots->verify(**cur);
+    ASSERT_TRUE(tree) << tree.error().message();
+    const bool flipped = std::string(step) == "commit";
+    EXPECT_EQ(tree->manifest.version, flipped ? next : version);
+    r = agent({"status"});
+    EXPECT_NE(r.out.find(std::string("step ") + step), std::string::npos) << r.out;
+
+    r = agent({"check-once"});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(current_weights(), weights(next));
+    version = next;
+    r = agent({"status"});
+    EXPECT_EQ(r.out.find("in progress"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(next + ", slot"), std::string::npos) << r.out;
+  }
+  EXPECT_TRUE(stdfs::is_empty(state_ / "downloads"));
+}
+
+// A step that kills the agent every time trips the loop guard: the version is blocklisted, an
+// event says why, and the device stays on its model.
+TEST_F(AgentInstall, CrashLoopIsBrokenByTheLoopGuard) {
+  release("1.0.0");
+  channel("1.0.0");
+  ASSERT_EQ(agent({"check-once"}).exit_code, 0);
+  release("2.0.0");
+  channel("2.0.0");
+  for (int i = 0; i < 3; ++i) {
+    auto r = agent({"check-once"}, {{"MOTA_AGENT_TEST_KILL_AT", "verify"}});
+    ASSERT_EQ(r.signal, SIGKILL) << i << r.out << r.err;
+  }
+  auto r = agent({"check-once"}, {{"MOTA_AGENT_TEST_KILL_AT", "verify"}});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("step verify entered 4 times (limit 3)"), std::string::npos) << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
+  auto ev = events();
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back()["state"], "failed");
+  // Blocklisted: the next poll does not try again.
+  r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("blocklisted"), std::string::npos) << r.err;
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
 }
 
 }  // namespace
