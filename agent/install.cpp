@@ -132,7 +132,6 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
       Error e = std::move(st).error().context(ctx + ": " + step);
       if (e.code() == Errc::verification && (step == "stage" || step == "verify")) {
         // A signed package that does not unpack to its signed tree will never install.
-        std::error_code ec;
         if (auto cur = slots.current(); cur && *cur != out.slot) {
           (void)slots.prepare(out.slot);  // leave no unverified tree behind
         }

@@ -1,0 +1,171 @@
+// The install state machine in process, with real packages, slots and database: success, the
+// signed tree digest enforced, the loop guard, abandoning a stale journal.
+
+#include "agent/install.hpp"
+
+#include <gtest/gtest.h>
+
+#include "storage/package.hpp"
+#include "tests/support/test_support.hpp"
+
+namespace mota::agent {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+class Install : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    stdfs::create_directories(state_dir());
+    auto st = StateStore::open(state_dir());
+    ASSERT_TRUE(st) << st.error().message();
+    state_ = std::make_unique<StateStore>(std::move(*st));
+    auto slots = SlotSet::open(state_dir(), "detector");
+    ASSERT_TRUE(slots) << slots.error().message();
+    slots_ = std::make_unique<SlotSet>(std::move(*slots));
+  }
+  stdfs::path state_dir() const { return work_ / "state"; }
+
+  InstallPlan pack(const std::string& version) {
+    auto src = work_ / ("src-" + version);
+    test::write_file(src / "model.json", R"({
+      "name": "detector", "framework": "onnx", "entry": "model.onnx",
+      "inputs": [{"name": "input", "shape": [1, 3], "dtype": "float32"}],
+      "outputs": [{"name": "scores", "shape": [1, 2], "dtype": "float32"}]
+    })");
+    test::write_file(src / "model.onnx", "weights " + version);
+    storage::PackOptions opts;
+    opts.version = version;
+    auto out = work_ / ("detector-" + version + ".mota");
+    auto r = storage::pack(src, out, opts);
+    EXPECT_TRUE(r) << r.error().message();
+    InstallPlan plan;
+    plan.model = "detector";
+    plan.to_version = version;
+    plan.tree_digest = r ? r->tree_digest : "";
+    plan.package = out;
+    return plan;
+  }
+  std::optional<Slot> current() {
+    auto c = slots_->current();
+    EXPECT_TRUE(c);
+    return c ? *c : std::nullopt;
+  }
+
+  test::TempDir work_;
+  std::unique_ptr<StateStore> state_;
+  std::unique_ptr<SlotSet> slots_;
+};
+
+TEST(InstallSteps, TableIsOneChainEndingInCommit) {
+  EXPECT_EQ(kInstallSteps[0].name, "download");
+  for (std::size_t i = 0; i + 1 < std::size(kInstallSteps); ++i) {
+    EXPECT_EQ(kInstallSteps[i].next, kInstallSteps[i + 1].name);
+  }
+  EXPECT_EQ(std::end(kInstallSteps)[-1].name, "commit");
+  EXPECT_EQ(std::end(kInstallSteps)[-1].next, "");
+  EXPECT_TRUE(known_install_step("verify"));
+  EXPECT_FALSE(known_install_step("unpack"));
+}
+
+TEST_F(Install, InstallsIntoInactiveSlotAndCommits) {
+  std::vector<std::string> seen;
+  InstallOptions opts;
+  opts.before_step = [&](std::string_view s) { seen.emplace_back(s); };
+  auto r = run_install(*state_, *slots_, pack("1.0.0"), opts);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->slot, Slot::a);
+  EXPECT_EQ(seen, (std::vector<std::string>{"download", "stage", "verify", "switch", "commit"}));
+  EXPECT_EQ(current(), Slot::a);
+  auto active = state_->active("detector");
+  ASSERT_TRUE(active && *active);
+  EXPECT_TRUE((*active)->committed);
+  auto slot = state_->slot("detector", Slot::a);
+  ASSERT_TRUE(slot && *slot);
+  EXPECT_EQ((*slot)->version, "1.0.0");
+  EXPECT_EQ((*slot)->status, SlotStatus::valid);
+  auto rec = state_->install("detector");
+  ASSERT_TRUE(rec);
+  EXPECT_FALSE(*rec);
+
+  r = run_install(*state_, *slots_, pack("2.0.0"));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(current(), Slot::b);
+  EXPECT_EQ(test::read_file(slots_->path(Slot::a) / "model.onnx"), "weights 1.0.0");
+}
+
+TEST_F(Install, WrongSignedTreeDigestAbortsBlocksAndLeavesActiveAlone) {
+  ASSERT_TRUE(run_install(*state_, *slots_, pack("1.0.0")));
+  auto plan = pack("2.0.0");
+  plan.tree_digest = std::string(64, '0');
+  auto r = run_install(*state_, *slots_, plan);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::verification);
+  EXPECT_NE(r.error().message().find("is not the signed " + std::string(64, '0')),
+            std::string::npos)
+      << r.error().message();
+  EXPECT_EQ(current(), Slot::a);
+  EXPECT_EQ(test::read_file(slots_->path(Slot::a) / "model.onnx"), "weights 1.0.0");
+  EXPECT_FALSE(stdfs::exists(slots_->path(Slot::b)));  // no unverified tree left behind
+  auto blocked = state_->is_blocked("detector", "2.0.0");
+  ASSERT_TRUE(blocked);
+  EXPECT_TRUE(*blocked);
+  auto rec = state_->install("detector");
+  ASSERT_TRUE(rec);
+  EXPECT_FALSE(*rec);
+}
+
+TEST_F(Install, PackageOfAnotherVersionIsRejected) {
+  auto plan = pack("1.0.0");
+  plan.to_version = "1.0.1";  // the package says 1.0.0
+  plan.tree_digest.clear();
+  auto r = run_install(*state_, *slots_, plan);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("model.json says detector 1.0.0, expected detector 1.0.1"),
+            std::string::npos)
+      << r.error().message();
+  EXPECT_FALSE(current());
+}
+
+TEST_F(Install, FailingDownloadIsRetriedThenLoopGuardBlocks) {
+  auto plan = pack("1.0.0");
+  int calls = 0;
+  plan.fetch = [&]() -> Result<std::uint64_t> {
+    ++calls;
+    return fail(Errc::network, "connection refused");
+  };
+  for (int i = 1; i <= 3; ++i) {
+    auto r = run_install(*state_, *slots_, plan);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), Errc::network);
+    auto rec = state_->install("detector");
+    ASSERT_TRUE(rec && *rec);
+    EXPECT_EQ((*rec)->step, "download");
+    EXPECT_EQ((*rec)->attempts, i);
+    EXPECT_NE((*rec)->last_error.find("connection refused"), std::string::npos);
+  }
+  auto r = run_install(*state_, *slots_, plan);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("step download entered 4 times (limit 3)"), std::string::npos)
+      << r.error().message();
+  EXPECT_EQ(calls, 3);
+  auto blocked = state_->is_blocked("detector", "1.0.0");
+  ASSERT_TRUE(blocked);
+  EXPECT_TRUE(*blocked);
+  EXPECT_FALSE(current());
+}
+
+TEST_F(Install, JournalOfAnotherVersionIsAbandonedWithoutBlocking) {
+  auto stale = pack("1.0.0");
+  stale.fetch = []() -> Result<std::uint64_t> { return fail(Errc::network, "down"); };
+  ASSERT_FALSE(run_install(*state_, *slots_, stale));
+  auto r = run_install(*state_, *slots_, pack("1.1.0"));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(current(), Slot::a);
+  auto blocked = state_->is_blocked("detector", "1.0.0");
+  ASSERT_TRUE(blocked);
+  EXPECT_FALSE(*blocked);
+}
+
+}  // namespace
+}  // namespace mota::agent
