@@ -144,7 +144,13 @@ TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
 
   // Idle: nothing changes, no event, no download.
   auto mtime = stdfs::last_write_time(model_dir() / "a" / "model.onnx");
+  // The server logs every request to this process's stderr: an idle poll fetches metadata only
+  // (the channel file is cached and still matches its signed hash).
+  ::testing::internal::CaptureStderr();
   r = agent({"check-once"});
+  const std::string server_log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(server_log.find("PATH=/metadata/timestamp.json"), std::string::npos) << server_log;
+  EXPECT_EQ(server_log.find("PATH=/targets/"), std::string::npos) << server_log;
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("up to date 2.0.0"), std::string::npos) << r.out;
   EXPECT_EQ(current(), "b");
