@@ -1,6 +1,8 @@
 #include "agent/agent.hpp"
 
+#include <random>
 #include <system_error>
+#include <thread>
 
 #include "agent/download.hpp"
 #include "common/fs.hpp"
@@ -75,6 +77,7 @@ Result<CheckReport> Agent::check_once() {
   http::ClientConfig hc;
   hc.ca_file = config_.ca_file.string();
   hc.max_bytes_per_sec = config_.bandwidth_limit;
+  hc.cancel = cancel_;
   auto http = http::make_http_client(hc);
   tuf::ClientConfig tc;
   tc.metadata_dir = config_.state_dir / "metadata";
@@ -158,7 +161,8 @@ Result<CheckReport> Agent::check_once() {
         spec.length = info.length;
         spec.sha256 = sha->second;
         spec.partial = plan.package;
-        auto r = MOTA_TRY_CTX(download(*http, spec, config_.retry), "download " + pkg_path);
+        auto r =
+            MOTA_TRY_CTX(download(*http, spec, config_.retry, cancel_), "download " + pkg_path);
         return r.bytes_fetched;
       };
       auto out = MOTA_TRY(run_install(state_, slots, plan, install_options_));
@@ -167,6 +171,13 @@ Result<CheckReport> Agent::check_once() {
       mr.version = to;
       return {};
     }();
+    if (!st && st.error().code() == Errc::cancelled) {
+      // Stopping is not a failure to report: the journal resumes at the next start.
+      mr.outcome = ModelOutcome::failed;
+      mr.error = sub.name + ": " + st.error().message();
+      report.models.push_back(std::move(mr));
+      break;
+    }
     if (!st) {
       mr.outcome = ModelOutcome::failed;
       mr.error = sub.name + ": " + st.error().message();
@@ -236,6 +247,27 @@ Result<std::vector<ModelStatus>> Agent::status() {
     out.push_back(std::move(s));
   }
   return out;
+}
+
+Status Agent::run(const std::atomic<bool>& stop) {
+  cancel_ = &stop;
+  std::mt19937_64 rng{std::random_device{}()};
+  while (!stop.load()) {
+    auto r = check_once();
+    if (!r) {
+      log::error("poll failed: " + r.error().message());
+    }
+    const auto jitter_ms = config_.poll_jitter.count();
+    std::uniform_int_distribution<std::int64_t> dist(0, jitter_ms > 0 ? jitter_ms : 0);
+    auto wait =
+        std::chrono::milliseconds(config_.poll_interval) + std::chrono::milliseconds(dist(rng));
+    auto until = std::chrono::steady_clock::now() + wait;
+    while (!stop.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  cancel_ = nullptr;
+  return {};
 }
 
 }  // namespace mota::agent

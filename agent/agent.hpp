@@ -62,6 +62,12 @@ class Agent {
 
   Result<std::vector<ModelStatus>> status();
 
+  // The daemon loop: check_once(), then wait poll_interval + uniform(0, poll_jitter), until
+  // `stop` becomes true, which is noticed within about 100 ms (also in the middle of a download:
+  // the partial file is kept for the next start). A failed poll is logged and retried at the next
+  // interval. Returns success when stopped.
+  Status run(const std::atomic<bool>& stop);
+
   StateStore& state() { return state_; }
   const Config& config() const { return config_; }
 
@@ -76,6 +82,7 @@ class Agent {
   Config config_;
   StateStore state_;
   InstallOptions install_options_;
+  const std::atomic<bool>* cancel_ = nullptr;  // set during run()
 };
 
 }  // namespace mota::agent

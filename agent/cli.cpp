@@ -1,6 +1,7 @@
 #include "agent/cli.hpp"
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,13 @@ namespace mota::agent {
 namespace {
 
 constexpr int kExitFail = 1;
+
+// Set by SIGTERM/SIGINT; the handler only sets the flag (lock-free, so async-signal-safe).
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+extern "C" void on_stop_signal(int) {
+  g_stop.store(true);
+}
 constexpr int kExitUsage = 2;
 
 int report_error(const Error& e) {
@@ -104,6 +112,19 @@ int cli_main(int argc, char** argv) {
         }
       }
       return r->ok() ? 0 : kExitFail;
+    };
+  });
+  auto* run = app.add_subcommand("run", "poll every poll_interval until SIGTERM/SIGINT");
+  run->callback([&] {
+    action = [](Agent& agent) {
+      struct sigaction sa {};
+      sa.sa_handler = on_stop_signal;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGTERM, &sa, nullptr);
+      sigaction(SIGINT, &sa, nullptr);
+      auto st = agent.run(g_stop);
+      if (!st) return report_error(st.error());
+      return 0;
     };
   });
   auto* status = app.add_subcommand("status", "show installed models and installs in progress");

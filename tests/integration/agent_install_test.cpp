@@ -7,6 +7,7 @@
 #include <csignal>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include "agent/slots.hpp"
 #include "agent/state.hpp"
@@ -301,6 +302,38 @@ TEST_F(AgentInstall, CrashLoopIsBrokenByTheLoopGuard) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.err.find("blocklisted"), std::string::npos) << r.err;
   EXPECT_EQ(current_weights(), weights("1.0.0"));
+}
+
+// `run` polls every poll_interval, picks up a new release by itself and stops promptly on
+// SIGTERM with exit status 0.
+TEST_F(AgentInstall, RunPollsUntilSigterm) {
+  auto toml = test::read_file(config_path());
+  test::write_file(config_path(), "poll_interval = \"1s\"\npoll_jitter = 0\n" + toml);
+  release("1.0.0");
+  channel("1.0.0");
+  test::Process daemon(
+      {test::build_path("agent/mota-agent").string(), "--config", config_path().string(), "run"},
+      work_ / "daemon.log");
+  auto wait_for = [&](const std::string& version) {
+    for (int i = 0; i < 100; ++i) {
+      std::error_code ec;
+      if (stdfs::exists(model_dir() / "current" / "model.onnx", ec) &&
+          current_weights() == weights(version)) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  };
+  ASSERT_TRUE(wait_for("1.0.0")) << test::read_file(work_ / "daemon.log");
+  release("2.0.0");
+  channel("2.0.0");
+  ASSERT_TRUE(wait_for("2.0.0")) << test::read_file(work_ / "daemon.log");
+  ASSERT_TRUE(daemon.running());
+  auto t0 = std::chrono::steady_clock::now();
+  daemon.kill(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0) << test::read_file(work_ / "daemon.log");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
 }
 
 }  // namespace
