@@ -304,6 +304,31 @@ TEST_F(AgentInstall, CrashLoopIsBrokenByTheLoopGuard) {
   EXPECT_EQ(current_weights(), weights("1.0.0"));
 }
 
+// `install FILE.mota` installs a local package; --target-json enforces the signed tree digest.
+TEST_F(AgentInstall, InstallLocalFileWithTargetJson) {
+  auto rel = release("1.0.0");
+  auto pkg = work_ / "fleet" / "repo" / "targets" / "models" / "detector" / "1.0.0" /
+             (rel.sha256 + ".detector-1.0.0.mota");
+  test::write_file(work_ / "bad-target.json",
+                   R"({"custom": {"tree_digest": ")" + std::string(64, 'f') + R"("}})");
+  auto r = agent({"install", pkg.string(), "--target-json", (work_ / "bad-target.json").string()});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("is not the signed " + std::string(64, 'f')), std::string::npos) << r.err;
+  EXPECT_FALSE(stdfs::exists(model_dir() / "current"));
+  EXPECT_FALSE(stdfs::exists(model_dir() / "a"));
+
+  test::write_file(work_ / "target.json",
+                   R"({"length": 1, "custom": {"tree_digest": ")" + rel.tree_digest + R"("}})");
+  r = agent({"install", pkg.string(), "--target-json", (work_ / "target.json").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
+  EXPECT_TRUE(stdfs::exists(pkg));  // a local package is the caller's: not deleted
+
+  r = agent({"install", (work_ / "nope.mota").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("nope.mota"), std::string::npos) << r.err;
+}
+
 // `run` polls every poll_interval, picks up a new release by itself and stops promptly on
 // SIGTERM with exit status 0.
 TEST_F(AgentInstall, RunPollsUntilSigterm) {
