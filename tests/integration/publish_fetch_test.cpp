@@ -50,15 +50,7 @@ class Served {
   std::string base_;
 };
 
-void make_model_dir(const stdfs::path& dir, const std::string& weights) {
-  test::write_file(dir / "model.json", R"({
-    "name": "detector", "framework": "onnx", "entry": "model.onnx",
-    "inputs": [{"name": "input", "shape": [1, 3, 240, 320], "dtype": "float32"}],
-    "outputs": [{"name": "scores", "shape": [1, 4420, 2], "dtype": "float32"}]
-  })");
-  test::write_file(dir / "model.onnx", weights);
-  test::write_file(dir / "labels" / "classes.txt", "background\nface\n");
-}
+using test::make_model_dir;
 
 class PublishFetch : public ::testing::TestWithParam<ServerKind> {
  protected:

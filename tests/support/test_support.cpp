@@ -203,6 +203,16 @@ int Process::wait() {
   return decode_status(*status_, nullptr);
 }
 
+void make_model_dir(const std::filesystem::path& dir, const std::string& weights) {
+  write_file(dir / "model.json", R"({
+    "name": "detector", "framework": "onnx", "entry": "model.onnx",
+    "inputs": [{"name": "input", "shape": [1, 3, 240, 320], "dtype": "float32"}],
+    "outputs": [{"name": "scores", "shape": [1, 4420, 2], "dtype": "float32"}]
+  })");
+  write_file(dir / "model.onnx", weights);
+  write_file(dir / "labels" / "classes.txt", "background\nface\n");
+}
+
 long peak_rss_kib() {
   std::ifstream f("/proc/self/status");
   std::string line;

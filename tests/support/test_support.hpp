@@ -72,6 +72,10 @@ class Process {
   std::optional<int> status_;
 };
 
+// A small model directory named "detector": model.json (onnx, one input, one output), model.onnx
+// holding `weights`, and labels/classes.txt. Publishes as is with Repository::add_release.
+void make_model_dir(const std::filesystem::path& dir, const std::string& weights);
+
 // Peak resident memory of this process in KiB (VmHWM). Unlike getrusage's ru_maxrss it is not
 // inherited through fork/exec, and reset_peak_rss() (clear_refs) restarts it to measure one phase.
 long peak_rss_kib();
