@@ -40,6 +40,7 @@ done
 
 work="$(mktemp -d "${BENCH_DIR:-/tmp}/mota-bench.XXXXXX")"
 nginx_pid=""
+# shellcheck disable=SC2317  # called by the trap
 cleanup() {
   if [ -n "$nginx_pid" ]; then
     kill "$nginx_pid" 2>/dev/null || true
@@ -78,8 +79,7 @@ free_port() {
 ng="$work/nginx"
 mkdir -p "$ng"
 start_nginx() {
-  local attempt
-  for attempt in 1 2 3; do
+  for _ in 1 2 3; do
     port="$(free_port)"
     {
       # As root, workers would switch to "nobody", who cannot read the 0700 work dir.
@@ -220,6 +220,7 @@ for run in $(seq "$runs"); do
   log "run $run/$runs: (a) curl -o; openssl dgst; tar -I zstd -x"
   timed "$work/t.a1" curl -fs -o "$work/a/pkg" "$url"
   w1=$T_NS r1=$T_RSS c1=$T_CPU
+  # shellcheck disable=SC2016  # $1 and $2 are sh's
   timed "$work/t.a2" sh -c 'exec openssl dgst -sha256 -r "$1" >"$2"' sh "$work/a/pkg" "$work/a/sum"
   w2=$T_NS r2=$T_RSS c2=$T_CPU
   check_sum "$work/a/sum" "(a)"
@@ -291,7 +292,7 @@ a_parts=$(awk -F'[ ,]' '{print $6, $7, $8}' "$res/a" | awk '{c += $1; o += $2; t
 echo "## Download + verify + unpack, ${pkg_mib} MiB package (${unpacked_mib} MiB unpacked), nginx on loopback"
 echo
 echo "$(date -u +%F), $(nproc) cores $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
-  "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, kernel $(uname -r), $(stat -f -c %T "$work") on $(df -P "$work" | awk 'NR == 2 {print $1}'),"\
+  "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, kernel $(uname -r), $(df -PT "$work" | awk 'NR == 2 {print $2 " on " $1}'),"\
   "mota $(git -C "$(dirname "$0")/.." describe --always --dirty 2>/dev/null || echo unknown); $runs runs each (median wall, max peak RSS);"\
   "page cache warm (nginx serves from memory); zstd level $zstd_level."
 echo
