@@ -1,0 +1,586 @@
+// The real `mota-agent` against hostile or broken repositories, served by `mota serve`
+// (manager::make_http_server) and by a real nginx, with the device's reports checked where they
+// arrive: at a POST /v1/devices/:id/events route that verifies each batch's signature.
+//
+// Every rejection asserts: the exit code, a clear error on stderr, the active model untouched
+// (same `current`, same bytes), nothing new in the inactive slot, no download left behind, and a
+// signed event naming the cause at the events route.
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/identity.hpp"
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "manager/http_server.hpp"
+#include "manager/repository.hpp"
+#include "manifest/canonical_json.hpp"
+#include "manifest/channel.hpp"
+#include "manifest/crypto.hpp"
+#include "manifest/tuf/metadata.hpp"
+#include "tests/support/nginx.hpp"
+#include "tests/support/test_support.hpp"
+
+namespace mota {
+namespace {
+
+namespace stdfs = std::filesystem;
+using namespace std::chrono_literals;
+
+enum class ServerKind { MotaServe, Nginx };
+
+// The server side of the report protocol (agent/report.hpp), as strict as a fleet server should
+// be: each batch must carry a valid signature over the route and body, seqs must increase across
+// batches. Anything wrong is recorded in problems() (and a bad signature gets 401).
+class EventSink {
+ public:
+  manager::HttpReply handle(const manager::HttpRequest& req) {
+    std::map<std::string, std::string> h;
+    for (const char* name :
+         {"X-Mota-Device", "X-Mota-Key", "X-Mota-Timestamp", "X-Mota-Signature"}) {
+      std::string lower = name;
+      for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (auto it = req.headers.find(lower); it != req.headers.end()) h[name] = it->second;
+    }
+    std::lock_guard lock(mu_);
+    ++requests_;
+    // The device id has no characters to percent-encode, so the decoded path is the signed route.
+    auto st = agent::verify_report(h, req.path, req.body);
+    if (!st) {
+      problems_.push_back("bad signature: " + st.error().message());
+      return {401, "application/json", R"({"error": "bad signature"})", {}};
+    }
+    if (h["X-Mota-Device"] != req.path_params.at("id")) {
+      problems_.push_back("X-Mota-Device " + h["X-Mota-Device"] + " is not the route's " +
+                          req.path_params.at("id"));
+    }
+    Json body = Json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("batch") ||
+        !body["batch"].is_array() || body["batch"].empty()) {
+      problems_.push_back("malformed batch: " + req.body);
+      return {400, "application/json", R"({"error": "malformed"})", {}};
+    }
+    if (body.value("device", "") != h["X-Mota-Device"]) {
+      problems_.push_back("body device differs from X-Mota-Device: " + req.body);
+    }
+    std::int64_t last = 0;
+    for (const auto& item : body["batch"]) {
+      const std::int64_t seq = item.value("seq", std::int64_t{0});
+      if (seq <= last_seq_) {
+        problems_.push_back("seq " + std::to_string(seq) + " is not above " +
+                            std::to_string(last_seq_) + " (duplicate or out of order)");
+      } else {
+        last_seq_ = seq;
+        items_.push_back(item);  // each seq counted once
+      }
+      last = seq;
+    }
+    ++batches_;
+    return {200, "application/json", Json{{"acked", last}}.dump(), {}};
+  }
+
+  // Event bodies that arrived since the previous call, in seq order.
+  std::vector<Json> new_events() {
+    std::lock_guard lock(mu_);
+    std::vector<Json> out;
+    for (; consumed_ < items_.size(); ++consumed_) {
+      const auto& item = items_[consumed_];
+      if (item.value("kind", "") == "event") out.push_back(item["body"]);
+    }
+    return out;
+  }
+  std::vector<Json> all_items() {
+    std::lock_guard lock(mu_);
+    return items_;
+  }
+  std::vector<std::string> problems() {
+    std::lock_guard lock(mu_);
+    return problems_;
+  }
+  int batches() {
+    std::lock_guard lock(mu_);
+    return batches_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Json> items_;
+  std::size_t consumed_ = 0;
+  std::int64_t last_seq_ = 0;
+  int batches_ = 0;
+  int requests_ = 0;
+  std::vector<std::string> problems_;
+};
+
+// Every file under a directory (symlinks as their target, never followed): a before/after
+// comparison of the device's model directory.
+using Tree = std::map<std::string, std::string>;
+Tree snapshot(const stdfs::path& dir) {
+  Tree t;
+  std::error_code ec;
+  if (!stdfs::exists(dir, ec)) return t;
+  for (auto it = stdfs::recursive_directory_iterator(dir); it != stdfs::end(it); ++it) {
+    const auto rel = it->path().lexically_relative(dir).string();  // never resolves links
+    if (it->is_symlink()) {
+      t[rel] = "symlink -> " + stdfs::read_symlink(it->path()).string();
+    } else if (it->is_regular_file()) {
+      t[rel] = test::read_file(it->path());
+    } else if (it->is_directory()) {
+      t[rel + "/"] = "";
+    }
+  }
+  return t;
+}
+Tree subtree(const Tree& t, const std::string& prefix) {
+  Tree out;
+  for (const auto& [k, v] : t) {
+    if (k.rfind(prefix + "/", 0) == 0) out[k] = v;
+  }
+  return out;
+}
+
+class AgentAttack : public ::testing::TestWithParam<ServerKind> {
+ protected:
+  void SetUp() override {
+    log::set_level(log::Level::warn);  // the servers' request log would drown the output
+    if (GetParam() == ServerKind::Nginx && !test::Nginx::available()) {
+      GTEST_SKIP() << "nginx not installed";
+    }
+    auto repo = manager::Repository::init(fleet(), manager::Settings{});
+    ASSERT_TRUE(repo) << repo.error().message();
+    repo_ = std::make_unique<manager::Repository>(std::move(*repo));
+
+    manager::ServerConfig cfg;
+    if (GetParam() == ServerKind::MotaServe) cfg.static_root = fleet() / "repo";
+    api_ = manager::make_http_server(cfg);
+    api_->route("POST", "/v1/devices/:id/events",
+                [this](const manager::HttpRequest& req) { return sink_.handle(req); });
+    auto port = api_->start();
+    ASSERT_TRUE(port) << port.error().message();
+    const std::string api_url = "http://127.0.0.1:" + std::to_string(*port);
+
+    std::string urls;
+    if (GetParam() == ServerKind::MotaServe) {
+      urls = "server_url = \"" + api_url + "\"\n";  // report_url defaults to server_url
+    } else {
+      nginx_ = std::make_unique<test::Nginx>(fleet() / "repo", work_ / "nginx");
+      ASSERT_NE(nginx_->port(), 0);
+      urls = "server_url = \"" + nginx_->url("") + "\"\nreport_url = \"" + api_url + "\"\n";
+    }
+    state_ = work_ / "device" / "state";
+    test::write_file(config_path(), urls + "state_dir = \"" + state_.string() +
+                                        "\"\ntrusted_root = \"" +
+                                        (fleet() / "repo" / "metadata" / "1.root.json").string() +
+                                        "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
+                                        "[retry]\nmax_attempts = 1\n"
+                                        "[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
+  }
+  void TearDown() override {
+    if (api_) api_->stop();
+    auto problems = sink_.problems();
+    for (const auto& p : problems) ADD_FAILURE() << "events route: " << p;
+  }
+
+  stdfs::path fleet() const { return work_ / "fleet"; }
+  stdfs::path config_path() const { return work_ / "device" / "agent.toml"; }
+  stdfs::path model_dir() const { return state_ / "models" / "detector"; }
+
+  // ~200 KB that zstd cannot shrink, so packages span several 64 KiB reads and writes.
+  std::string weights(const std::string& version) const {
+    std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>{}(version)));
+    std::string w(200000, '\0');
+    for (auto& c : w) c = static_cast<char>(rng());
+    return w + version;
+  }
+  manager::Release release(const std::string& version) {
+    auto src = work_ / ("src-" + version);
+    test::make_model_dir(src, weights(version));
+    auto r = repo_->add_release(src, version);
+    EXPECT_TRUE(r) << r.error().message();
+    return r ? *r : manager::Release{};
+  }
+  void channel(const std::string& version, bool allow_downgrade = false,
+               const std::string& min_version = "") {
+    manager::ChannelRequest req;
+    req.channel = "stable";
+    req.model = "detector";
+    req.version = version;
+    req.allow_downgrade = allow_downgrade;
+    req.min_version = min_version;
+    auto ch = repo_->set_channel(req);
+    ASSERT_TRUE(ch) << ch.error().message();
+  }
+  // The package file as served (consistent-snapshot name <sha256>.<file>).
+  stdfs::path served_package(const manager::Release& rel) const {
+    return fleet() / "repo" / "targets" / "models" / "detector" / rel.version /
+           (rel.sha256 + ".detector-" + rel.version + ".mota");
+  }
+
+  // Publishes `text` as the channel file of detector on "stable", signed with the repository's own
+  // keys the way Repository::set_channel publishes (targets, snapshot, then timestamp), but
+  // without its validation: what a buggy or older manager, or a stolen targets key, could serve.
+  void publish_unchecked_channel(const std::string& text) {
+    const auto meta = fleet() / "repo" / "metadata";
+    auto key = [&](const std::string& role) {
+      auto k = crypto::PrivateKey::from_pem(test::read_file(fleet() / "keys" / (role + ".pem")));
+      if (!k) throw std::runtime_error(role + " key: " + k.error().message());
+      return std::move(*k);
+    };
+    auto must = [](auto r) {
+      if (!r) throw std::runtime_error(r.error().message());
+      return std::move(*r);
+    };
+    auto meta_for = [](std::uint64_t version, const std::string& bytes) {
+      tuf::MetaFile m;
+      m.version = version;
+      m.length = bytes.size();
+      m.hashes["sha256"] = crypto::sha256_hex(bytes);
+      return m;
+    };
+    auto ts = must(tuf::parse_timestamp(test::read_file(meta / "timestamp.json"))).signed_;
+    auto snap = must(tuf::parse_snapshot(test::read_file(
+                         meta / (std::to_string(ts.snapshot.version) + ".snapshot.json"))))
+                    .signed_;
+    auto targets =
+        must(tuf::parse_targets(test::read_file(
+                 meta / (std::to_string(snap.meta.at("targets.json").version) + ".targets.json"))))
+            .signed_;
+    const std::string sha = crypto::sha256_hex(text);
+    test::write_file(
+        fleet() / "repo" / "targets" / "channels" / "stable" / (sha + ".detector.json"), text);
+    auto& tf = targets.targets.at(channel_target_path("stable", "detector"));
+    tf.length = text.size();
+    tf.hashes = {{"sha256", sha}};
+    ++targets.version;
+    const auto tk = key("targets");
+    const auto targets_bytes = must(tuf::sign_metadata(tuf::to_json(targets), {&tk}));
+    test::write_file(meta / (std::to_string(targets.version) + ".targets.json"), targets_bytes);
+    snap.meta["targets.json"] = meta_for(targets.version, targets_bytes);
+    ++snap.version;
+    const auto sk = key("snapshot");
+    const auto snap_bytes = must(tuf::sign_metadata(tuf::to_json(snap), {&sk}));
+    test::write_file(meta / (std::to_string(snap.version) + ".snapshot.json"), snap_bytes);
+    ts.snapshot = meta_for(snap.version, snap_bytes);
+    ++ts.version;
+    const auto tsk = key("timestamp");
+    test::write_file(meta / "timestamp.json", must(tuf::sign_metadata(tuf::to_json(ts), {&tsk})));
+  }
+
+  test::RunResult agent(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {test::build_path("agent/mota-agent").string(), "--config",
+                                     config_path().string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = test::run(argv);
+    std::cout << "[mota-agent " << args[0] << "] exit " << r.exit_code;
+    if (!r.err.empty()) std::cout << ", stderr:\n" << r.err;
+    std::cout << std::endl;
+    return r;
+  }
+  std::string current() const {
+    std::error_code ec;
+    auto t = stdfs::read_symlink(model_dir() / "current", ec);
+    return ec ? "" : t.string();
+  }
+  std::string current_weights() const {
+    return test::read_file(model_dir() / "current" / "model.onnx");
+  }
+
+  // Installs `version` (already released) through a normal poll and checks it arrived as such.
+  void install(const std::string& version) {
+    auto r = agent({"check-once"});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    ASSERT_EQ(current_weights(), weights(version));
+    auto ev = sink_.new_events();
+    ASSERT_EQ(ev.size(), 1u) << Json(ev).dump();
+    EXPECT_EQ(ev[0]["state"], "installed");
+    EXPECT_EQ(ev[0]["to"], version);
+  }
+
+  // Asserts what a rejected poll (or offline install) must leave: the model directory as it was
+  // before (the inactive slot may only have been cleared, never filled), no download kept, and
+  // exactly one event of `state` whose error names `cause` arrived at the events route (when
+  // `expect_event`).
+  // Returns that event (null without one).
+  Json expect_rejected(const Tree& before, const std::string& state, const std::string& cause,
+                       bool expect_event = true) {
+    const Tree after = snapshot(model_dir());
+    const std::string active = before.count("current")
+                                   ? before.at("current").substr(std::string("symlink -> ").size())
+                                   : "";
+    EXPECT_EQ(current(), active);
+    if (!active.empty()) {
+      EXPECT_TRUE(subtree(after, active) == subtree(before, active))
+          << "the active slot " << active << " changed";
+      const std::string inactive = active == "a" ? "b" : "a";
+      const Tree in_after = subtree(after, inactive);
+      EXPECT_TRUE(in_after.empty() || in_after == subtree(before, inactive))
+          << "something new in the inactive slot " << inactive;
+    } else {
+      EXPECT_EQ(after.count("a/model.json") + after.count("b/model.json"), 0u)
+          << "a model was left in a slot although nothing is installed";
+    }
+    std::error_code ec;
+    EXPECT_TRUE(!stdfs::exists(state_ / "downloads", ec) || stdfs::is_empty(state_ / "downloads"))
+        << "untrusted bytes kept in downloads/";
+    if (!expect_event) return nullptr;
+    auto ev = sink_.new_events();
+    EXPECT_EQ(ev.size(), 1u) << Json(ev).dump(2);
+    if (ev.size() != 1) return nullptr;
+    EXPECT_EQ(ev[0]["state"], state) << ev[0].dump();
+    EXPECT_EQ(ev[0]["model"], "detector");
+    EXPECT_EQ(ev[0]["device"], "device-0001");
+    EXPECT_NE(ev[0].value("error", "").find(cause), std::string::npos) << ev[0].dump();
+    return ev[0];
+  }
+
+  test::TempDir work_;
+  std::unique_ptr<manager::Repository> repo_;
+  std::unique_ptr<manager::HttpServer> api_;
+  std::unique_ptr<test::Nginx> nginx_;
+  EventSink sink_;
+  stdfs::path state_;
+};
+
+// 1. The happy path end to end: first install, upgrade, operator rollback, each reported.
+TEST_P(AgentAttack, InstallUpgradeAndRollbackAreReported) {
+  release("1.0.0");
+  channel("1.0.0");
+  install("1.0.0");
+  EXPECT_EQ(current(), "a");
+
+  release("2.0.0");
+  channel("2.0.0");
+  install("2.0.0");
+  EXPECT_EQ(current(), "b");
+  EXPECT_EQ(test::read_file(model_dir() / "a" / "model.onnx"), weights("1.0.0"));
+
+  channel("1.0.0", /*allow_downgrade=*/true);
+  install("1.0.0");
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(test::read_file(model_dir() / "b" / "model.onnx"), weights("2.0.0"));
+
+  // An idle poll installs nothing and reports no event, only a heartbeat.
+  auto r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(sink_.new_events().empty());
+
+  // Heartbeats arrived too, the last one with the installed inventory.
+  const Json* hb = nullptr;
+  auto items = sink_.all_items();
+  for (const auto& i : items) {
+    if (i.value("kind", "") == "heartbeat") hb = &i;
+  }
+  ASSERT_NE(hb, nullptr) << Json(items).dump();
+  ASSERT_TRUE((*hb)["body"]["models"].is_array()) << hb->dump();
+  ASSERT_EQ((*hb)["body"]["models"].size(), 1u) << hb->dump();
+  EXPECT_EQ((*hb)["body"]["models"][0]["version"], "1.0.0");
+  EXPECT_EQ((*hb)["body"]["models"][0]["slot"], "a");
+  EXPECT_GE(sink_.batches(), 4);
+}
+
+// 2. Version policy: an older version without allow_downgrade is refused by a poll and by an
+//    offline install of the same package file; a version below the channel's min_version by an
+//    offline install; and a signed channel that contradicts its own min_version (which `mota
+//    channel set` refuses to publish, so it is forged here with the repository's keys) by a poll.
+TEST_P(AgentAttack, DowngradeAndMinVersionAreRefusedOnlineAndOffline) {
+  auto old_rel = release("1.0.0");
+  release("2.0.0");
+  channel("2.0.0");
+  install("2.0.0");
+  const auto pkg = served_package(old_rel);
+  const Tree before = snapshot(model_dir());
+
+  channel("1.0.0");  // no allow_downgrade
+  auto r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 0);  // a refusal is policy at work, not a failure of the device
+  EXPECT_NE(r.err.find("allow_downgrade"), std::string::npos) << r.err;
+  auto ev = expect_rejected(before, "refused", "allow_downgrade");
+  EXPECT_EQ(ev.value("to", ""), "1.0.0");
+  EXPECT_EQ(ev.value("from", ""), "2.0.0");
+
+  r = agent({"install", pkg.string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("allow_downgrade"), std::string::npos) << r.err;
+  expect_rejected(before, "refused", "allow_downgrade", /*expect_event=*/false);
+
+  // The device learns min_version 1.5.0 from an ordinary poll (nothing to install)...
+  channel("2.0.0", /*allow_downgrade=*/false, /*min_version=*/"1.5.0");
+  r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const auto& e : sink_.new_events()) {  // at most the offline refusal, reported late
+    EXPECT_EQ(e.value("state", ""), "refused") << e.dump();
+  }
+  // ...and an offline install of 1.0.0 is refused by it, even with allow_downgrade.
+  channel("2.0.0", /*allow_downgrade=*/true, /*min_version=*/"1.5.0");
+  ASSERT_EQ(agent({"check-once"}).exit_code, 0);
+  r = agent({"install", pkg.string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("min_version 1.5.0"), std::string::npos) << r.err;
+  expect_rejected(before, "refused", "min_version", /*expect_event=*/false);
+
+  // A signed channel that wants 1.0.0 (rollback allowed) but says min_version 1.5.0.
+  Json forged = Json::parse(test::read_file(state_ / "channels" / "stable" / "detector.json"));
+  ASSERT_EQ(forged.value("min_version", ""), "1.5.0") << forged.dump();
+  forged["version"] = "1.0.0";
+  forged["allow_downgrade"] = true;
+  publish_unchecked_channel(forged.dump(2) + "\n");
+  r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("below min_version 1.5.0"), std::string::npos) << r.err;
+  ev = sink_.new_events();
+  ASSERT_FALSE(ev.empty());
+  if (ev.size() == 2) {  // the offline refusal, reported with this poll
+    EXPECT_EQ(ev[0].value("state", ""), "refused") << ev[0].dump();
+    EXPECT_NE(ev[0].value("error", "").find("min_version"), std::string::npos) << ev[0].dump();
+  }
+  EXPECT_LE(ev.size(), 2u) << Json(ev).dump(2);
+  EXPECT_EQ(ev.back().value("state", ""), "failed") << ev.back().dump();
+  EXPECT_NE(ev.back().value("error", "").find("below min_version 1.5.0"), std::string::npos)
+      << ev.back().dump();
+  expect_rejected(before, "failed", "", /*expect_event=*/false);
+  EXPECT_EQ(current_weights(), weights("2.0.0"));
+}
+
+// 3. A byte of the served package flipped after publishing.
+TEST_P(AgentAttack, TamperedPackage) {
+  release("1.0.0");
+  channel("1.0.0");
+  install("1.0.0");
+  auto rel = release("2.0.0");
+  channel("2.0.0");
+  auto bytes = test::read_file(served_package(rel));
+  bytes[bytes.size() / 2] ^= 0x01;
+  test::write_file(served_package(rel), bytes);
+
+  Tree before = snapshot(model_dir());
+  auto r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("sha256 mismatch"), std::string::npos) << r.err;
+  expect_rejected(before, "failed", "sha256 mismatch");
+}
+
+// 4. The served package shorter, then longer, than its signed length.
+TEST_P(AgentAttack, WrongLengthPackage) {
+  release("1.0.0");
+  channel("1.0.0");
+  install("1.0.0");
+  auto rel = release("2.0.0");
+  channel("2.0.0");
+  const auto original = test::read_file(served_package(rel));
+
+  test::write_file(served_package(rel), original.substr(0, original.size() / 2));
+  Tree before = snapshot(model_dir());
+  auto r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("length mismatch"), std::string::npos) << r.err;
+  expect_rejected(before, "failed", "length mismatch");
+
+  test::write_file(served_package(rel), original + std::string(1000, 'x'));
+  r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("server announced " + std::to_string(original.size() + 1000)),
+            std::string::npos)
+      << r.err;
+  expect_rejected(before, "failed", "server announced");
+
+  // The repository repaired: the same device installs it (no poisoned state left behind).
+  test::write_file(served_package(rel), original);
+  install("2.0.0");
+}
+
+// 5. An older timestamp.json replayed after the device has seen a newer one: it would lead the
+//    device back to the 1.0.0 channel.
+TEST_P(AgentAttack, ReplayedTimestamp) {
+  release("1.0.0");
+  channel("1.0.0");
+  install("1.0.0");
+  const auto ts_file = fleet() / "repo" / "metadata" / "timestamp.json";
+  const auto old_ts = test::read_file(ts_file);
+  release("2.0.0");
+  channel("2.0.0");
+  auto refreshed = repo_->refresh_timestamp();
+  ASSERT_TRUE(refreshed) << refreshed.error().message();
+  install("2.0.0");
+
+  test::write_file(ts_file, old_ts);
+  Tree before = snapshot(model_dir());
+  auto r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("timestamp.json"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("lower than trusted version"), std::string::npos) << r.err;
+  auto ev = expect_rejected(before, "failed", "lower than trusted version");
+  EXPECT_EQ(ev.value("step", ""), "refresh") << ev.dump();
+  EXPECT_EQ(current_weights(), weights("2.0.0"));
+}
+
+// 6. A timestamp that expires a second after signing (a freeze attack once it has passed).
+TEST_P(AgentAttack, ExpiredTimestamp) {
+  release("1.0.0");
+  channel("1.0.0");
+  install("1.0.0");
+
+  // The operator's settings with a 1 s timestamp lifetime, then an update signed with it.
+  manager::Settings s = repo_->settings();
+  s.expiry.timestamp = 1s;
+  test::write_file(fleet() / "mota.toml", s.to_toml());
+  auto reopened = manager::Repository::open(fleet());
+  ASSERT_TRUE(reopened) << reopened.error().message();
+  *repo_ = std::move(*reopened);
+  release("2.0.0");
+  channel("2.0.0");
+  auto ts = Json::parse(test::read_file(fleet() / "repo" / "metadata" / "timestamp.json"));
+  auto expires = parse_time(ts["signed"]["expires"].get<std::string>());
+  ASSERT_TRUE(expires);
+  ASSERT_LE(*expires - now_seconds(), 2s);
+  while (std::chrono::system_clock::now() < *expires + 50ms) std::this_thread::sleep_for(50ms);
+
+  Tree before = snapshot(model_dir());
+  auto r = agent({"check-once"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("timestamp.json: expired"), std::string::npos) << r.err;
+  auto ev = expect_rejected(before, "failed", "expired");
+  EXPECT_EQ(ev.value("step", ""), "refresh") << ev.dump();
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
+}
+
+// 7. Endless data: the package replaced by an 8 GiB (sparse) file. The agent stops at the signed
+//    length, keeps nothing, and does so in far less time than 8 GiB would take.
+TEST_P(AgentAttack, EndlessPackageStopsAtSignedLength) {
+  release("1.0.0");
+  channel("1.0.0");
+  install("1.0.0");
+  auto rel = release("2.0.0");
+  channel("2.0.0");
+  stdfs::resize_file(served_package(rel), std::uintmax_t{8} << 30);
+
+  Tree before = snapshot(model_dir());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = agent({"check-once"});
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("server announced 8589934592 bytes"), std::string::npos) << r.err;
+  EXPECT_LT(took, 3s);  // reading, hashing and writing 8 GiB takes far longer
+  expect_rejected(before, "failed", "server announced 8589934592 bytes");
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Servers, AgentAttack,
+                         ::testing::Values(ServerKind::MotaServe, ServerKind::Nginx),
+                         [](const ::testing::TestParamInfo<ServerKind>& info) {
+                           return info.param == ServerKind::MotaServe ? std::string("MotaServe")
+                                                                      : std::string("Nginx");
+                         });
+
+}  // namespace
+}  // namespace mota
