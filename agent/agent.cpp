@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "agent/download.hpp"
+#include "agent/report.hpp"
 #include "common/fs.hpp"
 #include "common/http.hpp"
 #include "common/log.hpp"
@@ -26,6 +27,31 @@ bool CheckReport::ok() const {
   return true;
 }
 
+Result<std::string> version_refusal(const Channel* channel, std::string_view device_id,
+                                    const std::string& from, const std::string& to) {
+  auto want = MOTA_TRY_CTX(SemVer::parse(to), "version");
+  if (channel && !channel->min_version.empty()) {
+    auto min = MOTA_TRY_CTX(SemVer::parse(channel->min_version), "min_version");
+    if (want < min) {
+      return "version " + to + " is below channel " + channel->channel + "'s min_version " +
+             channel->min_version;
+    }
+  }
+  if (!from.empty()) {
+    auto have = MOTA_TRY_CTX(SemVer::parse(from), "installed version");
+    if (want < have) {
+      bool explicit_rollback =
+          channel && channel->allow_downgrade && wanted_version(*channel, device_id) == to;
+      if (!explicit_rollback) {
+        return "version " + to + " is older than the installed " + from + " and channel " +
+               (channel ? channel->channel : std::string("(none known)")) +
+               " does not explicitly roll back to it (allow_downgrade)";
+      }
+    }
+  }
+  return std::string();
+}
+
 Result<Agent> Agent::open(Config config, InstallOptions install_options) {
   MOTA_TRY_CTX(fs::make_dirs(config.state_dir), "state_dir");
   auto meta = config.state_dir / "metadata";
@@ -36,22 +62,52 @@ Result<Agent> Agent::open(Config config, InstallOptions install_options) {
                  "seed " + meta.string() + " from " + config.trusted_root.string());
   }
   auto state = MOTA_TRY(StateStore::open(config.state_dir));
-  return Agent(std::move(config), std::move(state), std::move(install_options));
+  auto identity = MOTA_TRY_CTX(DeviceIdentity::load_or_create(config.state_dir, config.device_id),
+                               "device identity");
+  return Agent(std::move(config), std::move(state), std::move(identity),
+               std::move(install_options));
 }
 
-void Agent::event(const std::string& model, const std::string& from, const std::string& to,
-                  const std::string& st, const std::string& error, std::uint64_t bytes) {
+std::unique_ptr<http::Client> Agent::http_client() {
+  http::ClientConfig hc;
+  hc.ca_file = config_.ca_file.string();
+  hc.max_bytes_per_sec = config_.bandwidth_limit;
+  hc.cancel = cancel_;
+  return http::make_http_client(hc);
+}
+
+void Agent::event(const Event& e) {
+  if (e.state != "installed") {
+    if (last_error(e.model) == e.error) {
+      log::info(e.model + ": same error as last time, not reported again");
+      return;
+    }
+    set_last_error(e.model, e.error);
+  } else {
+    set_last_error(e.model, "");
+  }
   Json body = {{"device", config_.device_id},
                {"time", format_time(now_seconds())},
-               {"model", model},
-               {"from", from},
-               {"to", to},
-               {"state", st},
-               {"error", error},
-               {"bytes", bytes},
-               {"kind", "full"}};
+               {"model", e.model},
+               {"from", e.from},
+               {"to", e.to},
+               {"state", e.state},
+               {"step", e.step},
+               {"error", e.error},
+               {"bytes", e.bytes},
+               {"kind", "full"},
+               {"duration_ms", e.duration_ms},
+               {"install_id", e.install_id}};
   auto r = state_.enqueue(OutboxKind::event, body.dump());
   if (!r) log::error("cannot queue event: " + r.error().message());
+}
+
+std::string Agent::last_error(const std::string& model) {
+  auto path = config_.state_dir / "status" / (model + ".error");
+  std::error_code ec;
+  if (!stdfs::exists(path, ec)) return "";
+  auto text = fs::read_file(path, 1 << 20);
+  return text ? *text : "";
 }
 
 void Agent::set_last_error(const std::string& model, const std::string& error) {
@@ -73,71 +129,81 @@ Result<std::string> Agent::installed_version(const std::string& model) {
   return slot ? slot->version : std::string();
 }
 
+Status Agent::report(bool heartbeat) {
+  auto http = http_client();
+  Reporter reporter(state_, *http, identity_, config_.report_url);
+  if (heartbeat) MOTA_TRY_CTX(reporter.enqueue_heartbeat(), "heartbeat");
+  auto r = MOTA_TRY_CTX(reporter.flush(), "report to " + reporter.events_url());
+  if (r.acked > 0) log::debug("reported " + std::to_string(r.acked) + " items");
+  if (r.remaining > 0) log::info(std::to_string(r.remaining) + " reports still queued");
+  return {};
+}
+
 Result<CheckReport> Agent::check_once() {
-  http::ClientConfig hc;
-  hc.ca_file = config_.ca_file.string();
-  hc.max_bytes_per_sec = config_.bandwidth_limit;
-  hc.cancel = cancel_;
-  auto http = http::make_http_client(hc);
+  auto http = http_client();
   tuf::ClientConfig tc;
   tc.metadata_dir = config_.state_dir / "metadata";
   tc.metadata_base_url = config_.metadata_url();
   tuf::Client client(tc, *http);
-  MOTA_TRY_CTX(client.refresh(), "TUF refresh from " + config_.metadata_url());
+  if (auto st = client.refresh(); !st) {
+    Error e = std::move(st).error().context("TUF refresh from " + config_.metadata_url());
+    if (e.code() != Errc::cancelled) {
+      for (const auto& sub : config_.models) {
+        Event ev;
+        ev.model = sub.name;
+        ev.from = installed_version(sub.name).value_or("");
+        ev.state = "failed";
+        ev.step = "refresh";
+        ev.error = e.message();
+        event(ev);
+      }
+      if (auto r = report(true); !r) log::warn(r.error().message());
+    }
+    return fail(std::move(e));
+  }
   if (const auto* ts = client.timestamp()) (void)state_.set_tuf_version("timestamp", ts->version);
 
   CheckReport report;
   for (const auto& sub : config_.models) {
     ModelReport mr;
     mr.model = sub.name;
-    std::string from;
-    std::string to;
-    std::uint64_t bytes = 0;
+    Event ev;
+    ev.model = sub.name;
+    ev.step = "channel";
+    const auto started = std::chrono::steady_clock::now();
     auto st = [&]() -> Status {
       auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, sub.name));
-      from = MOTA_TRY(installed_version(sub.name));
-      mr.version = from;
+      ev.from = MOTA_TRY(installed_version(sub.name));
+      mr.version = ev.from;
       auto journal = MOTA_TRY(state_.install(sub.name));
 
       const std::string ch_path = channel_target_path(sub.channel, sub.name);
       auto ch_info = MOTA_TRY_CTX(client.get_target(ch_path), ch_path);
       // Cached: download_target fetches nothing when the file already matches (idle polls).
-      auto ch_file = config_.state_dir / "channels" / sub.channel / (sub.name + ".json");
+      auto ch_file = channel_file(sub);
       MOTA_TRY(fs::make_dirs(ch_file.parent_path()));
       MOTA_TRY_CTX(client.download_target(config_.targets_url(), ch_path, ch_info, ch_file),
                    ch_path);
-      auto ch_text = MOTA_TRY_CTX(fs::read_file(ch_file, 1 << 20), ch_path);
-      auto channel = MOTA_TRY_CTX(Channel::parse(ch_text), ch_path);
-      if (channel.model != sub.name || channel.channel != sub.channel) {
-        return fail(Errc::verification,
-                    ch_path + ": names model " + channel.model + " on channel " + channel.channel);
-      }
-      to = wanted_version(channel, config_.device_id);
-      if (to.empty() || (to == from && !journal)) return {};
-      auto want = MOTA_TRY_CTX(SemVer::parse(to), ch_path);
-      if (!channel.min_version.empty()) {
-        auto min = MOTA_TRY_CTX(SemVer::parse(channel.min_version), ch_path);
-        if (want < min) {
-          return fail(Errc::verification, ch_path + ": wanted version " + to +
-                                              " is below min_version " + channel.min_version);
-        }
-      }
-      if (!from.empty() && !channel.allow_downgrade) {
-        auto have = MOTA_TRY(SemVer::parse(from));
-        if (want < have) {
-          log::warn("refusing downgrade of " + sub.name + " from " + from + " to " + to +
-                    ": channel " + sub.channel + " does not allow_downgrade");
-          to.clear();
-          return {};
-        }
-      }
-      if (MOTA_TRY(state_.is_blocked(sub.name, to))) {
-        log::warn(sub.name + " " + to + " is blocklisted on this device; not installing");
-        to.clear();
+      auto channel = MOTA_TRY(load_channel(sub));
+      ev.to = wanted_version(channel, config_.device_id);
+      if (ev.to.empty() || (ev.to == ev.from && !journal)) return {};
+      ev.step = "policy";
+      auto why =
+          MOTA_TRY_CTX(version_refusal(&channel, config_.device_id, ev.from, ev.to), ch_path);
+      if (!why.empty()) {
+        mr.outcome = ModelOutcome::refused;
+        mr.error = why;
         return {};
       }
+      if (MOTA_TRY(state_.is_blocked(sub.name, ev.to))) {
+        log::warn(sub.name + " " + ev.to + " is blocklisted on this device; not installing");
+        ev.to.clear();
+        return {};
+      }
+      const std::string& to = ev.to;
       const std::string pkg_path =
           "models/" + sub.name + "/" + to + "/" + sub.name + "-" + to + ".mota";
+      ev.step = "download";
       auto info = MOTA_TRY_CTX(client.get_target(pkg_path), pkg_path);
       std::string digest =
           info.custom.is_object() ? info.custom.value("tree_digest", std::string()) : "";
@@ -150,7 +216,7 @@ Result<CheckReport> Agent::check_once() {
 
       InstallPlan plan;
       plan.model = sub.name;
-      plan.from_version = from;
+      plan.from_version = ev.from;
       plan.to_version = to;
       plan.tree_digest = digest;
       plan.package = config_.state_dir / "downloads" / (sha->second + ".part");
@@ -165,12 +231,21 @@ Result<CheckReport> Agent::check_once() {
             MOTA_TRY_CTX(download(*http, spec, config_.retry, cancel_), "download " + pkg_path);
         return r.bytes_fetched;
       };
-      auto out = MOTA_TRY(run_install(state_, slots, plan, install_options_));
-      bytes = out.bytes;
+      auto out = run_install(state_, slots, plan, install_options_);
+      if (auto rec = state_.install(sub.name); rec && *rec) {
+        ev.step = (*rec)->step;
+        ev.install_id = (*rec)->install_id;
+      }
+      if (!out) return fail(std::move(out).error());
+      ev.bytes = out->bytes;
+      ev.install_id = out->install_id;
       mr.outcome = ModelOutcome::installed;
       mr.version = to;
       return {};
     }();
+    ev.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - started)
+                         .count();
     if (!st && st.error().code() == Errc::cancelled) {
       // Stopping is not a failure to report: the journal resumes at the next start.
       mr.outcome = ModelOutcome::failed;
@@ -182,38 +257,97 @@ Result<CheckReport> Agent::check_once() {
       mr.outcome = ModelOutcome::failed;
       mr.error = sub.name + ": " + st.error().message();
       log::error(mr.error);
-      event(sub.name, from, to, "failed", st.error().message(), bytes);
-      set_last_error(sub.name, st.error().message());
+      ev.state = "failed";
+      ev.error = st.error().message();
+      event(ev);
+    } else if (mr.outcome == ModelOutcome::refused) {
+      log::warn(sub.name + ": refused " + ev.to + ": " + mr.error);
+      ev.state = "refused";
+      ev.error = mr.error;
+      event(ev);
     } else if (mr.outcome == ModelOutcome::installed) {
-      log::info("installed " + sub.name + " " + to);
-      event(sub.name, from, to, "installed", "", bytes);
-      set_last_error(sub.name, "");
+      log::info("installed " + sub.name + " " + ev.to);
+      ev.state = "installed";
+      ev.step = "commit";
+      event(ev);
     }
     report.models.push_back(std::move(mr));
   }
+  if (cancel_ && cancel_->load()) return report;  // stopping: report at the next start
+  if (auto r = this->report(true); !r) {
+    report.report_error = r.error().message();
+    log::warn(report.report_error);
+  }
   return report;
+}
+
+stdfs::path Agent::channel_file(const ModelSubscription& sub) const {
+  return config_.state_dir / "channels" / sub.channel / (sub.name + ".json");
+}
+
+Result<Channel> Agent::load_channel(const ModelSubscription& sub) {
+  const std::string ch_path = channel_target_path(sub.channel, sub.name);
+  auto ch_text = MOTA_TRY_CTX(fs::read_file(channel_file(sub), 1 << 20), ch_path);
+  auto channel = MOTA_TRY_CTX(Channel::parse(ch_text), ch_path);
+  if (channel.model != sub.name || channel.channel != sub.channel) {
+    return fail(Errc::verification,
+                ch_path + ": names model " + channel.model + " on channel " + channel.channel);
+  }
+  return channel;
 }
 
 Status Agent::install_file(const stdfs::path& package, const std::string& tree_digest) {
   auto manifest = MOTA_TRY_CTX(storage::read_manifest(package), package.string());
   const std::string& model = manifest.name;
   auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, model));
-  auto from = MOTA_TRY(installed_version(model));
-  InstallPlan plan;
-  plan.model = model;
-  plan.from_version = from;
-  plan.to_version = manifest.version;
-  plan.package = package;
-  plan.tree_digest = tree_digest;  // empty: the tree only has to match its own model.json
-  auto r = run_install(state_, slots, plan, install_options_);
-  if (!r) {
-    event(model, from, manifest.version, "failed", r.error().message(), 0);
-    set_last_error(model, r.error().message());
-    return fail(std::move(r).error());
+  Event ev;
+  ev.model = model;
+  ev.from = MOTA_TRY(installed_version(model));
+  ev.to = manifest.version;
+  ev.step = "policy";
+  std::optional<Channel> channel;
+  for (const auto& sub : config_.models) {
+    std::error_code ec;
+    if (sub.name == model && stdfs::exists(channel_file(sub), ec)) {
+      channel = MOTA_TRY(load_channel(sub));
+    }
   }
-  event(model, from, manifest.version, "installed", "", 0);
-  set_last_error(model, "");
-  return {};
+  auto why = MOTA_TRY_CTX(
+      version_refusal(channel ? &*channel : nullptr, config_.device_id, ev.from, ev.to),
+      package.string());
+  Status result;
+  if (!why.empty()) {
+    ev.state = "refused";
+    ev.error = "offline install of " + package.filename().string() + ": " + why;
+    event(ev);
+    result = fail(Errc::rollback, "refused: " + why);
+  } else {
+    const auto started = std::chrono::steady_clock::now();
+    InstallPlan plan;
+    plan.model = model;
+    plan.from_version = ev.from;
+    plan.to_version = manifest.version;
+    plan.package = package;
+    plan.tree_digest = tree_digest;  // empty: the tree only has to match its own model.json
+    auto r = run_install(state_, slots, plan, install_options_);
+    ev.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - started)
+                         .count();
+    if (!r) {
+      if (auto rec = state_.install(model); rec && *rec) ev.step = (*rec)->step;
+      ev.state = "failed";
+      ev.error = r.error().message();
+      event(ev);
+      result = fail(std::move(r).error());
+    } else {
+      ev.state = "installed";
+      ev.step = "commit";
+      ev.install_id = r->install_id;
+      event(ev);
+    }
+  }
+  if (auto r = report(true); !r) log::warn(r.error().message());
+  return result;
 }
 
 Result<std::vector<ModelStatus>> Agent::status() {
@@ -236,14 +370,7 @@ Result<std::vector<ModelStatus>> Agent::status() {
       s.install_attempts = rec->attempts;
       s.last_error = rec->last_error;
     }
-    if (s.last_error.empty()) {
-      auto path = config_.state_dir / "status" / (sub.name + ".error");
-      std::error_code ec;
-      if (stdfs::exists(path, ec)) {
-        auto text = fs::read_file(path, 1 << 20);
-        if (text) s.last_error = *text;
-      }
-    }
+    if (s.last_error.empty()) s.last_error = last_error(sub.name);
     out.push_back(std::move(s));
   }
   return out;

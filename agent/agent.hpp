@@ -3,35 +3,59 @@
 // version, the package target, and an install (agent/install.hpp). Every failure is a clear error
 // plus an event in the outbox (agent/state.hpp); the active model is never touched by a failure.
 //
-// Event body (JSON): {"device","time","model","from","to","state","error","bytes","kind":"full"}
-// with state "installed" | "failed" | "refused".
+// Event body (JSON, queued in the outbox and sent by agent/report.hpp):
+//   {"device", "time", "model", "from", "to", "state", "step", "error", "bytes", "kind",
+//    "duration_ms", "install_id"}
+// state: "installed" | "failed" | "refused". step: where it happened ("refresh", "channel",
+// "policy", or an install step of agent/install.hpp). kind: "full" (or "delta" later). A failure
+// or refusal repeating the model's last error word for word is logged but not queued again, so a
+// device stuck on e.g. expired metadata does not fill its outbox with one event per poll.
+//
+// Version policy (online polls and offline installs alike):
+//   - below the channel's min_version: refused;
+//   - older than the installed version: refused unless the channel has allow_downgrade and
+//     targets exactly that version for this device (an operator's explicit rollback);
+//   - on this device's block list (it rolled back from it): skipped until a newer one appears.
+// An offline install uses the channel file of the last successful poll (none: only the
+// installed-version rule applies, so a USB stick cannot downgrade a device either).
 //
 // Thread-safety: none; one Agent per state directory and process.
 
 #include <atomic>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "agent/config.hpp"
+#include "agent/identity.hpp"
 #include "agent/install.hpp"
 #include "agent/state.hpp"
+#include "common/http.hpp"
 #include "common/result.hpp"
+#include "manifest/channel.hpp"
 
 namespace mota::agent {
 
-enum class ModelOutcome { up_to_date, installed, failed };
+// The version policy above: "" if `to` may be installed over `from` ("" = nothing installed),
+// else the reason it is refused. `channel` may be null (no channel known: offline install on a
+// device that never polled). Errc::parse for a malformed version.
+Result<std::string> version_refusal(const Channel* channel, std::string_view device_id,
+                                    const std::string& from, const std::string& to);
+
+enum class ModelOutcome { up_to_date, installed, refused, failed };
 
 struct ModelReport {
   std::string model;
   ModelOutcome outcome = ModelOutcome::up_to_date;
   std::string version;  // installed version after the poll ("" if none)
-  std::string error;    // for failed
+  std::string error;    // for failed and refused
 };
 
 struct CheckReport {
   std::vector<ModelReport> models;
-  bool ok() const;  // no model failed
+  std::string report_error;  // "" when the outbox was delivered (or nothing to send)
+  bool ok() const;           // no model failed (a refusal is the policy working, not a failure)
 };
 
 struct ModelStatus {
@@ -52,13 +76,20 @@ class Agent {
   // and opens the state database.
   static Result<Agent> open(Config config, InstallOptions install_options = {});
 
-  // One poll. Errors only for what stops the whole poll (TUF refresh, database); per-model
-  // failures are in the report (and in the outbox).
+  // One poll, then report(): queues a heartbeat and flushes the outbox. Errors only for what
+  // stops the whole poll (TUF refresh, database), after queuing a "failed" event per model and
+  // reporting; per-model failures are in the CheckReport (and in the outbox). A report that
+  // cannot be delivered is not an error of the poll: see CheckReport::report_error.
   Result<CheckReport> check_once();
 
   // Installs a local package (already trusted by the caller). `tree_digest` empty: the
-  // package's own tree is accepted (read from the package).
+  // package's own tree is accepted (read from the package). The version policy above applies
+  // (Errc::rollback "refused: ..." with a "refused" event). Reports afterwards (best effort).
   Status install_file(const std::filesystem::path& package, const std::string& tree_digest);
+
+  // Queues a heartbeat (if `heartbeat`) and sends the outbox to <report_url>/v1/devices/<id>/
+  // events (agent/report.hpp). Errors: the Reporter's; everything stays queued for next time.
+  Status report(bool heartbeat);
 
   Result<std::vector<ModelStatus>> status();
 
@@ -72,15 +103,29 @@ class Agent {
   const Config& config() const { return config_; }
 
  private:
-  Agent(Config config, StateStore state, InstallOptions opts)
-      : config_(std::move(config)), state_(std::move(state)), install_options_(std::move(opts)) {}
-  void event(const std::string& model, const std::string& from, const std::string& to,
-             const std::string& state, const std::string& error, std::uint64_t bytes);
+  struct Event {
+    std::string model, from, to, state, step, error, install_id;
+    std::uint64_t bytes = 0;
+    std::int64_t duration_ms = 0;
+  };
+  Agent(Config config, StateStore state, DeviceIdentity identity, InstallOptions opts)
+      : config_(std::move(config)),
+        state_(std::move(state)),
+        identity_(std::move(identity)),
+        install_options_(std::move(opts)) {}
+  // Queues `e`, except a failure/refusal equal to the model's last error; records last error.
+  void event(const Event& e);
   Result<std::string> installed_version(const std::string& model);
+  std::string last_error(const std::string& model);
   void set_last_error(const std::string& model, const std::string& error);
+  std::unique_ptr<http::Client> http_client();
+  std::filesystem::path channel_file(const ModelSubscription& sub) const;
+  // The channel file of the last successful poll, checked to name `sub`.
+  Result<Channel> load_channel(const ModelSubscription& sub);
 
   Config config_;
   StateStore state_;
+  DeviceIdentity identity_;
   InstallOptions install_options_;
   const std::atomic<bool>* cancel_ = nullptr;  // set during run()
 };

@@ -105,11 +105,20 @@ int cli_main(int argc, char** argv) {
       for (const auto& m : r->models) {
         if (m.outcome == ModelOutcome::failed) {
           std::fprintf(stderr, "mota-agent: error: %s\n", m.error.c_str());
+        } else if (m.outcome == ModelOutcome::refused) {
+          std::fprintf(stderr, "mota-agent: warning: %s: refused: %s\n", m.model.c_str(),
+                       m.error.c_str());
+          std::printf("%s: refused, staying on %s\n", m.model.c_str(),
+                      m.version.empty() ? "(nothing installed)" : m.version.c_str());
         } else {
           std::printf("%s: %s %s\n", m.model.c_str(),
                       m.outcome == ModelOutcome::installed ? "installed" : "up to date",
                       m.version.empty() ? "(nothing installed)" : m.version.c_str());
         }
+      }
+      if (!r->report_error.empty()) {
+        std::fprintf(stderr, "mota-agent: warning: reports not delivered (kept queued): %s\n",
+                     r->report_error.c_str());
       }
       return r->ok() ? 0 : kExitFail;
     };

@@ -30,7 +30,7 @@ std::string_view delta_policy_name(DeltaPolicy p) {
 
 std::string Config::api_url(std::string_view route) const {
   while (!route.empty() && route.front() == '/') route.remove_prefix(1);
-  return server_url + "/v1/" + std::string(route);
+  return report_url + "/v1/" + std::string(route);
 }
 
 namespace {
@@ -124,7 +124,7 @@ class Parser {
     MOTA_TRY(check_keys(root, "",
                         {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter",
                          "model", "bandwidth_limit", "retry", "runtime_socket", "trusted_root",
-                         "ca_file", "delta", "log_level"}));
+                         "ca_file", "delta", "log_level", "report_url"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
@@ -141,6 +141,8 @@ class Parser {
     const toml::node* n = root.get("server_url");
     if (!n) return bad("server_url", "missing (the repository root, e.g. https://updates.example)");
     c.server_url = MOTA_TRY(server_url(*n));
+    c.report_url = c.server_url;
+    if ((n = root.get("report_url"))) c.report_url = MOTA_TRY(server_url(*n, "report_url"));
 
     // device_id
     if ((n = root.get("device_id"))) {
@@ -223,21 +225,21 @@ class Parser {
     return out;
   }
 
-  Result<std::string> server_url(const toml::node& n) const {
-    auto url = MOTA_TRY(string(n, "server_url"));
+  // An http(s) base URL: server_url, report_url.
+  Result<std::string> server_url(const toml::node& n, std::string_view key = "server_url") const {
+    auto url = MOTA_TRY(string(n, key));
     std::string_view rest;
     if (url.rfind("http://", 0) == 0)
       rest = std::string_view(url).substr(7);
     else if (url.rfind("https://", 0) == 0)
       rest = std::string_view(url).substr(8);
     else
-      return bad("server_url", "'" + url + "' must start with http:// or https://");
-    if (rest.empty() || rest.front() == '/') return bad("server_url", "'" + url + "' has no host");
+      return bad(key, "'" + url + "' must start with http:// or https://");
+    if (rest.empty() || rest.front() == '/') return bad(key, "'" + url + "' has no host");
     for (char c : url) {
       if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
-        return bad("server_url", "'" + url + "' contains whitespace or a control character");
-      if (c == '?' || c == '#')
-        return bad("server_url", "'" + url + "' must not have a query or fragment");
+        return bad(key, "'" + url + "' contains whitespace or a control character");
+      if (c == '?' || c == '#') return bad(key, "'" + url + "' must not have a query or fragment");
     }
     while (url.back() == '/') url.pop_back();
     return url;

@@ -8,7 +8,9 @@
 // Keys (top level unless noted):
 //   server_url       required. http:// or https:// URL of the repository root, no query or
 //                    fragment; trailing '/' removed. The agent fetches <server_url>/metadata/...
-//                    and <server_url>/targets/..., and reports to <server_url>/v1/...
+//                    and <server_url>/targets/..., and reports to <report_url>/v1/...
+//   report_url       default: server_url. Same form. Where reports go (the `mota serve` API), for
+//                    fleets that fetch the repository from a static server or CDN.
 //   device_id        default: /etc/machine-id, trimmed. 1..128 of [A-Za-z0-9._:-].
 //   state_dir        default /var/lib/mota. Absolute. Slots, device key, TUF metadata, database.
 //   poll_interval    default "5m". Duration string (common/time.hpp parse_duration), at least 1s.
@@ -58,6 +60,7 @@ struct ModelSubscription {
 
 struct Config {
   std::string server_url;  // normalised: no trailing '/'
+  std::string report_url;  // normalised; defaults to server_url
   std::string device_id;
   std::filesystem::path state_dir = "/var/lib/mota";
   std::chrono::seconds poll_interval{300};
@@ -73,7 +76,7 @@ struct Config {
 
   std::string metadata_url() const { return server_url + "/metadata"; }
   std::string targets_url() const { return server_url + "/targets"; }
-  // <server_url>/v1/<route>, route given without a leading '/': "devices/x/status".
+  // <report_url>/v1/<route>, route given without a leading '/': "devices/x/status".
   std::string api_url(std::string_view route) const;
 };
 

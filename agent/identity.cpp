@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 
 #include "common/fs.hpp"
@@ -129,11 +131,19 @@ Result<std::map<std::string, std::string>> DeviceIdentity::report_headers(std::s
 
 Status verify_report(const std::map<std::string, std::string>& headers, std::string_view route,
                      std::string_view body) {
-  auto get = [&](const char* name) -> Result<std::string> {
-    auto it = headers.find(name);
-    if (it == headers.end() || it->second.empty())
-      return fail(Errc::verification, std::string("report: header ") + name + " is missing");
-    return it->second;
+  // Header names are case-insensitive (RFC 9110); servers often lower-case them.
+  auto get = [&](std::string_view name) -> Result<std::string> {
+    for (const auto& [k, v] : headers) {
+      if (k.size() == name.size() &&
+          std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) ==
+                   std::tolower(static_cast<unsigned char>(b));
+          })) {
+        if (v.empty()) break;
+        return v;
+      }
+    }
+    return fail(Errc::verification, "report: header " + std::string(name) + " is missing");
   };
   auto device = MOTA_TRY(get("X-Mota-Device"));
   auto key_hex = MOTA_TRY(get("X-Mota-Key"));

@@ -70,7 +70,8 @@ std::string signed_message(std::string_view device_id, std::string_view timestam
 
 // Server side: checks the headers of a report against `body` and `route`. Errc::verification
 // naming the missing/malformed header or the bad signature. Does not check the timestamp's age
-// (the caller owns the clock and the window) nor that the key belongs to the device.
+// (the caller owns the clock and the window) nor that the key belongs to the device. Header
+// names match case-insensitively.
 Status verify_report(const std::map<std::string, std::string>& headers, std::string_view route,
                      std::string_view body);
 

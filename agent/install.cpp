@@ -48,6 +48,7 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     out.slot = MOTA_TRY_CTX(slots.inactive(), ctx);
     InstallRecord r;
     r.install_id = new_install_id();
+    out.install_id = r.install_id;
     r.model = plan.model;
     r.from_version = plan.from_version;
     r.to_version = plan.to_version;
@@ -59,6 +60,7 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     if (options.before_step) options.before_step(step);
   } else {
     out.slot = rec->target_slot;
+    out.install_id = rec->install_id;
     step = rec->step;
   }
   bool first = !rec;

@@ -61,6 +61,7 @@ struct InstallOptions {
 };
 
 struct InstallOutcome {
+  std::string install_id;  // of the journal row
   Slot slot = Slot::a;
   std::uint64_t bytes = 0;  // downloaded in this run
 };

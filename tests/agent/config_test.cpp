@@ -42,6 +42,7 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_EQ(c->targets_url(), "https://updates.example.com/fleet/targets");
   EXPECT_EQ(c->api_url("devices/x/status"),
             "https://updates.example.com/fleet/v1/devices/x/status");
+  EXPECT_EQ(c->report_url, c->server_url);
   EXPECT_EQ(c->device_id, "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(c->state_dir, "/var/lib/mota");
   EXPECT_EQ(c->poll_interval, 300s);
@@ -211,6 +212,8 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"delta = \"sometimes\"\n",
        "agent.toml: delta: 'sometimes' is not one of prefer, only, never"},
       {"log_level = \"loud\"\n", "agent.toml: log_level: 'loud' is not one of debug, info"},
+      {"report_url = \"ftp://api\"\n",
+       "agent.toml: report_url: 'ftp://api' must start with http:// or https://"},
       {"device_id = \"has space\"\n", "agent.toml: device_id: 'has space' must be 1..128"},
       {"device_id = \"\"\n", "agent.toml: device_id: '' must be 1..128"},
       {"retry = 3\n", "agent.toml: retry: must be a table"},
@@ -284,6 +287,13 @@ TEST_F(ConfigTest, ExampleFileParses) {
   auto c = load_config(test::source_path("agent/agent.toml.example"), opts_);
   ASSERT_TRUE(c) << c.error().message();
   EXPECT_FALSE(c->models.empty());
+}
+
+TEST_F(ConfigTest, ReportUrlSendsReportsElsewhere) {
+  auto c = parse("report_url = \"https://api.example.com/mota/\"\n" + std::string(kMinimal));
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->metadata_url(), "https://updates.example.com/fleet/metadata");
+  EXPECT_EQ(c->api_url("devices/x/events"), "https://api.example.com/mota/v1/devices/x/events");
 }
 
 }  // namespace

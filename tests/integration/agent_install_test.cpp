@@ -7,8 +7,10 @@
 #include <csignal>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <thread>
 
+#include "agent/identity.hpp"
 #include "agent/slots.hpp"
 #include "agent/state.hpp"
 #include "manager/http_server.hpp"
@@ -32,6 +34,28 @@ class AgentInstall : public ::testing::Test {
     manager::ServerConfig cfg;
     cfg.static_root = work_ / "fleet" / "repo";
     server_ = manager::make_http_server(cfg);
+    // The report endpoint of the fleet-tracking server: records what arrives, acknowledges all.
+    server_->route("POST", "/v1/devices/:id/events", [this](const manager::HttpRequest& req) {
+      manager::HttpReply reply;
+      Json body = Json::parse(req.body, nullptr, false);
+      if (body.is_discarded() || !body.contains("batch") ||
+          req.path_params.at("id") != "device-0001" ||
+          !agent::verify_report(req.headers, req.path, req.body)) {
+        reply.status = 400;
+        return reply;
+      }
+      std::lock_guard lock(received_mu_);
+      std::int64_t last = 0;
+      for (const auto& item : body["batch"]) {
+        last = item["seq"].get<std::int64_t>();
+        if (last > last_seq_) {  // at-least-once delivery: count each seq once
+          last_seq_ = last;
+          received_.push_back(item);
+        }
+      }
+      reply.body = Json{{"acked", last}}.dump();
+      return reply;
+    });
     auto port = server_->start();
     ASSERT_TRUE(port) << port.error().message();
     base_ = "http://127.0.0.1:" + std::to_string(*port);
@@ -87,15 +111,20 @@ class AgentInstall : public ::testing::Test {
   std::string current_weights() const {
     return test::read_file(model_dir() / "current" / "model.onnx");
   }
+  // The event bodies the server received so far, in seq order (heartbeats left out).
   std::vector<Json> events() {
-    auto st = agent::StateStore::open(state_);
-    EXPECT_TRUE(st);
+    std::lock_guard lock(received_mu_);
     std::vector<Json> out;
-    if (!st) return out;
-    auto items = st->peek(1000);
-    EXPECT_TRUE(items);
-    for (const auto& i : *items) out.push_back(Json::parse(i.body));
+    for (const auto& item : received_) {
+      if (item["kind"] == "event") out.push_back(item["body"]);
+    }
     return out;
+  }
+  std::size_t heartbeats() {
+    std::lock_guard lock(received_mu_);
+    std::size_t n = 0;
+    for (const auto& item : received_) n += item["kind"] == "heartbeat";
+    return n;
   }
 
   test::TempDir work_;
@@ -103,6 +132,9 @@ class AgentInstall : public ::testing::Test {
   std::unique_ptr<manager::HttpServer> server_;
   std::string base_;
   stdfs::path state_;
+  std::mutex received_mu_;
+  std::vector<Json> received_;  // batch items, each seq once
+  std::int64_t last_seq_ = 0;
 };
 
 TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
@@ -133,17 +165,23 @@ TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
   EXPECT_EQ(before[1]["to"], "2.0.0");
   EXPECT_EQ(before[1]["device"], "device-0001");
   EXPECT_EQ(before[1]["kind"], "full");
+  EXPECT_EQ(before[1]["step"], "commit");
+  EXPECT_EQ(before[1]["install_id"].get<std::string>().size(), 16u);
   EXPECT_GT(before[1]["bytes"].get<std::uint64_t>(), 0u);
+  EXPECT_EQ(heartbeats(), 2u);  // one per poll, with the inventory
 
   // Idle: nothing changes, no event, no download.
   auto mtime = stdfs::last_write_time(model_dir() / "a" / "model.onnx");
   // The server logs every request to this process's stderr: an idle poll fetches metadata only
-  // (the channel file is cached and still matches its signed hash).
+  // (the channel file is cached and still matches its signed hash), and sends its heartbeat.
   ::testing::internal::CaptureStderr();
   r = agent({"check-once"});
   const std::string server_log = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(server_log.find("PATH=/metadata/timestamp.json"), std::string::npos) << server_log;
   EXPECT_EQ(server_log.find("PATH=/targets/"), std::string::npos) << server_log;
+  EXPECT_NE(server_log.find("METHOD=POST PATH=/v1/devices/device-0001/events STATUS=200"),
+            std::string::npos)
+      << server_log;
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("up to date 2.0.0"), std::string::npos) << r.out;
   EXPECT_EQ(current(), "b");
@@ -197,7 +235,7 @@ TEST_F(AgentInstall, TamperedPackageIsRejectedAndActiveModelUntouched) {
 }
 
 TEST_F(AgentInstall, DowngradeOnlyWhenChannelAllowsIt) {
-  release("1.0.0");
+  auto old = release("1.0.0");
   release("2.0.0");
   channel("2.0.0");
   ASSERT_EQ(agent({"check-once"}).exit_code, 0);
@@ -206,9 +244,28 @@ TEST_F(AgentInstall, DowngradeOnlyWhenChannelAllowsIt) {
   channel("1.0.0");
   auto r = agent({"check-once"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_NE(r.err.find("refusing downgrade"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("refused: version 1.0.0 is older than the installed 2.0.0"),
+            std::string::npos)
+      << r.err;
   EXPECT_EQ(current_weights(), weights("2.0.0"));
-  EXPECT_EQ(events().size(), 1u);
+  auto ev = events();
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev[1]["state"], "refused");
+  EXPECT_EQ(ev[1]["to"], "1.0.0");
+  // The same refusal at the next poll is not reported again.
+  ASSERT_EQ(agent({"check-once"}).exit_code, 0);
+  EXPECT_EQ(events().size(), 2u);
+  // Nor can a USB stick downgrade the device.
+  auto old_package = work_ / "fleet" / "repo" / "targets" / "models" / "detector" / "1.0.0" /
+                     (old.sha256 + ".detector-1.0.0.mota");
+  r = agent({"install", old_package.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("refused: version 1.0.0 is older than the installed 2.0.0"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(current_weights(), weights("2.0.0"));
+  ASSERT_EQ(events().size(), 3u);
+  EXPECT_NE(events()[2]["error"].get<std::string>().find("offline install"), std::string::npos);
 
   channel("1.0.0", /*allow_downgrade=*/true);
   r = agent({"check-once"});
