@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 
 namespace mota::test {
 
@@ -221,6 +223,246 @@ void FaultServer::handle(int fd) {
   }
   // A drop: close without sending the rest (the client sees a short body).
   ::shutdown(fd, SHUT_RDWR);
+}
+
+// --- DropProxy -----------------------------------------------------------------------------------
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The value of header `name` (lower case, with the colon) in an HTTP head, "" when absent.
+std::string header(const std::string& head, const std::string& name) {
+  std::size_t pos = head.find("\r\n");
+  while (pos != std::string::npos) {
+    std::size_t next = head.find("\r\n", pos + 2);
+    if (next == std::string::npos) break;
+    std::string line = head.substr(pos + 2, next - pos - 2);
+    if (lower(line).rfind(name, 0) == 0) {
+      std::string v = line.substr(name.size());
+      v.erase(0, v.find_first_not_of(" \t"));
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.pop_back();
+      return v;
+    }
+    pos = next;
+  }
+  return "";
+}
+
+std::optional<std::uint64_t> parse_u64(const std::string& s) {
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+// Reads what is available (waiting in 50 ms steps while `stop` is unset) and appends it.
+// False on end of stream, error or stop.
+bool recv_more(int fd, std::string& buf, const std::atomic<bool>& stop) {
+  char tmp[65536];
+  while (!stop) {
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, 50);
+    if (r < 0 && errno != EINTR) return false;
+    if (r <= 0) continue;
+    ssize_t n = ::recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) return false;
+    buf.append(tmp, static_cast<std::size_t>(n));
+    return true;
+  }
+  return false;
+}
+
+bool send_fully(int fd, const char* data, std::size_t n, const std::atomic<bool>& stop) {
+  while (n > 0) {
+    if (stop) return false;
+    pollfd p{fd, POLLOUT, 0};
+    int r = ::poll(&p, 1, 50);
+    if (r < 0 && errno != EINTR) return false;
+    if (r <= 0) continue;
+    ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      return false;
+    }
+    data += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+int connect_loopback(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+DropProxy::DropProxy(DropProxyConfig config) : config_(std::move(config)) {
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_GE(listen_fd_, 0) << std::strerror(errno);
+  int one = 1;
+  ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0)
+      << std::strerror(errno);
+  EXPECT_EQ(::listen(listen_fd_, 16), 0) << std::strerror(errno);
+  socklen_t len = sizeof addr;
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_ = ntohs(addr.sin_port);
+  thread_ = std::thread([this] { serve(); });
+}
+
+DropProxy::~DropProxy() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+std::string DropProxy::url(const std::string& path) const {
+  return "http://127.0.0.1:" + std::to_string(port_) + path;
+}
+
+std::vector<ProxiedRequest> DropProxy::requests() const {
+  std::lock_guard lock(mu_);
+  return requests_;
+}
+
+std::uint64_t DropProxy::body_bytes(const std::string& suffix) const {
+  std::lock_guard lock(mu_);
+  std::uint64_t sum = 0;
+  for (const auto& r : requests_) {
+    if (ends_with(r.path, suffix)) sum += r.body_bytes;
+  }
+  return sum;
+}
+
+void DropProxy::serve() {
+  while (!stop_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    workers_.emplace_back([this, fd] { relay(fd); });
+  }
+  for (auto& t : workers_) t.join();
+}
+
+void DropProxy::relay(int client) {
+  int up = -1;
+  std::string cbuf;  // bytes from the client not yet forwarded
+  std::string ubuf;  // bytes from upstream not yet forwarded
+  auto done = [&](ProxiedRequest* rec) {
+    if (rec) {
+      std::lock_guard lock(mu_);
+      requests_.push_back(*rec);
+    }
+  };
+  while (!stop_) {
+    std::size_t end;
+    bool ok = true;
+    while ((end = cbuf.find("\r\n\r\n")) == std::string::npos) {
+      if (cbuf.size() > 65536 || !recv_more(client, cbuf, stop_)) {
+        ok = false;
+        break;
+      }
+    }
+    if (!ok) break;
+    std::string head = cbuf.substr(0, end + 4);
+    cbuf.erase(0, end + 4);
+    ProxiedRequest rec;
+    std::size_t sp1 = head.find(' ');
+    std::size_t sp2 = head.find(' ', sp1 + 1);
+    if (sp1 == std::string::npos || sp2 == std::string::npos) break;
+    rec.method = head.substr(0, sp1);
+    rec.path = head.substr(sp1 + 1, sp2 - sp1 - 1);
+    rec.range = header(head, "range:");
+    const std::uint64_t req_len = parse_u64(header(head, "content-length:")).value_or(0);
+    while (cbuf.size() < req_len) {
+      if (!recv_more(client, cbuf, stop_)) {
+        ok = false;
+        break;
+      }
+    }
+    if (!ok) break;
+    std::string request = head + cbuf.substr(0, req_len);
+    cbuf.erase(0, req_len);
+    if (up < 0) up = connect_loopback(config_.upstream_port);
+    if (up < 0 || !send_fully(up, request.data(), request.size(), stop_)) {
+      done(&rec);
+      break;
+    }
+
+    while ((end = ubuf.find("\r\n\r\n")) == std::string::npos) {
+      if (ubuf.size() > 65536 || !recv_more(up, ubuf, stop_)) {
+        ok = false;
+        break;
+      }
+    }
+    if (!ok) {
+      done(&rec);
+      break;
+    }
+    std::string rhead = ubuf.substr(0, end + 4);
+    ubuf.erase(0, end + 4);
+    if (rhead.size() > 12) rec.status = std::atoi(rhead.c_str() + 9);
+    auto length = parse_u64(header(rhead, "content-length:"));
+    const bool close_after = lower(header(rhead, "connection:")) == "close" || !length;
+    const bool has_body = rec.method != "HEAD" && rec.status != 204 && rec.status != 304 &&
+                          !(rec.status >= 100 && rec.status < 200);
+    std::uint64_t remaining = has_body ? length.value_or(UINT64_MAX) : 0;
+    std::uint64_t cut_at = UINT64_MAX;
+    if (has_body && rec.method == "GET" && ends_with(rec.path, config_.cut_suffix)) {
+      std::lock_guard lock(mu_);
+      if (cuts_ < config_.cut_times) {
+        ++cuts_;
+        cut_at = config_.cut_after;
+      }
+    }
+    if (!send_fully(client, rhead.data(), rhead.size(), stop_)) {
+      done(&rec);
+      break;
+    }
+    bool upstream_open = true;
+    while (remaining > 0 && rec.body_bytes < cut_at) {
+      if (ubuf.empty() && !recv_more(up, ubuf, stop_)) {
+        upstream_open = false;
+        break;
+      }
+      std::size_t n = static_cast<std::size_t>(
+          std::min<std::uint64_t>({ubuf.size(), remaining, cut_at - rec.body_bytes}));
+      if (!send_fully(client, ubuf.data(), n, stop_)) {
+        upstream_open = false;
+        break;
+      }
+      ubuf.erase(0, n);
+      rec.body_bytes += n;
+      remaining -= n;
+    }
+    rec.cut = remaining > 0 && rec.body_bytes >= cut_at;
+    done(&rec);
+    if (rec.cut || !upstream_open || close_after) break;
+  }
+  // A cut: both connections close without the rest (the client sees a short body).
+  ::shutdown(client, SHUT_RDWR);
+  ::close(client);
+  if (up >= 0) ::close(up);
 }
 
 }  // namespace mota::test

@@ -74,4 +74,57 @@ class FaultServer {
   std::thread thread_;
 };
 
+// A forwarding HTTP/1.1 proxy on a free loopback port in front of a real server (upstream), that
+// cuts chosen responses short: the first `cut_times` responses to a GET whose path ends with
+// `cut_suffix` are closed (both connections) after `cut_after` body bytes. Everything else is
+// forwarded unchanged, keep-alive included (requests are parsed one at a time per connection;
+// responses need a Content-Length or end with the upstream connection). Every request is
+// recorded with the body bytes the proxy forwarded, so tests can prove what the client received.
+//
+// Thread-safety: the accessors may be called from any thread while the proxy runs.
+struct DropProxyConfig {
+  int upstream_port = 0;  // on 127.0.0.1
+  std::string cut_suffix = ".mota";
+  std::uint64_t cut_after = UINT64_MAX;
+  unsigned cut_times = 1;
+};
+
+struct ProxiedRequest {
+  std::string method;
+  std::string path;              // as in the request line (no query parsing)
+  std::string range;             // the Range header, "" when absent
+  int status = 0;                // of the upstream response, 0 if none arrived
+  std::uint64_t body_bytes = 0;  // body bytes forwarded to the client
+  bool cut = false;              // this response was cut short by the proxy
+};
+
+class DropProxy {
+ public:
+  explicit DropProxy(DropProxyConfig config);  // binds and starts; aborts the test on error
+  ~DropProxy();                                // stops, closes every connection and joins
+  DropProxy(const DropProxy&) = delete;
+  DropProxy& operator=(const DropProxy&) = delete;
+
+  int port() const { return port_; }
+  std::string url(const std::string& path = "") const;
+  // Every request whose response has ended (or was cut), in completion order.
+  std::vector<ProxiedRequest> requests() const;
+  // Sum of body_bytes over the requests whose path ends with `suffix`.
+  std::uint64_t body_bytes(const std::string& suffix) const;
+
+ private:
+  void serve();
+  void relay(int client);
+
+  DropProxyConfig config_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mu_;
+  unsigned cuts_ = 0;  // guarded by mu_
+  std::vector<ProxiedRequest> requests_;
+  std::vector<std::thread> workers_;  // accept thread only, joined on destruction
+  std::thread thread_;
+};
+
 }  // namespace mota::test
