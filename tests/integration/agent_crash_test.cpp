@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstring>
 #include <iostream>
@@ -328,6 +329,7 @@ TEST_F(AgentCrash, KilledAnywhereInsideAnInstallNeverExposesAPartialModel) {
   Tally all;
   Tally timed;
   int completed = 0;  // runs that finished before their kill was due
+  std::string trace;  // step@delay of every timed kill; "u+" marks a delay after the unpack began
 
   // Kills at the entry of every step after the download (the fault hook), each run resuming the
   // one before: the journal names the step, and nothing partial is ever current.
@@ -361,13 +363,16 @@ TEST_F(AgentCrash, KilledAnywhereInsideAnInstallNeverExposesAPartialModel) {
     std::this_thread::sleep_until(when);
     p.kill(SIGKILL);  // a no-op if it has exited already
     const int code = p.wait();
+    const std::string mark = (after_unpack ? "u+" : "") + std::to_string(std::lround(ms(delay)));
     if (code != -1) {
       EXPECT_EQ(code, 0) << test::read_file(log);
+      trace += " finished@" + mark;
       ++completed;
       expect_whole_version(versions);
       return std::nullopt;
     }
     std::string at = expect_whole_version(versions);
+    trace += " " + at + "@" + mark;
     all.add(at);
     timed.add(at);
     return at;
@@ -399,7 +404,8 @@ TEST_F(AgentCrash, KilledAnywhereInsideAnInstallNeverExposesAPartialModel) {
 
   std::cout << "kill points exercised: " << all.str() << "\n"
             << "  of which timed SIGKILLs: " << timed.str()
-            << "; runs that finished first: " << completed << "\n";
+            << "; runs that finished first: " << completed << "\n"
+            << "  timed kills (step@ms):" << trace << "\n";
   const std::string first_step(agent::kInstallSteps[0].name);
   int later = 0;
   for (const auto& step : agent::kInstallSteps) {
@@ -440,8 +446,10 @@ TEST_F(AgentCrash, KilledDownloadResumesWithoutRefetchingFromNginx) {
   std::uint64_t seen = 0;
   {
     test::Process p(agent_argv(), log);
-    const auto deadline = Clock::now() + std::chrono::seconds(30);
-    while (p.running() && Clock::now() < deadline && seen < len * 2 / 5) {
+    // The download takes ~2 s. Kill when the partial file under downloads/ passes 40%; should
+    // a downloader keep its partial elsewhere, kill by the clock at about half-way instead.
+    const auto by_clock = Clock::now() + milliseconds(1200);
+    while (p.running() && seen < len * 2 / 5 && (seen > 0 || Clock::now() < by_clock)) {
       std::this_thread::sleep_for(milliseconds(2));
       seen = largest_file(state_ / "downloads");
     }
@@ -450,9 +458,11 @@ TEST_F(AgentCrash, KilledDownloadResumesWithoutRefetchingFromNginx) {
     p.kill(SIGKILL);
     ASSERT_EQ(p.wait(), -1);
   }
-  std::cout << "killed with " << seen << " of " << len << " bytes on disk\n";
-  EXPECT_GE(seen, len * 3 / 10);
-  EXPECT_LE(seen, len * 7 / 10);
+  std::cout << "killed with " << seen << " of " << len << " bytes in downloads/\n";
+  if (seen > 0) {
+    EXPECT_GE(seen, len * 3 / 10);
+    EXPECT_LE(seen, len * 7 / 10);
+  }
   EXPECT_NE(journal_step(), "none");
   EXPECT_TRUE(same_bytes(current_weights(), small("1.0.0")));
 
@@ -478,6 +488,7 @@ TEST_F(AgentCrash, KilledDownloadResumesWithoutRefetchingFromNginx) {
   auto start = range_start(pkg[1].range);
   ASSERT_TRUE(start) << "second request's Range: '" << pkg[1].range << "'";
   EXPECT_GE(*start, seen);  // everything that was on disk at the kill was kept
+  EXPECT_GE(*start, len * 3 / 10);
   EXPECT_LT(*start, len);
   EXPECT_EQ(pkg[1].body_bytes_sent, len - *start);
   const std::uint64_t total = pkg[0].body_bytes_sent + pkg[1].body_bytes_sent;
