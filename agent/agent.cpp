@@ -132,7 +132,17 @@ Result<std::string> Agent::installed_version(const std::string& model) {
 Status Agent::report(bool heartbeat) {
   auto http = http_client();
   Reporter reporter(state_, *http, identity_, config_.report_url);
-  if (heartbeat) MOTA_TRY_CTX(reporter.enqueue_heartbeat(), "heartbeat");
+  // The time of the last heartbeat queued is kept on disk: check-once runs as a fresh process.
+  const auto stamp = config_.state_dir / "status" / "heartbeat";
+  if (heartbeat) {
+    std::error_code ec;
+    auto last = stdfs::last_write_time(stamp, ec);
+    if (ec || stdfs::file_time_type::clock::now() - last >= config_.heartbeat_interval) {
+      MOTA_TRY_CTX(reporter.enqueue_heartbeat(), "heartbeat");
+      MOTA_TRY(fs::make_dirs(stamp.parent_path()));
+      MOTA_TRY(fs::write_file_atomic(stamp, format_time(now_seconds())));
+    }
+  }
   auto r = MOTA_TRY_CTX(reporter.flush(), "report to " + reporter.events_url());
   if (r.acked > 0) log::debug("reported " + std::to_string(r.acked) + " items");
   if (r.remaining > 0) log::info(std::to_string(r.remaining) + " reports still queued");
@@ -221,14 +231,14 @@ Result<CheckReport> Agent::check_once() {
       plan.tree_digest = digest;
       plan.package = config_.state_dir / "downloads" / (sha->second + ".part");
       plan.delete_package = true;
-      plan.fetch = [&]() -> Result<std::uint64_t> {
+      plan.fetch = [&](const DownloadProgress& progress) -> Result<std::uint64_t> {
         DownloadSpec spec;
         spec.url = client.target_url(config_.targets_url(), pkg_path, info);
         spec.length = info.length;
         spec.sha256 = sha->second;
         spec.partial = plan.package;
-        auto r =
-            MOTA_TRY_CTX(download(*http, spec, config_.retry, cancel_), "download " + pkg_path);
+        auto r = MOTA_TRY_CTX(download(*http, spec, config_.retry, cancel_, progress),
+                              "download " + pkg_path);
         return r.bytes_fetched;
       };
       auto out = run_install(state_, slots, plan, install_options_);

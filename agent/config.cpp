@@ -124,7 +124,7 @@ class Parser {
     MOTA_TRY(check_keys(root, "",
                         {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter",
                          "model", "bandwidth_limit", "retry", "runtime_socket", "trusted_root",
-                         "ca_file", "delta", "log_level", "report_url"}));
+                         "ca_file", "delta", "log_level", "report_url", "heartbeat_interval"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
@@ -174,6 +174,11 @@ class Parser {
     }
     c.poll_jitter = std::chrono::milliseconds(c.poll_interval) / 10;
     if ((n = root.get("poll_jitter"))) c.poll_jitter = MOTA_TRY(jitter(*n, c.poll_interval));
+    if ((n = root.get("heartbeat_interval"))) {
+      c.heartbeat_interval = MOTA_TRY(duration(*n, "heartbeat_interval"));
+      if (c.heartbeat_interval.count() < 0)
+        return bad("heartbeat_interval", "must not be negative");
+    }
 
     if ((n = root.get("bandwidth_limit"))) {
       if (auto i = n->as_integer()) {

@@ -16,6 +16,9 @@
 //   poll_interval    default "5m". Duration string (common/time.hpp parse_duration), at least 1s.
 //   poll_jitter      default 0.1. A fraction 0..1 of poll_interval, or a duration string; each
 //                    poll waits poll_interval + uniform(0, jitter) so a fleet does not stampede.
+//   heartbeat_interval  default "1h". Duration; a poll queues a heartbeat (inventory) when the
+//                    last one is at least this old, so an idle poll costs no report request in
+//                    between. "0s": every poll.
 //   bandwidth_limit  default "0" (unlimited). "<number><unit>[/s]" with unit B, KB, MB, GB
 //                    (powers of 1000) or KiB, MiB, GiB (powers of 1024); decimals allowed
 //                    ("1.5MB/s"); a plain integer is bytes per second.
@@ -65,9 +68,10 @@ struct Config {
   std::filesystem::path state_dir = "/var/lib/mota";
   std::chrono::seconds poll_interval{300};
   std::chrono::milliseconds poll_jitter{30000};  // resolved: max extra delay per poll
-  std::vector<ModelSubscription> models;         // non-empty, unique names, file order
-  std::uint64_t bandwidth_limit = 0;             // bytes per second; 0 = unlimited
-  RetryPolicy retry;                             // agent/download.hpp
+  std::chrono::seconds heartbeat_interval{3600};
+  std::vector<ModelSubscription> models;  // non-empty, unique names, file order
+  std::uint64_t bandwidth_limit = 0;      // bytes per second; 0 = unlimited
+  RetryPolicy retry;                      // agent/download.hpp
   std::filesystem::path runtime_socket = "/run/mota/runtime.sock";
   std::filesystem::path trusted_root = "/etc/mota/root.json";
   std::filesystem::path ca_file;  // empty: system CAs

@@ -123,6 +123,8 @@ class Partial {
 
   // Empties the file and the hash (the server ignored Range, or the content was wrong).
   Status restart() {
+    // Tell a concurrent reader (agent/growing_file.hpp) before the bytes go away.
+    if (progress_ && offset_ > 0) progress_(0, length_);
     buffer_.clear();
     hasher_ = Hasher();
     offset_ = 0;
@@ -342,6 +344,7 @@ Result<DownloadResult> download_impl(http::Client& client, const DownloadSpec& s
   Partial partial(spec.partial, spec.length, progress);
   MOTA_TRY_CTX(partial.load(cancel), what);
   result.resumed = partial.offset() > 0;
+  if (progress && result.resumed) progress(partial.offset(), spec.length);
 
   if (partial.offset() == spec.length && spec.length > 0) {
     // Complete from an earlier call (crash between the last write and the caller's rename).

@@ -45,8 +45,10 @@ struct DownloadResult {
   unsigned attempts = 0;  // HTTP requests made (0 if the partial was already complete)
 };
 
-// Called with (bytes in the partial file, signed length) after each MiB written and once at the
-// end, on the calling thread. May be empty.
+// Called with (bytes in the partial file, signed length) on the calling thread: after taking over
+// an existing partial, after each MiB written, and once at the end. Every byte below `done` is in
+// the file (readable by another thread). A `done` lower than before means the partial restarted
+// from byte 0; it is announced before the file is truncated. May be empty.
 using DownloadProgress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
 // Downloads spec.url into spec.partial, continuing a partial file left by an earlier call.

@@ -1,9 +1,13 @@
 #include "agent/install.hpp"
 
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <system_error>
+#include <thread>
 
+#include "agent/growing_file.hpp"
+#include "common/log.hpp"
 #include "storage/package.hpp"
 
 namespace mota::agent {
@@ -22,6 +26,57 @@ std::string new_install_id() {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
   return buf;
+}
+
+// Marks the target slot invalid and empties it (the install order: invalid first, then write).
+Status prepare_slot(StateStore& state, const SlotSet& slots, const InstallPlan& plan, Slot slot) {
+  MOTA_TRY(slots.prepare(slot));
+  SlotState s;
+  s.model = plan.model;
+  s.slot = slot;
+  s.version = plan.to_version;
+  s.tree_digest = plan.tree_digest;
+  s.status = SlotStatus::writing;
+  return state.put_slot(s);
+}
+
+// The download step with a fetch function: downloads and, in a second thread, unpacks the bytes
+// into the slot as they land in the partial file. `staged` is set when both succeeded. A failed
+// download is the step's error (the unpack stops with it); a failed unpack of a good download is
+// the stage's error, except a restarted download, which leaves the unpack to the stage step.
+Status download_and_stage(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
+                          InstallOutcome& out, std::optional<storage::UnpackResult>& staged,
+                          bool& unpack_failed) {
+  MOTA_TRY(prepare_slot(state, slots, plan, out.slot));
+  GrowingFile growing(plan.package);
+  std::optional<Result<storage::UnpackResult>> unpacked;
+  std::thread unpacker(
+      [&] { unpacked.emplace(storage::unpack(growing.reader(), slots.path(out.slot))); });
+  auto got = [&]() -> Result<std::uint64_t> {
+    try {
+      return plan.fetch([&](std::uint64_t done, std::uint64_t) { growing.advance(done); });
+    } catch (const std::exception& e) {
+      return fail(Errc::internal, std::string("download: ") + e.what());
+    }
+  }();
+  growing.finish(got.has_value());
+  unpacker.join();
+  if (!got) return fail(std::move(got).error());
+  out.bytes = *got;
+  (void)state.record_progress(plan.model, *got, false);
+  auto& r = *unpacked;
+  if (r) {
+    out.streamed = true;
+    staged = std::move(*r);
+    return {};
+  }
+  if (growing.restarted()) {
+    log::info("the download restarted; unpacking the complete package instead",
+              {{"MODEL", plan.model}, {"VERSION", plan.to_version}});
+    return {};
+  }
+  unpack_failed = true;
+  return fail(std::move(r).error().context("unpack while downloading"));
 }
 
 }  // namespace
@@ -64,6 +119,9 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     step = rec->step;
   }
   bool first = !rec;
+  // The result of unpacking in this run (download or stage step); empty after a restart.
+  std::optional<storage::UnpackResult> staged;
+  bool unpack_failed = false;  // the download was good, unpacking it was not
   while (!step.empty()) {
     if (!first) {
       int attempts = MOTA_TRY_CTX(state.enter_step(plan.model, step), ctx);
@@ -80,13 +138,7 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     Status st;
     if (step == "download") {
       if (plan.fetch) {
-        auto got = plan.fetch();
-        if (got) {
-          out.bytes = *got;
-          (void)state.record_progress(plan.model, *got, false);
-        } else {
-          st = fail(std::move(got).error());
-        }
+        st = download_and_stage(state, slots, plan, out, staged, unpack_failed);
       } else {
         std::error_code ec;
         if (!std::filesystem::is_regular_file(plan.package, ec)) {
@@ -94,22 +146,22 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
         }
       }
     } else if (step == "stage") {
-      st = slots.prepare(out.slot);
-      if (st) {
-        SlotState s;
-        s.model = plan.model;
-        s.slot = out.slot;
-        s.version = plan.to_version;
-        s.tree_digest = plan.tree_digest;
-        s.status = SlotStatus::writing;
-        st = state.put_slot(s);
-      }
-      if (st) {
-        auto r = storage::unpack_file(plan.package, slots.path(out.slot));
-        if (!r) st = fail(std::move(r).error().context("unpack " + plan.package.string()));
+      if (!staged) {
+        st = prepare_slot(state, slots, plan, out.slot);
+        if (st) {
+          auto r = storage::unpack_file(plan.package, slots.path(out.slot));
+          if (r) {
+            staged = std::move(*r);
+          } else {
+            st = fail(std::move(r).error().context("unpack " + plan.package.string()));
+          }
+        }
       }
     } else if (step == "verify") {
-      auto r = slots.verify(out.slot);
+      // Unpacked by this run: every file was checked against model.json while written and
+      // fsynced. After a restart nothing is taken on trust: the slot is read back.
+      Result<storage::UnpackResult> r = staged ? std::move(*staged) : slots.verify(out.slot);
+      staged.reset();
       if (!r) {
         st = fail(std::move(r).error().context("verify slot " + slot_name(out.slot)));
       } else if (!plan.tree_digest.empty() && r->tree_digest != plan.tree_digest) {
@@ -132,7 +184,8 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     }
     if (!st) {
       Error e = std::move(st).error().context(ctx + ": " + step);
-      if (e.code() == Errc::verification && (step == "stage" || step == "verify")) {
+      if (e.code() == Errc::verification &&
+          (step == "stage" || step == "verify" || unpack_failed)) {
         // A signed package that does not unpack to its signed tree will never install.
         if (auto cur = slots.current(); cur && *cur != out.slot) {
           (void)slots.prepare(out.slot);  // leave no unverified tree behind

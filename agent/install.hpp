@@ -4,9 +4,16 @@
 //
 // Each step is persisted in the install journal (StateStore::enter_step) BEFORE it acts, so after
 // a crash or SIGKILL run_install() resumes from the journal:
-//   download  resumes the partial file (agent/download.hpp keeps it);
-//   stage     prepares the inactive slot afresh and unpacks again;
-//   verify    re-verifies the slot (a persisted "verify" means staging finished and was fsynced);
+//   download  resumes the partial file (agent/download.hpp keeps it). With a fetch function the
+//             inactive slot is prepared and the package unpacked into it WHILE it downloads (one
+//             pass, agent/growing_file.hpp); the stage step then has nothing left to do. If that
+//             pass fails (the server restarted the body, or the process died), stage unpacks the
+//             complete package as usual;
+//   stage     prepares the inactive slot afresh and unpacks again, unless this same run already
+//             staged it while downloading;
+//   verify    after a stage in this same run: checks the streamed unpack's result (every file's
+//             size and sha256 were checked while written) against the signed tree digest;
+//             after a restart: re-verifies the whole slot from disk;
 //   switch    switch_to() is idempotent: `current` already pointing at the target is fine;
 //   commit    complete_install() is one transaction.
 // Loop guard: a step entered more than InstallOptions::max_attempts times aborts the install and
@@ -20,6 +27,7 @@
 #include <string>
 #include <string_view>
 
+#include "agent/download.hpp"
 #include "agent/slots.hpp"
 #include "agent/state.hpp"
 #include "common/result.hpp"
@@ -49,9 +57,10 @@ struct InstallPlan {
   // delete_package is set.
   std::filesystem::path package;
   bool delete_package = false;
-  // The download step: makes `package` complete and verified; returns the bytes fetched. Empty:
-  // the package is already local.
-  std::function<Result<std::uint64_t>()> fetch;
+  // The download step: makes `package` complete and verified, calling `progress` as bytes land
+  // in it (the DownloadProgress contract of agent/download.hpp); returns the bytes fetched.
+  // Empty: the package is already local.
+  std::function<Result<std::uint64_t>(const DownloadProgress& progress)> fetch;
 };
 
 struct InstallOptions {
@@ -64,6 +73,7 @@ struct InstallOutcome {
   std::string install_id;  // of the journal row
   Slot slot = Slot::a;
   std::uint64_t bytes = 0;  // downloaded in this run
+  bool streamed = false;    // unpacked while downloading (one pass)
 };
 
 // Runs (or resumes) the install of plan.to_version for plan.model. A journal row for another

@@ -43,6 +43,7 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_EQ(c->api_url("devices/x/status"),
             "https://updates.example.com/fleet/v1/devices/x/status");
   EXPECT_EQ(c->report_url, c->server_url);
+  EXPECT_EQ(c->heartbeat_interval, 3600s);
   EXPECT_EQ(c->device_id, "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(c->state_dir, "/var/lib/mota");
   EXPECT_EQ(c->poll_interval, 300s);
@@ -212,6 +213,8 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"delta = \"sometimes\"\n",
        "agent.toml: delta: 'sometimes' is not one of prefer, only, never"},
       {"log_level = \"loud\"\n", "agent.toml: log_level: 'loud' is not one of debug, info"},
+      {"heartbeat_interval = \"often\"\n",
+       "agent.toml: heartbeat_interval: 'often' is not a duration"},
       {"report_url = \"ftp://api\"\n",
        "agent.toml: report_url: 'ftp://api' must start with http:// or https://"},
       {"device_id = \"has space\"\n", "agent.toml: device_id: 'has space' must be 1..128"},

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "storage/package.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -127,10 +129,65 @@ TEST_F(Install, PackageOfAnotherVersionIsRejected) {
   EXPECT_FALSE(current());
 }
 
+// A fetch that writes `bytes` into plan.package in small pieces, announcing each like the
+// downloader does (optionally a first pass of `first_pass` bytes, then a restart from byte 0).
+std::function<Result<std::uint64_t>(const DownloadProgress&)> piecewise_fetch(
+    std::filesystem::path to, std::string bytes, std::string first_pass = "") {
+  return [to, bytes, first_pass](const DownloadProgress& progress) -> Result<std::uint64_t> {
+    auto write_pass = [&](const std::string& data) {
+      std::FILE* f = std::fopen(to.c_str(), "wb");
+      for (std::size_t off = 0; off < data.size(); off += 333) {
+        std::size_t n = std::min<std::size_t>(333, data.size() - off);
+        std::fwrite(data.data() + off, 1, n, f);
+        std::fflush(f);
+        progress(off + n, bytes.size());
+      }
+      std::fclose(f);
+    };
+    if (!first_pass.empty()) {
+      write_pass(first_pass);
+      progress(0, bytes.size());  // the restart, announced before the truncation
+    }
+    write_pass(bytes);
+    return bytes.size() + first_pass.size();
+  };
+}
+
+TEST_F(Install, FetchedPackageIsUnpackedWhileItDownloads) {
+  auto plan = pack("1.0.0");
+  auto bytes = test::read_file(plan.package);
+  plan.package = work_ / "downloads" / "p.part";
+  stdfs::create_directories(plan.package.parent_path());
+  plan.fetch = piecewise_fetch(plan.package, bytes);
+  auto r = run_install(*state_, *slots_, plan);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_TRUE(r->streamed);
+  EXPECT_EQ(r->bytes, bytes.size());
+  EXPECT_EQ(current(), r->slot);
+  EXPECT_EQ(test::read_file(slots_->path(r->slot) / "model.onnx"), "weights 1.0.0");
+  auto tree = slots_->verify(r->slot);
+  ASSERT_TRUE(tree) << tree.error().message();
+  EXPECT_EQ(tree->tree_digest, plan.tree_digest);
+}
+
+TEST_F(Install, RestartedDownloadFallsBackToUnpackingTheCompletePackage) {
+  auto plan = pack("1.0.0");
+  auto bytes = test::read_file(plan.package);
+  plan.package = work_ / "downloads" / "p.part";
+  stdfs::create_directories(plan.package.parent_path());
+  // The first pass is garbage of the same length: it must never reach the slot.
+  plan.fetch = piecewise_fetch(plan.package, bytes, std::string(bytes.size(), 'x'));
+  auto r = run_install(*state_, *slots_, plan);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_FALSE(r->streamed);
+  EXPECT_EQ(current(), r->slot);
+  EXPECT_EQ(test::read_file(slots_->path(r->slot) / "model.onnx"), "weights 1.0.0");
+}
+
 TEST_F(Install, FailingDownloadIsRetriedThenLoopGuardBlocks) {
   auto plan = pack("1.0.0");
   int calls = 0;
-  plan.fetch = [&]() -> Result<std::uint64_t> {
+  plan.fetch = [&](const DownloadProgress&) -> Result<std::uint64_t> {
     ++calls;
     return fail(Errc::network, "connection refused");
   };
@@ -157,7 +214,9 @@ TEST_F(Install, FailingDownloadIsRetriedThenLoopGuardBlocks) {
 
 TEST_F(Install, JournalOfAnotherVersionIsAbandonedWithoutBlocking) {
   auto stale = pack("1.0.0");
-  stale.fetch = []() -> Result<std::uint64_t> { return fail(Errc::network, "down"); };
+  stale.fetch = [](const DownloadProgress&) -> Result<std::uint64_t> {
+    return fail(Errc::network, "down");
+  };
   ASSERT_FALSE(run_install(*state_, *slots_, stale));
   auto r = run_install(*state_, *slots_, pack("1.1.0"));
   ASSERT_TRUE(r) << r.error().message();
