@@ -330,6 +330,8 @@ TEST_F(AgentCrash, KilledAnywhereInsideAnInstallNeverExposesAPartialModel) {
   Tally timed;
   int completed = 0;  // runs that finished before their kill was due
   std::string trace;  // step@delay of every timed kill; "u+" marks a delay after the unpack began
+  // How long the unpack and the steps after it take (shrunk when a run beats a kill).
+  auto tail = std::max<Clock::duration>(t_end - t_stage, milliseconds(20));
 
   // Kills at the entry of every step after the download (the fault hook), each run resuming the
   // one before: the journal names the step, and nothing partial is ever current.
@@ -368,6 +370,7 @@ TEST_F(AgentCrash, KilledAnywhereInsideAnInstallNeverExposesAPartialModel) {
       EXPECT_EQ(code, 0) << test::read_file(log);
       trace += " finished@" + mark;
       ++completed;
+      if (after_unpack) tail = std::min(tail, delay);  // the rest is quicker than measured
       expect_whole_version(versions);
       return std::nullopt;
     }
@@ -382,9 +385,9 @@ TEST_F(AgentCrash, KilledAnywhereInsideAnInstallNeverExposesAPartialModel) {
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   // Fresh runs alternate: kills spread over [0, unpack start] (the download), and kills spread
   // over the unpack and the steps after it (short, so they get the same number of kills in a
-  // much smaller window). Every other kill is followed by a kill of the run that resumes it.
+  // much smaller window). Every other kill during the download is followed by a kill of the run
+  // that resumes it.
   constexpr int kFresh = 16;
-  const auto tail = std::max<Clock::duration>(t_end - t_stage, milliseconds(20));
   for (int i = 0; i < kFresh; ++i) {
     ASSERT_NO_FATAL_FAILURE(copy_tree(fresh, state_));
     const bool early = i % 2 == 0;
@@ -395,7 +398,7 @@ TEST_F(AgentCrash, KilledAnywhereInsideAnInstallNeverExposesAPartialModel) {
                          "fresh kill " + std::to_string(i) + " " + std::to_string(ms(delay)) +
                              " ms after " + (early ? "start" : "the unpack began"));
     if (HasFatalFailure()) return;
-    if (at && i % 4 < 2) {
+    if (at == agent::kInstallSteps[0].name && i % 4 < 2) {
       const auto again = std::chrono::duration_cast<Clock::duration>(t_end * unit(rng) * 0.6);
       kill_after(again, false, "resumed run killed at " + std::to_string(ms(again)) + " ms");
       if (HasFatalFailure()) return;
@@ -411,7 +414,7 @@ TEST_F(AgentCrash, KilledAnywhereInsideAnInstallNeverExposesAPartialModel) {
   for (const auto& step : agent::kInstallSteps) {
     if (step.name != first_step) later += timed.at(std::string(step.name));
   }
-  EXPECT_GE(timed.total(), kFresh);
+  EXPECT_GE(timed.total(), kFresh * 3 / 4) << timed.str();
   EXPECT_GE(timed.at(first_step), 3) << timed.str();
   EXPECT_GE(later, 1) << "no timed kill landed after the download: " << timed.str();
 
