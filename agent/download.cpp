@@ -26,7 +26,7 @@ namespace {
 
 constexpr std::size_t kBufferBytes = 1 << 20;
 // fsync cadence: bounds what a power cut can lose without making the disk the bottleneck.
-constexpr std::uint64_t kSyncEvery = 8ull << 20;
+constexpr std::uint64_t kSyncEvery = 32ull << 20;
 // An attempt that received at least this much resets the retry budget.
 constexpr std::uint64_t kProgressBytes = 1 << 20;
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);

@@ -50,8 +50,13 @@ Status download_and_stage(StateStore& state, const SlotSet& slots, const Install
   MOTA_TRY(prepare_slot(state, slots, plan, out.slot));
   GrowingFile growing(plan.package);
   std::optional<Result<storage::UnpackResult>> unpacked;
+  // The download checks every byte against the signed sha256 before this tree is used (a failed
+  // download fails the install), so hashing each file again as it is written would only repeat
+  // that check at the cost of a second SHA-256 pass.
+  storage::UnpackLimits limits;
+  limits.check_file_hashes = false;
   std::thread unpacker(
-      [&] { unpacked.emplace(storage::unpack(growing.reader(), slots.path(out.slot))); });
+      [&] { unpacked.emplace(storage::unpack(growing.reader(), slots.path(out.slot), limits)); });
   auto got = [&]() -> Result<std::uint64_t> {
     try {
       return plan.fetch([&](std::uint64_t done, std::uint64_t) { growing.advance(done); });

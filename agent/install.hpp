@@ -11,8 +11,10 @@
 //             complete package as usual;
 //   stage     prepares the inactive slot afresh and unpacks again, unless this same run already
 //             staged it while downloading;
-//   verify    after a stage in this same run: checks the streamed unpack's result (every file's
-//             size and sha256 were checked while written) against the signed tree digest;
+//   verify    after a stage in this same run: checks the unpack's result against the signed tree
+//             digest (the stage step checked every file's size and sha256 against model.json
+//             while writing it; a one-pass download+unpack checked sizes, and every byte through
+//             the signed package sha256, which covers model.json and so the tree);
 //             after a restart: re-verifies the whole slot from disk;
 //   switch    switch_to() is idempotent: `current` already pointing at the target is fine;
 //   commit    complete_install() is one transaction.

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/version.hpp"
+#include "manager/cli_commands.hpp"
 #include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 
@@ -30,13 +31,6 @@ std::atomic<bool> g_stop{false};
 static_assert(std::atomic<bool>::is_always_lock_free);
 extern "C" void on_stop_signal(int) {
   g_stop.store(true);
-}
-
-std::string repo_dir(const std::string& flag) {
-  if (!flag.empty()) return flag;
-  const char* env = std::getenv("MOTA_REPO");
-  if (env && *env) return env;
-  return ".";
 }
 
 std::string human_size(std::uint64_t n) {
@@ -133,6 +127,13 @@ void print_channel(const Channel& c) {
 }
 
 }  // namespace
+
+std::string repo_dir(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  const char* env = std::getenv("MOTA_REPO");
+  if (env && *env) return env;
+  return ".";
+}
 
 int cli_main(int argc, char** argv) {
   CLI::App app{"mota: publish ML models to fleets through a signed TUF repository", "mota"};
@@ -337,15 +338,20 @@ int cli_main(int argc, char** argv) {
   add_repo(srv);
   srv->callback([&] { action = [&]() -> Status { return serve(repo_dir(repo_flag), listen); }; });
 
+  add_delta_commands(app, action, repo_flag);
+  add_fleet_commands(app, action, repo_flag);
+
   // CLI11 would report a mistyped command as "A subcommand is required"; name it instead.
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
-    for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known |= sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
     if (!known) {
-      std::fprintf(stderr,
-                   "mota: error: unknown command '%s' (init, release, channel, timestamp, key, "
-                   "verify, serve)\nRun 'mota --help' for usage.\n",
-                   argv[1]);
+      std::fprintf(stderr, "mota: error: unknown command '%s' (%s)\nRun 'mota --help' for usage.\n",
+                   argv[1], names.c_str());
       return kExitUsage;
     }
   }

@@ -45,6 +45,11 @@ using ReadFn = std::function<Result<std::size_t>(std::span<std::byte>)>;
 struct UnpackLimits {
   std::uint64_t max_total_bytes = std::uint64_t(64) << 30;  // sum of file sizes
   std::uint64_t max_files = 100000;
+  // false: file contents are not hashed while written (sizes and everything else still are).
+  // Only for a caller that authenticates every byte of the stream itself — a download checked
+  // against its signed sha256 before the tree is used — so the tree is covered by that hash
+  // (model.json included, whose entries give the tree digest). Saves a second SHA-256 pass.
+  bool check_file_hashes = true;
 };
 
 struct UnpackResult {

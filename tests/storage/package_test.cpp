@@ -522,6 +522,32 @@ TEST(Package, UnpacksHandBuiltArchive) {
   ASSERT_TRUE(unpack(memory_source(with_dir), t / "out2"));
 }
 
+// Files of several MiB are hashed on a worker thread: the same checks hold there.
+TEST(Package, BigFileHashIsCheckedToo) {
+  std::string big(6u << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 2654435761u) >> 13);
+  const std::vector<std::pair<std::string, std::string>> files = {{"model.onnx", big}};
+  TempDir t;
+  auto ok = unpack(
+      memory_source(build_tar({reg("model.json", manifest_for(files)), reg("model.onnx", big)})),
+      t / "ok");
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ(test::read_file(t / "ok/model.onnx"), big);
+  std::string tampered = big;
+  tampered[5u << 20] ^= 1;
+  auto bad = unpack(memory_source(build_tar(
+                        {reg("model.json", manifest_for(files)), reg("model.onnx", tampered)})),
+                    t / "bad");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), Errc::verification);
+  EXPECT_NE(
+      bad.error().message().find("entry \"model.onnx\": sha256 " + crypto::sha256_hex(tampered) +
+                                 ", model.json says " + crypto::sha256_hex(big)),
+      std::string::npos)
+      << bad.error().message();
+  EXPECT_FALSE(std::filesystem::exists(t / "bad"));
+}
+
 TEST(Package, UnpackRejectsMaliciousArchives) {
   expect_rejected(good_entries_then([](auto& e) { e[1].path = "/etc/model.onnx"; }),
                   "entry \"/etc/model.onnx\": invalid path");
