@@ -1,0 +1,74 @@
+#pragma once
+// The backend interface: what mota-runtime needs from an inference engine. The rest of the runtime
+// (model store, HTTP API, probe) only sees these two classes, so ONNX Runtime, TensorRT or
+// llama.cpp backends can be added beside OpenCV DNN without touching it.
+//
+//   load      Backend::load() -> a Model (everything needed to serve, warmed up)
+//   describe  Model::inputs() / Model::outputs()
+//   run       Model::run()
+//   unload    destroy the Model (the store does so when the last in-flight request lets go)
+
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.hpp"
+#include "manifest/model_manifest.hpp"
+#include "runtime/tensor.hpp"
+
+namespace mota::runtime {
+
+struct LoadOptions {
+  // Independent engine instances per model = requests served at once (OpenCV's Net is not
+  // re-entrant; each instance has its own lock). At least 1.
+  int pool_size = 2;
+  // Inferences on zero inputs per instance before the model is handed out, so the first real
+  // request does not pay for lazy allocation. 0 disables (not recommended: a model whose ops fail
+  // only at run time then passes load).
+  int warmup_runs = 1;
+};
+
+// A loaded, immutable model. run() is thread-safe; any number of threads may call it at once
+// (they queue for a free engine instance). Destroying it frees the engine; callers must make
+// sure no run() is in progress (the store does so with shared_ptr).
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const std::vector<TensorInfo>& inputs() const = 0;
+  virtual const std::vector<TensorInfo>& outputs() const = 0;
+  // Inputs by position, in inputs() order (a non-empty name must match). Errors:
+  // Errc::invalid_argument for a wrong count, type or shape (the message names the input),
+  // Errc::internal when the engine fails.
+  virtual Result<std::vector<Tensor>> run(const std::vector<Tensor>& inputs) = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  // Loads the manifest's entry from `dir` (an unpacked model tree). Errors say why the backend
+  // cannot serve the model: Errc::unsupported (framework, dynamic shape, dtype, op), Errc::parse
+  // (unreadable model file), Errc::io / not_found (files). Never throws.
+  virtual Result<std::unique_ptr<Model>> load(const ModelManifest& manifest,
+                                              const std::filesystem::path& dir,
+                                              const LoadOptions& options) = 0;
+};
+
+// The backend for a manifest's framework ("onnx" -> OpenCV DNN), or Errc::unsupported naming the
+// framework. Backends are stateless and cheap to create.
+Result<std::unique_ptr<Backend>> backend_for(std::string_view framework);
+
+// OpenCV DNN (Debian's libopencv-dnn-dev 4.6): ONNX opset 11-13, static shapes, float32 inputs.
+std::unique_ptr<Backend> make_opencv_backend();
+
+// Sets the engines' global worker-thread count (OpenCV: cv::setNumThreads). 0 = engine default.
+void set_engine_threads(int threads);
+
+// Reads <dir>/model.json for the runtime: model.json must parse (files list optional: the agent
+// has already verified the tree) and carry a name and a version.
+Result<ModelManifest> read_slot_manifest(const std::filesystem::path& dir);
+
+}  // namespace mota::runtime

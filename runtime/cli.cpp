@@ -1,0 +1,159 @@
+#include "runtime/cli.hpp"
+
+#include <systemd/sd-daemon.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "common/fs.hpp"
+#include "common/log.hpp"
+#include "runtime/config.hpp"
+#include "runtime/probe.hpp"
+#include "runtime/server.hpp"
+#include "runtime/store.hpp"
+
+namespace mota::runtime {
+
+namespace {
+
+constexpr int kExitFail = 1;
+constexpr const char* kDefaultConfig = "/etc/mota/runtime.toml";
+
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+extern "C" void on_stop_signal(int) {
+  g_stop.store(true);
+}
+
+int report_error(const Error& e) {
+  std::fprintf(stderr, "mota-runtime: error: %s\n", e.message().c_str());
+  return kExitFail;
+}
+
+struct ServeFlags {
+  std::string config = kDefaultConfig;
+  std::string socket, tcp, log_level;
+  int pool_size = 0, engine_threads = -1;
+  std::vector<std::string> models;
+};
+
+int serve(const ServeFlags& f) {
+  auto cfg = load_config(f.config, f.config != kDefaultConfig);
+  if (!cfg) return report_error(cfg.error());
+  Config c = std::move(*cfg);
+  if (!f.socket.empty()) c.server.socket = f.socket == "none" ? "" : f.socket;
+  if (!f.tcp.empty()) {
+    auto st = parse_host_port(f.tcp, c.server.tcp_host, c.server.tcp_port);
+    if (!st) return report_error(st.error().context("--tcp"));
+  }
+  if (f.pool_size > 0) c.store.load.pool_size = f.pool_size;
+  if (f.engine_threads >= 0) c.engine_threads = f.engine_threads;
+  if (!f.log_level.empty() && !log::parse_level(f.log_level, c.log_level)) {
+    return report_error(Error(Errc::invalid_argument, "--log-level: debug, info, warn or error"));
+  }
+  for (const auto& m : f.models) {
+    auto eq = m.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return report_error(Error(Errc::invalid_argument, "--model " + m + ": expected NAME=SLOT"));
+    }
+    c.models.push_back({m.substr(0, eq), std::filesystem::absolute(m.substr(eq + 1))});
+  }
+  log::set_level(c.log_level);
+  set_engine_threads(c.engine_threads);
+
+  ModelStore store(c.store);
+  for (const auto& m : c.models) {
+    // A model that does not load is logged and skipped: the runtime still starts, so the agent
+    // can reach it, see what is missing in /v1/health and load a good slot.
+    auto r = store.load(m.name, m.slot);
+    if (!r) log::error("startup load failed", {{"MODEL", m.name}, {"REASON", r.error().message()}});
+  }
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGPIPE, SIG_IGN);
+  auto server = Server::start(store, c.server);
+  if (!server) return report_error(server.error().context("serve"));
+  log::info("mota-runtime serving",
+            {{"SOCKET", c.server.socket.string()},
+             {"TCP", c.server.tcp_host.empty()
+                         ? std::string("off")
+                         : c.server.tcp_host + ":" + std::to_string((*server)->tcp_port())},
+             {"POOL_SIZE", std::to_string(c.store.load.pool_size)}});
+  (void)sd_notify(0, "READY=1");
+  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  (void)sd_notify(0, "STOPPING=1");
+  (*server)->stop();
+  log::info("mota-runtime stopped");
+  return 0;
+}
+
+int probe_cmd(const std::string& slot, bool json, int runs) {
+  ProbeOptions opts;
+  opts.runs = runs;
+  auto rep = probe(slot, opts);
+  if (json) {
+    std::printf("%s\n", rep.to_json().dump(2).c_str());
+  } else if (rep.ok) {
+    std::printf("probe %s %s: ok (load %.1f ms, latency %.3f ms%s)\n", rep.name.c_str(),
+                rep.version.c_str(), rep.load_ms, rep.latency_ms,
+                rep.has_health ? "" : "; no health section: load and zero-input run only");
+  } else {
+    std::fprintf(stderr, "mota-runtime: probe %s failed at %s: %s\n", slot.c_str(),
+                 rep.step.c_str(), rep.reason.c_str());
+  }
+  return rep.exit_code();
+}
+
+int run_cmd(const std::string& slot, const std::string& input, const std::string& output) {
+  auto in = fs::read_file(input, std::uint64_t{1} << 30);
+  if (!in) return report_error(in.error());
+  auto out = run_raw(slot, *in);
+  if (!out) return report_error(out.error().context("run " + slot));
+  auto st = fs::write_file_atomic(output, *out);
+  if (!st) return report_error(st.error());
+  return 0;
+}
+
+}  // namespace
+
+int cli_main(int argc, char** argv) {
+  CLI::App app{"mota-runtime: serves models over a local socket and probes model slots"};
+  app.require_subcommand(1);
+
+  ServeFlags sf;
+  auto* serve_cmd = app.add_subcommand("serve", "Serve models until SIGTERM");
+  serve_cmd->add_option("--config", sf.config, "TOML config file")->capture_default_str();
+  serve_cmd->add_option("--socket", sf.socket, "Unix socket path (\"none\": no socket)");
+  serve_cmd->add_option("--tcp", sf.tcp, "Also listen on loopback HOST:PORT");
+  serve_cmd->add_option("--pool-size", sf.pool_size, "Engine instances per model");
+  serve_cmd->add_option("--engine-threads", sf.engine_threads, "OpenCV worker threads");
+  serve_cmd->add_option("--model", sf.models, "NAME=SLOT to load at start (repeatable)");
+  serve_cmd->add_option("--log-level", sf.log_level, "debug, info, warn, error");
+
+  std::string slot, input, output;
+  bool json = false;
+  int runs = 3;
+  auto* probe_sc = app.add_subcommand("probe", "Run a slot's health check (exit 0 = pass)");
+  probe_sc->add_option("slot", slot, "Unpacked model directory")->required();
+  probe_sc->add_flag("--json", json, "Print the report as JSON on stdout");
+  probe_sc->add_option("--runs", runs, "Timed inferences")->capture_default_str();
+
+  auto* run_sc = app.add_subcommand("run", "Run a model once on raw inputs, write raw outputs");
+  run_sc->add_option("slot", slot, "Unpacked model directory")->required();
+  run_sc->add_option("--input", input, "Raw input file")->required();
+  run_sc->add_option("--output", output, "Where to write the raw outputs")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (serve_cmd->parsed()) return serve(sf);
+  if (probe_sc->parsed()) return probe_cmd(slot, json, runs);
+  return run_cmd(slot, input, output);
+}
+
+}  // namespace mota::runtime

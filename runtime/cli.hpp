@@ -1,0 +1,19 @@
+#pragma once
+// mota-runtime's command line (runtime/main.cpp only calls cli_main):
+//
+//   mota-runtime serve [--config FILE] [--socket PATH] [--tcp HOST:PORT] [--pool-size N]
+//                      [--engine-threads N] [--model NAME=SLOT]... [--log-level L]
+//       Serves until SIGTERM/SIGINT. --config defaults to /etc/mota/runtime.toml (optional when
+//       it is the default); flags override the file. Exit 0 on a clean stop, 1 on error.
+//   mota-runtime probe SLOT [--json] [--runs N]
+//       Runs the health check of runtime/probe.hpp. Exit 0 when it passes, else the failing
+//       step's code (3 manifest, 4 load, 5 input, 6 run, 7 nan, 8 output, 9 latency) with the
+//       reason on stderr (or in the JSON on stdout with --json).
+//   mota-runtime run SLOT --input FILE --output FILE
+//       Runs the model once on raw inputs and writes the raw outputs: a health.expected_output.
+
+namespace mota::runtime {
+
+int cli_main(int argc, char** argv);
+
+}  // namespace mota::runtime

@@ -1,0 +1,53 @@
+#pragma once
+// mota-runtime's configuration: /etc/mota/runtime.toml (every key optional), then command-line
+// flags on top. Example with the defaults:
+//
+//   socket            = "/run/mota/runtime.sock"
+//   socket_mode       = "0660"            # who may talk to the runtime (it loads any path)
+//   tcp               = ""                # e.g. "127.0.0.1:8700"; loopback only; "" = off
+//   http_threads      = 8                 # connections served at once per listener
+//   pool_size         = 2                 # engine instances per model = concurrent inferences
+//   engine_threads    = 0                 # OpenCV worker threads (0 = OpenCV's default)
+//   warmup_runs       = 1                 # per engine instance, before a model is swapped in
+//   load_nice         = 10                # nice increment of the loading thread
+//   max_body_bytes    = 67108864
+//   log_level         = "info"
+//
+//   [[model]]                             # loaded at start (a failure is logged, not fatal)
+//   name = "face-detector"
+//   slot = "/var/lib/mota/models/face-detector/current"
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/log.hpp"
+#include "common/result.hpp"
+#include "runtime/server.hpp"
+#include "runtime/store.hpp"
+
+namespace mota::runtime {
+
+struct StartupModel {
+  std::string name;
+  std::filesystem::path slot;
+};
+
+struct Config {
+  ServerOptions server;
+  StoreOptions store;
+  int engine_threads = 0;
+  log::Level log_level = log::Level::info;
+  std::vector<StartupModel> models;
+};
+
+// Parses TOML text; `source` names it in errors ("runtime.toml:3:1: ..."). Unknown keys and
+// wrong types are errors naming the key.
+Result<Config> parse_config(std::string_view text, std::string_view source);
+// Reads and parses a file; a missing file at the default path is not an error (defaults).
+Result<Config> load_config(const std::filesystem::path& path, bool must_exist);
+
+// "127.0.0.1:8700" -> host, port. Errc::invalid_argument otherwise.
+Status parse_host_port(std::string_view text, std::string& host, int& port);
+
+}  // namespace mota::runtime

@@ -1,0 +1,185 @@
+// cpp-httplib backend of runtime/client.hpp (AF_UNIX via set_address_family, as the server).
+
+#include <httplib.h>
+#include <sys/socket.h>
+
+#include "manifest/canonical_json.hpp"
+#include "runtime/client.hpp"
+
+namespace mota::runtime {
+
+namespace {
+
+constexpr std::size_t kMaxJsonAnswer = 16u << 20;
+
+Result<std::vector<TensorInfo>> infos_from_json(const Json& arr) {
+  std::vector<TensorInfo> out;
+  if (!arr.is_array()) return out;
+  for (const auto& t : arr) {
+    TensorInfo i;
+    i.name = t.value("name", "");
+    auto dt = parse_dtype(t.value("dtype", ""));
+    if (!dt) return fail(Errc::parse, "tensor \"" + i.name + "\": unknown dtype");
+    i.dtype = *dt;
+    if (t.contains("shape") && t["shape"].is_array()) {
+      for (const auto& d : t["shape"]) {
+        if (d.is_number_integer()) i.shape.push_back(d.get<std::int64_t>());
+      }
+    }
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+Result<ModelStatus> status_from_json(const Json& j) {
+  if (!j.is_object()) return fail(Errc::parse, "model status is not an object");
+  try {
+    ModelStatus s;
+    s.name = j.at("name").get<std::string>();
+    s.version = j.at("version").get<std::string>();
+    s.slot = j.value("slot", "");
+    s.framework = j.value("framework", "");
+    s.backend = j.value("backend", "");
+    s.loaded_at = j.value("loaded_at", "");
+    s.generation = j.value("generation", std::uint64_t{0});
+    s.load_ms = j.value("load_ms", 0.0);
+    s.inferences = j.value("inferences", std::uint64_t{0});
+    s.errors = j.value("errors", std::uint64_t{0});
+    if (j.contains("latency_ms") && j["latency_ms"].is_object()) {
+      s.p50_ms = j["latency_ms"].value("p50", 0.0);
+      s.p99_ms = j["latency_ms"].value("p99", 0.0);
+    }
+    if (j.contains("inputs")) s.inputs = MOTA_TRY(infos_from_json(j["inputs"]));
+    if (j.contains("outputs")) s.outputs = MOTA_TRY(infos_from_json(j["outputs"]));
+    return s;
+  } catch (const std::exception& e) {
+    return fail(Errc::parse, std::string("model status: ") + e.what());
+  }
+}
+
+}  // namespace
+
+const ModelStatus* Health::find(const std::string& name) const {
+  for (const auto& m : models) {
+    if (m.name == name) return &m;
+  }
+  return nullptr;
+}
+
+struct Client::Impl {
+  ClientOptions opts;
+  std::string where;
+  std::unique_ptr<httplib::Client> http;
+
+  explicit Impl(ClientOptions o) : opts(std::move(o)) {
+    if (!opts.tcp.empty()) {
+      where = opts.tcp;
+      http = std::make_unique<httplib::Client>("http://" + opts.tcp);
+    } else {
+      where = opts.socket.string();
+      http = std::make_unique<httplib::Client>(opts.socket.string());
+      http->set_address_family(AF_UNIX);
+    }
+    http->set_keep_alive(true);
+    auto ms = [](std::chrono::milliseconds d) {
+      return std::pair<time_t, time_t>(static_cast<time_t>(d.count() / 1000),
+                                       static_cast<time_t>((d.count() % 1000) * 1000));
+    };
+    auto [cs, cu] = ms(opts.connect_timeout);
+    http->set_connection_timeout(cs, cu);
+    auto [rs, ru] = ms(opts.timeout);
+    http->set_read_timeout(rs, ru);
+    http->set_write_timeout(rs, ru);
+  }
+
+  Error transport_error(const std::string& what, httplib::Error e) const {
+    return Error(Errc::network, what + ": mota-runtime is not reachable at " + where + ": " +
+                                    httplib::to_string(e));
+  }
+
+  // The answer's body on 2xx; else the runtime's {"error"} message as Errc::http.
+  Result<httplib::Result> check(const std::string& what, httplib::Result r) const {
+    if (!r) return fail(transport_error(what, r.error()));
+    if (r->status >= 200 && r->status < 300) return r;
+    std::string msg;
+    Json j = Json::parse(r->body, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("error") && j["error"].is_string()) {
+      msg = j["error"].get<std::string>();
+    } else {
+      msg = r->body.substr(0, 200);
+    }
+    return fail(Error(Errc::http,
+                      what + ": mota-runtime answered " + std::to_string(r->status) + ": " + msg,
+                      r->status));
+  }
+
+  Result<Json> get_json(const std::string& path) {
+    auto r = MOTA_TRY(check("GET " + path, http->Get(path.c_str())));
+    if (r->body.size() > kMaxJsonAnswer) return fail(Errc::too_large, path + ": answer too big");
+    Json j = Json::parse(r->body, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return fail(Errc::parse, path + ": answer not JSON");
+    return j;
+  }
+
+  Result<InferResult> infer(const std::string& name, const std::string& body,
+                            const httplib::Headers& headers) {
+    std::string path = "/v1/models/" + name + "/infer";
+    auto r = MOTA_TRY(check("infer " + name,
+                            http->Post(path.c_str(), headers, body, "application/octet-stream")));
+    InferResult out;
+    out.model = r->get_header_value("X-Mota-Model");
+    out.version = r->get_header_value("X-Mota-Version");
+    out.slot = r->get_header_value("X-Mota-Slot");
+    out.generation = std::strtoull(r->get_header_value("X-Mota-Generation").c_str(), nullptr, 10);
+    out.infer_ms = std::strtod(r->get_header_value("X-Mota-Infer-Ms").c_str(), nullptr);
+    auto specs = MOTA_TRY_CTX(parse_specs(r->get_header_value("X-Mota-Outputs")),
+                              "infer " + name + ": X-Mota-Outputs");
+    out.outputs = MOTA_TRY_CTX(split_raw(r->body, specs), "infer " + name + ": answer");
+    return out;
+  }
+};
+
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Client::~Client() = default;
+
+Result<Health> Client::health() {
+  auto j = MOTA_TRY(impl_->get_json("/v1/health"));
+  Health h;
+  h.status = j.value("status", "");
+  h.uptime_s = j.value("uptime_s", 0.0);
+  if (j.contains("models") && j["models"].is_array()) {
+    for (const auto& m : j["models"])
+      h.models.push_back(MOTA_TRY_CTX(status_from_json(m), "health"));
+  }
+  return h;
+}
+
+Result<std::vector<ModelStatus>> Client::models() {
+  auto j = MOTA_TRY(impl_->get_json("/v1/models"));
+  std::vector<ModelStatus> out;
+  if (j.contains("models") && j["models"].is_array()) {
+    for (const auto& m : j["models"]) out.push_back(MOTA_TRY_CTX(status_from_json(m), "models"));
+  }
+  return out;
+}
+
+Result<ModelStatus> Client::load(const std::string& name, const std::filesystem::path& slot) {
+  std::string path = "/v1/models/" + name + "/load";
+  Json body = {{"slot", slot.string()}};
+  auto r = MOTA_TRY(impl_->check("load " + name + " from " + slot.string(),
+                                 impl_->http->Post(path.c_str(), body.dump(), "application/json")));
+  Json j = Json::parse(r->body, nullptr, false);
+  return status_from_json(j).context("load " + name);
+}
+
+Result<InferResult> Client::infer(const std::string& name, const std::vector<Tensor>& inputs) {
+  std::vector<TensorInfo> specs;
+  for (const auto& t : inputs) specs.push_back(t.info());
+  return impl_->infer(name, join_raw(inputs), {{"X-Mota-Inputs", format_specs(specs)}});
+}
+
+Result<InferResult> Client::infer_raw(const std::string& name, const std::string& body) {
+  return impl_->infer(name, body, {});
+}
+
+}  // namespace mota::runtime

@@ -1,0 +1,323 @@
+// cpp-httplib (0.11.4) backend of runtime/server.hpp. httplib 0.11 listens on AF_UNIX when the
+// server's address family is set to it (the "host" is then the socket path).
+
+#include <httplib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "common/fs.hpp"
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "manifest/model_manifest.hpp"
+#include "runtime/server.hpp"
+
+namespace mota::runtime {
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+void reply_json(httplib::Response& res, int status, const Json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void reply_error(httplib::Response& res, int status, std::string_view message) {
+  reply_json(res, status, Json{{"error", message}});
+}
+
+int status_for(const Error& e) {
+  switch (e.code()) {
+    case Errc::invalid_argument:
+    case Errc::parse:
+      return 400;
+    case Errc::too_large:
+      return 413;
+    case Errc::unsupported:
+      return 415;
+    default:
+      return 500;
+  }
+}
+
+Json tensor_infos_json(const std::vector<TensorInfo>& infos) {
+  Json arr = Json::array();
+  for (const auto& t : infos) {
+    arr.push_back({{"name", t.name}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}});
+  }
+  return arr;
+}
+
+Json status_json(const ServedModel& m, bool with_tensors) {
+  const auto& i = m.info();
+  auto s = m.stats();
+  Json j = {{"name", i.name},
+            {"version", i.version},
+            {"slot", i.slot.string()},
+            {"generation", i.generation},
+            {"framework", i.framework},
+            {"backend", i.backend},
+            {"loaded_at", format_time(i.loaded_at)},
+            {"load_ms", i.load_ms},
+            {"inferences", s.inferences},
+            {"errors", s.errors},
+            {"latency_ms", {{"p50", s.p50_ms}, {"p99", s.p99_ms}}}};
+  if (with_tensors) {
+    j["inputs"] = tensor_infos_json(i.inputs);
+    j["outputs"] = tensor_infos_json(i.outputs);
+  }
+  return j;
+}
+
+void set_model_headers(httplib::Response& res, const ModelInfo& i) {
+  res.set_header("X-Mota-Model", i.name);
+  res.set_header("X-Mota-Version", i.version);
+  res.set_header("X-Mota-Slot", i.slot.string());
+  res.set_header("X-Mota-Generation", std::to_string(i.generation));
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+// A socket file nobody accepts on is stale (a crashed runtime); a live one belongs to another
+// runtime and is left alone. Anything that is not a socket is never removed.
+Status clear_stale_socket(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return {};
+    return fail(errno_error("stat", path.string(), errno));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return fail(Errc::already_exists, path.string() + ": exists and is not a socket");
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(errno_error("socket", path.string(), errno));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::close(fd);
+  if (rc == 0) {
+    return fail(Errc::already_exists,
+                path.string() + ": another runtime is accepting connections on it");
+  }
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return fail(errno_error("remove stale socket", path.string(), errno));
+  }
+  return {};
+}
+
+class Api {
+ public:
+  explicit Api(ModelStore& store) : store_(store), started_(SteadyClock::now()) {}
+
+  void install(httplib::Server& svr) {
+    svr.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
+      Json models = Json::array();
+      for (const auto& m : store_.all()) models.push_back(status_json(*m, false));
+      double uptime = std::chrono::duration<double>(SteadyClock::now() - started_).count();
+      reply_json(res, 200,
+                 {{"status", models.empty() ? "empty" : "ok"},
+                  {"uptime_s", uptime},
+                  {"models", std::move(models)}});
+    });
+    svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+      Json models = Json::array();
+      for (const auto& m : store_.all()) models.push_back(status_json(*m, true));
+      reply_json(res, 200, {{"models", std::move(models)}});
+    });
+    svr.Get(R"(/v1/models/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto m = store_.get(req.matches[1]);
+      if (!m)
+        return reply_error(res, 404, "no model \"" + std::string(req.matches[1]) + "\" loaded");
+      reply_json(res, 200, status_json(*m, true));
+    });
+    svr.Post(R"(/v1/models/([^/]+)/load)",
+             [this](const httplib::Request& req, httplib::Response& res) { load(req, res); });
+    svr.Post(R"(/v1/models/([^/]+)/infer)",
+             [this](const httplib::Request& req, httplib::Response& res) { infer(req, res); });
+  }
+
+ private:
+  void load(const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    if (!valid_model_name(name)) return reply_error(res, 400, "invalid model name");
+    Json body = Json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("slot") ||
+        !body["slot"].is_string()) {
+      return reply_error(res, 400, "load: body must be {\"slot\": \"/absolute/path\"}");
+    }
+    std::filesystem::path slot = body["slot"].get<std::string>();
+    if (!slot.is_absolute()) return reply_error(res, 400, "load: slot must be an absolute path");
+    auto r = store_.load(name, slot);
+    if (!r) return reply_error(res, 422, r.error().message());
+    auto m = store_.get(name);
+    reply_json(res, 200, status_json(*m, true));
+  }
+
+  void infer(const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    // Taking the pointer pins this model for the whole request, whatever is swapped in meanwhile.
+    auto model = store_.get(name);
+    if (!model) return reply_error(res, 404, "no model \"" + name + "\" loaded");
+    std::string type = req.get_header_value("Content-Type");
+    bool json = type.rfind("application/json", 0) == 0;
+    if (!json && !type.empty() && type.rfind("application/octet-stream", 0) != 0) {
+      return reply_error(res, 415,
+                         "Content-Type must be application/octet-stream or application/json");
+    }
+    Result<std::vector<Tensor>> inputs = parse_inputs(req, *model, json);
+    if (!inputs) return reply_error(res, 400, "infer: " + inputs.error().message());
+    auto start = SteadyClock::now();
+    auto outputs = model->infer(*inputs);
+    double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - start).count();
+    if (!outputs) return reply_error(res, status_for(outputs.error()), outputs.error().message());
+    set_model_headers(res, model->info());
+    res.set_header("X-Mota-Infer-Ms", std::to_string(ms));
+    if (json) {
+      const auto& i = model->info();
+      return reply_json(res, 200,
+                        {{"model", i.name},
+                         {"version", i.version},
+                         {"slot", i.slot.string()},
+                         {"generation", i.generation},
+                         {"infer_ms", ms},
+                         {"outputs", tensors_to_json(*outputs)}});
+    }
+    std::vector<TensorInfo> specs;
+    for (const auto& t : *outputs) specs.push_back(t.info());
+    res.set_header("X-Mota-Outputs", format_specs(specs));
+    res.status = 200;
+    res.set_content(join_raw(*outputs), "application/octet-stream");
+  }
+
+  Result<std::vector<Tensor>> parse_inputs(const httplib::Request& req, const ServedModel& model,
+                                           bool json) {
+    if (json) {
+      Json body = Json::parse(req.body, nullptr, false);
+      if (body.is_discarded() || !body.is_object() || !body.contains("inputs")) {
+        return fail(Errc::parse, "JSON body must be {\"inputs\": [...]}");
+      }
+      return tensors_from_json(body["inputs"]);
+    }
+    std::vector<TensorInfo> specs = model.info().inputs;
+    if (req.has_header("X-Mota-Inputs")) {
+      specs = MOTA_TRY_CTX(parse_specs(req.get_header_value("X-Mota-Inputs")), "X-Mota-Inputs");
+    }
+    return split_raw(req.body, specs);
+  }
+
+  ModelStore& store_;
+  SteadyClock::time_point started_;
+};
+
+class HttplibServer final : public Server {
+ public:
+  HttplibServer(ModelStore& store, const ServerOptions& options) : api_(store), opts_(options) {}
+  ~HttplibServer() override { stop(); }
+
+  Status start() {
+    if (opts_.socket.empty() && opts_.tcp_host.empty()) {
+      return fail(Errc::invalid_argument, "no listener: set a socket path or a TCP address");
+    }
+    if (!opts_.tcp_host.empty() && !is_loopback(opts_.tcp_host)) {
+      return fail(Errc::invalid_argument,
+                  "tcp: " + opts_.tcp_host + " is not a loopback address (the API has no auth)");
+    }
+    if (!opts_.socket.empty()) {
+      if (opts_.socket.native().size() >= sizeof(sockaddr_un{}.sun_path)) {
+        return fail(Errc::invalid_argument, opts_.socket.string() + ": socket path too long");
+      }
+      if (opts_.socket.has_parent_path()) {
+        MOTA_TRY_CTX(fs::make_dirs(opts_.socket.parent_path()), "socket directory");
+      }
+      MOTA_TRY(clear_stale_socket(opts_.socket));
+      auto& svr = add_server();
+      svr.set_address_family(AF_UNIX);
+      // httplib takes the socket path as the host; the port is ignored for AF_UNIX.
+      if (!svr.bind_to_port(opts_.socket.string(), 80)) {
+        return fail(Errc::io, "bind " + opts_.socket.string() + ": failed (directory writable?)");
+      }
+      unix_bound_ = true;
+      if (::chmod(opts_.socket.c_str(), opts_.socket_mode) != 0) {
+        return fail(errno_error("chmod", opts_.socket.string(), errno));
+      }
+    }
+    if (!opts_.tcp_host.empty()) {
+      auto& svr = add_server();
+      if (opts_.tcp_port == 0) {
+        tcp_port_ = svr.bind_to_any_port(opts_.tcp_host);
+        if (tcp_port_ <= 0) return fail(Errc::io, "bind " + opts_.tcp_host + ": failed");
+      } else {
+        if (!svr.bind_to_port(opts_.tcp_host, opts_.tcp_port)) {
+          return fail(Errc::io, "bind " + opts_.tcp_host + ":" + std::to_string(opts_.tcp_port) +
+                                    ": failed (port in use?)");
+        }
+        tcp_port_ = opts_.tcp_port;
+      }
+    }
+    for (auto& s : servers_) {
+      httplib::Server* p = s.get();
+      threads_.emplace_back([p] { p->listen_after_bind(); });
+    }
+    // stop() only reaches a server that is already running: wait for it, so an immediate stop()
+    // cannot miss a listener that has not entered its accept loop yet.
+    for (auto& s : servers_) {
+      while (!s->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return {};
+  }
+
+  void stop() override {
+    for (auto& s : servers_) s->stop();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+    threads_.clear();
+    if (unix_bound_) {
+      ::unlink(opts_.socket.c_str());
+      unix_bound_ = false;
+    }
+  }
+
+  int tcp_port() const override { return tcp_port_; }
+
+ private:
+  httplib::Server& add_server() {
+    auto svr = std::make_unique<httplib::Server>();
+    int n = std::max(1, opts_.threads);
+    svr->new_task_queue = [n] { return new httplib::ThreadPool(static_cast<std::size_t>(n)); };
+    svr->set_payload_max_length(opts_.max_body_bytes);
+    svr->set_keep_alive_max_count(100000);
+    svr->set_keep_alive_timeout(2);
+    svr->set_read_timeout(30, 0);
+    svr->set_write_timeout(30, 0);
+    api_.install(*svr);
+    servers_.push_back(std::move(svr));
+    return *servers_.back();
+  }
+
+  Api api_;
+  ServerOptions opts_;
+  std::vector<std::unique_ptr<httplib::Server>> servers_;
+  std::vector<std::thread> threads_;
+  int tcp_port_ = 0;
+  bool unix_bound_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::start(ModelStore& store, const ServerOptions& options) {
+  auto s = std::make_unique<HttplibServer>(store, options);
+  MOTA_TRY(s->start());
+  return std::unique_ptr<Server>(std::move(s));
+}
+
+}  // namespace mota::runtime

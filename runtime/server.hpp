@@ -1,0 +1,54 @@
+#pragma once
+// mota-runtime's HTTP API, served on a Unix socket and optionally on loopback TCP.
+//
+//   GET  /v1/health               {"status": "ok"|"empty", "uptime_s", "models": [status...]}
+//   GET  /v1/models               {"models": [status + inputs/outputs...]}
+//   GET  /v1/models/{name}        one model's status, 404 if none is loaded under that name
+//   POST /v1/models/{name}/load   body {"slot": "/abs/path"}: load and swap; 200 with the new
+//                                 status, 422 {"error": reason} when the load fails (the old
+//                                 model keeps serving), 400 for a malformed request
+//   POST /v1/models/{name}/infer  raw (application/octet-stream; X-Mota-Inputs optional: without
+//                                 it the body is the model's inputs in declared order) or JSON
+//                                 ({"inputs": [...]}, see runtime/tensor.hpp); the answer uses the
+//                                 request's encoding. 404 unknown model, 400 bad input, 413 body
+//                                 too large, 415 other content types, 500 engine failure.
+//
+// Every inference answer names the model that produced it, so a client can attribute each
+// response to exactly one load: X-Mota-Model, X-Mota-Version, X-Mota-Slot, X-Mota-Generation
+// (and the same fields in a JSON answer). Raw answers carry X-Mota-Outputs
+// ("name:dtype:shape;...") and X-Mota-Infer-Ms. Errors are {"error": "message"}.
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "common/result.hpp"
+#include "runtime/store.hpp"
+
+namespace mota::runtime {
+
+struct ServerOptions {
+  std::filesystem::path socket = "/run/mota/runtime.sock";  // empty: no Unix socket
+  mode_t socket_mode = 0660;
+  std::string tcp_host;  // empty: no TCP. Must be a loopback address (127.x.x.x, ::1, localhost)
+  int tcp_port = 0;      // 0 with tcp_host set: pick a free port (tcp_port() says which)
+  int threads = 8;       // worker threads per listener = connections served at once
+  std::size_t max_body_bytes = 64u << 20;
+};
+
+class Server {
+ public:
+  // Binds and starts serving on background threads. The socket's parent directory is created if
+  // missing; a stale socket file (nothing accepting on it) is replaced, a live one is refused
+  // (Errc::already_exists: another runtime is running). Errc::io when binding fails,
+  // Errc::invalid_argument for a non-loopback TCP host or no listener at all.
+  static Result<std::unique_ptr<Server>> start(ModelStore& store, const ServerOptions& options);
+  virtual ~Server() = default;  // stops; removes the socket file
+  // Stops accepting, lets running requests finish. Idempotent; not from a handler.
+  virtual void stop() = 0;
+  virtual int tcp_port() const = 0;
+};
+
+}  // namespace mota::runtime

@@ -1,0 +1,101 @@
+#pragma once
+// The model store: for each model name, the one model being served, swapped without downtime.
+//
+// load(name, slot) reads <slot>/model.json, loads and warms up the model on a separate, niced
+// thread (off the request path: serving threads keep running the current model meanwhile), then
+// swaps an atomic shared_ptr. Requests that already hold the old model finish on it; it is freed
+// when the last of them lets go. A failed load changes nothing and returns the reason. Loads are
+// serialised (one at a time, in call order), so two control requests cannot interleave.
+//
+// Thread-safety: every method may be called from any thread at any time.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "runtime/backend.hpp"
+
+namespace mota::runtime {
+
+struct StoreOptions {
+  LoadOptions load;
+  // nice(2) increment of the loading thread, so parsing and warm-up yield the CPU to serving
+  // threads. 0 = same priority. (OpenCV's own worker threads used by warm-up are not reniced.)
+  int load_nice = 10;
+};
+
+// What is loaded under a name. Immutable once published.
+struct ModelInfo {
+  std::string name, version, framework, backend;
+  std::filesystem::path slot;    // canonical path (a "current" symlink resolved to its slot)
+  std::uint64_t generation = 0;  // process-wide load counter: tells two loads of one slot apart
+  std::chrono::system_clock::time_point loaded_at;
+  double load_ms = 0;
+  std::vector<TensorInfo> inputs, outputs;
+};
+
+// Counters of one loaded model (they start from zero at each load, so a trial sees only the new
+// model's behaviour).
+struct ModelStats {
+  std::uint64_t inferences = 0;   // successful runs
+  std::uint64_t errors = 0;       // runs the engine failed (bad requests are not counted)
+  double p50_ms = 0, p99_ms = 0;  // over the last 1024 successful runs; 0 before any
+};
+
+class ServedModel {
+ public:
+  ServedModel(ModelInfo info, std::unique_ptr<Model> model)
+      : info_(std::move(info)), model_(std::move(model)) {}
+  const ModelInfo& info() const { return info_; }
+  // Runs the model and records the outcome in stats(). Thread-safe.
+  Result<std::vector<Tensor>> infer(const std::vector<Tensor>& inputs);
+  ModelStats stats() const;
+
+ private:
+  ModelInfo info_;
+  std::unique_ptr<Model> model_;
+  std::atomic<std::uint64_t> inferences_{0}, errors_{0};
+  mutable std::mutex lat_mu_;
+  std::vector<float> latencies_ms_;  // ring buffer
+  std::size_t lat_next_ = 0;
+};
+
+class ModelStore {
+ public:
+  explicit ModelStore(StoreOptions options = {});
+  ~ModelStore();
+  ModelStore(const ModelStore&) = delete;
+  ModelStore& operator=(const ModelStore&) = delete;
+
+  // Loads `slot` and makes it the served model for `name`. Errors (nothing changed):
+  // Errc::invalid_argument if the manifest's name is not `name`; whatever reading model.json or
+  // the backend reports (see Backend::load), with context "load <name> from <slot>".
+  Result<ModelInfo> load(const std::string& name, const std::filesystem::path& slot);
+
+  // The model served under `name` right now, or null. Holding the pointer keeps that model alive
+  // (and in use) even if another one is swapped in.
+  std::shared_ptr<ServedModel> get(const std::string& name) const;
+  // Every served model, sorted by name.
+  std::vector<std::shared_ptr<ServedModel>> all() const;
+
+ private:
+  struct Entry {
+    std::atomic<std::shared_ptr<ServedModel>> current;
+  };
+  Entry& entry(const std::string& name);
+
+  StoreOptions options_;
+  std::mutex load_mu_;  // one load at a time
+  mutable std::shared_mutex map_mu_;
+  std::map<std::string, std::unique_ptr<Entry>> entries_;  // never erased
+  std::atomic<std::uint64_t> generation_{0};
+};
+
+}  // namespace mota::runtime
