@@ -15,6 +15,7 @@
 
 #include "common/version.hpp"
 #include "manager/cli_commands.hpp"
+#include "manager/fleet_service.hpp"
 #include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 
@@ -92,6 +93,8 @@ Status serve(const std::string& dir, const std::string& listen) {
   config.port = port;
   config.static_root = root;
   auto server = make_http_server(config);
+  // Fleet tracking: the report route and the rollout ticker (manager/fleet_service.hpp).
+  auto fleet = MOTA_TRY(attach_fleet(*server, dir));
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);

@@ -1,0 +1,339 @@
+#include "manager/fleet_db.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <map>
+
+#include "manifest/crypto.hpp"
+
+namespace mota::manager {
+
+namespace stdfs = std::filesystem;
+
+stdfs::path fleet_db_path(const std::string& repo_dir, const std::string& flag) {
+  if (!flag.empty()) return flag;
+  const char* env = std::getenv("MOTA_FLEET_DB");
+  if (env && *env) return env;
+  return stdfs::path(repo_dir) / kFleetDbFile;
+}
+
+Result<storage::Database> open_fleet_db(const stdfs::path& path, bool create) {
+  storage::DatabaseOptions options;
+  options.create = create;
+  // Generous: the server's writer holds the lock only for one batch commit at a time.
+  options.busy_timeout = std::chrono::milliseconds(10000);
+  auto db = MOTA_TRY_CTX(storage::Database::open(path, options), "fleet database");
+  MOTA_TRY_CTX(storage::migrate(db, fleet_migrations()), "fleet database " + path.string());
+  return db;
+}
+
+std::string format_unix(std::int64_t t) {
+  if (t <= 0) return "";
+  return format_time(Clock::time_point(std::chrono::seconds(t)));
+}
+
+namespace {
+
+std::int64_t unix_seconds(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+constexpr const char* kDeviceColumns =
+    "SELECT d.id, i.model, i.version, i.slot, i.committed, i.state, i.target, i.last_error, "
+    "i.rolled_back_from, i.channel, d.last_seen, i.updated_at FROM devices d LEFT JOIN installed i "
+    "ON i.device = d.id";
+
+DeviceModelRow read_row(const storage::Statement& st) {
+  DeviceModelRow r;
+  r.device = st.column_text(0);
+  r.model = st.column_text(1);
+  r.version = st.column_text(2);
+  r.slot = st.column_text(3);
+  r.committed = st.column_int64(4) != 0;
+  r.state = st.column_text(5);
+  r.target = st.column_text(6);
+  r.last_error = st.column_text(7);
+  r.rolled_back_from = st.column_text(8);
+  r.channel = st.column_text(9);
+  r.last_seen = st.column_int64(10);
+  r.updated_at = st.column_int64(11);
+  return r;
+}
+
+}  // namespace
+
+Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const DeviceFilter& filter,
+                                                 TimePoint now) {
+  std::string sql = kDeviceColumns;
+  std::vector<std::string> where;
+  std::vector<std::string> params;
+  if (!filter.model.empty()) {
+    where.push_back("i.model = ?");
+    params.push_back(filter.model);
+  }
+  if (!filter.channel.empty()) {
+    where.push_back("(i.channel = ? OR i.channel = '')");
+    params.push_back(filter.channel);
+  }
+  if (!filter.version.empty()) {
+    where.push_back("i.version = ?");
+    params.push_back(filter.version);
+  }
+  if (!filter.state.empty()) {
+    where.push_back("i.state = ?");
+    params.push_back(filter.state);
+  }
+  if (filter.stale) {
+    where.push_back("(d.last_seen IS NULL OR d.last_seen < ?)");
+    params.push_back(std::to_string(unix_seconds(now) - filter.stale->count()));
+  }
+  for (std::size_t i = 0; i < where.size(); ++i) sql += (i == 0 ? " WHERE " : " AND ") + where[i];
+  sql += " ORDER BY d.id, i.model";
+  auto st = MOTA_TRY(db.prepare(sql));
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    // The stale bound is compared as a number: bind it as one.
+    if (filter.stale && i + 1 == params.size()) {
+      MOTA_TRY(st.bind(int(i + 1), std::int64_t{std::stoll(params[i])}));
+    } else {
+      MOTA_TRY(st.bind(int(i + 1), params[i]));
+    }
+  }
+  std::vector<DeviceModelRow> out;
+  while (MOTA_TRY(st.step()) == storage::Step::row) out.push_back(read_row(st));
+  return out;
+}
+
+Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::string& id) {
+  auto st = MOTA_TRY(db.prepare(
+      "SELECT id, key, enrolled, first_seen, last_seen, agent_version, arch, tags FROM devices "
+      "WHERE id = ?"));
+  MOTA_TRY(st.bind(1, id));
+  if (MOTA_TRY(st.step()) != storage::Step::row) return std::optional<DeviceInfo>();
+  DeviceInfo info;
+  info.id = st.column_text(0);
+  info.key = st.column_text(1);
+  info.enrolled = st.column_int64(2) != 0;
+  info.first_seen = st.column_int64(3);
+  info.last_seen = st.column_int64(4);
+  info.agent_version = st.column_text(5);
+  info.arch = st.column_text(6);
+  info.tags = st.column_text(7);
+
+  auto rows = MOTA_TRY(db.prepare(std::string(kDeviceColumns) +
+                                  " WHERE d.id = ? AND i.model IS NOT NULL ORDER BY i.model"));
+  MOTA_TRY(rows.bind(1, id));
+  while (MOTA_TRY(rows.step()) == storage::Step::row) info.models.push_back(read_row(rows));
+
+  auto ev = MOTA_TRY(
+      db.prepare("SELECT seq, kind, created_at, received_at, model, from_version, to_version, "
+                 "state, step, error FROM events WHERE device = ? ORDER BY seq"));
+  MOTA_TRY(ev.bind(1, id));
+  while (MOTA_TRY(ev.step()) == storage::Step::row) {
+    EventRow e;
+    e.seq = ev.column_int64(0);
+    e.kind = ev.column_text(1);
+    e.created_at = ev.column_text(2);
+    e.received_at = ev.column_int64(3);
+    e.model = ev.column_text(4);
+    e.from = ev.column_text(5);
+    e.to = ev.column_text(6);
+    e.state = ev.column_text(7);
+    e.step = ev.column_text(8);
+    e.error = ev.column_text(9);
+    info.events.push_back(std::move(e));
+  }
+  return std::optional<DeviceInfo>(std::move(info));
+}
+
+Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds stale_after,
+                                   TimePoint now) {
+  FleetSummary out;
+  out.stale_after = stale_after;
+  const std::int64_t cutoff = unix_seconds(now) - stale_after.count();
+  {
+    auto st = MOTA_TRY(db.prepare("SELECT COUNT(*) FROM devices"));
+    if (MOTA_TRY(st.step()) == storage::Step::row) out.devices = st.column_int64(0);
+  }
+  {
+    auto st = MOTA_TRY(
+        db.prepare("SELECT COUNT(*) FROM devices WHERE last_seen IS NULL OR last_seen < ?"));
+    MOTA_TRY(st.bind(1, cutoff));
+    if (MOTA_TRY(st.step()) == storage::Step::row) out.stale = st.column_int64(0);
+  }
+  std::map<std::string, ModelSummary> models;
+  std::map<std::pair<std::string, std::string>, VersionStats> versions;
+  {
+    auto st = MOTA_TRY(
+        db.prepare("SELECT model, version, COUNT(*) FROM installed GROUP BY model, version"));
+    while (MOTA_TRY(st.step()) == storage::Step::row) {
+      auto& v = versions[{st.column_text(0), st.column_text(1)}];
+      v.version = st.column_text(1);
+      v.devices = st.column_int64(2);
+      models[st.column_text(0)].devices += v.devices;
+    }
+  }
+  {
+    auto st =
+        MOTA_TRY(db.prepare("SELECT model, target, COUNT(*) FROM installed WHERE state = 'failed' "
+                            "GROUP BY model, target"));
+    while (MOTA_TRY(st.step()) == storage::Step::row) {
+      auto& v = versions[{st.column_text(0), st.column_text(1)}];
+      v.version = st.column_text(1);
+      v.failures = st.column_int64(2);
+      models[st.column_text(0)].failed += v.failures;
+    }
+  }
+  {
+    auto st =
+        MOTA_TRY(db.prepare("SELECT model, rolled_back_from, COUNT(*) FROM installed WHERE "
+                            "rolled_back_from <> '' GROUP BY model, rolled_back_from"));
+    while (MOTA_TRY(st.step()) == storage::Step::row) {
+      auto& v = versions[{st.column_text(0), st.column_text(1)}];
+      v.version = st.column_text(1);
+      v.rollbacks = st.column_int64(2);
+      (void)models[st.column_text(0)];
+    }
+  }
+  if (out.stale > 0) {
+    // Driven by the last_seen index: cheap while few devices are stale, which is the normal case.
+    auto st = MOTA_TRY(
+        db.prepare("SELECT i.model, COUNT(*) FROM devices d JOIN installed i ON i.device = d.id "
+                   "WHERE d.last_seen IS NULL OR d.last_seen < ? GROUP BY i.model"));
+    MOTA_TRY(st.bind(1, cutoff));
+    while (MOTA_TRY(st.step()) == storage::Step::row) {
+      models[st.column_text(0)].stale = st.column_int64(1);
+    }
+  }
+  for (auto& [key, v] : versions) {
+    auto& m = models[key.first];
+    v.percent = m.devices ? 100.0 * double(v.devices) / double(m.devices) : 0.0;
+    m.versions.push_back(v);
+  }
+  for (auto& [name, m] : models) {
+    m.model = name;
+    std::stable_sort(
+        m.versions.begin(), m.versions.end(),
+        [](const VersionStats& a, const VersionStats& b) { return a.devices > b.devices; });
+    out.models.push_back(std::move(m));
+  }
+  return out;
+}
+
+Result<std::string> device_key_hex(const std::string& file_text) {
+  std::string text = file_text;
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  std::size_t start = 0;
+  while (start < text.size() && std::isspace(static_cast<unsigned char>(text[start]))) ++start;
+  text = text.substr(start);
+  const bool hex = text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
+                     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                   });
+  if (hex) return text;
+  if (text.find("-----BEGIN PRIVATE KEY-----") != std::string::npos) {
+    auto key = MOTA_TRY_CTX(crypto::PrivateKey::from_pem(text), "device key");
+    if (key.type() != crypto::KeyType::ed25519) {
+      return fail(Errc::parse, "device key: not an Ed25519 key");
+    }
+    return key.public_key().public_value;
+  }
+  return fail(Errc::parse,
+              "device key: expected 64 lower-case hex characters (the X-Mota-Key value) or the "
+              "device's device.key PEM");
+}
+
+Status enroll_device(storage::Database& db, const std::string& id, const std::string& key_hex,
+                     TimePoint now) {
+  if (id.empty() || id.size() > 128) {
+    return fail(Errc::invalid_argument, "device id must be 1..128 characters");
+  }
+  auto tx = MOTA_TRY(storage::Transaction::begin(db));
+  auto st = MOTA_TRY(db.prepare("SELECT key FROM devices WHERE id = ?"));
+  MOTA_TRY(st.bind(1, id));
+  if (MOTA_TRY(st.step()) == storage::Step::row) {
+    if (st.column_text(0) != key_hex) {
+      return fail(Errc::already_exists, "device " + id + " is on record with another key (" +
+                                            st.column_text(0) + "); remove it first to re-key it");
+    }
+    auto up = MOTA_TRY(db.prepare("UPDATE devices SET enrolled = 1 WHERE id = ?"));
+    MOTA_TRY(up.bind(1, id));
+    MOTA_TRY(up.run());
+  } else {
+    auto ins =
+        MOTA_TRY(db.prepare("INSERT INTO devices (id, key, enrolled, first_seen) VALUES (?, ?, 1, "
+                            "NULL)"));
+    MOTA_TRY(ins.bind_all(id, key_hex));
+    MOTA_TRY(ins.run());
+  }
+  (void)now;
+  return tx.commit();
+}
+
+Json to_json(const DeviceModelRow& r) {
+  return Json{{"device", r.device},
+              {"model", r.model},
+              {"version", r.version},
+              {"slot", r.slot},
+              {"committed", r.committed},
+              {"state", r.state},
+              {"target", r.target},
+              {"last_error", r.last_error},
+              {"rolled_back_from", r.rolled_back_from},
+              {"channel", r.channel},
+              {"last_seen", format_unix(r.last_seen)},
+              {"updated", format_unix(r.updated_at)}};
+}
+
+Json to_json(const DeviceInfo& info) {
+  Json models = Json::array();
+  for (const auto& m : info.models) models.push_back(to_json(m));
+  Json events = Json::array();
+  for (const auto& e : info.events) {
+    events.push_back(Json{{"seq", e.seq},
+                          {"kind", e.kind},
+                          {"created_at", e.created_at},
+                          {"received_at", format_unix(e.received_at)},
+                          {"model", e.model},
+                          {"from", e.from},
+                          {"to", e.to},
+                          {"state", e.state},
+                          {"step", e.step},
+                          {"error", e.error}});
+  }
+  return Json{{"device", info.id},
+              {"key", info.key},
+              {"enrolled", info.enrolled},
+              {"first_seen", format_unix(info.first_seen)},
+              {"last_seen", format_unix(info.last_seen)},
+              {"agent_version", info.agent_version},
+              {"arch", info.arch},
+              {"tags", info.tags},
+              {"models", models},
+              {"events", events}};
+}
+
+Json to_json(const FleetSummary& s) {
+  Json models = Json::array();
+  for (const auto& m : s.models) {
+    Json versions = Json::array();
+    for (const auto& v : m.versions) {
+      versions.push_back(Json{{"version", v.version},
+                              {"devices", v.devices},
+                              {"percent", v.percent},
+                              {"failures", v.failures},
+                              {"rollbacks", v.rollbacks}});
+    }
+    models.push_back(Json{{"model", m.model},
+                          {"devices", m.devices},
+                          {"versions", versions},
+                          {"updating", m.updating},
+                          {"failed", m.failed},
+                          {"stale", m.stale}});
+  }
+  return Json{{"devices", s.devices},
+              {"stale", s.stale},
+              {"stale_after_seconds", s.stale_after.count()},
+              {"models", models}};
+}
+
+}  // namespace mota::manager

@@ -1,0 +1,513 @@
+#include "manager/fleet_ingest.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/identity.hpp"
+#include "common/http.hpp"
+#include "common/log.hpp"
+#include "common/semver.hpp"
+#include "manager/fleet_db.hpp"
+#include "manifest/canonical_json.hpp"
+#include "storage/sqlite.hpp"
+
+namespace mota::manager {
+
+namespace {
+
+struct Item {
+  std::int64_t seq = 0;
+  std::string kind;  // "event" | "heartbeat"
+  std::string created_at;
+  std::string body;  // compact JSON
+  Json parsed;
+};
+
+struct Outcome {
+  int status = 200;
+  std::string body;
+};
+
+struct Job {
+  std::string device;
+  std::string key;
+  std::vector<Item> items;
+  std::promise<Outcome> done;
+};
+
+HttpReply reply(int status, const std::string& error) {
+  HttpReply r;
+  r.status = status;
+  r.body = Json{{"error", error}}.dump();
+  return r;
+}
+
+std::string header(const HttpRequest& req, const std::string& lower_name) {
+  for (const auto& [k, v] : req.headers) {
+    if (k.size() != lower_name.size()) continue;
+    bool same = true;
+    for (std::size_t i = 0; i < k.size() && same; ++i) {
+      same = std::tolower(static_cast<unsigned char>(k[i])) == lower_name[i];
+    }
+    if (same) return v;
+  }
+  return "";
+}
+
+bool lower_hex64(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::string str_field(const Json& j, const char* name) {
+  auto it = j.find(name);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// True when `to` is a lower semver than `from` (both valid).
+bool went_down(const std::string& from, const std::string& to) {
+  if (from.empty() || to.empty()) return false;
+  auto a = SemVer::parse(from);
+  auto b = SemVer::parse(to);
+  return a && b && *b < *a;
+}
+
+std::int64_t unix_seconds(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace
+
+struct FleetIngest::Impl {
+  IngestOptions options;
+  storage::Database db;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::unique_ptr<Job>> queue;
+  bool stopping = false;
+  std::thread writer;
+
+  mutable std::mutex stats_mu;
+  IngestStats stats;
+
+  Impl(IngestOptions o, storage::Database d) : options(std::move(o)), db(std::move(d)) {}
+
+  void count_refused() {
+    std::lock_guard lock(stats_mu);
+    ++stats.requests_refused;
+  }
+
+  HttpReply handle(const HttpRequest& req);
+  void run_writer();
+  // Applies the jobs in one transaction; fills each job's outcome. On a database error every job
+  // not refused gets 503 (nothing of the transaction is kept).
+  void write_batch(std::vector<std::unique_ptr<Job>>& jobs);
+  Result<Outcome> apply(Job& job, std::int64_t now, std::uint64_t& stored, std::uint64_t& dups);
+  Status apply_event(const std::string& device, const Json& body, std::int64_t now);
+  Status apply_heartbeat(const std::string& device, const Json& body, std::int64_t now);
+  Status upsert_model(const std::string& device, const std::string& model,
+                      const std::function<void(DeviceModelRow&)>& change, std::int64_t now);
+};
+
+HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
+  auto refuse = [&](int status, const std::string& why, const std::string& device) {
+    count_refused();
+    log::warn("report refused", {{"DEVICE", device},
+                                 {"STATUS", std::to_string(status)},
+                                 {"ERROR", why},
+                                 {"REMOTE", req.remote_addr}});
+    return reply(status, why);
+  };
+  auto id_it = req.path_params.find("id");
+  const std::string id = id_it == req.path_params.end() ? "" : id_it->second;
+  if (req.body.size() > options.max_body_bytes) {
+    return refuse(413,
+                  "report body of " + std::to_string(req.body.size()) + " bytes is over the " +
+                      std::to_string(options.max_body_bytes) + "-byte limit",
+                  id);
+  }
+  if (id.empty()) return refuse(400, "report: no device id in the route", id);
+  const std::string route = "/v1/devices/" + http::percent_encode(id) + "/events";
+  if (auto st = agent::verify_report(req.headers, route, req.body); !st) {
+    return refuse(401, st.error().message(), id);
+  }
+  const std::string header_device = header(req, "x-mota-device");
+  if (header_device != id) {
+    return refuse(
+        403,
+        "report: X-Mota-Device '" + header_device + "' is not the device '" + id + "' of the route",
+        id);
+  }
+  const std::string key = header(req, "x-mota-key");
+  if (!lower_hex64(key)) {
+    return refuse(401, "report: X-Mota-Key is not 64 lower-case hex characters", id);
+  }
+  const std::string ts_text = header(req, "x-mota-timestamp");
+  auto ts = parse_time(ts_text);
+  const auto now = options.now();
+  if (!ts) return refuse(401, "report: X-Mota-Timestamp '" + ts_text + "' is not a UTC time", id);
+  const auto skew = std::chrono::abs(std::chrono::duration_cast<std::chrono::seconds>(now - *ts));
+  if (skew > options.max_clock_skew) {
+    return refuse(401,
+                  "report: X-Mota-Timestamp " + ts_text + " is " + std::to_string(skew.count()) +
+                      " s away from the server's clock (accepted: " +
+                      std::to_string(options.max_clock_skew.count()) +
+                      " s); a replayed report or a device clock that is off",
+                  id);
+  }
+
+  Json doc = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    return refuse(400, "report: body is not a JSON object", id);
+  }
+  if (!doc.contains("device") || !doc["device"].is_string()) {
+    return refuse(400, "report: \"device\" is missing or not a string", id);
+  }
+  if (doc["device"].get<std::string>() != id) {
+    return refuse(403,
+                  "report: body names device '" + doc["device"].get<std::string>() +
+                      "', not the device '" + id + "' of the route",
+                  id);
+  }
+  if (!doc.contains("batch") || !doc["batch"].is_array()) {
+    return refuse(400, "report: \"batch\" is missing or not an array", id);
+  }
+  auto& batch = doc["batch"];
+  if (batch.size() > options.max_batch_items) {
+    return refuse(413,
+                  "report: " + std::to_string(batch.size()) + " items is over the limit of " +
+                      std::to_string(options.max_batch_items),
+                  id);
+  }
+  auto job = std::make_unique<Job>();
+  job->device = id;
+  job->key = key;
+  job->items.reserve(batch.size());
+  std::int64_t prev = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto& it = batch[i];
+    const std::string where = "report: batch[" + std::to_string(i) + "]";
+    if (!it.is_object()) return refuse(400, where + " is not an object", id);
+    auto seq = it.find("seq");
+    if (seq == it.end() || !seq->is_number_integer() || seq->get<std::int64_t>() <= 0) {
+      return refuse(400, where + ".seq is not a positive integer", id);
+    }
+    Item item;
+    item.seq = seq->get<std::int64_t>();
+    if (item.seq <= prev) {
+      return refuse(400,
+                    where + ".seq " + std::to_string(item.seq) + " is not above " +
+                        std::to_string(prev) + " (items must be in increasing seq order)",
+                    id);
+    }
+    prev = item.seq;
+    item.kind = str_field(it, "kind");
+    if (item.kind != "event" && item.kind != "heartbeat") {
+      return refuse(400, where + ".kind must be \"event\" or \"heartbeat\"", id);
+    }
+    item.created_at = str_field(it, "created_at");
+    auto body = it.find("body");
+    if (body == it.end() || !body->is_object()) {
+      return refuse(400, where + ".body is not an object", id);
+    }
+    item.body = body->dump();
+    item.parsed = std::move(*body);
+    job->items.push_back(std::move(item));
+  }
+
+  auto future = job->done.get_future();
+  {
+    std::lock_guard lock(mu);
+    if (stopping) return refuse(503, "server is stopping; report again later", id);
+    if (queue.size() >= options.max_queued_requests) {
+      return refuse(503, "server is overloaded; report again later", id);
+    }
+    queue.push_back(std::move(job));
+  }
+  cv.notify_one();
+  if (future.wait_for(options.reply_timeout) != std::future_status::ready) {
+    // The writer still owns the job and will finish it; the agent sends the batch again and
+    // deduplication makes that harmless.
+    return refuse(503, "report not committed in time; report again later", id);
+  }
+  Outcome out = future.get();
+  if (out.status != 200) return refuse(out.status, out.body, id);
+  {
+    std::lock_guard lock(stats_mu);
+    ++stats.requests_accepted;
+  }
+  HttpReply r;
+  r.body = std::move(out.body);
+  return r;
+}
+
+void FleetIngest::Impl::run_writer() {
+  while (true) {
+    std::vector<std::unique_ptr<Job>> jobs;
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return stopping || !queue.empty(); });
+      if (queue.empty()) return;  // stopping and drained
+      std::size_t items = 0;
+      while (!queue.empty() && (jobs.empty() || items < options.max_items_per_commit)) {
+        items += queue.front()->items.size();
+        jobs.push_back(std::move(queue.front()));
+        queue.pop_front();
+      }
+    }
+    write_batch(jobs);
+  }
+}
+
+void FleetIngest::Impl::write_batch(std::vector<std::unique_ptr<Job>>& jobs) {
+  const std::int64_t now = unix_seconds(options.now());
+  std::vector<std::optional<Outcome>> outcomes(jobs.size());
+  std::uint64_t stored = 0, dups = 0;
+  auto run = [&]() -> Status {
+    auto tx = MOTA_TRY(storage::Transaction::begin(db));
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      outcomes[i] = MOTA_TRY(apply(*jobs[i], now, stored, dups));
+    }
+    return tx.commit();
+  };
+  Status st = run();
+  if (!st) {
+    log::error("fleet database: batch not stored", {{"ERROR", st.error().message()}});
+    for (auto& job : jobs) {
+      job->done.set_value(Outcome{503, "fleet database: " + st.error().message()});
+    }
+    return;
+  }
+  {
+    std::lock_guard lock(stats_mu);
+    stats.items_stored += stored;
+    stats.items_duplicate += dups;
+    ++stats.commits;
+  }
+  for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i]->done.set_value(std::move(*outcomes[i]));
+}
+
+Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64_t& stored,
+                                         std::uint64_t& dups) {
+  // Statements are prepared per call: SQLite's statement cache is cheap next to the inserts, and
+  // this keeps Statement lifetimes trivially inside the transaction.
+  auto find = MOTA_TRY(db.prepare("SELECT key FROM devices WHERE id = ?"));
+  MOTA_TRY(find.bind(1, job.device));
+  if (MOTA_TRY(find.step()) == storage::Step::row) {
+    const std::string on_record = find.column_text(0);
+    if (on_record != job.key) {
+      return Outcome{403, "report: key " + job.key.substr(0, 16) +
+                              "... is not the key on record "
+                              "for device " +
+                              job.device + " (" + on_record.substr(0, 16) + "...)"};
+    }
+  } else if (options.enrolled_only) {
+    return Outcome{403, "report: device " + job.device +
+                            " is not enrolled (mota devices enroll ID --key FILE)"};
+  } else {
+    auto ins = MOTA_TRY(db.prepare(
+        "INSERT INTO devices (id, key, enrolled, first_seen, last_seen) VALUES (?, ?, 0, ?, ?)"));
+    MOTA_TRY(ins.bind_all(job.device, job.key, now, now));
+    MOTA_TRY(ins.run());
+    log::info("new device, key recorded (trust on first use)",
+              {{"DEVICE", job.device}, {"KEY", job.key}});
+  }
+
+  auto insert = MOTA_TRY(db.prepare(
+      "INSERT OR IGNORE INTO events (device, seq, kind, created_at, received_at, model, "
+      "from_version, to_version, state, step, error, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+      "?, ?)"));
+  std::size_t fresh = 0;
+  std::int64_t last = 0;
+  for (const auto& item : job.items) {
+    last = item.seq;
+    const Json& b = item.parsed;
+    const bool ev = item.kind == "event";
+    MOTA_TRY(insert.reset());
+    MOTA_TRY(insert.bind_all(
+        job.device, item.seq, item.kind, item.created_at, now, str_field(b, "model"),
+        ev ? str_field(b, "from") : std::string(), ev ? str_field(b, "to") : std::string(),
+        ev ? str_field(b, "state") : std::string(), ev ? str_field(b, "step") : std::string(),
+        ev ? str_field(b, "error") : std::string(), item.body));
+    MOTA_TRY(insert.run());
+    if (db.changes() == 0) {
+      ++dups;
+      continue;
+    }
+    ++fresh;
+    ++stored;
+    if (ev) {
+      MOTA_TRY(apply_event(job.device, b, now));
+    } else {
+      MOTA_TRY(apply_heartbeat(job.device, b, now));
+    }
+  }
+  if (fresh > 0) {
+    auto seen = MOTA_TRY(
+        db.prepare("UPDATE devices SET last_seen = ?, last_seq = max(last_seq, ?) WHERE id = ?"));
+    MOTA_TRY(seen.bind_all(now, last, job.device));
+    MOTA_TRY(seen.run());
+  }
+  return Outcome{200, Json{{"acked", last}}.dump()};
+}
+
+Status FleetIngest::Impl::upsert_model(const std::string& device, const std::string& model,
+                                       const std::function<void(DeviceModelRow&)>& change,
+                                       std::int64_t now) {
+  auto sel = MOTA_TRY(
+      db.prepare("SELECT version, slot, committed, state, target, last_error, rolled_back_from, "
+                 "channel FROM installed WHERE device = ? AND model = ?"));
+  MOTA_TRY(sel.bind_all(device, model));
+  DeviceModelRow row;
+  row.state = "ok";
+  const bool exists = MOTA_TRY(sel.step()) == storage::Step::row;
+  if (exists) {
+    row.version = sel.column_text(0);
+    row.slot = sel.column_text(1);
+    row.committed = sel.column_int64(2) != 0;
+    row.state = sel.column_text(3);
+    row.target = sel.column_text(4);
+    row.last_error = sel.column_text(5);
+    row.rolled_back_from = sel.column_text(6);
+    row.channel = sel.column_text(7);
+  }
+  const std::string before = row.version;
+  change(row);
+  if (row.version != before) {
+    if (went_down(before, row.version)) {
+      row.rolled_back_from = before;
+    } else if (!row.version.empty()) {
+      row.rolled_back_from.clear();
+    }
+  }
+  auto up = MOTA_TRY(db.prepare(
+      "INSERT INTO installed (device, model, version, slot, committed, state, target, "
+      "last_error, rolled_back_from, channel, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+      "ON CONFLICT (device, model) DO UPDATE SET version = excluded.version, slot = "
+      "excluded.slot, committed = excluded.committed, state = excluded.state, target = "
+      "excluded.target, last_error = excluded.last_error, rolled_back_from = "
+      "excluded.rolled_back_from, channel = excluded.channel, updated_at = excluded.updated_at"));
+  MOTA_TRY(up.bind_all(device, model, row.version, row.slot, row.committed, row.state, row.target,
+                       row.last_error, row.rolled_back_from, row.channel, now));
+  return up.run();
+}
+
+Status FleetIngest::Impl::apply_event(const std::string& device, const Json& body,
+                                      std::int64_t now) {
+  const std::string model = str_field(body, "model");
+  if (model.empty()) return {};  // nothing per model to update (kept in events)
+  const std::string state = str_field(body, "state");
+  const std::string from = str_field(body, "from");
+  const std::string to = str_field(body, "to");
+  const std::string error = str_field(body, "error");
+  return upsert_model(
+      device, model,
+      [&](DeviceModelRow& row) {
+        if (state == "installed") {
+          row.version = to;
+          row.state = "ok";
+          row.last_error.clear();
+          row.committed = true;
+        } else if (state == "failed" || state == "refused") {
+          // The device still runs `from` (a failed install never touches the active model).
+          if (!from.empty() || row.version.empty()) row.version = from;
+          row.state = state;
+          row.last_error = error;
+        } else {
+          return;
+        }
+        if (!to.empty()) row.target = to;
+        if (const std::string ch = str_field(body, "channel"); !ch.empty()) row.channel = ch;
+      },
+      now);
+}
+
+Status FleetIngest::Impl::apply_heartbeat(const std::string& device, const Json& body,
+                                          std::int64_t now) {
+  {
+    auto st = MOTA_TRY(db.prepare(
+        "UPDATE devices SET agent_version = coalesce(?, agent_version), arch = coalesce(?, arch) "
+        "WHERE id = ?"));
+    auto opt = [&](const char* name) -> std::optional<std::string> {
+      auto it = body.find(name);
+      if (it == body.end() || !it->is_string()) return std::nullopt;
+      return it->get<std::string>();
+    };
+    MOTA_TRY(st.bind_all(opt("agent_version"), opt("arch"), device));
+    MOTA_TRY(st.run());
+  }
+  auto models = body.find("models");
+  if (models == body.end() || !models->is_array()) return {};
+  for (const auto& m : *models) {
+    if (!m.is_object()) continue;
+    const std::string model = str_field(m, "model");
+    if (model.empty()) continue;
+    MOTA_TRY(upsert_model(
+        device, model,
+        [&](DeviceModelRow& row) {
+          const std::string version = str_field(m, "version");
+          // The inventory is the truth about what runs; a version change ends a failure state
+          // (the device moved on), an unchanged one keeps the last event's outcome.
+          if (version != row.version) row.state = "ok";
+          row.version = version;
+          row.slot = str_field(m, "slot");
+          auto c = m.find("committed");
+          row.committed = c != m.end() && c->is_boolean() && c->get<bool>();
+          if (const std::string ch = str_field(m, "channel"); !ch.empty()) row.channel = ch;
+        },
+        now));
+  }
+  return {};
+}
+
+Result<std::unique_ptr<FleetIngest>> FleetIngest::open(const std::filesystem::path& db_path,
+                                                       IngestOptions options) {
+  auto db = MOTA_TRY(open_fleet_db(db_path));
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(db));
+  Impl* raw = impl.get();
+  impl->writer = std::thread([raw] { raw->run_writer(); });
+  return std::unique_ptr<FleetIngest>(new FleetIngest(std::move(impl)));
+}
+
+FleetIngest::FleetIngest(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+FleetIngest::~FleetIngest() {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->writer.joinable()) impl_->writer.join();
+}
+
+HttpReply FleetIngest::handle(const HttpRequest& req) {
+  try {
+    return impl_->handle(req);
+  } catch (const std::exception& e) {
+    // nlohmann/std exceptions stop here (e.g. allocation failure); the agent retries on 5xx.
+    log::error("report handler failed", {{"ERROR", e.what()}});
+    return reply(500, "internal error");
+  }
+}
+
+IngestStats FleetIngest::stats() const {
+  std::lock_guard lock(impl_->stats_mu);
+  return impl_->stats;
+}
+
+void FleetIngest::register_routes(HttpServer& server) {
+  server.route("POST", "/v1/devices/:id/events",
+               [this](const HttpRequest& req) { return handle(req); });
+}
+
+}  // namespace mota::manager

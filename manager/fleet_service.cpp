@@ -1,0 +1,104 @@
+#include "manager/fleet_service.hpp"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "manager/fleet_db.hpp"
+#include "manager/fleet_ingest.hpp"
+#include "manager/repository.hpp"
+#include "manager/rollout.hpp"
+
+namespace mota::manager {
+
+namespace {
+
+class Service final : public FleetService {
+ public:
+  Service(std::unique_ptr<FleetIngest> ingest, std::filesystem::path db_path, std::string repo,
+          std::chrono::milliseconds interval)
+      : ingest_(std::move(ingest)),
+        db_path_(std::move(db_path)),
+        repo_(std::move(repo)),
+        interval_(interval) {
+    if (interval_.count() > 0) ticker_ = std::thread([this] { tick_loop(); });
+  }
+  ~Service() override {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (ticker_.joinable()) ticker_.join();
+  }
+
+ private:
+  void tick_loop() {
+    auto db = open_fleet_db(db_path_);
+    if (!db) {
+      log::error("rollout ticker: " + db.error().message());
+      return;
+    }
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, interval_, [this] { return stop_; })) {
+      lock.unlock();
+      auto st = [&]() -> Status {
+        auto repo = MOTA_TRY(Repository::open(repo_));
+        auto changed = MOTA_TRY(tick_all_rollouts(*db, repo, now_seconds()));
+        for (const auto& r : changed) {
+          log::info("rollout " + r.state + " at " + std::to_string(r.percent()) + "%",
+                    {{"CHANNEL", r.channel}, {"MODEL", r.model}, {"VERSION", r.version}});
+        }
+        return {};
+      }();
+      if (!st) log::error("rollout tick: " + st.error().message());
+      lock.lock();
+    }
+  }
+
+  std::unique_ptr<FleetIngest> ingest_;
+  std::filesystem::path db_path_;
+  std::string repo_;
+  std::chrono::milliseconds interval_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread ticker_;
+};
+
+}  // namespace
+
+FleetServeOptions& fleet_serve_options() {
+  static FleetServeOptions options;
+  return options;
+}
+
+Result<std::unique_ptr<FleetService>> attach_fleet(HttpServer& server, const std::string& repo_dir,
+                                                   const FleetServeOptions& options) {
+  IngestOptions io;
+  io.enrolled_only = options.enrolled_only;
+  io.max_clock_skew = MOTA_TRY_CTX(parse_duration(options.max_clock_skew), "--max-clock-skew");
+  std::chrono::milliseconds interval{0};
+  // Sub-second intervals ("200ms") are accepted for tests and demos.
+  if (options.rollout_interval.size() > 2 &&
+      options.rollout_interval.compare(options.rollout_interval.size() - 2, 2, "ms") == 0) {
+    try {
+      interval = std::chrono::milliseconds(std::stoll(options.rollout_interval));
+    } catch (const std::exception&) {
+      return fail(Errc::invalid_argument,
+                  "--rollout-interval '" + options.rollout_interval + "': not a duration");
+    }
+  } else if (options.rollout_interval != "0" && options.rollout_interval != "0s") {
+    interval = MOTA_TRY_CTX(parse_duration(options.rollout_interval), "--rollout-interval");
+  }
+  const auto db_path = fleet_db_path(repo_dir, options.db);
+  auto ingest = MOTA_TRY(FleetIngest::open(db_path, io));
+  ingest->register_routes(server);
+  log::info("fleet database " + db_path.string() +
+            (options.enrolled_only ? " (enrolled devices only)" : " (trust on first use)"));
+  return std::unique_ptr<FleetService>(new Service(std::move(ingest), db_path, repo_dir, interval));
+}
+
+}  // namespace mota::manager

@@ -1,0 +1,42 @@
+#pragma once
+// Fleet tracking inside `mota serve`: the report ingest route (manager/fleet_ingest.hpp) and a
+// background thread that ticks running rollouts (manager/rollout.hpp), so a rollout advances and
+// halts itself without an operator.
+//
+// The serve flags (--db, --enrolled-only, --max-clock-skew, --rollout-interval) are added to the
+// `serve` subcommand by add_fleet_commands() (manager/cli_fleet.cpp) and read by attach_fleet().
+//
+// Thread-safety: attach_fleet() and the destructor run on the serve thread; the destructor stops
+// the ticker and the ingest writer, so the HTTP server must be stopped before it runs.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "common/result.hpp"
+#include "manager/http_server.hpp"
+
+namespace mota::manager {
+
+struct FleetServeOptions {
+  std::string db;              // "" = fleet_db_path(repo_dir, "")
+  bool enrolled_only = false;  // refuse devices not registered with `mota devices enroll`
+  std::string max_clock_skew = "10m";
+  std::string rollout_interval = "30s";  // "0s" disables automatic rollout ticks
+};
+
+// The options `mota serve` parsed (filled by CLI11 through add_fleet_commands()).
+FleetServeOptions& fleet_serve_options();
+
+class FleetService {
+ public:
+  virtual ~FleetService() = default;
+};
+
+// Opens the fleet database, registers the report route on `server` (before it starts) and starts
+// the rollout ticker. Errors: bad option values (Errc::invalid_argument), database errors.
+Result<std::unique_ptr<FleetService>> attach_fleet(
+    HttpServer& server, const std::string& repo_dir,
+    const FleetServeOptions& options = fleet_serve_options());
+
+}  // namespace mota::manager

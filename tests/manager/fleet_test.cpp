@@ -1,0 +1,475 @@
+// Fleet tracking: the report ingest rules (signatures, TOFU, enrollment, replay, forged ids,
+// limits) on real SQLite files with real device keys, the views, and guarded rollouts against a
+// real repository.
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "agent/identity.hpp"
+#include "common/http.hpp"
+#include "manager/fleet_db.hpp"
+#include "manager/fleet_ingest.hpp"
+#include "manager/repository.hpp"
+#include "manager/rollout.hpp"
+#include "manifest/channel.hpp"
+#include "tests/support/test_support.hpp"
+
+namespace mota::manager {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+// Every row of every fleet table, as text: "unchanged" means this string is equal.
+std::string dump(const stdfs::path& db_path) {
+  auto db = storage::Database::open(db_path);
+  EXPECT_TRUE(db) << db.error().message();
+  std::string out;
+  for (const char* table : {"devices", "installed", "events", "releases", "channels", "rollouts",
+                            "rollout_transitions"}) {
+    auto st = db->prepare(std::string("SELECT * FROM ") + table + " ORDER BY 1, 2");
+    EXPECT_TRUE(st);
+    out += std::string("[") + table + "]\n";
+    while (st->step().value_or(storage::Step::done) == storage::Step::row) {
+      for (int c = 0; c < st->column_count(); ++c) out += st->column_text(c) + "|";
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+DeviceFilter filter(const std::string& model, const std::string& version = "",
+                    const std::string& state = "") {
+  DeviceFilter f;
+  f.model = model;
+  f.version = version;
+  f.state = state;
+  return f;
+}
+DeviceFilter stale_filter() {
+  DeviceFilter f;
+  f.stale = std::chrono::seconds(3600);
+  return f;
+}
+
+class Fleet : public ::testing::Test {
+ protected:
+  stdfs::path db_path() const { return work_ / "fleet.db"; }
+
+  void open_ingest(IngestOptions options = {}) {
+    ingest_.reset();
+    auto in = FleetIngest::open(db_path(), options);
+    ASSERT_TRUE(in) << in.error().message();
+    ingest_ = std::move(*in);
+  }
+
+  agent::DeviceIdentity& identity(const std::string& id, const std::string& dir = "") {
+    const std::string key = dir.empty() ? id : dir;
+    auto it = ids_.find(key);
+    if (it == ids_.end()) {
+      auto d = agent::DeviceIdentity::load_or_create(work_ / "keys" / key, id);
+      EXPECT_TRUE(d) << d.error().message();
+      it = ids_.emplace(key, std::move(*d)).first;
+    }
+    return it->second;
+  }
+
+  static Json event(std::int64_t seq, const std::string& device, const std::string& state,
+                    const std::string& from, const std::string& to, const std::string& error = "") {
+    return Json{{"seq", seq},
+                {"kind", "event"},
+                {"created_at", "2030-01-01T00:00:00Z"},
+                {"body",
+                 {{"device", device},
+                  {"model", "detector"},
+                  {"from", from},
+                  {"to", to},
+                  {"state", state},
+                  {"step", state == "installed" ? "commit" : "verify"},
+                  {"error", error},
+                  {"kind", "full"}}}};
+  }
+  static Json heartbeat(std::int64_t seq, const std::string& version) {
+    return Json{
+        {"seq", seq},
+        {"kind", "heartbeat"},
+        {"created_at", "2030-01-01T00:00:00Z"},
+        {"body",
+         {{"agent_version", "0.1.0"},
+          {"arch", "x86_64"},
+          {"models",
+           {{{"model", "detector"}, {"slot", "a"}, {"version", version}, {"committed", true}}}}}}};
+  }
+
+  // A request as the HttpServer hands it over (lower-case header names), signed by `signer`.
+  static HttpRequest request(const agent::DeviceIdentity& signer, const std::string& route_id,
+                             const std::string& body, TimePoint at = now_seconds()) {
+    HttpRequest req;
+    req.method = "POST";
+    req.path = "/v1/devices/" + route_id + "/events";
+    req.path_params["id"] = route_id;
+    req.body = body;
+    auto h = signer.report_headers("/v1/devices/" + http::percent_encode(route_id) + "/events",
+                                   body, at);
+    EXPECT_TRUE(h) << h.error().message();
+    for (auto& [k, v] : *h) {
+      std::string lower = k;
+      for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+      req.headers[lower] = v;
+    }
+    return req;
+  }
+  HttpReply post(const std::string& id, const Json& batch) {
+    auto& who = identity(id);
+    return ingest_->handle(request(who, id, Json{{"device", id}, {"batch", batch}}.dump()));
+  }
+  std::vector<DeviceModelRow> devices(DeviceFilter f = {}) {
+    auto db = open_fleet_db(db_path());
+    EXPECT_TRUE(db);
+    auto rows = list_devices(*db, f, now_seconds());
+    EXPECT_TRUE(rows) << rows.error().message();
+    return rows ? *rows : std::vector<DeviceModelRow>{};
+  }
+  void expect_refused(const HttpReply& r, int status, const std::string& words,
+                      const std::string& before) {
+    EXPECT_EQ(r.status, status) << r.body;
+    auto j = Json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.body;
+    EXPECT_NE(j.value("error", "").find(words), std::string::npos) << r.body;
+    EXPECT_EQ(dump(db_path()), before);
+  }
+
+  test::TempDir work_;
+  std::unique_ptr<FleetIngest> ingest_;
+  std::map<std::string, agent::DeviceIdentity> ids_;
+};
+
+TEST_F(Fleet, StoresBatchLearnsKeyAndShowsViews) {
+  open_ingest();
+  auto r = post("dev-1",
+                Json::array({event(1, "dev-1", "installed", "", "1.0.0"), heartbeat(2, "1.0.0")}));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["acked"], 2);
+  auto rows = devices();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].device, "dev-1");
+  EXPECT_EQ(rows[0].version, "1.0.0");
+  EXPECT_EQ(rows[0].state, "ok");
+  EXPECT_EQ(rows[0].slot, "a");
+  EXPECT_GT(rows[0].last_seen, 0);
+
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  auto info = show_device(*db, "dev-1");
+  ASSERT_TRUE(info && *info);
+  EXPECT_EQ((*info)->key, identity("dev-1").public_key_hex());
+  EXPECT_FALSE((*info)->enrolled);
+  EXPECT_EQ((*info)->agent_version, "0.1.0");
+  ASSERT_EQ((*info)->events.size(), 2u);
+  EXPECT_EQ((*info)->events[0].to, "1.0.0");
+  EXPECT_EQ((*info)->events[1].kind, "heartbeat");
+  auto none = show_device(*db, "nobody");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+  EXPECT_EQ(ingest_->stats().items_stored, 2u);
+}
+
+TEST_F(Fleet, ReplayedBatchIsAcknowledgedOnceAndChangesNothing) {
+  open_ingest();
+  const Json batch = Json::array({event(1, "dev-1", "installed", "", "1.0.0")});
+  ASSERT_EQ(post("dev-1", batch).status, 200);
+  const std::string before = dump(db_path());
+  // The same signed request again (an ack lost on the way back, or a captured replay).
+  const std::string body = Json{{"device", "dev-1"}, {"batch", batch}}.dump();
+  auto r = ingest_->handle(request(identity("dev-1"), "dev-1", body));
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["acked"], 1);
+  EXPECT_EQ(dump(db_path()), before);
+  EXPECT_EQ(ingest_->stats().items_duplicate, 1u);
+  // A batch overlapping the stored one stores only the new item.
+  ASSERT_EQ(post("dev-1", Json::array({event(1, "dev-1", "installed", "", "1.0.0"),
+                                       event(2, "dev-1", "failed", "1.0.0", "2.0.0", "boom")}))
+                .status,
+            200);
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  EXPECT_EQ((*show_device(*db, "dev-1"))->events.size(), 2u);
+}
+
+TEST_F(Fleet, RefusesForeignKeysForgedIdsBadSignaturesAndJunk) {
+  open_ingest();
+  ASSERT_EQ(post("victim", Json::array({heartbeat(1, "1.0.0")})).status, 200);
+  ASSERT_EQ(post("attacker", Json::array({heartbeat(1, "1.0.0")})).status, 200);
+  const std::string before = dump(db_path());
+  const Json batch = Json::array({event(7, "victim", "failed", "1.0.0", "2.0.0", "x")});
+  const std::string body = Json{{"device", "victim"}, {"batch", batch}}.dump();
+
+  // Signed for "victim" with another key (a second identity claiming the id).
+  auto& impostor = identity("victim", "impostor");
+  expect_refused(ingest_->handle(request(impostor, "victim", body)), 403,
+                 "is not the key on record for device victim", before);
+  // The attacker signs correctly as itself but posts to the victim's route.
+  auto req = request(identity("attacker"), "victim", body);
+  expect_refused(ingest_->handle(req), 403, "X-Mota-Device 'attacker' is not the device 'victim'",
+                 before);
+  // ... and relabelling the header breaks the signature, which covers the id.
+  req.headers["x-mota-device"] = "victim";
+  expect_refused(ingest_->handle(req), 401, "report from victim", before);
+  // Its own route, but the body claims the victim.
+  expect_refused(ingest_->handle(request(identity("attacker"), "attacker", body)), 403,
+                 "body names device 'victim'", before);
+  // Unsigned.
+  auto unsigned_req = request(identity("victim"), "victim", body);
+  unsigned_req.headers.erase("x-mota-signature");
+  expect_refused(ingest_->handle(unsigned_req), 401, "X-Mota-Signature is missing", before);
+  // Body changed after signing.
+  auto tampered = request(identity("victim"), "victim", body);
+  tampered.body[tampered.body.size() / 2] ^= 1;
+  expect_refused(ingest_->handle(tampered), 401, "report from victim", before);
+  // Captured long ago.
+  expect_refused(ingest_->handle(request(identity("victim"), "victim", body,
+                                         now_seconds() - std::chrono::hours(2))),
+                 401, "away from the server's clock", before);
+  // Signed, but not JSON / not a batch / seqs out of order.
+  expect_refused(ingest_->handle(request(identity("victim"), "victim", "{\"device\": ")), 400,
+                 "not a JSON object", before);
+  expect_refused(
+      ingest_->handle(request(identity("victim"), "victim", R"({"device":"victim","batch":7})")),
+      400, "\"batch\"", before);
+  Json bad = Json{{"device", "victim"},
+                  {"batch", Json::array({heartbeat(5, "1.0.0"), heartbeat(3, "1.0.0")})}};
+  expect_refused(ingest_->handle(request(identity("victim"), "victim", bad.dump())), 400,
+                 "increasing seq order", before);
+  // Over the body limit (the HttpServer refuses far bigger bodies before reading them).
+  IngestOptions small;
+  small.max_body_bytes = 1000;
+  open_ingest(small);
+  Json big =
+      Json{{"device", "victim"}, {"batch", Json::array({heartbeat(9, std::string(2000, 'x'))})}};
+  expect_refused(ingest_->handle(request(identity("victim"), "victim", big.dump())), 413,
+                 "over the 1000-byte limit", before);
+}
+
+TEST_F(Fleet, EnrolledOnlyRefusesUnknownDevices) {
+  IngestOptions options;
+  options.enrolled_only = true;
+  open_ingest(options);
+  const std::string before = dump(db_path());
+  auto r = post("dev-1", Json::array({heartbeat(1, "1.0.0")}));
+  expect_refused(r, 403, "not enrolled", before);
+  {
+    auto db = open_fleet_db(db_path());
+    ASSERT_TRUE(db);
+    ASSERT_TRUE(enroll_device(*db, "dev-1", identity("dev-1").public_key_hex(), now_seconds()));
+    auto again =
+        enroll_device(*db, "dev-1", identity("dev-1", "other").public_key_hex(), now_seconds());
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code(), Errc::already_exists);
+  }
+  EXPECT_EQ(post("dev-1", Json::array({heartbeat(1, "1.0.0")})).status, 200);
+  // The key file forms `mota devices enroll --key` accepts.
+  auto pem = test::read_file(identity("dev-1").key_path());
+  EXPECT_EQ(*device_key_hex(pem), identity("dev-1").public_key_hex());
+  EXPECT_EQ(*device_key_hex(" " + identity("dev-1").public_key_hex() + "\n"),
+            identity("dev-1").public_key_hex());
+  EXPECT_FALSE(device_key_hex("not a key"));
+}
+
+TEST_F(Fleet, FailuresRollbacksFiltersAndFleetSummary) {
+  open_ingest();
+  ASSERT_EQ(post("a", Json::array({event(1, "a", "installed", "", "1.0.0"),
+                                   event(2, "a", "installed", "1.0.0", "2.0.0")}))
+                .status,
+            200);
+  ASSERT_EQ(post("b", Json::array({event(1, "b", "installed", "", "1.0.0"),
+                                   event(2, "b", "failed", "1.0.0", "2.0.0", "sha256 mismatch")}))
+                .status,
+            200);
+  // c went to 2.0.0 and back to 1.0.0 (its inventory says so).
+  ASSERT_EQ(post("c", Json::array({event(1, "c", "installed", "", "2.0.0"), heartbeat(2, "1.0.0")}))
+                .status,
+            200);
+  auto failed = devices(filter("", "", "failed"));
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].device, "b");
+  EXPECT_EQ(failed[0].version, "1.0.0");
+  EXPECT_EQ(failed[0].target, "2.0.0");
+  EXPECT_EQ(failed[0].last_error, "sha256 mismatch");
+  EXPECT_EQ(devices(filter("", "1.0.0")).size(), 2u);
+  EXPECT_EQ(devices(filter("other")).size(), 0u);
+  EXPECT_EQ(devices(stale_filter()).size(), 0u);
+
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  auto s = fleet_summary(*db, std::chrono::seconds(3600), now_seconds());
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ(s->devices, 3);
+  EXPECT_EQ(s->stale, 0);
+  ASSERT_EQ(s->models.size(), 1u);
+  const auto& m = s->models[0];
+  EXPECT_EQ(m.devices, 3);
+  EXPECT_EQ(m.failed, 1);
+  std::map<std::string, VersionStats> by;
+  for (const auto& v : m.versions) by[v.version] = v;
+  EXPECT_EQ(by["1.0.0"].devices, 2);
+  EXPECT_NEAR(by["1.0.0"].percent, 66.67, 0.01);
+  EXPECT_EQ(by["2.0.0"].devices, 1);
+  EXPECT_EQ(by["2.0.0"].failures, 1);
+  EXPECT_EQ(by["2.0.0"].rollbacks, 1);
+  // An hour later every device is stale.
+  auto later =
+      fleet_summary(*db, std::chrono::seconds(3600), now_seconds() + std::chrono::hours(2));
+  ASSERT_TRUE(later);
+  EXPECT_EQ(later->stale, 3);
+  EXPECT_EQ(later->models[0].stale, 3);
+}
+
+TEST_F(Fleet, MigrationsGoDownAndUp) {
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  EXPECT_EQ(*storage::schema_version(*db), 1);
+  ASSERT_TRUE(storage::migrate_down_to(*db, 0));
+  EXPECT_FALSE(db->prepare("SELECT * FROM devices"));
+  ASSERT_TRUE(storage::migrate(*db, fleet_migrations()));
+  EXPECT_TRUE(db->prepare("SELECT * FROM devices"));
+}
+
+class Rollouts : public Fleet {
+ protected:
+  void SetUp() override {
+    auto repo = Repository::init(work_ / "repo", Settings{});
+    ASSERT_TRUE(repo) << repo.error().message();
+    repo_ = std::make_unique<Repository>(std::move(*repo));
+    for (const char* v : {"1.0.0", "2.0.0", "3.0.0"}) {
+      test::make_model_dir(work_ / (std::string("src-") + v), std::string(1000, v[0]));
+      ASSERT_TRUE(repo_->add_release(work_ / (std::string("src-") + v), v));
+    }
+    ChannelRequest req;
+    req.channel = "stable";
+    req.model = "detector";
+    req.version = "1.0.0";
+    ASSERT_TRUE(repo_->set_channel(req));
+    open_ingest();
+    for (int i = 0; i < 10; ++i) {
+      const std::string id = "dev-" + std::to_string(i);
+      ASSERT_EQ(post(id, Json::array({event(1, id, "installed", "", "1.0.0")})).status, 200);
+      seq_[id] = 1;
+    }
+    auto db = open_fleet_db(db_path());
+    ASSERT_TRUE(db);
+    db_ = std::make_unique<storage::Database>(std::move(*db));
+  }
+  Channel channel() {
+    auto chs = repo_->show_channels("stable");
+    EXPECT_TRUE(chs && chs->size() == 1u);
+    return chs->at(0);
+  }
+  // Each device does what the published channel tells it; `fail` versions fail to install.
+  void devices_poll(const std::string& fail = "") {
+    const Channel ch = channel();
+    for (auto& [id, seq] : seq_) {
+      const std::string want = wanted_version(ch, id);
+      auto rows = devices(filter("detector"));
+      std::string have;
+      for (const auto& r : rows) {
+        if (r.device == id) have = r.version;
+      }
+      if (want.empty() || want == have) continue;
+      ++seq;
+      Json ev = want == fail ? event(seq, id, "failed", have, want, "sha256 mismatch")
+                             : event(seq, id, "installed", have, want);
+      ASSERT_EQ(post(id, Json::array({ev})).status, 200);
+    }
+  }
+  RolloutInfo tick() {
+    auto r = tick_rollout(*db_, *repo_, "stable", "detector", now_seconds());
+    EXPECT_TRUE(r) << r.error().message();
+    return r ? *r : RolloutInfo{};
+  }
+
+  std::unique_ptr<Repository> repo_;
+  std::unique_ptr<storage::Database> db_;
+  std::map<std::string, std::int64_t> seq_;
+};
+
+TEST_F(Rollouts, AdvancesThroughHealthyStepsToCompletion) {
+  RolloutSpec spec{"stable", "detector", "2.0.0", {30, 100}, 500, 1, std::chrono::seconds(0)};
+  auto started = start_rollout(*db_, *repo_, spec, now_seconds());
+  ASSERT_TRUE(started) << started.error().message();
+  EXPECT_EQ(started->state, "running");
+  EXPECT_EQ(started->previous_version, "1.0.0");
+  EXPECT_EQ(channel().rollout.percent, 30u);
+  EXPECT_EQ(channel().rollout.fallback_version, "1.0.0");
+  auto again = start_rollout(*db_, *repo_, spec, now_seconds());
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), Errc::already_exists);
+
+  devices_poll();
+  auto r = tick();
+  EXPECT_EQ(r.step, 1) << (r.transitions.empty() ? "" : r.transitions.back().reason);
+  EXPECT_EQ(channel().rollout.percent, 100u);
+  EXPECT_EQ(r.counts.targeted, 10);
+  devices_poll();
+  r = tick();
+  EXPECT_EQ(r.state, "completed");
+  EXPECT_EQ(r.counts.updated, 10);
+  ASSERT_EQ(r.transitions.size(), 3u);
+  EXPECT_NE(r.transitions[1].reason.find("advanced to 100%"), std::string::npos);
+  EXPECT_EQ(devices(filter("", "2.0.0")).size(), 10u);
+  // Nothing active any more.
+  auto t = tick_rollout(*db_, *repo_, "stable", "detector", now_seconds());
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code(), Errc::not_found);
+}
+
+TEST_F(Rollouts, FailingVersionHaltsAndRepublishesThePrevious) {
+  RolloutSpec spec{"stable", "detector", "3.0.0", {50, 100}, 500, 2, std::chrono::seconds(0)};
+  ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
+  // The 50% step may hold none of the ten devices (random salt): then it advances to 100%.
+  RolloutInfo r;
+  for (int round = 0; round < 2 && r.state != "halted"; ++round) {
+    devices_poll("3.0.0");
+    r = tick();
+  }
+  ASSERT_EQ(r.state, "halted");
+  EXPECT_GT(r.counts.failed, 0);
+  EXPECT_NE(r.transitions.back().reason.find("republished 1.0.0"), std::string::npos)
+      << r.transitions.back().reason;
+  const Channel ch = channel();
+  EXPECT_EQ(ch.version, "1.0.0");
+  EXPECT_EQ(ch.rollout.percent, 100u);
+  EXPECT_TRUE(ch.allow_downgrade);
+  auto status = rollout_status(*db_, "stable", "detector");
+  ASSERT_TRUE(status && *status);
+  EXPECT_EQ((*status)->state, "halted");
+}
+
+TEST_F(Rollouts, PauseResumeAbortAndBadSpecs) {
+  RolloutSpec spec{"stable", "detector", "2.0.0", {10, 100}, 500, 1, std::chrono::seconds(0)};
+  ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
+  ASSERT_TRUE(pause_rollout(*db_, "stable", "detector", now_seconds()));
+  EXPECT_FALSE(pause_rollout(*db_, "stable", "detector", now_seconds()));
+  devices_poll();
+  EXPECT_EQ(tick().step, 0);  // paused: no advance
+  ASSERT_TRUE(resume_rollout(*db_, "stable", "detector", now_seconds()));
+  auto aborted = abort_rollout(*db_, *repo_, "stable", "detector", now_seconds());
+  ASSERT_TRUE(aborted) << aborted.error().message();
+  EXPECT_EQ(aborted->state, "aborted");
+  EXPECT_EQ(channel().version, "1.0.0");
+
+  EXPECT_FALSE(parse_percents("5,25"));
+  EXPECT_FALSE(parse_percents("25,5,100"));
+  EXPECT_FALSE(parse_percents("0,100"));
+  EXPECT_EQ(*parse_percents("5,25,100"), (std::vector<unsigned>{5, 25, 100}));
+  EXPECT_EQ(*parse_failure_rate("5%"), 500u);
+  EXPECT_EQ(*parse_failure_rate("0.5%"), 50u);
+  EXPECT_FALSE(parse_failure_rate("150%"));
+  EXPECT_FALSE(parse_failure_rate("five"));
+  RolloutSpec unreleased{"stable", "detector", "9.0.0", {100}, 500, 1, std::chrono::seconds(0)};
+  const std::string before = dump(db_path());
+  EXPECT_FALSE(start_rollout(*db_, *repo_, unreleased, now_seconds()));
+  EXPECT_EQ(dump(db_path()), before);
+}
+
+}  // namespace
+}  // namespace mota::manager
