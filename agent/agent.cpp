@@ -9,6 +9,7 @@
 #include "common/fs.hpp"
 #include "common/http.hpp"
 #include "common/log.hpp"
+#include "common/notify.hpp"
 #include "common/semver.hpp"
 #include "common/time.hpp"
 #include "manifest/canonical_json.hpp"
@@ -389,10 +390,37 @@ Result<std::vector<ModelStatus>> Agent::status() {
 Status Agent::run(const std::atomic<bool>& stop) {
   cancel_ = &stop;
   std::mt19937_64 rng{std::random_device{}()};
+  // Recovered: the state database is open (migrated) and each model's `current` names a slot
+  // the database knows; an interrupted install resumes at the first poll, from its journal.
+  std::string summary;
+  for (const auto& sub : config_.models) {
+    auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, sub.name));
+    auto version = MOTA_TRY(installed_version(sub.name));
+    auto journal = MOTA_TRY(state_.install(sub.name));
+    if (journal) {
+      log::info("resuming the install of " + sub.name + " " + journal->to_version + " at step " +
+                journal->step);
+    }
+    summary += (summary.empty() ? "" : ", ") + sub.name + " " +
+               (version.empty() ? std::string("(none)") : version);
+  }
+  notify::ready("running: " + summary);
   while (!stop.load()) {
+    notify::status("polling " + config_.server_url);
     auto r = check_once();
+    notify::watchdog_tick();
     if (!r) {
       log::error("poll failed: " + r.error().message());
+      notify::status("last poll failed: " + r.error().message());
+    } else {
+      std::string line;
+      for (const auto& m : r->models) {
+        line += (line.empty() ? "" : ", ") + m.model + " " +
+                (m.version.empty() ? std::string("(none)") : m.version);
+        if (m.outcome == ModelOutcome::failed) line += " (update failed)";
+        if (m.outcome == ModelOutcome::refused) line += " (update refused)";
+      }
+      notify::status("idle: " + line);
     }
     const auto jitter_ms = config_.poll_jitter.count();
     std::uniform_int_distribution<std::int64_t> dist(0, jitter_ms > 0 ? jitter_ms : 0);
@@ -401,8 +429,10 @@ Status Agent::run(const std::atomic<bool>& stop) {
     auto until = std::chrono::steady_clock::now() + wait;
     while (!stop.load() && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      notify::watchdog_tick();
     }
   }
+  notify::stopping();
   cancel_ = nullptr;
   return {};
 }

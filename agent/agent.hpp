@@ -97,6 +97,10 @@ class Agent {
   // `stop` becomes true, which is noticed within about 100 ms (also in the middle of a download:
   // the partial file is kept for the next start). A failed poll is logged and retried at the next
   // interval. Returns success when stopped.
+  // Under systemd (Type=notify, common/notify.hpp): READY=1 once the state is open and each
+  // model's slots check out, STATUS= lines saying what it is doing ("downloading detector 2.1.0:
+  // 45%"), WATCHDOG=1 from the loop, download progress and install steps (so a hung poll stops
+  // the keep-alives), STOPPING=1 when stopping.
   Status run(const std::atomic<bool>& stop);
 
   StateStore& state() { return state_; }

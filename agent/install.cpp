@@ -8,6 +8,7 @@
 
 #include "agent/growing_file.hpp"
 #include "common/log.hpp"
+#include "common/notify.hpp"
 #include "storage/package.hpp"
 
 namespace mota::agent {
@@ -139,6 +140,9 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
       if (options.before_step) options.before_step(step);
     }
     first = false;
+    notify::watchdog_tick();
+    if (step != "download")
+      notify::status("installing " + plan.model + " " + plan.to_version + ": " + step);
 
     Status st;
     if (step == "download") {
@@ -189,8 +193,9 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     }
     if (!st) {
       Error e = std::move(st).error().context(ctx + ": " + step);
-      if (e.code() == Errc::verification &&
-          (step == "stage" || step == "verify" || unpack_failed)) {
+      const bool bad_package = e.code() == Errc::verification || e.code() == Errc::parse ||
+                               e.code() == Errc::unsupported || e.code() == Errc::too_large;
+      if (bad_package && (step == "stage" || step == "verify" || unpack_failed)) {
         // A signed package that does not unpack to its signed tree will never install.
         if (auto cur = slots.current(); cur && *cur != out.slot) {
           (void)slots.prepare(out.slot);  // leave no unverified tree behind

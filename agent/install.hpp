@@ -18,8 +18,11 @@
 //             after a restart: re-verifies the whole slot from disk;
 //   switch    switch_to() is idempotent: `current` already pointing at the target is fine;
 //   commit    complete_install() is one transaction.
-// Loop guard: a step entered more than InstallOptions::max_attempts times aborts the install and
-// blocklists the version. The active slot is never written: SlotSet refuses to prepare it.
+// Loop guard: a step entered more than InstallOptions::max_attempts times in a row without an
+// outcome (the agent died inside it each time) aborts the install and blocklists the version. A
+// step that fails with an error is not a crash: it is retried at the next poll, for ever (a
+// network outage or a full disk must not block a good version). The active slot is never written:
+// SlotSet refuses to prepare it.
 //
 // Thread-safety: none; one agent process owns the state directory.
 
@@ -81,8 +84,9 @@ struct InstallOutcome {
 // Runs (or resumes) the install of plan.to_version for plan.model. A journal row for another
 // to_version is abandoned first (no blocklisting: the channel moved on). Errors:
 //  - the step's error, with the journal kept (and its last_error set) so the next call resumes;
-//  - Errc::verification at stage/verify (the signed package does not unpack to the signed tree):
-//    the install is aborted and the version blocklisted at once;
+//  - Errc::verification/parse/unsupported/too_large at stage/verify or while unpacking during
+//    the download (the signed package does not unpack to the signed tree): the install is
+//    aborted and the version blocklisted at once;
 //  - a step over the loop guard: aborted and blocklisted, "install of X: step S entered N times".
 // `current` is only ever changed by the switch step.
 Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, const InstallPlan& plan,

@@ -265,7 +265,9 @@ Status StateStore::record_progress(const std::string& model, std::uint64_t bytes
 }
 
 Status StateStore::record_error(const std::string& model, const std::string& message) {
-  MOTA_TRY(run(db_, "UPDATE install_journal SET last_error = ?, updated_at = ? WHERE model = ?",
+  MOTA_TRY(run(db_,
+               "UPDATE install_journal SET last_error = ?, attempts = 0, updated_at = ? "
+               "WHERE model = ?",
                message, now(), model));
   return require_changed(db_, "install of model", model);
 }

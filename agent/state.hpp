@@ -147,6 +147,10 @@ class StateStore {
   // attempts + 1 if `step` is the current step, else 1. The caller gives up past its limit.
   Result<int> enter_step(const std::string& model, const std::string& step);
   Status record_progress(const std::string& model, std::uint64_t bytes_downloaded, bool used_delta);
+  // Records that the current step failed in an orderly way (an error, not a crash): last_error
+  // is set and attempts goes back to 0, so the loop guard counts only entries that ended without
+  // an outcome (the agent died inside the step). A step that fails cleanly is retried at every
+  // poll (network down, disk full) without ever blocking the version.
   Status record_error(const std::string& model, const std::string& message);
   // Ends an install successfully, atomically: the target slot becomes 'valid' (it must have a
   // slots row), `active` points to it, committed; the model's blocklist is cleared (a newer

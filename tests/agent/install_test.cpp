@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <stdexcept>
 
 #include "storage/package.hpp"
 #include "tests/support/test_support.hpp"
@@ -184,28 +185,54 @@ TEST_F(Install, RestartedDownloadFallsBackToUnpackingTheCompletePackage) {
   EXPECT_EQ(test::read_file(slots_->path(r->slot) / "model.onnx"), "weights 1.0.0");
 }
 
-TEST_F(Install, FailingDownloadIsRetriedThenLoopGuardBlocks) {
+// An error is not a crash: a download that keeps failing (network down for days) is retried at
+// every poll and never blocks the version; the loop guard only counts entries without an outcome.
+TEST_F(Install, FailingDownloadIsRetriedAtEveryPollWithoutBlocking) {
   auto plan = pack("1.0.0");
   int calls = 0;
   plan.fetch = [&](const DownloadProgress&) -> Result<std::uint64_t> {
     ++calls;
     return fail(Errc::network, "connection refused");
   };
-  for (int i = 1; i <= 3; ++i) {
+  for (int i = 1; i <= 6; ++i) {
     auto r = run_install(*state_, *slots_, plan);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code(), Errc::network);
     auto rec = state_->install("detector");
     ASSERT_TRUE(rec && *rec);
     EXPECT_EQ((*rec)->step, "download");
-    EXPECT_EQ((*rec)->attempts, i);
+    EXPECT_EQ((*rec)->attempts, 0);  // ended with an outcome
     EXPECT_NE((*rec)->last_error.find("connection refused"), std::string::npos);
   }
+  EXPECT_EQ(calls, 6);
+  auto blocked = state_->is_blocked("detector", "1.0.0");
+  ASSERT_TRUE(blocked);
+  EXPECT_FALSE(*blocked);
+  // Once the network is back, the same journal finishes the install.
+  auto bytes = test::read_file(plan.package);
+  plan.package = work_ / "downloads" / "p.part";
+  stdfs::create_directories(plan.package.parent_path());
+  plan.fetch = piecewise_fetch(plan.package, bytes);
   auto r = run_install(*state_, *slots_, plan);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(current(), r->slot);
+}
+
+// Crashes are what the loop guard counts: a step entered over and over without an outcome (here
+// the process "dies" in the test hook, after the entry is persisted) blocks the version.
+TEST_F(Install, StepThatNeverFinishesTripsTheLoopGuard) {
+  auto plan = pack("1.0.0");
+  InstallOptions crashing;
+  crashing.before_step = [](std::string_view step) {
+    if (step == "stage") throw std::runtime_error("simulated crash");
+  };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THROW((void)run_install(*state_, *slots_, plan, crashing), std::runtime_error);
+  }
+  auto r = run_install(*state_, *slots_, plan, crashing);
   ASSERT_FALSE(r);
-  EXPECT_NE(r.error().message().find("step download entered 4 times (limit 3)"), std::string::npos)
+  EXPECT_NE(r.error().message().find("step stage entered 4 times (limit 3)"), std::string::npos)
       << r.error().message();
-  EXPECT_EQ(calls, 3);
   auto blocked = state_->is_blocked("detector", "1.0.0");
   ASSERT_TRUE(blocked);
   EXPECT_TRUE(*blocked);

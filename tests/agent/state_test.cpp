@@ -237,8 +237,13 @@ TEST(StateStore, JournalRoundTripAndLoopGuard) {
 
     clock.t += 5;
     ASSERT_TRUE(s.record_progress("m", 123456789012ull, true).has_value());
+    EXPECT_EQ(*s.enter_step("m", "download"), 2);  // entered again without an outcome (a crash)
+    // An orderly failure is an outcome: the loop guard starts over.
     ASSERT_TRUE(s.record_error("m", "network: connection reset").has_value());
-    EXPECT_EQ(*s.enter_step("m", "download"), 2);  // resumed after a restart
+    EXPECT_EQ((*s.install("m"))->attempts, 0);
+    EXPECT_EQ((*s.install("m"))->last_error, "network: connection reset");
+    EXPECT_EQ(*s.enter_step("m", "download"), 1);
+    EXPECT_EQ(*s.enter_step("m", "download"), 2);
   }
   auto s = open_store(tmp.path(), o);  // the counter survives a restart
   EXPECT_EQ(*s.enter_step("m", "download"), 3);

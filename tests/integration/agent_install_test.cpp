@@ -3,8 +3,14 @@
 // and SIGKILL at every install step followed by a re-run.
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
+#include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -412,6 +418,91 @@ TEST_F(AgentInstall, RunPollsUntilSigterm) {
   daemon.kill(SIGTERM);
   EXPECT_EQ(daemon.wait(), 0) << test::read_file(work_ / "daemon.log");
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+}
+
+// `run` under a service manager: the sd_notify datagrams arrive on a real socket in order (READY
+// first, STATUS lines saying what it does, WATCHDOG keep-alives, STOPPING last), and SIGTERM in the
+// middle of a download stops it within a second with the partial file kept for the resume.
+TEST_F(AgentInstall, RunSpeaksSdNotifyAndStopsMidDownload) {
+  const auto sock_path = work_ / "notify.sock";
+  int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(sock, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(sock_path.string().size(), sizeof addr.sun_path);
+  std::strncpy(addr.sun_path, sock_path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{0, 200000};
+  ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::vector<std::string> messages;
+  // Receives until `pred` holds for a message or `limit` passes.
+  auto receive_until = [&](const std::function<bool(const std::string&)>& pred,
+                           std::chrono::seconds limit) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    char buf[4096];
+    while (std::chrono::steady_clock::now() < until) {
+      ssize_t n = ::recv(sock, buf, sizeof buf, 0);
+      if (n <= 0) continue;
+      messages.emplace_back(buf, static_cast<std::size_t>(n));
+      if (pred(messages.back())) return true;
+    }
+    return false;
+  };
+  auto toml = test::read_file(config_path());
+  // ~100 KB packages at 40 KB/s: a download takes a few seconds.
+  test::write_file(
+      config_path(),
+      "poll_interval = \"1s\"\npoll_jitter = 0\nbandwidth_limit = \"40KB/s\"\n" + toml);
+  release("1.0.0");
+  channel("1.0.0");
+  test::Process daemon(
+      {test::build_path("agent/mota-agent").string(), "--config", config_path().string(), "run"},
+      work_ / "daemon.log", {{"NOTIFY_SOCKET", sock_path.string()}, {"WATCHDOG_USEC", "400000"}});
+  ASSERT_TRUE(receive_until(
+      [](const std::string& m) { return m.find("STATUS=downloading detector 1.0.0: ") == 0; },
+      std::chrono::seconds(20)))
+      << test::read_file(work_ / "daemon.log");
+  ASSERT_FALSE(messages.empty());
+  EXPECT_EQ(messages.front(), "READY=1\nSTATUS=running: detector (none)");
+  ASSERT_TRUE(
+      receive_until([](const std::string& m) { return m.find("STATUS=idle: detector 1.0.0") == 0; },
+                    std::chrono::seconds(30)))
+      << test::read_file(work_ / "daemon.log");
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
+  auto count = [&](const std::string& prefix) {
+    return std::count_if(messages.begin(), messages.end(),
+                         [&](const std::string& m) { return m.rfind(prefix, 0) == 0; });
+  };
+  EXPECT_GE(count("WATCHDOG=1"), 2) << "keep-alives every WATCHDOG_USEC/2 during the download";
+  EXPECT_GE(count("STATUS=installing detector 1.0.0: verify"), 1);
+
+  release("2.0.0");
+  channel("2.0.0");
+  ASSERT_TRUE(receive_until(
+      [](const std::string& m) {
+        return m.find("STATUS=downloading detector 2.0.0: ") == 0 &&
+               m != "STATUS=downloading detector 2.0.0: 0%";
+      },
+      std::chrono::seconds(20)))
+      << test::read_file(work_ / "daemon.log");
+  auto t0 = std::chrono::steady_clock::now();
+  daemon.kill(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0) << test::read_file(work_ / "daemon.log");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+  receive_until([](const std::string& m) { return m == "STOPPING=1"; }, std::chrono::seconds(2));
+  ASSERT_FALSE(messages.empty());
+  EXPECT_EQ(messages.back(), "STOPPING=1");
+  ::close(sock);
+  // The partial download is kept, and the model in use is untouched.
+  std::uint64_t partial = 0;
+  for (const auto& e : stdfs::directory_iterator(state_ / "downloads")) partial += e.file_size();
+  EXPECT_GT(partial, 0u);
+  EXPECT_EQ(current_weights(), weights("1.0.0"));
+  // The next start resumes it (here without the rate limit) and finishes the update.
+  test::write_file(config_path(), toml);
+  auto r = agent({"check-once"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(current_weights(), weights("2.0.0"));
 }
 
 }  // namespace
