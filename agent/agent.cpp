@@ -132,7 +132,9 @@ Result<std::string> Agent::installed_version(const std::string& model) {
 
 Status Agent::report(bool heartbeat) {
   auto http = http_client();
-  Reporter reporter(state_, *http, identity_, config_.report_url);
+  ReporterOptions options;
+  for (const auto& sub : config_.models) options.channels[sub.name] = sub.channel;
+  Reporter reporter(state_, *http, identity_, config_.report_url, options);
   // The time of the last heartbeat queued is kept on disk: check-once runs as a fresh process.
   const auto stamp = config_.state_dir / "status" / "heartbeat";
   if (heartbeat) {
@@ -238,7 +240,18 @@ Result<CheckReport> Agent::check_once() {
         spec.length = info.length;
         spec.sha256 = sha->second;
         spec.partial = plan.package;
-        auto r = MOTA_TRY_CTX(download(*http, spec, config_.retry, cancel_, progress),
+        int last_pct = 0;
+        notify::status("downloading " + sub.name + " " + to + ": 0%");
+        auto observed = [&](std::uint64_t done, std::uint64_t total) {
+          progress(done, total);
+          notify::watchdog_tick();
+          int pct = total > 0 ? static_cast<int>(done * 100 / total) : 100;
+          if (pct != last_pct) {
+            last_pct = pct;
+            notify::status("downloading " + sub.name + " " + to + ": " + std::to_string(pct) + "%");
+          }
+        };
+        auto r = MOTA_TRY_CTX(download(*http, spec, config_.retry, cancel_, observed),
                               "download " + pkg_path);
         return r.bytes_fetched;
       };

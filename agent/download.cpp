@@ -27,6 +27,8 @@ namespace {
 constexpr std::size_t kBufferBytes = 1 << 20;
 // fsync cadence: bounds what a power cut can lose without making the disk the bottleneck.
 constexpr std::uint64_t kSyncEvery = 32ull << 20;
+// Longest time received bytes wait in the buffer (see Partial::append).
+constexpr auto kFlushEvery = std::chrono::milliseconds(500);
 // An attempt that received at least this much resets the retry budget.
 constexpr std::uint64_t kProgressBytes = 1 << 20;
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
@@ -138,6 +140,11 @@ class Partial {
       data = data.subspan(n);
       if (buffer_.size() == kBufferBytes) MOTA_TRY(flush());
     }
+    // On a slow link a MiB can take minutes: flush at least every kFlushEvery as well, so the
+    // progress callback (status lines, the service watchdog, a concurrent unpacker) keeps moving.
+    if (!buffer_.empty() && std::chrono::steady_clock::now() - last_flush_ >= kFlushEvery) {
+      MOTA_TRY(flush());
+    }
     return {};
   }
 
@@ -148,6 +155,7 @@ class Partial {
     offset_ += buffer_.size();
     unsynced_ += buffer_.size();
     buffer_.clear();
+    last_flush_ = std::chrono::steady_clock::now();
     if (unsynced_ >= kSyncEvery) MOTA_TRY(sync());
     if (progress_) progress_(offset_, length_);
     return {};
@@ -195,6 +203,7 @@ class Partial {
   std::uint64_t offset_ = 0;  // bytes written to the file and hashed
   std::uint64_t unsynced_ = 0;
   std::vector<std::byte> buffer_;
+  std::chrono::steady_clock::time_point last_flush_ = std::chrono::steady_clock::now();
 };
 
 struct AttemptOutcome {

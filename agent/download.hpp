@@ -46,9 +46,10 @@ struct DownloadResult {
 };
 
 // Called with (bytes in the partial file, signed length) on the calling thread: after taking over
-// an existing partial, after each MiB written, and once at the end. Every byte below `done` is in
-// the file (readable by another thread). A `done` lower than before means the partial restarted
-// from byte 0; it is announced before the file is truncated. May be empty.
+// an existing partial, after each MiB written or half second of receiving, and once at the end.
+// Every byte below `done` is in the file (readable by another thread). A `done` lower than before
+// means the partial restarted from byte 0; it is announced before the file is truncated. May be
+// empty.
 using DownloadProgress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
 // Downloads spec.url into spec.partial, continuing a partial file left by an earlier call.

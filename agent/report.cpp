@@ -155,10 +155,13 @@ Result<Json> Reporter::heartbeat() {
   Json models = Json::array();
   for (const auto& active : MOTA_TRY_CTX(store_.all_active(), "heartbeat")) {
     auto slot = MOTA_TRY_CTX(store_.slot(active.model, active.slot), "heartbeat");
-    models.push_back(Json{{"model", active.model},
-                          {"slot", slot_name(active.slot)},
-                          {"version", slot ? slot->version : std::string()},
-                          {"committed", active.committed}});
+    Json m = {{"model", active.model},
+              {"slot", slot_name(active.slot)},
+              {"version", slot ? slot->version : std::string()},
+              {"committed", active.committed}};
+    if (auto ch = options_.channels.find(active.model); ch != options_.channels.end())
+      m["channel"] = ch->second;
+    models.push_back(std::move(m));
   }
   hb["models"] = std::move(models);
   return hb;

@@ -34,15 +34,18 @@
 //   {"agent_version": "0.1.0", "arch": "x86_64", "ram_total_bytes": 8123456,
 //    "disk_free_bytes": 1234567, "time": "2030-01-01T00:00:00Z",
 //    "tuf": {"root": 1, "timestamp": 42, ...},
-//    "models": [{"model": "resnet", "slot": "a", "version": "1.2.0", "committed": true}, ...]}
+//    "models": [{"model": "resnet", "slot": "a", "version": "1.2.0", "committed": true,
+//                "channel": "stable"}, ...]}
 //   "models" lists every model with an active slot, by name; "version" is "" if that slot's row is
-//   missing. disk_free_bytes is the space left in the state directory (where agent.db lives).
+//   missing; "channel" is present for models in ReporterOptions::channels. disk_free_bytes is the
+//   space left in the state directory (where agent.db lives).
 //
 // Thread-safety: none; a Reporter uses its StateStore and Client from the calling thread. The
 // referenced store, client and identity must outlive it.
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "agent/identity.hpp"
@@ -57,6 +60,8 @@ struct ReporterOptions {
   std::size_t batch_items = 100;           // items per POST at most
   std::uint64_t batch_bytes = 256u << 10;  // body bytes per POST at most (one item always fits)
   std::uint64_t max_response_bytes = 64u << 10;  // the server's answer is small
+  // model -> the channel this device follows for it, reported in heartbeats ("channel").
+  std::map<std::string, std::string> channels;
 };
 
 struct SendResult {

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "agent/identity.hpp"
@@ -175,6 +176,14 @@ TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
   EXPECT_EQ(before[1]["install_id"].get<std::string>().size(), 16u);
   EXPECT_GT(before[1]["bytes"].get<std::uint64_t>(), 0u);
   EXPECT_EQ(heartbeats(), 1u);  // heartbeat_interval (1h) has not passed since the first
+  {
+    std::lock_guard lock(received_mu_);
+    for (const auto& item : received_) {
+      if (item["kind"] != "heartbeat") continue;
+      EXPECT_EQ(item["body"]["models"][0]["channel"], "stable") << item.dump();
+      EXPECT_EQ(item["body"]["models"][0]["version"], "1.0.0") << item.dump();
+    }
+  }
 
   // Idle: nothing changes, no event, no download.
   auto mtime = stdfs::last_write_time(model_dir() / "a" / "model.onnx");
@@ -448,27 +457,38 @@ TEST_F(AgentInstall, RunSpeaksSdNotifyAndStopsMidDownload) {
     }
     return false;
   };
+  // Incompressible ~160 KB packages at 40 KB/s: a download takes a few seconds.
+  std::map<std::string, std::string> random_weights;
+  auto publish = [&](const std::string& version) {
+    std::mt19937 rng(static_cast<unsigned>(version.size() * 7 + version.back()));
+    std::string w(160000, '\0');
+    for (auto& c : w) c = static_cast<char>(rng());
+    random_weights[version] = w;
+    make_model_dir(work_ / ("src-" + version), w);
+    auto r = repo_->add_release(work_ / ("src-" + version), version);
+    ASSERT_TRUE(r) << r.error().message();
+    channel(version);
+  };
   auto toml = test::read_file(config_path());
-  // ~100 KB packages at 40 KB/s: a download takes a few seconds.
   test::write_file(
       config_path(),
       "poll_interval = \"1s\"\npoll_jitter = 0\nbandwidth_limit = \"40KB/s\"\n" + toml);
-  release("1.0.0");
-  channel("1.0.0");
+  publish("1.0.0");
   test::Process daemon(
       {test::build_path("agent/mota-agent").string(), "--config", config_path().string(), "run"},
       work_ / "daemon.log", {{"NOTIFY_SOCKET", sock_path.string()}, {"WATCHDOG_USEC", "400000"}});
   ASSERT_TRUE(receive_until(
       [](const std::string& m) { return m.find("STATUS=downloading detector 1.0.0: ") == 0; },
       std::chrono::seconds(20)))
-      << test::read_file(work_ / "daemon.log");
+      << test::read_file(work_ / "daemon.log") << "\nreceived:\n"
+      << Json(messages).dump(1);
   ASSERT_FALSE(messages.empty());
   EXPECT_EQ(messages.front(), "READY=1\nSTATUS=running: detector (none)");
   ASSERT_TRUE(
       receive_until([](const std::string& m) { return m.find("STATUS=idle: detector 1.0.0") == 0; },
                     std::chrono::seconds(30)))
       << test::read_file(work_ / "daemon.log");
-  EXPECT_EQ(current_weights(), weights("1.0.0"));
+  EXPECT_EQ(current_weights(), random_weights["1.0.0"]);
   auto count = [&](const std::string& prefix) {
     return std::count_if(messages.begin(), messages.end(),
                          [&](const std::string& m) { return m.rfind(prefix, 0) == 0; });
@@ -476,8 +496,7 @@ TEST_F(AgentInstall, RunSpeaksSdNotifyAndStopsMidDownload) {
   EXPECT_GE(count("WATCHDOG=1"), 2) << "keep-alives every WATCHDOG_USEC/2 during the download";
   EXPECT_GE(count("STATUS=installing detector 1.0.0: verify"), 1);
 
-  release("2.0.0");
-  channel("2.0.0");
+  publish("2.0.0");
   ASSERT_TRUE(receive_until(
       [](const std::string& m) {
         return m.find("STATUS=downloading detector 2.0.0: ") == 0 &&
@@ -497,12 +516,12 @@ TEST_F(AgentInstall, RunSpeaksSdNotifyAndStopsMidDownload) {
   std::uint64_t partial = 0;
   for (const auto& e : stdfs::directory_iterator(state_ / "downloads")) partial += e.file_size();
   EXPECT_GT(partial, 0u);
-  EXPECT_EQ(current_weights(), weights("1.0.0"));
+  EXPECT_EQ(current_weights(), random_weights["1.0.0"]);
   // The next start resumes it (here without the rate limit) and finishes the update.
   test::write_file(config_path(), toml);
   auto r = agent({"check-once"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(current_weights(), weights("2.0.0"));
+  EXPECT_EQ(current_weights(), random_weights["2.0.0"]);
 }
 
 }  // namespace
