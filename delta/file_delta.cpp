@@ -71,7 +71,21 @@ std::vector<Span> plan_chunks(const Layout& layout, std::uint64_t size, std::uin
     pos = t.offset + t.size;
   }
   cut(pos, size, -1);
-  return out;
+  // Runs of small pieces (biases, norms, the bytes between tensors) become one chunk: a frame
+  // and a record per few hundred bytes would cost more than they save.
+  const std::uint64_t small = std::min<std::uint64_t>(chunk / 4, 64 << 10);
+  std::vector<Span> merged;
+  for (const Span& s : out) {
+    if (!merged.empty() && s.size < small && merged.back().tensor == -1 &&
+        merged.back().offset + merged.back().size == s.offset &&
+        merged.back().size + s.size <= chunk) {
+      merged.back().size += s.size;
+      continue;
+    }
+    merged.push_back(s);
+    if (s.size < small) merged.back().tensor = -1;
+  }
+  return merged;
 }
 
 struct Plan {

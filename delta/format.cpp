@@ -58,6 +58,8 @@ Result<FileHeader> decode_file_header(std::span<const std::byte, kFileHeaderSize
     return fail(Errc::parse, "file delta header: chunk size " + std::to_string(h.max_chunk) +
                                  " out of range (1.." + std::to_string(kMaxChunk) + ")");
   }
+  if (h.new_size > (std::uint64_t(1) << 62) || h.old_size > (std::uint64_t(1) << 62))
+    return fail(Errc::parse, "file delta header: size out of range");
   // Every chunk carries at least one byte, so the count is bounded by the size.
   if (h.chunk_count > h.new_size || (h.new_size + h.max_chunk - 1) / h.max_chunk > h.chunk_count)
     return fail(Errc::parse, "file delta header: chunk count does not fit the new size");
