@@ -67,6 +67,8 @@ row() {
   local bcell="- (>${bsdiff_timeout} s)"
   if t=$(secs timeout "$bsdiff_timeout" bsdiff "$old" "$new" "$n.bs"); then
     bcell="$(size "$n.bs") ($t s)"
+  else
+    rm -f "$n.bs"  # a killed bsdiff leaves a partial patch
   fi
   log "$name: mota delta diff"
   local ct; ct=$(secs "$mota" delta diff "$old" "$new" "$n.md") || die "$name: mota delta diff failed"
@@ -77,7 +79,7 @@ row() {
     || die "$name: mota delta apply failed"
   cmp -s "$n.out" "$new" || die "$name: applied result differs from the new file"
   local at rss; read -r at rss < "$work/time"
-  local speed; speed=$(awk -v n="$nsize" -v t="$at" 'BEGIN { printf "%.0f", t > 0 ? n / t / 1e6 : 0 }')
+  local speed; speed=$(awk -v n="$nsize" -v t="$at" 'BEGIN { printf "%.0f", (t > 0 ? n / t / 1e6 : 0) }')
   local best="$z"
   for c in "$n.pf" "$n.xd" "$n.bs"; do [ -f "$c" ] && [ "$(size "$c")" -lt "$best" ] && best=$(size "$c"); done
   local mark=""; [ "$m" -le "$best" ] || mark=" (not smallest)"
