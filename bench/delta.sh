@@ -45,7 +45,7 @@ size() { stat -c %s "$1"; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f%%", 100 * a / b }'; }
 mib_of() { awk -v a="$1" 'BEGIN { printf "%.1f", a / 1048576 }'; }
 
-echo "| pair | new MiB | zstd -19 | patch-from -19 --long | xdelta3 -9 | bsdiff | mota delta | mota/zstd | create s | apply s | apply MB/s | apply RSS MiB |"
+echo "| pair | new MiB | zstd -19 | patch-from -19 --long | xdelta3 -9 | bsdiff | mota delta | mota/zstd | create s | apply s (CPU s) | apply MB/s | apply RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 # row NAME OLD NEW: one line of the table. Sizes as bytes (time in s).
@@ -75,15 +75,16 @@ row() {
   local m; m=$(size "$n.md")
   log "$name: mota delta apply"
   rm -f "$n.out"
-  "$gnu_time" -f "%e %M" -o "$work/time" "$mota" delta apply "$old" "$n.md" "$n.out" >/dev/null \
+  "$gnu_time" -f "%e %M %U %S" -o "$work/time" "$mota" delta apply "$old" "$n.md" "$n.out" >/dev/null \
     || die "$name: mota delta apply failed"
   cmp -s "$n.out" "$new" || die "$name: applied result differs from the new file"
-  local at rss; read -r at rss < "$work/time"
+  local at rss us sy; read -r at rss us sy < "$work/time"
+  local cpu; cpu=$(awk -v u="$us" -v s="$sy" 'BEGIN { printf "%.2f", u + s }')
   local speed; speed=$(awk -v n="$nsize" -v t="$at" 'BEGIN { printf "%.0f", (t > 0 ? n / t / 1e6 : 0) }')
   local best="$z"
   for c in "$n.pf" "$n.xd" "$n.bs"; do [ -f "$c" ] && [ "$(size "$c")" -lt "$best" ] && best=$(size "$c"); done
   local mark=""; [ "$m" -le "$best" ] || mark=" (not smallest)"
-  echo "| $name | $(mib_of "$nsize") | $zcell | $pcell | $xcell | $bcell | **$m**$mark | $(pct "$m" "$z") | $ct | $at | $speed | $(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }') |"
+  echo "| $name | $(mib_of "$nsize") | $zcell | $pcell | $xcell | $bcell | **$m**$mark | $(pct "$m" "$z") | $ct | $at ($cpu) | $speed | $(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }') |"
   rm -f "$n".*
 }
 
