@@ -69,6 +69,17 @@ Result<Agent> Agent::open(Config config, InstallOptions install_options) {
                std::move(install_options));
 }
 
+std::optional<HealthGate> Agent::health_gate() const {
+  if (!config_.health.enabled) return std::nullopt;
+  return HealthGate(config_.health, config_.runtime_socket, cancel_);
+}
+
+InstallOptions Agent::install_options(const std::optional<HealthGate>& gate) const {
+  InstallOptions o = install_options_;
+  o.health = gate ? &*gate : nullptr;
+  return o;
+}
+
 std::unique_ptr<http::Client> Agent::http_client() {
   http::ClientConfig hc;
   hc.ca_file = config_.ca_file.string();
@@ -176,6 +187,7 @@ Result<CheckReport> Agent::check_once() {
   }
   if (const auto* ts = client.timestamp()) (void)state_.set_tuf_version("timestamp", ts->version);
 
+  auto gate = health_gate();
   CheckReport report;
   for (const auto& sub : config_.models) {
     ModelReport mr;
@@ -255,7 +267,7 @@ Result<CheckReport> Agent::check_once() {
                               "download " + pkg_path);
         return r.bytes_fetched;
       };
-      auto out = run_install(state_, slots, plan, install_options_);
+      auto out = run_install(state_, slots, plan, install_options(gate));
       if (auto rec = state_.install(sub.name); rec && *rec) {
         ev.step = (*rec)->step;
         ev.install_id = (*rec)->install_id;
@@ -281,7 +293,7 @@ Result<CheckReport> Agent::check_once() {
       mr.outcome = ModelOutcome::failed;
       mr.error = sub.name + ": " + st.error().message();
       log::error(mr.error);
-      ev.state = "failed";
+      ev.state = st.error().code() == Errc::rollback ? "rolled_back" : "failed";
       ev.error = st.error().message();
       event(ev);
     } else if (mr.outcome == ModelOutcome::refused) {
@@ -347,19 +359,20 @@ Status Agent::install_file(const stdfs::path& package, const std::string& tree_d
     result = fail(Errc::rollback, "refused: " + why);
   } else {
     const auto started = std::chrono::steady_clock::now();
+    auto gate = health_gate();
     InstallPlan plan;
     plan.model = model;
     plan.from_version = ev.from;
     plan.to_version = manifest.version;
     plan.package = package;
     plan.tree_digest = tree_digest;  // empty: the tree only has to match its own model.json
-    auto r = run_install(state_, slots, plan, install_options_);
+    auto r = run_install(state_, slots, plan, install_options(gate));
     ev.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                          std::chrono::steady_clock::now() - started)
                          .count();
     if (!r) {
       if (auto rec = state_.install(model); rec && *rec) ev.step = (*rec)->step;
-      ev.state = "failed";
+      ev.state = r.error().code() == Errc::rollback ? "rolled_back" : "failed";
       ev.error = r.error().message();
       event(ev);
       result = fail(std::move(r).error());

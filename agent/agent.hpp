@@ -6,10 +6,12 @@
 // Event body (JSON, queued in the outbox and sent by agent/report.hpp):
 //   {"device", "time", "model", "from", "to", "state", "step", "error", "bytes", "kind",
 //    "duration_ms", "install_id"}
-// state: "installed" | "failed" | "refused". step: where it happened ("refresh", "channel",
-// "policy", or an install step of agent/install.hpp). kind: "full" (or "delta" later). A failure
-// or refusal repeating the model's last error word for word is logged but not queued again, so a
-// device stuck on e.g. expired metadata does not fill its outbox with one event per poll.
+// state: "installed" | "failed" | "rolled_back" (the new model failed its trial after the
+// switch; `current` and the runtime are back on the previous version) | "refused". step: where it
+// happened ("refresh", "channel", "policy", or an install step of agent/install.hpp). kind: "full"
+// (or "delta" later). A failure or refusal repeating the model's last error word for word is logged
+// but not queued again, so a device stuck on e.g. expired metadata does not fill its outbox with
+// one event per poll.
 //
 // Version policy (online polls and offline installs alike):
 //   - below the channel's min_version: refused;
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "agent/config.hpp"
+#include "agent/health.hpp"
 #include "agent/identity.hpp"
 #include "agent/install.hpp"
 #include "agent/state.hpp"
@@ -123,6 +126,9 @@ class Agent {
   std::string last_error(const std::string& model);
   void set_last_error(const std::string& model, const std::string& error);
   std::unique_ptr<http::Client> http_client();
+  // The health gate for this poll (none when [health] enabled = false).
+  std::optional<HealthGate> health_gate() const;
+  InstallOptions install_options(const std::optional<HealthGate>& gate) const;
   std::filesystem::path channel_file(const ModelSubscription& sub) const;
   // The channel file of the last successful poll, checked to name `sub`.
   Result<Channel> load_channel(const ModelSubscription& sub);

@@ -121,16 +121,21 @@ class Parser {
 
   Result<Config> parse(const toml::table& root) const {
     Config c;
-    MOTA_TRY(check_keys(root, "",
-                        {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter",
-                         "model", "bandwidth_limit", "retry", "runtime_socket", "trusted_root",
-                         "ca_file", "delta", "log_level", "report_url", "heartbeat_interval"}));
+    MOTA_TRY(
+        check_keys(root, "",
+                   {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter", "model",
+                    "bandwidth_limit", "retry", "runtime_socket", "trusted_root", "health",
+                    "ca_file", "delta", "log_level", "report_url", "heartbeat_interval"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
     // "server_url: missing" would mislead.
     if (auto t = root["retry"].as_table())
       MOTA_TRY(check_keys(*t, "retry.", {"max_attempts", "base_delay", "max_delay"}));
+    if (auto t = root["health"].as_table())
+      MOTA_TRY(check_keys(*t, "health.",
+                          {"enabled", "runtime_binary", "hooks_dir", "hook_timeout",
+                           "probe_timeout", "max_error_rate"}));
     if (auto arr = root["model"].as_array()) {
       for (std::size_t i = 0; i < arr->size(); ++i) {
         if (auto t = (*arr)[i].as_table())
@@ -195,6 +200,7 @@ class Parser {
     }
 
     if ((n = root.get("retry"))) c.retry = MOTA_TRY(retry(*n));
+    if ((n = root.get("health"))) c.health = MOTA_TRY(health(*n));
 
     if ((n = root.get("delta"))) {
       auto s = MOTA_TRY(string(*n, "delta"));
@@ -275,6 +281,42 @@ class Parser {
     }
     return std::chrono::milliseconds(
         static_cast<std::int64_t>(std::llround(fraction * 1000.0 * double(interval.count()))));
+  }
+
+  Result<HealthConfig> health(const toml::node& n) const {
+    auto t = n.as_table();
+    if (!t) return bad("health", "must be a table ([health]), not " + std::string(type_name(n)));
+    MOTA_TRY(check_keys(*t, "health.",
+                        {"enabled", "runtime_binary", "hooks_dir", "hook_timeout", "probe_timeout",
+                         "max_error_rate"}));
+    HealthConfig h;
+    if (auto v = t->get("enabled")) {
+      auto b = v->as_boolean();
+      if (!b)
+        return bad("health.enabled", "must be true or false, not " + std::string(type_name(*v)));
+      h.enabled = b->get();
+    }
+    if (auto v = t->get("runtime_binary"))
+      h.runtime_binary = MOTA_TRY(abs_path(*v, "health.runtime_binary"));
+    if (auto v = t->get("hooks_dir")) h.hooks_dir = MOTA_TRY(abs_path(*v, "health.hooks_dir"));
+    if (auto v = t->get("hook_timeout")) {
+      h.hook_timeout = MOTA_TRY(duration(*v, "health.hook_timeout"));
+      if (h.hook_timeout.count() < 1) return bad("health.hook_timeout", "must be at least 1s");
+    }
+    if (auto v = t->get("probe_timeout")) {
+      h.probe_timeout = MOTA_TRY(duration(*v, "health.probe_timeout"));
+      if (h.probe_timeout.count() < 1) return bad("health.probe_timeout", "must be at least 1s");
+    }
+    if (auto v = t->get("max_error_rate")) {
+      std::optional<double> d;
+      if (auto f = v->as_floating_point()) d = f->get();
+      if (auto i = v->as_integer()) d = static_cast<double>(i->get());
+      if (!d)
+        return bad("health.max_error_rate", "must be a number, not " + std::string(type_name(*v)));
+      if (*d < 0 || *d > 1) return bad("health.max_error_rate", "must be within 0..1");
+      h.max_error_rate = *d;
+    }
+    return h;
   }
 
   Result<RetryPolicy> retry(const toml::node& n) const {

@@ -33,6 +33,13 @@
 //   [retry]          max_attempts (integer 1..1000, default 5), base_delay (default "1s",
 //                    at least 1s), max_delay (default "1m", >= base_delay): the downloader's
 //                    RetryPolicy (agent/download.hpp; exponential backoff with full jitter).
+//   [health]         the gate in front of every switch (agent/health.hpp): enabled (default
+//                    true; false: a verified slot is switched and committed directly, for devices
+//                    without mota-runtime), runtime_binary (default /usr/bin/mota-runtime, runs
+//                    the probe), hooks_dir (default /etc/mota/health.d: operator hooks),
+//                    hook_timeout (default "30s"), probe_timeout (default "2m"),
+//                    max_error_rate (0..1, default 0.01: failed inferences / inferences in the
+//                    soak window).
 //   [[model]]        at least one; each with name (valid_model_name) and channel
 //                    (valid_channel_name), both required; a name may appear only once.
 // Path values are not checked for existence here: loading a config touches no file other than
@@ -61,6 +68,15 @@ struct ModelSubscription {
   std::string channel;
 };
 
+struct HealthConfig {
+  bool enabled = true;
+  std::filesystem::path runtime_binary = "/usr/bin/mota-runtime";
+  std::filesystem::path hooks_dir = "/etc/mota/health.d";
+  std::chrono::seconds hook_timeout{30};
+  std::chrono::seconds probe_timeout{120};
+  double max_error_rate = 0.01;
+};
+
 struct Config {
   std::string server_url;  // normalised: no trailing '/'
   std::string report_url;  // normalised; defaults to server_url
@@ -72,6 +88,7 @@ struct Config {
   std::vector<ModelSubscription> models;  // non-empty, unique names, file order
   std::uint64_t bandwidth_limit = 0;      // bytes per second; 0 = unlimited
   RetryPolicy retry;                      // agent/download.hpp
+  HealthConfig health;
   std::filesystem::path runtime_socket = "/run/mota/runtime.sock";
   std::filesystem::path trusted_root = "/etc/mota/root.json";
   std::filesystem::path ca_file;  // empty: system CAs

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "agent/growing_file.hpp"
+#include "agent/health.hpp"
 #include "common/log.hpp"
 #include "common/notify.hpp"
 #include "storage/package.hpp"
@@ -85,6 +86,38 @@ Status download_and_stage(StateStore& state, const SlotSet& slots, const Install
   return fail(std::move(r).error().context("unpack while downloading"));
 }
 
+// Undoes a switch: `current` back to the committed slot (the database's `active` is only moved by
+// commit), the runtime back to it, the journal closed (blocking the version when `block`).
+Error roll_back(StateStore& state, const SlotSet& slots, const InstallPlan& plan, Slot target,
+                const InstallOptions& options, const Error& why, bool block) {
+  const std::string ctx = "install " + plan.model + " " + plan.to_version;
+  std::string back_to = "nothing (first install)";
+  Status st;
+  auto active = state.active(plan.model);
+  if (!active) return std::move(active).error().context(ctx + ": roll back");
+  if (*active && (*active)->slot != target) {
+    const Slot old = (*active)->slot;
+    st = slots.switch_to(old);
+    back_to = (plan.from_version.empty() ? "slot " + slot_name(old) : plan.from_version) +
+              " (slot " + slot_name(old) + ")";
+    if (st && options.health) {
+      if (auto r = options.health->restore(plan.model, slots.path(old)); !r) {
+        log::warn(r.error().message(), {{"MODEL", plan.model}});
+      }
+    }
+  } else {
+    st = slots.clear_current();
+  }
+  if (!st) return std::move(st).error().context(ctx + ": roll back after: " + why.message());
+  if (auto a = state.abort_install(plan.model, block ? why.message() : ""); !a) {
+    return std::move(a).error().context(ctx + ": roll back");
+  }
+  log::warn(
+      "rolled back " + plan.model + " " + plan.to_version + " to " + back_to + ": " + why.message(),
+      {{"MODEL", plan.model}, {"VERSION", plan.to_version}});
+  return Error(Errc::rollback, ctx + ": rolled back to " + back_to + ": " + why.message());
+}
+
 }  // namespace
 
 bool known_install_step(std::string_view step) {
@@ -125,6 +158,8 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     step = rec->step;
   }
   bool first = !rec;
+  // A trial found in the journal was interrupted (the agent died during it): it failed.
+  const bool trial_interrupted = rec && rec->step == "trial";
   // The result of unpacking in this run (download or stage step); empty after a restart.
   std::optional<storage::UnpackResult> staged;
   bool unpack_failed = false;  // the download was good, unpacking it was not
@@ -182,8 +217,25 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
                                           r->manifest.name + " " + r->manifest.version +
                                           ", expected " + plan.model + " " + plan.to_version);
       }
+    } else if (step == "probe") {
+      if (options.health) st = options.health->probe(plan.model, slots.path(out.slot));
     } else if (step == "switch") {
       st = slots.switch_to(out.slot);
+    } else if (step == "trial") {
+      if (trial_interrupted && options.health) {
+        return fail(roll_back(
+            state, slots, plan, out.slot, options,
+            Error(Errc::verification, "trial: interrupted (the agent restarted during the trial)"),
+            true));
+      }
+      if (options.health) {
+        st = options.health->trial(plan.model, slots.path(out.slot));
+        if (!st) {
+          const Errc c = st.error().code();
+          const bool block = c != Errc::network && c != Errc::cancelled;
+          return fail(roll_back(state, slots, plan, out.slot, options, st.error(), block));
+        }
+      }
     } else if (step == "commit") {
       st = state.complete_install(plan.model);
       if (st && plan.delete_package) {
@@ -195,7 +247,8 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
       Error e = std::move(st).error().context(ctx + ": " + step);
       const bool bad_package = e.code() == Errc::verification || e.code() == Errc::parse ||
                                e.code() == Errc::unsupported || e.code() == Errc::too_large;
-      if (bad_package && (step == "stage" || step == "verify" || unpack_failed)) {
+      if ((bad_package && (step == "stage" || step == "verify" || unpack_failed)) ||
+          (e.code() == Errc::verification && step == "probe")) {
         // A signed package that does not unpack to its signed tree will never install.
         if (auto cur = slots.current(); cur && *cur != out.slot) {
           (void)slots.prepare(out.slot);  // leave no unverified tree behind

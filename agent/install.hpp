@@ -1,6 +1,7 @@
 #pragma once
 // The install state machine of one model version into the inactive A/B slot. The whole
-// transition table is kInstallSteps below: download -> stage -> verify -> switch -> commit.
+// transition table is kInstallSteps below:
+//   download -> stage -> verify -> probe -> switch -> trial -> commit.
 //
 // Each step is persisted in the install journal (StateStore::enter_step) BEFORE it acts, so after
 // a crash or SIGKILL run_install() resumes from the journal:
@@ -16,7 +17,11 @@
 //             while writing it; a one-pass download+unpack checked sizes, and every byte through
 //             the signed package sha256, which covers model.json and so the tree);
 //             after a restart: re-verifies the whole slot from disk;
+//   probe     the health probe of the staged slot (agent/health.hpp), before anything switches;
 //   switch    switch_to() is idempotent: `current` already pointing at the target is fine;
+//   trial     the new model on trial in the live runtime. Found in the journal at start (the
+//             agent died during the trial, e.g. a power cut): counts as failed, and is rolled
+//             back at once, as bootloaders do with boot counters;
 //   commit    complete_install() is one transaction.
 // Loop guard: a step entered more than InstallOptions::max_attempts times in a row without an
 // outcome (the agent died inside it each time) aborts the install and blocklists the version. A
@@ -45,8 +50,8 @@ struct InstallStep {
   std::string_view next;
 };
 inline constexpr InstallStep kInstallSteps[] = {
-    {"download", "stage"}, {"stage", "verify"}, {"verify", "switch"},
-    {"switch", "commit"},  {"commit", ""},
+    {"download", "stage"}, {"stage", "verify"}, {"verify", "probe"}, {"probe", "switch"},
+    {"switch", "trial"},   {"trial", "commit"}, {"commit", ""},
 };
 // Whether `step` is a name of kInstallSteps.
 bool known_install_step(std::string_view step);
@@ -68,8 +73,12 @@ struct InstallPlan {
   std::function<Result<std::uint64_t>(const DownloadProgress& progress)> fetch;
 };
 
+class HealthGate;
+
 struct InstallOptions {
   int max_attempts = 3;  // loop guard per step
+  // The probe and trial steps; null: both pass (no runtime on this device).
+  const HealthGate* health = nullptr;
   // Test hook: called after a step is persisted and before it acts. May be empty.
   std::function<void(std::string_view step)> before_step;
 };
@@ -88,6 +97,11 @@ struct InstallOutcome {
 //    the download (the signed package does not unpack to the signed tree): the install is
 //    aborted and the version blocklisted at once;
 //  - a step over the loop guard: aborted and blocklisted, "install of X: step S entered N times".
+//  - Errc::verification at probe: the model fails its health probe; aborted and blocklisted,
+//    nothing was switched.
+//  - Errc::rollback at trial: `current` was switched back to the previous slot (or removed on a
+//    first install), the runtime asked to serve it again, the install aborted; the version is
+//    blocklisted unless the failure was not the model's (runtime unreachable, agent stopping).
 // `current` is only ever changed by the switch step.
 Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
                                    const InstallOptions& options = {});

@@ -109,4 +109,10 @@ Status SlotSet::remove(Slot s) const {
   return fs::fsync_dir(dir_);
 }
 
+Status SlotSet::clear_current() const {
+  const std::string ctx = "clear current of " + model_;
+  MOTA_TRY_CTX(unlink_if_exists(current_link()), ctx);
+  return fs::fsync_dir(dir_).context(ctx);
+}
+
 }  // namespace mota::agent

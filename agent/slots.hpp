@@ -72,6 +72,9 @@ class SlotSet {
   // Removes slot `s` (e.g. the previous version after a successful health check). Refuses the
   // current slot. A missing slot is success.
   Status remove(Slot s) const;
+  // Removes `current` (the rollback of a first install: there is no previous model to point
+  // at) and fsyncs the directory. A missing link is success.
+  Status clear_current() const;
 
  private:
   SlotSet(std::string model, std::filesystem::path dir)

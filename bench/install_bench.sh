@@ -190,6 +190,9 @@ state_dir = "$2"
 trusted_root = "$work/fleet/repo/metadata/1.root.json"
 device_id = "bench-device"
 log_level = "warn"
+[health]
+# The benchmark measures download + verify + unpack; no mota-runtime runs here.
+enabled = false
 [[model]]
 name = "bench-model"
 channel = "stable"

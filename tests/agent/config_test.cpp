@@ -44,6 +44,9 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
             "https://updates.example.com/fleet/v1/devices/x/status");
   EXPECT_EQ(c->report_url, c->server_url);
   EXPECT_EQ(c->heartbeat_interval, 3600s);
+  EXPECT_TRUE(c->health.enabled);
+  EXPECT_EQ(c->health.runtime_binary, "/usr/bin/mota-runtime");
+  EXPECT_EQ(c->health.hooks_dir, "/etc/mota/health.d");
   EXPECT_EQ(c->device_id, "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(c->state_dir, "/var/lib/mota");
   EXPECT_EQ(c->poll_interval, 300s);
@@ -220,6 +223,11 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"device_id = \"has space\"\n", "agent.toml: device_id: 'has space' must be 1..128"},
       {"device_id = \"\"\n", "agent.toml: device_id: '' must be 1..128"},
       {"retry = 3\n", "agent.toml: retry: must be a table"},
+      {"[health]\nenabled = \"yes\"\n", "agent.toml: health.enabled: must be true or false"},
+      {"[health]\nprobe = 1\n", "agent.toml: health.probe: unknown key"},
+      {"[health]\nmax_error_rate = 2\n", "agent.toml: health.max_error_rate: must be within 0..1"},
+      {"[health]\nhooks_dir = \"health.d\"\n",
+       "agent.toml: health.hooks_dir: 'health.d' must be an absolute path"},
       {"[retry]\nmax_attempts = 0\n", "agent.toml: retry.max_attempts: 0 is not within 1..1000"},
       {"[retry]\nmax_attempts = \"3\"\n", "agent.toml: retry.max_attempts: must be an integer"},
       {"[retry]\nbase_delay = \"1x\"\n", "agent.toml: retry.base_delay: '1x' is not a duration"},

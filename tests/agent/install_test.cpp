@@ -78,7 +78,8 @@ TEST_F(Install, InstallsIntoInactiveSlotAndCommits) {
   auto r = run_install(*state_, *slots_, pack("1.0.0"), opts);
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(r->slot, Slot::a);
-  EXPECT_EQ(seen, (std::vector<std::string>{"download", "stage", "verify", "switch", "commit"}));
+  EXPECT_EQ(seen, (std::vector<std::string>{"download", "stage", "verify", "probe", "switch",
+                                            "trial", "commit"}));
   EXPECT_EQ(current(), Slot::a);
   auto active = state_->active("detector");
   ASSERT_TRUE(active && *active);

@@ -179,12 +179,13 @@ class AgentAttack : public ::testing::TestWithParam<ServerKind> {
       urls = "server_url = \"" + nginx_->url("") + "\"\nreport_url = \"" + api_url + "\"\n";
     }
     state_ = work_ / "device" / "state";
-    test::write_file(config_path(), urls + "state_dir = \"" + state_.string() +
-                                        "\"\ntrusted_root = \"" +
-                                        (fleet() / "repo" / "metadata" / "1.root.json").string() +
-                                        "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
-                                        "[retry]\nmax_attempts = 1\n"
-                                        "[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
+    test::write_file(
+        config_path(),
+        urls + "state_dir = \"" + state_.string() + "\"\ntrusted_root = \"" +
+            (fleet() / "repo" / "metadata" / "1.root.json").string() +
+            "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
+            "[retry]\nmax_attempts = 1\n"
+            "[health]\nenabled = false\n[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
   }
   void TearDown() override {
     if (api_) api_->stop();

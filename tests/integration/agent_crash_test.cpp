@@ -158,7 +158,7 @@ class AgentCrash : public ::testing::Test {
     if (bandwidth_limit > 0) c += "bandwidth_limit = " + std::to_string(bandwidth_limit) + "\n";
     c += "[retry]\nmax_attempts = " + std::to_string(max_attempts) +
          "\nbase_delay = \"1s\"\nmax_delay = \"1s\"\n";
-    c += "[[model]]\nname = \"detector\"\nchannel = \"stable\"\n";
+    c += "[health]\nenabled = false\n[[model]]\nname = \"detector\"\nchannel = \"stable\"\n";
     test::write_file(config_path(), c);
   }
 

@@ -68,13 +68,14 @@ class AgentInstall : public ::testing::Test {
     base_ = "http://127.0.0.1:" + std::to_string(*port);
     state_ = work_ / "device" / "state";
     test::write_file(work_ / "device" / "machine-id", "device-0001\n");
-    test::write_file(config_path(),
-                     "server_url = \"" + base_ + "\"\nstate_dir = \"" + state_.string() +
-                         "\"\ntrusted_root = \"" +
-                         (work_ / "fleet" / "repo" / "metadata" / "1.root.json").string() +
-                         "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
-                         "[retry]\nmax_attempts = 1\n"
-                         "[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
+    test::write_file(
+        config_path(),
+        "server_url = \"" + base_ + "\"\nstate_dir = \"" + state_.string() +
+            "\"\ntrusted_root = \"" +
+            (work_ / "fleet" / "repo" / "metadata" / "1.root.json").string() +
+            "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
+            "[retry]\nmax_attempts = 1\n"
+            "[health]\nenabled = false\n[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
   }
   void TearDown() override {
     if (server_) server_->stop();

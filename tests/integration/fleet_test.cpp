@@ -55,13 +55,14 @@ class FleetEndToEnd : public ::testing::Test {
     ASSERT_TRUE(test::wait_for_port(port_)) << test::read_file(work_ / "serve.log");
     for (const auto& id : kDevices) {
       auto dir = work_ / id;
-      test::write_file(dir / "agent.toml",
-                       "server_url = \"" + base_ + "\"\nstate_dir = \"" + (dir / "state").string() +
-                           "\"\ntrusted_root = \"" +
-                           (repo_dir() / "repo" / "metadata" / "1.root.json").string() +
-                           "\"\ndevice_id = \"" + id +
-                           "\"\nlog_level = \"warn\"\n[retry]\nmax_attempts = 1\n"
-                           "[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
+      test::write_file(
+          dir / "agent.toml",
+          "server_url = \"" + base_ + "\"\nstate_dir = \"" + (dir / "state").string() +
+              "\"\ntrusted_root = \"" +
+              (repo_dir() / "repo" / "metadata" / "1.root.json").string() + "\"\ndevice_id = \"" +
+              id +
+              "\"\nlog_level = \"warn\"\n[retry]\nmax_attempts = 1\n"
+              "[health]\nenabled = false\n[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
     }
   }
 

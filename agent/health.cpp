@@ -1,0 +1,308 @@
+#include "agent/health.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "common/fs.hpp"
+#include "common/log.hpp"
+#include "common/notify.hpp"
+#include "manifest/canonical_json.hpp"
+#include "manifest/model_manifest.hpp"
+#include "runtime/client.hpp"
+
+extern char** environ;
+
+namespace mota::agent {
+
+namespace stdfs = std::filesystem;
+
+namespace {
+
+constexpr std::size_t kKeepOutput = 4096;
+
+void keep_tail(std::string& s, const char* data, std::size_t n) {
+  s.append(data, n);
+  if (s.size() > 2 * kKeepOutput) s.erase(0, s.size() - kKeepOutput);
+}
+
+std::string trim_tail(std::string s) {
+  if (s.size() > kKeepOutput) s.erase(0, s.size() - kKeepOutput);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+bool cancelled(const std::atomic<bool>* c) {
+  return c && c->load();
+}
+
+Result<ModelManifest> slot_manifest(const stdfs::path& slot) {
+  auto text = MOTA_TRY(fs::read_file(slot / "model.json", 1 << 20));
+  return ModelManifest::parse(text);
+}
+
+// Element-wise comparison of the canary's outputs with the expected bytes (float32 within the
+// tolerance, other types exactly); NaN/Inf fail.
+Status compare_outputs(const std::vector<runtime::Tensor>& outputs, const std::string& expected,
+                       double tolerance) {
+  std::string got = runtime::join_raw(outputs);
+  if (got.size() != expected.size()) {
+    return fail(Errc::verification, "canary: outputs are " + std::to_string(got.size()) +
+                                        " bytes, expected " + std::to_string(expected.size()));
+  }
+  std::size_t off = 0;
+  for (const auto& t : outputs) {
+    if (t.dtype == runtime::DType::float32) {
+      for (std::size_t i = 0; i < t.elements(); ++i) {
+        float a, b;
+        std::memcpy(&a, t.data.data() + i * 4, 4);
+        std::memcpy(&b, expected.data() + off + i * 4, 4);
+        if (!std::isfinite(a)) {
+          return fail(Errc::verification, "canary: output " + t.name + " holds NaN/Inf");
+        }
+        if (std::fabs(double(a) - double(b)) > tolerance) {
+          return fail(Errc::verification, "canary: output " + t.name + "[" + std::to_string(i) +
+                                              "] is " + std::to_string(a) + ", expected " +
+                                              std::to_string(b) + " (tolerance " +
+                                              std::to_string(tolerance) + ")");
+        }
+      }
+    } else if (std::memcmp(t.data.data(), expected.data() + off, t.data.size()) != 0) {
+      return fail(Errc::verification, "canary: output " + t.name + " differs from expected");
+    }
+    off += t.data.size();
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<ChildResult> run_child(const std::vector<std::string>& argv,
+                              const std::vector<std::string>& extra_env,
+                              std::chrono::milliseconds timeout) {
+  if (argv.empty()) return fail(Errc::invalid_argument, "run: empty command");
+  int out_pipe[2], err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) return fail(errno_error("pipe", argv[0], errno));
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    return fail(errno_error("pipe", argv[0], errno));
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
+  std::vector<std::string> env_store;
+  for (char** e = environ; e && *e; ++e) env_store.emplace_back(*e);
+  for (const auto& e : extra_env) env_store.push_back(e);
+  std::vector<char*> envp, args;
+  for (auto& e : env_store) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_store = argv;
+  for (auto& a : argv_store) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  if (rc != 0) {
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    return fail(errno_error("run", argv[0], rc));
+  }
+  ChildResult r;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  int open_fds = 2;
+  char buf[4096];
+  while (open_fds > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      r.timed_out = true;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    int n = ::poll(fds, 2, static_cast<int>(std::min<std::int64_t>(left.count(), 200)));
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
+      if (got > 0) {
+        keep_tail(i == 0 ? r.out : r.err, buf, static_cast<std::size_t>(got));
+      } else if (got == 0 || errno != EINTR) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  for (auto& f : fds) {
+    if (f.fd >= 0) ::close(f.fd);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.out = trim_tail(std::move(r.out));
+  r.err = trim_tail(std::move(r.err));
+  return r;
+}
+
+Status HealthGate::probe(const std::string& model, const stdfs::path& slot) const {
+  notify::status("probing " + model + " in " + slot.string());
+  auto r = MOTA_TRY_CTX(
+      run_child({config_.runtime_binary.string(), "probe", slot.string(), "--json"}, {},
+                std::chrono::duration_cast<std::chrono::milliseconds>(config_.probe_timeout)),
+      "probe: " + config_.runtime_binary.string());
+  if (r.timed_out) {
+    return fail(Errc::verification,
+                "probe: no verdict within " + std::to_string(config_.probe_timeout.count()) + "s");
+  }
+  if (r.signal != 0) {
+    return fail(Errc::verification,
+                "probe: the engine crashed (signal " + std::to_string(r.signal) + "): " + r.err);
+  }
+  if (r.exit_code != 0) {
+    Json j = Json::parse(r.out, nullptr, false);
+    if (r.exit_code >= 3 && j.is_object() && j.contains("step")) {
+      return fail(Errc::verification, "probe: " + j.value("step", std::string()) + ": " +
+                                          j.value("reason", std::string()));
+    }
+    // 1/2: the probe itself could not run (usage, I/O): not a verdict on the model.
+    return fail(Errc::io, "probe: mota-runtime exited with " + std::to_string(r.exit_code) + ": " +
+                              (r.err.empty() ? r.out : r.err));
+  }
+  // The runtime must be there to take the model after the switch.
+  runtime::ClientOptions co;
+  co.socket = socket_;
+  runtime::Client client(co);
+  MOTA_TRY_CTX(client.health(), "runtime");
+  return {};
+}
+
+Status HealthGate::trial(const std::string& model, const stdfs::path& slot) const {
+  auto manifest = MOTA_TRY_CTX(slot_manifest(slot), "trial");
+  runtime::ClientOptions co;
+  co.socket = socket_;
+  co.timeout = std::chrono::milliseconds(
+      std::chrono::duration_cast<std::chrono::milliseconds>(config_.probe_timeout));
+  runtime::Client client(co);
+  notify::status("trial of " + model + " " + manifest.version + ": loading");
+  auto loaded = client.load(model, slot);
+  if (!loaded) {
+    Error e = std::move(loaded).error();
+    if (e.code() == Errc::network) return fail(std::move(e).context("trial: load"));
+    return fail(Errc::verification, "trial: load: " + e.message());
+  }
+  const std::uint64_t generation = loaded->generation;
+  double budget_ms = 0;
+  if (manifest.health) {
+    budget_ms = manifest.health->latency_budget_ms;
+    if (!manifest.health->input.empty()) {
+      auto input = MOTA_TRY_CTX(fs::read_file(slot / manifest.health->input, 1u << 30), "trial");
+      auto out = client.infer_raw(model, input);
+      if (!out) return fail(Errc::verification, "trial: canary: " + out.error().message());
+      if (out->generation != generation) {
+        return fail(Errc::verification, "trial: canary answered by another load (generation " +
+                                            std::to_string(out->generation) + ", expected " +
+                                            std::to_string(generation) + ")");
+      }
+      if (!manifest.health->expected_output.empty()) {
+        auto expected =
+            MOTA_TRY_CTX(fs::read_file(slot / manifest.health->expected_output, 1u << 30), "trial");
+        MOTA_TRY_CTX(compare_outputs(out->outputs, expected, manifest.health->tolerance), "trial");
+      }
+    }
+    // Soak: the runtime must stay up with this very load, healthy.
+    const auto soak =
+        std::chrono::milliseconds(static_cast<std::int64_t>(manifest.health->soak_s * 1000.0));
+    const auto until = std::chrono::steady_clock::now() + soak;
+    while (std::chrono::steady_clock::now() < until) {
+      if (cancelled(cancel_)) return fail(Errc::cancelled, "trial: stopped during the soak");
+      notify::watchdog_tick();
+      notify::status("trial of " + model + " " + manifest.version + ": soak");
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      auto h = client.health();
+      if (!h) {
+        return fail(Errc::verification,
+                    "trial: soak: the runtime stopped answering: " + h.error().message());
+      }
+      const auto* m = h->find(model);
+      if (!m || m->generation != generation) {
+        return fail(Errc::verification, "trial: soak: the runtime no longer serves this load of " +
+                                            model + " (it restarted or crashed)");
+      }
+      if (m->inferences >= 20 &&
+          double(m->errors) > config_.max_error_rate * double(m->inferences)) {
+        return fail(Errc::verification, "trial: soak: error rate " + std::to_string(m->errors) +
+                                            "/" + std::to_string(m->inferences) + " is over " +
+                                            std::to_string(config_.max_error_rate));
+      }
+      if (budget_ms > 0 && m->inferences >= 20 && m->p99_ms > budget_ms) {
+        return fail(Errc::verification, "trial: soak: p99 latency " + std::to_string(m->p99_ms) +
+                                            " ms is over the budget of " +
+                                            std::to_string(budget_ms) + " ms");
+      }
+    }
+  }
+  return hooks(model, manifest.version, slot);
+}
+
+Status HealthGate::hooks(const std::string& model, const std::string& version,
+                         const stdfs::path& slot) const {
+  std::error_code ec;
+  if (!stdfs::is_directory(config_.hooks_dir, ec)) return {};
+  std::vector<stdfs::path> hooks;
+  for (const auto& e : stdfs::directory_iterator(config_.hooks_dir, ec)) {
+    const auto name = e.path().filename().string();
+    if (name.empty() || name[0] == '.' || name.back() == '~') continue;
+    if (!e.is_regular_file(ec) || ::access(e.path().c_str(), X_OK) != 0) continue;
+    hooks.push_back(e.path());
+  }
+  std::sort(hooks.begin(), hooks.end());
+  for (const auto& hook : hooks) {
+    notify::status("trial of " + model + " " + version + ": hook " + hook.filename().string());
+    auto r = MOTA_TRY_CTX(
+        run_child({hook.string()},
+                  {"MOTA_MODEL=" + model, "MOTA_VERSION=" + version, "MOTA_SLOT=" + slot.string()},
+                  std::chrono::duration_cast<std::chrono::milliseconds>(config_.hook_timeout)),
+        "trial: hook " + hook.string());
+    if (r.timed_out) {
+      return fail(Errc::verification, "trial: hook " + hook.filename().string() +
+                                          " did not finish within " +
+                                          std::to_string(config_.hook_timeout.count()) + "s");
+    }
+    if (r.exit_code != 0) {
+      std::string why = r.signal ? "was killed by signal " + std::to_string(r.signal)
+                                 : "exited with " + std::to_string(r.exit_code);
+      return fail(Errc::verification, "trial: hook " + hook.filename().string() + " " + why +
+                                          (r.err.empty() ? "" : ": " + r.err));
+    }
+  }
+  return {};
+}
+
+Status HealthGate::restore(const std::string& model, const stdfs::path& slot) const {
+  runtime::ClientOptions co;
+  co.socket = socket_;
+  runtime::Client client(co);
+  auto r = client.load(model, slot);
+  if (!r) return fail(std::move(r).error().context("rollback: load " + slot.string()));
+  return {};
+}
+
+}  // namespace mota::agent

@@ -1,0 +1,220 @@
+// The health gate end to end: the real mota-agent installs real ONNX models (../shared/models)
+// through a real repository server, with the real mota-runtime serving on a Unix socket. A good
+// update is probed, switched, tried through the live runtime and committed; a model failing its
+// probe is never switched; a failing operator hook, an agent killed during the trial and a
+// runtime that is down each leave the previous model current and served.
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <mutex>
+
+#include "manager/http_server.hpp"
+#include "manager/repository.hpp"
+#include "manifest/canonical_json.hpp"
+#include "runtime/probe.hpp"
+#include "tests/runtime/runtime_support.hpp"
+#include "tests/support/test_support.hpp"
+
+namespace mota {
+namespace {
+
+namespace stdfs = std::filesystem;
+using runtime::testing::RuntimeProcess;
+
+class AgentHealth : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto repo = manager::Repository::init(work_ / "fleet", manager::Settings{});
+    ASSERT_TRUE(repo) << repo.error().message();
+    repo_ = std::make_unique<manager::Repository>(std::move(*repo));
+    manager::ServerConfig cfg;
+    cfg.static_root = work_ / "fleet" / "repo";
+    server_ = manager::make_http_server(cfg);
+    server_->route("POST", "/v1/devices/:id/events", [this](const manager::HttpRequest& req) {
+      manager::HttpReply reply;
+      Json body = Json::parse(req.body, nullptr, false);
+      std::lock_guard lock(mu_);
+      std::int64_t last = 0;
+      for (const auto& item : body["batch"]) {
+        last = item["seq"].get<std::int64_t>();
+        if (item["kind"] == "event") events_.push_back(item["body"]);
+      }
+      reply.body = Json{{"acked", last}}.dump();
+      return reply;
+    });
+    auto port = server_->start();
+    ASSERT_TRUE(port) << port.error().message();
+    runtime_ = std::make_unique<RuntimeProcess>(work_.path(), std::vector<std::string>{});
+    stdfs::create_directories(hooks_dir());
+    state_ = work_ / "state";
+    test::write_file(config_path(),
+                     "server_url = \"http://127.0.0.1:" + std::to_string(*port) +
+                         "\"\nstate_dir = \"" + state_.string() + "\"\ntrusted_root = \"" +
+                         (work_ / "fleet" / "repo" / "metadata" / "1.root.json").string() +
+                         "\"\ndevice_id = \"cam-1\"\nlog_level = \"warn\"\nruntime_socket = \"" +
+                         runtime_->socket().string() +
+                         "\"\n[retry]\nmax_attempts = 1\n[health]\nruntime_binary = \"" +
+                         test::build_path("runtime/mota-runtime").string() + "\"\nhooks_dir = \"" +
+                         hooks_dir().string() +
+                         "\"\nhook_timeout = \"5s\"\n[[model]]\nname = \"face\"\n" +
+                         "channel = \"stable\"\n");
+  }
+  void TearDown() override {
+    if (server_) server_->stop();
+  }
+
+  stdfs::path config_path() const { return work_ / "agent.toml"; }
+  stdfs::path hooks_dir() const { return work_ / "health.d"; }
+  stdfs::path model_dir() const { return state_ / "models" / "face"; }
+
+  // Publishes `version` of the face detector (slim or RFB weights) with a health section whose
+  // expected output is what the model really gives (or a damaged copy of it).
+  void publish(const std::string& version, bool rfb, bool wrong_expected = false) {
+    runtime::testing::SlotSpec spec;
+    spec.version = version;
+    spec.onnx = rfb ? runtime::testing::rfb_onnx() : runtime::testing::slim_onnx();
+    runtime::testing::Health h;
+    h.input = runtime::testing::test_image(1);
+    spec.health = h;
+    auto src = work_ / ("src-" + version);
+    runtime::testing::make_slot(src, spec);
+    auto expected = runtime::run_raw(src, h.input);
+    ASSERT_TRUE(expected) << expected.error().message();
+    std::string e = *expected;
+    if (wrong_expected) {
+      float f = 0;
+      std::memcpy(&f, e.data(), 4);
+      f += 0.5f;
+      std::memcpy(e.data(), &f, 4);
+    }
+    spec.health->expected = e;
+    stdfs::remove_all(src);
+    runtime::testing::make_slot(src, spec);
+    auto r = repo_->add_release(src, version);
+    ASSERT_TRUE(r) << r.error().message();
+    manager::ChannelRequest req;
+    req.channel = "stable";
+    req.model = "face";
+    req.version = version;
+    auto ch = repo_->set_channel(req);
+    ASSERT_TRUE(ch) << ch.error().message();
+  }
+  test::RunResult agent(const std::map<std::string, std::string>& env = {}) {
+    return test::run({test::build_path("agent/mota-agent").string(), "--config",
+                      config_path().string(), "check-once"},
+                     env);
+  }
+  std::string current() const {
+    std::error_code ec;
+    return stdfs::read_symlink(model_dir() / "current", ec).string();
+  }
+  // What the runtime serves for "face": "<version>@<slot dir name>", or "" if nothing.
+  std::string served() {
+    runtime::Client c(runtime_->options());
+    auto h = c.health();
+    if (!h) return "unreachable";
+    const auto* m = h->find("face");
+    return m ? m->version + "@" + stdfs::path(m->slot).filename().string() : "";
+  }
+  Json last_event() {
+    std::lock_guard lock(mu_);
+    return events_.empty() ? Json() : events_.back();
+  }
+
+  test::TempDir work_;
+  std::unique_ptr<manager::Repository> repo_;
+  std::unique_ptr<manager::HttpServer> server_;
+  std::unique_ptr<RuntimeProcess> runtime_;
+  stdfs::path state_;
+  std::mutex mu_;
+  std::vector<Json> events_;
+};
+
+TEST_F(AgentHealth, GoodUpdatesAreProbedTriedAndServed) {
+  publish("1.0.0", false);
+  auto r = agent();
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(served(), "1.0.0@a");
+  publish("2.0.0", true);
+  r = agent();
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(current(), "b");
+  EXPECT_EQ(served(), "2.0.0@b");
+  EXPECT_EQ(last_event()["state"], "installed") << last_event().dump();
+}
+
+TEST_F(AgentHealth, ModelFailingItsProbeIsNeverSwitchedAndIsBlocked) {
+  publish("1.0.0", false);
+  ASSERT_EQ(agent().exit_code, 0);
+  publish("2.0.0", true, /*wrong_expected=*/true);
+  auto r = agent();
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("probe: output"), std::string::npos) << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(served(), "1.0.0@a");
+  EXPECT_EQ(last_event()["state"], "failed") << last_event().dump();
+  EXPECT_EQ(last_event()["to"], "2.0.0");
+  r = agent();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("blocklisted"), std::string::npos) << r.err;
+}
+
+TEST_F(AgentHealth, FailingOperatorHookRollsBackToThePreviousModel) {
+  publish("1.0.0", false);
+  ASSERT_EQ(agent().exit_code, 0);
+  const auto hook = hooks_dir() / "10-check-camera";
+  test::write_file(
+      hook, "#!/bin/sh\necho \"camera check failed for $MOTA_MODEL $MOTA_VERSION\" >&2\nexit 3\n");
+  stdfs::permissions(hook, stdfs::perms::owner_all);
+  publish("2.0.0", true);
+  auto r = agent();
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("rolled back to 1.0.0"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("hook 10-check-camera exited with 3: camera check failed for face 2.0.0"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(served(), "1.0.0@a");  // the runtime was given the old slot back
+  EXPECT_EQ(last_event()["state"], "rolled_back") << last_event().dump();
+}
+
+TEST_F(AgentHealth, AgentKilledDuringTheTrialRollsBackOnRestart) {
+  publish("1.0.0", false);
+  ASSERT_EQ(agent().exit_code, 0);
+  publish("2.0.0", true);
+  auto r = agent({{"MOTA_AGENT_TEST_KILL_AT", "trial"}});
+  ASSERT_EQ(r.signal, SIGKILL) << r.out << r.err;
+  EXPECT_EQ(current(), "b");  // switched, on trial, when the power went
+  r = agent();
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("trial: interrupted"), std::string::npos) << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(served(), "1.0.0@a");
+  EXPECT_EQ(last_event()["state"], "rolled_back") << last_event().dump();
+}
+
+TEST_F(AgentHealth, RuntimeDownKeepsTheModelAndIsReportedClearly) {
+  publish("1.0.0", false);
+  ASSERT_EQ(agent().exit_code, 0);
+  runtime_->process().kill(SIGTERM);
+  runtime_->process().wait();
+  publish("2.0.0", true);
+  auto r = agent();
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("not"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(runtime_->socket().string()), std::string::npos) << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(last_event()["state"], "failed") << last_event().dump();
+  // Not the model's fault: once the runtime is back, the update goes through.
+  runtime_ = std::make_unique<RuntimeProcess>(
+      work_.path(), std::vector<std::string>{"face=" + (model_dir() / "a").string()});
+  r = agent();
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(current(), "b");
+  EXPECT_EQ(served(), "2.0.0@b");
+}
+
+}  // namespace
+}  // namespace mota
