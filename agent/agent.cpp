@@ -413,6 +413,24 @@ Result<std::vector<ModelStatus>> Agent::status() {
   return out;
 }
 
+std::chrono::milliseconds poll_delay(const Config& config, unsigned failures,
+                                     std::mt19937_64& rng) {
+  using std::chrono::milliseconds;
+  const auto interval = std::chrono::duration_cast<milliseconds>(config.poll_interval);
+  if (failures == 0) {
+    const auto jitter = std::max<std::int64_t>(config.poll_jitter.count(), 0);
+    return interval + milliseconds(std::uniform_int_distribution<std::int64_t>(0, jitter)(rng));
+  }
+  // interval * 2^failures, capped at kMaxBackoff (or the interval itself if that is longer),
+  // with "equal jitter": half fixed, half random.
+  const auto cap = std::max<milliseconds>(interval, kMaxBackoff);
+  milliseconds wait = interval;
+  for (unsigned i = 0; i < failures && wait < cap; ++i) wait *= 2;
+  wait = std::min(wait, cap);
+  const auto half = wait.count() / 2;
+  return milliseconds(half + std::uniform_int_distribution<std::int64_t>(0, half)(rng));
+}
+
 Status Agent::run(const std::atomic<bool>& stop) {
   cancel_ = &stop;
   std::mt19937_64 rng{std::random_device{}()};
@@ -431,6 +449,7 @@ Status Agent::run(const std::atomic<bool>& stop) {
                (version.empty() ? std::string("(none)") : version);
   }
   notify::ready("running: " + summary);
+  unsigned failures = 0;
   while (!stop.load()) {
     notify::status("polling " + config_.server_url);
     auto r = check_once();
@@ -448,10 +467,15 @@ Status Agent::run(const std::atomic<bool>& stop) {
       }
       notify::status("idle: " + line);
     }
-    const auto jitter_ms = config_.poll_jitter.count();
-    std::uniform_int_distribution<std::int64_t> dist(0, jitter_ms > 0 ? jitter_ms : 0);
-    auto wait =
-        std::chrono::milliseconds(config_.poll_interval) + std::chrono::milliseconds(dist(rng));
+    // A poll that failed as a whole (server down, metadata rejected) or failed a model backs
+    // off exponentially, so a fleet does not hammer a broken server in lockstep.
+    const bool failed = !r || !r->ok();
+    failures = failed ? failures + 1 : 0;
+    auto wait = poll_delay(config_, failures, rng);
+    if (failed) {
+      log::info("next poll in " + std::to_string(wait.count() / 1000) + " s (" +
+                std::to_string(failures) + " failed in a row)");
+    }
     auto until = std::chrono::steady_clock::now() + wait;
     while (!stop.load() && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));

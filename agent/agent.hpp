@@ -26,6 +26,7 @@
 #include <atomic>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,12 @@ struct ModelStatus {
   std::string last_error;
 };
 
+// How long the daemon waits before the next poll: poll_interval + uniform(0, poll_jitter) after a
+// good poll; after `failures` failed polls in a row, poll_interval * 2^failures (capped at
+// kMaxBackoff, or poll_interval if longer) with equal jitter: uniform in [wait/2, wait].
+inline constexpr std::chrono::milliseconds kMaxBackoff{3600 * 1000};
+std::chrono::milliseconds poll_delay(const Config& config, unsigned failures, std::mt19937_64& rng);
+
 class Agent {
  public:
   // Creates state_dir (and its metadata dir, seeded from config.trusted_root on first start)
@@ -96,10 +103,10 @@ class Agent {
 
   Result<std::vector<ModelStatus>> status();
 
-  // The daemon loop: check_once(), then wait poll_interval + uniform(0, poll_jitter), until
+  // The daemon loop: check_once(), then wait poll_delay() (backing off after failures), until
   // `stop` becomes true, which is noticed within about 100 ms (also in the middle of a download:
-  // the partial file is kept for the next start). A failed poll is logged and retried at the next
-  // interval. Returns success when stopped.
+  // the partial file is kept for the next start). A failed poll is logged and retried after
+  // an exponential backoff (poll_delay). Returns success when stopped.
   // Under systemd (Type=notify, common/notify.hpp): READY=1 once the state is open and each
   // model's slots check out, STATUS= lines saying what it is doing ("downloading detector 2.1.0:
   // 45%"), WATCHDOG=1 from the loop, download progress and install steps (so a hung poll stops
