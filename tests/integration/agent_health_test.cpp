@@ -6,8 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <csignal>
+#include <functional>
 #include <mutex>
+#include <thread>
 
 #include "manager/http_server.hpp"
 #include "manager/repository.hpp"
@@ -70,7 +73,10 @@ class AgentHealth : public ::testing::Test {
 
   // Publishes `version` of the face detector (slim or RFB weights) with a health section whose
   // expected output is what the model really gives (or a damaged copy of it).
-  void publish(const std::string& version, bool rfb, bool wrong_expected = false) {
+  // `tweak` edits the model directory before it is released (after the expected output was
+  // recorded from the intact model).
+  void publish(const std::string& version, bool rfb, bool wrong_expected = false,
+               const std::function<void(const stdfs::path&)>& tweak = {}) {
     runtime::testing::SlotSpec spec;
     spec.version = version;
     spec.onnx = rfb ? runtime::testing::rfb_onnx() : runtime::testing::slim_onnx();
@@ -91,6 +97,7 @@ class AgentHealth : public ::testing::Test {
     spec.health->expected = e;
     stdfs::remove_all(src);
     runtime::testing::make_slot(src, spec);
+    if (tweak) tweak(src);
     auto r = repo_->add_release(src, version);
     ASSERT_TRUE(r) << r.error().message();
     manager::ChannelRequest req;
@@ -192,6 +199,65 @@ TEST_F(AgentHealth, AgentKilledDuringTheTrialRollsBackOnRestart) {
   EXPECT_NE(r.err.find("trial: interrupted"), std::string::npos) << r.err;
   EXPECT_EQ(current(), "a");
   EXPECT_EQ(served(), "1.0.0@a");
+  EXPECT_EQ(last_event()["state"], "rolled_back") << last_event().dump();
+}
+
+TEST_F(AgentHealth, UnloadableAndTooSlowModelsFailTheProbe) {
+  publish("1.0.0", false);
+  ASSERT_EQ(agent().exit_code, 0);
+  // A truncated ONNX file (consistently signed: the publisher shipped a broken model).
+  publish("2.0.0", true, false, [](const stdfs::path& src) {
+    auto onnx = test::read_file(src / "model.onnx");
+    test::write_file(src / "model.onnx", onnx.substr(0, onnx.size() / 3));
+  });
+  auto r = agent();
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("probe: load"), std::string::npos) << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(served(), "1.0.0@a");
+  // A model that cannot meet its latency budget.
+  publish("3.0.0", true, false, [](const stdfs::path& src) {
+    Json m = Json::parse(test::read_file(src / "model.json"));
+    m["health"]["latency_budget_ms"] = 0.001;
+    test::write_file(src / "model.json", m.dump(2));
+  });
+  r = agent();
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("probe: latency"), std::string::npos) << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(served(), "1.0.0@a");
+  EXPECT_EQ(last_event()["state"], "failed") << last_event().dump();
+}
+
+TEST_F(AgentHealth, RuntimeCrashDuringTheSoakRollsBack) {
+  publish("1.0.0", false);
+  ASSERT_EQ(agent().exit_code, 0);
+  publish("2.0.0", true, false, [](const stdfs::path& src) {
+    Json m = Json::parse(test::read_file(src / "model.json"));
+    m["health"]["soak_s"] = 4;
+    test::write_file(src / "model.json", m.dump(2));
+  });
+  // The runtime dies once it serves 2.0.0 (inside the soak window).
+  std::atomic<bool> done{false};
+  std::thread killer([&] {
+    while (!done) {
+      if (served() == "2.0.0@b") {
+        runtime_->process().kill(SIGKILL);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  auto r = agent();
+  done = true;
+  killer.join();
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  // Killed during the canary or the soak, depending on timing: either way the trial fails.
+  EXPECT_TRUE(r.err.find("trial: soak") != std::string::npos ||
+              r.err.find("trial: canary") != std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("rolled back to 1.0.0"), std::string::npos) << r.err;
+  EXPECT_EQ(current(), "a");
   EXPECT_EQ(last_event()["state"], "rolled_back") << last_event().dump();
 }
 
