@@ -12,6 +12,7 @@
 #include "agent/config.hpp"
 #include "common/fs.hpp"
 #include "common/log.hpp"
+#include "common/version.hpp"
 #include "manifest/canonical_json.hpp"
 
 namespace mota::agent {
@@ -89,6 +90,7 @@ int print_status(Agent& agent, bool json) {
 int cli_main(int argc, char** argv) {
   CLI::App app{"mota-agent: installs signed ML models from a mota repository", "mota-agent"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("mota-agent ") + kVersion);
   std::string config_path = kDefaultConfigPath;
   app.add_option("--config", config_path, "agent.toml")->capture_default_str();
 
@@ -171,6 +173,7 @@ int cli_main(int argc, char** argv) {
     return kExitUsage;
   }
   log::set_level(config->log_level);
+  log::set_common_fields({{"DEVICE", config->device_id}});
   InstallOptions install_options;
   // Fault injection for the crash tests: SIGKILL this process when the install step named by
   // MOTA_AGENT_TEST_KILL_AT has been persisted and before it acts. Unset in production.

@@ -16,6 +16,7 @@ namespace {
 
 std::atomic<Level> g_level{Level::info};
 std::mutex g_mutex;
+std::vector<std::pair<std::string, std::string>> g_common;  // guarded by g_mutex
 
 const char* level_name(Level l) {
   switch (l) {
@@ -69,8 +70,16 @@ bool parse_level(std::string_view name, Level& out) {
   return true;
 }
 
-void write(Level level, std::string_view message, std::initializer_list<Field> fields) {
+void set_common_fields(std::vector<std::pair<std::string, std::string>> fields) {
+  std::lock_guard lock(g_mutex);
+  g_common = std::move(fields);
+}
+
+void write(Level level, std::string_view message, std::initializer_list<Field> own) {
   if (level < g_level.load()) return;
+  std::vector<Field> fields(own.begin(), own.end());
+  std::lock_guard lock(g_mutex);
+  for (const auto& [k, v] : g_common) fields.push_back({k, v});
   if (stderr_is_journal()) {
     platform::journal_send(static_cast<int>(level), message, fields);
     return;
@@ -90,7 +99,6 @@ void write(Level level, std::string_view message, std::initializer_list<Field> f
     if (quote) line += '"';
   }
   line += '\n';
-  std::lock_guard lock(g_mutex);
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
 }

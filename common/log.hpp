@@ -8,6 +8,8 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace mota::log {
 
@@ -24,6 +26,11 @@ Level level();
 bool parse_level(std::string_view name, Level& out);
 
 void write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
+
+// Fields appended to every later record, after the record's own (the agent sets DEVICE=<id> once
+// its config is loaded, so every journal entry can be filtered by device). Replaces the previous
+// set; keys are copied.
+void set_common_fields(std::vector<std::pair<std::string, std::string>> fields);
 
 inline void debug(std::string_view m, std::initializer_list<Field> f = {}) {
   write(Level::debug, m, f);
