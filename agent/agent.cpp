@@ -6,6 +6,7 @@
 
 #include "agent/download.hpp"
 #include "agent/report.hpp"
+#include "agent/slots.hpp"
 #include "common/fs.hpp"
 #include "common/http.hpp"
 #include "common/log.hpp"
@@ -107,9 +108,11 @@ void Agent::event(const Event& e) {
                {"step", e.step},
                {"error", e.error},
                {"bytes", e.bytes},
-               {"kind", "full"},
+               {"kind", e.kind},
+               {"saved_bytes", e.saved_bytes},
                {"duration_ms", e.duration_ms},
                {"install_id", e.install_id}};
+  if (!e.delta_error.empty()) body["delta_error"] = e.delta_error;
   auto r = state_.enqueue(OutboxKind::event, body.dump());
   if (!r) log::error("cannot queue event: " + r.error().message());
 }
@@ -239,42 +242,92 @@ Result<CheckReport> Agent::check_once() {
       // The package and its unpacked tree; the tree is at least as big as the package.
       MOTA_TRY_CTX(check_space(config_.state_dir, 2 * info.length), pkg_path);
 
-      InstallPlan plan;
-      plan.model = sub.name;
-      plan.from_version = ev.from;
-      plan.to_version = to;
-      plan.tree_digest = digest;
-      plan.package = config_.state_dir / "downloads" / (sha->second + ".part");
-      plan.delete_package = true;
-      plan.fetch = [&](const DownloadProgress& progress) -> Result<std::uint64_t> {
-        DownloadSpec spec;
-        spec.url = client.target_url(config_.targets_url(), pkg_path, info);
-        spec.length = info.length;
-        spec.sha256 = sha->second;
-        spec.partial = plan.package;
-        int last_pct = 0;
-        notify::status("downloading " + sub.name + " " + to + ": 0%");
-        auto observed = [&](std::uint64_t done, std::uint64_t total) {
-          progress(done, total);
-          notify::watchdog_tick();
-          int pct = total > 0 ? static_cast<int>(done * 100 / total) : 100;
-          if (pct != last_pct) {
-            last_pct = pct;
-            notify::status("downloading " + sub.name + " " + to + ": " + std::to_string(pct) + "%");
-          }
+      // The plan that fetches `target` (the package, or a delta) and installs from it.
+      auto plan_for = [&](const std::string& target, const tuf::TargetFile& t) {
+        InstallPlan plan;
+        plan.model = sub.name;
+        plan.from_version = ev.from;
+        plan.to_version = to;
+        plan.tree_digest = digest;
+        plan.package = download_path(t);
+        plan.delete_package = true;
+        plan.fetch = [&, target, package = plan.package](
+                         const DownloadProgress& progress) -> Result<std::uint64_t> {
+          DownloadSpec spec;
+          spec.url = client.target_url(config_.targets_url(), target, t);
+          spec.length = t.length;
+          spec.sha256 = t.hashes.at("sha256");
+          spec.partial = package;
+          int last_pct = 0;
+          const std::string what = sub.name + " " + to + (target == pkg_path ? "" : " (delta)");
+          notify::status("downloading " + what + ": 0%");
+          auto observed = [&](std::uint64_t done, std::uint64_t total) {
+            progress(done, total);
+            notify::watchdog_tick();
+            int pct = total > 0 ? static_cast<int>(done * 100 / total) : 100;
+            if (pct != last_pct) {
+              last_pct = pct;
+              notify::status("downloading " + what + ": " + std::to_string(pct) + "%");
+            }
+          };
+          auto r = MOTA_TRY_CTX(download(*http, spec, config_.retry, cancel_, observed),
+                                "download " + target);
+          return r.bytes_fetched;
         };
-        auto r = MOTA_TRY_CTX(download(*http, spec, config_.retry, cancel_, observed),
-                              "download " + pkg_path);
-        return r.bytes_fetched;
+        return plan;
       };
-      auto out = run_install(state_, slots, plan, install_options(gate));
-      if (auto rec = state_.install(sub.name); rec && *rec) {
-        ev.step = (*rec)->step;
-        ev.install_id = (*rec)->install_id;
+
+      std::optional<DeltaTarget> delta;
+      if (config_.delta != DeltaPolicy::never && !ev.from.empty()) {
+        auto d = choose_delta(client, slots, sub.name, ev.from, to, digest);
+        if (d) {
+          delta = std::move(*d);
+        } else if (config_.delta == DeltaPolicy::only) {
+          return fail(
+              std::move(d).error().context("delta = only: not downloading the full package (" +
+                                           std::to_string(info.length) + " bytes)"));
+        } else if (d.error().code() == Errc::not_found) {
+          log::info(d.error().message() + "; installing the full package",
+                    {{"MODEL", sub.name}, {"VERSION", to}});
+        } else {
+          log::warn(d.error().message() + "; installing the full package instead",
+                    {{"MODEL", sub.name}, {"VERSION", to}});
+          ev.delta_error = d.error().message();
+        }
       }
+      InstallFailure failure;
+      Result<InstallOutcome> out = fail(Errc::internal, "no install attempted");
+      if (delta) {
+        auto plan = plan_for(delta->path, delta->info);
+        plan.delta_base = delta->base;
+        ev.kind = "delta";
+        out = run_install(state_, slots, plan, install_options(gate), &failure);
+        if (!out && failure.delta_unusable) {
+          ev.delta_error = out.error().message();
+          if (config_.delta == DeltaPolicy::only) {
+            return fail(std::move(out).error().context(
+                "delta = only: not falling back to the full package (" +
+                std::to_string(info.length) + " bytes)"));
+          }
+          log::warn(out.error().message() + "; installing the full package instead",
+                    {{"MODEL", sub.name}, {"VERSION", to}});
+          delta.reset();
+          ev.kind = "full";
+        }
+      }
+      if (!delta)
+        out = run_install(state_, slots, plan_for(pkg_path, info), install_options(gate), &failure);
+      ev.step = failure.step.empty() ? ev.step : failure.step;
+      ev.install_id = failure.install_id;
       if (!out) return fail(std::move(out).error());
       ev.bytes = out->bytes;
       ev.install_id = out->install_id;
+      if (delta && delta->info.length < info.length)
+        ev.saved_bytes = info.length - delta->info.length;
+      // Whichever of the two was not used may have a partial download from an earlier attempt.
+      std::error_code ec;
+      stdfs::remove(download_path(info), ec);
+      if (delta) stdfs::remove(download_path(delta->info), ec);
       mr.outcome = ModelOutcome::installed;
       mr.version = to;
       return {};
@@ -315,6 +368,70 @@ Result<CheckReport> Agent::check_once() {
     log::warn(report.report_error);
   }
   return report;
+}
+
+stdfs::path Agent::download_path(const tuf::TargetFile& target) const {
+  auto sha = target.hashes.find("sha256");
+  return config_.state_dir / "downloads" /
+         ((sha == target.hashes.end() ? std::string("unknown") : sha->second) + ".part");
+}
+
+Result<Agent::DeltaTarget> Agent::choose_delta(tuf::Client& client, const SlotSet& slots,
+                                               const std::string& model, const std::string& from,
+                                               const std::string& to,
+                                               const std::string& tree_digest) {
+  DeltaTarget d;
+  d.path = "deltas/" + model + "/" + from + "/" + to + ".mdelta";
+  auto info = client.get_target(d.path);
+  if (!info) {
+    if (info.error().code() == Errc::not_found) {
+      return fail(Errc::not_found, "no delta from " + from + " to " + to + " is published");
+    }
+    return fail(std::move(info).error().context(d.path));
+  }
+  d.info = std::move(*info);
+  // The signed custom data must describe exactly this update; anything else is a publishing
+  // error that must not be applied to a slot.
+  const Json& c = d.info.custom;
+  auto field = [&](const char* key) {
+    return c.is_object() && c.contains(key) && c[key].is_string() ? c[key].get<std::string>()
+                                                                  : std::string();
+  };
+  const std::string bad = d.path + ": unusable delta target: ";
+  if (field("kind") != "delta")
+    return fail(Errc::verification, bad + "custom.kind is not \"delta\"");
+  if (field("name") != model || field("from") != from || field("to") != to) {
+    return fail(Errc::verification, bad + "custom names " + field("name") + " " + field("from") +
+                                        " -> " + field("to") + ", not " + model + " " + from +
+                                        " -> " + to);
+  }
+  if (field("tree_digest") != tree_digest) {
+    return fail(Errc::verification,
+                bad + "custom.tree_digest differs from the full package's " + tree_digest);
+  }
+  const std::string base_digest = field("from_tree_digest");
+  if (base_digest.empty()) return fail(Errc::verification, bad + "no custom.from_tree_digest");
+  if (d.info.hashes.find("sha256") == d.info.hashes.end()) {
+    return fail(Errc::verification, bad + "no sha256 hash");
+  }
+  // The base must be intact: a slot modified on disk would make the delta produce garbage
+  // (caught later, but only after the download).
+  auto active = MOTA_TRY(state_.active(model));
+  if (!active) return fail(Errc::not_found, model + ": no committed slot to apply a delta to");
+  notify::status("verifying " + model + " " + from + " (the delta's base)");
+  auto tree = slots.verify(active->slot);
+  if (!tree) {
+    return fail(Errc::verification,
+                "the active slot " + slot_name(active->slot) + " (" + from +
+                    ") does not verify, so it cannot be a delta's base: " + tree.error().message());
+  }
+  if (tree->tree_digest != base_digest) {
+    return fail(Errc::verification, "the active slot " + slot_name(active->slot) +
+                                        " has tree digest " + tree->tree_digest +
+                                        ", the delta's base is " + base_digest);
+  }
+  d.base = slots.path(active->slot);
+  return d;
 }
 
 stdfs::path Agent::channel_file(const ModelSubscription& sub) const {

@@ -5,19 +5,29 @@
 //
 // Event body (JSON, queued in the outbox and sent by agent/report.hpp):
 //   {"device", "time", "model", "from", "to", "state", "step", "error", "bytes", "kind",
-//    "duration_ms", "install_id"}
+//    "saved_bytes", "duration_ms", "install_id", ["delta_error"]}
 // state: "installed" | "failed" | "rolled_back" (the new model failed its trial after the
 // switch; `current` and the runtime are back on the previous version) | "refused". step: where it
 // happened ("refresh", "channel", "policy", or an install step of agent/install.hpp). kind: "full"
-// (or "delta" later). A failure or refusal repeating the model's last error word for word is logged
-// but not queued again, so a device stuck on e.g. expired metadata does not fill its outbox with
-// one event per poll.
+// or "delta" (what was downloaded; bytes: how many in this run; saved_bytes: full package length
+// minus delta length); delta_error: why a delta was not used (present only then). A failure or
+// refusal repeating the model's last error word for word is logged but not queued again, so a
+// device stuck on e.g. expired metadata does not fill its outbox with one event per poll.
 //
 // Version policy (online polls and offline installs alike):
 //   - below the channel's min_version: refused;
 //   - older than the installed version: refused unless the channel has allow_downgrade and
 //     targets exactly that version for this device (an operator's explicit rollback);
 //   - on this device's block list (it rolled back from it): skipped until a newer one appears.
+//
+// Deltas (config `delta`): with "prefer" or "only", an update from an installed version looks for
+// the signed target deltas/<model>/<from>/<to>.mdelta. It is used only when its custom data names
+// this update (kind "delta", name, from, to, and the same tree digest as the full package) and the
+// active slot verifies from disk to the delta's from_tree_digest (a slot modified on disk is never
+// used as a base). A delta that then fails to apply (corrupt, truncated, another base) aborts that
+// attempt without blocklisting the version and, with "prefer", the full package is installed at
+// once; with "only" the update fails with the reason and nothing else is downloaded (a first
+// install, having no base, always uses the full package). "never": full packages only.
 // An offline install uses the channel file of the last successful poll (none: only the
 // installed-version rule applies, so a USB stick cannot downgrade a device either).
 //
@@ -38,6 +48,11 @@
 #include "common/http.hpp"
 #include "common/result.hpp"
 #include "manifest/channel.hpp"
+#include "manifest/tuf/metadata.hpp"
+
+namespace mota::tuf {
+class Client;
+}
 
 namespace mota::agent {
 
@@ -119,7 +134,10 @@ class Agent {
  private:
   struct Event {
     std::string model, from, to, state, step, error, install_id;
+    std::string kind = "full";  // "delta" when a delta was downloaded
+    std::string delta_error;    // why a delta was not used
     std::uint64_t bytes = 0;
+    std::uint64_t saved_bytes = 0;
     std::int64_t duration_ms = 0;
   };
   Agent(Config config, StateStore state, DeviceIdentity identity, InstallOptions opts)
@@ -127,6 +145,20 @@ class Agent {
         state_(std::move(state)),
         identity_(std::move(identity)),
         install_options_(std::move(opts)) {}
+  // A usable delta for an update (see "Deltas" above).
+  struct DeltaTarget {
+    std::string path;  // deltas/<model>/<from>/<to>.mdelta
+    tuf::TargetFile info;
+    std::filesystem::path base;  // the active slot's directory
+  };
+  // The delta target for from -> to, checked against the update (tree_digest: the full
+  // package's) and the active slot verified against its base. Errc::not_found when none is
+  // published; Errc::verification with the reason when it cannot be used.
+  Result<DeltaTarget> choose_delta(tuf::Client& client, const SlotSet& slots,
+                                   const std::string& model, const std::string& from,
+                                   const std::string& to, const std::string& tree_digest);
+  // Where the download of a target is kept while partial (by its signed sha256).
+  std::filesystem::path download_path(const tuf::TargetFile& target) const;
   // Queues `e`, except a failure/refusal equal to the model's last error; records last error.
   void event(const Event& e);
   Result<std::string> installed_version(const std::string& model);

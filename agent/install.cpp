@@ -10,6 +10,7 @@
 #include "agent/health.hpp"
 #include "common/log.hpp"
 #include "common/notify.hpp"
+#include "delta/delta.hpp"
 #include "storage/package.hpp"
 
 namespace mota::agent {
@@ -42,6 +43,18 @@ Status prepare_slot(StateStore& state, const SlotSet& slots, const InstallPlan& 
   return state.put_slot(s);
 }
 
+// Writes the slot at `dest` from the download's stream of plan.package: unpacks a full package,
+// or applies a delta on top of plan.delta_base. The download checks every byte against the
+// signed sha256 before the tree is used, so hashing each file of a full package again while
+// writing it would only repeat that check; a delta's output is always hashed (its base is local).
+Result<storage::UnpackResult> write_streamed(const InstallPlan& plan, const storage::ReadFn& in,
+                                             const std::filesystem::path& dest) {
+  if (!plan.delta_base.empty()) return delta::apply_package(plan.delta_base, in, dest);
+  storage::UnpackLimits limits;
+  limits.check_file_hashes = false;
+  return storage::unpack(in, dest, limits);
+}
+
 // The download step with a fetch function: downloads and, in a second thread, unpacks the bytes
 // into the slot as they land in the partial file. `staged` is set when both succeeded. A failed
 // download is the step's error (the unpack stops with it); a failed unpack of a good download is
@@ -52,13 +65,8 @@ Status download_and_stage(StateStore& state, const SlotSet& slots, const Install
   MOTA_TRY(prepare_slot(state, slots, plan, out.slot));
   GrowingFile growing(plan.package);
   std::optional<Result<storage::UnpackResult>> unpacked;
-  // The download checks every byte against the signed sha256 before this tree is used (a failed
-  // download fails the install), so hashing each file again as it is written would only repeat
-  // that check at the cost of a second SHA-256 pass.
-  storage::UnpackLimits limits;
-  limits.check_file_hashes = false;
   std::thread unpacker(
-      [&] { unpacked.emplace(storage::unpack(growing.reader(), slots.path(out.slot), limits)); });
+      [&] { unpacked.emplace(write_streamed(plan, growing.reader(), slots.path(out.slot))); });
   auto got = [&]() -> Result<std::uint64_t> {
     try {
       return plan.fetch([&](std::uint64_t done, std::uint64_t) { growing.advance(done); });
@@ -83,7 +91,8 @@ Status download_and_stage(StateStore& state, const SlotSet& slots, const Install
     return {};
   }
   unpack_failed = true;
-  return fail(std::move(r).error().context("unpack while downloading"));
+  return fail(std::move(r).error().context(
+      plan.delta_base.empty() ? "unpack while downloading" : "apply delta while downloading"));
 }
 
 // Undoes a switch: `current` back to the committed slot (the database's `active` is only moved by
@@ -128,8 +137,13 @@ bool known_install_step(std::string_view step) {
 }
 
 Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
-                                   const InstallOptions& options) {
-  const std::string ctx = "install " + plan.model + " " + plan.to_version;
+                                   const InstallOptions& options, InstallFailure* failure) {
+  InstallFailure ignored;
+  if (!failure) failure = &ignored;
+  *failure = {};
+  const bool is_delta = !plan.delta_base.empty();
+  const std::string ctx = "install " + plan.model + " " + plan.to_version +
+                          (is_delta ? " (delta from " + plan.from_version + ")" : "");
   auto rec = MOTA_TRY_CTX(state.install(plan.model), ctx);
   if (rec && (rec->to_version != plan.to_version || !known_install_step(rec->step))) {
     // The channel moved on (or the journal is from an unknown build): abandon without blocking.
@@ -157,6 +171,7 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     out.install_id = rec->install_id;
     step = rec->step;
   }
+  failure->install_id = out.install_id;
   bool first = !rec;
   // A trial found in the journal was interrupted (the agent died during it): it failed.
   const bool trial_interrupted = rec && rec->step == "trial";
@@ -164,6 +179,7 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
   std::optional<storage::UnpackResult> staged;
   bool unpack_failed = false;  // the download was good, unpacking it was not
   while (!step.empty()) {
+    failure->step = step;
     if (!first) {
       int attempts = MOTA_TRY_CTX(state.enter_step(plan.model, step), ctx);
       if (attempts > options.max_attempts) {
@@ -190,14 +206,23 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
         }
       }
     } else if (step == "stage") {
-      if (!staged) {
+      std::error_code ec;
+      if (!staged && plan.fetch && !std::filesystem::is_regular_file(plan.package, ec)) {
+        // Resumed at stage with another file than the one downloaded before the restart (the
+        // caller chose the full package instead of a delta, or the other way round).
+        st = download_and_stage(state, slots, plan, out, staged, unpack_failed);
+      }
+      if (st && !staged) {
         st = prepare_slot(state, slots, plan, out.slot);
         if (st) {
-          auto r = storage::unpack_file(plan.package, slots.path(out.slot));
+          auto r = is_delta ? delta::apply_package_file(plan.delta_base, plan.package,
+                                                        slots.path(out.slot))
+                            : storage::unpack_file(plan.package, slots.path(out.slot));
           if (r) {
             staged = std::move(*r);
           } else {
-            st = fail(std::move(r).error().context("unpack " + plan.package.string()));
+            st = fail(std::move(r).error().context((is_delta ? "apply delta " : "unpack ") +
+                                                   plan.package.string()));
           }
         }
       }
@@ -247,8 +272,20 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
       Error e = std::move(st).error().context(ctx + ": " + step);
       const bool bad_package = e.code() == Errc::verification || e.code() == Errc::parse ||
                                e.code() == Errc::unsupported || e.code() == Errc::too_large;
-      if ((bad_package && (step == "stage" || step == "verify" || unpack_failed)) ||
-          (e.code() == Errc::verification && step == "probe")) {
+      const bool writing = step == "stage" || step == "verify" || unpack_failed;
+      if (is_delta && (writing || step == "download") &&
+          (bad_package || e.code() == Errc::not_found)) {
+        // The delta (or the base it needs) is unusable: a download that does not match its
+        // signed hash, a delta that does not apply, or a base that is not what it references.
+        // The full package may be fine, so the version is not blocked.
+        if (auto cur = slots.current(); cur && *cur != out.slot) (void)slots.prepare(out.slot);
+        MOTA_TRY_CTX(state.abort_install(plan.model, ""), ctx);
+        std::error_code ec;
+        std::filesystem::remove(plan.package, ec);
+        failure->delta_unusable = true;
+        return fail(std::move(e));
+      }
+      if ((bad_package && writing) || (e.code() == Errc::verification && step == "probe")) {
         // A signed package that does not unpack to its signed tree will never install.
         if (auto cur = slots.current(); cur && *cur != out.slot) {
           (void)slots.prepare(out.slot);  // leave no unverified tree behind

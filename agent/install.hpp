@@ -6,10 +6,10 @@
 // Each step is persisted in the install journal (StateStore::enter_step) BEFORE it acts, so after
 // a crash or SIGKILL run_install() resumes from the journal:
 //   download  resumes the partial file (agent/download.hpp keeps it). With a fetch function the
-//             inactive slot is prepared and the package unpacked into it WHILE it downloads (one
-//             pass, agent/growing_file.hpp); the stage step then has nothing left to do. If that
-//             pass fails (the server restarted the body, or the process died), stage unpacks the
-//             complete package as usual;
+//             inactive slot is prepared and the package unpacked (or the delta applied) into it
+//             WHILE it downloads (one pass, agent/growing_file.hpp); the stage step then has
+//             nothing left to do. If that pass fails (the server restarted the body, or the
+//             process died), stage unpacks the complete file as usual;
 //   stage     prepares the inactive slot afresh and unpacks again, unless this same run already
 //             staged it while downloading;
 //   verify    after a stage in this same run: checks the unpack's result against the signed tree
@@ -66,6 +66,12 @@ struct InstallPlan {
   // Where the verified package is (after `fetch`). Deleted after a successful commit when
   // delete_package is set.
   std::filesystem::path package;
+  // Non-empty: `package` is a package delta (delta/delta.hpp) to apply on top of this model tree
+  // (the active slot, which the caller verified against the delta's base) instead of a full
+  // package. The slot is then written by delta::apply_package, which checks the base, every
+  // region it copies, and every written file; the verify step checks the signed tree digest as
+  // for a full package, so the slot is byte-identical to a full install or nothing is switched.
+  std::filesystem::path delta_base;
   bool delete_package = false;
   // The download step: makes `package` complete and verified, calling `progress` as bytes land
   // in it (the DownloadProgress contract of agent/download.hpp); returns the bytes fetched.
@@ -83,6 +89,17 @@ struct InstallOptions {
   std::function<void(std::string_view step)> before_step;
 };
 
+// Why run_install failed, for the caller's report and its choice of what to try next.
+struct InstallFailure {
+  std::string step;        // the install step that failed ("" before the journal existed)
+  std::string install_id;  // of the journal row (kept, or aborted by this failure)
+  // A delta plan failed because of the delta itself (corrupt, truncated, made for another base,
+  // or a base file that does not match what the delta references): the install was aborted
+  // WITHOUT blocklisting the version, and the partial delta was deleted, so the caller may fetch
+  // the full package at once.
+  bool delta_unusable = false;
+};
+
 struct InstallOutcome {
   std::string install_id;  // of the journal row
   Slot slot = Slot::a;
@@ -95,7 +112,8 @@ struct InstallOutcome {
 //  - the step's error, with the journal kept (and its last_error set) so the next call resumes;
 //  - Errc::verification/parse/unsupported/too_large at stage/verify or while unpacking during
 //    the download (the signed package does not unpack to the signed tree): the install is
-//    aborted and the version blocklisted at once;
+//    aborted and the version blocklisted at once. For a delta plan the same errors abort the
+//    install without blocklisting (failure->delta_unusable): the full package may still be good;
 //  - a step over the loop guard: aborted and blocklisted, "install of X: step S entered N times".
 //  - Errc::verification at probe: the model fails its health probe; aborted and blocklisted,
 //    nothing was switched.
@@ -103,7 +121,9 @@ struct InstallOutcome {
 //    first install), the runtime asked to serve it again, the install aborted; the version is
 //    blocklisted unless the failure was not the model's (runtime unreachable, agent stopping).
 // `current` is only ever changed by the switch step.
+// `failure`, when given, is filled in on error.
 Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
-                                   const InstallOptions& options = {});
+                                   const InstallOptions& options = {},
+                                   InstallFailure* failure = nullptr);
 
 }  // namespace mota::agent

@@ -17,6 +17,7 @@
 #include "manifest/canonical_json.hpp"
 #include "runtime/probe.hpp"
 #include "tests/runtime/runtime_support.hpp"
+#include "tests/support/event_sink.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota {
@@ -34,18 +35,7 @@ class AgentHealth : public ::testing::Test {
     manager::ServerConfig cfg;
     cfg.static_root = work_ / "fleet" / "repo";
     server_ = manager::make_http_server(cfg);
-    server_->route("POST", "/v1/devices/:id/events", [this](const manager::HttpRequest& req) {
-      manager::HttpReply reply;
-      Json body = Json::parse(req.body, nullptr, false);
-      std::lock_guard lock(mu_);
-      std::int64_t last = 0;
-      for (const auto& item : body["batch"]) {
-        last = item["seq"].get<std::int64_t>();
-        if (item["kind"] == "event") events_.push_back(item["body"]);
-      }
-      reply.body = Json{{"acked", last}}.dump();
-      return reply;
-    });
+    sink_.attach(*server_, "cam-1");
     auto port = server_->start();
     ASSERT_TRUE(port) << port.error().message();
     runtime_ = std::make_unique<RuntimeProcess>(work_.path(), std::vector<std::string>{});
@@ -125,8 +115,8 @@ class AgentHealth : public ::testing::Test {
     return m ? m->version + "@" + stdfs::path(m->slot).filename().string() : "";
   }
   Json last_event() {
-    std::lock_guard lock(mu_);
-    return events_.empty() ? Json() : events_.back();
+    auto ev = sink_.events();
+    return ev.empty() ? Json() : ev.back();
   }
 
   test::TempDir work_;
@@ -134,8 +124,7 @@ class AgentHealth : public ::testing::Test {
   std::unique_ptr<manager::HttpServer> server_;
   std::unique_ptr<RuntimeProcess> runtime_;
   stdfs::path state_;
-  std::mutex mu_;
-  std::vector<Json> events_;
+  test::EventSink sink_;
 };
 
 TEST_F(AgentHealth, GoodUpdatesAreProbedTriedAndServed) {

@@ -23,6 +23,7 @@
 #include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "tests/support/event_sink.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota {
@@ -41,28 +42,7 @@ class AgentInstall : public ::testing::Test {
     manager::ServerConfig cfg;
     cfg.static_root = work_ / "fleet" / "repo";
     server_ = manager::make_http_server(cfg);
-    // The report endpoint of the fleet-tracking server: records what arrives, acknowledges all.
-    server_->route("POST", "/v1/devices/:id/events", [this](const manager::HttpRequest& req) {
-      manager::HttpReply reply;
-      Json body = Json::parse(req.body, nullptr, false);
-      if (body.is_discarded() || !body.contains("batch") ||
-          req.path_params.at("id") != "device-0001" ||
-          !agent::verify_report(req.headers, req.path, req.body)) {
-        reply.status = 400;
-        return reply;
-      }
-      std::lock_guard lock(received_mu_);
-      std::int64_t last = 0;
-      for (const auto& item : body["batch"]) {
-        last = item["seq"].get<std::int64_t>();
-        if (last > last_seq_) {  // at-least-once delivery: count each seq once
-          last_seq_ = last;
-          received_.push_back(item);
-        }
-      }
-      reply.body = Json{{"acked", last}}.dump();
-      return reply;
-    });
+    sink_.attach(*server_, "device-0001");
     auto port = server_->start();
     ASSERT_TRUE(port) << port.error().message();
     base_ = "http://127.0.0.1:" + std::to_string(*port);
@@ -119,30 +99,15 @@ class AgentInstall : public ::testing::Test {
   std::string current_weights() const {
     return test::read_file(model_dir() / "current" / "model.onnx");
   }
-  // The event bodies the server received so far, in seq order (heartbeats left out).
-  std::vector<Json> events() {
-    std::lock_guard lock(received_mu_);
-    std::vector<Json> out;
-    for (const auto& item : received_) {
-      if (item["kind"] == "event") out.push_back(item["body"]);
-    }
-    return out;
-  }
-  std::size_t heartbeats() {
-    std::lock_guard lock(received_mu_);
-    std::size_t n = 0;
-    for (const auto& item : received_) n += item["kind"] == "heartbeat";
-    return n;
-  }
+  std::vector<Json> events() { return sink_.events(); }
+  std::size_t heartbeats() { return sink_.heartbeats(); }
 
   test::TempDir work_;
   std::unique_ptr<manager::Repository> repo_;
   std::unique_ptr<manager::HttpServer> server_;
   std::string base_;
   stdfs::path state_;
-  std::mutex received_mu_;
-  std::vector<Json> received_;  // batch items, each seq once
-  std::int64_t last_seq_ = 0;
+  test::EventSink sink_;
 };
 
 TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
@@ -178,8 +143,7 @@ TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
   EXPECT_GT(before[1]["bytes"].get<std::uint64_t>(), 0u);
   EXPECT_EQ(heartbeats(), 1u);  // heartbeat_interval (1h) has not passed since the first
   {
-    std::lock_guard lock(received_mu_);
-    for (const auto& item : received_) {
+    for (const auto& item : sink_.items()) {
       if (item["kind"] != "heartbeat") continue;
       EXPECT_EQ(item["body"]["models"][0]["channel"], "stable") << item.dump();
       EXPECT_EQ(item["body"]["models"][0]["version"], "1.0.0") << item.dump();

@@ -1,0 +1,74 @@
+#pragma once
+// The report endpoint of a fleet server, for agent integration tests: a POST
+// /v1/devices/:id/events route on a test HTTP server that checks each batch's signature (as
+// `mota serve` does), acknowledges it, and records every item once per seq (delivery is
+// at-least-once). Header-only: only tests that already link the agent and manager include it.
+//
+// Thread-safety: the route runs on server threads; the accessors lock.
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "agent/identity.hpp"
+#include "manager/http_server.hpp"
+#include "manifest/canonical_json.hpp"
+
+namespace mota::test {
+
+class EventSink {
+ public:
+  // Adds the route to `server` (before it starts). `device_id` non-empty: batches from any other
+  // id are refused with 400, as are unsigned or badly signed ones.
+  void attach(manager::HttpServer& server, std::string device_id = "") {
+    server.route("POST", "/v1/devices/:id/events",
+                 [this, device_id](const manager::HttpRequest& req) {
+                   manager::HttpReply reply;
+                   Json body = Json::parse(req.body, nullptr, false);
+                   if (body.is_discarded() || !body.contains("batch") ||
+                       (!device_id.empty() && req.path_params.at("id") != device_id) ||
+                       !agent::verify_report(req.headers, req.path, req.body)) {
+                     reply.status = 400;
+                     return reply;
+                   }
+                   std::lock_guard lock(mu_);
+                   std::int64_t last = 0;
+                   for (const auto& item : body["batch"]) {
+                     last = item["seq"].get<std::int64_t>();
+                     if (last > last_seq_) {
+                       last_seq_ = last;
+                       items_.push_back(item);
+                     }
+                   }
+                   reply.body = Json{{"acked", last}}.dump();
+                   return reply;
+                 });
+  }
+
+  // Every batch item received ({"seq", "kind", "created_at", "body"}), in seq order.
+  std::vector<Json> items() const {
+    std::lock_guard lock(mu_);
+    return items_;
+  }
+  // The event bodies (heartbeats left out), in seq order.
+  std::vector<Json> events() const {
+    std::vector<Json> out;
+    for (const auto& item : items()) {
+      if (item["kind"] == "event") out.push_back(item["body"]);
+    }
+    return out;
+  }
+  std::size_t heartbeats() const {
+    std::size_t n = 0;
+    for (const auto& item : items()) n += item["kind"] == "heartbeat";
+    return n;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Json> items_;
+  std::int64_t last_seq_ = 0;
+};
+
+}  // namespace mota::test
