@@ -2,7 +2,20 @@
 // socket, raw tensors) against calling OpenCV DNN directly in-process, and p99 while the model is
 // being swapped against steady state. Prints a markdown table. Run by scripts/bench-runtime.
 //
-//   mota-bench-runtime --runtime PATH/mota-runtime --model FILE.onnx [--iters N]
+//   mota-bench-runtime --runtime PATH/mota-runtime --model FILE.onnx [--iters N] [--rounds R]
+//                      [--engine-threads T] [--swap-gap-ms MS]
+//
+// Honesty rules, because the machine this runs on is shared and noisy:
+// - Same engine set-up on both sides: one cv::dnn::Net per caller, OpenCV backend on the CPU,
+//   the same OpenCV thread count (--engine-threads, passed to the runtime too).
+// - The rows are measured in R interleaved rounds (in-process, runtime, runtime during swaps; the
+//   order rotates each round) so that load from other processes hits all rows alike, and the
+//   headline ratios are medians of the per-round ratios (paired: each round compares its own
+//   rows), next to the pooled percentiles.
+// - The runtime's own cost is also measured without the inference noise: each answer carries the
+//   engine time (X-Mota-Infer-Ms), so round trip - engine time = what HTTP, the socket, parsing
+//   and copies add.
+// - The load average is printed before and after; a run under load is not a fair figure.
 
 #include <signal.h>
 #include <spawn.h>
@@ -33,14 +46,23 @@ using Clock = std::chrono::steady_clock;
 using mota::runtime::Client;
 using mota::runtime::ClientOptions;
 
-struct Stats {
-  double p50 = 0, p99 = 0, per_s = 0;
-};
+double pct(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5)];
+}
 
-Stats summarize(std::vector<double> ms, double wall_s) {
-  std::sort(ms.begin(), ms.end());
-  auto pct = [&](double p) { return ms[static_cast<std::size_t>(p * (ms.size() - 1) + 0.5)]; };
-  return {pct(0.50), pct(0.99), static_cast<double>(ms.size()) / wall_s};
+double median(std::vector<double> v) {
+  return pct(std::move(v), 0.5);
+}
+
+std::string loadavg() {
+  std::ifstream f("/proc/loadavg");
+  double a = 0, b = 0, c = 0;
+  f >> a >> b >> c;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f %.2f %.2f", a, b, c);
+  return buf;
 }
 
 std::string image() {
@@ -71,12 +93,20 @@ void make_slot(const stdfs::path& dir, const std::string& onnx, const std::strin
               {"name": "boxes", "shape": [1, 4420, 4], "dtype": "float32"}]})");
 }
 
-// Samples are gathered in alternating rounds (in-process, runtime, in-process, ...) so that load
-// from other processes on the machine hits both sides alike.
+// One row of the table: every sample, and each round's samples apart for paired comparisons.
 struct Series {
-  std::vector<double> ms;
+  std::vector<double> ms, overhead_ms;
+  std::vector<std::vector<double>> rounds;
   double wall_s = 0;
-  Stats stats() const { return summarize(ms, wall_s); }
+  std::vector<double>& begin_round() {
+    rounds.emplace_back();
+    return rounds.back();
+  }
+  double per_s() const { return static_cast<double>(ms.size()) / wall_s; }
+  void add(std::vector<double>& round, double v) {
+    ms.push_back(v);
+    round.push_back(v);
+  }
 };
 
 void bench_inprocess(cv::dnn::Net& net, const std::string& img, int iters, Series& s) {
@@ -84,27 +114,37 @@ void bench_inprocess(cv::dnn::Net& net, const std::string& img, int iters, Serie
   cv::Mat blob(4, dims, CV_32F, const_cast<char*>(img.data()));
   std::vector<cv::String> names = {"scores", "boxes"};
   std::vector<cv::Mat> outs;
+  auto& round = s.begin_round();
   auto start = Clock::now();
   for (int i = 0; i < iters; ++i) {
     auto t0 = Clock::now();
     net.setInput(blob);
     net.forward(outs, names);
-    s.ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    s.add(round, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
   s.wall_s += std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-void bench_client(Client& c, const std::string& img, int iters, int* failures, Series& s) {
+// `first_after_swap` collects the latency of the first answer from each new load.
+void bench_client(Client& c, const std::string& img, int iters, int* failures, Series& s,
+                  std::uint64_t* generation, std::vector<double>* first_after_swap) {
+  auto& round = s.begin_round();
   auto start = Clock::now();
   for (int i = 0; i < iters; ++i) {
     auto t0 = Clock::now();
     auto r = c.infer_raw("face", img);
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     if (!r) {
       ++*failures;
       std::fprintf(stderr, "infer failed: %s\n", r.error().message().c_str());
       continue;
     }
-    s.ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    s.add(round, ms);
+    s.overhead_ms.push_back(ms - r->infer_ms);
+    if (r->generation != *generation) {
+      if (first_after_swap && *generation != 0) first_after_swap->push_back(ms);
+      *generation = r->generation;
+    }
   }
   s.wall_s += std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -113,17 +153,25 @@ void bench_client(Client& c, const std::string& img, int iters, int* failures, S
 
 int main(int argc, char** argv) {
   std::string runtime_bin, model;
-  int iters = 300;
+  int iters = 600, rounds = 10, engine_threads = 0, swap_gap_ms = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--runtime") runtime_bin = argv[i + 1];
     if (a == "--model") model = argv[i + 1];
     if (a == "--iters") iters = std::max(20, std::atoi(argv[i + 1]));
+    if (a == "--rounds") rounds = std::max(1, std::atoi(argv[i + 1]));
+    if (a == "--engine-threads") engine_threads = std::max(0, std::atoi(argv[i + 1]));
+    if (a == "--swap-gap-ms") swap_gap_ms = std::max(0, std::atoi(argv[i + 1]));
   }
   if (runtime_bin.empty() || model.empty()) {
-    std::fprintf(stderr, "usage: %s --runtime PATH --model FILE.onnx [--iters N]\n", argv[0]);
+    std::fprintf(stderr,
+                 "usage: %s --runtime PATH --model FILE.onnx [--iters N] [--rounds R] "
+                 "[--engine-threads T] [--swap-gap-ms MS]\n",
+                 argv[0]);
     return 2;
   }
+  int per_round = std::max(5, iters / rounds);
+  std::string load_before = loadavg();
   char tmpl[] = "/tmp/mota-bench-runtime.XXXXXX";
   if (!::mkdtemp(tmpl)) return 1;
   stdfs::path dir = tmpl;
@@ -135,14 +183,18 @@ int main(int argc, char** argv) {
   stdfs::path sock = dir / "runtime.sock";
   write(dir / "runtime.toml", "socket = \"" + sock.string() + "\"\nlog_level = \"warn\"\n");
 
+  if (engine_threads > 0) cv::setNumThreads(engine_threads);
   cv::dnn::Net net = cv::dnn::readNetFromONNX(onnx.data(), onnx.size());
+  net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+  net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
   Series direct_s, served_s, swapping_s;
   for (int i = 0; i < 5; ++i) bench_inprocess(net, img, 1, direct_s);
   direct_s = {};
 
-  std::vector<std::string> args = {runtime_bin, "serve",
-                                   "--config",  (dir / "runtime.toml").string(),
-                                   "--model",   "face=" + (dir / "a").string()};
+  std::vector<std::string> args = {runtime_bin,        "serve",
+                                   "--config",         (dir / "runtime.toml").string(),
+                                   "--engine-threads", std::to_string(engine_threads),
+                                   "--model",          "face=" + (dir / "a").string()};
   std::vector<char*> cargs;
   for (auto& s : args) cargs.push_back(s.data());
   cargs.push_back(nullptr);
@@ -158,48 +210,91 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   int failures = 0;
   for (int i = 0; i < 5; ++i) (void)c.infer_raw("face", img);
-  constexpr int kRounds = 6;
   std::atomic<int> swaps{0};
-  for (int round = 0; round < kRounds; ++round) {
-    std::fprintf(stderr, "round %d/%d: in-process, runtime, runtime during swaps\n", round + 1,
-                 kRounds);
-    bench_inprocess(net, img, iters / kRounds, direct_s);
-    bench_client(c, img, iters / kRounds, &failures, served_s);
-    // Swaps back to back for the whole phase: the worst case, not one swap now and then.
-    std::atomic<bool> stop{false};
-    std::thread swapper([&] {
-      Client control(o);
-      while (!stop.load()) {
-        auto r = control.load("face", dir / (swaps.load() % 2 ? "a" : "b"));
-        if (!r) std::fprintf(stderr, "swap failed: %s\n", r.error().message().c_str());
-        swaps.fetch_add(1);
+  std::uint64_t generation = 0;
+  std::vector<double> first_after_swap;
+  for (int round = 0; round < rounds; ++round) {
+    std::fprintf(stderr, "round %d/%d (load %s)\n", round + 1, rounds, loadavg().c_str());
+    for (int k = 0; k < 3; ++k) {
+      switch ((round + k) % 3) {
+        case 0:
+          bench_inprocess(net, img, per_round, direct_s);
+          break;
+        case 1:
+          bench_client(c, img, per_round, &failures, served_s, &generation, nullptr);
+          break;
+        case 2: {
+          // Swaps back to back for the whole phase by default (the worst case, not one swap now
+          // and then); --swap-gap-ms spaces them.
+          std::atomic<bool> stop{false};
+          std::thread swapper([&] {
+            Client control(o);
+            while (!stop.load()) {
+              auto r = control.load("face", dir / (swaps.load() % 2 ? "a" : "b"));
+              if (!r) std::fprintf(stderr, "swap failed: %s\n", r.error().message().c_str());
+              swaps.fetch_add(1);
+              for (int w = 0; w < swap_gap_ms && !stop.load(); ++w) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+              }
+            }
+          });
+          bench_client(c, img, per_round, &failures, swapping_s, &generation, &first_after_swap);
+          stop = true;
+          swapper.join();
+          break;
+        }
       }
-    });
-    bench_client(c, img, iters / kRounds, &failures, swapping_s);
-    stop = true;
-    swapper.join();
+    }
   }
-  Stats direct = direct_s.stats(), served = served_s.stats(), swapping = swapping_s.stats();
 
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
   stdfs::remove_all(dir);
+  std::string load_after = loadavg();
 
-  auto overhead = [&](double a, double b) { return (a / b - 1.0) * 100.0; };
-  std::printf("| %-38s | p50 ms | p99 ms | inferences/s |\n", "path (1 client, sequential)");
-  std::printf("|---|---:|---:|---:|\n");
-  std::printf("| %-38s | %6.2f | %6.2f | %12.1f |\n", "OpenCV DNN in-process", direct.p50,
-              direct.p99, direct.per_s);
-  std::printf("| %-38s | %6.2f | %6.2f | %12.1f |\n", "mota-runtime (Unix socket, raw)", served.p50,
-              served.p99, served.per_s);
-  std::printf("| %-38s | %6.2f | %6.2f | %12.1f |\n",
-              ("mota-runtime during " + std::to_string(swaps.load()) + " swaps").c_str(),
-              swapping.p50, swapping.p99, swapping.per_s);
+  // Paired per-round ratios: each round's rows ran back to back under the same neighbours.
+  std::vector<double> p50_ratio, p99_ratio;
+  for (std::size_t r = 0; r < direct_s.rounds.size(); ++r) {
+    p50_ratio.push_back(pct(served_s.rounds[r], 0.5) / pct(direct_s.rounds[r], 0.5));
+    p99_ratio.push_back(pct(swapping_s.rounds[r], 0.99) / pct(served_s.rounds[r], 0.99));
+  }
+  auto row = [](const char* name, const Series& s) {
+    std::vector<double> round_p50;
+    for (const auto& r : s.rounds) round_p50.push_back(pct(r, 0.5));
+    std::printf("| %-36s | %6.2f | %6.2f | %6.2f | %12.1f |\n", name, pct(s.ms, 0.5),
+                median(round_p50), pct(s.ms, 0.99), s.per_s());
+  };
+  std::printf(
+      "%s, engine threads %s, %d rounds x %d inferences per row, swaps %s; load average "
+      "%s before, %s after\n\n",
+      stdfs::path(model).filename().c_str(),
+      engine_threads ? std::to_string(engine_threads).c_str() : "OpenCV default", rounds, per_round,
+      swap_gap_ms ? ("every " + std::to_string(swap_gap_ms) + " ms + load time").c_str()
+                  : "back to back",
+      load_before.c_str(), load_after.c_str());
+  std::printf("| %-36s | p50 ms | p50 ms (median of rounds) | p99 ms | inferences/s |\n",
+              "path (1 client, sequential)");
+  std::printf("|---|---:|---:|---:|---:|\n");
+  row("OpenCV DNN in-process", direct_s);
+  row("mota-runtime (Unix socket, raw)", served_s);
+  row(("mota-runtime during " + std::to_string(swaps.load()) + " swaps").c_str(), swapping_s);
   std::printf("\n");
-  std::printf("- overhead at p50: %+.1f%% (target <= 5%%)\n", overhead(served.p50, direct.p50));
-  std::printf("- p99 during swaps / steady p99: %.2fx (target <= 1.5x)\n",
-              swapping.p99 / served.p99);
+  std::printf(
+      "- overhead at p50: %+.1f%% (median of %zu paired rounds; pooled %+.1f%%; target "
+      "<= 5%%)\n",
+      (median(p50_ratio) - 1.0) * 100.0, p50_ratio.size(),
+      (pct(served_s.ms, 0.5) / pct(direct_s.ms, 0.5) - 1.0) * 100.0);
+  std::printf(
+      "- serving cost without the inference (round trip - engine time): p50 %.3f ms, "
+      "p99 %.3f ms\n",
+      pct(served_s.overhead_ms, 0.5), pct(served_s.overhead_ms, 0.99));
+  std::printf(
+      "- p99 during swaps / steady p99: %.2fx (median of paired rounds; pooled %.2fx; "
+      "target <= 1.5x)\n",
+      median(p99_ratio), pct(swapping_s.ms, 0.99) / pct(served_s.ms, 0.99));
+  std::printf("- first answer from each new load: p50 %.2f ms, max %.2f ms (%zu loads seen)\n",
+              pct(first_after_swap, 0.5), pct(first_after_swap, 1.0), first_after_swap.size());
   std::printf("- failed requests: %d\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -31,6 +31,21 @@ struct LoadOptions {
   int warmup_runs = 1;
 };
 
+// Where a run writes its outputs: the raw encoding (tensors concatenated in outputs() order) and
+// their layouts. The caller owns it and may reuse it across runs (the serving path keeps one per
+// thread), so steady-state serving does not allocate the output bytes again on every request.
+struct OutputBuffer {
+  std::vector<TensorInfo> infos;
+  std::string bytes;
+  std::vector<std::size_t> offsets;  // start of each output in `bytes`
+
+  std::string_view data(std::size_t i) const {
+    std::size_t end = i + 1 < offsets.size() ? offsets[i + 1] : bytes.size();
+    return std::string_view(bytes).substr(offsets[i], end - offsets[i]);
+  }
+  std::vector<Tensor> tensors() const;  // copies, for callers that want owning tensors
+};
+
 // A loaded, immutable model. run() is thread-safe; any number of threads may call it at once
 // (they queue for a free engine instance). Destroying it frees the engine; callers must make
 // sure no run() is in progress (the store does so with shared_ptr).
@@ -39,11 +54,18 @@ class Model {
   virtual ~Model() = default;
   virtual const std::vector<TensorInfo>& inputs() const = 0;
   virtual const std::vector<TensorInfo>& outputs() const = 0;
-  // Inputs by position, in inputs() order (a non-empty name must match). Errors:
-  // Errc::invalid_argument for a wrong count, type or shape (the message names the input),
-  // Errc::internal when the engine fails.
-  virtual Result<std::vector<Tensor>> run(const std::vector<Tensor>& inputs) = 0;
+  // Inputs by position, in inputs() order (a non-empty name must match), borrowed for the call;
+  // the outputs replace the contents of `out`. Errors: Errc::invalid_argument for a wrong count,
+  // type or shape (the message names the input), Errc::internal when the engine fails (`out` is
+  // then unspecified).
+  virtual Status run_into(std::span<const TensorView> inputs, OutputBuffer& out) = 0;
+  // Convenience over run_into() with owning tensors (probe, tools). Same errors.
+  Result<std::vector<Tensor>> run(const std::vector<Tensor>& inputs);
 };
+
+// Checks `got` against a model's declared inputs (count, names when given, dtype, shape); the
+// error names the input. For backends.
+Status check_inputs(const std::vector<TensorInfo>& want, std::span<const TensorView> got);
 
 class Backend {
  public:

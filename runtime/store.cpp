@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <thread>
 
 #include "common/log.hpp"
@@ -16,12 +17,12 @@ constexpr std::size_t kLatencyWindow = 1024;
 using Clock = std::chrono::steady_clock;
 }  // namespace
 
-Result<std::vector<Tensor>> ServedModel::infer(const std::vector<Tensor>& inputs) {
+Status ServedModel::infer(std::span<const TensorView> inputs, OutputBuffer& out) {
   auto start = Clock::now();
-  auto out = model_->run(inputs);
-  if (!out) {
-    if (out.error().code() != Errc::invalid_argument) errors_.fetch_add(1);
-    return out;
+  auto st = model_->run_into(inputs, out);
+  if (!st) {
+    if (st.error().code() != Errc::invalid_argument) errors_.fetch_add(1);
+    return st;
   }
   float ms = std::chrono::duration<float, std::milli>(Clock::now() - start).count();
   inferences_.fetch_add(1);
@@ -32,7 +33,7 @@ Result<std::vector<Tensor>> ServedModel::infer(const std::vector<Tensor>& inputs
     latencies_ms_[lat_next_] = ms;
   }
   lat_next_ = (lat_next_ + 1) % kLatencyWindow;
-  return out;
+  return {};
 }
 
 ModelStats ServedModel::stats() const {
@@ -59,6 +60,12 @@ ModelStats ServedModel::stats() const {
 ModelStore::ModelStore(StoreOptions options) : options_(options) {}
 ModelStore::~ModelStore() = default;
 
+void ModelStore::reap() {
+  // use_count() == 1 means only retired_ holds it, and nobody can take a new reference: it is no
+  // longer in any entry.
+  std::erase_if(retired_, [](const std::shared_ptr<ServedModel>& m) { return m.use_count() == 1; });
+}
+
 ModelStore::Entry& ModelStore::entry(const std::string& name) {
   {
     std::shared_lock lock(map_mu_);
@@ -78,14 +85,17 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
   auto canonical = std::filesystem::canonical(slot, ec);
   if (ec) return fail(Errc::not_found, ctx + ": " + ec.message());
 
-  // The work happens on its own thread so it can be reniced without touching serving threads.
+  // The work happens on its own thread so it can be reniced without touching serving threads:
+  // parsing, warm-up, and freeing the model this load replaces.
   Result<std::shared_ptr<ServedModel>> result = fail(Errc::internal, "load thread did not run");
+  std::optional<ModelInfo> info;
   std::thread loader([&] {
     if (options_.load_nice != 0) {
       // On Linux, PRIO_PROCESS with a thread id renices just that thread.
       (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)),
                           options_.load_nice);
     }
+    reap();  // whatever earlier loads had to leave behind
     result = [&]() -> Result<std::shared_ptr<ServedModel>> {
       auto start = Clock::now();
       auto manifest = MOTA_TRY(read_slot_manifest(canonical));
@@ -95,37 +105,45 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
       }
       auto backend = MOTA_TRY(backend_for(manifest.framework));
       auto model = MOTA_TRY(backend->load(manifest, canonical, options_.load));
-      ModelInfo info;
-      info.name = manifest.name;
-      info.version = manifest.version;
-      info.framework = manifest.framework;
-      info.backend = std::string(backend->name());
-      info.slot = canonical;
-      info.generation = generation_.fetch_add(1) + 1;
-      info.loaded_at = std::chrono::system_clock::now();
-      info.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-      info.inputs = model->inputs();
-      info.outputs = model->outputs();
-      return std::make_shared<ServedModel>(std::move(info), std::move(model));
+      ModelInfo i;
+      i.name = manifest.name;
+      i.version = manifest.version;
+      i.framework = manifest.framework;
+      i.backend = std::string(backend->name());
+      i.slot = canonical;
+      i.generation = generation_.fetch_add(1) + 1;
+      i.loaded_at = std::chrono::system_clock::now();
+      i.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      i.inputs = model->inputs();
+      i.outputs = model->outputs();
+      return std::make_shared<ServedModel>(std::move(i), std::move(model));
     }();
+    if (!result) return;
+    info = (*result)->info();
+    // The swap: new requests see the new model from here on; requests that took the old one
+    // finish on it. Then it is freed here, on this niced thread, once they are done: a request
+    // dropping the last reference would run the engine's teardown on its own path.
+    auto old = entry(name).current.exchange(std::move(*result));
+    if (!old) return;
+    auto deadline = Clock::now() + options_.retire_wait;
+    while (old.use_count() > 1 && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (old.use_count() > 1) retired_.push_back(std::move(old));  // freed by a later load
+    old.reset();
   });
   loader.join();
-  if (!result) {
+  if (!info) {
     log::warn("model load failed",
               {{"MODEL", name}, {"SLOT", slot.string()}, {"REASON", result.error().message()}});
     return fail(std::move(result).error().context(ctx));
   }
-  auto served = std::move(*result);
-  ModelInfo info = served->info();
-  // The swap: new requests see the new model from here on; the old one lives on in the requests
-  // holding it and is freed by the last of them.
-  entry(name).current.store(std::move(served));
   log::info("model loaded", {{"MODEL", name},
-                             {"VERSION", info.version},
-                             {"SLOT", info.slot.string()},
-                             {"GENERATION", std::to_string(info.generation)},
-                             {"LOAD_MS", std::to_string(info.load_ms)}});
-  return info;
+                             {"VERSION", info->version},
+                             {"SLOT", info->slot.string()},
+                             {"GENERATION", std::to_string(info->generation)},
+                             {"LOAD_MS", std::to_string(info->load_ms)}});
+  return std::move(*info);
 }
 
 std::shared_ptr<ServedModel> ModelStore::get(const std::string& name) const {

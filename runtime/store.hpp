@@ -3,9 +3,10 @@
 //
 // load(name, slot) reads <slot>/model.json, loads and warms up the model on a separate, niced
 // thread (off the request path: serving threads keep running the current model meanwhile), then
-// swaps an atomic shared_ptr. Requests that already hold the old model finish on it; it is freed
-// when the last of them lets go. A failed load changes nothing and returns the reason. Loads are
-// serialised (one at a time, in call order), so two control requests cannot interleave.
+// swaps an atomic shared_ptr. Requests that already hold the old model finish on it; the loading
+// thread frees it once they are done (never a request: see StoreOptions::retire_wait). A failed
+// load changes nothing and returns the reason. Loads are serialised (one at a time, in call order),
+// so two control requests cannot interleave.
 //
 // Thread-safety: every method may be called from any thread at any time.
 
@@ -29,6 +30,11 @@ struct StoreOptions {
   // nice(2) increment of the loading thread, so parsing and warm-up yield the CPU to serving
   // threads. 0 = same priority. (OpenCV's own worker threads used by warm-up are not reniced.)
   int load_nice = 10;
+  // How long a load waits, after the swap, for the requests still running on the old model
+  // before it frees it on the loading thread. Past that the old model is parked and freed by the
+  // next load (or the store's destructor). Either way no request ever frees a model: that would
+  // put the engine's teardown on a request's path.
+  std::chrono::milliseconds retire_wait{5000};
 };
 
 // What is loaded under a name. Immutable once published.
@@ -54,8 +60,8 @@ class ServedModel {
   ServedModel(ModelInfo info, std::unique_ptr<Model> model)
       : info_(std::move(info)), model_(std::move(model)) {}
   const ModelInfo& info() const { return info_; }
-  // Runs the model and records the outcome in stats(). Thread-safe.
-  Result<std::vector<Tensor>> infer(const std::vector<Tensor>& inputs);
+  // Runs the model (see Model::run_into) and records the outcome in stats(). Thread-safe.
+  Status infer(std::span<const TensorView> inputs, OutputBuffer& out);
   ModelStats stats() const;
 
  private:
@@ -91,8 +97,14 @@ class ModelStore {
   };
   Entry& entry(const std::string& name);
 
+  // Frees the retired models no request holds any more; on the calling (loading) thread.
+  void reap();
+
   StoreOptions options_;
   std::mutex load_mu_;  // one load at a time
+  // Models swapped out, held so that the last request using one does not free it. Guarded by
+  // load_mu_.
+  std::vector<std::shared_ptr<ServedModel>> retired_;
   mutable std::shared_mutex map_mu_;
   std::map<std::string, std::unique_ptr<Entry>> entries_;  // never erased
   std::atomic<std::uint64_t> generation_{0};

@@ -206,24 +206,40 @@ Result<std::vector<TensorInfo>> parse_specs(std::string_view header) {
   return out;
 }
 
-Result<std::vector<Tensor>> split_raw(std::string_view body, const std::vector<TensorInfo>& specs) {
-  std::vector<Tensor> out;
+Status split_raw_views(std::string_view body, const std::vector<TensorInfo>& specs,
+                       std::vector<TensorView>& out) {
+  out.clear();
   std::size_t off = 0;
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const auto& s = specs[i];
-    std::string label = "tensor " + std::to_string(i) + (s.name.empty() ? "" : " (" + s.name + ")");
-    std::size_t n = MOTA_TRY_CTX(byte_size(s.shape, s.dtype), label);
-    if (body.size() - off < n) {
-      return fail(Errc::parse, label + ": needs " + std::to_string(n) + " bytes at offset " +
+    // Labels are built on the error paths only: the serving path does not allocate here.
+    auto label = [&] {
+      return "tensor " + std::to_string(i) + (s.name.empty() ? "" : " (" + s.name + ")");
+    };
+    auto n = byte_size(s.shape, s.dtype);
+    if (!n) return fail(std::move(n).error().context(label()));
+    if (body.size() - off < *n) {
+      return fail(Errc::parse, label() + ": needs " + std::to_string(*n) + " bytes at offset " +
                                    std::to_string(off) + ", the body has " +
                                    std::to_string(body.size()));
     }
-    out.push_back({s.name, s.dtype, s.shape, std::string(body.substr(off, n))});
-    off += n;
+    out.push_back({s.name, s.dtype, s.shape, body.substr(off, *n)});
+    off += *n;
   }
   if (off != body.size()) {
     return fail(Errc::parse, "body has " + std::to_string(body.size()) + " bytes, the tensors [" +
                                  format_specs(specs) + "] take " + std::to_string(off));
+  }
+  return {};
+}
+
+Result<std::vector<Tensor>> split_raw(std::string_view body, const std::vector<TensorInfo>& specs) {
+  std::vector<TensorView> views;
+  MOTA_TRY(split_raw_views(body, specs, views));
+  std::vector<Tensor> out;
+  out.reserve(views.size());
+  for (std::size_t i = 0; i < views.size(); ++i) {
+    out.push_back({specs[i].name, specs[i].dtype, specs[i].shape, std::string(views[i].data)});
   }
   return out;
 }

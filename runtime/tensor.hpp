@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,11 +59,26 @@ struct Tensor {
   TensorInfo info() const { return {name, dtype, shape}; }
 };
 
+// A tensor whose bytes (and shape) belong to someone else: the serving path cuts the request body
+// into views instead of copying it. Everything it points to must outlive the view.
+struct TensorView {
+  std::string_view name;
+  DType dtype = DType::float32;
+  std::span<const std::int64_t> shape;
+  std::string_view data;  // exactly byte_size(shape, dtype) bytes
+
+  static TensorView of(const Tensor& t) { return {t.name, t.dtype, t.shape, t.data}; }
+};
+
 // --- raw encoding ---
 std::string format_specs(const std::vector<TensorInfo>& specs);
 Result<std::vector<TensorInfo>> parse_specs(std::string_view header);
 // Cuts `body` into tensors of the given layouts; the sizes must add up exactly.
 Result<std::vector<Tensor>> split_raw(std::string_view body, const std::vector<TensorInfo>& specs);
+// The same without copying: the views borrow `body` and `specs`. `out` is cleared first (its
+// capacity is reused). Same errors as split_raw.
+Status split_raw_views(std::string_view body, const std::vector<TensorInfo>& specs,
+                       std::vector<TensorView>& out);
 std::string join_raw(const std::vector<Tensor>& tensors);
 
 // --- JSON encoding ---

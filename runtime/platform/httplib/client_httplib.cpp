@@ -11,6 +11,8 @@ namespace mota::runtime {
 namespace {
 
 constexpr std::size_t kMaxJsonAnswer = 16u << 20;
+// Outputs of one inference: generous (a model's outputs), but bounded.
+constexpr std::size_t kMaxInferAnswer = std::size_t{1} << 30;
 
 Result<std::vector<TensorInfo>> infos_from_json(const Json& arr) {
   std::vector<TensorInfo> out;
@@ -81,6 +83,8 @@ struct Client::Impl {
       http->set_address_family(AF_UNIX);
     }
     http->set_keep_alive(true);
+    // Headers and body are separate writes: no Nagle delay on loopback TCP.
+    http->set_tcp_nodelay(true);
     auto ms = [](std::chrono::milliseconds d) {
       return std::pair<time_t, time_t>(static_cast<time_t>(d.count() / 1000),
                                        static_cast<time_t>((d.count() % 1000) * 1000));
@@ -97,20 +101,23 @@ struct Client::Impl {
                                     httplib::to_string(e));
   }
 
+  Error answer_error(const std::string& what, int status, std::string_view body) const {
+    std::string msg;
+    Json j = Json::parse(body, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("error") && j["error"].is_string()) {
+      msg = j["error"].get<std::string>();
+    } else {
+      msg = std::string(body.substr(0, 200));
+    }
+    return Error(Errc::http,
+                 what + ": mota-runtime answered " + std::to_string(status) + ": " + msg, status);
+  }
+
   // The answer's body on 2xx; else the runtime's {"error"} message as Errc::http.
   Result<httplib::Result> check(const std::string& what, httplib::Result r) const {
     if (!r) return fail(transport_error(what, r.error()));
     if (r->status >= 200 && r->status < 300) return r;
-    std::string msg;
-    Json j = Json::parse(r->body, nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.contains("error") && j["error"].is_string()) {
-      msg = j["error"].get<std::string>();
-    } else {
-      msg = r->body.substr(0, 200);
-    }
-    return fail(Error(Errc::http,
-                      what + ": mota-runtime answered " + std::to_string(r->status) + ": " + msg,
-                      r->status));
+    return fail(answer_error(what, r->status, r->body));
   }
 
   Result<Json> get_json(const std::string& path) {
@@ -121,20 +128,56 @@ struct Client::Impl {
     return j;
   }
 
-  Result<InferResult> infer(const std::string& name, const std::string& body,
-                            const httplib::Headers& headers) {
-    std::string path = "/v1/models/" + name + "/infer";
-    auto r = MOTA_TRY(check("infer " + name,
-                            http->Post(path.c_str(), headers, body, "application/octet-stream")));
+  // Reused by every inference of this client (one client per thread): the answer's bytes.
+  std::string answer;
+
+  Result<InferResult> infer(const std::string& name, std::string_view body,
+                            httplib::Headers headers) {
+    std::string what = "infer " + name;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/models/" + name + "/infer";
+    req.headers = std::move(headers);
+    req.headers.emplace("Content-Type", "application/octet-stream");
+    // The body goes out straight from the caller's buffer (Post(body) would copy it into the
+    // request first) and the answer lands in a buffer this client keeps. httplib 0.11 offers
+    // both only through these Request members.
+    req.content_length_ = body.size();
+    req.content_provider_ = [body](std::size_t offset, std::size_t length,
+                                   httplib::DataSink& sink) {
+      return sink.write(body.data() + offset, length);
+    };
+    answer.clear();
+    bool too_big = false;
+    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t,
+                               std::uint64_t total) {
+      if (n > kMaxInferAnswer - answer.size()) {
+        too_big = true;
+        return false;
+      }
+      if (answer.empty() && total > 0 && total <= kMaxInferAnswer) answer.reserve(total);
+      answer.append(data, n);
+      return true;
+    };
+    httplib::Response res;
+    httplib::Error err = httplib::Error::Success;
+    if (!http->send(req, res, err)) {
+      if (too_big) {
+        return fail(Errc::too_large, what + ": the answer is over " +
+                                         std::to_string(kMaxInferAnswer >> 20) + " MiB");
+      }
+      return fail(transport_error(what, err));
+    }
+    if (res.status < 200 || res.status >= 300) return fail(answer_error(what, res.status, answer));
     InferResult out;
-    out.model = r->get_header_value("X-Mota-Model");
-    out.version = r->get_header_value("X-Mota-Version");
-    out.slot = r->get_header_value("X-Mota-Slot");
-    out.generation = std::strtoull(r->get_header_value("X-Mota-Generation").c_str(), nullptr, 10);
-    out.infer_ms = std::strtod(r->get_header_value("X-Mota-Infer-Ms").c_str(), nullptr);
-    auto specs = MOTA_TRY_CTX(parse_specs(r->get_header_value("X-Mota-Outputs")),
-                              "infer " + name + ": X-Mota-Outputs");
-    out.outputs = MOTA_TRY_CTX(split_raw(r->body, specs), "infer " + name + ": answer");
+    out.model = res.get_header_value("X-Mota-Model");
+    out.version = res.get_header_value("X-Mota-Version");
+    out.slot = res.get_header_value("X-Mota-Slot");
+    out.generation = std::strtoull(res.get_header_value("X-Mota-Generation").c_str(), nullptr, 10);
+    out.infer_ms = std::strtod(res.get_header_value("X-Mota-Infer-Ms").c_str(), nullptr);
+    auto specs = MOTA_TRY_CTX(parse_specs(res.get_header_value("X-Mota-Outputs")),
+                              what + ": X-Mota-Outputs");
+    out.outputs = MOTA_TRY_CTX(split_raw(answer, specs), what + ": answer");
     return out;
   }
 };
@@ -175,7 +218,8 @@ Result<ModelStatus> Client::load(const std::string& name, const std::filesystem:
 Result<InferResult> Client::infer(const std::string& name, const std::vector<Tensor>& inputs) {
   std::vector<TensorInfo> specs;
   for (const auto& t : inputs) specs.push_back(t.info());
-  return impl_->infer(name, join_raw(inputs), {{"X-Mota-Inputs", format_specs(specs)}});
+  std::string body = join_raw(inputs);
+  return impl_->infer(name, body, {{"X-Mota-Inputs", format_specs(specs)}});
 }
 
 Result<InferResult> Client::infer_raw(const std::string& name, const std::string& body) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <thread>
 
@@ -116,7 +117,8 @@ Status clear_stale_socket(const std::filesystem::path& path) {
 
 class Api {
  public:
-  explicit Api(ModelStore& store) : store_(store), started_(SteadyClock::now()) {}
+  Api(ModelStore& store, std::size_t max_body)
+      : store_(store), started_(SteadyClock::now()), max_body_(max_body) {}
 
   void install(httplib::Server& svr) {
     svr.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
@@ -141,8 +143,11 @@ class Api {
     });
     svr.Post(R"(/v1/models/([^/]+)/load)",
              [this](const httplib::Request& req, httplib::Response& res) { load(req, res); });
+    // The body is read by the handler itself (ContentReader), straight into a buffer reused by
+    // this thread, instead of into a std::string that httplib grows 4 KiB at a time.
     svr.Post(R"(/v1/models/([^/]+)/infer)",
-             [this](const httplib::Request& req, httplib::Response& res) { infer(req, res); });
+             [this](const httplib::Request& req, httplib::Response& res,
+                    const httplib::ContentReader& reader) { infer(req, res, reader); });
   }
 
  private:
@@ -162,65 +167,137 @@ class Api {
     reply_json(res, 200, status_json(*m, true));
   }
 
-  void infer(const httplib::Request& req, httplib::Response& res) {
+  // Per serving thread: the request body and the outputs of the last request. httplib writes a
+  // response on the thread that ran its handler, before that thread reads its next request, so
+  // the response may point into these buffers. Big ones are dropped after use (see trim()).
+  struct Buffers {
+    std::string body;
+    std::vector<TensorView> inputs;
+    OutputBuffer out;
+    void trim() {
+      constexpr std::size_t kKeep = 16u << 20;
+      if (body.capacity() > kKeep) std::string().swap(body);
+      if (out.bytes.capacity() > kKeep) std::string().swap(out.bytes);
+    }
+  };
+  static Buffers& buffers() {
+    thread_local Buffers b;
+    return b;
+  }
+
+  static const std::string* header(const httplib::Request& req, const char* key) {
+    auto it = req.headers.find(key);  // case-insensitive, no copy
+    return it == req.headers.end() ? nullptr : &it->second;
+  }
+
+  void infer(const httplib::Request& req, httplib::Response& res,
+             const httplib::ContentReader& reader) {
+    Buffers& buf = buffers();
+    buf.trim();
+    buf.body.clear();
+    // The whole body is read before anything is checked, so the connection stays usable for the
+    // next request whatever the answer. httplib has already refused a Content-Length over
+    // max_body_bytes (413) by then.
+    if (const std::string* len = header(req, "Content-Length")) {
+      std::uint64_t n = 0;
+      auto [p, ec] = std::from_chars(len->data(), len->data() + len->size(), n);
+      if (ec == std::errc() && n <= max_body_) buf.body.reserve(n);
+    }
+    bool too_big = false;
+    bool read = reader([&](const char* data, std::size_t n) {
+      if (n > max_body_ - buf.body.size()) {
+        too_big = true;
+        return false;
+      }
+      buf.body.append(data, n);
+      return true;
+    });
+    if (!read) {
+      if (too_big || res.status == 413) {
+        return reply_error(
+            res, 413,
+            "infer: the body is over max_body_bytes (" + std::to_string(max_body_) + " bytes)");
+      }
+      return reply_error(res, 400, "infer: could not read the request body");
+    }
+
     std::string name = req.matches[1];
     // Taking the pointer pins this model for the whole request, whatever is swapped in meanwhile.
     auto model = store_.get(name);
     if (!model) return reply_error(res, 404, "no model \"" + name + "\" loaded");
-    std::string type = req.get_header_value("Content-Type");
-    bool json = type.rfind("application/json", 0) == 0;
-    if (!json && !type.empty() && type.rfind("application/octet-stream", 0) != 0) {
+    const std::string* type = header(req, "Content-Type");
+    std::string_view ctype = type ? std::string_view(*type) : std::string_view();
+    bool json = ctype.starts_with("application/json");
+    if (!json && !ctype.empty() && !ctype.starts_with("application/octet-stream")) {
       return reply_error(res, 415,
                          "Content-Type must be application/octet-stream or application/json");
     }
-    Result<std::vector<Tensor>> inputs = parse_inputs(req, *model, json);
-    if (!inputs) return reply_error(res, 400, "infer: " + inputs.error().message());
+    if (json) return infer_json(buf, *model, res);
+
+    // Raw: the inputs are views of the body, the model's declared layout unless the header says.
+    std::vector<TensorInfo> declared;
+    const std::vector<TensorInfo>* specs = &model->info().inputs;
+    if (const std::string* h = header(req, "X-Mota-Inputs")) {
+      auto parsed = parse_specs(*h);
+      if (!parsed)
+        return reply_error(res, 400, "infer: X-Mota-Inputs: " + parsed.error().message());
+      declared = std::move(*parsed);
+      specs = &declared;
+    }
+    auto split = split_raw_views(buf.body, *specs, buf.inputs);
+    if (!split) return reply_error(res, 400, "infer: " + split.error().message());
     auto start = SteadyClock::now();
-    auto outputs = model->infer(*inputs);
+    auto st = model->infer(buf.inputs, buf.out);
     double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - start).count();
-    if (!outputs) return reply_error(res, status_for(outputs.error()), outputs.error().message());
+    if (!st) return reply_error(res, status_for(st.error()), st.error().message());
     set_model_headers(res, model->info());
     res.set_header("X-Mota-Infer-Ms", std::to_string(ms));
-    if (json) {
-      const auto& i = model->info();
-      return reply_json(res, 200,
-                        {{"model", i.name},
-                         {"version", i.version},
-                         {"slot", i.slot.string()},
-                         {"generation", i.generation},
-                         {"infer_ms", ms},
-                         {"outputs", tensors_to_json(*outputs)}});
-    }
-    std::vector<TensorInfo> specs;
-    for (const auto& t : *outputs) specs.push_back(t.info());
-    res.set_header("X-Mota-Outputs", format_specs(specs));
+    res.set_header("X-Mota-Outputs", format_specs(buf.out.infos));
     res.status = 200;
-    res.set_content(join_raw(*outputs), "application/octet-stream");
+    // Written from this thread's output buffer (where OpenCV put the outputs) by httplib right
+    // after this handler returns: no copy into res.body.
+    const std::string* bytes = &buf.out.bytes;
+    res.set_content_provider(
+        bytes->size(), "application/octet-stream",
+        [bytes](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+          return sink.write(bytes->data() + offset, length);
+        });
   }
 
-  Result<std::vector<Tensor>> parse_inputs(const httplib::Request& req, const ServedModel& model,
-                                           bool json) {
-    if (json) {
-      Json body = Json::parse(req.body, nullptr, false);
-      if (body.is_discarded() || !body.is_object() || !body.contains("inputs")) {
-        return fail(Errc::parse, "JSON body must be {\"inputs\": [...]}");
-      }
-      return tensors_from_json(body["inputs"]);
+  void infer_json(Buffers& buf, ServedModel& model, httplib::Response& res) {
+    Json body = Json::parse(buf.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("inputs")) {
+      return reply_error(res, 400, "infer: JSON body must be {\"inputs\": [...]}");
     }
-    std::vector<TensorInfo> specs = model.info().inputs;
-    if (req.has_header("X-Mota-Inputs")) {
-      specs = MOTA_TRY_CTX(parse_specs(req.get_header_value("X-Mota-Inputs")), "X-Mota-Inputs");
-    }
-    return split_raw(req.body, specs);
+    auto inputs = tensors_from_json(body["inputs"]);
+    if (!inputs) return reply_error(res, 400, "infer: " + inputs.error().message());
+    std::vector<TensorView> views;
+    for (const auto& t : *inputs) views.push_back(TensorView::of(t));
+    auto start = SteadyClock::now();
+    auto st = model.infer(views, buf.out);
+    double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - start).count();
+    if (!st) return reply_error(res, status_for(st.error()), st.error().message());
+    set_model_headers(res, model.info());
+    res.set_header("X-Mota-Infer-Ms", std::to_string(ms));
+    const auto& i = model.info();
+    reply_json(res, 200,
+               {{"model", i.name},
+                {"version", i.version},
+                {"slot", i.slot.string()},
+                {"generation", i.generation},
+                {"infer_ms", ms},
+                {"outputs", tensors_to_json(buf.out.tensors())}});
   }
 
   ModelStore& store_;
   SteadyClock::time_point started_;
+  std::size_t max_body_;
 };
 
 class HttplibServer final : public Server {
  public:
-  HttplibServer(ModelStore& store, const ServerOptions& options) : api_(store), opts_(options) {}
+  HttplibServer(ModelStore& store, const ServerOptions& options)
+      : api_(store, options.max_body_bytes), opts_(options) {}
   ~HttplibServer() override { stop(); }
 
   Status start() {
@@ -299,6 +376,9 @@ class HttplibServer final : public Server {
     svr->set_keep_alive_timeout(2);
     svr->set_read_timeout(30, 0);
     svr->set_write_timeout(30, 0);
+    // Headers and body go out in two writes: without TCP_NODELAY, Nagle holds the second one back
+    // until the client's delayed ACK (up to 40 ms) on the loopback TCP listener.
+    svr->set_tcp_nodelay(true);
     api_.install(*svr);
     servers_.push_back(std::move(svr));
     return *servers_.back();

@@ -8,7 +8,8 @@
 // cv::dnn::Net is not re-entrant, and copying one shares its state: the pool holds pool_size Nets,
 // each parsed separately from the same bytes in memory, each behind its own mutex.
 
-#include <atomic>
+#include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <opencv2/core.hpp>
@@ -31,9 +32,44 @@ std::string opset_note(const std::optional<OnnxInfo>& info) {
   return note + ")";
 }
 
+// One engine instance. Only the thread that took it from the pool touches it.
 struct Instance {
-  std::mutex mu;
   cv::dnn::Net net;
+  // forward()'s destinations. OpenCV copies each output blob into these Mats, and leaves a Mat's
+  // memory in place when it already has the right shape and type: so when the output shapes are
+  // known they are pointed at the caller's OutputBuffer and the engine's own copy is the only one.
+  std::vector<cv::Mat> outs;
+};
+
+// The engine instances of one model. A request takes whichever instance is free (the most recently
+// used first: its weights and buffers are the likeliest to be in cache) and waits only when all
+// are busy, for the first one to come back, not for one picked in advance.
+class InstancePool {
+ public:
+  explicit InstancePool(std::vector<std::unique_ptr<Instance>> all) : all_(std::move(all)) {
+    for (auto& i : all_) free_.push_back(i.get());
+  }
+  Instance& acquire() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !free_.empty(); });
+    Instance* i = free_.back();
+    free_.pop_back();
+    return *i;
+  }
+  void release(Instance& i) {
+    {
+      std::lock_guard lock(mu_);
+      free_.push_back(&i);
+    }
+    cv_.notify_one();
+  }
+  std::vector<std::unique_ptr<Instance>>& all() { return all_; }
+
+ private:
+  std::vector<std::unique_ptr<Instance>> all_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Instance*> free_;
 };
 
 class OpenCvModel final : public Model {
@@ -48,91 +84,118 @@ class OpenCvModel final : public Model {
   const std::vector<TensorInfo>& inputs() const override { return inputs_; }
   const std::vector<TensorInfo>& outputs() const override { return outputs_; }
 
-  Result<std::vector<Tensor>> run(const std::vector<Tensor>& in) override {
-    if (in.size() != inputs_.size()) {
-      return fail(Errc::invalid_argument, "model takes " + std::to_string(inputs_.size()) +
-                                              " input(s), got " + std::to_string(in.size()));
-    }
-    for (std::size_t i = 0; i < in.size(); ++i) {
-      const auto& want = inputs_[i];
-      const auto& got = in[i];
-      if (!got.name.empty() && got.name != want.name) {
-        return fail(Errc::invalid_argument, "input " + std::to_string(i) + " is \"" + want.name +
-                                                "\", got \"" + got.name + "\"");
-      }
-      if (got.dtype != want.dtype || got.shape != want.shape) {
-        return fail(Errc::invalid_argument,
-                    "input \"" + want.name + "\" must be " + std::string(dtype_name(want.dtype)) +
-                        " [" + format_shape(want.shape) + "], got " +
-                        std::string(dtype_name(got.dtype)) + " [" + format_shape(got.shape) + "]");
-      }
-    }
-    Instance& inst = acquire();
-    std::unique_lock lock(inst.mu, std::adopt_lock);
-    return run_on(inst.net, in);
+  Status run_into(std::span<const TensorView> in, OutputBuffer& out) override {
+    MOTA_TRY(check_inputs(inputs_, in));
+    Instance& inst = pool_.acquire();
+    struct Release {
+      InstancePool& pool;
+      Instance& inst;
+      ~Release() { pool.release(inst); }
+    } release{pool_, inst};
+    return run_on(inst, in, out);
   }
 
-  // Runs on a given net (the pool is not involved): used for warm-up before the model is shared.
-  Result<std::vector<Tensor>> run_on(cv::dnn::Net& net, const std::vector<Tensor>& in) {
+  // Runs on a given instance (taken from the pool, or not yet shared: warm-up).
+  Status run_on(Instance& inst, std::span<const TensorView> in, OutputBuffer& out) {
     try {
-      std::vector<cv::Mat> blobs;
-      blobs.reserve(in.size());
       for (std::size_t i = 0; i < in.size(); ++i) {
-        std::vector<int> dims(in[i].shape.begin(), in[i].shape.end());
-        // The Mat borrows the request's bytes (read-only use by setInput, which copies).
-        blobs.emplace_back(static_cast<int>(dims.size()), dims.data(), CV_32F,
-                           const_cast<char*>(in[i].data.data()));
-        net.setInput(blobs.back(), in.size() == 1 ? cv::String() : cv::String(inputs_[i].name));
+        int dims[8];
+        int nd = static_cast<int>(std::min<std::size_t>(in[i].shape.size(), 8));
+        for (int d = 0; d < nd; ++d) dims[d] = static_cast<int>(in[i].shape[d]);
+        // The Mat borrows the request's bytes; setInput copies them into the net (as it does for
+        // any caller), so the request body is never copied on our side.
+        cv::Mat blob(nd, dims, CV_32F, const_cast<char*>(in[i].data.data()));
+        inst.net.setInput(blob, in.size() == 1 ? cv::String() : cv::String(inputs_[i].name));
       }
-      std::vector<cv::Mat> outs;
-      net.forward(outs, out_names_);
-      if (outs.size() != out_names_.size()) {
-        return fail(Errc::internal, "OpenCV returned " + std::to_string(outs.size()) +
+      bool direct = point_outputs_at(inst, out);
+      inst.net.forward(inst.outs, out_names_);
+      if (inst.outs.size() != out_names_.size()) {
+        return fail(Errc::internal, "OpenCV returned " + std::to_string(inst.outs.size()) +
                                         " outputs for " + std::to_string(out_names_.size()));
       }
-      std::vector<Tensor> result;
-      result.reserve(outs.size());
-      for (std::size_t i = 0; i < outs.size(); ++i) {
-        cv::Mat m = outs[i].isContinuous() ? outs[i] : outs[i].clone();
+      for (std::size_t i = 0; i < inst.outs.size(); ++i) {
+        const cv::Mat& m = inst.outs[i];
         if (m.depth() != CV_32F) {
+          inst.outs.clear();
           return fail(Errc::unsupported,
                       "output \"" + out_names_[i] + "\": OpenCV produced a non-float32 tensor");
         }
-        Tensor t;
-        t.name = out_names_[i];
-        t.dtype = DType::float32;
-        for (int d = 0; d < m.dims; ++d) t.shape.push_back(m.size[d]);
-        t.data.assign(reinterpret_cast<const char*>(m.data), m.total() * m.elemSize());
-        result.push_back(std::move(t));
+        if (direct && m.data != reinterpret_cast<const uchar*>(out.bytes.data() + out.offsets[i])) {
+          direct = false;  // OpenCV reallocated: the shape is not the one learned at warm-up
+        }
       }
-      return result;
+      if (!direct) gather(inst, out);
+      return {};
     } catch (const cv::Exception& e) {
+      inst.outs.clear();
       return fail(Errc::internal, "OpenCV DNN: " + std::string(e.what()));
     } catch (const std::exception& e) {
+      inst.outs.clear();
       return fail(Errc::internal, std::string("OpenCV DNN: ") + e.what());
     }
   }
 
-  std::vector<std::unique_ptr<Instance>>& pool() { return pool_; }
-  void set_outputs(std::vector<TensorInfo> o) { outputs_ = std::move(o); }
+  std::vector<std::unique_ptr<Instance>>& instances() { return pool_.all(); }
+  void set_outputs(std::vector<TensorInfo> o) {
+    outputs_ = std::move(o);
+    offsets_.clear();
+    total_bytes_ = 0;
+    for (const auto& t : outputs_) {
+      offsets_.push_back(total_bytes_);
+      auto n = byte_size(t.shape, t.dtype);
+      if (!n) {  // unknown or absurd shape: no direct writes, gather() copes
+        offsets_.clear();
+        return;
+      }
+      total_bytes_ += *n;
+    }
+  }
 
  private:
-  // A free instance (locked), or wait for the next one in round-robin order.
-  Instance& acquire() {
-    std::size_t start = next_.fetch_add(1, std::memory_order_relaxed);
-    for (std::size_t k = 0; k < pool_.size(); ++k) {
-      Instance& inst = *pool_[(start + k) % pool_.size()];
-      if (inst.mu.try_lock()) return inst;
+  // Points the instance's output Mats at `out` when the output shapes are known (after warm-up);
+  // otherwise lets OpenCV allocate (warm-up) and returns false.
+  bool point_outputs_at(Instance& inst, OutputBuffer& out) {
+    if (offsets_.size() != outputs_.size() || outputs_.empty()) {
+      inst.outs.clear();
+      return false;
     }
-    Instance& inst = *pool_[start % pool_.size()];
-    inst.mu.lock();
-    return inst;
+    // Assignments into existing elements reuse their storage: no allocation once warm.
+    out.infos = outputs_;
+    out.offsets = offsets_;
+    out.bytes.resize(total_bytes_);
+    inst.outs.resize(outputs_.size());
+    for (std::size_t i = 0; i < outputs_.size(); ++i) {
+      int dims[8];
+      const auto& shape = outputs_[i].shape;
+      int nd = static_cast<int>(std::min<std::size_t>(shape.size(), 8));
+      for (int d = 0; d < nd; ++d) dims[d] = static_cast<int>(shape[d]);
+      inst.outs[i] = cv::Mat(nd, dims, CV_32F, out.bytes.data() + offsets_[i]);
+    }
+    return true;
+  }
+
+  // The slow way: whatever OpenCV allocated, copied into `out`.
+  void gather(Instance& inst, OutputBuffer& out) {
+    out.infos.clear();
+    out.offsets.clear();
+    out.bytes.clear();
+    for (std::size_t i = 0; i < inst.outs.size(); ++i) {
+      cv::Mat m = inst.outs[i].isContinuous() ? inst.outs[i] : inst.outs[i].clone();
+      TensorInfo t{out_names_[i], DType::float32, {}};
+      for (int d = 0; d < m.dims; ++d) t.shape.push_back(m.size[d]);
+      out.infos.push_back(std::move(t));
+      out.offsets.push_back(out.bytes.size());
+      out.bytes.append(reinterpret_cast<const char*>(m.data), m.total() * m.elemSize());
+    }
+    // The Mats must not keep pointing into a buffer that is not theirs.
+    inst.outs.clear();
   }
 
   std::vector<TensorInfo> inputs_, outputs_;
   std::vector<cv::String> out_names_;
-  std::vector<std::unique_ptr<Instance>> pool_;
-  std::atomic<std::size_t> next_{0};
+  std::vector<std::size_t> offsets_;
+  std::size_t total_bytes_ = 0;
+  InstancePool pool_;
 };
 
 class OpenCvBackend final : public Backend {
@@ -207,22 +270,28 @@ class OpenCvBackend final : public Backend {
     for (const auto& o : out_names) outputs.push_back({o, DType::float32, {}});
     auto model = std::make_unique<OpenCvModel>(inputs, outputs, out_names, std::move(pool));
 
-    // Warm-up on zeros: proves every op runs and learns the output shapes.
-    std::vector<Tensor> zeros;
-    for (const auto& t : inputs) {
-      zeros.push_back({t.name, t.dtype, t.shape, std::string(*byte_size(t.shape, t.dtype), '\0')});
+    // Warm-up on zeros: proves every op runs, learns the output shapes, and makes each instance
+    // allocate its blobs, so the first real request on the new model is not the slow one. The
+    // last warm-up run of each instance already takes the serving path (outputs written straight
+    // into the caller's buffer).
+    std::vector<std::string> zero_bytes;
+    std::vector<TensorView> zeros;
+    for (const auto& t : inputs) zero_bytes.emplace_back(*byte_size(t.shape, t.dtype), '\0');
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+      zeros.push_back({inputs[k].name, inputs[k].dtype, inputs[k].shape, zero_bytes[k]});
     }
     int runs = std::max(1, options.warmup_runs);
-    for (auto& inst : model->pool()) {
+    OutputBuffer out;
+    for (auto& inst : model->instances()) {
       for (int r = 0; r < runs; ++r) {
-        auto out = model->run_on(inst->net, zeros);
-        if (!out) {
+        auto st = model->run_on(*inst, zeros, out);
+        if (!st) {
           return fail(Errc::unsupported, m.entry + ": fails on a warm-up run: " +
-                                             first_line(out.error().message()) + opset_note(info));
+                                             first_line(st.error().message()) + opset_note(info));
         }
-        if (&inst == &model->pool().front() && r == 0) {
-          for (std::size_t k = 0; k < out->size(); ++k) outputs[k].shape = (*out)[k].shape;
-          for (std::size_t k = 0; k < m.outputs.size() && k < out->size(); ++k) {
+        if (&inst == &model->instances().front() && r == 0) {
+          for (std::size_t k = 0; k < out.infos.size(); ++k) outputs[k].shape = out.infos[k].shape;
+          for (std::size_t k = 0; k < m.outputs.size() && k < out.infos.size(); ++k) {
             if (!m.outputs[k].shape.empty() &&
                 !shape_matches(m.outputs[k].shape, outputs[k].shape)) {
               return fail(Errc::verification, "output \"" + m.outputs[k].name + "\" has shape [" +
@@ -231,10 +300,10 @@ class OpenCvBackend final : public Backend {
                                                   format_shape(m.outputs[k].shape) + "]");
             }
           }
+          model->set_outputs(outputs);
         }
       }
     }
-    model->set_outputs(std::move(outputs));
     return std::unique_ptr<Model>(std::move(model));
   }
 
