@@ -224,7 +224,8 @@ Result<CheckReport> Agent::check_once() {
         return {};
       }
       if (MOTA_TRY(state_.is_blocked(sub.name, ev.to))) {
-        log::warn(sub.name + " " + ev.to + " is blocklisted on this device; not installing");
+        log::warn(sub.name + " " + ev.to + " is blocklisted on this device; not installing",
+                  {{"MODEL", sub.name}, {"VERSION", ev.to}});
         ev.to.clear();
         return {};
       }
@@ -345,17 +346,20 @@ Result<CheckReport> Agent::check_once() {
     if (!st) {
       mr.outcome = ModelOutcome::failed;
       mr.error = sub.name + ": " + st.error().message();
-      log::error(mr.error);
+      log::error(mr.error, {{"MODEL", sub.name}, {"VERSION", ev.to}, {"STEP", ev.step}});
       ev.state = st.error().code() == Errc::rollback ? "rolled_back" : "failed";
       ev.error = st.error().message();
       event(ev);
     } else if (mr.outcome == ModelOutcome::refused) {
-      log::warn(sub.name + ": refused " + ev.to + ": " + mr.error);
+      log::warn(sub.name + ": refused " + ev.to + ": " + mr.error,
+                {{"MODEL", sub.name}, {"VERSION", ev.to}});
       ev.state = "refused";
       ev.error = mr.error;
       event(ev);
     } else if (mr.outcome == ModelOutcome::installed) {
-      log::info("installed " + sub.name + " " + ev.to);
+      log::info("installed " + sub.name + " " + ev.to + " (" + ev.kind + ", " +
+                    std::to_string(ev.bytes) + " bytes downloaded)",
+                {{"MODEL", sub.name}, {"VERSION", ev.to}, {"KIND", ev.kind}});
       ev.state = "installed";
       ev.step = "commit";
       event(ev);
@@ -560,7 +564,8 @@ Status Agent::run(const std::atomic<bool>& stop) {
     auto journal = MOTA_TRY(state_.install(sub.name));
     if (journal) {
       log::info("resuming the install of " + sub.name + " " + journal->to_version + " at step " +
-                journal->step);
+                    journal->step,
+                {{"MODEL", sub.name}, {"VERSION", journal->to_version}});
     }
     summary += (summary.empty() ? "" : ", ") + sub.name + " " +
                (version.empty() ? std::string("(none)") : version);
