@@ -26,6 +26,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -142,7 +143,13 @@ void bench_client(Client& c, const std::string& img, int iters, int* failures, S
     s.add(round, ms);
     s.overhead_ms.push_back(ms - r->infer_ms);
     if (r->generation != *generation) {
-      if (first_after_swap && *generation != 0) first_after_swap->push_back(ms);
+      if (first_after_swap && *generation != 0) {
+        first_after_swap->push_back(ms);
+        if (std::getenv("BENCH_VERBOSE")) {
+          std::fprintf(stderr, "first answer of generation %llu: %.2f ms (engine %.2f ms)\n",
+                       static_cast<unsigned long long>(r->generation), ms, r->infer_ms);
+        }
+      }
       *generation = r->generation;
     }
   }
@@ -181,7 +188,10 @@ int main(int argc, char** argv) {
   make_slot(dir / "a", onnx, "1.0.0");
   make_slot(dir / "b", onnx, "1.0.1");
   stdfs::path sock = dir / "runtime.sock";
-  write(dir / "runtime.toml", "socket = \"" + sock.string() + "\"\nlog_level = \"warn\"\n");
+  // BENCH_RUNTIME_TOML: extra runtime.toml lines, to compare settings (e.g. "warmup_runs = 2").
+  const char* extra = std::getenv("BENCH_RUNTIME_TOML");
+  write(dir / "runtime.toml", "socket = \"" + sock.string() + "\"\nlog_level = \"warn\"\n" +
+                                  (extra ? std::string(extra) + "\n" : std::string()));
 
   if (engine_threads > 0) cv::setNumThreads(engine_threads);
   cv::dnn::Net net = cv::dnn::readNetFromONNX(onnx.data(), onnx.size());

@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <csignal>
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -286,6 +289,90 @@ TEST_F(ServerTest, SwapUnderLoadDropsNothingAndNeverMixes) {
   EXPECT_EQ(h->find("face")->version, kSwaps % 2 ? "2.0.0" : "1.0.0");
   std::printf("swap under load: %d swaps, %d requests answered (%d by v1, %d by v2), 0 failed\n",
               kSwaps, a.ok + b.ok, a.v1 + b.v1, a.v2 + b.v2);
+}
+
+// The serving path reuses per-thread buffers for the body and the outputs, and the outputs are
+// written straight into them: on one connection (one serving thread), answers of different sizes
+// and from different models must never carry bytes of an earlier request.
+TEST_F(ServerTest, ReusedBuffersNeverLeakBetweenRequests) {
+  SlotSpec tiny = testing::tiny_slot("Relu");
+  tiny.name = "tiny";
+  make_slot(tmp_ / "tiny", tiny);
+  RuntimeProcess rt(tmp_.path(),
+                    {"face=" + (tmp_ / "v1").string(), "tiny=" + (tmp_ / "tiny").string()});
+  std::string other = testing::test_image(7);
+  std::string ref_a = reference("v1");
+  auto ref_b = run_raw(tmp_ / "v1", other);
+  ASSERT_TRUE(ref_b) << ref_b.error().message();
+  ASSERT_FALSE(near(ref_a, *ref_b, 1e-3)) << "the two images must give different answers";
+
+  Client c(rt.options());
+  float x[4] = {-1.5f, 2.0f, -0.25f, 3.0f}, relu[4] = {0.0f, 2.0f, 0.0f, 3.0f};
+  std::string tiny_in(reinterpret_cast<const char*>(x), 16);
+  std::string tiny_ref(reinterpret_cast<const char*>(relu), 16);
+  for (int i = 0; i < 3; ++i) {
+    auto a = c.infer_raw("face", image_);
+    ASSERT_TRUE(a) << a.error().message();
+    EXPECT_TRUE(near(raw_outputs(*a), ref_a, 1e-4));
+    auto t = c.infer_raw("tiny", tiny_in);
+    ASSERT_TRUE(t) << t.error().message();
+    ASSERT_EQ(t->outputs.size(), 1u);
+    EXPECT_EQ(t->outputs[0].shape, (Shape{1, 4}));
+    EXPECT_TRUE(near(t->outputs[0].data, tiny_ref, 0));  // Relu may answer -0 for 0
+    auto b = c.infer_raw("face", other);
+    ASSERT_TRUE(b) << b.error().message();
+    EXPECT_TRUE(near(raw_outputs(*b), *ref_b, 1e-4));
+    // A rejected request between good ones leaves nothing behind either.
+    auto bad = c.infer_raw("face", image_.substr(0, 4000));
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().http_status(), 400);
+    EXPECT_NE(bad.error().message().find("needs 921600 bytes at offset 0, the body has 4000"),
+              std::string::npos)
+        << bad.error().message();
+  }
+}
+
+// Untrusted bodies: over max_body_bytes, or cut short by a client that goes away. Each is refused
+// with a clear reason (or just dropped), counts as no inference and no engine error, and the
+// runtime keeps serving on new and existing connections.
+TEST_F(ServerTest, OversizedAndTruncatedBodiesAreRefusedAndChangeNothing) {
+  RuntimeProcess rt(tmp_.path(), {"face=" + (tmp_ / "v1").string()}, "max_body_bytes = 1048576\n");
+  Client c(rt.options());
+  std::string ref = reference("v1");
+  auto big = c.infer_raw("face", std::string(2u << 20, '\0'));
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().code(), Errc::http);
+  EXPECT_EQ(big.error().http_status(), 413) << big.error().message();
+  EXPECT_NE(big.error().message().find("over max_body_bytes (1048576 bytes)"), std::string::npos)
+      << big.error().message();
+
+  // Headers announce a whole image, the body stops after 1000 bytes and the client hangs up.
+  {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, rt.socket().c_str(), sizeof(addr.sun_path) - 1);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    std::string req =
+        "POST /v1/models/face/infer HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        "application/octet-stream\r\nContent-Length: 921600\r\n\r\n" +
+        std::string(1000, '\x01');
+    ASSERT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    ::close(fd);
+  }
+
+  Client fresh(rt.options());
+  for (Client* k : {&c, &fresh}) {
+    auto r = k->infer_raw("face", image_);
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_TRUE(near(raw_outputs(*r), ref, 1e-4));
+  }
+  auto h = c.health();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->find("face")->inferences, 2u);
+  EXPECT_EQ(h->find("face")->errors, 0u);
+  EXPECT_TRUE(rt.process().running());
 }
 
 TEST_F(ServerTest, SocketLifecycle) {

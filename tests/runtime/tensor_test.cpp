@@ -63,6 +63,30 @@ TEST(TensorTest, SplitRawChecksSizes) {
   EXPECT_EQ(huge.error().code(), Errc::too_large);
 }
 
+// The serving path's split: views into the body (no copy), the same checks and messages.
+TEST(TensorTest, SplitRawViewsBorrowTheBody) {
+  std::vector<TensorInfo> specs = {{"a", DType::float32, {2}}, {"b", DType::uint8, {3}}};
+  std::string body = floats({1, 2}) + "xyz";
+  std::vector<TensorView> views = {{"stale", DType::int8, {}, "left over"}};
+  auto ok = split_raw_views(body, specs, views);
+  ASSERT_TRUE(ok) << ok.error().message();
+  ASSERT_EQ(views.size(), 2u);  // what was in the vector before is gone
+  EXPECT_EQ(views[0].data.data(), body.data());
+  EXPECT_EQ(views[1].data.data(), body.data() + 8);
+  EXPECT_EQ(views[1].data, "xyz");
+  EXPECT_EQ(views[1].name, "b");
+  EXPECT_EQ(views[1].shape.data(), specs[1].shape.data());
+  auto shortb = split_raw_views(floats({1, 2}) + "xy", specs, views);
+  ASSERT_FALSE(shortb);
+  EXPECT_NE(shortb.error().message().find("tensor 1 (b): needs 3 bytes"), std::string::npos)
+      << shortb.error().message();
+  auto huge = split_raw_views("", {{"h", DType::float32, {65536, 65536, 2}}}, views);
+  ASSERT_FALSE(huge);
+  EXPECT_EQ(huge.error().code(), Errc::too_large);
+  EXPECT_NE(huge.error().message().find("tensor 0 (h)"), std::string::npos)
+      << huge.error().message();
+}
+
 TEST(TensorTest, JsonRoundTripAndRejections) {
   std::vector<Tensor> t = {{"a", DType::float32, {1, 2}, floats({0.5f, -2})}};
   Json j = tensors_to_json(t);
