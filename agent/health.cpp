@@ -167,23 +167,23 @@ Status HealthGate::probe(const std::string& model, const stdfs::path& slot) cons
   auto r = MOTA_TRY_CTX(
       run_child({config_.runtime_binary.string(), "probe", slot.string(), "--json"}, {},
                 std::chrono::duration_cast<std::chrono::milliseconds>(config_.probe_timeout)),
-      "probe: " + config_.runtime_binary.string());
+      config_.runtime_binary.string());
   if (r.timed_out) {
     return fail(Errc::verification,
-                "probe: no verdict within " + std::to_string(config_.probe_timeout.count()) + "s");
+                "no verdict within " + std::to_string(config_.probe_timeout.count()) + "s");
   }
   if (r.signal != 0) {
     return fail(Errc::verification,
-                "probe: the engine crashed (signal " + std::to_string(r.signal) + "): " + r.err);
+                "the engine crashed (signal " + std::to_string(r.signal) + "): " + r.err);
   }
   if (r.exit_code != 0) {
     Json j = Json::parse(r.out, nullptr, false);
     if (r.exit_code >= 3 && j.is_object() && j.contains("step")) {
-      return fail(Errc::verification, "probe: " + j.value("step", std::string()) + ": " +
-                                          j.value("reason", std::string()));
+      return fail(Errc::verification,
+                  j.value("step", std::string()) + ": " + j.value("reason", std::string()));
     }
     // 1/2: the probe itself could not run (usage, I/O): not a verdict on the model.
-    return fail(Errc::io, "probe: mota-runtime exited with " + std::to_string(r.exit_code) + ": " +
+    return fail(Errc::io, "mota-runtime exited with " + std::to_string(r.exit_code) + ": " +
                               (r.err.empty() ? r.out : r.err));
   }
   // The runtime must be there to take the model after the switch.
