@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -115,6 +116,27 @@ Json release_json(const Release& r) {
               {"framework", r.framework}};
 }
 
+Json delta_json(const DeltaTarget& d) {
+  return Json{{"name", d.name},
+              {"from", d.from},
+              {"to", d.to},
+              {"target", d.target_path},
+              {"length", d.length},
+              {"sha256", d.sha256},
+              {"from_tree_digest", d.from_tree_digest},
+              {"tree_digest", d.tree_digest},
+              {"full_target", d.full_target},
+              {"full_length", d.full_length},
+              {"full_sha256", d.full_sha256}};
+}
+
+Json delta_outcome_json(const DeltaOutcome& d) {
+  Json j{{"from", d.from}, {"published", d.published}, {"size", d.size}, {"ratio", d.ratio}};
+  if (d.published) j["target"] = delta_json(d.target);
+  if (!d.reason.empty()) j["reason"] = d.reason;
+  return j;
+}
+
 void print_channel(const Channel& c) {
   std::string rollout;
   if (c.rollout.percent == 100) {
@@ -180,21 +202,85 @@ int cli_main(int argc, char** argv) {
   });
 
   // release
-  auto* release = app.add_subcommand("release", "model releases");
+  auto* release = app.add_subcommand("release", "model releases and their deltas");
   release->require_subcommand(1);
   std::string model_dir, version, name;
+  int release_deltas = -1;
+  bool add_json = false;
+  std::string health_input, runtime_path;
+  std::optional<double> health_tolerance, health_latency_ms, health_soak_s;
   auto* radd = release->add_subcommand("add", "pack a model directory and publish it");
   radd->add_option("MODEL_DIR", model_dir, "directory with model.json")->required();
   radd->add_option("--version", version, "semantic version of this release")->required();
   radd->add_option("--name", name, "model name (default: model.json's name)");
+  radd->add_option("--deltas", release_deltas,
+                   "build deltas from up to N lower released versions (default: mota.toml "
+                   "delta_versions; 0: none)")
+      ->check(CLI::Range(0, 100));
+  radd->add_option("--health-input", health_input,
+                   "raw input tensors: run the model once with mota-runtime and record them and "
+                   "the output as the package's health check");
+  radd->add_option("--runtime", runtime_path,
+                   "mota-runtime binary for --health-input (default: beside mota, then $PATH)");
+  radd->add_option("--health-tolerance", health_tolerance,
+                   "max absolute difference per output element (default 1e-3, or model.json's)");
+  radd->add_option("--health-latency-budget-ms", health_latency_ms,
+                   "health latency budget in ms (default: model.json's, else 1000)");
+  radd->add_option("--health-soak-s", health_soak_s,
+                   "seconds the agent watches the new model after the switch (default: "
+                   "model.json's, else 0)");
+  radd->add_flag("--json", add_json, "machine-readable output");
   add_repo(radd);
   radd->callback([&] {
     action = [&]() -> Status {
+      if (health_input.empty() &&
+          (!runtime_path.empty() || health_tolerance || health_latency_ms || health_soak_s)) {
+        return fail(Errc::invalid_argument,
+                    "--runtime and --health-* options need --health-input FILE");
+      }
       auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
-      const Release r =
-          MOTA_TRY_CTX(repo.add_release(model_dir, version, name, make_progress()), "release add");
+      ReleaseOptions opts;
+      opts.name = name;
+      if (release_deltas >= 0) opts.deltas = static_cast<unsigned>(release_deltas);
+      if (!add_json) opts.progress = make_progress();
+      if (!health_input.empty()) {
+        HealthRecording h;
+        h.input = health_input;
+        h.runtime = runtime_path;
+        h.tolerance = health_tolerance;
+        h.latency_budget_ms = health_latency_ms;
+        h.soak_s = health_soak_s;
+        opts.health = h;
+      }
+      const ReleaseResult res =
+          MOTA_TRY_CTX(repo.add_release(model_dir, version, opts), "release add");
+      const Release& r = res.release;
+      if (add_json) {
+        Json out = release_json(r);
+        Json deltas = Json::array();
+        for (const auto& d : res.deltas) deltas.push_back(delta_outcome_json(d));
+        out["deltas"] = deltas;
+        out["health_recorded"] = !health_input.empty();
+        std::printf("%s\n", out.dump(2).c_str());
+        return {};
+      }
       std::printf("published %s %s: %s (%s, sha256 %s)\n", r.name.c_str(), r.version.c_str(),
                   r.target_path.c_str(), human_size(r.length).c_str(), r.sha256.c_str());
+      if (!health_input.empty()) {
+        std::printf("  health check recorded: health/input.bin, health/expected.bin\n");
+      }
+      for (const auto& d : res.deltas) {
+        if (d.published) {
+          std::printf("  delta from %s: %s (%s, %.1f%% of the package)\n", d.from.c_str(),
+                      d.target.target_path.c_str(), human_size(d.size).c_str(), 100.0 * d.ratio);
+        } else if (d.size > 0) {
+          std::printf("  delta from %s: skipped, %s is %.1f%% of the package (limit %.1f%%)\n",
+                      d.from.c_str(), human_size(d.size).c_str(), 100.0 * d.ratio,
+                      100.0 * repo.settings().delta_max_ratio);
+        } else {
+          std::printf("  delta from %s: skipped (warning): %s\n", d.from.c_str(), d.reason.c_str());
+        }
+      }
       return {};
     };
   });
@@ -221,6 +307,40 @@ int cli_main(int argc, char** argv) {
         std::printf("%-24s %-12s %-10s %-10s %s\n", r.name.c_str(), r.version.c_str(),
                     r.framework.c_str(), human_size(r.length).c_str(),
                     r.sha256.substr(0, 16).c_str());
+      }
+      return {};
+    };
+  });
+
+  std::string deltas_name;
+  bool deltas_json = false;
+  auto* rdeltas = release->add_subcommand("deltas", "list published package deltas");
+  rdeltas->add_option("NAME", deltas_name, "only this model");
+  rdeltas->add_flag("--json", deltas_json, "machine-readable output");
+  add_repo(rdeltas);
+  rdeltas->callback([&] {
+    action = [&]() -> Status {
+      auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
+      const auto deltas = MOTA_TRY(repo.list_deltas(deltas_name));
+      if (deltas_json) {
+        Json arr = Json::array();
+        for (const auto& d : deltas) arr.push_back(delta_json(d));
+        std::printf("%s\n", arr.dump(2).c_str());
+        return {};
+      }
+      if (deltas.empty()) {
+        std::printf("no deltas\n");
+        return {};
+      }
+      std::printf("%-24s %-12s %-12s %-10s %-7s %s\n", "NAME", "FROM", "TO", "SIZE", "RATIO",
+                  "SHA256");
+      for (const auto& d : deltas) {
+        char ratio[16];
+        std::snprintf(ratio, sizeof ratio, "%.1f%%",
+                      d.full_length ? 100.0 * double(d.length) / double(d.full_length) : 0.0);
+        std::printf("%-24s %-12s %-12s %-10s %-7s %s\n", d.name.c_str(), d.from.c_str(),
+                    d.to.c_str(), human_size(d.length).c_str(), ratio,
+                    d.sha256.substr(0, 16).c_str());
       }
       return {};
     };

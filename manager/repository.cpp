@@ -8,13 +8,17 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 #include <tuple>
 
+#include "agent/health.hpp"
 #include "common/fs.hpp"
 #include "common/hex.hpp"
 #include "common/log.hpp"
 #include "common/semver.hpp"
+#include "delta/delta.hpp"
 #include "manifest/model_manifest.hpp"
 
 namespace mota::manager {
@@ -383,7 +387,17 @@ std::string Settings::to_toml() const {
   s += "# zstd level (1..19) for packages built by `mota release add`.\n";
   s += "zstd_level = " + std::to_string(zstd_level) + "\n";
   s += "# `mota timestamp refresh` also re-signs snapshot and targets expiring within this.\n";
-  s += "refresh_margin = \"" + format_duration(refresh_margin) + "\"\n\n";
+  s += "refresh_margin = \"" + format_duration(refresh_margin) + "\"\n";
+  s += "# `mota release add` builds package deltas from up to this many lower released versions\n";
+  s +=
+      "# (0: none) and publishes a delta only when it is at most delta_max_ratio of the package.\n";
+  s += "delta_versions = " + std::to_string(delta_versions) + "\n";
+  char ratio[32];
+  std::snprintf(ratio, sizeof ratio, "%.4g", delta_max_ratio);
+  std::string ratio_text = ratio;
+  // TOML needs a float literal to read back as one.
+  if (ratio_text.find_first_of(".e") == std::string::npos) ratio_text += ".0";
+  s += "delta_max_ratio = " + ratio_text + "\n\n";
   s += "# Lifetime of each role's metadata from the moment it is signed.\n[expiry]\n";
   s += "root = \"" + format_duration(expiry.root) + "\"\n";
   s += "targets = \"" + format_duration(expiry.targets) + "\"\n";
@@ -420,6 +434,20 @@ Result<Settings> Settings::from_toml(std::string_view text) {
         return fail(Errc::parse, "mota.toml: zstd_level: not an integer in 1..19");
       }
       s.zstd_level = static_cast<int>(*v);
+    } else if (key == "delta_versions") {
+      auto v = node.value<std::int64_t>();
+      if (!v || *v < 0 || *v > 100) {
+        return fail(Errc::parse, "mota.toml: delta_versions: not an integer in 0..100");
+      }
+      s.delta_versions = static_cast<unsigned>(*v);
+    } else if (key == "delta_max_ratio") {
+      // value<double>() also accepts an integer literal (1 means "any delta smaller than the
+      // package").
+      auto v = node.value<double>();
+      if (!v || !(*v > 0) || *v > 1) {
+        return fail(Errc::parse, "mota.toml: delta_max_ratio: not a number in (0, 1]");
+      }
+      s.delta_max_ratio = *v;
     } else if (key == "refresh_margin") {
       const std::string v = MOTA_TRY(get_str(node, key));
       s.refresh_margin = MOTA_TRY(positive_duration("mota.toml: refresh_margin", v));
@@ -491,6 +519,393 @@ Result<Expiry> parse_expiry_spec(std::string_view spec, Expiry base) {
 std::string release_target_path(const std::string& name, const std::string& version) {
   return "models/" + name + "/" + version + "/" + name + "-" + version + ".mota";
 }
+
+std::string delta_target_path(const std::string& name, const std::string& from,
+                              const std::string& to) {
+  return "deltas/" + name + "/" + from + "/" + to + ".mdelta";
+}
+
+Result<stdfs::path> find_runtime_binary() {
+  auto usable = [](const stdfs::path& f) {
+    std::error_code ec;
+    return stdfs::is_regular_file(f, ec) && ::access(f.c_str(), X_OK) == 0;
+  };
+  std::vector<std::string> looked;
+  std::error_code ec;
+  const stdfs::path self = stdfs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const stdfs::path d = self.parent_path();
+    for (const stdfs::path& c : {d / "mota-runtime", (d / ".." / "runtime" / "mota-runtime")}) {
+      const stdfs::path n = c.lexically_normal();
+      if (usable(n)) return n;
+      looked.push_back(n.string());
+    }
+  }
+  const char* path_env = std::getenv("PATH");
+  std::string path = path_env ? path_env : "";
+  std::size_t pos = 0;
+  while (pos <= path.size()) {
+    std::size_t colon = path.find(':', pos);
+    if (colon == std::string::npos) colon = path.size();
+    const std::string dir = path.substr(pos, colon - pos);
+    pos = colon + 1;
+    if (dir.empty()) continue;
+    const stdfs::path c = stdfs::path(dir) / "mota-runtime";
+    if (usable(c)) return c;
+  }
+  std::string where;
+  for (const auto& l : looked) where += l + ", ";
+  return fail(Errc::not_found, "mota-runtime not found (looked at " + where + "and $PATH=" + path +
+                                   "); pass --runtime PATH");
+}
+
+namespace {
+
+// A scratch directory below DIR/tmp, removed with its contents on every path out.
+class ScratchDir {
+ public:
+  static Result<ScratchDir> create(const stdfs::path& path) {
+    MOTA_TRY(fs::remove_all(path));  // a leftover of a crashed run with the same pid
+    MOTA_TRY(fs::make_dirs(path, 0700));
+    ScratchDir d;
+    d.path_ = path;
+    return d;
+  }
+  ScratchDir() = default;
+  ScratchDir(ScratchDir&& o) noexcept : path_(std::exchange(o.path_, {})) {}
+  ScratchDir& operator=(ScratchDir&&) = delete;
+  ~ScratchDir() {
+    if (!path_.empty()) (void)fs::remove_all(path_);
+  }
+  const stdfs::path& path() const { return path_; }
+
+ private:
+  stdfs::path path_;
+};
+
+constexpr const char* kHealthInput = "health/input.bin";
+constexpr const char* kHealthExpected = "health/expected.bin";
+
+// Mirrors `src` into `dest` (which must not exist) with hard links, copying where linking is not
+// possible (another filesystem). model.json and the two health files are left out: the caller
+// writes its own. Nothing in `src` is ever opened for writing.
+Status link_tree(const stdfs::path& src, const stdfs::path& dest) {
+  MOTA_TRY(fs::make_dirs(dest, 0755));
+  std::error_code ec;
+  stdfs::recursive_directory_iterator it(src, ec), end;
+  if (ec) return fail(Errc::io, "read " + src.string() + ": " + ec.message());
+  for (; it != end; it.increment(ec)) {
+    if (ec) return fail(Errc::io, "read " + src.string() + ": " + ec.message());
+    const stdfs::path rel = it->path().lexically_relative(src);
+    const std::string r = rel.generic_string();
+    if (r == kManifestName || r == kHealthInput || r == kHealthExpected) continue;
+    const auto st = it->symlink_status(ec);
+    if (stdfs::is_symlink(st)) {
+      return fail(Errc::invalid_argument,
+                  it->path().string() + " is a symlink (packages hold regular files only)");
+    }
+    if (stdfs::is_directory(st)) {
+      MOTA_TRY(fs::make_dirs(dest / rel, 0755));
+    } else if (stdfs::is_regular_file(st)) {
+      const stdfs::path out = dest / rel;
+      if (::link(it->path().c_str(), out.c_str()) != 0) {
+        stdfs::copy_file(it->path(), out, ec);
+        if (ec) {
+          return fail(Errc::io,
+                      "copy " + it->path().string() + " to " + out.string() + ": " + ec.message());
+        }
+      }
+    } else {
+      return fail(Errc::invalid_argument,
+                  it->path().string() + " is not a regular file or directory");
+    }
+  }
+  return {};
+}
+
+// model.json text of a staged source: without a "files" key when it lists none (an empty list
+// would be read as "this package has no files" and the packer fills it in anyway).
+std::string source_manifest_text(const ModelManifest& m) {
+  Json j = m.to_json();
+  if (m.files.empty()) j.erase("files");
+  return j.dump(2) + "\n";
+}
+
+// The last line of a child's stderr, without mota-runtime's "error:" prefix: its reason.
+std::string child_reason(const agent::ChildResult& r) {
+  std::string err = r.err;
+  while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
+  const auto nl = err.rfind('\n');
+  if (nl != std::string::npos) err = err.substr(nl + 1);
+  for (const char* prefix : {"mota-runtime: error: ", "mota-runtime: "}) {
+    if (err.rfind(prefix, 0) == 0) {
+      err = err.substr(std::string_view(prefix).size());
+      break;
+    }
+  }
+  if (err.empty()) {
+    err = r.signal ? "killed by signal " + std::to_string(r.signal)
+                   : "exit status " + std::to_string(r.exit_code) + ", no message";
+  }
+  return err;
+}
+
+// Builds `dest`: a staged copy of `model_dir` with name/version set, the health input, the
+// expected output recorded by running the model once through mota-runtime, and the health
+// section. Errc::verification with mota-runtime's reason when the model does not run.
+Status stage_with_health(const stdfs::path& model_dir, const stdfs::path& dest,
+                         const std::string& name, const std::string& version,
+                         const HealthRecording& h) {
+  if ((h.tolerance && !(*h.tolerance >= 0)) ||
+      (h.latency_budget_ms && !(*h.latency_budget_ms > 0)) || (h.soak_s && !(*h.soak_s >= 0))) {
+    return fail(Errc::invalid_argument,
+                "health: tolerance and soak must be >= 0 and the latency budget > 0");
+  }
+  const stdfs::path runtime = h.runtime.empty() ? MOTA_TRY(find_runtime_binary()) : h.runtime;
+  if (!h.runtime.empty() && ::access(runtime.c_str(), X_OK) != 0) {
+    return fail(errno_error("--runtime", runtime.string(), errno));
+  }
+  std::error_code ec;
+  if (!stdfs::is_regular_file(h.input, ec)) {
+    return fail(Errc::not_found, "health input " + h.input.string() + " is not a file");
+  }
+  const auto mj = model_dir / kManifestName;
+  const std::string text = MOTA_TRY(fs::read_file(mj, kMaxManifestBytes));
+  ModelManifest m = MOTA_TRY_CTX(ModelManifest::parse(text, /*require_files=*/false), mj.string());
+  m.name = name;
+  m.version = version;
+
+  MOTA_TRY(link_tree(model_dir, dest));
+  MOTA_TRY(fs::make_dirs(dest / "health", 0755));
+  stdfs::copy_file(h.input, dest / kHealthInput, ec);
+  if (ec) return fail(Errc::io, "copy health input " + h.input.string() + ": " + ec.message());
+  // The runtime reads model.json (name, version, framework, entry, inputs); the health section
+  // is written once the expected output exists.
+  ModelManifest for_run = m;
+  for_run.health.reset();
+  for_run.files.clear();
+  MOTA_TRY(fs::write_file_atomic(dest / kManifestName, source_manifest_text(for_run), 0644));
+
+  const stdfs::path expected = dest / kHealthExpected;
+  const auto run = MOTA_TRY_CTX(
+      agent::run_child({runtime.string(), "run", dest.string(), "--input",
+                        (dest / kHealthInput).string(), "--output", expected.string()},
+                       {}, std::chrono::duration_cast<std::chrono::milliseconds>(h.timeout)),
+      "health input: " + runtime.string());
+  if (run.timed_out) {
+    return fail(Errc::verification, "health input: mota-runtime run gave no output within " +
+                                        std::to_string(h.timeout.count()) + " s");
+  }
+  if (run.exit_code != 0 || !stdfs::is_regular_file(expected, ec)) {
+    // Name the publisher's directory, not the scratch copy that is about to disappear.
+    std::string reason = child_reason(run);
+    for (auto pos = reason.find(dest.string()); pos != std::string::npos;
+         pos = reason.find(dest.string(), pos + model_dir.string().size())) {
+      reason.replace(pos, dest.string().size(), model_dir.string());
+    }
+    return fail(Errc::verification, "health input: the model does not run: " + reason);
+  }
+
+  HealthSpec spec = m.health.value_or(HealthSpec{});
+  spec.input = kHealthInput;
+  spec.expected_output = kHealthExpected;
+  if (h.tolerance) spec.tolerance = *h.tolerance;
+  if (h.latency_budget_ms) spec.latency_budget_ms = *h.latency_budget_ms;
+  if (h.soak_s) spec.soak_s = *h.soak_s;
+  m.health = spec;
+  if (!m.files.empty()) {
+    // A source that lists its files must list the health files as they now are.
+    std::erase_if(m.files, [](const FileEntry& f) {
+      return f.path == kHealthInput || f.path == kHealthExpected;
+    });
+    for (const char* rel : {kHealthInput, kHealthExpected}) {
+      const std::string sha = MOTA_TRY(crypto::file_sha256_hex((dest / rel).string()));
+      m.files.push_back(FileEntry{rel, stdfs::file_size(dest / rel), sha});
+    }
+    std::sort(m.files.begin(), m.files.end(),
+              [](const FileEntry& a, const FileEntry& b) { return a.path < b.path; });
+  }
+  const std::string final_text = source_manifest_text(m);
+  MOTA_TRY_CTX(ModelManifest::parse(final_text, /*require_files=*/false),
+               "internal check of the staged model.json");
+  MOTA_TRY(fs::write_file_atomic(dest / kManifestName, final_text, 0644));
+  return {};
+}
+
+double ratio_of(std::uint64_t part, std::uint64_t whole) {
+  return whole ? double(part) / double(whole) : 0.0;
+}
+
+std::string percent(double r) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f%%", 100.0 * r);
+  return b;
+}
+
+// Builds, checks and places one delta from `base` to `to` (whose unpacked tree is `to_dir`);
+// adds its target to `targets`. `outcome` gets the size/ratio as soon as they are known.
+Status build_delta(const Paths& p, const Release& base, const tuf::TargetFile& base_info,
+                   const Release& to, const stdfs::path& to_dir, const stdfs::path& scratch,
+                   double max_ratio, tuf::Targets& targets, Cleanup& cleanup,
+                   DeltaOutcome& outcome) {
+  const stdfs::path base_file = p.target_file(base.target_path, base.sha256);
+  MOTA_TRY_CTX(check_target_file(base_file, base.target_path, base_info),
+               "old package in the repository is damaged");
+  const stdfs::path from_dir = scratch / ("from-" + base.version);
+  auto unpacked = storage::unpack_file(base_file, from_dir);
+  if (!unpacked) {
+    return fail(
+        std::move(unpacked).error().context("old package " + base_file.string() + " is damaged"));
+  }
+  struct RemoveTree {
+    stdfs::path p;
+    ~RemoveTree() { (void)fs::remove_all(p); }
+  } remove_from{from_dir};
+  if (unpacked->tree_digest != base.tree_digest) {
+    return fail(Errc::verification, "old package " + base_file.string() + " has tree digest " +
+                                        unpacked->tree_digest + ", targets.json says " +
+                                        base.tree_digest);
+  }
+  const stdfs::path out = scratch / (base.version + ".mdelta");
+  struct RemoveFile {
+    stdfs::path p;
+    ~RemoveFile() {
+      std::error_code ec;
+      stdfs::remove(p, ec);
+    }
+  } remove_out{out};
+  delta::PackageDeltaInfo info =
+      MOTA_TRY_CTX(delta::diff_package_dirs(from_dir, to_dir, out), "diff");
+  if (info.from.tree_digest != base.tree_digest || info.to.tree_digest != to.tree_digest) {
+    return fail(Errc::internal, "delta names trees " + info.from.tree_digest + " -> " +
+                                    info.to.tree_digest + ", the releases are " + base.tree_digest +
+                                    " -> " + to.tree_digest);
+  }
+  std::error_code ec;
+  outcome.size = stdfs::file_size(out, ec);
+  if (ec) return fail(Errc::io, "stat " + out.string() + ": " + ec.message());
+  outcome.ratio = ratio_of(outcome.size, to.length);
+  if (double(outcome.size) > max_ratio * double(to.length)) {
+    outcome.reason = "not smaller enough: " + std::to_string(outcome.size) + " bytes is " +
+                     percent(outcome.ratio) + " of the " + std::to_string(to.length) +
+                     "-byte package (delta_max_ratio " + percent(max_ratio) + ")";
+    return {};
+  }
+  const std::string sha = MOTA_TRY(crypto::file_sha256_hex(out.string()));
+  DeltaTarget d;
+  d.name = to.name;
+  d.from = base.version;
+  d.to = to.version;
+  d.target_path = delta_target_path(to.name, base.version, to.version);
+  d.length = outcome.size;
+  d.sha256 = sha;
+  d.from_tree_digest = base.tree_digest;
+  d.tree_digest = to.tree_digest;
+  d.full_target = to.target_path;
+  d.full_length = to.length;
+  d.full_sha256 = to.sha256;
+  const stdfs::path final_path = p.target_file(d.target_path, sha);
+  MOTA_TRY(make_dirs_tracked(final_path.parent_path(), cleanup));
+  if (::rename(out.c_str(), final_path.c_str()) != 0) {
+    return fail(errno_error("rename", out.string() + " -> " + final_path.string(), errno));
+  }
+  cleanup.add(final_path);
+  MOTA_TRY(fs::fsync_dir(final_path.parent_path()));
+  tuf::TargetFile tf;
+  tf.length = d.length;
+  tf.hashes["sha256"] = sha;
+  tf.custom = Json{{"kind", "delta"},
+                   {"name", d.name},
+                   {"from", d.from},
+                   {"to", d.to},
+                   {"from_tree_digest", d.from_tree_digest},
+                   {"tree_digest", d.tree_digest},
+                   {"full_target", d.full_target},
+                   {"full_length", d.full_length},
+                   {"full_sha256", d.full_sha256}};
+  targets.targets[d.target_path] = tf;
+  outcome.published = true;
+  outcome.target = std::move(d);
+  return {};
+}
+
+// Deltas to the new release `to` from up to `n` lower released versions of its name, newest
+// first. A delta that fails is a skipped outcome with a warning, never an error of the release.
+std::vector<DeltaOutcome> build_deltas(const Paths& p, const tuf::Targets& current,
+                                       const Release& to, const stdfs::path& to_package, unsigned n,
+                                       double max_ratio, const stdfs::path& scratch,
+                                       tuf::Targets& targets, Cleanup& cleanup) {
+  std::vector<DeltaOutcome> out;
+  const auto to_ver = SemVer::parse(to.version);
+  std::vector<std::pair<Release, const tuf::TargetFile*>> bases;
+  for (const auto& [path, t] : current.targets) {
+    if (!is_release(t)) continue;
+    Release r = release_from(path, t);
+    if (r.name != to.name) continue;
+    auto v = SemVer::parse(r.version);
+    // Only lower versions: a hotfix 1.0.1 after 2.0.0 is reached from 1.0.x, never from 2.0.0.
+    if (!v || !to_ver || !(*v < *to_ver)) continue;
+    bases.emplace_back(std::move(r), &t);
+  }
+  std::sort(bases.begin(), bases.end(), [](const auto& a, const auto& b) {
+    return semver_less(b.first.version, a.first.version);
+  });
+  if (bases.size() > n) bases.resize(n);
+  if (bases.empty()) return out;
+
+  const stdfs::path to_dir = scratch / "to";
+  auto unpacked = storage::unpack_file(to_package, to_dir);
+  for (const auto& [base, info] : bases) {
+    DeltaOutcome o;
+    o.from = base.version;
+    Status s =
+        unpacked ? build_delta(p, base, *info, to, to_dir, scratch, max_ratio, targets, cleanup, o)
+                 : Status(fail(unpacked.error().context("unpack the new package")));
+    if (!s) o.reason = s.error().message();
+    const log::Level level = o.published || s ? log::Level::info : log::Level::warn;
+    log::write(level,
+               o.published ? "published delta"
+                           : (s ? "skipped delta (too large)" : "skipped delta (failed)"),
+               {{"MODEL", to.name},
+                {"FROM", o.from},
+                {"TO", to.version},
+                {"SIZE", std::to_string(o.size)},
+                {"FULL_SIZE", std::to_string(to.length)},
+                {"RATIO", percent(o.ratio)},
+                {"REASON", o.reason}});
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+DeltaTarget delta_from(const std::string& path, const tuf::TargetFile& t) {
+  DeltaTarget d;
+  d.target_path = path;
+  d.length = t.length;
+  if (auto h = t.hashes.find("sha256"); h != t.hashes.end()) d.sha256 = h->second;
+  const Json& c = t.custom;
+  auto str = [&](const char* k) {
+    auto it = c.find(k);
+    return it != c.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  d.name = str("name");
+  d.from = str("from");
+  d.to = str("to");
+  d.from_tree_digest = str("from_tree_digest");
+  d.tree_digest = str("tree_digest");
+  d.full_target = str("full_target");
+  d.full_sha256 = str("full_sha256");
+  if (auto it = c.find("full_length"); it != c.end() && it->is_number_unsigned()) {
+    d.full_length = it->get<std::uint64_t>();
+  }
+  return d;
+}
+
+bool is_delta(const tuf::TargetFile& t) {
+  return t.custom.is_object() && t.custom.value("kind", "") == "delta";
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Repository
@@ -611,13 +1026,23 @@ Result<Repository> Repository::open(const stdfs::path& dir, NowFn now) {
 }
 
 Result<Release> Repository::add_release(const stdfs::path& model_dir, const std::string& version,
-                                        const std::string& name_arg,
+                                        const std::string& name,
                                         const storage::Progress& progress) {
+  ReleaseOptions o;
+  o.name = name;
+  o.progress = progress;
+  auto r = MOTA_TRY(add_release(model_dir, version, o));
+  return std::move(r.release);
+}
+
+Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
+                                              const std::string& version,
+                                              const ReleaseOptions& options) {
   const Paths p(dir_);
   if (!SemVer::parse(version)) {
     return fail(Errc::invalid_argument, "version '" + version + "' is not a semantic version");
   }
-  std::string name = name_arg;
+  std::string name = options.name;
   if (name.empty()) {
     const auto mj = model_dir / kManifestName;
     const std::string text = MOTA_TRY(fs::read_file(mj, kMaxManifestBytes));
@@ -644,17 +1069,26 @@ Result<Release> Repository::add_release(const stdfs::path& model_dir, const std:
     MOTA_TRY(load_key(p, role, st.root.signed_));
   }
 
+  // Declared before the scratch directory so that on failure the scratch tree goes first.
   Cleanup cleanup;
   MOTA_TRY(fs::make_dirs(p.tmp, 0755));
+  const ScratchDir scratch = MOTA_TRY(ScratchDir::create(
+      p.tmp / ("." + name + "-" + version + ".work-" + std::to_string(::getpid()))));
+  stdfs::path source = model_dir;
+  if (options.health) {
+    source = scratch.path() / "model";
+    MOTA_TRY(stage_with_health(model_dir, source, name, version, *options.health));
+  }
+
   const stdfs::path staged = p.tmp / (name + "-" + version + ".mota");
   cleanup.add(staged);
   storage::PackOptions opts;
   opts.version = version;
   opts.name = name;
   opts.compression_level = settings_.zstd_level;
-  opts.progress = progress;
+  opts.progress = options.progress;
   storage::PackResult packed =
-      MOTA_TRY_CTX(storage::pack(model_dir, staged, opts), "pack " + model_dir.string());
+      MOTA_TRY_CTX(storage::pack(source, staged, opts), "pack " + model_dir.string());
   // Hash the bytes on disk, not what the packer meant to write.
   const std::string sha = MOTA_TRY(crypto::file_sha256_hex(staged.string()));
   std::error_code ec;
@@ -684,12 +1118,18 @@ Result<Release> Repository::add_release(const stdfs::path& model_dir, const std:
                    {"package_size", length}};
   tuf::Targets targets = st.targets.signed_;
   targets.targets[tp] = tf;
+
+  ReleaseResult result;
+  result.release = release_from(tp, tf);
+  const unsigned n = options.deltas.value_or(settings_.delta_versions);
+  if (n > 0) {
+    result.deltas = build_deltas(p, st.targets.signed_, result.release, final_path, n,
+                                 settings_.delta_max_ratio, scratch.path(), targets, cleanup);
+  }
   MOTA_TRY_CTX(publish(p, st, settings_, now, Publish{std::move(targets), false}, cleanup),
                "publish");
-
-  Release r = release_from(tp, tf);
   log::debug("published release", {{"MODEL", name}, {"VERSION", version}});
-  return r;
+  return result;
 }
 
 Result<std::vector<Release>> Repository::list_releases() const {
@@ -703,6 +1143,25 @@ Result<std::vector<Release>> Repository::list_releases() const {
   std::sort(out.begin(), out.end(), [](const Release& a, const Release& b) {
     if (a.name != b.name) return a.name < b.name;
     return semver_less(a.version, b.version);
+  });
+  return out;
+}
+
+Result<std::vector<DeltaTarget>> Repository::list_deltas(const std::string& name) const {
+  const Paths p(dir_);
+  auto lock = MOTA_TRY(DirLock::acquire(p.lock, false));
+  const State st = MOTA_TRY(load_state(p));
+  std::vector<DeltaTarget> out;
+  for (const auto& [path, t] : st.targets.signed_.targets) {
+    if (!is_delta(t)) continue;
+    DeltaTarget d = delta_from(path, t);
+    if (!name.empty() && d.name != name) continue;
+    out.push_back(std::move(d));
+  }
+  std::sort(out.begin(), out.end(), [](const DeltaTarget& a, const DeltaTarget& b) {
+    if (a.name != b.name) return a.name < b.name;
+    if (a.to != b.to) return semver_less(a.to, b.to);
+    return semver_less(a.from, b.from);
   });
   return out;
 }
@@ -1061,7 +1520,7 @@ class Verifier {
 
   Status check_target_files() {
     const auto& all = targets_.signed_.targets;
-    std::size_t releases = 0, channels = 0;
+    std::size_t releases = 0, channels = 0, deltas = 0;
     for (const auto& [path, t] : all) {
       auto h = t.hashes.find("sha256");
       if (h == t.hashes.end()) {
@@ -1096,12 +1555,107 @@ class Verifier {
           }
         }
         ++channels;
+      } else if (is_delta(t) || path.rfind("deltas/", 0) == 0) {
+        MOTA_TRY(check_delta(path, t, file));
+        ++deltas;
       }
     }
     report_.checked.push_back("target files: " + std::to_string(all.size()) +
                               " present with matching length and sha256 (" +
                               std::to_string(releases) + " packages with matching model.json, " +
-                              std::to_string(channels) + " channels)");
+                              std::to_string(channels) + " channels, " + std::to_string(deltas) +
+                              " deltas matching their releases)");
+    return {};
+  }
+
+  // A delta target: custom data well-formed and equal to the releases it connects, and the
+  // .mdelta's own header naming the same versions and trees (what the agent checks first).
+  Status check_delta(const std::string& path, const tuf::TargetFile& t, const stdfs::path& file) {
+    const std::string what = "delta target " + path;
+    if (!is_delta(t)) {
+      return fail(Errc::verification, what + ": custom kind is not \"delta\"");
+    }
+    const Json& c = t.custom;
+    for (const char* k :
+         {"name", "from", "to", "from_tree_digest", "tree_digest", "full_target", "full_sha256"}) {
+      auto it = c.find(k);
+      if (it == c.end() || !it->is_string() || it->get<std::string>().empty()) {
+        return fail(Errc::verification, what + ": custom \"" + k + "\" is missing or not a string");
+      }
+    }
+    if (auto it = c.find("full_length"); it == c.end() || !it->is_number_unsigned()) {
+      return fail(Errc::verification,
+                  what + ": custom \"full_length\" is missing or not an unsigned integer");
+    }
+    const DeltaTarget d = delta_from(path, t);
+    for (const auto& [k, v] :
+         {std::pair<const char*, const std::string*>{"from_tree_digest", &d.from_tree_digest},
+          {"tree_digest", &d.tree_digest},
+          {"full_sha256", &d.full_sha256}}) {
+      if (v->size() != 64 || !from_hex(*v)) {
+        return fail(Errc::verification, what + ": custom \"" + k + "\" is not 64 hex digits");
+      }
+    }
+    const auto from_v = SemVer::parse(d.from);
+    const auto to_v = SemVer::parse(d.to);
+    if (!valid_model_name(d.name) || !from_v || !to_v) {
+      return fail(Errc::verification, what + ": custom name/from/to (" + d.name + " " + d.from +
+                                          " -> " + d.to + ") are not a model name and versions");
+    }
+    if (path != delta_target_path(d.name, d.from, d.to)) {
+      return fail(Errc::verification, what + ": custom says " + d.name + " " + d.from + " -> " +
+                                          d.to + ", which is not this path");
+    }
+    if (!(*from_v < *to_v)) {
+      return fail(Errc::verification, what + ": from " + d.from + " is not lower than to " + d.to);
+    }
+    const auto& all = targets_.signed_.targets;
+    auto release = [&](const std::string& v) -> Result<Release> {
+      const std::string rp = release_target_path(d.name, v);
+      auto it = all.find(rp);
+      if (it == all.end() || !is_release(it->second)) {
+        return fail(Errc::verification,
+                    what + ": version " + v + " of " + d.name + " is not released");
+      }
+      return release_from(rp, it->second);
+    };
+    const Release from = MOTA_TRY(release(d.from));
+    const Release to = MOTA_TRY(release(d.to));
+    auto mismatch = [&](const std::string& field, const std::string& got, const std::string& want,
+                        const std::string& whose) {
+      return fail(Errc::verification,
+                  what + ": custom " + field + " " + got + " differs from " + whose + "'s " + want);
+    };
+    if (d.from_tree_digest != from.tree_digest) {
+      return mismatch("from_tree_digest", d.from_tree_digest, from.tree_digest, d.from);
+    }
+    if (d.tree_digest != to.tree_digest) {
+      return mismatch("tree_digest", d.tree_digest, to.tree_digest, d.to);
+    }
+    if (d.full_target != to.target_path) {
+      return mismatch("full_target", d.full_target, to.target_path, d.to);
+    }
+    if (d.full_length != to.length) {
+      return mismatch("full_length", std::to_string(d.full_length), std::to_string(to.length),
+                      d.to);
+    }
+    if (!crypto::digest_equal(d.full_sha256, to.sha256)) {
+      return mismatch("full_sha256", d.full_sha256, to.sha256, d.to);
+    }
+    auto reader = MOTA_TRY_CTX(delta::file_reader(file), what);
+    auto header = delta::read_package_header(reader);
+    if (!header) return fail(std::move(header).error().context(what + ": .mdelta header"));
+    const auto side = [](const delta::PackageSide& s) {
+      return s.name + " " + s.version + " (tree " + s.tree_digest + ")";
+    };
+    if (header->from.name != d.name || header->to.name != d.name ||
+        header->from.version != d.from || header->to.version != d.to ||
+        header->from.tree_digest != d.from_tree_digest || header->to.tree_digest != d.tree_digest) {
+      return fail(Errc::verification, what + ": the .mdelta is from " + side(header->from) +
+                                          " to " + side(header->to) + ", targets.json says " +
+                                          d.name + " " + d.from + " (tree " + d.from_tree_digest +
+                                          ") to " + d.to + " (tree " + d.tree_digest + ")");
+    }
     return {};
   }
 

@@ -10,6 +10,7 @@
 //              timestamp.json
 //     targets/models/<name>/<version>/<sha256>.<name>-<version>.mota
 //     targets/channels/<channel>/<sha256>.<model>.json
+//     targets/deltas/<name>/<from>/<sha256>.<to>.mdelta
 //
 // Consistent snapshots are always on: metadata and target files are never overwritten, new
 // versions are added beside the old ones, and timestamp.json (written last) switches clients to
@@ -50,6 +51,12 @@ struct Settings {
   // verify() warns about a role expiring within min(margin, its lifetime / 2).
   std::chrono::seconds refresh_margin{2 * 86400};
   int zstd_level = 10;
+  // `mota release add` builds package deltas to the new version from up to this many lower
+  // released versions of the model (0: none), and publishes one only when it is at most
+  // delta_max_ratio times the full package (a bigger delta saves too little to be worth a
+  // second code path on the device).
+  unsigned delta_versions = 3;
+  double delta_max_ratio = 0.8;
 
   // mota.toml text (with comments) and its parser. Errc::parse names the key and the reason.
   std::string to_toml() const;
@@ -67,6 +74,55 @@ struct Release {
   std::string sha256;
   std::string tree_digest;
   std::string framework;
+};
+
+// A published package delta. TUF target "deltas/<name>/<from>/<to>.mdelta" (delta_target_path),
+// custom {"kind": "delta", "name", "from", "to", "from_tree_digest", "tree_digest",
+// "full_target", "full_length", "full_sha256"}: from_tree_digest/tree_digest are the tree
+// digests of the FROM and TO releases, full_* describe TO's full package (a device falls back to
+// it when the delta does not apply).
+struct DeltaTarget {
+  std::string name;
+  std::string from, to;      // versions; from < to
+  std::string target_path;   // "deltas/<name>/<from>/<to>.mdelta"
+  std::uint64_t length = 0;  // of the .mdelta
+  std::string sha256;
+  std::string from_tree_digest, tree_digest;
+  std::string full_target;  // "models/<name>/<to>/<name>-<to>.mota"
+  std::uint64_t full_length = 0;
+  std::string full_sha256;
+};
+
+// What happened to one candidate delta of a release.
+struct DeltaOutcome {
+  std::string from;        // base version
+  bool published = false;  // else skipped (the release is published without it)
+  std::uint64_t size = 0;  // delta bytes; 0 when building failed before a delta existed
+  double ratio = 0;        // size / full package length
+  std::string reason;      // why skipped; empty when published
+  DeltaTarget target;      // when published
+};
+
+// Optional health recording: run the model once on `input` with the bundled backend
+// (`mota-runtime run`) and record health/input.bin, health/expected.bin and model.json "health".
+struct HealthRecording {
+  std::filesystem::path input;    // raw little-endian input tensors (runtime/probe.hpp)
+  std::filesystem::path runtime;  // mota-runtime binary; empty: find_runtime_binary()
+  // Unset: keep the source model.json's health value, else the HealthSpec default.
+  std::optional<double> tolerance, latency_budget_ms, soak_s;
+  std::chrono::seconds timeout{600};  // for the one inference, load included
+};
+
+struct ReleaseOptions {
+  std::string name;                // empty: model.json's name
+  std::optional<unsigned> deltas;  // unset: settings().delta_versions
+  std::optional<HealthRecording> health;
+  storage::Progress progress;  // packing progress; may be empty
+};
+
+struct ReleaseResult {
+  Release release;
+  std::vector<DeltaOutcome> deltas;  // one per candidate base version, newest first
 };
 
 struct ChannelRequest {
@@ -112,8 +168,23 @@ class Repository {
   // on any failure nothing is published and no file is left behind.
   Result<Release> add_release(const std::filesystem::path& model_dir, const std::string& version,
                               const std::string& name = "", const storage::Progress& progress = {});
-  // Releases in the current targets, sorted by name then semver.
+  // The same with options, in one publish (one new targets version):
+  //  - deltas: from each of the `deltas` (default settings().delta_versions) highest released
+  //    versions of the name that are LOWER than `version` (semver), a package delta is built
+  //    between the unpacked trees (in DIR/tmp, removed afterwards) and published as a delta
+  //    target when size <= delta_max_ratio * full length. A delta that cannot be built (e.g. a
+  //    corrupt old package in the repository) is logged as a warning and skipped: the release is
+  //    the product, a delta only an optimisation. Outcomes are returned and logged.
+  //  - health: the model is staged in DIR/tmp (hardlinks or copies; model_dir is never
+  //    modified), run once through `mota-runtime run`, and the staged copy gets the health
+  //    files and section. A model that fails to run fails the release with mota-runtime's
+  //    reason (Errc::verification); nothing is published.
+  Result<ReleaseResult> add_release(const std::filesystem::path& model_dir,
+                                    const std::string& version, const ReleaseOptions& options);
+  // Releases (kind "full") in the current targets, sorted by name then semver.
   Result<std::vector<Release>> list_releases() const;
+  // Delta targets in the current targets (all, or only `name`'s), sorted by name, to, from.
+  Result<std::vector<DeltaTarget>> list_deltas(const std::string& name = "") const;
 
   // Points `channel` for `model` at `version` (which must be released) and publishes. A new
   // version gets a new random salt, and the previous version becomes the fallback when
@@ -133,7 +204,8 @@ class Repository {
 
   // Checks the served tree end to end as a client would (root chain, signatures, thresholds,
   // expiry, snapshot/timestamp meta, every target file's length and hash, each package's
-  // model.json against its target's custom data, each channel file). Errc::verification (or
+  // model.json against its target's custom data, each channel file, each delta target's custom
+  // data against the releases it names and its .mdelta header). Errc::verification (or
   // expired/not_found/parse) with the first problem found.
   static Result<VerifyReport> verify(const std::filesystem::path& dir, NowFn now = now_seconds);
 
@@ -151,5 +223,13 @@ class Repository {
 
 // Name of the package file inside a target path: "<name>-<version>.mota".
 std::string release_target_path(const std::string& name, const std::string& version);
+// Target path of a package delta: "deltas/<name>/<from>/<to>.mdelta".
+std::string delta_target_path(const std::string& name, const std::string& from,
+                              const std::string& to);
+
+// Where `mota release add --health-input` finds mota-runtime without --runtime: beside the
+// running executable (/proc/self/exe's directory), then ../runtime/ from there (the build tree),
+// then $PATH. Errc::not_found naming every place looked at.
+Result<std::filesystem::path> find_runtime_binary();
 
 }  // namespace mota::manager
