@@ -34,6 +34,7 @@
 #include "common/result.hpp"
 #include "common/time.hpp"
 #include "manager/http_server.hpp"
+#include "storage/sqlite.hpp"
 
 namespace mota::manager {
 
@@ -80,5 +81,9 @@ class FleetIngest {
   explicit FleetIngest(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Connection settings of the ingest writer, applied by FleetIngest::open() after open_fleet_db()
+// (exposed so the benchmark's raw-insert ceiling runs with exactly the same ones).
+Status prepare_ingest_connection(storage::Database& db);
 
 }  // namespace mota::manager

@@ -327,7 +327,7 @@ TEST_F(Fleet, FailuresRollbacksFiltersAndFleetSummary) {
 TEST_F(Fleet, MigrationsGoDownAndUp) {
   auto db = open_fleet_db(db_path());
   ASSERT_TRUE(db);
-  EXPECT_EQ(*storage::schema_version(*db), 1);
+  EXPECT_EQ(*storage::schema_version(*db), 2);
   ASSERT_TRUE(storage::migrate_down_to(*db, 0));
   EXPECT_FALSE(db->prepare("SELECT * FROM devices"));
   ASSERT_TRUE(storage::migrate(*db, fleet_migrations()));
