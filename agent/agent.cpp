@@ -260,15 +260,16 @@ Result<CheckReport> Agent::check_once() {
           spec.sha256 = t.hashes.at("sha256");
           spec.partial = package;
           int last_pct = 0;
-          const std::string what = sub.name + " " + to + (target == pkg_path ? "" : " (delta)");
-          notify::status("downloading " + what + ": 0%");
+          const std::string what = sub.name + " " + to;
+          const std::string kind = target == pkg_path ? "" : " (delta)";
+          notify::status("downloading " + what + ": 0%" + kind);
           auto observed = [&](std::uint64_t done, std::uint64_t total) {
             progress(done, total);
             notify::watchdog_tick();
             int pct = total > 0 ? static_cast<int>(done * 100 / total) : 100;
             if (pct != last_pct) {
               last_pct = pct;
-              notify::status("downloading " + what + ": " + std::to_string(pct) + "%");
+              notify::status("downloading " + what + ": " + std::to_string(pct) + "%" + kind);
             }
           };
           auto r = MOTA_TRY_CTX(download(*http, spec, config_.retry, cancel_, observed),

@@ -425,7 +425,8 @@ TEST_F(AgentInstall, RunSpeaksSdNotifyAndStopsMidDownload) {
   // Incompressible ~160 KB packages at 40 KB/s: a download takes a few seconds.
   std::map<std::string, std::string> random_weights;
   auto publish = [&](const std::string& version) {
-    std::mt19937 rng(static_cast<unsigned>(version.size() * 7 + version.back()));
+    // Unrelated weights per version, so no delta is worth publishing: full downloads.
+    std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>{}(version)));
     std::string w(160000, '\0');
     for (auto& c : w) c = static_cast<char>(rng());
     random_weights[version] = w;

@@ -46,6 +46,14 @@ class EventSink {
                  });
   }
 
+  // Forgets everything received, including the last seq (for a device whose state directory a
+  // test restored from a copy: its outbox numbers start again from there).
+  void reset() {
+    std::lock_guard lock(mu_);
+    items_.clear();
+    last_seq_ = 0;
+  }
+
   // Every batch item received ({"seq", "kind", "created_at", "body"}), in seq order.
   std::vector<Json> items() const {
     std::lock_guard lock(mu_);
