@@ -191,7 +191,7 @@ TEST_F(AgentHealth, AgentKilledDuringTheTrialRollsBackOnRestart) {
   EXPECT_EQ(last_event()["state"], "rolled_back") << last_event().dump();
 }
 
-TEST_F(AgentHealth, UnloadableAndTooSlowModelsFailTheProbe) {
+TEST_F(AgentHealth, UnloadableUnsupportedAndTooSlowModelsFailTheProbe) {
   publish("1.0.0", false);
   ASSERT_EQ(agent().exit_code, 0);
   // A truncated ONNX file (consistently signed: the publisher shipped a broken model).
@@ -216,6 +216,20 @@ TEST_F(AgentHealth, UnloadableAndTooSlowModelsFailTheProbe) {
   EXPECT_EQ(current(), "a");
   EXPECT_EQ(served(), "1.0.0@a");
   EXPECT_EQ(last_event()["state"], "failed") << last_event().dump();
+  // A well-formed ONNX using an operator the backend does not have (every Relu renamed Relv).
+  publish("4.0.0", true, false, [](const stdfs::path& src) {
+    auto onnx = test::read_file(src / "model.onnx");
+    for (auto at = onnx.find("Relu"); at != std::string::npos; at = onnx.find("Relu", at)) {
+      onnx[at + 3] = 'v';
+    }
+    test::write_file(src / "model.onnx", onnx);
+  });
+  r = agent();
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("probe: load"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Relv"), std::string::npos) << "the reason names the operator: " << r.err;
+  EXPECT_EQ(current(), "a");
+  EXPECT_EQ(served(), "1.0.0@a");
 }
 
 TEST_F(AgentHealth, RuntimeCrashDuringTheSoakRollsBack) {
