@@ -11,6 +11,7 @@
 #include "agent/install.hpp"
 #include "delta/delta.hpp"
 #include "storage/package.hpp"
+#include "tests/agent/install_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota::agent {
@@ -31,16 +32,10 @@ std::string fine_tune(std::string w) {
   return w;
 }
 
-class InstallDelta : public ::testing::Test {
+class InstallDelta : public testing::InstallFixture {
  protected:
   void SetUp() override {
-    stdfs::create_directories(state_dir());
-    auto st = StateStore::open(state_dir());
-    ASSERT_TRUE(st) << st.error().message();
-    state_ = std::make_unique<StateStore>(std::move(*st));
-    auto slots = SlotSet::open(state_dir(), "detector");
-    ASSERT_TRUE(slots) << slots.error().message();
-    slots_ = std::make_unique<SlotSet>(std::move(*slots));
+    ASSERT_NO_FATAL_FAILURE(InstallFixture::SetUp());
     v1_ = random_weights(1);
     v2_ = fine_tune(v1_);
     // 1.0.0 installed from its full package: the base of every delta below.
@@ -48,31 +43,14 @@ class InstallDelta : public ::testing::Test {
     ASSERT_TRUE(r) << r.error().message();
     ASSERT_EQ(r->slot, Slot::a);
   }
-  stdfs::path state_dir() const { return work_ / "state"; }
 
-  // Packs `version` with `weights`; also leaves its unpacked tree in work_/tree-<version>.
+  // InstallFixture::pack, also leaving the unpacked tree in work_/tree-<version>.
   InstallPlan pack(const std::string& version, const std::string& weights) {
-    auto src = work_ / ("src-" + version);
-    test::write_file(src / "model.json", R"({
-      "name": "detector", "framework": "onnx", "entry": "model.onnx",
-      "inputs": [{"name": "input", "shape": [1, 3], "dtype": "float32"}],
-      "outputs": [{"name": "scores", "shape": [1, 2], "dtype": "float32"}]
-    })");
-    test::write_file(src / "model.onnx", weights);
-    storage::PackOptions opts;
-    opts.version = version;
-    auto out = work_ / ("detector-" + version + ".mota");
-    auto r = storage::pack(src, out, opts);
-    EXPECT_TRUE(r) << r.error().message();
+    auto plan = InstallFixture::pack(version, weights);
     if (!stdfs::exists(work_ / ("tree-" + version))) {
-      auto tree = storage::unpack_file(out, work_ / ("tree-" + version));
+      auto tree = storage::unpack_file(plan.package, work_ / ("tree-" + version));
       EXPECT_TRUE(tree) << tree.error().message();
     }
-    InstallPlan plan;
-    plan.model = "detector";
-    plan.to_version = version;
-    plan.tree_digest = r ? r->tree_digest : "";
-    plan.package = out;
     return plan;
   }
   // The plan installing `to` (packed with `weights`) from a delta whose base is `base_version`'s
@@ -87,11 +65,6 @@ class InstallDelta : public ::testing::Test {
     EXPECT_TRUE(d) << d.error().message();
     plan.delta_base = slots_->path(Slot::a);
     return plan;
-  }
-  std::optional<Slot> current() {
-    auto c = slots_->current();
-    EXPECT_TRUE(c);
-    return c ? *c : std::nullopt;
   }
   // After an unusable delta: nothing switched, no journal, not blocked, 1.0.0 intact, and the
   // full package of 2.0.0 installs.
@@ -110,9 +83,6 @@ class InstallDelta : public ::testing::Test {
     EXPECT_EQ(test::read_file(slots_->path(Slot::b) / "model.onnx"), v2_);
   }
 
-  test::TempDir work_;
-  std::unique_ptr<StateStore> state_;
-  std::unique_ptr<SlotSet> slots_;
   std::string v1_, v2_;
 };
 

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "storage/package.hpp"
+#include "tests/agent/install_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota::agent {
@@ -16,48 +17,11 @@ namespace {
 
 namespace stdfs = std::filesystem;
 
-class Install : public ::testing::Test {
+class Install : public testing::InstallFixture {
  protected:
-  void SetUp() override {
-    stdfs::create_directories(state_dir());
-    auto st = StateStore::open(state_dir());
-    ASSERT_TRUE(st) << st.error().message();
-    state_ = std::make_unique<StateStore>(std::move(*st));
-    auto slots = SlotSet::open(state_dir(), "detector");
-    ASSERT_TRUE(slots) << slots.error().message();
-    slots_ = std::make_unique<SlotSet>(std::move(*slots));
-  }
-  stdfs::path state_dir() const { return work_ / "state"; }
-
   InstallPlan pack(const std::string& version) {
-    auto src = work_ / ("src-" + version);
-    test::write_file(src / "model.json", R"({
-      "name": "detector", "framework": "onnx", "entry": "model.onnx",
-      "inputs": [{"name": "input", "shape": [1, 3], "dtype": "float32"}],
-      "outputs": [{"name": "scores", "shape": [1, 2], "dtype": "float32"}]
-    })");
-    test::write_file(src / "model.onnx", "weights " + version);
-    storage::PackOptions opts;
-    opts.version = version;
-    auto out = work_ / ("detector-" + version + ".mota");
-    auto r = storage::pack(src, out, opts);
-    EXPECT_TRUE(r) << r.error().message();
-    InstallPlan plan;
-    plan.model = "detector";
-    plan.to_version = version;
-    plan.tree_digest = r ? r->tree_digest : "";
-    plan.package = out;
-    return plan;
+    return InstallFixture::pack(version, "weights " + version);
   }
-  std::optional<Slot> current() {
-    auto c = slots_->current();
-    EXPECT_TRUE(c);
-    return c ? *c : std::nullopt;
-  }
-
-  test::TempDir work_;
-  std::unique_ptr<StateStore> state_;
-  std::unique_ptr<SlotSet> slots_;
 };
 
 TEST(InstallSteps, TableIsOneChainEndingInCommit) {

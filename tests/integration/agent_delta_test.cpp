@@ -25,16 +25,7 @@ namespace stdfs = std::filesystem;
 class AgentDelta : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto repo = manager::Repository::init(work_ / "fleet", manager::Settings{});
-    ASSERT_TRUE(repo) << repo.error().message();
-    repo_ = std::make_unique<manager::Repository>(std::move(*repo));
-    manager::ServerConfig cfg;
-    cfg.static_root = work_ / "fleet" / "repo";
-    server_ = manager::make_http_server(cfg);
-    sink_.attach(*server_, "device-0001");
-    auto port = server_->start();
-    ASSERT_TRUE(port) << port.error().message();
-    base_ = "http://127.0.0.1:" + std::to_string(*port);
+    ASSERT_NO_FATAL_FAILURE(fleet_.start(work_ / "fleet", "device-0001"));
     state_ = work_ / "device" / "state";
     write_config("prefer");
     // 1 MiB of pseudo-random weights, and a fine-tune of them that changes a few bytes.
@@ -44,15 +35,10 @@ class AgentDelta : public ::testing::Test {
     v2_ = v1_;
     for (std::size_t i = 64; i < v2_.size(); i += 8191) v2_[i] = static_cast<char>(v2_[i] ^ 1);
   }
-  void TearDown() override {
-    if (server_) server_->stop();
-  }
-
   void write_config(const std::string& policy) {
     test::write_file(work_ / "device" / "agent.toml",
-                     "server_url = \"" + base_ + "\"\nstate_dir = \"" + state_.string() +
-                         "\"\ntrusted_root = \"" +
-                         (work_ / "fleet" / "repo" / "metadata" / "1.root.json").string() +
+                     "server_url = \"" + fleet_.url + "\"\nstate_dir = \"" + state_.string() +
+                         "\"\ntrusted_root = \"" + fleet_.root_json.string() +
                          "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\ndelta = \"" +
                          policy +
                          "\"\n[retry]\nmax_attempts = 1\n[health]\nenabled = false\n"
@@ -61,7 +47,7 @@ class AgentDelta : public ::testing::Test {
   manager::Release release(const std::string& version, const std::string& weights) {
     auto src = work_ / ("src-" + version);
     test::make_model_dir(src, weights);
-    auto r = repo_->add_release(src, version);
+    auto r = fleet_.repo->add_release(src, version);
     EXPECT_TRUE(r) << r.error().message();
     return r ? *r : manager::Release{};
   }
@@ -70,7 +56,7 @@ class AgentDelta : public ::testing::Test {
     req.channel = "stable";
     req.model = "detector";
     req.version = version;
-    auto ch = repo_->set_channel(req);
+    auto ch = fleet_.repo->set_channel(req);
     ASSERT_TRUE(ch) << ch.error().message();
   }
   test::RunResult check_once(const std::map<std::string, std::string>& env = {}) {
@@ -99,7 +85,7 @@ class AgentDelta : public ::testing::Test {
     channel("1.0.0");
     auto r = check_once();
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    auto ev = sink_.events();
+    auto ev = fleet_.sink.events();
     ASSERT_EQ(ev.size(), 1u);
     EXPECT_EQ(ev[0]["kind"], "full");
     full_ = release("2.0.0", v2_);
@@ -108,10 +94,7 @@ class AgentDelta : public ::testing::Test {
   }
 
   test::TempDir work_;
-  std::unique_ptr<manager::Repository> repo_;
-  std::unique_ptr<manager::HttpServer> server_;
-  test::EventSink sink_;
-  std::string base_;
+  test::RepoServer fleet_;
   stdfs::path state_;
   std::string v1_, v2_;
   manager::Release full_;
@@ -125,7 +108,7 @@ TEST_F(AgentDelta, PrefersTheDeltaAndReportsTheBytesSaved) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(current_weights(), v2_);
   EXPECT_EQ(test::read_file(slot_file("a")), v1_) << "the base is the rollback target";
-  auto ev = sink_.events();
+  auto ev = fleet_.sink.events();
   ASSERT_EQ(ev.size(), 2u);
   EXPECT_EQ(ev[1]["state"], "installed") << ev[1].dump();
   EXPECT_EQ(ev[1]["kind"], "delta");
@@ -143,7 +126,7 @@ TEST_F(AgentDelta, ModifiedBaseSlotFallsBackToTheFullPackage) {
   auto r = check_once();
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(current_weights(), v2_);
-  auto ev = sink_.events();
+  auto ev = fleet_.sink.events();
   ASSERT_EQ(ev.size(), 2u);
   EXPECT_EQ(ev[1]["state"], "installed") << ev[1].dump();
   EXPECT_EQ(ev[1]["kind"], "full");
@@ -160,7 +143,7 @@ TEST_F(AgentDelta, TamperedDeltaFallsBackToTheFullPackageInTheSamePoll) {
   auto r = check_once();
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(current_weights(), v2_);
-  auto ev = sink_.events();
+  auto ev = fleet_.sink.events();
   ASSERT_EQ(ev.size(), 2u);
   EXPECT_EQ(ev[1]["state"], "installed") << ev[1].dump();
   EXPECT_EQ(ev[1]["kind"], "full");
@@ -182,7 +165,7 @@ TEST_F(AgentDelta, OnlyPolicyRefusesASilentFallback) {
   EXPECT_EQ(server_log.find(full_.sha256), std::string::npos)
       << "the full package must not be downloaded:\n"
       << server_log;
-  auto ev = sink_.events();
+  auto ev = fleet_.sink.events();
   ASSERT_EQ(ev.size(), 2u);
   EXPECT_EQ(ev[1]["state"], "failed");
   EXPECT_EQ(ev[1]["kind"], "delta");
@@ -199,7 +182,7 @@ TEST_F(AgentDelta, NeverPolicyDownloadsOnlyFullPackages) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(current_weights(), v2_);
   EXPECT_EQ(server_log.find(".mdelta"), std::string::npos) << server_log;
-  auto ev = sink_.events();
+  auto ev = fleet_.sink.events();
   ASSERT_EQ(ev.size(), 2u);
   EXPECT_EQ(ev[1]["kind"], "full");
 }
@@ -215,7 +198,7 @@ TEST_F(AgentDelta, KilledAtEveryStepResumesFromTheDelta) {
     SCOPED_TRACE("killed at " + std::string(step.name));
     stdfs::remove_all(state_);
     stdfs::copy(fresh, state_, stdfs::copy_options::recursive | stdfs::copy_options::copy_symlinks);
-    sink_.reset();  // the restored outbox numbers its events from where the copy was made
+    fleet_.sink.reset();  // the restored outbox numbers its events from where the copy was made
     auto r = check_once({{"MOTA_AGENT_TEST_KILL_AT", std::string(step.name)}});
     EXPECT_EQ(r.signal, SIGKILL) << r.out << r.err;
     const std::string now = current_weights();
@@ -223,7 +206,7 @@ TEST_F(AgentDelta, KilledAtEveryStepResumesFromTheDelta) {
     r = check_once();
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     EXPECT_EQ(current_weights(), v2_);
-    auto ev = sink_.events();
+    auto ev = fleet_.sink.events();
     ASSERT_FALSE(ev.empty());
     EXPECT_EQ(ev.back()["state"], "installed") << ev.back().dump();
     EXPECT_EQ(ev.back()["kind"], "delta") << ev.back().dump();

@@ -29,22 +29,13 @@ using runtime::testing::RuntimeProcess;
 class AgentHealth : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto repo = manager::Repository::init(work_ / "fleet", manager::Settings{});
-    ASSERT_TRUE(repo) << repo.error().message();
-    repo_ = std::make_unique<manager::Repository>(std::move(*repo));
-    manager::ServerConfig cfg;
-    cfg.static_root = work_ / "fleet" / "repo";
-    server_ = manager::make_http_server(cfg);
-    sink_.attach(*server_, "cam-1");
-    auto port = server_->start();
-    ASSERT_TRUE(port) << port.error().message();
+    ASSERT_NO_FATAL_FAILURE(fleet_.start(work_ / "fleet", "cam-1"));
     runtime_ = std::make_unique<RuntimeProcess>(work_.path(), std::vector<std::string>{});
     stdfs::create_directories(hooks_dir());
     state_ = work_ / "state";
     test::write_file(config_path(),
-                     "server_url = \"http://127.0.0.1:" + std::to_string(*port) +
-                         "\"\nstate_dir = \"" + state_.string() + "\"\ntrusted_root = \"" +
-                         (work_ / "fleet" / "repo" / "metadata" / "1.root.json").string() +
+                     "server_url = \"" + fleet_.url + "\"\nstate_dir = \"" + state_.string() +
+                         "\"\ntrusted_root = \"" + fleet_.root_json.string() +
                          "\"\ndevice_id = \"cam-1\"\nlog_level = \"warn\"\nruntime_socket = \"" +
                          runtime_->socket().string() +
                          "\"\n[retry]\nmax_attempts = 1\n[health]\nruntime_binary = \"" +
@@ -52,9 +43,6 @@ class AgentHealth : public ::testing::Test {
                          hooks_dir().string() +
                          "\"\nhook_timeout = \"5s\"\n[[model]]\nname = \"face\"\n" +
                          "channel = \"stable\"\n");
-  }
-  void TearDown() override {
-    if (server_) server_->stop();
   }
 
   stdfs::path config_path() const { return work_ / "agent.toml"; }
@@ -88,13 +76,13 @@ class AgentHealth : public ::testing::Test {
     stdfs::remove_all(src);
     runtime::testing::make_slot(src, spec);
     if (tweak) tweak(src);
-    auto r = repo_->add_release(src, version);
+    auto r = fleet_.repo->add_release(src, version);
     ASSERT_TRUE(r) << r.error().message();
     manager::ChannelRequest req;
     req.channel = "stable";
     req.model = "face";
     req.version = version;
-    auto ch = repo_->set_channel(req);
+    auto ch = fleet_.repo->set_channel(req);
     ASSERT_TRUE(ch) << ch.error().message();
   }
   test::RunResult agent(const std::map<std::string, std::string>& env = {}) {
@@ -115,16 +103,14 @@ class AgentHealth : public ::testing::Test {
     return m ? m->version + "@" + stdfs::path(m->slot).filename().string() : "";
   }
   Json last_event() {
-    auto ev = sink_.events();
+    auto ev = fleet_.sink.events();
     return ev.empty() ? Json() : ev.back();
   }
 
   test::TempDir work_;
-  std::unique_ptr<manager::Repository> repo_;
-  std::unique_ptr<manager::HttpServer> server_;
   std::unique_ptr<RuntimeProcess> runtime_;
   stdfs::path state_;
-  test::EventSink sink_;
+  test::RepoServer fleet_;
 };
 
 TEST_F(AgentHealth, GoodUpdatesAreProbedTriedAndServed) {

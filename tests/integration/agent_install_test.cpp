@@ -36,29 +36,16 @@ using test::make_model_dir;
 class AgentInstall : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto repo = manager::Repository::init(work_ / "fleet", manager::Settings{});
-    ASSERT_TRUE(repo) << repo.error().message();
-    repo_ = std::make_unique<manager::Repository>(std::move(*repo));
-    manager::ServerConfig cfg;
-    cfg.static_root = work_ / "fleet" / "repo";
-    server_ = manager::make_http_server(cfg);
-    sink_.attach(*server_, "device-0001");
-    auto port = server_->start();
-    ASSERT_TRUE(port) << port.error().message();
-    base_ = "http://127.0.0.1:" + std::to_string(*port);
+    ASSERT_NO_FATAL_FAILURE(fleet_.start(work_ / "fleet", "device-0001"));
     state_ = work_ / "device" / "state";
     test::write_file(work_ / "device" / "machine-id", "device-0001\n");
     test::write_file(
         config_path(),
-        "server_url = \"" + base_ + "\"\nstate_dir = \"" + state_.string() +
-            "\"\ntrusted_root = \"" +
-            (work_ / "fleet" / "repo" / "metadata" / "1.root.json").string() +
+        "server_url = \"" + fleet_.url + "\"\nstate_dir = \"" + state_.string() +
+            "\"\ntrusted_root = \"" + fleet_.root_json.string() +
             "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
             "[retry]\nmax_attempts = 1\n"
             "[health]\nenabled = false\n[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
-  }
-  void TearDown() override {
-    if (server_) server_->stop();
   }
 
   stdfs::path config_path() const { return work_ / "device" / "agent.toml"; }
@@ -70,7 +57,7 @@ class AgentInstall : public ::testing::Test {
   manager::Release release(const std::string& version) {
     auto src = work_ / ("src-" + version);
     make_model_dir(src, weights(version));
-    auto r = repo_->add_release(src, version);
+    auto r = fleet_.repo->add_release(src, version);
     EXPECT_TRUE(r) << r.error().message();
     return r ? *r : manager::Release{};
   }
@@ -80,7 +67,7 @@ class AgentInstall : public ::testing::Test {
     req.model = "detector";
     req.version = version;
     req.allow_downgrade = allow_downgrade;
-    auto ch = repo_->set_channel(req);
+    auto ch = fleet_.repo->set_channel(req);
     ASSERT_TRUE(ch) << ch.error().message();
   }
   test::RunResult agent(const std::vector<std::string>& args,
@@ -99,15 +86,12 @@ class AgentInstall : public ::testing::Test {
   std::string current_weights() const {
     return test::read_file(model_dir() / "current" / "model.onnx");
   }
-  std::vector<Json> events() { return sink_.events(); }
-  std::size_t heartbeats() { return sink_.heartbeats(); }
+  std::vector<Json> events() { return fleet_.sink.events(); }
+  std::size_t heartbeats() { return fleet_.sink.heartbeats(); }
 
   test::TempDir work_;
-  std::unique_ptr<manager::Repository> repo_;
-  std::unique_ptr<manager::HttpServer> server_;
-  std::string base_;
   stdfs::path state_;
-  test::EventSink sink_;
+  test::RepoServer fleet_;
 };
 
 TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
@@ -143,7 +127,7 @@ TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
   EXPECT_GT(before[1]["bytes"].get<std::uint64_t>(), 0u);
   EXPECT_EQ(heartbeats(), 1u);  // heartbeat_interval (1h) has not passed since the first
   {
-    for (const auto& item : sink_.items()) {
+    for (const auto& item : fleet_.sink.items()) {
       if (item["kind"] != "heartbeat") continue;
       EXPECT_EQ(item["body"]["models"][0]["channel"], "stable") << item.dump();
       EXPECT_EQ(item["body"]["models"][0]["version"], "1.0.0") << item.dump();
@@ -265,7 +249,7 @@ TEST_F(AgentInstall, BadConfigAndUnreachableServerAreClearErrors) {
   EXPECT_NE(r.err.find("missing.toml"), std::string::npos) << r.err;
   release("1.0.0");
   channel("1.0.0");
-  server_->stop();
+  fleet_.server->stop();
   r = agent({"check-once"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("TUF refresh"), std::string::npos) << r.err;
@@ -431,7 +415,7 @@ TEST_F(AgentInstall, RunSpeaksSdNotifyAndStopsMidDownload) {
     for (auto& c : w) c = static_cast<char>(rng());
     random_weights[version] = w;
     make_model_dir(work_ / ("src-" + version), w);
-    auto r = repo_->add_release(work_ / ("src-" + version), version);
+    auto r = fleet_.repo->add_release(work_ / ("src-" + version), version);
     ASSERT_TRUE(r) << r.error().message();
     channel(version);
   };

@@ -1,18 +1,23 @@
 #pragma once
-// The report endpoint of a fleet server, for agent integration tests: a POST
-// /v1/devices/:id/events route on a test HTTP server that checks each batch's signature (as
+// A repository server for agent integration tests (RepoServer, below), and its report endpoint: a
+// POST /v1/devices/:id/events route on a test HTTP server that checks each batch's signature (as
 // `mota serve` does), acknowledges it, and records every item once per seq (delivery is
 // at-least-once). Header-only: only tests that already link the agent and manager include it.
 //
 // Thread-safety: the route runs on server threads; the accessors lock.
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <filesystem>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "agent/identity.hpp"
 #include "manager/http_server.hpp"
+#include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
 
 namespace mota::test {
@@ -77,6 +82,34 @@ class EventSink {
   mutable std::mutex mu_;
   std::vector<Json> items_;
   std::int64_t last_seq_ = 0;
+};
+
+// What agent integration tests talk to: a fresh repository (manager::Repository::init in `dir`)
+// served over loopback by the mota HTTP server, with an EventSink's events route. Use with
+// ASSERT_NO_FATAL_FAILURE(fleet.start(...)).
+struct RepoServer {
+  std::unique_ptr<manager::Repository> repo;
+  std::unique_ptr<manager::HttpServer> server;
+  EventSink sink;
+  std::string url;                  // http://127.0.0.1:PORT
+  std::filesystem::path root_json;  // the trusted root devices start from
+
+  void start(const std::filesystem::path& dir, const std::string& device_id = "") {
+    auto r = manager::Repository::init(dir, manager::Settings{});
+    ASSERT_TRUE(r) << r.error().message();
+    repo = std::make_unique<manager::Repository>(std::move(*r));
+    root_json = dir / "repo" / "metadata" / "1.root.json";
+    manager::ServerConfig cfg;
+    cfg.static_root = dir / "repo";
+    server = manager::make_http_server(cfg);
+    sink.attach(*server, device_id);
+    auto port = server->start();
+    ASSERT_TRUE(port) << port.error().message();
+    url = "http://127.0.0.1:" + std::to_string(*port);
+  }
+  ~RepoServer() {
+    if (server) server->stop();
+  }
 };
 
 }  // namespace mota::test
