@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -66,6 +67,34 @@ std::string loadavg() {
   return buf;
 }
 
+// CPU seconds used so far by a process (all its threads): /proc/PID/stat utime + stime.
+double process_cpu_s(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), {});
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::vector<std::string> fields;
+  std::string field;
+  for (char ch : stat.substr(close + 2)) {
+    if (ch == ' ') {
+      fields.push_back(field);
+      field.clear();
+    } else {
+      field += ch;
+    }
+  }
+  // After "pid (comm) ": state is field 0, utime field 11, stime field 12.
+  if (fields.size() < 13) return 0;
+  return (std::stod(fields[11]) + std::stod(fields[12])) /
+         static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+double own_cpu_s() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 std::string image() {
   std::string out(3 * 240 * 320 * 4, '\0');
   for (std::size_t i = 0; i < out.size() / 4; ++i) {
@@ -97,6 +126,7 @@ void make_slot(const stdfs::path& dir, const std::string& onnx, const std::strin
 // One row of the table: every sample, and each round's samples apart for paired comparisons.
 struct Series {
   std::vector<double> ms, overhead_ms;
+  double cpu_s = 0, runtime_cpu_s = 0;  // CPU used by this process / by mota-runtime
   std::vector<std::vector<double>> rounds;
   double wall_s = 0;
   std::vector<double>& begin_round() {
@@ -116,6 +146,7 @@ void bench_inprocess(cv::dnn::Net& net, const std::string& img, int iters, Serie
   std::vector<cv::String> names = {"scores", "boxes"};
   std::vector<cv::Mat> outs;
   auto& round = s.begin_round();
+  double cpu0 = own_cpu_s();
   auto start = Clock::now();
   for (int i = 0; i < iters; ++i) {
     auto t0 = Clock::now();
@@ -124,12 +155,14 @@ void bench_inprocess(cv::dnn::Net& net, const std::string& img, int iters, Serie
     s.add(round, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
   s.wall_s += std::chrono::duration<double>(Clock::now() - start).count();
+  s.cpu_s += own_cpu_s() - cpu0;
 }
 
 // `first_after_swap` collects the latency of the first answer from each new load.
-void bench_client(Client& c, const std::string& img, int iters, int* failures, Series& s,
-                  std::uint64_t* generation, std::vector<double>* first_after_swap) {
+void bench_client(Client& c, pid_t runtime, const std::string& img, int iters, int* failures,
+                  Series& s, std::uint64_t* generation, std::vector<double>* first_after_swap) {
   auto& round = s.begin_round();
+  double cpu0 = own_cpu_s(), rt_cpu0 = process_cpu_s(runtime);
   auto start = Clock::now();
   for (int i = 0; i < iters; ++i) {
     auto t0 = Clock::now();
@@ -154,6 +187,8 @@ void bench_client(Client& c, const std::string& img, int iters, int* failures, S
     }
   }
   s.wall_s += std::chrono::duration<double>(Clock::now() - start).count();
+  s.cpu_s += own_cpu_s() - cpu0;
+  s.runtime_cpu_s += process_cpu_s(runtime) - rt_cpu0;
 }
 
 }  // namespace
@@ -231,7 +266,7 @@ int main(int argc, char** argv) {
           bench_inprocess(net, img, per_round, direct_s);
           break;
         case 1:
-          bench_client(c, img, per_round, &failures, served_s, &generation, nullptr);
+          bench_client(c, pid, img, per_round, &failures, served_s, &generation, nullptr);
           break;
         case 2: {
           // Swaps back to back for the whole phase by default (the worst case, not one swap now
@@ -248,7 +283,8 @@ int main(int argc, char** argv) {
               }
             }
           });
-          bench_client(c, img, per_round, &failures, swapping_s, &generation, &first_after_swap);
+          bench_client(c, pid, img, per_round, &failures, swapping_s, &generation,
+                       &first_after_swap);
           stop = true;
           swapper.join();
           break;
@@ -299,6 +335,16 @@ int main(int argc, char** argv) {
       "- serving cost without the inference (round trip - engine time): p50 %.3f ms, "
       "p99 %.3f ms\n",
       pct(served_s.overhead_ms, 0.5), pct(served_s.overhead_ms, 0.99));
+  // CPU time hardly depends on what else the machine runs (wall time under load does: a thread
+  // that sleeps between requests is scheduled sooner than one that never sleeps).
+  double direct_cpu = direct_s.cpu_s / static_cast<double>(direct_s.ms.size()) * 1e3;
+  double client_cpu = served_s.cpu_s / static_cast<double>(served_s.ms.size()) * 1e3;
+  double runtime_cpu = served_s.runtime_cpu_s / static_cast<double>(served_s.ms.size()) * 1e3;
+  std::printf(
+      "- CPU per inference: in-process %.2f ms; through mota-runtime %.2f ms (runtime "
+      "%.2f + client %.2f): %+.1f%%\n",
+      direct_cpu, runtime_cpu + client_cpu, runtime_cpu, client_cpu,
+      ((runtime_cpu + client_cpu) / direct_cpu - 1.0) * 100.0);
   std::printf(
       "- p99 during swaps / steady p99: %.2fx (median of paired rounds; pooled %.2fx; "
       "target <= 1.5x)\n",
