@@ -61,8 +61,13 @@ Result<std::size_t> GrowingFile::read(std::span<std::byte> out) {
   {
     // A restart that overlapped this read may have handed us bytes of the new pass.
     std::lock_guard lock(mu_);
-    if (generation_ != gen || got == 0) {
+    if (generation_ != gen) {
       return fail(Errc::io, path_.string() + ": the download restarted from byte 0");
+    }
+    if (got == 0) {
+      return fail(Errc::io, path_.string() + ": ends at byte " + std::to_string(pos_) +
+                                ", before the " + std::to_string(available_) +
+                                " bytes the download announced (truncated by someone else?)");
     }
   }
   pos_ += static_cast<std::uint64_t>(got);
