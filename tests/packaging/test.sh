@@ -109,7 +109,9 @@ mode_is /etc/default/mota-server 644 root:root
 for m in man8/mota-agent.8.gz man8/mota-runtime.8.gz man1/mota.1.gz; do
   [ -f /usr/share/man/$m ] || fail "/usr/share/man/$m is missing"
 done
-zcat /usr/share/man/man8/mota-agent.8.gz | grep -q "check-once" || fail "mota-agent.8 lacks the subcommands"
+# roff writes a hyphen as "\-".
+zcat /usr/share/man/man8/mota-agent.8.gz | sed 's/\\-/-/g' | grep -q "check-once" ||
+  fail "mota-agent.8 lacks the subcommands"
 cmp -s /etc/mota/agent.toml agent/agent.toml.example || fail "/etc/mota/agent.toml is not agent/agent.toml.example"
 conffiles=$(dpkg-query -W -f='${Conffiles}\n' mota-agent mota-manager | awk '{print $1}' | sort | xargs)
 [ "$conffiles" = "/etc/default/mota-server /etc/mota/agent.toml /etc/mota/runtime.toml" ] ||
