@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -21,6 +22,24 @@ Result<std::vector<std::byte>> compress(std::span<const std::byte> src, int leve
 // (another size, trailing bytes, a damaged frame, a window over 2^31) is Errc::parse.
 Status decompress(std::span<const std::byte> frame, std::span<std::byte> out,
                   std::span<const std::byte> prefix = {});
+
+// A decompression context kept for many frames (one per decoding worker: creating a zstd
+// context per chunk costs allocations and cold tables). Movable, not thread-safe: one thread
+// uses it at a time. Same contract as decompress() above.
+class Decompressor {
+ public:
+  Decompressor();
+  ~Decompressor();
+  Decompressor(Decompressor&&) noexcept;
+  Decompressor& operator=(Decompressor&&) noexcept;
+  Status decompress(std::span<const std::byte> frame, std::span<std::byte> out,
+                    std::span<const std::byte> prefix = {});
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
 
 // Worst-case compressed size of n bytes.
 std::size_t bound(std::size_t n);

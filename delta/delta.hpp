@@ -84,7 +84,7 @@ Result<FileDeltaInfo> diff_files(const stdfs::path& old_path, const stdfs::path&
                                  const stdfs::path& out_path, const DiffOptions& options = {});
 
 struct ApplyOptions {
-  int threads = 2;           // decoding workers; output is still produced in order
+  int threads = 2;           // decoding workers (1..64); output is still produced in order
   bool verify_base = false;  // hash the whole old file against the delta's base sha256 first
   std::uint64_t max_new_size = std::uint64_t(1) << 42;  // refuse to produce more (4 TiB)
 };
@@ -97,7 +97,10 @@ struct ApplyResult {
 
 // Decodes one file delta read from `delta` (consuming exactly its bytes, so it can sit inside a
 // larger stream) against the old file, pushing the new file to `sink` in order. The old file is
-// read with pread, only where chunks refer to it. Memory: about (threads + 1) * 4 chunks.
+// read with pread, only where chunks refer to it. `delta` and `sink` are called on the calling
+// thread only; `threads` workers decode chunks and feed the output's sha256 meanwhile.
+// Memory: (threads + 2) chunks in flight plus one chunk-sized scratch buffer per worker (about
+// 40 MiB at 4 MiB chunks and 2 threads), independent of the file size.
 // Errors: Errc::parse for a malformed or truncated delta, Errc::verification for a delta whose
 // base does not match the old file (size, or a referenced region whose hash differs: a modified
 // base or a delta for another version) or whose output does not match its recorded hashes,

@@ -2,7 +2,11 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -44,6 +48,12 @@ struct Input {
     std::vector<std::byte> v(static_cast<std::size_t>(n));
     MOTA_TRY(read(v, offset));
     return v;
+  }
+  // Asks the kernel to start reading a region a worker will need soon (advice only).
+  void prefetch(std::uint64_t offset, std::uint64_t n) const {
+    if (file.is_open())
+      (void)::posix_fadvise(file.fd(), static_cast<off_t>(offset), static_cast<off_t>(n),
+                            POSIX_FADV_WILLNEED);
   }
   PreadFn preader() const {
     return [this](std::span<std::byte> b, std::uint64_t off) { return read(b, off); };
@@ -395,14 +405,25 @@ Result<FileDeltaInfo> diff_files(const stdfs::path& old_path, const stdfs::path&
 }
 
 // ---- apply ----
+//
+// The decoder is a pipeline over (threads + 2) chunks in flight. The calling thread reads chunk
+// records and payloads from the delta stream and pushes the decoded chunks to the sink in order
+// (the callbacks stay on the caller's thread, as delta.hpp promises). `threads` workers decode
+// chunks in any order: pread the old region straight into the output buffer, zstd-decompress
+// with a context kept per worker, un-shuffle and combine in place, XXH64 once. Whichever worker
+// is free also feeds decoded chunks, in order, to the output's sha256, so hashing overlaps both
+// decoding and writing instead of sitting on the writer's critical path. Buffers come from a
+// pool: no allocation or page faulting per chunk once the pipeline is warm.
 
 namespace {
 
-struct Decoded {
+struct Job {
   Record rec;
   std::uint64_t index = 0;
-  BufferPool::Buf payload;
-  BufferPool::Buf out;
+  BufferPool::Buf payload;  // released once decoded
+  BufferPool::Buf out;      // the chunk's new bytes
+  Status status;            // of decoding
+  bool decoded = false, written = false, hashed = false;
 };
 
 Status check_record(const Record& r, const format::FileHeader& h, std::uint64_t produced,
@@ -437,43 +458,75 @@ Status check_record(const Record& r, const format::FileHeader& h, std::uint64_t 
   return {};
 }
 
-Status decode_chunk(const Input& old, BufferPool& pool, Decoded& d) {
-  const Record& r = d.rec;
-  auto where = [&]() { return "chunk " + std::to_string(d.index); };
-  BufferPool::Buf ref = pool.get(static_cast<std::size_t>(r.ref_size));
-  if (r.ref_size > 0) {
-    MOTA_TRY(old.read(ref.span(), r.ref_offset));
-    if (xxh64(ref.span()) != r.ref_hash) {
-      return fail(Errc::verification,
-                  where() + ": base bytes [" + std::to_string(r.ref_offset) + ", " +
-                      std::to_string(r.ref_offset + r.ref_size) +
-                      ") differ from the delta's base (modified base, or a delta for another "
-                      "version)");
+// What one decoding worker keeps between chunks.
+struct Worker {
+  codec::Decompressor zstd;
+  std::unique_ptr<std::byte[]> scratch;  // a prefix region or a residual
+  std::size_t cap = 0;
+  std::span<std::byte> buf(std::size_t n) {
+    if (n > cap) {
+      scratch.reset();  // the old one goes first: peak memory is one buffer, not two
+      scratch.reset(new std::byte[n]);
+      cap = n;
     }
+    return {scratch.get(), n};
   }
+};
+
+Status decode_chunk(const Input& old, BufferPool& pool, Worker& w, Job& j) {
+  const Record& r = j.rec;
+  auto where = [&]() { return "chunk " + std::to_string(j.index); };
+  auto base_error = [&]() {
+    return fail(Errc::verification,
+                where() + ": base bytes [" + std::to_string(r.ref_offset) + ", " +
+                    std::to_string(r.ref_offset + r.ref_size) +
+                    ") differ from the delta's base (modified base, or a delta for another "
+                    "version)");
+  };
+  auto out_error = [&]() {
+    return fail(Errc::verification, where() + ": decoded bytes do not match the recorded hash");
+  };
+  const auto raw = static_cast<std::size_t>(r.raw_size);
+  const auto ref_size = static_cast<std::size_t>(r.ref_size);
+  j.out = pool.get(raw);
+  const std::span<std::byte> out = j.out.span();
   switch (r.method) {
-    case Method::copy:
-      d.out = std::move(ref);
-      break;
+    case Method::copy: {
+      MOTA_TRY(old.read(out, r.ref_offset));
+      // The old bytes are the output: one hash serves both checks.
+      const std::uint64_t h = xxh64(out);
+      if (h != r.ref_hash) return base_error();
+      if (h != r.out_hash) return out_error();
+      return {};
+    }
     case Method::zstd:
-    case Method::prefix:
-      d.out = pool.get(static_cast<std::size_t>(r.raw_size));
-      MOTA_TRY_CTX(codec::decompress(d.payload.span(), d.out.span(), ref.span()), where());
+      MOTA_TRY_CTX(w.zstd.decompress(j.payload.span(), out), where());
       break;
+    case Method::prefix: {
+      const std::span<std::byte> ref = w.buf(ref_size);
+      MOTA_TRY(old.read(ref, r.ref_offset));
+      if (xxh64(ref) != r.ref_hash) return base_error();
+      MOTA_TRY_CTX(w.zstd.decompress(j.payload.span(), out, ref), where());
+      break;
+    }
     case Method::xor_:
     case Method::sub: {
-      BufferPool::Buf residual = pool.get(static_cast<std::size_t>(r.raw_size));
-      MOTA_TRY_CTX(codec::decompress(d.payload.span(), residual.span()), where());
-      d.payload.release();
-      d.out = pool.get(residual.size());
-      decode_residual(r.method == Method::sub, r.width, residual.span(), ref.span(), d.out.span());
+      // The aligned old bytes go straight into the output buffer (zero-padded past the
+      // reference) and the residual is combined into them in place.
+      const std::span<std::byte> ref = out.first(ref_size);
+      if (ref_size > 0) {
+        MOTA_TRY(old.read(ref, r.ref_offset));
+        if (xxh64(ref) != r.ref_hash) return base_error();
+      }
+      std::memset(out.data() + ref_size, 0, raw - ref_size);
+      const std::span<std::byte> residual = w.buf(raw);
+      MOTA_TRY_CTX(w.zstd.decompress(j.payload.span(), residual), where());
+      apply_residual(r.method == Method::sub, r.width, residual, out);
       break;
     }
   }
-  d.payload.release();
-  if (xxh64(d.out.span()) != r.out_hash) {
-    return fail(Errc::verification, where() + ": decoded bytes do not match the recorded hash");
-  }
+  j.payload.release();
+  if (xxh64(out) != r.out_hash) return out_error();
   return {};
 }
 
@@ -482,6 +535,123 @@ Result<format::FileHeader> read_header(const ReadFn& delta) {
   MOTA_TRY(format::read_exact(delta, hb, "file header"));
   return format::decode_file_header(hb);
 }
+
+// The shared state of one apply: the window of chunks in flight, in order, and the workers.
+// Destruction stops and joins the workers before the window they work on goes away.
+class Pipeline {
+ public:
+  Pipeline(const Input& old, crypto::Hasher& sha) : old_(old), sha_(sha) {}
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+  ~Pipeline() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  Status start(int n) {
+    try {
+      for (int i = 0; i < n; ++i) threads_.emplace_back([this] { work(); });
+    } catch (const std::system_error& e) {
+      if (threads_.empty()) return fail(Errc::internal, std::string("apply: ") + e.what());
+    }
+    return {};
+  }
+
+  // Runs the ordered loop on the calling thread: `read_next` gives the next chunk (nullopt at
+  // the end), `sink` takes decoded chunks in order.
+  Status run(std::size_t depth, const std::function<Result<std::optional<Job>>()>& read_next,
+             const WriteFn& sink, std::uint64_t& written_bytes) {
+    bool more = true;
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      while (!window_.empty() && window_.front()->written && window_.front()->hashed) {
+        window_.pop_front();
+        ++base_;
+      }
+      if (next_write_ < base_ + window_.size()) {
+        Job& j = *window_[next_write_ - base_];
+        if (j.decoded) {
+          if (!j.status) return j.status;
+          lk.unlock();
+          MOTA_TRY(sink(j.out.span()));
+          lk.lock();
+          written_bytes += j.out.size();
+          j.written = true;
+          ++next_write_;
+          continue;
+        }
+      }
+      if (more && window_.size() < depth) {
+        lk.unlock();
+        std::optional<Job> next = MOTA_TRY(read_next());
+        lk.lock();
+        if (!next) {
+          more = false;
+          continue;
+        }
+        window_.push_back(std::make_unique<Job>(std::move(*next)));
+        work_cv_.notify_one();
+        continue;
+      }
+      if (!more && window_.empty()) return {};
+      done_cv_.wait(lk);
+    }
+  }
+
+ private:
+  void work() {
+    Worker w;
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      if (stop_) return;
+      // The sha256 is the one strictly sequential stage: it goes first.
+      if (!hashing_ && next_hash_ < base_ + window_.size()) {
+        Job& j = *window_[next_hash_ - base_];
+        if (j.decoded && j.status) {
+          hashing_ = true;
+          lk.unlock();
+          sha_.update(j.out.span());
+          lk.lock();
+          j.hashed = true;
+          ++next_hash_;
+          hashing_ = false;
+          done_cv_.notify_one();
+          continue;
+        }
+      }
+      if (next_decode_ < base_ + window_.size()) {
+        Job& j = *window_[next_decode_ - base_];
+        ++next_decode_;
+        lk.unlock();
+        Status st = decode_chunk(old_, pool_, w, j);
+        lk.lock();
+        j.status = std::move(st);
+        j.decoded = true;
+        done_cv_.notify_one();
+        continue;
+      }
+      work_cv_.wait(lk);
+    }
+  }
+
+ public:
+  BufferPool pool_;
+
+ private:
+  const Input& old_;
+  crypto::Hasher& sha_;
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<std::unique_ptr<Job>> window_;  // front: the oldest chunk not yet released
+  std::uint64_t base_ = 0;                   // chunk index of window_.front()
+  std::uint64_t next_decode_ = 0, next_hash_ = 0, next_write_ = 0;
+  bool hashing_ = false, stop_ = false;
+  std::vector<std::thread> threads_;
+};
 
 }  // namespace
 
@@ -518,33 +688,30 @@ Result<ApplyResult> apply(const stdfs::path& old_path, const ReadFn& delta, cons
   ApplyResult result;
   result.delta_bytes = format::kFileHeaderSize;
   crypto::Hasher new_hash;
-  BufferPool pool;
-  std::uint64_t produced_planned = 0, index = 0;
-  MOTA_TRY(run_ordered<Decoded>(
-      options.threads,
-      [&]() -> Result<std::optional<Decoded>> {
-        if (index == h.chunk_count) return std::optional<Decoded>();
-        Decoded d;
-        d.index = index;
-        std::array<std::byte, format::kRecordSize> rb;
-        MOTA_TRY(format::read_exact(delta, rb, "chunk record"));
-        d.rec = MOTA_TRY_CTX(format::decode_record(rb), "chunk " + std::to_string(index));
-        MOTA_TRY(check_record(d.rec, h, produced_planned, index));
-        d.payload = pool.get(static_cast<std::size_t>(d.rec.payload_size));
-        MOTA_TRY(format::read_exact(delta, d.payload.span(), "chunk payload"));
-        produced_planned += d.rec.raw_size;
-        result.delta_bytes += format::kRecordSize + d.rec.payload_size;
-        ++index;
-        return std::optional<Decoded>(std::move(d));
-      },
-      [&](Decoded& d) { return decode_chunk(old, pool, d); },
-      [&](Decoded& d) -> Status {
-        new_hash.update(d.out.span());
-        MOTA_TRY(sink(d.out.span()));
-        result.new_size += d.out.size();
-        d.out.release();
-        return {};
-      }));
+  {
+    const int threads = std::clamp(options.threads, 1, 64);
+    Pipeline pipe(old, new_hash);
+    MOTA_TRY(pipe.start(threads));
+    std::uint64_t produced_planned = 0, index = 0;
+    auto read_next = [&]() -> Result<std::optional<Job>> {
+      if (index == h.chunk_count) return std::optional<Job>();
+      Job j;
+      j.index = index;
+      std::array<std::byte, format::kRecordSize> rb;
+      MOTA_TRY(format::read_exact(delta, rb, "chunk record"));
+      j.rec = MOTA_TRY_CTX(format::decode_record(rb), "chunk " + std::to_string(index));
+      MOTA_TRY(check_record(j.rec, h, produced_planned, index));
+      // Start reading the old region now, a few chunks before a worker needs it.
+      if (j.rec.ref_size > 0) old.prefetch(j.rec.ref_offset, j.rec.ref_size);
+      j.payload = pipe.pool_.get(static_cast<std::size_t>(j.rec.payload_size));
+      MOTA_TRY(format::read_exact(delta, j.payload.span(), "chunk payload"));
+      produced_planned += j.rec.raw_size;
+      result.delta_bytes += format::kRecordSize + j.rec.payload_size;
+      ++index;
+      return std::optional<Job>(std::move(j));
+    };
+    MOTA_TRY(pipe.run(static_cast<std::size_t>(threads) + 2, read_next, sink, result.new_size));
+  }
   if (result.new_size != h.new_size) {
     return fail(Errc::parse, "chunks produce " + std::to_string(result.new_size) +
                                  " bytes, the header says " + std::to_string(h.new_size));
@@ -576,10 +743,13 @@ Result<ApplyResult> apply_file(const stdfs::path& old_path, const stdfs::path& d
                                const stdfs::path& out_path, const ApplyOptions& options) {
   ReadFn in = MOTA_TRY(file_reader(delta_path));
   auto out = MOTA_TRY(fs::AtomicFile::create(stdfs::absolute(out_path)));
+  Writeback writeback(out.file().fd());
   auto r = MOTA_TRY(apply(
                         old_path, in,
-                        [&](std::span<const std::byte> b) {
-                          return out.write_all(b).context("write " + out_path.string());
+                        [&](std::span<const std::byte> b) -> Status {
+                          MOTA_TRY(out.write_all(b).context("write " + out_path.string()));
+                          writeback.wrote(b.size());
+                          return {};
                         },
                         options)
                         .context(delta_path.string()));

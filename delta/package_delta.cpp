@@ -11,6 +11,7 @@
 #include "delta/delta.hpp"
 #include "delta/format.hpp"
 #include "delta/hash.hpp"
+#include "delta/pipeline.hpp"
 #include "manifest/crypto.hpp"
 
 namespace mota::delta {
@@ -261,19 +262,25 @@ Result<storage::UnpackResult> apply_into(const stdfs::path& old_dir, const ReadF
         return fail(Errc::parse, want.path + ": base " + pf.base + " is not in the base version");
       base = old_dir / pf.base;
     }
+    // A copied file is hashed here; a decoded one is hashed by apply() (which checks it against
+    // the delta's trailer), and that digest is compared below: hashing it twice would cost a
+    // second sha256 pass over every byte on the writer's thread.
     crypto::Hasher hasher;
+    std::string got;
     std::uint64_t size = 0;
     auto sink = [&](std::span<const std::byte> b) -> Status {
       if (b.size() > want.size - size)
         return fail(Errc::verification, want.path + ": longer than model.json says");
-      hasher.update(b);
       size += b.size();
       return {};
     };
     MOTA_TRY(write_fsynced(out, [&](fs::File& f) -> Status {
+      Writeback writeback(f.fd());
       auto to_file = [&](std::span<const std::byte> b) -> Status {
         MOTA_TRY(sink(b));
-        return f.write_all(b).context("write " + out.string());
+        MOTA_TRY(f.write_all(b).context("write " + out.string()));
+        writeback.wrote(b.size());
+        return {};
       };
       if (pf.kind == "copy") {
         auto in = MOTA_TRY(fs::File::open_read(base));
@@ -281,14 +288,16 @@ Result<storage::UnpackResult> apply_into(const stdfs::path& old_dir, const ReadF
         for (;;) {
           auto n = MOTA_TRY_CTX(in.read_some(buf), base.string());
           if (n == 0) break;
+          hasher.update(std::span(buf.data(), n));
           MOTA_TRY(to_file(std::span(buf.data(), n)));
         }
+        got = hasher.hex_digest();
         return {};
       }
-      MOTA_TRY_CTX(apply(base, delta, to_file, options.file), want.path);
+      auto r = MOTA_TRY_CTX(apply(base, delta, to_file, options.file), want.path);
+      got = r.new_sha256;
       return {};
     }));
-    const std::string got = hasher.hex_digest();
     if (size != want.size || !crypto::digest_equal(got, want.sha256)) {
       return fail(Errc::verification, want.path + ": result is " + std::to_string(size) +
                                           " bytes with sha256 " + got + ", model.json says " +

@@ -13,8 +13,10 @@ namespace mota::delta {
 // the tail shorter than one element stays bytewise at the end. out.size() == neu.size().
 void encode_residual(bool sub, int width, std::span<const std::byte> neu,
                      std::span<const std::byte> old, std::span<std::byte> out);
-// The inverse, in one pass: rebuilds the new chunk into `out` (out.size() == residual.size()).
-void decode_residual(bool sub, int width, std::span<const std::byte> residual,
-                     std::span<const std::byte> old, std::span<std::byte> out);
+// The inverse, in place and in one pass: `io` holds the aligned old bytes, zero-padded to
+// residual.size() (== io.size()), and becomes the new chunk. In place because the apply path
+// reads the old region straight into the output buffer (one buffer and one copy less per chunk).
+void apply_residual(bool sub, int width, std::span<const std::byte> residual,
+                    std::span<std::byte> io);
 
 }  // namespace mota::delta

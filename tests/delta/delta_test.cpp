@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "bench/delta_gen.hpp"
 #include "common/fs.hpp"
@@ -330,6 +331,102 @@ TEST(Delta, StreamingApplyWithOddReads) {
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(out, read_file(f.new_p));
   EXPECT_EQ(r->delta_bytes, f.delta.size());
+}
+
+// The decoding pipeline: every worker count gives the same bytes with the callbacks on the
+// caller's thread; a failing sink or source stops it with that error (workers joined, nothing
+// hangs); damage in two chunks is reported at the first one in order even when a later chunk
+// is decoded first.
+TEST(Delta, ApplyPipelineThreadsAndFailingCallbacks) {
+  Fixture f;
+  const std::string want = read_file(f.new_p);
+  struct Mem {
+    const std::string& bytes;
+    std::size_t pos = 0, fail_at = std::string::npos;
+    ReadFn fn() {
+      return [this](std::span<std::byte> b) -> Result<std::size_t> {
+        if (pos >= fail_at) return fail(Errc::io, "connection reset (test)");
+        std::size_t n = std::min({b.size(), bytes.size() - pos, fail_at - pos});
+        std::memcpy(b.data(), bytes.data() + pos, n);
+        pos += n;
+        return n;
+      };
+    }
+  };
+  const auto caller = std::this_thread::get_id();
+  for (int threads : {1, 2, 3, 8, 64}) {
+    ApplyOptions o;
+    o.threads = threads;
+    Mem m{f.delta};
+    std::string out;
+    bool other_thread = false;
+    auto r = apply(
+        f.old_p, m.fn(),
+        [&](std::span<const std::byte> b) -> Status {
+          other_thread |= std::this_thread::get_id() != caller;
+          out.append(reinterpret_cast<const char*>(b.data()), b.size());
+          return {};
+        },
+        o);
+    ASSERT_TRUE(r) << threads << ": " << r.error().message();
+    EXPECT_EQ(out, want) << threads;
+    EXPECT_FALSE(other_thread) << threads;
+    EXPECT_EQ(m.pos, f.delta.size());
+  }
+  {
+    Mem m{f.delta};
+    int calls = 0;
+    auto r = apply(f.old_p, m.fn(), [&](std::span<const std::byte>) -> Status {
+      if (++calls == 2) return fail(Errc::io, "disk full (test)");
+      return {};
+    });
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), Errc::io);
+    EXPECT_NE(r.error().message().find("disk full (test)"), std::string::npos);
+    EXPECT_EQ(calls, 2);
+  }
+  {
+    Mem m{f.delta};
+    m.fail_at = f.delta.size() / 2;
+    auto r = apply(f.old_p, m.fn(), [](std::span<const std::byte>) { return Status{}; });
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), Errc::io);
+    EXPECT_NE(r.error().message().find("connection reset (test)"), std::string::npos);
+  }
+  // Damage the payloads of the first and the last chunk that have one.
+  std::vector<std::pair<std::size_t, std::uint64_t>> payloads;  // (offset, chunk index)
+  std::size_t pos = format::kFileHeaderSize;
+  for (std::uint64_t i = 0; pos + format::kRecordSize <= f.delta.size() - format::kFileTrailerSize;
+       ++i) {
+    auto rec = format::decode_record(std::span<const std::byte, format::kRecordSize>(
+        reinterpret_cast<const std::byte*>(f.delta.data() + pos), format::kRecordSize));
+    ASSERT_TRUE(rec);
+    pos += format::kRecordSize;
+    if (rec->payload_size > 16) payloads.emplace_back(pos + rec->payload_size / 2, i);
+    pos += rec->payload_size;
+  }
+  ASSERT_GE(payloads.size(), 2u);
+  std::string bad = f.delta;
+  bad[payloads.front().first] ^= 0x55;
+  bad[payloads.back().first] ^= 0x55;
+  for (int threads : {1, 8}) {
+    ApplyOptions o;
+    o.threads = threads;
+    Mem m{bad};
+    std::uint64_t written = 0;
+    auto r = apply(
+        f.old_p, m.fn(),
+        [&](std::span<const std::byte> b) -> Status {
+          written += b.size();
+          return {};
+        },
+        o);
+    ASSERT_FALSE(r);
+    EXPECT_TRUE(r.error().code() == Errc::parse || r.error().code() == Errc::verification);
+    EXPECT_NE(r.error().message().find("chunk " + std::to_string(payloads.front().second) + ":"),
+              std::string::npos)
+        << threads << ": " << r.error().message();
+  }
 }
 
 // ---- packages ----

@@ -21,10 +21,6 @@ ZSTD_CCtx* thread_cctx() {
   thread_local std::unique_ptr<ZSTD_CCtx, CctxFree> c(ZSTD_createCCtx());
   return c.get();
 }
-ZSTD_DCtx* thread_dctx() {
-  thread_local std::unique_ptr<ZSTD_DCtx, DctxFree> d(ZSTD_createDCtx());
-  return d.get();
-}
 
 std::string zerr(std::size_t code) {
   return ZSTD_getErrorName(code);
@@ -65,9 +61,24 @@ Result<std::vector<std::byte>> compress(std::span<const std::byte> src, int leve
   return out;
 }
 
+struct Decompressor::Impl {
+  std::unique_ptr<ZSTD_DCtx, DctxFree> dctx{ZSTD_createDCtx()};
+};
+
+Decompressor::Decompressor() : impl_(std::make_unique<Impl>()) {}
+Decompressor::~Decompressor() = default;
+Decompressor::Decompressor(Decompressor&&) noexcept = default;
+Decompressor& Decompressor::operator=(Decompressor&&) noexcept = default;
+
 Status decompress(std::span<const std::byte> frame, std::span<std::byte> out,
                   std::span<const std::byte> prefix) {
-  ZSTD_DCtx* d = thread_dctx();
+  thread_local Decompressor d;
+  return d.decompress(frame, out, prefix);
+}
+
+Status Decompressor::decompress(std::span<const std::byte> frame, std::span<std::byte> out,
+                                std::span<const std::byte> prefix) {
+  ZSTD_DCtx* d = impl_ ? impl_->dctx.get() : nullptr;
   if (!d) return fail(Errc::internal, "zstd: cannot allocate a decompression context");
   ZSTD_DCtx_reset(d, ZSTD_reset_session_and_parameters);
   unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
