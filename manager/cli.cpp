@@ -82,7 +82,16 @@ Result<std::pair<std::string, int>> parse_listen(const std::string& listen) {
   return std::make_pair(host, port);
 }
 
-Status serve(const std::string& dir, const std::string& listen) {
+// `mota serve`'s HTTP tuning (see ServerConfig). 64 workers: each keep-alive connection holds
+// one, and a report waits for its group commit, so workers mostly wait; more requests in flight
+// means bigger commits (bench/README.md, "Fleet").
+struct ServeTuning {
+  int threads = 64;
+  std::size_t keep_alive_max = 100;
+  int keep_alive_timeout_s = 5;
+};
+
+Status serve(const std::string& dir, const std::string& listen, const ServeTuning& tuning) {
   std::error_code ec;
   const stdfs::path root = stdfs::path(dir) / "repo";
   if (!stdfs::exists(stdfs::path(dir) / "mota.toml", ec)) {
@@ -93,6 +102,9 @@ Status serve(const std::string& dir, const std::string& listen) {
   config.host = host;
   config.port = port;
   config.static_root = root;
+  config.threads = tuning.threads;
+  config.keep_alive_max_count = tuning.keep_alive_max;
+  config.keep_alive_timeout_s = tuning.keep_alive_timeout_s;
   auto server = make_http_server(config);
   // Fleet tracking: the report route and the rollout ticker (manager/fleet_service.hpp).
   auto fleet = MOTA_TRY(attach_fleet(*server, dir));
@@ -458,8 +470,20 @@ int cli_main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8080";
   auto* srv = app.add_subcommand("serve", "serve DIR/repo over HTTP (Range supported)");
   srv->add_option("--listen", listen, "HOST:PORT (port 0: any free port)")->capture_default_str();
+  ServeTuning tuning;
+  srv->add_option("--threads", tuning.threads, "HTTP worker threads (= connections served at once)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  srv->add_option("--keep-alive-max", tuning.keep_alive_max, "requests per keep-alive connection")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  srv->add_option("--keep-alive-timeout", tuning.keep_alive_timeout_s,
+                  "seconds an idle keep-alive connection is kept")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
   add_repo(srv);
-  srv->callback([&] { action = [&]() -> Status { return serve(repo_dir(repo_flag), listen); }; });
+  srv->callback(
+      [&] { action = [&]() -> Status { return serve(repo_dir(repo_flag), listen, tuning); }; });
 
   add_delta_commands(app, action, repo_flag);
   add_fleet_commands(app, action, repo_flag);

@@ -57,7 +57,16 @@ struct ServerConfig {
   int port = 0;                       // 0: pick a free port (start() returns it)
   std::filesystem::path static_root;  // served at "/" if non-empty; must be a directory
   std::size_t max_body_bytes = 16 << 20;
-  int threads = 8;  // worker threads = concurrent connections served
+  // Worker threads = connections served at once: httplib gives each connection a worker for
+  // its whole keep-alive life, so more connections than workers wait in a queue, and only
+  // `threads` requests can be in flight (for `mota serve`, the most reports one group commit can
+  // gather). Idle workers only wait in poll().
+  int threads = 8;
+  // Requests one keep-alive connection may carry before the server closes it (httplib's own
+  // default is 5, which makes every agent reconnect after 5 reports), and how long an idle
+  // keep-alive connection may hold its worker.
+  std::size_t keep_alive_max_count = 100;
+  int keep_alive_timeout_s = 5;
 };
 
 class HttpServer {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
 
 #include "agent/identity.hpp"
@@ -171,6 +173,60 @@ TEST_F(FleetBatching, PartialReplayAppliesOnlyTheNewItems) {
   ASSERT_EQ(post("once", items).status, 200);
   EXPECT_EQ(state_of("replayed"), state_of("once"));
   EXPECT_EQ(ingest_->stats().items_duplicate, 3u);
+}
+
+// A heartbeat that changes nothing but the time only moves updated_at (the writer's cheap path);
+// one that changes the version goes through the full write (counts and rollback moved).
+TEST_F(FleetBatching, UnchangedHeartbeatOnlyMovesUpdatedAt) {
+  std::atomic<int> offset{0};
+  ingest_.reset();
+  IngestOptions options;
+  options.now = [&] { return now_seconds() + std::chrono::seconds(offset.load()); };
+  auto in = FleetIngest::open(work_ / "fleet.db", options);
+  ASSERT_TRUE(in) << in.error().message();
+  ingest_ = std::move(*in);
+  auto query = [&](const std::string& sql) {
+    auto db = storage::Database::open(work_ / "fleet.db");
+    EXPECT_TRUE(db) << db.error().message();
+    auto st = db->prepare(sql);
+    EXPECT_TRUE(st) << st.error().message();
+    std::string out;
+    while (st->step().value_or(storage::Step::done) == storage::Step::row) {
+      for (int c = 0; c < st->column_count(); ++c) out += st->column_text(c) + "|";
+      out += "\n";
+    }
+    return out;
+  };
+  auto updated_at = [&] {
+    return std::stoll(query("SELECT updated_at FROM installed WHERE device = 'd'"));
+  };
+  ASSERT_EQ(
+      post("d", Json::array({heartbeat(1, Json::array({model("detector", "2.0.0")}))})).status,
+      200);
+  const std::int64_t first = updated_at();
+  const std::string row = state_of("d");
+  offset = 100;
+  ASSERT_EQ(
+      post("d", Json::array({heartbeat(2, Json::array({model("detector", "2.0.0")}))})).status,
+      200);
+  EXPECT_NEAR(double(updated_at() - first), 100.0, 2.0);
+  const std::string after = state_of("d");
+  // Same installed row: the part of state_of() between the device and the events.
+  auto installed = [](const std::string& s) {
+    const std::size_t a = s.find("--\n") + 3;
+    return s.substr(a, s.find("--\n", a) - a);
+  };
+  EXPECT_EQ(installed(row), installed(after));
+  EXPECT_EQ(installed(row), "detector|2.0.0|a|1|ok|||||\n");
+  EXPECT_EQ(query("SELECT model, version, devices FROM installed_counts"), "detector|2.0.0|1|\n");
+  offset = 200;
+  ASSERT_EQ(
+      post("d", Json::array({heartbeat(3, Json::array({model("detector", "1.0.0")}))})).status,
+      200);
+  EXPECT_NEAR(double(updated_at() - first), 200.0, 2.0);
+  EXPECT_EQ(query("SELECT model, version, devices FROM installed_counts"), "detector|1.0.0|1|\n");
+  EXPECT_NE(state_of("d").find("detector|1.0.0|a|1|ok|||2.0.0||"), std::string::npos)
+      << state_of("d");
 }
 
 }  // namespace

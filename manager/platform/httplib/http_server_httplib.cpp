@@ -278,6 +278,8 @@ class HttplibServer final : public HttpServer {
       return new httplib::ThreadPool(static_cast<std::size_t>(threads));
     };
     server_.set_payload_max_length(config_.max_body_bytes);
+    server_.set_keep_alive_max_count(std::max<std::size_t>(1, config_.keep_alive_max_count));
+    server_.set_keep_alive_timeout(std::max(1, config_.keep_alive_timeout_s));
     // httplib's default also sets SO_REUSEPORT, which would let a second `mota serve` bind the
     // same port and silently split the traffic. SO_REUSEADDR alone allows a quick restart.
     server_.set_socket_options([](socket_t sock) {
