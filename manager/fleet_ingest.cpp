@@ -539,10 +539,13 @@ void FleetIngest::Impl::apply_event(DeviceModelRow& row, const Item& e) {
     row.state = "ok";
     row.last_error.clear();
     row.committed = true;
-  } else if (e.state == "failed" || e.state == "refused") {
-    // The device still runs `from` (a failed install never touches the active model).
+  } else if (e.state == "failed" || e.state == "refused" || e.state == "rolled_back") {
+    // The device still runs `from`: a failed install never touches the active model, and a
+    // rollback (the new model failed its trial after the switch) brought the device back to it.
+    // A rollback is stored as a failure with rolled_back_from set (the views and rollouts count
+    // it as a rollback from there).
     if (!e.from.empty() || row.version.empty()) row.version = e.from;
-    row.state = e.state;
+    row.state = e.state == "rolled_back" ? "failed" : e.state;
     row.last_error = e.error;
   } else {
     return;  // other states change nothing (the row is still written, as it always was)
@@ -550,6 +553,7 @@ void FleetIngest::Impl::apply_event(DeviceModelRow& row, const Item& e) {
   if (!e.to.empty()) row.target = e.to;
   if (!e.channel.empty()) row.channel = e.channel;
   note_version_change(row, before);
+  if (e.state == "rolled_back" && !e.to.empty()) row.rolled_back_from = e.to;
 }
 
 void FleetIngest::Impl::apply_inventory(DeviceModelRow& row, const ModelReport& m) {

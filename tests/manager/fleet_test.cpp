@@ -364,8 +364,9 @@ class Rollouts : public Fleet {
     EXPECT_TRUE(chs && chs->size() == 1u);
     return chs->at(0);
   }
-  // Each device does what the published channel tells it; `fail` versions fail to install.
-  void devices_poll(const std::string& fail = "") {
+  // Each device does what the published channel tells it; `fail` versions fail to install
+  // (`fail_state` "failed": before the switch; "rolled_back": in the trial after it).
+  void devices_poll(const std::string& fail = "", const std::string& fail_state = "failed") {
     const Channel ch = channel();
     for (auto& [id, seq] : seq_) {
       const std::string want = wanted_version(ch, id);
@@ -376,7 +377,7 @@ class Rollouts : public Fleet {
       }
       if (want.empty() || want == have) continue;
       ++seq;
-      Json ev = want == fail ? event(seq, id, "failed", have, want, "sha256 mismatch")
+      Json ev = want == fail ? event(seq, id, fail_state, have, want, "hook exited with 1")
                              : event(seq, id, "installed", have, want);
       ASSERT_EQ(post(id, Json::array({ev})).status, 200);
     }
@@ -442,6 +443,32 @@ TEST_F(Rollouts, FailingVersionHaltsAndRepublishesThePrevious) {
   auto status = rollout_status(*db_, "stable", "detector");
   ASSERT_TRUE(status && *status);
   EXPECT_EQ((*status)->state, "halted");
+}
+
+// The agent's rollback after the switch (state "rolled_back": it ran `to` on trial and went back
+// to `from` by itself) counts against the rollout like a failure, and the device shows where it is.
+TEST_F(Rollouts, DevicesRollingBackHaltTheRollout) {
+  RolloutSpec spec{"stable", "detector", "3.0.0", {50, 100}, 500, 2, std::chrono::seconds(0)};
+  ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
+  RolloutInfo r;
+  for (int round = 0; round < 2 && r.state != "halted"; ++round) {
+    devices_poll("3.0.0", "rolled_back");
+    r = tick();
+  }
+  ASSERT_EQ(r.state, "halted");
+  EXPECT_GT(r.counts.rolled_back, 0);
+  EXPECT_EQ(r.counts.failed, 0);
+  EXPECT_EQ(channel().version, "1.0.0");
+  int rolled = 0;
+  for (const auto& row : devices(filter("detector"))) {
+    if (row.rolled_back_from.empty()) continue;
+    ++rolled;
+    EXPECT_EQ(row.version, "1.0.0") << row.device << " runs the version it went back to";
+    EXPECT_EQ(row.rolled_back_from, "3.0.0");
+    EXPECT_EQ(row.state, "failed");
+    EXPECT_EQ(row.last_error, "hook exited with 1");
+  }
+  EXPECT_EQ(rolled, r.counts.rolled_back);
 }
 
 TEST_F(Rollouts, PauseResumeAbortAndBadSpecs) {
