@@ -162,6 +162,9 @@ TEST_F(AgentDelta, OnlyPolicyRefusesASilentFallback) {
   const std::string server_log = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(current_weights(), v1_);
+  ASSERT_NE(server_log.find("PATH=/targets/deltas/"), std::string::npos)
+      << "the server's request log is what this test reads:\n"
+      << server_log;
   EXPECT_EQ(server_log.find(full_.sha256), std::string::npos)
       << "the full package must not be downloaded:\n"
       << server_log;
@@ -181,6 +184,9 @@ TEST_F(AgentDelta, NeverPolicyDownloadsOnlyFullPackages) {
   const std::string server_log = ::testing::internal::GetCapturedStderr();
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(current_weights(), v2_);
+  ASSERT_NE(server_log.find("PATH=/targets/models/"), std::string::npos)
+      << "the server's request log is what this test reads:\n"
+      << server_log;
   EXPECT_EQ(server_log.find(".mdelta"), std::string::npos) << server_log;
   auto ev = fleet_.sink.events();
   ASSERT_EQ(ev.size(), 2u);
