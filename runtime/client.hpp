@@ -55,6 +55,13 @@ struct InferResult {
   std::vector<Tensor> outputs;
 };
 
+// A shared-memory input region as the runtime registered it (see runtime/shm.hpp).
+struct RegionStatus {
+  std::string name, path;
+  std::uint64_t offset = 0, byte_size = 0;
+  bool mapped = false;  // zero-copy (the file is sealed against shrinking) or read per request
+};
+
 class Client {
  public:
   explicit Client(ClientOptions options = {});
@@ -72,6 +79,18 @@ class Client {
   Result<InferResult> infer(const std::string& name, const std::vector<Tensor>& inputs);
   // Raw body of the model's inputs in declared order and shape (no X-Mota-Inputs header).
   Result<InferResult> infer_raw(const std::string& name, const std::string& body);
+
+  // Shared-memory inputs (runtime/shm.hpp). Registers [offset, offset + byte_size) of `path` (a
+  // tmpfs file or /proc/PID/fd/N of a memfd; byte_size 0: to the end) as `region`. Errc::http
+  // with the runtime's reason when it refuses (400, 409 name taken).
+  Result<RegionStatus> register_region(const std::string& region, const std::filesystem::path& path,
+                                       std::uint64_t offset = 0, std::uint64_t byte_size = 0);
+  Status unregister_region(const std::string& region);  // Errc::http 404 if unknown
+  Result<std::vector<RegionStatus>> regions();
+  // Inference on inputs the caller wrote into a registered region (raw encoding, declared order),
+  // starting `offset` bytes into it; the body is empty. The answer is as infer_raw()'s.
+  Result<InferResult> infer_region(const std::string& name, const std::string& region,
+                                   std::uint64_t offset = 0);
 
  private:
   struct Impl;

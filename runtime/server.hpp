@@ -12,6 +12,17 @@
 //                                 ({"inputs": [...]}, see runtime/tensor.hpp); the answer uses the
 //                                 request's encoding. 404 unknown model, 400 bad input, 413 body
 //                                 too large, 415 other content types, 500 engine failure.
+//                                 Raw inputs may instead be read from a registered shared-memory
+//                                 region: X-Mota-Input-Region: NAME (empty body), optional
+//                                 X-Mota-Input-Offset (default 0) and X-Mota-Input-Bytes (default:
+//                                 the inputs' size); 404 unknown region, 400 range outside it,
+//                                 body not empty, JSON, or a truncated file.
+//   GET  /v1/shm                  {"regions": [{"name", "path", "offset", "byte_size", "mapped"}]}
+//   POST /v1/shm/{name}/register  body {"path": "/dev/shm/x", "offset": N, "byte_size": N} (both
+//                                 optional): 200 with the region, 400 bad request or file (not
+//                                 tmpfs, not regular, missing, range outside it, 64 regions
+//                                 already), 409 name taken. See runtime/shm.hpp.
+//   POST /v1/shm/{name}/unregister  200, 404 unknown region
 //
 // Every inference answer names the model that produced it, so a client can attribute each
 // response to exactly one load: X-Mota-Model, X-Mota-Version, X-Mota-Slot, X-Mota-Generation

@@ -59,6 +59,21 @@ Result<ModelStatus> status_from_json(const Json& j) {
   }
 }
 
+Result<RegionStatus> region_from_json(const Json& j) {
+  if (!j.is_object()) return fail(Errc::parse, "region is not an object");
+  try {
+    RegionStatus r;
+    r.name = j.at("name").get<std::string>();
+    r.path = j.at("path").get<std::string>();
+    r.offset = j.at("offset").get<std::uint64_t>();
+    r.byte_size = j.at("byte_size").get<std::uint64_t>();
+    r.mapped = j.at("mapped").get<bool>();
+    return r;
+  } catch (const std::exception& e) {
+    return fail(Errc::parse, std::string("region: ") + e.what());
+  }
+}
+
 }  // namespace
 
 const ModelStatus* Health::find(const std::string& name) const {
@@ -142,11 +157,13 @@ struct Client::Impl {
     // The body goes out straight from the caller's buffer (Post(body) would copy it into the
     // request first) and the answer lands in a buffer this client keeps. httplib 0.11 offers
     // both only through these Request members.
-    req.content_length_ = body.size();
-    req.content_provider_ = [body](std::size_t offset, std::size_t length,
-                                   httplib::DataSink& sink) {
-      return sink.write(body.data() + offset, length);
-    };
+    if (!body.empty()) {
+      req.content_length_ = body.size();
+      req.content_provider_ = [body](std::size_t offset, std::size_t length,
+                                     httplib::DataSink& sink) {
+        return sink.write(body.data() + offset, length);
+      };
+    }
     answer.clear();
     bool too_big = false;
     req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t,
@@ -224,6 +241,40 @@ Result<InferResult> Client::infer(const std::string& name, const std::vector<Ten
 
 Result<InferResult> Client::infer_raw(const std::string& name, const std::string& body) {
   return impl_->infer(name, body, {});
+}
+
+Result<RegionStatus> Client::register_region(const std::string& region,
+                                             const std::filesystem::path& path,
+                                             std::uint64_t offset, std::uint64_t byte_size) {
+  std::string what = "register region " + region;
+  Json body = {{"path", path.string()}, {"offset", offset}};
+  if (byte_size) body["byte_size"] = byte_size;
+  std::string url = "/v1/shm/" + region + "/register";
+  auto r =
+      MOTA_TRY(impl_->check(what, impl_->http->Post(url.c_str(), body.dump(), "application/json")));
+  return region_from_json(Json::parse(r->body, nullptr, false)).context(what);
+}
+
+Status Client::unregister_region(const std::string& region) {
+  std::string url = "/v1/shm/" + region + "/unregister";
+  MOTA_TRY(impl_->check("unregister region " + region,
+                        impl_->http->Post(url.c_str(), "{}", "application/json")));
+  return {};
+}
+
+Result<std::vector<RegionStatus>> Client::regions() {
+  auto j = MOTA_TRY(impl_->get_json("/v1/shm"));
+  std::vector<RegionStatus> out;
+  if (j.contains("regions") && j["regions"].is_array()) {
+    for (const auto& r : j["regions"]) out.push_back(MOTA_TRY(region_from_json(r)));
+  }
+  return out;
+}
+
+Result<InferResult> Client::infer_region(const std::string& name, const std::string& region,
+                                         std::uint64_t offset) {
+  return impl_->infer(
+      name, {}, {{"X-Mota-Input-Region", region}, {"X-Mota-Input-Offset", std::to_string(offset)}});
 }
 
 }  // namespace mota::runtime

@@ -17,6 +17,7 @@
 #include "common/time.hpp"
 #include "manifest/model_manifest.hpp"
 #include "runtime/server.hpp"
+#include "runtime/shm.hpp"
 
 namespace mota::runtime {
 
@@ -141,6 +142,19 @@ class Api {
         return reply_error(res, 404, "no model \"" + std::string(req.matches[1]) + "\" loaded");
       reply_json(res, 200, status_json(*m, true));
     });
+    svr.Get("/v1/shm", [this](const httplib::Request&, httplib::Response& res) {
+      Json regions = Json::array();
+      for (const auto& r : regions_.list()) regions.push_back(region_json(r));
+      reply_json(res, 200, {{"regions", std::move(regions)}});
+    });
+    svr.Post(R"(/v1/shm/([^/]+)/register)",
+             [this](const httplib::Request& req, httplib::Response& res) { add_region(req, res); });
+    svr.Post(R"(/v1/shm/([^/]+)/unregister)",
+             [this](const httplib::Request& req, httplib::Response& res) {
+               auto st = regions_.remove(req.matches[1]);
+               if (!st) return reply_error(res, 404, st.error().message());
+               reply_json(res, 200, Json::object());
+             });
     svr.Post(R"(/v1/models/([^/]+)/load)",
              [this](const httplib::Request& req, httplib::Response& res) { load(req, res); });
     // The body is read by the handler itself (ContentReader), straight into a buffer reused by
@@ -165,6 +179,57 @@ class Api {
     if (!r) return reply_error(res, 422, r.error().message());
     auto m = store_.get(name);
     reply_json(res, 200, status_json(*m, true));
+  }
+
+  static Json region_json(const RegionInfo& r) {
+    return {{"name", r.name},
+            {"path", r.path.string()},
+            {"offset", r.offset},
+            {"byte_size", r.byte_size},
+            {"mapped", r.mapped}};
+  }
+
+  void add_region(const httplib::Request& req, httplib::Response& res) {
+    Json body = Json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("path") ||
+        !body["path"].is_string()) {
+      return reply_error(res, 400,
+                         "register: body must be {\"path\": \"/dev/shm/...\", \"offset\": N, "
+                         "\"byte_size\": N} (offset and byte_size optional)");
+    }
+    std::uint64_t at[2] = {0, 0};
+    const char* keys[2] = {"offset", "byte_size"};
+    for (int k = 0; k < 2; ++k) {
+      if (!body.contains(keys[k])) continue;
+      const Json& v = body[keys[k]];
+      if (!v.is_number_unsigned()) {
+        return reply_error(res, 400,
+                           std::string("register: ") + keys[k] + " must be a non-negative integer");
+      }
+      at[k] = v.get<std::uint64_t>();
+    }
+    auto r = regions_.add(req.matches[1], body["path"].get<std::string>(), at[0], at[1]);
+    if (!r) {
+      int status = r.error().code() == Errc::already_exists ? 409
+                   : r.error().code() == Errc::io           ? 500
+                                                            : 400;
+      return reply_error(res, status, "register: " + r.error().message());
+    }
+    reply_json(res, 200, region_json(*r));
+  }
+
+  // A decimal byte count from a header; nullopt with `error` set when it is not one.
+  static std::optional<std::uint64_t> header_u64(const httplib::Request& req, const char* key,
+                                                 std::string& error) {
+    const std::string* h = header(req, key);
+    if (!h) return std::nullopt;
+    std::uint64_t v = 0;
+    auto [p, ec] = std::from_chars(h->data(), h->data() + h->size(), v);
+    if (ec != std::errc() || p != h->data() + h->size()) {
+      error = std::string(key) + ": \"" + *h + "\" is not a byte count";
+      return std::nullopt;
+    }
+    return v;
   }
 
   // Per serving thread: the request body and the outputs of the last request. httplib writes a
@@ -232,7 +297,16 @@ class Api {
       return reply_error(res, 415,
                          "Content-Type must be application/octet-stream or application/json");
     }
-    if (json) return infer_json(buf, *model, res);
+    const std::string* region_name = header(req, "X-Mota-Input-Region");
+    if (!region_name && (header(req, "X-Mota-Input-Offset") || header(req, "X-Mota-Input-Bytes"))) {
+      return reply_error(res, 400, "infer: X-Mota-Input-Offset/-Bytes without X-Mota-Input-Region");
+    }
+    if (json) {
+      if (region_name) {
+        return reply_error(res, 400, "infer: X-Mota-Input-Region takes raw inputs, not JSON");
+      }
+      return infer_json(buf, *model, res);
+    }
 
     // Raw: the inputs are views of the body, the model's declared layout unless the header says.
     std::vector<TensorInfo> declared;
@@ -244,7 +318,37 @@ class Api {
       declared = std::move(*parsed);
       specs = &declared;
     }
-    auto split = split_raw_views(buf.body, *specs, buf.inputs);
+    std::string_view raw = buf.body;
+    // Or views of a shared-memory region (runtime/shm.hpp); held until the run is over.
+    std::shared_ptr<const Region> region;
+    if (region_name) {
+      if (!buf.body.empty()) {
+        return reply_error(res, 400,
+                           "infer: a request naming X-Mota-Input-Region must have an empty body");
+      }
+      region = regions_.get(*region_name);
+      if (!region) {
+        return reply_error(res, 404, "infer: no region \"" + *region_name + "\" is registered");
+      }
+      std::string bad;
+      auto offset = header_u64(req, "X-Mota-Input-Offset", bad);
+      auto length = header_u64(req, "X-Mota-Input-Bytes", bad);
+      if (!bad.empty()) return reply_error(res, 400, "infer: " + bad);
+      if (!length) {  // the inputs' size, which split_raw_views checks anyway
+        std::uint64_t total = 0;
+        for (const auto& s : *specs) {
+          auto n = byte_size(s.shape, s.dtype);
+          if (!n)
+            return reply_error(res, 400, "infer: input \"" + s.name + "\": " + n.error().message());
+          total += *n;
+        }
+        length = total;
+      }
+      auto view = region->read(offset.value_or(0), *length, buf.body);
+      if (!view) return reply_error(res, 400, "infer: " + view.error().message());
+      raw = *view;
+    }
+    auto split = split_raw_views(raw, *specs, buf.inputs);
     if (!split) return reply_error(res, 400, "infer: " + split.error().message());
     auto start = SteadyClock::now();
     auto st = model->infer(buf.inputs, buf.out);
@@ -290,6 +394,7 @@ class Api {
   }
 
   ModelStore& store_;
+  RegionRegistry regions_;
   SteadyClock::time_point started_;
   std::size_t max_body_;
 };
