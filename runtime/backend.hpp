@@ -29,6 +29,10 @@ struct LoadOptions {
   // request does not pay for lazy allocation. 0 disables (not recommended: a model whose ops fail
   // only at run time then passes load).
   int warmup_runs = 1;
+  // Run the engine's parallel loops of this load (parsing, warm-up) on the calling thread alone
+  // instead of on the engine's worker threads, so a niced loading thread takes only the CPU that
+  // serving leaves (see init_engines). Effective once init_engines() has run.
+  bool serial = true;
 };
 
 // Where a run writes its outputs: the raw encoding (tensors concatenated in outputs() order) and
@@ -86,8 +90,11 @@ Result<std::unique_ptr<Backend>> backend_for(std::string_view framework);
 // OpenCV DNN (Debian's libopencv-dnn-dev 4.6): ONNX opset 11-13, static shapes, float32 inputs.
 std::unique_ptr<Backend> make_opencv_backend();
 
-// Sets the engines' global worker-thread count (OpenCV: cv::setNumThreads). 0 = engine default.
-void set_engine_threads(int threads);
+// Sets up the engines for serving: OpenCV's parallel loops on TBB (as Debian's OpenCV does)
+// with loads marked LoadOptions::serial kept on their own thread, and the global worker-thread
+// count (cv::setNumThreads; 0 = engine default). Call from main() before any other thread uses an
+// engine (OpenCV's backend switch is not thread-safe); the thread count may be set again later.
+void init_engines(int threads);
 
 // Reads <dir>/model.json for the runtime: model.json must parse (files list optional: the agent
 // has already verified the tree) and carry a name and a version.

@@ -62,7 +62,7 @@ int serve(const ServeFlags& f) {
     c.models.push_back({m.substr(0, eq), std::filesystem::absolute(m.substr(eq + 1))});
   }
   log::set_level(c.log_level);
-  set_engine_threads(c.engine_threads);
+  init_engines(c.engine_threads);
 
   ModelStore store(c.store);
   for (const auto& m : c.models) {

@@ -59,8 +59,9 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
                                  std::to_string(b.column) + ": " + std::string(e.description()));
   }
   static const std::set<std::string_view> kKeys = {
-      "socket",      "socket_mode", "tcp",       "http_threads",   "pool_size", "engine_threads",
-      "warmup_runs", "load_nice",   "log_level", "max_body_bytes", "model"};
+      "socket",         "socket_mode", "tcp",       "http_threads", "pool_size",
+      "engine_threads", "warmup_runs", "load_nice", "log_level",    "max_body_bytes",
+      "model",          "load_serial", "load_idle"};
   Config c;
   auto ctx = [&](Status s) -> Status {
     if (!s) return fail(std::move(s).error().context(source));
@@ -98,6 +99,14 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
         c.store.load.warmup_runs = static_cast<int>(MOTA_TRY(int_value(node, key, 0, 100)));
       } else if (key == "load_nice") {
         c.store.load_nice = static_cast<int>(MOTA_TRY(int_value(node, key, 0, 19)));
+      } else if (key == "load_serial") {
+        const auto* b = node.as_boolean();  // strict: value<bool>() would take 1 as true
+        if (!b) return fail(Errc::invalid_argument, "load_serial: must be true or false");
+        c.store.load.serial = b->get();
+      } else if (key == "load_idle") {
+        const auto* b = node.as_boolean();  // strict: value<bool>() would take 1 as true
+        if (!b) return fail(Errc::invalid_argument, "load_idle: must be true or false");
+        c.store.load_idle = b->get();
       } else if (key == "max_body_bytes") {
         c.server.max_body_bytes =
             static_cast<std::size_t>(MOTA_TRY(int_value(node, key, 1024, std::int64_t{4} << 30)));

@@ -10,6 +10,8 @@
 //   engine_threads    = 0                 # OpenCV worker threads (0 = OpenCV's default)
 //   warmup_runs       = 1                 # per engine instance, before a model is swapped in
 //   load_nice         = 10                # nice increment of the loading thread
+//   load_serial       = true              # loads run the engine's parallel loops on their thread
+//   load_idle         = false             # loading thread under SCHED_IDLE instead of niced
 //   max_body_bytes    = 67108864
 //   log_level         = "info"
 //

@@ -1,10 +1,12 @@
 #include "runtime/store.hpp"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <optional>
 #include <thread>
 
@@ -90,10 +92,20 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
   Result<std::shared_ptr<ServedModel>> result = fail(Errc::internal, "load thread did not run");
   std::optional<ModelInfo> info;
   std::thread loader([&] {
-    if (options_.load_nice != 0) {
-      // On Linux, PRIO_PROCESS with a thread id renices just that thread.
-      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)),
-                          options_.load_nice);
+    if (options_.load_idle) {
+      sched_param param{};
+      param.sched_priority = 0;
+      (void)::sched_setscheduler(static_cast<pid_t>(::syscall(SYS_gettid)), SCHED_IDLE, &param);
+    } else if (options_.load_nice != 0) {
+      // On Linux, PRIO_PROCESS with a thread id renices just that thread. An increment over the
+      // process's own nice value: a runtime started niced must not get a loader that outranks
+      // its serving threads (setting 10 absolute from 15 would, where permitted).
+      auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+      errno = 0;
+      int base = ::getpriority(PRIO_PROCESS, tid);
+      if (errno == 0) {
+        (void)::setpriority(PRIO_PROCESS, tid, std::min(19, base + options_.load_nice));
+      }
     }
     reap();  // whatever earlier loads had to leave behind
     result = [&]() -> Result<std::shared_ptr<ServedModel>> {

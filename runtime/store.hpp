@@ -30,6 +30,11 @@ struct StoreOptions {
   // nice(2) increment of the loading thread, so parsing and warm-up yield the CPU to serving
   // threads. 0 = same priority. (OpenCV's own worker threads used by warm-up are not reniced.)
   int load_nice = 10;
+  // Run the loading thread under SCHED_IDLE instead (load_nice is then moot): it gets a CPU only
+  // when no normal thread wants one, so a load waits for serving's gaps instead of sharing a core
+  // with it. A load then takes longer, the more so the busier serving is (SCHED_IDLE still gets a
+  // sliver of CPU, so it always finishes).
+  bool load_idle = false;
   // How long a load waits, after the swap, for the requests still running on the old model
   // before it frees it on the loading thread. Past that the old model is parked and freed by the
   // next load (or the store's destructor). Either way no request ever frees a model: that would

@@ -294,6 +294,49 @@ TEST_F(ServerTest, SwapUnderLoadDropsNothingAndNeverMixes) {
 // The serving path reuses per-thread buffers for the body and the outputs, and the outputs are
 // written straight into them: on one connection (one serving thread), answers of different sizes
 // and from different models must never carry bytes of an earlier request.
+TEST_F(ServerTest, IdleAndSerialLoaderSwapsWhileServing) {
+  // The throttled loader (SCHED_IDLE, engine loops on its own thread) still completes swaps while
+  // a client keeps the runtime busy, and no request fails or sees a mixed answer.
+  std::string ref1 = reference("v1"), ref2 = reference("v2");
+  RuntimeProcess rt(tmp_.path(), {"face=" + (tmp_ / "v1").string()},
+                    "load_idle = true\nload_serial = true\n");
+  std::atomic<bool> stop{false};
+  int ok = 0, failed = 0, mixed = 0;
+  std::string first_error;
+  std::thread client([&] {
+    Client c(rt.options());
+    while (!stop.load()) {
+      auto r = c.infer_raw("face", image_);
+      if (!r) {
+        if (failed++ == 0) first_error = r.error().message();
+        continue;
+      }
+      ++ok;
+      std::string out = raw_outputs(*r);
+      bool v1 = r->version == "1.0.0" && near(out, ref1, 1e-4);
+      bool v2 = r->version == "2.0.0" && near(out, ref2, 1e-4);
+      if (!v1 && !v2) ++mixed;
+      // Leaves the loader idle CPU to run on (a saturated machine would only slow it down).
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  Client control(rt.options());
+  for (int i = 0; i < 4; ++i) {
+    auto r = control.load("face", tmp_ / (i % 2 == 0 ? "v2" : "v1"));
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->version, i % 2 == 0 ? "2.0.0" : "1.0.0");
+  }
+  stop = true;
+  client.join();
+  EXPECT_EQ(failed, 0) << first_error;
+  EXPECT_EQ(mixed, 0);
+  EXPECT_GT(ok, 0);
+  auto r = control.infer_raw("face", image_);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->version, "1.0.0");
+  EXPECT_TRUE(near(raw_outputs(*r), ref1, 1e-4));
+}
+
 TEST_F(ServerTest, ReusedBuffersNeverLeakBetweenRequests) {
   SlotSpec tiny = testing::tiny_slot("Relu");
   tiny.name = "tiny";
@@ -425,6 +468,12 @@ TEST_F(ServerTest, ConfigErrorsNameTheKey) {
   auto r = run_with("pool_size = 0\n");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("pool_size: must be between 1 and 64"), std::string::npos) << r.err;
+  r = run_with("load_serial = \"yes\"\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("load_serial: must be true or false"), std::string::npos) << r.err;
+  r = run_with("load_idle = 1\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("load_idle: must be true or false"), std::string::npos) << r.err;
   r = run_with("sockett = \"/x\"\n");
   EXPECT_NE(r.err.find("unknown key \"sockett\""), std::string::npos) << r.err;
   r = run_with("tcp = \"0.0.0.0:80\"\nsocket = \"" + (tmp_ / "s.sock").string() + "\"\n");

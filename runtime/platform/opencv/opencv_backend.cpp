@@ -13,6 +13,8 @@
 #include <cstring>
 #include <mutex>
 #include <opencv2/core.hpp>
+#include <opencv2/core/parallel/backend/parallel_for.tbb.hpp>
+#include <opencv2/core/parallel/parallel_backend.hpp>
 #include <opencv2/core/utils/logger.hpp>
 #include <opencv2/dnn.hpp>
 
@@ -23,6 +25,42 @@
 namespace mota::runtime {
 
 namespace {
+
+// Set on a thread that is loading a model with LoadOptions::serial (see ParallelBackend).
+thread_local bool t_serial_engine = false;
+
+struct SerialEngineScope {
+  bool saved = t_serial_engine;
+  explicit SerialEngineScope(bool on) { t_serial_engine = saved || on; }
+  ~SerialEngineScope() { t_serial_engine = saved; }
+  SerialEngineScope(const SerialEngineScope&) = delete;
+  SerialEngineScope& operator=(const SerialEngineScope&) = delete;
+};
+
+// OpenCV's parallel loops on TBB, as Debian's OpenCV runs them itself (the same TBB arena
+// set-up: OpenCV's own TBB backend from its public header), except on a thread that is loading a
+// model: there each loop runs on the loading thread alone. Why: OpenCV lets one parallel loop run
+// at a time per process (a loop that starts while another runs is run serially by its caller).
+// A load's warm-up loop on TBB's workers, which are not niced, would take a core from the serving
+// thread that is meanwhile computing its own layer serially; run on the niced loading thread, it
+// only uses what serving leaves.
+class ParallelBackend final : public cv::parallel::ParallelForAPI {
+ public:
+  void parallel_for(int tasks, FN_parallel_for_body_cb_t body, void* data) override {
+    if (t_serial_engine) {
+      body(0, tasks, data);
+      return;
+    }
+    tbb_.parallel_for(tasks, body, data);
+  }
+  int getThreadNum() const override { return t_serial_engine ? 0 : tbb_.getThreadNum(); }
+  int getNumThreads() const override { return tbb_.getNumThreads(); }
+  int setNumThreads(int n) override { return tbb_.setNumThreads(n); }
+  const char* getName() const override { return "tbb (mota: loads serial)"; }
+
+ private:
+  cv::parallel::tbb::ParallelForBackend tbb_;
+};
 
 constexpr std::uint64_t kMaxModelBytes = std::uint64_t{2} << 30;
 
@@ -204,6 +242,8 @@ class OpenCvBackend final : public Backend {
 
   Result<std::unique_ptr<Model>> load(const ModelManifest& m, const std::filesystem::path& dir,
                                       const LoadOptions& options) override {
+    // Parsing and warm-up keep OpenCV's parallel loops on this (loading) thread.
+    SerialEngineScope serial(options.serial);
     if (m.framework != "onnx") {
       return fail(Errc::unsupported,
                   "OpenCV DNN backend loads ONNX models only, not \"" + m.framework + "\"");
@@ -336,7 +376,10 @@ std::unique_ptr<Backend> make_opencv_backend() {
   return std::make_unique<OpenCvBackend>();
 }
 
-void set_engine_threads(int threads) {
+void init_engines(int threads) {
+  static std::once_flag once;
+  std::call_once(once,
+                 [] { cv::parallel::setParallelForBackend(std::make_shared<ParallelBackend>()); });
   if (threads > 0) cv::setNumThreads(threads);
 }
 
