@@ -331,6 +331,10 @@ TEST_F(ShmServerTest, BadRegionRequestsAreRefusedWithAReasonAndChangeNothing) {
   ShmFile shm(image_);
   ASSERT_TRUE(c.register_region("cam", fd.path()));
   ASSERT_TRUE(c.register_region("file", shm.path()));
+  // A sparse 80 MiB file (no memory used): a request may not read more than max_body_bytes.
+  ShmFile big("");
+  ASSERT_EQ(::truncate(big.path().c_str(), 80 << 20), 0);
+  ASSERT_TRUE(c.register_region("big", big.path()));
 
   struct Case {
     httplib::Headers headers;
@@ -375,6 +379,11 @@ TEST_F(ShmServerTest, BadRegionRequestsAreRefusedWithAReasonAndChangeNothing) {
        "application/octet-stream",
        400,
        "without X-Mota-Input-Region"},
+      {{{"X-Mota-Input-Region", "big"}, {"X-Mota-Input-Bytes", std::to_string(65 << 20)}},
+       "",
+       "application/octet-stream",
+       413,
+       "over max_body_bytes (67108864 bytes)"},
       {{{"X-Mota-Input-Region", "cam"}, {"X-Mota-Inputs", "input:float32:1,3,10,10"}},
        "",
        "application/octet-stream",
@@ -426,13 +435,14 @@ TEST_F(ShmServerTest, BadRegionRequestsAreRefusedWithAReasonAndChangeNothing) {
   EXPECT_NE(t.error().message().find("shorter than registered"), std::string::npos)
       << t.error().message();
 
-  // Nothing changed: the same two regions, the model served, no engine error counted.
+  // Nothing changed: the same regions, the model served, no engine error counted.
   auto list = c.regions();
   ASSERT_TRUE(list);
-  ASSERT_EQ(list->size(), 2u);
-  EXPECT_EQ((*list)[0].name, "cam");
-  EXPECT_EQ((*list)[0].path, fd.path().string());
-  EXPECT_EQ((*list)[1].name, "file");
+  ASSERT_EQ(list->size(), 3u);
+  EXPECT_EQ((*list)[0].name, "big");
+  EXPECT_EQ((*list)[1].name, "cam");
+  EXPECT_EQ((*list)[1].path, fd.path().string());
+  EXPECT_EQ((*list)[2].name, "file");
   auto ok = c.infer_region("face", "cam", 0);
   ASSERT_TRUE(ok) << ok.error().message();
   auto h = c.health();

@@ -344,6 +344,12 @@ class Api {
         }
         length = total;
       }
+      // The same bound as a body: an unsealed region is copied into this thread's buffer.
+      if (*length > max_body_) {
+        return reply_error(res, 413,
+                           "infer: X-Mota-Input-Bytes is over max_body_bytes (" +
+                               std::to_string(max_body_) + " bytes)");
+      }
       auto view = region->read(offset.value_or(0), *length, buf.body);
       if (!view) return reply_error(res, 400, "infer: " + view.error().message());
       raw = *view;
