@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -306,6 +307,26 @@ TEST_F(ShmServerTest, InferFromRegionsAnswersAsFromTheBody) {
   ASSERT_TRUE(r);
   EXPECT_TRUE(near(join_raw(r->outputs), ref1, 1e-4));
 
+  // A request with no body at all (no Content-Length: what `curl -X POST` sends) is fine too.
+  {
+    int sock = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(sock, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, rt.socket().c_str(), sizeof(addr.sun_path) - 1);
+    ASSERT_EQ(::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    std::string req =
+        "POST /v1/models/face/infer HTTP/1.1\r\nHost: x\r\nX-Mota-Input-Region: file\r\n"
+        "Connection: close\r\n\r\n";
+    ASSERT_EQ(::write(sock, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    std::string answer;
+    char chunk[65536];
+    for (ssize_t n; (n = ::read(sock, chunk, sizeof chunk)) > 0;) answer.append(chunk, n);
+    ::close(sock);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer.substr(0, 300);
+    EXPECT_NE(answer.find("X-Mota-Version: 1.0.0"), std::string::npos);
+  }
+
   ASSERT_TRUE(c.unregister_region("cam"));
   r = c.infer_region("face", "cam", 0);
   ASSERT_FALSE(r);
@@ -313,7 +334,7 @@ TEST_F(ShmServerTest, InferFromRegionsAnswersAsFromTheBody) {
   EXPECT_NE(r.error().message().find("no region \"cam\" is registered"), std::string::npos);
   auto h = c.health();
   ASSERT_TRUE(h);
-  EXPECT_EQ(h->find("face")->inferences, 8u);
+  EXPECT_EQ(h->find("face")->inferences, 9u);
   EXPECT_EQ(h->find("face")->errors, 0u);
 }
 

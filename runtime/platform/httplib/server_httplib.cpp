@@ -269,7 +269,10 @@ class Api {
       if (ec == std::errc() && n <= max_body_) buf.body.reserve(n);
     }
     bool too_big = false;
-    bool read = reader([&](const char* data, std::size_t n) {
+    // A request without Content-Length or Transfer-Encoding has no body (a region request, as
+    // `curl -X POST` sends it); httplib's reader would wait for one and fail.
+    bool has_body = header(req, "Content-Length") || header(req, "Transfer-Encoding");
+    bool read = !has_body || reader([&](const char* data, std::size_t n) {
       if (n > max_body_ - buf.body.size()) {
         too_big = true;
         return false;
