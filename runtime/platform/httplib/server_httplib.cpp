@@ -210,9 +210,9 @@ class Api {
     }
     auto r = regions_.add(req.matches[1], body["path"].get<std::string>(), at[0], at[1]);
     if (!r) {
-      int status = r.error().code() == Errc::already_exists ? 409
-                   : r.error().code() == Errc::io           ? 500
-                                                            : 400;
+      // Everything but a taken name is about the file the client named (missing, not allowed,
+      // not shared memory, too short...).
+      int status = r.error().code() == Errc::already_exists ? 409 : 400;
       return reply_error(res, status, "register: " + r.error().message());
     }
     reply_json(res, 200, region_json(*r));
