@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,9 +31,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <latch>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -203,6 +206,42 @@ long vm_hwm_kib(pid_t pid) {
     if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
   }
   return -1;
+}
+
+// CPU seconds (user + system) a process has used so far, and those of its thread named `comm`
+// (0 when there is none), from /proc.
+double stat_cpu_s(const std::string& stat_path) {
+  std::ifstream in(stat_path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');  // the name may hold spaces
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string f;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14 || i == 15) ticks += std::strtod(f.c_str(), nullptr);  // utime, stime
+  }
+  return ticks / double(::sysconf(_SC_CLK_TCK));
+}
+double process_cpu_s(pid_t pid) {
+  return stat_cpu_s("/proc/" + std::to_string(pid) + "/stat");
+}
+double thread_cpu_s(pid_t pid, const std::string& comm) {
+  const stdfs::path tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  for (const auto& t : stdfs::directory_iterator(tasks, ec)) {
+    std::ifstream c(t.path() / "comm");
+    std::string name;
+    std::getline(c, name);
+    if (name == comm) return stat_cpu_s((t.path() / "stat").string());
+  }
+  return 0;
+}
+double self_cpu_s() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 std::size_t on_body(char* p, std::size_t s, std::size_t n, void* out) {
@@ -500,9 +539,15 @@ int main(int argc, char** argv) {
   ready.arrive_and_wait();
   std::fprintf(stderr, "sending %d batches of %d items from %d devices over %d connections\n",
                o.devices * o.batches, o.items, o.devices, o.connections);
+  const double server_cpu0 = process_cpu_s(server);
+  const double writer_cpu0 = thread_cpu_s(server, "mota-writer");
+  const double self_cpu0 = self_cpu_s();
   const auto t0 = SteadyClock::now();
   for (auto& th : threads) th.join();
   const double wall = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+  const double client_cpu = self_cpu_s() - self_cpu0;
+  const double server_cpu = process_cpu_s(server) - server_cpu0;
+  const double writer_cpu = thread_cpu_s(server, "mota-writer") - writer_cpu0;
   const long rss_peak = vm_hwm_kib(server);
   ::kill(server, SIGTERM);
   int wstatus = 0;
@@ -548,17 +593,23 @@ int main(int argc, char** argv) {
               {"ceiling_s", ceiling_s},
               {"ceiling_events_per_s", ceiling_rate},
               {"ratio", ratio},
+              {"server_cpu_s", server_cpu},
+              {"writer_cpu_s", writer_cpu},
+              {"load_generator_cpu_s", client_cpu},
               {"signing_excluded", true}};
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
   std::printf(
       "| devices | items/batch | conns | events | accepted events/s | batches/s | p50 ms | "
-      "p99 ms | retries | server peak RSS MiB | raw SQLite ceiling events/s | ratio |\n");
-  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      "p99 ms | retries | server peak RSS MiB | raw SQLite ceiling events/s | ratio | server CPU "
+      "us/event | writer busy | load generator CPU us/event |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::printf("| %d | %d | %d | %" PRId64 " | %.0f | %.0f | %.2f | %.2f | %" PRIu64
-              " | %.1f | %.0f | %.0f%% |\n",
+              " | %.1f | %.0f | %.0f%% | %.1f | %.0f%% | %.1f |\n",
               o.devices, o.items, o.connections, expected, events_s, batches_s, p50, p99, retried,
-              double(rss_peak) / 1024.0, ceiling_rate, ratio * 100.0);
+              double(rss_peak) / 1024.0, ceiling_rate, ratio * 100.0,
+              server_cpu / double(expected) * 1e6, writer_cpu / wall * 100.0,
+              client_cpu / double(expected) * 1e6);
   return 0;
 }

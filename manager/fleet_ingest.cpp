@@ -1,5 +1,7 @@
 #include "manager/fleet_ingest.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cctype>
 #include <condition_variable>
@@ -17,6 +19,7 @@
 #include "common/log.hpp"
 #include "common/semver.hpp"
 #include "manager/fleet_db.hpp"
+#include "manager/report_parser.hpp"
 #include "manifest/canonical_json.hpp"
 #include "storage/sqlite.hpp"
 
@@ -24,25 +27,11 @@ namespace mota::manager {
 
 namespace {
 
-// One model in a heartbeat's inventory.
-struct ModelReport {
-  std::string model, version, slot, channel;
-  bool committed = false;
-};
-
-// A report item, checked and taken apart on the request's thread, so that the single writer
-// only runs SQL (the JSON work scales with the HTTP workers, the writer does not).
-struct Item {
-  std::int64_t seq = 0;
-  bool event = false;  // else a heartbeat
-  std::string created_at;
-  std::string body;  // compact JSON, stored as is
-  // The columns copied out of the body (events only, except model).
-  std::string model, from, to, state, step, error, channel;
-  // Heartbeats: device facts (nullopt = not reported) and the inventory.
-  std::optional<std::string> agent_version, arch;
-  std::vector<ModelReport> models;
-};
+// A report item, checked and taken apart on the request's thread (manager/report_parser.hpp),
+// so that the single writer only runs SQL (the JSON work scales with the HTTP workers, the
+// writer does not).
+using Item = ReportItem;
+using ModelReport = ReportModel;
 
 struct Outcome {
   int status = 200;
@@ -81,11 +70,6 @@ bool lower_hex64(const std::string& s) {
          });
 }
 
-std::string str_field(const Json& j, const char* name) {
-  auto it = j.find(name);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
 // True when `to` is a lower semver than `from` (both valid).
 bool went_down(const std::string& from, const std::string& to) {
   if (from.empty() || to.empty()) return false;
@@ -103,42 +87,6 @@ bool same_state(const DeviceModelRow& a, const DeviceModelRow& b) {
   return a.version == b.version && a.slot == b.slot && a.committed == b.committed &&
          a.state == b.state && a.target == b.target && a.last_error == b.last_error &&
          a.rolled_back_from == b.rolled_back_from && a.channel == b.channel;
-}
-
-std::optional<std::string> opt_str(const Json& j, const char* name) {
-  auto it = j.find(name);
-  if (it == j.end() || !it->is_string()) return std::nullopt;
-  return it->get<std::string>();
-}
-
-// Copies out of a checked item body what the writer needs (see apply_event/apply_inventory).
-void take_apart(const Json& b, Item& item) {
-  item.model = str_field(b, "model");
-  if (item.event) {
-    item.from = str_field(b, "from");
-    item.to = str_field(b, "to");
-    item.state = str_field(b, "state");
-    item.step = str_field(b, "step");
-    item.error = str_field(b, "error");
-    item.channel = str_field(b, "channel");
-    return;
-  }
-  item.agent_version = opt_str(b, "agent_version");
-  item.arch = opt_str(b, "arch");
-  auto models = b.find("models");
-  if (models == b.end() || !models->is_array()) return;
-  for (const auto& m : *models) {
-    if (!m.is_object()) continue;
-    ModelReport r;
-    r.model = str_field(m, "model");
-    if (r.model.empty()) continue;
-    r.version = str_field(m, "version");
-    r.slot = str_field(m, "slot");
-    r.channel = str_field(m, "channel");
-    auto c = m.find("committed");
-    r.committed = c != m.end() && c->is_boolean() && c->get<bool>();
-    item.models.push_back(std::move(r));
-  }
 }
 
 }  // namespace
@@ -279,65 +227,12 @@ HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
                   id);
   }
 
-  Json doc = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object()) {
-    return refuse(400, "report: body is not a JSON object", id);
-  }
-  if (!doc.contains("device") || !doc["device"].is_string()) {
-    return refuse(400, "report: \"device\" is missing or not a string", id);
-  }
-  if (doc["device"].get<std::string>() != id) {
-    return refuse(403,
-                  "report: body names device '" + doc["device"].get<std::string>() +
-                      "', not the device '" + id + "' of the route",
-                  id);
-  }
-  if (!doc.contains("batch") || !doc["batch"].is_array()) {
-    return refuse(400, "report: \"batch\" is missing or not an array", id);
-  }
-  auto& batch = doc["batch"];
-  if (batch.size() > options.max_batch_items) {
-    return refuse(413,
-                  "report: " + std::to_string(batch.size()) + " items is over the limit of " +
-                      std::to_string(options.max_batch_items),
-                  id);
-  }
+  auto report = parse_report(req.body, id, options.max_batch_items);
+  if (!report) return refuse(report.error().http_status(), report.error().message(), id);
   auto job = std::make_unique<Job>();
   job->device = id;
   job->key = key;
-  job->items.reserve(batch.size());
-  std::int64_t prev = 0;
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    auto& it = batch[i];
-    const std::string where = "report: batch[" + std::to_string(i) + "]";
-    if (!it.is_object()) return refuse(400, where + " is not an object", id);
-    auto seq = it.find("seq");
-    if (seq == it.end() || !seq->is_number_integer() || seq->get<std::int64_t>() <= 0) {
-      return refuse(400, where + ".seq is not a positive integer", id);
-    }
-    Item item;
-    item.seq = seq->get<std::int64_t>();
-    if (item.seq <= prev) {
-      return refuse(400,
-                    where + ".seq " + std::to_string(item.seq) + " is not above " +
-                        std::to_string(prev) + " (items must be in increasing seq order)",
-                    id);
-    }
-    prev = item.seq;
-    const std::string kind = str_field(it, "kind");
-    if (kind != "event" && kind != "heartbeat") {
-      return refuse(400, where + ".kind must be \"event\" or \"heartbeat\"", id);
-    }
-    item.event = kind == "event";
-    item.created_at = str_field(it, "created_at");
-    auto body = it.find("body");
-    if (body == it.end() || !body->is_object()) {
-      return refuse(400, where + ".body is not an object", id);
-    }
-    item.body = body->dump();
-    take_apart(*body, item);
-    job->items.push_back(std::move(item));
-  }
+  job->items = std::move(report->items);
 
   auto future = job->done.get_future();
   {
@@ -385,6 +280,11 @@ void FleetIngest::Impl::run_writer() {
 
 void FleetIngest::Impl::write_batch(std::vector<std::unique_ptr<Job>>& jobs) {
   const std::int64_t now = unix_seconds(options.now());
+  // In device order: the rows of one commit then sit in neighbouring b-tree pages (events,
+  // installed and devices are keyed by device first), so fewer pages are touched and written to
+  // the WAL. Stable, so two requests of one device keep their order.
+  std::stable_sort(jobs.begin(), jobs.end(),
+                   [](const auto& a, const auto& b) { return a->device < b->device; });
   std::vector<std::optional<Outcome>> outcomes(jobs.size());
   std::uint64_t stored = 0, dups = 0;
   auto run = [&]() -> Status {
@@ -637,9 +537,15 @@ Result<std::unique_ptr<FleetIngest>> FleetIngest::open(const std::filesystem::pa
   auto impl = std::make_unique<Impl>(std::move(options), std::move(db));
   Impl* raw = impl.get();
   auto ckpt_db = MOTA_TRY_CTX(open_fleet_db(db_path), "fleet database checkpointer");
-  impl->writer = std::thread([raw] { raw->run_writer(); });
-  impl->checkpointer =
-      std::thread([raw, c = std::move(ckpt_db)]() mutable { raw->run_checkpointer(std::move(c)); });
+  // Named, so that top -H and the benchmark (bench/fleet_load.cpp: writer busy) can tell them.
+  impl->writer = std::thread([raw] {
+    ::pthread_setname_np(::pthread_self(), "mota-writer");
+    raw->run_writer();
+  });
+  impl->checkpointer = std::thread([raw, c = std::move(ckpt_db)]() mutable {
+    ::pthread_setname_np(::pthread_self(), "mota-checkpoint");
+    raw->run_checkpointer(std::move(c));
+  });
   return std::unique_ptr<FleetIngest>(new FleetIngest(std::move(impl)));
 }
 

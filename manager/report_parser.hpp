@@ -1,0 +1,64 @@
+#pragma once
+// The body of a device report (agent/report.hpp's wire format), checked and taken apart in one
+// pass without building a JSON tree:
+//   {"device": "<id>", "batch": [{"seq": N, "kind": "event"|"heartbeat", "created_at": "...",
+//                                 "body": {...}}, ...]}
+// Why not nlohmann's parser: on the ingest path its DOM (a std::map per object), the re-serialised
+// item bodies and then its SAX lexer (a push_back per character) took a third of `mota serve`'s
+// CPU at 100 items per batch (bench/README.md, "Fleet", round 3). This scanner validates as
+// nlohmann does (RFC 8259: syntax, UTF-8, escapes and surrogate pairs, numbers that fit a double;
+// tests/manager/report_parser_test.cpp checks it against nlohmann on valid, odd and random input)
+// and copies out only what the fleet tables need.
+//
+// Rules, each refusal an Error whose http_status() is the status to answer, checked in this
+// order (the same order and wording as the tree-based parser this replaced):
+//   400  JSON nested deeper than 64 levels (agents send 6; nlohmann has no limit); not a JSON
+//        object; "device" missing or not a string
+//   403  "device" is not `route_device` (a forged id)
+//   400  "batch" missing or not an array
+//   413  more than `max_items` items
+//   400  per item, in order: not an object; "seq" not a positive 64-bit integer or not above the
+//        previous item's; "kind" neither "event" nor "heartbeat"; "body" not an object
+// Members other than these are ignored; a member given twice counts as its last value (as
+// nlohmann's DOM does). Each item's body is kept as the exact text the device sent, and the fields
+// the fleet tables use are copied out of it (non-string values count as absent).
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.hpp"
+
+namespace mota::manager {
+
+// One model of a heartbeat's inventory ("models": [{model, version, slot, channel, committed}]);
+// entries that are not objects or have no "model" string are left out.
+struct ReportModel {
+  std::string model, version, slot, channel;
+  bool committed = false;
+};
+
+struct ReportItem {
+  std::int64_t seq = 0;
+  bool event = false;  // else a heartbeat
+  std::string created_at;
+  std::string body;  // the item's body object, as sent
+  // Copied out of the body: model for both kinds; from..channel for events only.
+  std::string model, from, to, state, step, error, channel;
+  // Heartbeats: device facts (nullopt = not reported) and the inventory.
+  std::optional<std::string> agent_version, arch;
+  std::vector<ReportModel> models;
+};
+
+struct Report {
+  std::string device;
+  std::vector<ReportItem> items;
+};
+
+[[nodiscard]] Result<Report> parse_report(std::string_view body, std::string_view route_device,
+                                          std::size_t max_items);
+
+}  // namespace mota::manager

@@ -1,0 +1,385 @@
+// parse_report (manager/report_parser.hpp) against a reference written with nlohmann's DOM: the
+// tree-based parser the ingest used before. Both must accept and refuse the same reports, with
+// the same status and message, and take apart the same fields; each item's body is kept as the
+// text the device sent. The one difference: nesting deeper than 64 levels is refused (nlohmann's
+// parser has no limit).
+
+#include "manager/report_parser.hpp"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+namespace mota::manager {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string str_field(const Json& j, const char* name) {
+  auto it = j.find(name);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+std::optional<std::string> opt_str(const Json& j, const char* name) {
+  auto it = j.find(name);
+  if (it == j.end() || !it->is_string()) return std::nullopt;
+  return it->get<std::string>();
+}
+
+// The reference: the checks and field extraction of the DOM-based parser, verbatim in behaviour.
+Result<Report> reference(const std::string& body, const std::string& id, std::size_t max_items) {
+  auto bad = [](int status, Errc code, std::string m) { return fail(Error(code, m, status)); };
+  Json doc = Json::parse(body, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    return bad(400, Errc::parse, "report: body is not a JSON object");
+  }
+  if (!doc.contains("device") || !doc["device"].is_string()) {
+    return bad(400, Errc::parse, "report: \"device\" is missing or not a string");
+  }
+  if (doc["device"].get<std::string>() != id) {
+    return bad(403, Errc::verification,
+               "report: body names device '" + doc["device"].get<std::string>() +
+                   "', not the device '" + id + "' of the route");
+  }
+  if (!doc.contains("batch") || !doc["batch"].is_array()) {
+    return bad(400, Errc::parse, "report: \"batch\" is missing or not an array");
+  }
+  auto& batch = doc["batch"];
+  if (batch.size() > max_items) {
+    return bad(413, Errc::too_large,
+               "report: " + std::to_string(batch.size()) + " items is over the limit of " +
+                   std::to_string(max_items));
+  }
+  Report out;
+  out.device = id;
+  std::int64_t prev = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto& it = batch[i];
+    const std::string where = "report: batch[" + std::to_string(i) + "]";
+    if (!it.is_object()) return bad(400, Errc::parse, where + " is not an object");
+    auto seq = it.find("seq");
+    if (seq == it.end() || !seq->is_number_integer() || seq->get<std::int64_t>() <= 0) {
+      return bad(400, Errc::parse, where + ".seq is not a positive integer");
+    }
+    ReportItem item;
+    item.seq = seq->get<std::int64_t>();
+    if (item.seq <= prev) {
+      return bad(400, Errc::parse,
+                 where + ".seq " + std::to_string(item.seq) + " is not above " +
+                     std::to_string(prev) + " (items must be in increasing seq order)");
+    }
+    prev = item.seq;
+    const std::string kind = str_field(it, "kind");
+    if (kind != "event" && kind != "heartbeat") {
+      return bad(400, Errc::parse, where + ".kind must be \"event\" or \"heartbeat\"");
+    }
+    item.event = kind == "event";
+    item.created_at = str_field(it, "created_at");
+    auto b = it.find("body");
+    if (b == it.end() || !b->is_object()) {
+      return bad(400, Errc::parse, where + ".body is not an object");
+    }
+    item.body = b->dump();
+    item.model = str_field(*b, "model");
+    if (item.event) {
+      item.from = str_field(*b, "from");
+      item.to = str_field(*b, "to");
+      item.state = str_field(*b, "state");
+      item.step = str_field(*b, "step");
+      item.error = str_field(*b, "error");
+      item.channel = str_field(*b, "channel");
+    } else {
+      item.agent_version = opt_str(*b, "agent_version");
+      item.arch = opt_str(*b, "arch");
+      auto models = b->find("models");
+      if (models != b->end() && models->is_array()) {
+        for (const auto& m : *models) {
+          if (!m.is_object()) continue;
+          ReportModel r;
+          r.model = str_field(m, "model");
+          if (r.model.empty()) continue;
+          r.version = str_field(m, "version");
+          r.slot = str_field(m, "slot");
+          r.channel = str_field(m, "channel");
+          auto c = m.find("committed");
+          r.committed = c != m.end() && c->is_boolean() && c->get<bool>();
+          item.models.push_back(std::move(r));
+        }
+      }
+    }
+    out.items.push_back(std::move(item));
+  }
+  return out;
+}
+
+// Same outcome from both; on success the same fields, the same body value, and the body compact
+// and in source order.
+void expect_same(const std::string& body, const std::string& id = "dev-1",
+                 std::size_t max_items = 50) {
+  SCOPED_TRACE(body);
+  auto want = reference(body, id, max_items);
+  auto got = parse_report(body, id, max_items);
+  ASSERT_EQ(got.has_value(), want.has_value())
+      << (got ? "accepted" : got.error().message()) << " vs "
+      << (want ? "accepted" : want.error().message());
+  if (!want) {
+    EXPECT_EQ(got.error().message(), want.error().message());
+    EXPECT_EQ(got.error().http_status(), want.error().http_status());
+    EXPECT_EQ(got.error().code(), want.error().code());
+    return;
+  }
+  ASSERT_EQ(got->device, want->device);
+  ASSERT_EQ(got->items.size(), want->items.size());
+  for (std::size_t i = 0; i < want->items.size(); ++i) {
+    SCOPED_TRACE("item " + std::to_string(i));
+    const ReportItem& g = got->items[i];
+    const ReportItem& w = want->items[i];
+    EXPECT_EQ(g.seq, w.seq);
+    EXPECT_EQ(g.event, w.event);
+    EXPECT_EQ(g.created_at, w.created_at);
+    EXPECT_EQ(Json::parse(g.body), Json::parse(w.body));
+    // Stored as the device sent it: a verbatim piece of the request.
+    EXPECT_NE(body.find(g.body), std::string::npos) << g.body;
+    EXPECT_EQ(g.model, w.model);
+    EXPECT_EQ(g.from, w.from);
+    EXPECT_EQ(g.to, w.to);
+    EXPECT_EQ(g.state, w.state);
+    EXPECT_EQ(g.step, w.step);
+    EXPECT_EQ(g.error, w.error);
+    EXPECT_EQ(g.channel, w.channel);
+    EXPECT_EQ(g.agent_version, w.agent_version);
+    EXPECT_EQ(g.arch, w.arch);
+    ASSERT_EQ(g.models.size(), w.models.size());
+    for (std::size_t m = 0; m < w.models.size(); ++m) {
+      EXPECT_EQ(g.models[m].model, w.models[m].model);
+      EXPECT_EQ(g.models[m].version, w.models[m].version);
+      EXPECT_EQ(g.models[m].slot, w.models[m].slot);
+      EXPECT_EQ(g.models[m].channel, w.models[m].channel);
+      EXPECT_EQ(g.models[m].committed, w.models[m].committed);
+    }
+  }
+}
+
+TEST(ReportParser, AgentShapedReportsMatchTheTreeParser) {
+  expect_same(R"({"device":"dev-1","batch":[
+    {"seq":1,"kind":"event","created_at":"2030-01-01T00:00:00Z","body":{"device":"dev-1",
+     "model":"detector","from":"1.0.0","to":"1.1.0","state":"installed","step":"commit",
+     "error":"","bytes":48234112,"kind":"delta","saved_bytes":1000,"duration_ms":2000.5,
+     "channel":"stable"}},
+    {"seq":2,"kind":"heartbeat","created_at":"2030-01-01T00:00:01Z","body":{"agent_version":"0.1.0",
+     "arch":"aarch64","ram_total_bytes":4294967296,"load":[0.5,1.0,2],"models":[
+       {"model":"detector","slot":"b","version":"1.1.0","committed":true,"channel":"stable"},
+       {"model":"classifier","slot":"a","version":"0.2.0","committed":false}]}},
+    {"seq":9007199254740993,"kind":"event","created_at":"x","body":{}}]})");
+  expect_same(R"({"batch":[],"device":"dev-1","extra":{"a":[1,{"b":null}]}})");
+  expect_same(R"( { "device" : "dev-1" , "batch" : [ { "seq" : 3 , "kind" : "heartbeat" ,
+      "body" : { "models" : [ ] , "arch" : "x86_64" } } ] } )");
+}
+
+TEST(ReportParser, OddButValidShapesMatchTheTreeParser) {
+  // Non-string fields count as absent; containers where strings were expected too.
+  expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","created_at":5,"body":{
+      "model":7,"from":null,"to":["1.0.0"],"state":{"x":"installed"},"step":true,"error":1.5,
+      "channel":false}}]})");
+  expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"heartbeat","body":{
+      "agent_version":1,"arch":{"a":1},"models":{"model":"x"}}}]})");
+  expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"heartbeat","body":{"models":[
+      1,"x",null,[{"model":"nested"}],{"version":"1.0.0"},{"model":"","version":"2"},
+      {"model":"m","version":3,"slot":["a"],"committed":"yes","channel":{}},
+      {"model":"n","committed":1},{"model":"o","committed":false,"extra":{"committed":true}}]}}]})");
+  // Escapes, control characters, non-ASCII text and \u sequences survive the round trip.
+  expect_same(
+      "{\"device\":\"dev-1\",\"batch\":[{\"seq\":1,\"kind\":\"event\",\"body\":{\"error\":"
+      "\"quote \\\" backslash \\\\ nl \\n tab \\t bell \\u0007 del \x7f \\u00e9 \xc3\xa9 "
+      "\\ud83d\\ude00 / \\/\",\"model\":\"caf\xc3\xa9\",\"n\":-0.0,\"f\":1e300,\"g\":2.0,"
+      "\"h\":-12,\"i\":18446744073709551615,\"j\":1.25e-7}}]}");
+  // Duplicate members: the last one counts, as in a DOM (the stored body keeps them all).
+  expect_same(R"({"device":"x","device":"dev-1","batch":7,"batch":[{"seq":"1","seq":2,
+      "kind":"nope","kind":"event","body":{"model":"a","dup":1},"body":{"model":"b","to":"2.0.0",
+      "model":"c","dup":2}}]})");
+  expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"heartbeat","body":{"models":[
+      {"model":"a"}],"models":[{"model":"b","model":"c"}],"arch":"x","arch":null,"dup":0}}]})");
+  // Nesting inside a body: up to 64 levels in all, as the tree parser; deeper is refused.
+  auto nested = [](int levels) {
+    std::string deep =
+        "{\"device\":\"dev-1\",\"batch\":[{\"seq\":1,\"kind\":\"event\",\"body\":{\"x\":";
+    for (int i = 0; i < levels; ++i) deep += i % 2 ? "{\"k\":" : "[";
+    deep += "1";
+    for (int i = levels - 1; i >= 0; --i) deep += i % 2 ? "}" : "]";
+    return deep + "}}]}";
+  };
+  expect_same(nested(60));
+  for (int levels : {61, 200, 100000}) {
+    auto r = parse_report(nested(levels), "dev-1", 50);
+    ASSERT_FALSE(r) << levels;
+    EXPECT_EQ(r.error().http_status(), 400);
+    EXPECT_EQ(r.error().message(), "report: JSON nested deeper than 64 levels");
+  }
+}
+
+TEST(ReportParser, RefusalsMatchTheTreeParserInOrderAndWording) {
+  for (
+      const std::string body : {
+          "",
+          "{",
+          "{\"device\": ",
+          "[]",
+          "[1]",
+          "7",
+          "\"s\"",
+          "null",
+          "{\"device\":\"dev-1\",\"batch\":[]} trailing",
+          "{\"device\":\"dev-1\",\"batch\":[,]}",
+          "{\"device\":\"dev-1\",\"batch\":[{\"seq\":1,\"kind\":\"event\",\"body\":{\"a\":\"\xff\"}"
+          "}]}",
+          "{\"device\":\"dev-1\",\"batch\":[{\"seq\":1e999}]}",
+          "{}",
+          R"({"device":5,"batch":[]})",
+          R"({"device":["dev-1"],"batch":[]})",
+          R"({"device":"dev-2","batch":[]})",
+          R"({"device":"dev-2"})",
+          R"({"device":"dev-1"})",
+          R"({"device":"dev-1","batch":{}})",
+          R"({"device":"dev-1","batch":"[]"})",
+          R"({"device":"dev-1","batch":[1]})",
+          R"({"device":"dev-1","batch":[[]]})",
+          R"({"device":"dev-1","batch":[{"kind":"event","body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":0,"kind":"event","body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":-4,"kind":"event","body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":1.0,"kind":"event","body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":"1","kind":"event","body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":9223372036854775808,"kind":"event","body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":{},"kind":"event","body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":2,"kind":"event","body":{}},{"seq":2,"kind":"event","body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":1,"kind":"Event","body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":1,"kind":["event"],"body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":1,"body":{}}]})",
+          R"({"device":"dev-1","batch":[{"seq":1,"kind":"event"}]})",
+          R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","body":[]}]})",
+          R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","body":"{}"}]})",
+          R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","body":{}},7]})",
+          R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","body":{}},{"seq":3,"kind":"x","body":{}}]})",
+      }) {
+    expect_same(body);
+  }
+}
+
+TEST(ReportParser, TooManyItemsIsRefusedWithTheCount) {
+  std::string body = R"({"device":"dev-1","batch":[)";
+  for (int i = 1; i <= 12; ++i) {
+    if (i > 1) body += ",";
+    body += i == 7 ? "\"junk\""
+                   : R"({"seq":)" + std::to_string(i) + R"(,"kind":"event","body":{"x":[1,2]}})";
+  }
+  body += "]}";
+  for (std::size_t max :
+       {std::size_t{0}, std::size_t{5}, std::size_t{11}, std::size_t{12}, std::size_t{13}}) {
+    expect_same(body, "dev-1", max);
+  }
+  auto r = parse_report(body, "dev-1", 5);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().http_status(), 413);
+  EXPECT_EQ(r.error().message(), "report: 12 items is over the limit of 5");
+}
+
+// Random reports built from agent-like pieces and odd ones, compared with the reference.
+TEST(ReportParser, RandomReportsMatchTheTreeParser) {
+  std::mt19937_64 rng(20261122);
+  auto pick = [&](std::initializer_list<Json> xs) {
+    auto it = xs.begin();
+    std::advance(it, rng() % xs.size());
+    return *it;
+  };
+  auto text = [&]() {
+    return pick({"", "1.0.0", "2.3.4-rc.1", "installed", "failed", "rolled_back", "a\"b\\c\n",
+                 "\xc3\xa9t\xc3\xa9", "x"});
+  };
+  auto value = [&]() -> Json {
+    return pick({text(), text(), 7, -3, 2.5, true, false, nullptr, Json::array({1, "x"}),
+                 Json{{"k", text()}}});
+  };
+  for (int n = 0; n < 400; ++n) {
+    Json batch = Json::array();
+    std::int64_t seq = 0;
+    const int items = int(rng() % 6);
+    for (int i = 0; i < items; ++i) {
+      Json item = Json::object();
+      seq += rng() % 20 == 0 ? 0 : 1 + std::int64_t(rng() % 3);
+      item["seq"] = rng() % 30 == 0 ? value() : Json(seq);
+      item["kind"] = rng() % 20 == 0 ? value() : Json(rng() % 2 ? "event" : "heartbeat");
+      if (rng() % 4) item["created_at"] = text();
+      Json body = Json::object();
+      for (const char* k : {"model", "from", "to", "state", "step", "error", "channel",
+                            "agent_version", "arch", "other"}) {
+        if (rng() % 3 == 0) continue;
+        body[k] = rng() % 5 == 0 ? value() : Json(text());
+      }
+      if (rng() % 2) {
+        Json models = Json::array();
+        for (int m = int(rng() % 4); m > 0; --m) {
+          Json e = Json::object();
+          for (const char* k : {"model", "version", "slot", "channel"}) {
+            if (rng() % 4) e[k] = rng() % 6 == 0 ? value() : Json(text());
+          }
+          if (rng() % 2) e["committed"] = rng() % 4 == 0 ? value() : Json(bool(rng() % 2));
+          models.push_back(rng() % 10 == 0 ? value() : e);
+        }
+        body["models"] = rng() % 10 == 0 ? value() : models;
+      }
+      item["body"] = rng() % 25 == 0 ? value() : body;
+      batch.push_back(rng() % 40 == 0 ? value() : item);
+    }
+    Json doc = {{"device", rng() % 30 == 0 ? value() : Json("dev-1")},
+                {"batch", rng() % 30 == 0 ? value() : batch}};
+    std::string s = doc.dump(rng() % 3 == 0 ? 2 : -1);
+    expect_same(s, "dev-1", rng() % 10 == 0 ? 2 : 50);
+    if (::testing::Test::HasFailure()) break;
+  }
+}
+
+// Byte-level mutations of valid reports (flipped, inserted, deleted and duplicated bytes, from a
+// set rich in JSON syntax, escapes, UTF-8 lead bytes and digits): both parsers must agree on
+// every one, valid or not.
+TEST(ReportParser, MutatedReportsMatchTheTreeParser) {
+  std::mt19937_64 rng(42);
+  const std::string seeds[] = {
+      R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","created_at":"t","body":{"model":"m","from":"1.0.0","to":"2.0.0","state":"failed","error":"e\u00e9\n","n":-1.5e3}},{"seq":2,"kind":"heartbeat","body":{"arch":"x","models":[{"model":"m","version":"1","committed":true}]}}]})",
+      "{\"device\":\"dev-1\",\"batch\":[{\"seq\":7,\"kind\":\"event\",\"body\":{\"s\":"
+      "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\ud83d\\ude00\",\"a\":[true,false,null,0,-0,1e5,0.25]"
+      "}}]}",
+  };
+  const char alphabet[] =
+      "{}[]:,\"\\/ubfnrt0123456789-+.eE \n\t\x7f\x80\xbf\xc2\xdf\xe0\xed\xf0\xf4\xff" "az";
+  int accepted = 0;
+  for (int n = 0; n < 20000; ++n) {
+    std::string s = seeds[rng() % 2];
+    for (int m = 1 + int(rng() % 3); m > 0; --m) {
+      const std::size_t at = rng() % s.size();
+      const char c = alphabet[rng() % (sizeof alphabet - 1)];
+      switch (rng() % 4) {
+        case 0:
+          s[at] = c;
+          break;
+        case 1:
+          s.insert(s.begin() + std::ptrdiff_t(at), c);
+          break;
+        case 2:
+          s.erase(at, 1 + rng() % 3);
+          break;
+        default:
+          s.insert(at, s.substr(at, 1 + rng() % 8));
+          break;
+      }
+      if (s.empty()) s = "{";
+    }
+    expect_same(s);
+    if (parse_report(s, "dev-1", 50)) ++accepted;
+    if (::testing::Test::HasFailure()) break;
+  }
+  // The mutations must exercise both outcomes, or this test proves nothing.
+  EXPECT_GT(accepted, 500);
+  EXPECT_LT(accepted, 19500);
+}
+
+}  // namespace
+}  // namespace mota::manager
