@@ -13,7 +13,8 @@
 // Rules, each refusal an Error whose http_status() is the status to answer, checked in this
 // order (the same order and wording as the tree-based parser this replaced):
 //   400  JSON nested deeper than 64 levels (agents send 6; nlohmann has no limit); not a JSON
-//        object; "device" missing or not a string
+//        object (anything but whitespace after it too, a NUL byte included, where nlohmann
+//        stops reading); "device" missing or not a string
 //   403  "device" is not `route_device` (a forged id)
 //   400  "batch" missing or not an array
 //   413  more than `max_items` items
