@@ -54,8 +54,8 @@ Result<RegionInfo> RegionRegistry::add(const std::string& name, const std::files
   if (!path.is_absolute()) {
     return fail(Errc::invalid_argument, what + ": path must be absolute: " + path.string());
   }
-  {
-    std::lock_guard lock(mu_);
+  // Whether `name` can be added; with mu_ held.
+  auto room = [&]() -> Status {
     if (regions_.count(name)) {
       return fail(Errc::already_exists, what + " is already registered (unregister it first)");
     }
@@ -63,6 +63,11 @@ Result<RegionInfo> RegionRegistry::add(const std::string& name, const std::files
       return fail(Errc::too_large,
                   what + ": " + std::to_string(kMaxRegions) + " regions are registered already");
     }
+    return {};
+  };
+  {
+    std::lock_guard lock(mu_);
+    MOTA_TRY(room());
   }
   std::shared_ptr<Region> r(new Region());
   r->info_ = {name, path, offset, byte_size, false};
@@ -117,14 +122,7 @@ Result<RegionInfo> RegionRegistry::add(const std::string& name, const std::files
     r->info_.mapped = true;
   }
   std::lock_guard lock(mu_);
-  // Checked again: another thread may have registered the name meanwhile.
-  if (regions_.count(name)) {
-    return fail(Errc::already_exists, what + " is already registered (unregister it first)");
-  }
-  if (regions_.size() >= kMaxRegions) {
-    return fail(Errc::too_large,
-                what + ": " + std::to_string(kMaxRegions) + " regions are registered already");
-  }
+  MOTA_TRY(room());  // again: another thread may have registered the name meanwhile
   regions_[name] = r;
   return r->info_;
 }
