@@ -534,8 +534,10 @@ Result<Report> parse_report(std::string_view body, std::string_view route_device
   std::int64_t prev = 0;
   for (std::size_t i = 0; i < sc.items.size(); ++i) {
     RawItem& r = sc.items[i];
-    const std::string where = "report: batch[" + std::to_string(i) + "]";
-    auto bad = [&](const std::string& why) { return fail(refused(400, Errc::parse, where + why)); };
+    // The message is built only for a refusal (this loop runs for every item of every report).
+    auto bad = [&](const std::string& why) {
+      return fail(refused(400, Errc::parse, "report: batch[" + std::to_string(i) + "]" + why));
+    };
     if (!r.object) return bad(" is not an object");
     if (r.seq != Field::ok) return bad(".seq is not a positive integer");
     if (r.item.seq <= prev) {
