@@ -283,6 +283,7 @@ int main(int argc, char** argv) {
   std::atomic<int> swaps{0};
   std::uint64_t generation = 0;
   std::vector<double> first_after_swap;
+  std::vector<double> load_wall_ms, load_waited_ms;  // per completed swap (the swapper's view)
   for (int round = 0; round < rounds; ++round) {
     std::fprintf(stderr, "round %d/%d (load %s)\n", round + 1, rounds, loadavg().c_str());
     for (int k = 0; k < 4; ++k) {
@@ -300,8 +301,15 @@ int main(int argc, char** argv) {
           std::thread swapper([&] {
             Client control(o);
             while (!stop.load()) {
+              auto t0 = Clock::now();
               auto r = control.load("face", dir / (swaps.load() % 2 ? "a" : "b"));
-              if (!r) std::fprintf(stderr, "swap failed: %s\n", r.error().message().c_str());
+              if (!r) {
+                std::fprintf(stderr, "swap failed: %s\n", r.error().message().c_str());
+              } else {
+                load_wall_ms.push_back(
+                    std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+                load_waited_ms.push_back(r->load_waited_ms);
+              }
               swaps.fetch_add(1);
               for (int w = 0; w < swap_gap_ms && !stop.load(); ++w) {
                 std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -394,6 +402,11 @@ int main(int argc, char** argv) {
       median(p99_ratio), pct(swapping_s.ms, 0.99) / pct(served_s.ms, 0.99));
   std::printf("- first answer from each new load: p50 %.2f ms, max %.2f ms (%zu loads seen)\n",
               pct(first_after_swap, 0.5), pct(first_after_swap, 1.0), first_after_swap.size());
+  std::printf(
+      "- loads (swaps) completed: %zu, wall time p50 %.0f ms, max %.0f ms; of which waiting for "
+      "in-flight inferences (load_yield_ms) p50 %.0f ms\n",
+      load_wall_ms.size(), pct(load_wall_ms, 0.5), pct(load_wall_ms, 1.0),
+      pct(load_waited_ms, 0.5));
   std::printf("- failed requests: %d\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -1,6 +1,9 @@
 #include "runtime/backend.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 
 #include "common/fs.hpp"
 
@@ -19,6 +22,80 @@ Result<ModelManifest> read_slot_manifest(const std::filesystem::path& dir) {
   if (m.name.empty()) return fail(Errc::parse, path.string() + ": name: required");
   if (m.version.empty()) return fail(Errc::parse, path.string() + ": version: required");
   return m;
+}
+
+namespace {
+
+// The serving gate (see ServingScope). `waiting` is set before a loader checks `busy` and
+// `busy` is dropped before the last request checks `waiting` (both seq_cst), so a loader either
+// sees no request or is woken by the one that ends: no lost wake-up.
+struct Gate {
+  std::atomic<int> busy{0};
+  std::atomic<int> waiting{0};
+  std::mutex mu;
+  std::condition_variable cv;
+};
+Gate& gate() {
+  static Gate g;
+  return g;
+}
+
+thread_local std::chrono::nanoseconds t_yield_budget{0};
+thread_local std::chrono::nanoseconds t_yield_waited{0};
+thread_local std::uint64_t t_yield_steps = 0;
+
+}  // namespace
+
+ServingScope::ServingScope() {
+  gate().busy.fetch_add(1);
+}
+
+ServingScope::~ServingScope() {
+  Gate& g = gate();
+  if (g.busy.fetch_sub(1) == 1 && g.waiting.load() > 0) {
+    std::lock_guard lock(g.mu);
+    g.cv.notify_all();
+  }
+}
+
+LoadYieldScope::LoadYieldScope(std::chrono::milliseconds budget)
+    : saved_budget_(t_yield_budget), saved_waited_(t_yield_waited), saved_steps_(t_yield_steps) {
+  t_yield_budget = budget;
+  t_yield_waited = {};
+  t_yield_steps = 0;
+}
+
+LoadYieldScope::~LoadYieldScope() {
+  t_yield_budget = saved_budget_;
+  t_yield_waited = saved_waited_;
+  t_yield_steps = saved_steps_;
+}
+
+std::chrono::nanoseconds LoadYieldScope::waited() const {
+  return t_yield_waited;
+}
+
+std::uint64_t LoadYieldScope::steps() const {
+  return t_yield_steps;
+}
+
+void yield_to_serving() {
+  ++t_yield_steps;
+  if (t_yield_waited >= t_yield_budget) return;
+  Gate& g = gate();
+  if (g.busy.load() == 0) return;
+  auto start = std::chrono::steady_clock::now();
+  g.waiting.fetch_add(1);
+  {
+    std::unique_lock lock(g.mu);
+    g.cv.wait_for(lock, t_yield_budget - t_yield_waited, [&] { return g.busy.load() == 0; });
+  }
+  g.waiting.fetch_sub(1);
+  t_yield_waited += std::chrono::steady_clock::now() - start;
+}
+
+int serving_in_flight() {
+  return gate().busy.load();
 }
 
 }  // namespace mota::runtime

@@ -8,6 +8,8 @@
 //   run       Model::run()
 //   unload    destroy the Model (the store does so when the last in-flight request lets go)
 
+#include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -95,6 +97,50 @@ std::unique_ptr<Backend> make_opencv_backend();
 // count (cv::setNumThreads; 0 = engine default). Call from main() before any other thread uses an
 // engine (OpenCV's backend switch is not thread-safe); the thread count may be set again later.
 void init_engines(int threads);
+
+// Loads yield to serving. A load shares the CPU (and OpenCV's process-wide parallel-loop slot)
+// with the requests being served; on a small device every step it takes while a request runs
+// shows up in that request's latency. So serving marks its inferences (ServingScope), and a
+// loading thread that set a yield budget (LoadYieldScope) waits, before each engine step, until no
+// inference is in flight: it works in the gaps between requests. The budget bounds the total wait
+// of one load, so a load under continuous traffic still finishes: once spent, the remaining steps
+// run without waiting (still niced).
+//
+// ServingScope: one inference in flight for its lifetime. Cheap (two atomic operations; a wake-up
+// only while a load is waiting). Any thread.
+class ServingScope {
+ public:
+  ServingScope();
+  ~ServingScope();
+  ServingScope(const ServingScope&) = delete;
+  ServingScope& operator=(const ServingScope&) = delete;
+};
+
+// Gives the calling (loading) thread a total yield budget for its lifetime; 0 = never wait.
+// Scopes do not nest (the inner one replaces the budget until it ends).
+class LoadYieldScope {
+ public:
+  explicit LoadYieldScope(std::chrono::milliseconds budget);
+  ~LoadYieldScope();
+  LoadYieldScope(const LoadYieldScope&) = delete;
+  LoadYieldScope& operator=(const LoadYieldScope&) = delete;
+  // What the waits of this scope took so far, and how many yield points the thread passed
+  // (calls to yield_to_serving, waiting or not).
+  std::chrono::nanoseconds waited() const;
+  std::uint64_t steps() const;
+
+ private:
+  std::chrono::nanoseconds saved_budget_, saved_waited_;
+  std::uint64_t saved_steps_;
+};
+
+// On a thread inside a LoadYieldScope with budget left: waits while inferences are in flight
+// (returns as soon as none is, or the budget is spent). Elsewhere: returns at once. Backends call
+// it between their load steps.
+void yield_to_serving();
+
+// Inferences in flight right now (ServingScopes alive). For tests and logs.
+int serving_in_flight();
 
 // Reads <dir>/model.json for the runtime: model.json must parse (files list optional: the agent
 // has already verified the tree) and carry a name and a version.

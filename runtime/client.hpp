@@ -35,6 +35,7 @@ struct ModelStatus {
   std::string name, version, slot, framework, backend, loaded_at;
   std::uint64_t generation = 0;
   double load_ms = 0;
+  double load_waited_ms = 0;  // of load_ms: waiting for in-flight inferences (load_yield_ms)
   std::uint64_t inferences = 0, errors = 0;
   double p50_ms = 0, p99_ms = 0;
   std::vector<TensorInfo> inputs, outputs;  // filled by models() and load() only

@@ -59,9 +59,9 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
                                  std::to_string(b.column) + ": " + std::string(e.description()));
   }
   static const std::set<std::string_view> kKeys = {
-      "socket",         "socket_mode", "tcp",       "http_threads", "pool_size",
-      "engine_threads", "warmup_runs", "load_nice", "log_level",    "max_body_bytes",
-      "model",          "load_serial", "load_idle"};
+      "socket",         "socket_mode", "tcp",       "http_threads",  "pool_size",
+      "engine_threads", "warmup_runs", "load_nice", "log_level",     "max_body_bytes",
+      "model",          "load_serial", "load_idle", "load_yield_ms", "load_idle_escalate_ms"};
   Config c;
   auto ctx = [&](Status s) -> Status {
     if (!s) return fail(std::move(s).error().context(source));
@@ -105,8 +105,19 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
         c.store.load.serial = b->get();
       } else if (key == "load_idle") {
         const auto* b = node.as_boolean();  // strict: value<bool>() would take 1 as true
-        if (!b) return fail(Errc::invalid_argument, "load_idle: must be true or false");
-        c.store.load_idle = b->get();
+        const auto* str = node.as_string();
+        if (b) {
+          c.store.load_idle = b->get() ? StoreOptions::Idle::on : StoreOptions::Idle::off;
+        } else if (str && str->get() == "auto") {
+          c.store.load_idle = StoreOptions::Idle::automatic;
+        } else {
+          return fail(Errc::invalid_argument, "load_idle: must be true or false (or \"auto\")");
+        }
+      } else if (key == "load_idle_escalate_ms") {
+        c.store.load_idle_escalate =
+            std::chrono::milliseconds(MOTA_TRY(int_value(node, key, 0, 3600000)));
+      } else if (key == "load_yield_ms") {
+        c.store.load_yield = std::chrono::milliseconds(MOTA_TRY(int_value(node, key, 0, 600000)));
       } else if (key == "max_body_bytes") {
         c.server.max_body_bytes =
             static_cast<std::size_t>(MOTA_TRY(int_value(node, key, 1024, std::int64_t{4} << 30)));

@@ -11,7 +11,9 @@
 //   warmup_runs       = 1                 # per engine instance, before a model is swapped in
 //   load_nice         = 10                # nice increment of the loading thread
 //   load_serial       = true              # loads run the engine's parallel loops on their thread
-//   load_idle         = false             # loading thread under SCHED_IDLE instead of niced
+//   load_idle         = "auto"            # loading thread under SCHED_IDLE (true/false/"auto")
+//   load_idle_escalate_ms = 1000          # then back to SCHED_OTHER (niced), where allowed
+//   load_yield_ms     = 1000              # most a load waits in total for in-flight inferences
 //   max_body_bytes    = 67108864
 //   log_level         = "info"
 //

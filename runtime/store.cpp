@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <optional>
 #include <thread>
 
@@ -17,11 +18,30 @@ namespace mota::runtime {
 namespace {
 constexpr std::size_t kLatencyWindow = 1024;
 using Clock = std::chrono::steady_clock;
+
+// Whether a thread of this process may leave SCHED_IDLE for SCHED_OTHER at the calling thread's
+// nice value (sched(7): CAP_SYS_NICE or an RLIMIT_NICE that allows it), tried on a throwaway
+// thread that inherits the caller's nice value.
+bool can_leave_idle() {
+  bool ok = false;
+  std::thread probe([&ok] {
+    auto tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    sched_param param{};
+    if (::sched_setscheduler(tid, SCHED_IDLE, &param) != 0) return;
+    ok = ::sched_setscheduler(tid, SCHED_OTHER, &param) == 0;
+  });
+  probe.join();
+  return ok;
+}
 }  // namespace
 
 Status ServedModel::infer(std::span<const TensorView> inputs, OutputBuffer& out) {
   auto start = Clock::now();
-  auto st = model_->run_into(inputs, out);
+  Status st;
+  {
+    ServingScope serving;  // loads yield to this inference (backend.hpp)
+    st = model_->run_into(inputs, out);
+  }
   if (!st) {
     if (st.error().code() != Errc::invalid_argument) errors_.fetch_add(1);
     return st;
@@ -91,25 +111,45 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
   // parsing, warm-up, and freeing the model this load replaces.
   Result<std::shared_ptr<ServedModel>> result = fail(Errc::internal, "load thread did not run");
   std::optional<ModelInfo> info;
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  std::atomic<pid_t> idle_tid{0};  // the loader's thread id while it runs under SCHED_IDLE
   std::thread loader([&] {
-    if (options_.load_idle) {
-      sched_param param{};
-      param.sched_priority = 0;
-      (void)::sched_setscheduler(static_cast<pid_t>(::syscall(SYS_gettid)), SCHED_IDLE, &param);
-    } else if (options_.load_nice != 0) {
+    struct Done {
+      std::mutex& mu;
+      std::condition_variable& cv;
+      bool& done;
+      ~Done() {
+        std::lock_guard lock(mu);
+        done = true;
+        cv.notify_all();
+      }
+    } mark_done{done_mu, done_cv, done};
+    auto tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    if (options_.load_nice != 0) {
       // On Linux, PRIO_PROCESS with a thread id renices just that thread. An increment over the
       // process's own nice value: a runtime started niced must not get a loader that outranks
-      // its serving threads (setting 10 absolute from 15 would, where permitted).
-      auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+      // its serving threads (setting 10 absolute from 15 would, where permitted). Also the
+      // niceness the thread keeps if it is moved out of SCHED_IDLE later.
       errno = 0;
-      int base = ::getpriority(PRIO_PROCESS, tid);
+      int base = ::getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
       if (errno == 0) {
-        (void)::setpriority(PRIO_PROCESS, tid, std::min(19, base + options_.load_nice));
+        (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(tid),
+                            std::min(19, base + options_.load_nice));
       }
     }
+    bool idle = options_.load_idle == StoreOptions::Idle::on;
+    if (options_.load_idle == StoreOptions::Idle::automatic) idle = can_leave_idle();
+    if (idle) {
+      sched_param param{};
+      if (::sched_setscheduler(tid, SCHED_IDLE, &param) == 0) idle_tid = tid;
+    }
+    LoadYieldScope yield(options_.load_yield);
+    auto start = Clock::now();
+    yield_to_serving();
     reap();  // whatever earlier loads had to leave behind
     result = [&]() -> Result<std::shared_ptr<ServedModel>> {
-      auto start = Clock::now();
       auto manifest = MOTA_TRY(read_slot_manifest(canonical));
       if (manifest.name != name) {
         return fail(Errc::invalid_argument,
@@ -126,6 +166,7 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
       i.generation = generation_.fetch_add(1) + 1;
       i.loaded_at = std::chrono::system_clock::now();
       i.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      i.load_waited_ms = std::chrono::duration<double, std::milli>(yield.waited()).count();
       i.inputs = model->inputs();
       i.outputs = model->outputs();
       return std::make_shared<ServedModel>(std::move(i), std::move(model));
@@ -141,9 +182,27 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
     while (old.use_count() > 1 && Clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    if (old.use_count() > 1) retired_.push_back(std::move(old));  // freed by a later load
+    if (old.use_count() > 1) {
+      retired_.push_back(std::move(old));  // freed by a later load
+      return;
+    }
+    yield_to_serving();  // freeing a model is work too
     old.reset();
   });
+  {
+    // A SCHED_IDLE loader starves on a machine other processes keep busy: past
+    // load_idle_escalate it goes back to SCHED_OTHER (at its nice value), where that is allowed.
+    std::unique_lock lock(done_mu);
+    if (!done_cv.wait_for(lock, options_.load_idle_escalate, [&] { return done; })) {
+      if (pid_t tid = idle_tid.load()) {
+        sched_param param{};
+        if (::sched_setscheduler(tid, SCHED_OTHER, &param) == 0) {
+          log::info("model load still running after load_idle_escalate_ms: out of SCHED_IDLE",
+                    {{"MODEL", name}, {"SLOT", slot.string()}});
+        }
+      }
+    }
+  }
   loader.join();
   if (!info) {
     log::warn("model load failed",
@@ -154,7 +213,8 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
                              {"VERSION", info->version},
                              {"SLOT", info->slot.string()},
                              {"GENERATION", std::to_string(info->generation)},
-                             {"LOAD_MS", std::to_string(info->load_ms)}});
+                             {"LOAD_MS", std::to_string(info->load_ms)},
+                             {"LOAD_WAITED_MS", std::to_string(info->load_waited_ms)}});
   return std::move(*info);
 }
 

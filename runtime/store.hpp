@@ -30,11 +30,26 @@ struct StoreOptions {
   // nice(2) increment of the loading thread, so parsing and warm-up yield the CPU to serving
   // threads. 0 = same priority. (OpenCV's own worker threads used by warm-up are not reniced.)
   int load_nice = 10;
-  // Run the loading thread under SCHED_IDLE instead (load_nice is then moot): it gets a CPU only
-  // when no normal thread wants one, so a load waits for serving's gaps instead of sharing a core
-  // with it. A load then takes longer, the more so the busier serving is (SCHED_IDLE still gets a
-  // sliver of CPU, so it always finishes).
-  bool load_idle = false;
+  // Run the loading thread under SCHED_IDLE: it gets a CPU only when no normal thread wants one,
+  // and any serving thread that wakes up takes the CPU from it at once (a niced thread keeps it
+  // for the rest of its time slice, stalling the request's parallel layer). A load then waits for
+  // gaps, also those left by other processes: on a machine kept busy by them it could starve. So
+  // after load_idle_escalate the thread is moved back to SCHED_OTHER (at load_nice). Leaving
+  // SCHED_IDLE needs CAP_SYS_NICE or an RLIMIT_NICE that allows the loader's nice value
+  // (sched(7)); each load checks that first, on a throwaway thread.
+  //   on:   SCHED_IDLE, escalated if allowed (if not, it stays idle: always finishes, slowly)
+  //   off:  niced only (load_nice)
+  //   automatic: SCHED_IDLE when escalation is allowed, otherwise niced only (the default)
+  enum class Idle { off, on, automatic };
+  Idle load_idle = Idle::automatic;
+  std::chrono::milliseconds load_idle_escalate{1000};
+  // The most a load waits, in total, for serving to be idle: before each engine step (each of
+  // OpenCV's parallel loops while parsing and warming up, each engine instance) and before freeing
+  // the model it replaced, the loading thread waits while inferences are in flight, so it works in
+  // the gaps between requests (backend.hpp, yield_to_serving). Once the budget is spent the rest
+  // of the load runs without waiting (niced). A load under continuous traffic so takes at most
+  // this much longer. 0 = never wait.
+  std::chrono::milliseconds load_yield{1000};
   // How long a load waits, after the swap, for the requests still running on the old model
   // before it frees it on the loading thread. Past that the old model is parked and freed by the
   // next load (or the store's destructor). Either way no request ever frees a model: that would
@@ -49,6 +64,7 @@ struct ModelInfo {
   std::uint64_t generation = 0;  // process-wide load counter: tells two loads of one slot apart
   std::chrono::system_clock::time_point loaded_at;
   double load_ms = 0;
+  double load_waited_ms = 0;  // of load_ms: waiting for serving to be idle (load_yield)
   std::vector<TensorInfo> inputs, outputs;
 };
 

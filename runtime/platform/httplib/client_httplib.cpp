@@ -45,6 +45,7 @@ Result<ModelStatus> status_from_json(const Json& j) {
     s.loaded_at = j.value("loaded_at", "");
     s.generation = j.value("generation", std::uint64_t{0});
     s.load_ms = j.value("load_ms", 0.0);
+    s.load_waited_ms = j.value("load_waited_ms", 0.0);
     s.inferences = j.value("inferences", std::uint64_t{0});
     s.errors = j.value("errors", std::uint64_t{0});
     if (j.contains("latency_ms") && j["latency_ms"].is_object()) {

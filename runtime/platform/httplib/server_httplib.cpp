@@ -67,6 +67,7 @@ Json status_json(const ServedModel& m, bool with_tensors) {
             {"backend", i.backend},
             {"loaded_at", format_time(i.loaded_at)},
             {"load_ms", i.load_ms},
+            {"load_waited_ms", i.load_waited_ms},
             {"inferences", s.inferences},
             {"errors", s.errors},
             {"latency_ms", {{"p50", s.p50_ms}, {"p99", s.p99_ms}}}};

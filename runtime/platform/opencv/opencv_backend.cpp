@@ -8,6 +8,8 @@
 // cv::dnn::Net is not re-entrant, and copying one shares its state: the pool holds pool_size Nets,
 // each parsed separately from the same bytes in memory, each behind its own mutex.
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
@@ -37,13 +39,22 @@ struct SerialEngineScope {
   SerialEngineScope& operator=(const SerialEngineScope&) = delete;
 };
 
+// OpenCV's own cv::parallel_for_ (libopencv_core), which this file interposes (below).
+using ParallelForFn = void (*)(const cv::Range&, const cv::ParallelLoopBody&, double);
+ParallelForFn opencv_parallel_for() {
+  static const ParallelForFn fn = [] {
+    // POSIX guarantees dlsym's void* converts to a function pointer.
+    void* p = ::dlsym(RTLD_NEXT, "_ZN2cv13parallel_for_ERKNS_5RangeERKNS_16ParallelLoopBodyEd");
+    return reinterpret_cast<ParallelForFn>(p);
+  }();
+  return fn;
+}
+
 // OpenCV's parallel loops on TBB, as Debian's OpenCV runs them itself (the same TBB arena
 // set-up: OpenCV's own TBB backend from its public header), except on a thread that is loading a
-// model: there each loop runs on the loading thread alone. Why: OpenCV lets one parallel loop run
-// at a time per process (a loop that starts while another runs is run serially by its caller).
-// A load's warm-up loop on TBB's workers, which are not niced, would take a core from the serving
-// thread that is meanwhile computing its own layer serially; run on the niced loading thread, it
-// only uses what serving leaves.
+// model: there each loop runs on the loading thread alone, not on TBB's workers (which are not
+// niced), so a load only uses the CPU serving leaves. (With cv::parallel_for_ interposed, below,
+// a loading thread's loops do not even get here; this stays as the fallback.)
 class ParallelBackend final : public cv::parallel::ParallelForAPI {
  public:
   void parallel_for(int tasks, FN_parallel_for_body_cb_t body, void* data) override {
@@ -281,6 +292,7 @@ class OpenCvBackend final : public Backend {
     int n = std::max(1, options.pool_size);
     std::vector<cv::String> out_names;
     for (int i = 0; i < n; ++i) {
+      yield_to_serving();
       auto inst = std::make_unique<Instance>();
       try {
         inst->net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
@@ -324,6 +336,7 @@ class OpenCvBackend final : public Backend {
     OutputBuffer out;
     for (auto& inst : model->instances()) {
       for (int r = 0; r < runs; ++r) {
+        yield_to_serving();
         auto st = model->run_on(*inst, zeros, out);
         if (!st) {
           return fail(Errc::unsupported, m.entry + ": fails on a warm-up run: " +
@@ -384,3 +397,22 @@ void init_engines(int threads) {
 }
 
 }  // namespace mota::runtime
+
+// Interposes OpenCV's cv::parallel_for_: the executable's definition wins over libopencv_core's
+// for every call through the dynamic linker, which is how libopencv_dnn reaches it (the test
+// LoadYield.ALoadPassesYieldPointsInEveryEngineLoopAndWaitsForServing checks that it does). On a
+// loading thread each loop is a step of the load: it first yields to serving (waits while an
+// inference is in flight, within the load's budget, see backend.hpp) and then runs on the loading
+// thread directly, without taking OpenCV's process-wide "one parallel loop at a time" flag (a
+// request whose loop starts while a niced loader holds that flag would run its loop serially).
+// Every other loop goes to OpenCV's own function unchanged.
+void cv::parallel_for_(const cv::Range& range, const cv::ParallelLoopBody& body, double nstripes) {
+  using namespace mota::runtime;
+  if (t_serial_engine) {
+    yield_to_serving();
+    if (!range.empty()) body(range);
+    return;
+  }
+  if (auto fn = opencv_parallel_for()) return fn(range, body, nstripes);
+  if (!range.empty()) body(range);  // not reachable with a shared libopencv_core
+}
