@@ -111,6 +111,40 @@ Result<std::string> file_sha256_hex(const std::string& path);
 // Constant-time comparison of two hex digests (case-insensitive).
 bool digest_equal(std::string_view a, std::string_view b);
 
+// Key agreement and message authentication, for report sessions (agent/session.hpp): one
+// Ed25519-signed handshake per device agrees a key, and each report then carries an HMAC.
+
+// An ephemeral X25519 key pair (RFC 7748). Move-only; the private key never leaves the object
+// and is freed (zeroed by OpenSSL) with it. Thread-compatible.
+class KeyAgreement {
+ public:
+  static Result<KeyAgreement> generate();
+  KeyAgreement(KeyAgreement&&) noexcept;
+  KeyAgreement& operator=(KeyAgreement&&) noexcept;
+  ~KeyAgreement();
+
+  // The raw 32-byte public key as 64 lower-case hex characters.
+  const std::string& public_hex() const { return public_hex_; }
+  // The raw 32-byte shared secret with the peer's public key (64 hex characters). A key that is
+  // not 64 hex characters, or a low-order point (the secret would be all zeros, RFC 7748 6.1),
+  // is Errc::verification.
+  Result<std::string> derive(std::string_view peer_public_hex) const;
+
+  struct Impl;
+
+ private:
+  KeyAgreement(std::unique_ptr<Impl> impl, std::string public_hex);
+  std::unique_ptr<Impl> impl_;
+  std::string public_hex_;
+};
+
+// HKDF-SHA256 (RFC 5869), extract then expand: `length` (1..8160) raw bytes.
+Result<std::string> hkdf_sha256(std::string_view ikm, std::string_view salt, std::string_view info,
+                                std::size_t length);
+
+// HMAC-SHA256 (RFC 2104) of `message`: 32 raw bytes. Thread-safe.
+Result<std::string> hmac_sha256(std::string_view key, std::string_view message);
+
 // Cryptographically secure random bytes.
 Result<std::string> random_bytes(std::size_t n);
 

@@ -528,5 +528,91 @@ TEST(OpensslCli, RsaPkcs1v15VerifyOnly) {
   EXPECT_EQ(gen.error().code(), Errc::unsupported);
 }
 
+// ------------------------------------------------------------------------------------------------
+// Key agreement and MACs (report sessions)
+
+std::string unhex(std::string_view h) {
+  return *from_hex(h);
+}
+
+TEST(Hmac, Rfc4231Vectors) {
+  // RFC 4231 test cases 1 and 2.
+  auto a = hmac_sha256(std::string(20, '\x0b'), "Hi There");
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_EQ(to_hex(*a), "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  auto b = hmac_sha256("Jefe", "what do ya want for nothing?");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(to_hex(*b), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  // One changed byte of key or message changes the MAC.
+  EXPECT_NE(*hmac_sha256("Jefe", "what do ya want for nothing!"), *b);
+  EXPECT_NE(*hmac_sha256("Jeff", "what do ya want for nothing?"), *b);
+}
+
+TEST(Hkdf, Rfc5869Vector) {
+  // RFC 5869 test case 1.
+  std::string salt;
+  for (int i = 0; i <= 0x0c; ++i) salt += static_cast<char>(i);
+  std::string info;
+  for (int i = 0xf0; i <= 0xf9; ++i) info += static_cast<char>(i);
+  auto okm = hkdf_sha256(std::string(22, '\x0b'), salt, info, 42);
+  ASSERT_TRUE(okm) << okm.error().message();
+  EXPECT_EQ(to_hex(*okm),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
+  EXPECT_FALSE(hkdf_sha256("ikm", "", "", 0));
+  EXPECT_FALSE(hkdf_sha256("ikm", "", "", 255 * 32 + 1));
+}
+
+TEST(KeyAgreement, BothSidesAgreeAndOthersDoNot) {
+  auto a = KeyAgreement::generate();
+  auto b = KeyAgreement::generate();
+  auto c = KeyAgreement::generate();
+  ASSERT_TRUE(a && b && c);
+  EXPECT_EQ(a->public_hex().size(), 64u);
+  EXPECT_NE(a->public_hex(), b->public_hex());
+  auto ab = a->derive(b->public_hex());
+  auto ba = b->derive(a->public_hex());
+  ASSERT_TRUE(ab && ba) << (ab ? "" : ab.error().message());
+  EXPECT_EQ(ab->size(), 32u);
+  EXPECT_EQ(*ab, *ba);
+  EXPECT_NE(*a->derive(c->public_hex()), *ab);
+}
+
+TEST(KeyAgreement, RefusesMalformedAndLowOrderKeys) {
+  auto a = KeyAgreement::generate();
+  ASSERT_TRUE(a);
+  for (std::string bad :
+       {std::string(), std::string(62, 'a'), std::string(66, 'a'), std::string(64, 'g')}) {
+    auto r = a->derive(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code(), Errc::verification);
+  }
+  // Low-order points give an all-zero secret: 0 and 1 (RFC 7748 section 6.1).
+  for (std::string low : {std::string(64, '0'), "01" + std::string(62, '0')}) {
+    auto r = a->derive(low);
+    ASSERT_FALSE(r) << low;
+    EXPECT_EQ(r.error().code(), Errc::verification);
+  }
+}
+
+TEST(OpensslCli, X25519AgreesWithTheCli) {
+  CliFiles f;
+  ASSERT_EQ(openssl({"genpkey", "-algorithm", "X25519", "-out", f.key}).exit_code, 0);
+  auto der = openssl({"pkey", "-in", f.key, "-pubout", "-outform", "DER"});
+  ASSERT_EQ(der.exit_code, 0) << der.err;
+  ASSERT_EQ(der.out.size(), 44u);  // SPKI: 12-byte prefix + the raw 32-byte key
+  std::string cli_pub_hex = to_hex(der.out.substr(12));
+
+  auto mine = KeyAgreement::generate();
+  ASSERT_TRUE(mine);
+  // mota's raw public key as an SPKI DER file for the CLI.
+  test::write_file(f.dir / "peer.der", der.out.substr(0, 12) + unhex(mine->public_hex()));
+  auto cli = openssl({"pkeyutl", "-derive", "-inkey", f.key, "-peerkey",
+                      (f.dir / "peer.der").string(), "-peerform", "DER"});
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  auto secret = mine->derive(cli_pub_hex);
+  ASSERT_TRUE(secret) << secret.error().message();
+  EXPECT_EQ(to_hex(*secret), to_hex(cli.out));
+}
+
 }  // namespace
 }  // namespace mota::crypto

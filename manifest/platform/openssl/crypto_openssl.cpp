@@ -5,6 +5,8 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -462,6 +464,106 @@ bool digest_equal(std::string_view a, std::string_view b) {
     diff |= lower(static_cast<unsigned char>(a[i])) ^ lower(static_cast<unsigned char>(b[i]));
   }
   return diff == 0;
+}
+
+struct KeyAgreement::Impl {
+  PkeyPtr pkey;
+};
+
+KeyAgreement::KeyAgreement(std::unique_ptr<Impl> impl, std::string public_hex)
+    : impl_(std::move(impl)), public_hex_(std::move(public_hex)) {}
+KeyAgreement::KeyAgreement(KeyAgreement&&) noexcept = default;
+KeyAgreement& KeyAgreement::operator=(KeyAgreement&&) noexcept = default;
+KeyAgreement::~KeyAgreement() = default;
+
+Result<KeyAgreement> KeyAgreement::generate() {
+  PkeyPtr pkey(EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519"));
+  if (!pkey) return fail(ossl_error(Errc::internal, "generate X25519 key"));
+  unsigned char raw[32];
+  std::size_t len = sizeof raw;
+  if (EVP_PKEY_get_raw_public_key(pkey.get(), raw, &len) != 1 || len != sizeof raw) {
+    return fail(ossl_error(Errc::internal, "X25519 public key"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->pkey = std::move(pkey);
+  return KeyAgreement(std::move(impl), to_hex(std::as_bytes(std::span(raw, len))));
+}
+
+Result<std::string> KeyAgreement::derive(std::string_view peer_public_hex) const {
+  if (peer_public_hex.size() != 64) {
+    return fail(Errc::verification, "X25519 public key: expected 64 hex characters, got " +
+                                        std::to_string(peer_public_hex.size()));
+  }
+  auto raw = from_hex(peer_public_hex);
+  if (!raw) return fail(Errc::verification, "X25519 public key is not hex");
+  PkeyPtr peer(EVP_PKEY_new_raw_public_key(
+      EVP_PKEY_X25519, nullptr, reinterpret_cast<const unsigned char*>(raw->data()), raw->size()));
+  if (!peer) return fail(ossl_error(Errc::verification, "X25519 public key"));
+  std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(
+      EVP_PKEY_CTX_new_from_pkey(nullptr, impl_->pkey.get(), nullptr), EVP_PKEY_CTX_free);
+  std::string secret(32, '\0');
+  std::size_t len = secret.size();
+  // OpenSSL refuses a low-order peer point here (the result would be all zeros).
+  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
+      EVP_PKEY_derive_set_peer(ctx.get(), peer.get()) != 1 ||
+      EVP_PKEY_derive(ctx.get(), reinterpret_cast<unsigned char*>(secret.data()), &len) != 1 ||
+      len != secret.size()) {
+    return fail(ossl_error(Errc::verification, "X25519 key agreement"));
+  }
+  return secret;
+}
+
+Result<std::string> hkdf_sha256(std::string_view ikm, std::string_view salt, std::string_view info,
+                                std::size_t length) {
+  if (length == 0 || length > 255 * 32) {
+    return fail(Errc::invalid_argument,
+                "hkdf_sha256: length " + std::to_string(length) + " is not in 1..8160");
+  }
+  std::unique_ptr<EVP_KDF, decltype(&EVP_KDF_free)> kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr),
+                                                        EVP_KDF_free);
+  std::unique_ptr<EVP_KDF_CTX, decltype(&EVP_KDF_CTX_free)> ctx(
+      kdf ? EVP_KDF_CTX_new(kdf.get()) : nullptr, EVP_KDF_CTX_free);
+  if (!ctx) return fail(ossl_error(Errc::internal, "HKDF"));
+  char digest[] = "SHA256";
+  // OSSL_PARAM takes non-const pointers; OpenSSL only reads these buffers.
+  auto bytes = [](std::string_view v) { return const_cast<char*>(v.data()); };
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, bytes(ikm), ikm.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, bytes(salt), salt.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, bytes(info), info.size()),
+      OSSL_PARAM_construct_end()};
+  std::string out(length, '\0');
+  if (EVP_KDF_derive(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), out.size(), params) !=
+      1) {
+    return fail(ossl_error(Errc::internal, "HKDF-SHA256"));
+  }
+  return out;
+}
+
+Result<std::string> hmac_sha256(std::string_view key, std::string_view message) {
+  // Fetched once: fetching per call takes a lock in OpenSSL 3, and the server calls this for
+  // every report.
+  static EVP_MAC* const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (!mac) return fail(ossl_error(Errc::internal, "HMAC"));
+  std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(EVP_MAC_CTX_new(mac),
+                                                                EVP_MAC_CTX_free);
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                         OSSL_PARAM_construct_end()};
+  std::string out(32, '\0');
+  std::size_t len = 0;
+  if (!ctx ||
+      EVP_MAC_init(ctx.get(), reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                   params) != 1 ||
+      EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(message.data()),
+                     message.size()) != 1 ||
+      EVP_MAC_final(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len, out.size()) !=
+          1 ||
+      len != out.size()) {
+    return fail(ossl_error(Errc::internal, "HMAC-SHA256"));
+  }
+  return out;
 }
 
 Result<std::string> random_bytes(std::size_t n) {
