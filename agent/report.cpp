@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/fs.hpp"
+#include "common/log.hpp"
 #include "common/time.hpp"
 #include "common/version.hpp"
 
@@ -99,10 +100,22 @@ Result<SendResult> Reporter::flush(std::size_t max_batches) {
     const std::string what = "report: POST " + url + " (seqs " + std::to_string(first) + ".." +
                              std::to_string(last) + ")";
 
-    auto headers = MOTA_TRY_CTX(identity_.report_headers(route, body), what);
-    headers["Content-Type"] = "application/json";
-    auto response =
-        MOTA_TRY_CTX(client_.post(url, body, headers, options_.max_response_bytes), what);
+    bool used_session = false;
+    auto send = [&]() -> Result<http::Response> {
+      auto headers = MOTA_TRY_CTX(auth_headers(route, body, used_session, result), what);
+      headers["Content-Type"] = "application/json";
+      return MOTA_TRY_CTX(client_.post(url, body, headers, options_.max_response_bytes), what);
+    };
+    auto response = MOTA_TRY(send());
+    if (used_session && response.status == 401) {
+      // The server no longer knows the session (restarted, expired early, evicted): once more
+      // with a new one. A second 401 is the server's verdict on the report itself.
+      log::info("report session refused; opening a new one",
+                {{"SESSION", session_ ? session_->id : std::string()},
+                 {"ANSWER", response.body.substr(0, 200)}});
+      session_.reset();
+      response = MOTA_TRY(send());
+    }
     if (response.status < 200 || response.status >= 300) {
       std::string detail = response.body.substr(0, 200);
       bool retry = response.status == 408 || response.status == 429 || response.status >= 500;
@@ -128,6 +141,40 @@ Result<SendResult> Reporter::flush(std::size_t max_batches) {
   auto stats = MOTA_TRY_CTX(store_.outbox_stats(), "report: outbox stats");
   result.remaining = stats.rows;
   return result;
+}
+
+Result<std::map<std::string, std::string>> Reporter::auth_headers(const std::string& route,
+                                                                  const std::string& body,
+                                                                  bool& used_session,
+                                                                  SendResult& result) {
+  used_session = false;
+  const auto now = std::chrono::steady_clock::now();
+  if (options_.sessions && now >= no_session_until_ && (!session_ || now >= session_->renew_at)) {
+    session_.reset();
+    auto opened = open_session(client_, server_url_, identity_, options_.max_response_bytes);
+    if (opened) {
+      session_ = std::move(*opened);
+      ++result.handshakes;
+    } else if (opened.error().code() == Errc::network) {
+      return tl::unexpected(opened.error());
+    } else {
+      // 404/405: a server without sessions, so sign each report and ask again in an hour. Any
+      // other refusal: sign this report, whose answer then carries the server's verdict, and
+      // try a handshake again in a minute.
+      const int status = opened.error().http_status();
+      const bool unsupported = status == 404 || status == 405;
+      no_session_until_ =
+          now + (unsupported ? std::chrono::seconds(3600) : std::chrono::seconds(60));
+      log::info(unsupported ? "server has no report sessions; signing each report"
+                            : "report session not opened; signing this report",
+                {{"ERROR", opened.error().message()}});
+    }
+  }
+  if (session_) {
+    used_session = true;
+    return session_->report_headers(identity_.device_id(), route, body);
+  }
+  return identity_.report_headers(route, body);
 }
 
 Result<Json> Reporter::heartbeat() {

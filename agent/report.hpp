@@ -10,6 +10,9 @@
 //     over route = "/v1/devices/<percent_encode(device id)>/events" (the path below server_url,
 //     exactly as sent, still percent-encoded) and the exact body bytes. A server that sees the
 //     decoded id rebuilds the route with http::percent_encode (RFC 3986 unreserved kept).
+//     With sessions (ReporterOptions::sessions, agent/session.hpp) X-Mota-Session and X-Mota-Mac
+//     replace X-Mota-Key and X-Mota-Signature; a 401 to a report under a session opens a new one
+//     and sends the batch once more.
 //   body:
 //     {"device": "<device id>",
 //      "batch": [{"seq": 17, "kind": "event",     "created_at": "2030-01-01T00:00:00Z",
@@ -46,9 +49,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "agent/identity.hpp"
+#include "agent/session.hpp"
 #include "agent/state.hpp"
 #include "common/http.hpp"
 #include "common/result.hpp"
@@ -60,6 +65,9 @@ struct ReporterOptions {
   std::size_t batch_items = 100;           // items per POST at most
   std::uint64_t batch_bytes = 256u << 10;  // body bytes per POST at most (one item always fits)
   std::uint64_t max_response_bytes = 64u << 10;  // the server's answer is small
+  // Authenticate reports with a session (agent/session.hpp: one signed handshake, then an HMAC
+  // per report) where the server offers them; false signs every report.
+  bool sessions = true;
   // model -> the channel this device follows for it, reported in heartbeats ("channel").
   std::map<std::string, std::string> channels;
 };
@@ -69,6 +77,7 @@ struct SendResult {
   std::size_t acked = 0;       // items deleted from the outbox because the server has them
   std::int64_t acked_seq = 0;  // highest seq acknowledged by this flush, 0 if none
   std::size_t remaining = 0;   // items still in the outbox afterwards
+  std::size_t handshakes = 0;  // sessions opened by this flush
 };
 
 class Reporter {
@@ -97,11 +106,20 @@ class Reporter {
   std::string events_url() const;
 
  private:
+  // The X-Mota-* headers of one report: under the session when sessions are on (opening one
+  // first when there is none or it is due for renewal), else signed. `used_session` says which.
+  Result<std::map<std::string, std::string>> auth_headers(const std::string& route,
+                                                          const std::string& body,
+                                                          bool& used_session, SendResult& result);
+
   StateStore& store_;
   http::Client& client_;
   DeviceIdentity& identity_;
   std::string server_url_;  // without a trailing '/'
   ReporterOptions options_;
+  std::optional<ReportSession> session_;
+  // No handshake before this time: the server has no sessions (404) or refused the last one.
+  std::chrono::steady_clock::time_point no_session_until_{};
 };
 
 // True for an error from flush() meaning the server refused the batch (a 4xx other than 408 and

@@ -265,6 +265,16 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
                      "accepted difference between a report's timestamp and the server clock")
         ->capture_default_str();
     serve
+        ->add_option("--session-ttl", so.session_ttl,
+                     "lifetime of a device's report session (one signed handshake, then an HMAC "
+                     "per report); 0s: none, every report is signed")
+        ->capture_default_str();
+    serve
+        ->add_option("--max-sessions", so.max_sessions,
+                     "live report sessions at most (about 250 bytes each); beyond, devices sign "
+                     "each report")
+        ->capture_default_str();
+    serve
         ->add_option("--rollout-interval", so.rollout_interval,
                      "how often running rollouts are checked (0s: never; e.g. 30s, 500ms)")
         ->capture_default_str();

@@ -12,14 +12,17 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "agent/identity.hpp"
+#include "agent/session.hpp"
 #include "common/http.hpp"
 #include "common/log.hpp"
 #include "common/semver.hpp"
 #include "manager/fleet_db.hpp"
 #include "manager/report_parser.hpp"
+#include "manager/report_sessions.hpp"
 #include "manifest/canonical_json.hpp"
 #include "storage/sqlite.hpp"
 
@@ -68,6 +71,13 @@ bool lower_hex64(const std::string& s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
          });
+}
+
+// The refusal of a request whose X-Mota-Device is not the route's device id.
+std::optional<std::string> forged_device(const std::string& header_device, const std::string& id) {
+  if (header_device == id) return std::nullopt;
+  return "report: X-Mota-Device '" + header_device + "' is not the device '" + id +
+         "' of the route";
 }
 
 // True when `to` is a lower semver than `from` (both valid).
@@ -155,7 +165,19 @@ struct FleetIngest::Impl {
   mutable std::mutex stats_mu;
   IngestStats stats;
 
-  Impl(IngestOptions o, storage::Database d) : options(std::move(o)), db(std::move(d)) {}
+  // Sessions (null when off), and a connection of their own for the handshake's key check, so
+  // handshakes never wait for the writer.
+  std::unique_ptr<ReportSessions> sessions;
+  std::mutex read_mu;
+  std::optional<storage::Database> read_db;
+  std::optional<storage::Statement> read_key;  // after read_db: destroyed first
+
+  Impl(IngestOptions o, storage::Database d) : options(std::move(o)), db(std::move(d)) {
+    if (options.sessions) {
+      sessions = std::make_unique<ReportSessions>(
+          SessionOptions{options.session_ttl, options.max_sessions, options.max_clock_skew});
+    }
+  }
 
   void count_refused() {
     std::lock_guard lock(stats_mu);
@@ -163,6 +185,15 @@ struct FleetIngest::Impl {
   }
 
   HttpReply handle(const HttpRequest& req);
+  HttpReply handle_session(const HttpRequest& req);
+  // The checks of a signed request (report or handshake) to `route`: signature, X-Mota-Device
+  // against the route's id, key format. The key (hex) or {status, why}.
+  std::variant<std::string, Outcome> check_signed(const HttpRequest& req, const std::string& route,
+                                                  const std::string& id) const;
+  // X-Mota-Timestamp within max_clock_skew of now: the time, or {401, why}.
+  std::variant<TimePoint, Outcome> check_clock(const HttpRequest& req, TimePoint now) const;
+  // The handshake's key against the record (read on read_db): nullopt when acceptable.
+  std::optional<Outcome> check_key_on_record(const std::string& device, const std::string& key);
   void run_writer();
   void run_checkpointer(storage::Database ckpt_db);
   // Applies the jobs in one transaction; fills each job's outcome. On a database error every job
@@ -201,41 +232,40 @@ HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
   }
   if (id.empty()) return refuse(400, "report: no device id in the route", id);
   const std::string route = "/v1/devices/" + http::percent_encode(id) + "/events";
-  if (auto st = agent::verify_report(req.headers, route, req.body); !st) {
-    return refuse(401, st.error().message(), id);
-  }
-  const std::string header_device = header(req, "x-mota-device");
-  if (header_device != id) {
-    return refuse(
-        403,
-        "report: X-Mota-Device '" + header_device + "' is not the device '" + id + "' of the route",
-        id);
-  }
-  const std::string key = header(req, "x-mota-key");
-  if (!lower_hex64(key)) {
-    return refuse(401, "report: X-Mota-Key is not 64 lower-case hex characters", id);
-  }
-  const std::string ts_text = header(req, "x-mota-timestamp");
-  auto ts = parse_time(ts_text);
   const auto now = options.now();
-  if (!ts) return refuse(401, "report: X-Mota-Timestamp '" + ts_text + "' is not a UTC time", id);
-  const auto skew = std::chrono::abs(std::chrono::duration_cast<std::chrono::seconds>(now - *ts));
-  if (skew > options.max_clock_skew) {
-    return refuse(401,
-                  "report: X-Mota-Timestamp " + ts_text + " is " + std::to_string(skew.count()) +
-                      " s away from the server's clock (accepted: " +
-                      std::to_string(options.max_clock_skew.count()) +
-                      " s); a replayed report or a device clock that is off",
-                  id);
+  // Authentication: the MAC of a session opened by a signed handshake, or the device's signature.
+  std::string key;
+  const std::string session_id = header(req, "x-mota-session");
+  if (!session_id.empty()) {
+    if (!sessions) {
+      return refuse(401,
+                    "report: this server has no sessions (X-Mota-Session); sign the report "
+                    "with X-Mota-Key and X-Mota-Signature",
+                    id);
+    }
+    const std::string header_device = header(req, "x-mota-device");
+    auto checked = sessions->check(session_id, header_device, header(req, "x-mota-timestamp"),
+                                   route, req.body, header(req, "x-mota-mac"), now);
+    if (!checked) return refuse(checked.error().http_status(), checked.error().message(), id);
+    if (auto forged = forged_device(header_device, id)) return refuse(403, *forged, id);
+    key = std::move(*checked);
+  } else {
+    auto signed_by = check_signed(req, route, id);
+    if (auto* o = std::get_if<Outcome>(&signed_by)) return refuse(o->status, o->body, id);
+    key = std::move(std::get<std::string>(signed_by));
+  }
+  if (auto clock = check_clock(req, now); auto* o = std::get_if<Outcome>(&clock)) {
+    return refuse(o->status, o->body, id);
   }
 
   auto report = parse_report(req.body, id, options.max_batch_items);
   if (!report) return refuse(report.error().http_status(), report.error().message(), id);
   auto job = std::make_unique<Job>();
   job->device = id;
-  job->key = key;
+  job->key = std::move(key);
   job->items = std::move(report->items);
 
+  const bool by_session = !session_id.empty();
   auto future = job->done.get_future();
   {
     std::lock_guard lock(mu);
@@ -256,9 +286,131 @@ HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
   {
     std::lock_guard lock(stats_mu);
     ++stats.requests_accepted;
+    if (by_session) ++stats.session_reports;
   }
   HttpReply r;
   r.body = std::move(out.body);
+  return r;
+}
+
+std::variant<std::string, Outcome> FleetIngest::Impl::check_signed(const HttpRequest& req,
+                                                                   const std::string& route,
+                                                                   const std::string& id) const {
+  if (auto st = agent::verify_report(req.headers, route, req.body); !st) {
+    return Outcome{401, st.error().message()};
+  }
+  if (auto forged = forged_device(header(req, "x-mota-device"), id)) return Outcome{403, *forged};
+  std::string key = header(req, "x-mota-key");
+  if (!lower_hex64(key)) {
+    return Outcome{401, "report: X-Mota-Key is not 64 lower-case hex characters"};
+  }
+  return key;
+}
+
+std::variant<TimePoint, Outcome> FleetIngest::Impl::check_clock(const HttpRequest& req,
+                                                                TimePoint now) const {
+  const std::string ts_text = header(req, "x-mota-timestamp");
+  auto ts = parse_time(ts_text);
+  if (!ts) return Outcome{401, "report: X-Mota-Timestamp '" + ts_text + "' is not a UTC time"};
+  const auto skew = std::chrono::abs(std::chrono::duration_cast<std::chrono::seconds>(now - *ts));
+  if (skew > options.max_clock_skew) {
+    return Outcome{401, "report: X-Mota-Timestamp " + ts_text + " is " +
+                            std::to_string(skew.count()) +
+                            " s away from the server's clock (accepted: " +
+                            std::to_string(options.max_clock_skew.count()) +
+                            " s); a replayed report or a device clock that is off"};
+  }
+  return *ts;
+}
+
+std::optional<Outcome> FleetIngest::Impl::check_key_on_record(const std::string& device,
+                                                              const std::string& key) {
+  std::lock_guard lock(read_mu);
+  auto lookup = [&]() -> Result<std::optional<std::string>> {
+    if (!read_key) read_key = MOTA_TRY(read_db->prepare("SELECT key FROM devices WHERE id = ?"));
+    MOTA_TRY(read_key->reset());
+    MOTA_TRY(read_key->bind(1, device));
+    std::optional<std::string> on_record;
+    if (MOTA_TRY(read_key->step()) == storage::Step::row) on_record = read_key->column_text(0);
+    MOTA_TRY(read_key->reset());
+    return on_record;
+  };
+  auto on_record = lookup();
+  if (!on_record) return Outcome{503, "fleet database: " + on_record.error().message()};
+  if (*on_record) {
+    if (**on_record != key) {
+      return Outcome{403, "session: key " + key.substr(0, 16) +
+                              "... is not the key on record for device " + device + " (" +
+                              (*on_record)->substr(0, 16) + "...)"};
+    }
+  } else if (options.enrolled_only) {
+    return Outcome{
+        403, "session: device " + device + " is not enrolled (mota devices enroll ID --key FILE)"};
+  }
+  return std::nullopt;
+}
+
+HttpReply FleetIngest::Impl::handle_session(const HttpRequest& req) {
+  auto refuse = [&](int status, const std::string& why, const std::string& device) {
+    count_refused();
+    log::warn("session refused", {{"DEVICE", device},
+                                  {"STATUS", std::to_string(status)},
+                                  {"ERROR", why},
+                                  {"REMOTE", req.remote_addr}});
+    return reply(status, why);
+  };
+  auto id_it = req.path_params.find("id");
+  const std::string id = id_it == req.path_params.end() ? "" : id_it->second;
+  constexpr std::size_t kMaxHandshakeBytes = 64u << 10;
+  if (req.body.size() > kMaxHandshakeBytes) {
+    return refuse(413,
+                  "session: body of " + std::to_string(req.body.size()) + " bytes is over the " +
+                      std::to_string(kMaxHandshakeBytes) + "-byte limit",
+                  id);
+  }
+  if (id.empty()) return refuse(400, "session: no device id in the route", id);
+  auto signed_by = check_signed(req, agent::session_route(id), id);
+  if (auto* o = std::get_if<Outcome>(&signed_by)) return refuse(o->status, o->body, id);
+  const std::string& key = std::get<std::string>(signed_by);
+  const auto now = options.now();
+  auto clock = check_clock(req, now);
+  if (auto* o = std::get_if<Outcome>(&clock)) return refuse(o->status, o->body, id);
+
+  auto body = parse_json(req.body, kMaxHandshakeBytes);
+  if (!body || !body->is_object()) {
+    return refuse(400,
+                  "session: body is not a JSON object" +
+                      (body ? std::string() : ": " + body.error().message()),
+                  id);
+  }
+  auto text = [&](const char* name) {
+    auto it = body->find(name);
+    return it != body->end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  if (text("device") != id) {
+    return refuse(403,
+                  "session: body's \"device\" '" + text("device") + "' is not the device '" + id +
+                      "' of the route",
+                  id);
+  }
+  const std::string x25519 = text("x25519");
+  if (!lower_hex64(x25519)) {
+    return refuse(400, "session: \"x25519\" is not 64 lower-case hex characters", id);
+  }
+  if (auto verdict = check_key_on_record(id, key))
+    return refuse(verdict->status, verdict->body, id);
+
+  auto opened = sessions->open(id, key, x25519, std::get<TimePoint>(clock), now);
+  if (!opened) return refuse(opened.error().http_status(), opened.error().message(), id);
+  {
+    std::lock_guard lock(stats_mu);
+    ++stats.sessions_opened;
+  }
+  HttpReply r;
+  r.body = Json{{"session", opened->id},
+                {"x25519", opened->server_x25519},
+                {"expires_in", opened->expires_in}}
+               .dump();
   return r;
 }
 
@@ -550,6 +702,9 @@ Result<std::unique_ptr<FleetIngest>> FleetIngest::open(const std::filesystem::pa
     ::pthread_setname_np(::pthread_self(), "mota-writer");
     raw->run_writer();
   });
+  if (impl->sessions) {
+    impl->read_db = MOTA_TRY_CTX(open_fleet_db(db_path), "fleet database (session handshakes)");
+  }
   impl->checkpointer = std::thread([raw, c = std::move(ckpt_db)]() mutable {
     ::pthread_setname_np(::pthread_self(), "mota-checkpoint");
     raw->run_checkpointer(std::move(c));
@@ -585,9 +740,23 @@ IngestStats FleetIngest::stats() const {
   return impl_->stats;
 }
 
+HttpReply FleetIngest::handle_session(const HttpRequest& req) {
+  if (!impl_->sessions) return reply(404, "this server has no report sessions");
+  try {
+    return impl_->handle_session(req);
+  } catch (const std::exception& e) {
+    log::error("session handler failed", {{"ERROR", e.what()}});
+    return reply(500, "internal error");
+  }
+}
+
 void FleetIngest::register_routes(HttpServer& server) {
   server.route("POST", "/v1/devices/:id/events",
                [this](const HttpRequest& req) { return handle(req); });
+  if (impl_->sessions) {
+    server.route("POST", "/v1/devices/:id/session",
+                 [this](const HttpRequest& req) { return handle_session(req); });
+  }
 }
 
 }  // namespace mota::manager

@@ -7,13 +7,20 @@
 //   413  body over IngestOptions::max_body_bytes (the HttpServer refuses far bigger ones with 413
 //        before reading them)
 //   401  missing/malformed X-Mota-* headers or a bad signature (agent::verify_report), or an
-//        X-Mota-Timestamp outside now ± max_clock_skew (a captured report replayed later)
+//        X-Mota-Timestamp outside now ± max_clock_skew (a captured report replayed later); under
+//        a session (X-Mota-Session): an unknown or expired session, another device's session,
+//        or a wrong X-Mota-Mac
 //   403  X-Mota-Device or the body's "device" differs from the id in the route (forged id)
 //   400  malformed JSON or batch (seq not a strictly increasing positive integer, unknown kind,
 //        body not an object, more than max_batch_items items)
 //   403  the key is not the one on record for the device (trust on first use: the first key seen
 //        for an id is recorded), or the device is unknown and enrolled_only is set
 //   503  the writer is overloaded or stopping (the agent retries later)
+// Session handshake (agent/session.hpp), POST /v1/devices/<id>/session, signed like a report:
+//   413 body over 64 KiB; 401/403 as for reports (signature, clock, forged id); 400 a body that
+//   is not {"device": <the route's id>, "x25519": <64 hex>}; 403 a key other than the one on
+//   record, or an unknown device when enrolled_only; 401 a replayed handshake; 503 too many
+//   sessions. 200 {"session", "x25519", "expires_in"}.
 // A batch whose items are all stored already (same device and seq) is acknowledged without
 // storing anything twice and without touching the database (at-least-once delivery).
 //
@@ -46,6 +53,11 @@ struct IngestOptions {
   std::size_t max_queued_requests = 20000;   // beyond: 503
   std::size_t max_items_per_commit = 20000;  // group commit size bound
   std::chrono::seconds reply_timeout{30};    // a request waiting longer for its commit: 503
+  // Report sessions (agent/session.hpp, manager/report_sessions.hpp): POST
+  // /v1/devices/<id>/session; off: that route is not served (404) and agents sign each report.
+  bool sessions = true;
+  std::chrono::seconds session_ttl{3600};
+  std::size_t max_sessions = 250000;  // live sessions; beyond, handshakes get 503
   std::function<TimePoint()> now = now_seconds;
 };
 
@@ -55,6 +67,8 @@ struct IngestStats {
   std::uint64_t items_stored = 0;
   std::uint64_t items_duplicate = 0;
   std::uint64_t commits = 0;
+  std::uint64_t sessions_opened = 0;
+  std::uint64_t session_reports = 0;  // accepted reports authenticated by a session MAC
 };
 
 class FleetIngest {
@@ -71,8 +85,11 @@ class FleetIngest {
 
   IngestStats stats() const;
 
-  // Registers POST /v1/devices/:id/events on `server` (before server.start()); `this` must
-  // outlive the server's handling of requests (stop the server first).
+  // The handshake route handler (contract above).
+  HttpReply handle_session(const HttpRequest& req);
+
+  // Registers POST /v1/devices/:id/events (and /session when sessions are on) on `server` (before
+  // server.start()); `this` must outlive the server's handling of requests (stop the server first).
   void register_routes(HttpServer& server);
 
   struct Impl;

@@ -80,6 +80,13 @@ Result<std::unique_ptr<FleetService>> attach_fleet(HttpServer& server, const std
   IngestOptions io;
   io.enrolled_only = options.enrolled_only;
   io.max_clock_skew = MOTA_TRY_CTX(parse_duration(options.max_clock_skew), "--max-clock-skew");
+  if (options.session_ttl == "0" || options.session_ttl == "0s") {
+    io.sessions = false;
+  } else {
+    io.session_ttl = MOTA_TRY_CTX(parse_duration(options.session_ttl), "--session-ttl");
+  }
+  if (options.max_sessions == 0) io.sessions = false;
+  io.max_sessions = options.max_sessions;
   std::chrono::milliseconds interval{0};
   // Sub-second intervals ("200ms") are accepted for tests and demos.
   if (options.rollout_interval.size() > 2 &&
@@ -97,7 +104,9 @@ Result<std::unique_ptr<FleetService>> attach_fleet(HttpServer& server, const std
   auto ingest = MOTA_TRY(FleetIngest::open(db_path, io));
   ingest->register_routes(server);
   log::info("fleet database " + db_path.string() +
-            (options.enrolled_only ? " (enrolled devices only)" : " (trust on first use)"));
+            (options.enrolled_only ? " (enrolled devices only)" : " (trust on first use)") +
+            (io.sessions ? ", report sessions of " + options.session_ttl
+                         : ", no report sessions"));
   return std::unique_ptr<FleetService>(new Service(std::move(ingest), db_path, repo_dir, interval));
 }
 

@@ -3,13 +3,15 @@
 // background thread that ticks running rollouts (manager/rollout.hpp), so a rollout advances and
 // halts itself without an operator.
 //
-// The serve flags (--db, --enrolled-only, --max-clock-skew, --rollout-interval) are added to the
+// The serve flags (--db, --enrolled-only, --max-clock-skew, --rollout-interval, --session-ttl,
+// --max-sessions) are added to the
 // `serve` subcommand by add_fleet_commands() (manager/cli_fleet.cpp) and read by attach_fleet().
 //
 // Thread-safety: attach_fleet() and the destructor run on the serve thread; the destructor stops
 // the ticker and the ingest writer, so the HTTP server must be stopped before it runs.
 
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -23,6 +25,10 @@ struct FleetServeOptions {
   bool enrolled_only = false;  // refuse devices not registered with `mota devices enroll`
   std::string max_clock_skew = "10m";
   std::string rollout_interval = "30s";  // "0s" disables automatic rollout ticks
+  // Report sessions (agent/session.hpp): lifetime ("0s": no sessions, every report is signed)
+  // and the bound on live sessions.
+  std::string session_ttl = "1h";
+  std::size_t max_sessions = 250000;
 };
 
 // The options `mota serve` parsed (filled by CLI11 through add_fleet_commands()).

@@ -7,7 +7,9 @@
 #include <mutex>
 
 #include "common/version.hpp"
+#include "manager/fleet_ingest.hpp"
 #include "manager/http_server.hpp"
+#include "storage/sqlite.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota::agent {
@@ -466,6 +468,154 @@ TEST(Report, HeartbeatIsSentAsHeartbeatKind) {
   EXPECT_EQ(batch[0]["kind"], "event");
   EXPECT_EQ(batch[1]["kind"], "heartbeat");
   EXPECT_EQ(batch[1]["body"]["agent_version"], kVersion);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Sessions against the real fleet ingest (manager/fleet_ingest.hpp) on loopback.
+
+// `mota serve`'s report routes over a real HttpServer and fleet.db. restart() replaces the ingest
+// behind the same port, as a restarted server would: its sessions are forgotten.
+struct RealFleet {
+  test::TempDir dir;
+  manager::IngestOptions options;
+  std::mutex mu;
+  std::unique_ptr<manager::FleetIngest> ingest;
+  std::unique_ptr<manager::HttpServer> server;
+  int port = 0;
+
+  void open() {
+    std::lock_guard lock(mu);
+    ingest.reset();
+    auto in = manager::FleetIngest::open(dir.path() / "fleet.db", options);
+    ASSERT_TRUE(in) << in.error().message();
+    ingest = std::move(*in);
+  }
+  void start() {
+    open();
+    manager::ServerConfig cfg;
+    cfg.threads = 2;
+    server = manager::make_http_server(cfg);
+    server->route("POST", "/v1/devices/:id/events", [this](const manager::HttpRequest& r) {
+      std::lock_guard lock(mu);
+      return ingest->handle(r);
+    });
+    server->route("POST", "/v1/devices/:id/session", [this](const manager::HttpRequest& r) {
+      std::lock_guard lock(mu);
+      return ingest->handle_session(r);
+    });
+    auto p = server->start();
+    ASSERT_TRUE(p) << p.error().message();
+    port = *p;
+  }
+  manager::IngestStats stats() {
+    std::lock_guard lock(mu);
+    return ingest->stats();
+  }
+  std::int64_t events() {
+    auto db = storage::Database::open(dir.path() / "fleet.db");
+    EXPECT_TRUE(db);
+    auto st = db->prepare("SELECT count(*) FROM events");
+    EXPECT_TRUE(st && st->step());
+    return st->column_int64(0);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port); }
+  ~RealFleet() {
+    if (server) server->stop();
+  }
+};
+
+TEST(ReportSession, OneHandshakeThenMacsAndTheServerStoresEverything) {
+  RealFleet fleet;
+  fleet.start();
+  Device dev;
+  ReporterOptions opts;
+  opts.batch_items = 3;
+  Reporter rep(*dev.store, *dev.client, *dev.id, fleet.url(), opts);
+  dev.enqueue_events(7);
+  auto r = rep.flush();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->batches, 3u);
+  EXPECT_EQ(r->handshakes, 1u);
+  dev.enqueue_events(2);
+  r = rep.flush();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->handshakes, 0u);  // the session is reused
+  EXPECT_EQ(dev.rows(), 0u);
+  EXPECT_EQ(fleet.events(), 9);
+  auto st = fleet.stats();
+  EXPECT_EQ(st.sessions_opened, 1u);
+  EXPECT_EQ(st.session_reports, 4u);
+  EXPECT_EQ(st.requests_accepted, 4u);
+}
+
+TEST(ReportSession, ARestartedServerForgetsSessionsAndTheAgentOpensANewOne) {
+  RealFleet fleet;
+  fleet.start();
+  Device dev;
+  Reporter rep(*dev.store, *dev.client, *dev.id, fleet.url());
+  dev.enqueue_events(2);
+  ASSERT_TRUE(rep.flush());
+  fleet.open();  // the restart: same database, no sessions
+  dev.enqueue_events(2);
+  auto r = rep.flush();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->handshakes, 1u);
+  EXPECT_EQ(r->acked, 2u);
+  EXPECT_EQ(fleet.events(), 4);
+  auto st = fleet.stats();
+  EXPECT_EQ(st.requests_refused, 1u);  // the report under the forgotten session
+  EXPECT_EQ(st.session_reports, 1u);
+}
+
+TEST(ReportSession, ServerWithoutSessionsGetsSignedReports) {
+  RealFleet fleet;
+  fleet.options.sessions = false;
+  fleet.start();
+  Device dev;
+  Reporter rep(*dev.store, *dev.client, *dev.id, fleet.url());
+  dev.enqueue_events(3);
+  auto r = rep.flush();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->handshakes, 0u);
+  EXPECT_EQ(r->acked, 3u);
+  // Later flushes do not ask again (until an hour has passed).
+  dev.enqueue_events(1);
+  ASSERT_TRUE(rep.flush());
+  auto st = fleet.stats();
+  EXPECT_EQ(st.requests_accepted, 2u);
+  EXPECT_EQ(st.session_reports, 0u);
+  EXPECT_EQ(st.requests_refused, 0u);
+  EXPECT_EQ(fleet.events(), 4);
+}
+
+TEST(ReportSession, AgentWithSessionsOffSignsEachReport) {
+  RealFleet fleet;
+  fleet.start();
+  Device dev;
+  ReporterOptions opts;
+  opts.sessions = false;
+  Reporter rep(*dev.store, *dev.client, *dev.id, fleet.url(), opts);
+  dev.enqueue_events(2);
+  auto r = rep.flush();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->handshakes, 0u);
+  EXPECT_EQ(fleet.stats().sessions_opened, 0u);
+  EXPECT_EQ(fleet.stats().requests_accepted, 1u);
+}
+
+TEST(ReportSession, RefusedHandshakeFallsBackToASignedReportWithTheServersVerdict) {
+  RealFleet fleet;
+  fleet.options.enrolled_only = true;
+  fleet.start();
+  Device dev;
+  Reporter rep(*dev.store, *dev.client, *dev.id, fleet.url());
+  dev.enqueue_events(1);
+  auto r = rep.flush();
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(report_refused(r.error()));
+  EXPECT_NE(r.error().message().find("not enrolled"), std::string::npos) << r.error().message();
+  EXPECT_EQ(dev.rows(), 1u);  // kept
+  EXPECT_EQ(fleet.stats().sessions_opened, 0u);
 }
 
 }  // namespace

@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
 
 #include "agent/identity.hpp"
+#include "agent/session.hpp"
 #include "common/http.hpp"
 #include "manager/fleet_db.hpp"
 #include "manager/fleet_ingest.hpp"
@@ -103,20 +105,57 @@ class Fleet : public ::testing::Test {
 
   // A request as the HttpServer hands it over (lower-case header names), signed by `signer`.
   static HttpRequest request(const agent::DeviceIdentity& signer, const std::string& route_id,
-                             const std::string& body, TimePoint at = now_seconds()) {
+                             const std::string& body, TimePoint at = now_seconds(),
+                             const std::string& endpoint = "events") {
+    HttpRequest req;
+    req.method = "POST";
+    req.path = "/v1/devices/" + route_id + "/" + endpoint;
+    req.path_params["id"] = route_id;
+    req.body = body;
+    auto h = signer.report_headers("/v1/devices/" + http::percent_encode(route_id) + "/" + endpoint,
+                                   body, at);
+    EXPECT_TRUE(h) << h.error().message();
+    set_headers(req, *h);
+    return req;
+  }
+  static void set_headers(HttpRequest& req, const std::map<std::string, std::string>& h) {
+    for (auto& [k, v] : h) {
+      std::string lower = k;
+      for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+      req.headers[lower] = v;
+    }
+  }
+  // A session handshake of `signer` for `route_id`, with a fresh X25519 key (returned in `own`).
+  HttpReply handshake(const agent::DeviceIdentity& signer, const std::string& route_id,
+                      std::optional<crypto::KeyAgreement>& own, TimePoint at = now_seconds()) {
+    auto k = crypto::KeyAgreement::generate();
+    EXPECT_TRUE(k);
+    own.emplace(std::move(*k));
+    return ingest_->handle_session(request(
+        signer, route_id, agent::session_request_body(route_id, own->public_hex()), at, "session"));
+  }
+  // A session of `id`'s identity, opened through the ingest's handshake route.
+  agent::ReportSession session(const std::string& id) {
+    std::optional<crypto::KeyAgreement> own;
+    auto r = handshake(identity(id), id, own);
+    EXPECT_EQ(r.status, 200) << r.body;
+    auto s = agent::accept_session(*own, id, identity(id).public_key_hex(), r.body);
+    EXPECT_TRUE(s) << (s ? "" : s.error().message());
+    return s ? *s : agent::ReportSession{};
+  }
+  // A report of `batch` to `route_id`'s events route, under `s` as device `as`.
+  static HttpRequest session_request(const agent::ReportSession& s, const std::string& as,
+                                     const std::string& route_id, const std::string& body,
+                                     TimePoint at = now_seconds()) {
     HttpRequest req;
     req.method = "POST";
     req.path = "/v1/devices/" + route_id + "/events";
     req.path_params["id"] = route_id;
     req.body = body;
-    auto h = signer.report_headers("/v1/devices/" + http::percent_encode(route_id) + "/events",
-                                   body, at);
+    auto h =
+        s.report_headers(as, "/v1/devices/" + http::percent_encode(route_id) + "/events", body, at);
     EXPECT_TRUE(h) << h.error().message();
-    for (auto& [k, v] : *h) {
-      std::string lower = k;
-      for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
-      req.headers[lower] = v;
-    }
+    set_headers(req, *h);
     return req;
   }
   HttpReply post(const std::string& id, const Json& batch) {
@@ -248,6 +287,194 @@ TEST_F(Fleet, RefusesForeignKeysForgedIdsBadSignaturesAndJunk) {
       Json{{"device", "victim"}, {"batch", Json::array({heartbeat(9, std::string(2000, 'x'))})}};
   expect_refused(ingest_->handle(request(identity("victim"), "victim", big.dump())), 413,
                  "over the 1000-byte limit", before);
+}
+
+TEST_F(Fleet, SessionReportsAreStoredLikeSignedOnes) {
+  open_ingest();
+  auto s = session("dev-1");
+  ASSERT_EQ(s.id.size(), 32u);
+  const std::string body =
+      Json{{"device", "dev-1"},
+           {"batch",
+            Json::array({event(1, "dev-1", "installed", "", "1.0.0"), heartbeat(2, "1.0.0")})}}
+          .dump();
+  auto r = ingest_->handle(session_request(s, "dev-1", "dev-1", body));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["acked"], 2);
+  // The key recorded on first use is the Ed25519 key that signed the handshake.
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  auto info = show_device(*db, "dev-1");
+  ASSERT_TRUE(info && *info);
+  EXPECT_EQ((*info)->key, identity("dev-1").public_key_hex());
+  EXPECT_EQ((*info)->events.size(), 2u);
+  // The same report again is a replay: acknowledged, stored once.
+  r = ingest_->handle(session_request(s, "dev-1", "dev-1", body));
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(ingest_->stats().items_stored, 2u);
+  EXPECT_EQ(ingest_->stats().items_duplicate, 2u);
+  EXPECT_EQ(ingest_->stats().sessions_opened, 1u);
+  EXPECT_EQ(ingest_->stats().session_reports, 2u);
+  // Signed reports still work next to sessions.
+  EXPECT_EQ(post("dev-1", Json::array({heartbeat(3, "1.0.0")})).status, 200);
+}
+
+TEST_F(Fleet, SessionRefusesForgedMacsForeignSessionsAndStaleOnes) {
+  TimePoint clock = now_seconds();
+  IngestOptions options;
+  options.session_ttl = std::chrono::seconds(600);
+  options.now = [&clock] { return clock; };
+  open_ingest(options);
+  auto victim = session("victim");
+  auto attacker = session("attacker");
+  ASSERT_EQ(
+      ingest_
+          ->handle(session_request(
+              victim, "victim", "victim",
+              Json{{"device", "victim"}, {"batch", Json::array({heartbeat(1, "1.0.0")})}}.dump(),
+              clock))
+          .status,
+      200);
+  const std::string before = dump(db_path());
+  const std::string body =
+      Json{{"device", "victim"},
+           {"batch", Json::array({event(7, "victim", "failed", "1.0.0", "2.0.0", "x")})}}
+          .dump();
+
+  // A body changed after the MAC was computed.
+  auto tampered = session_request(victim, "victim", "victim", body, clock);
+  tampered.body[tampered.body.size() / 2] ^= 1;
+  expect_refused(ingest_->handle(tampered), 401, "X-Mota-Mac does not match", before);
+  // A MAC under a guessed key.
+  agent::ReportSession guessed = victim;
+  guessed.key = std::string(32, '\x42');
+  expect_refused(ingest_->handle(session_request(guessed, "victim", "victim", body, clock)), 401,
+                 "X-Mota-Mac does not match", before);
+  // The attacker's own session used in the victim's name, and on the victim's route as itself.
+  expect_refused(ingest_->handle(session_request(attacker, "victim", "victim", body, clock)), 401,
+                 "belongs to another device", before);
+  expect_refused(ingest_->handle(session_request(attacker, "attacker", "victim", body, clock)), 403,
+                 "X-Mota-Device 'attacker' is not the device 'victim'", before);
+  // A made-up session id, and no MAC at all.
+  agent::ReportSession unknown = victim;
+  unknown.id = std::string(32, 'a');
+  expect_refused(ingest_->handle(session_request(unknown, "victim", "victim", body, clock)), 401,
+                 "unknown or expired", before);
+  auto no_mac = session_request(victim, "victim", "victim", body, clock);
+  no_mac.headers.erase("x-mota-mac");
+  expect_refused(ingest_->handle(no_mac), 401, "X-Mota-Mac is not 64 hex", before);
+  // A MAC'd report captured and replayed much later (still inside the session's lifetime).
+  expect_refused(ingest_->handle(session_request(victim, "victim", "victim", body,
+                                                 clock - std::chrono::hours(1))),
+                 401, "away from the server's clock", before);
+  // Past the session's lifetime.
+  clock += std::chrono::seconds(601);
+  expect_refused(ingest_->handle(session_request(victim, "victim", "victim", body, clock)), 401,
+                 "unknown or expired", before);
+  EXPECT_EQ(ingest_->stats().session_reports, 1u);
+}
+
+TEST_F(Fleet, SessionHandshakeRefusalsChangeNothing) {
+  open_ingest();
+  ASSERT_EQ(post("victim", Json::array({heartbeat(1, "1.0.0")})).status, 200);
+  const std::string before = dump(db_path());
+  std::optional<crypto::KeyAgreement> own;
+  auto body_for = [&](const std::string& device) {
+    auto k = crypto::KeyAgreement::generate();
+    return agent::session_request_body(device, k->public_hex());
+  };
+  // Another key claiming the victim's id.
+  expect_refused(handshake(identity("victim", "impostor"), "victim", own), 403,
+                 "is not the key on record for device victim", before);
+  // Unsigned, tampered, stale, another device's route, a body naming someone else.
+  auto unsigned_req =
+      request(identity("victim"), "victim", body_for("victim"), now_seconds(), "session");
+  unsigned_req.headers.erase("x-mota-signature");
+  expect_refused(ingest_->handle_session(unsigned_req), 401, "X-Mota-Signature is missing", before);
+  auto tampered =
+      request(identity("victim"), "victim", body_for("victim"), now_seconds(), "session");
+  tampered.body[20] ^= 1;
+  expect_refused(ingest_->handle_session(tampered), 401, "report from victim", before);
+  expect_refused(
+      handshake(identity("victim"), "victim", own, now_seconds() - std::chrono::hours(1)), 401,
+      "away from the server's clock", before);
+  expect_refused(ingest_->handle_session(request(identity("attacker"), "victim",
+                                                 body_for("attacker"), now_seconds(), "session")),
+                 403, "X-Mota-Device 'attacker' is not the device 'victim'", before);
+  expect_refused(ingest_->handle_session(request(identity("attacker"), "attacker",
+                                                 body_for("victim"), now_seconds(), "session")),
+                 403, "is not the device 'attacker'", before);
+  // Malformed bodies: not JSON, no key, a key that is not hex.
+  for (const std::string& junk :
+       {std::string("{\"device\":"), std::string("{\"device\":\"victim\"}"),
+        std::string("{\"device\":\"victim\",\"x25519\":\"") + std::string(64, 'z') + "\"}"}) {
+    auto r = ingest_->handle_session(
+        request(identity("victim"), "victim", junk, now_seconds(), "session"));
+    expect_refused(r, 400, "session:", before);
+  }
+  // A low-order X25519 key (the shared secret would be zero).
+  std::string low = "{\"device\":\"victim\",\"x25519\":\"" + std::string(64, '0') + "\"}";
+  expect_refused(
+      ingest_->handle_session(request(identity("victim"), "victim", low, now_seconds(), "session")),
+      400, "X25519 key is unusable", before);
+  EXPECT_EQ(ingest_->stats().sessions_opened, 0u);
+
+  // Enrolled-only: an unknown device cannot open a session.
+  IngestOptions enrolled;
+  enrolled.enrolled_only = true;
+  open_ingest(enrolled);
+  expect_refused(handshake(identity("stranger"), "stranger", own), 403, "not enrolled", before);
+  // Sessions off: the route answers 404, so agents sign each report.
+  IngestOptions off;
+  off.sessions = false;
+  open_ingest(off);
+  EXPECT_EQ(handshake(identity("victim"), "victim", own).status, 404);
+}
+
+TEST_F(Fleet, ReplayedHandshakeIsRefusedAndTheSessionKeepsWorking) {
+  open_ingest();
+  auto& dev = identity("dev-1");
+  auto k1 = crypto::KeyAgreement::generate();
+  auto k2 = crypto::KeyAgreement::generate();
+  ASSERT_TRUE(k1 && k2);
+  auto h1 = request(dev, "dev-1", agent::session_request_body("dev-1", k1->public_hex()),
+                    now_seconds() - std::chrono::seconds(5), "session");
+  auto h2 = request(dev, "dev-1", agent::session_request_body("dev-1", k2->public_hex()),
+                    now_seconds(), "session");
+  ASSERT_EQ(ingest_->handle_session(h1).status, 200);
+  auto a2 = ingest_->handle_session(h2);  // the device's later handshake replaces the first
+  ASSERT_EQ(a2.status, 200) << a2.body;
+  auto s2 = agent::accept_session(*k2, "dev-1", dev.public_key_hex(), a2.body);
+  ASSERT_TRUE(s2);
+
+  // Both captured handshakes replayed: the older one, and the latest (its X25519 key again).
+  auto r = ingest_->handle_session(h1);
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_NE(r.body.find("older than this device's last one"), std::string::npos) << r.body;
+  r = ingest_->handle_session(h2);
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_NE(r.body.find("already used"), std::string::npos) << r.body;
+  EXPECT_EQ(ingest_->stats().sessions_opened, 2u);
+  // The device's session is untouched by the replays.
+  const std::string body =
+      Json{{"device", "dev-1"}, {"batch", Json::array({heartbeat(1, "1.0.0")})}}.dump();
+  r = ingest_->handle(session_request(*s2, "dev-1", "dev-1", body));
+  EXPECT_EQ(r.status, 200) << r.body;
+}
+
+TEST_F(Fleet, SessionTableIsBounded) {
+  IngestOptions options;
+  options.max_sessions = 2;
+  open_ingest(options);
+  session("a");
+  session("b");
+  session("a");  // replacing a device's own session needs no room
+  std::optional<crypto::KeyAgreement> own;
+  auto r = handshake(identity("c"), "c", own);
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("maximum of 2 sessions"), std::string::npos) << r.body;
+  // ... and that device's signed reports are still accepted.
+  EXPECT_EQ(post("c", Json::array({heartbeat(1, "1.0.0")})).status, 200);
 }
 
 TEST_F(Fleet, EnrolledOnlyRefusesUnknownDevices) {
