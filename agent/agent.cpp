@@ -148,7 +148,7 @@ Status Agent::report(bool heartbeat) {
   auto http = http_client();
   ReporterOptions options;
   for (const auto& sub : config_.models) options.channels[sub.name] = sub.channel;
-  Reporter reporter(state_, *http, identity_, config_.report_url, options);
+  Reporter reporter(state_, *http, identity_, config_.report_url, options, &report_sessions_);
   // The time of the last heartbeat queued is kept on disk: check-once runs as a fresh process.
   const auto stamp = config_.state_dir / "status" / "heartbeat";
   if (heartbeat) {

@@ -44,6 +44,7 @@
 #include "agent/health.hpp"
 #include "agent/identity.hpp"
 #include "agent/install.hpp"
+#include "agent/report.hpp"
 #include "agent/state.hpp"
 #include "common/http.hpp"
 #include "common/result.hpp"
@@ -175,6 +176,8 @@ class Agent {
   Config config_;
   StateStore state_;
   DeviceIdentity identity_;
+  // The report session outlives each poll's Reporter (one handshake an hour, not one a poll).
+  ReportSessionState report_sessions_;
   InstallOptions install_options_;
   const std::atomic<bool>* cancel_ = nullptr;  // set during run()
 };

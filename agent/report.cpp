@@ -58,12 +58,13 @@ bool report_refused(const Error& error) {
 }
 
 Reporter::Reporter(StateStore& store, http::Client& client, DeviceIdentity& identity,
-                   std::string server_url, ReporterOptions options)
+                   std::string server_url, ReporterOptions options, ReportSessionState* sessions)
     : store_(store),
       client_(client),
       identity_(identity),
       server_url_(std::move(server_url)),
-      options_(options) {
+      options_(options),
+      sessions_(sessions ? *sessions : own_sessions_) {
   while (!server_url_.empty() && server_url_.back() == '/') server_url_.pop_back();
   if (options_.batch_items == 0) options_.batch_items = 1;
 }
@@ -111,9 +112,9 @@ Result<SendResult> Reporter::flush(std::size_t max_batches) {
       // The server no longer knows the session (restarted, expired early, evicted): once more
       // with a new one. A second 401 is the server's verdict on the report itself.
       log::info("report session refused; opening a new one",
-                {{"SESSION", session_ ? session_->id : std::string()},
+                {{"SESSION", sessions_.session ? sessions_.session->id : std::string()},
                  {"ANSWER", response.body.substr(0, 200)}});
-      session_.reset();
+      sessions_.session.reset();
       response = MOTA_TRY(send());
     }
     if (response.status < 200 || response.status >= 300) {
@@ -149,11 +150,12 @@ Result<std::map<std::string, std::string>> Reporter::auth_headers(const std::str
                                                                   SendResult& result) {
   used_session = false;
   const auto now = std::chrono::steady_clock::now();
-  if (options_.sessions && now >= no_session_until_ && (!session_ || now >= session_->renew_at)) {
-    session_.reset();
+  if (options_.sessions && now >= sessions_.no_session_until &&
+      (!sessions_.session || now >= sessions_.session->renew_at)) {
+    sessions_.session.reset();
     auto opened = open_session(client_, server_url_, identity_, options_.max_response_bytes);
     if (opened) {
-      session_ = std::move(*opened);
+      sessions_.session = std::move(*opened);
       ++result.handshakes;
     } else if (opened.error().code() == Errc::network) {
       return tl::unexpected(opened.error());
@@ -163,16 +165,16 @@ Result<std::map<std::string, std::string>> Reporter::auth_headers(const std::str
       // try a handshake again in a minute.
       const int status = opened.error().http_status();
       const bool unsupported = status == 404 || status == 405;
-      no_session_until_ =
+      sessions_.no_session_until =
           now + (unsupported ? std::chrono::seconds(3600) : std::chrono::seconds(60));
       log::info(unsupported ? "server has no report sessions; signing each report"
                             : "report session not opened; signing this report",
                 {{"ERROR", opened.error().message()}});
     }
   }
-  if (session_) {
+  if (sessions_.session) {
     used_session = true;
-    return session_->report_headers(identity_.device_id(), route, body);
+    return sessions_.session->report_headers(identity_.device_id(), route, body);
   }
   return identity_.report_headers(route, body);
 }

@@ -80,10 +80,20 @@ struct SendResult {
   std::size_t handshakes = 0;  // sessions opened by this flush
 };
 
+// The report session and when to try opening one again, kept across Reporters: the daemon makes
+// a Reporter per poll, and a session lasts an hour (agent/session.hpp).
+struct ReportSessionState {
+  std::optional<ReportSession> session;
+  // No handshake before this time: the server has no sessions (404) or refused the last one.
+  std::chrono::steady_clock::time_point no_session_until{};
+};
+
 class Reporter {
  public:
+  // `sessions`, if given, must outlive the Reporter; without it the session ends with it.
   Reporter(StateStore& store, http::Client& client, DeviceIdentity& identity,
-           std::string server_url, ReporterOptions options = {});
+           std::string server_url, ReporterOptions options = {},
+           ReportSessionState* sessions = nullptr);
 
   // Sends up to `max_batches` batches, oldest items first, acknowledging each one the server
   // accepts before building the next. Returns the progress when the outbox is empty or
@@ -117,9 +127,8 @@ class Reporter {
   DeviceIdentity& identity_;
   std::string server_url_;  // without a trailing '/'
   ReporterOptions options_;
-  std::optional<ReportSession> session_;
-  // No handshake before this time: the server has no sessions (404) or refused the last one.
-  std::chrono::steady_clock::time_point no_session_until_{};
+  ReportSessionState own_sessions_;
+  ReportSessionState& sessions_;
 };
 
 // True for an error from flush() meaning the server refused the batch (a 4xx other than 408 and

@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "agent/identity.hpp"
+#include "agent/session.hpp"
 #include "common/hex.hpp"
 #include "common/time.hpp"
 #include "manager/fleet_db.hpp"
@@ -63,6 +64,9 @@ struct Options {
   int batches = 3;       // batches per device
   int items = 20;        // items per batch
   int connections = 32;  // sender threads = keep-alive connections (serve: 64 workers)
+  // "session": each device opens a report session first (agent/session.hpp; not timed, measured
+  // on its own) and MACs its reports, as the agent does; "signature": every report is signed.
+  std::string auth = "session";
   bool json = false;
 };
 
@@ -257,7 +261,7 @@ struct Device {
 
 struct SenderStats {
   std::vector<double> latency_ms;
-  std::uint64_t ok = 0, retried = 0;
+  std::uint64_t ok = 0, retried = 0, handshakes = 0;
   std::string failure;
 };
 
@@ -267,8 +271,79 @@ struct Prepared {
   std::vector<std::string> headers;
 };
 
+// POSTs `body` with `headers` on `c`; the status (0 on a transport error, `response` then says
+// why).
+long post(CURL* c, const std::string& url, const std::string& body,
+          const std::vector<std::string>& headers, std::string& response) {
+  curl_slist* h = nullptr;
+  for (const auto& line : headers) h = curl_slist_append(h, line.c_str());
+  response.clear();
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.size()));
+  CURLcode rc = curl_easy_perform(c);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(h);
+  if (rc != CURLE_OK) {
+    response = curl_easy_strerror(rc);
+    return 0;
+  }
+  return status;
+}
+
+CURL* new_handle(std::string& response) {
+  CURL* c = curl_easy_init();
+  if (!c) return nullptr;
+  curl_easy_setopt(c, CURLOPT_POST, 1L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &response);
+  curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  return c;
+}
+
+// Opens a report session for `dev` as the agent does (agent/session.hpp).
+mota::Result<mota::agent::ReportSession> handshake(CURL* c, const std::string& base,
+                                                   const Device& dev, std::string& response) {
+  auto own = MOTA_TRY(mota::crypto::KeyAgreement::generate());
+  const std::string route = mota::agent::session_route(dev.id);
+  const std::string body = mota::agent::session_request_body(dev.id, own.public_hex());
+  const std::string ts = mota::format_time(mota::now_seconds());
+  auto sig = MOTA_TRY(dev.key.sign(mota::agent::signed_message(dev.id, ts, route, body)));
+  long status = post(c, base + route, body,
+                     {"Content-Type: application/json", "Expect:", "X-Mota-Device: " + dev.id,
+                      "X-Mota-Key: " + dev.key_hex, "X-Mota-Timestamp: " + ts,
+                      "X-Mota-Signature: " + mota::to_hex(sig)},
+                     response);
+  if (status != 200) {
+    return mota::fail(mota::Errc::http,
+                      "POST " + base + route + ": HTTP " + std::to_string(status) + " " + response);
+  }
+  return mota::agent::accept_session(own, dev.id, dev.key_hex, response);
+}
+
 void sender(int t, const Options& o, const std::vector<Device>& devices, const std::string& base,
-            std::latch& ready, SenderStats& out) {
+            std::latch& sessions_open, std::latch& ready, SenderStats& out) {
+  std::string response;
+  CURL* c = new_handle(response);
+  if (!c) out.failure = "curl_easy_init failed";
+  // Sessions first (timed on their own by main()), one per device of this thread.
+  std::map<int, mota::agent::ReportSession> sessions;
+  if (o.auth == "session") {
+    for (int d = t; d < o.devices && out.failure.empty(); d += o.connections) {
+      auto s = handshake(c, base, devices[std::size_t(d)], response);
+      if (!s) {
+        out.failure = s.error().message();
+        break;
+      }
+      sessions.emplace(d, std::move(*s));
+      ++out.handshakes;
+    }
+  }
+  sessions_open.arrive_and_wait();
   std::vector<Prepared> requests;
   for (int b = 0; b < o.batches && out.failure.empty(); ++b) {
     for (int d = t; d < o.devices && out.failure.empty(); d += o.connections) {
@@ -277,33 +352,31 @@ void sender(int t, const Options& o, const std::vector<Device>& devices, const s
       Prepared p{base + route, batch_body(d, dev.id, b, o.items), {}};
       // Signed now: the whole run must stay within the server's --max-clock-skew (10 min).
       const std::string ts = mota::format_time(mota::now_seconds());
-      auto sig = dev.key.sign(mota::agent::signed_message(dev.id, ts, route, p.body));
-      if (!sig) {
-        out.failure = sig.error().message();
-        break;
-      }
       p.headers = {"Content-Type: application/json",
                    "Expect:",  // no 100-continue round trip (bodies are small)
-                   "X-Mota-Device: " + dev.id,
-                   "X-Mota-Key: " + dev.key_hex,
-                   "X-Mota-Timestamp: " + ts,
-                   "X-Mota-Signature: " + mota::to_hex(*sig)};
+                   "X-Mota-Device: " + dev.id, "X-Mota-Timestamp: " + ts};
+      if (auto s = sessions.find(d); s != sessions.end()) {
+        auto mac = mota::agent::session_mac(s->second.key, dev.id, ts, route, p.body);
+        if (!mac) {
+          out.failure = mac.error().message();
+          break;
+        }
+        p.headers.push_back("X-Mota-Session: " + s->second.id);
+        p.headers.push_back("X-Mota-Mac: " + *mac);
+      } else {
+        auto sig = dev.key.sign(mota::agent::signed_message(dev.id, ts, route, p.body));
+        if (!sig) {
+          out.failure = sig.error().message();
+          break;
+        }
+        p.headers.push_back("X-Mota-Key: " + dev.key_hex);
+        p.headers.push_back("X-Mota-Signature: " + mota::to_hex(*sig));
+      }
       requests.push_back(std::move(p));
     }
   }
   ready.arrive_and_wait();
-  CURL* c = curl_easy_init();
-  if (!c) {
-    out.failure = "curl_easy_init failed";
-    return;
-  }
-  std::string response;
-  curl_easy_setopt(c, CURLOPT_POST, 1L);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &response);
-  curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  if (!c) return;
   for (std::size_t i = 0; i < requests.size() && out.failure.empty(); ++i) {
     const Prepared& p = requests[i];
     curl_slist* h = nullptr;
@@ -457,7 +530,8 @@ double raw_ceiling(const Options& o, const std::vector<Device>& devices, const s
 int usage() {
   std::fprintf(stderr,
                "usage: mota-bench-fleet-load --mota PATH --repo DIR --work DIR [--devices N]\n"
-               "         [--batches N] [--items N] [--connections N] [--json]\n");
+               "         [--batches N] [--items N] [--connections N] [--auth session|signature]\n"
+               "         [--json]\n");
   return 2;
 }
 
@@ -485,13 +559,15 @@ int main(int argc, char** argv) {
       o.items = std::atoi(next().c_str());
     else if (a == "--connections")
       o.connections = std::atoi(next().c_str());
+    else if (a == "--auth")
+      o.auth = next();
     else if (a == "--json")
       o.json = true;
     else
       return usage();
   }
   if (o.mota.empty() || o.repo.empty() || o.work.empty() || o.devices < 1 || o.batches < 1 ||
-      o.items < 1 || o.connections < 1) {
+      o.items < 1 || o.connections < 1 || (o.auth != "session" && o.auth != "signature")) {
     return usage();
   }
   ::signal(SIGPIPE, SIG_IGN);
@@ -526,16 +602,25 @@ int main(int argc, char** argv) {
   }
   const long rss_idle = vm_hwm_kib(server);
 
-  std::fprintf(stderr, "signing %d batches of %d items (not timed)\n", o.devices * o.batches,
-               o.items);
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
   std::vector<SenderStats> stats(std::size_t(o.connections));
   std::vector<std::thread> threads;
+  std::latch sessions_open(o.connections + 1);
   std::latch ready(o.connections + 1);
+  if (o.auth == "session") std::fprintf(stderr, "opening %d report sessions\n", o.devices);
+  const double hs_cpu0 = process_cpu_s(server);
+  const auto hs_t0 = SteadyClock::now();
   for (int t = 0; t < o.connections; ++t) {
     threads.emplace_back(sender, t, std::cref(o), std::cref(devices), std::cref(base),
-                         std::ref(ready), std::ref(stats[std::size_t(t)]));
+                         std::ref(sessions_open), std::ref(ready), std::ref(stats[std::size_t(t)]));
   }
+  sessions_open.arrive_and_wait();
+  const double hs_wall = std::chrono::duration<double>(SteadyClock::now() - hs_t0).count();
+  const double hs_cpu = process_cpu_s(server) - hs_cpu0;
+  std::uint64_t handshakes = 0;
+  for (const auto& st : stats) handshakes += st.handshakes;
+  std::fprintf(stderr, "%s %d batches of %d items (not timed)\n",
+               o.auth == "session" ? "MACing" : "signing", o.devices * o.batches, o.items);
   ready.arrive_and_wait();
   std::fprintf(stderr, "sending %d batches of %d items from %d devices over %d connections\n",
                o.devices * o.batches, o.items, o.devices, o.connections);
@@ -596,20 +681,32 @@ int main(int argc, char** argv) {
               {"server_cpu_s", server_cpu},
               {"writer_cpu_s", writer_cpu},
               {"load_generator_cpu_s", client_cpu},
-              {"signing_excluded", true}};
+              {"signing_excluded", true},
+              {"auth", o.auth},
+              {"handshakes", handshakes},
+              {"handshakes_wall_s", hs_wall},
+              {"handshake_server_cpu_s", hs_cpu}};
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
   std::printf(
-      "| devices | items/batch | conns | events | accepted events/s | batches/s | p50 ms | "
+      "| devices | items/batch | auth | conns | events | accepted events/s | batches/s | p50 ms | "
       "p99 ms | retries | server peak RSS MiB | raw SQLite ceiling events/s | ratio | server CPU "
       "us/event | writer busy | load generator CPU us/event |\n");
-  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  std::printf("| %d | %d | %d | %" PRId64 " | %.0f | %.0f | %.2f | %.2f | %" PRIu64
+  std::printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| %d | %d | %s | %d | %" PRId64 " | %.0f | %.0f | %.2f | %.2f | %" PRIu64
               " | %.1f | %.0f | %.0f%% | %.1f | %.0f%% | %.1f |\n",
-              o.devices, o.items, o.connections, expected, events_s, batches_s, p50, p99, retried,
-              double(rss_peak) / 1024.0, ceiling_rate, ratio * 100.0,
+              o.devices, o.items, o.auth.c_str(), o.connections, expected, events_s, batches_s, p50,
+              p99, retried, double(rss_peak) / 1024.0, ceiling_rate, ratio * 100.0,
               server_cpu / double(expected) * 1e6, writer_cpu / wall * 100.0,
               client_cpu / double(expected) * 1e6);
+  if (handshakes > 0) {
+    std::fprintf(stderr,
+                 "sessions: %" PRIu64
+                 " handshakes in %.2f s before the clock (%.0f/s), server CPU "
+                 "%.0f us per handshake\n",
+                 handshakes, hs_wall, double(handshakes) / hs_wall,
+                 hs_cpu / double(handshakes) * 1e6);
+  }
   return 0;
 }

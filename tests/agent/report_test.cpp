@@ -548,6 +548,28 @@ TEST(ReportSession, OneHandshakeThenMacsAndTheServerStoresEverything) {
   EXPECT_EQ(st.requests_accepted, 4u);
 }
 
+TEST(ReportSession, TheSessionOutlivesEachPollsReporter) {
+  RealFleet fleet;
+  fleet.start();
+  Device dev;
+  ReportSessionState kept;  // what the daemon keeps between polls (agent/agent.cpp)
+  for (int poll = 0; poll < 3; ++poll) {
+    Reporter rep(*dev.store, *dev.client, *dev.id, fleet.url(), {}, &kept);
+    dev.enqueue_events(1);
+    auto r = rep.flush();
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->handshakes, poll == 0 ? 1u : 0u) << "poll " << poll;
+  }
+  EXPECT_EQ(fleet.stats().sessions_opened, 1u);
+  EXPECT_EQ(fleet.stats().session_reports, 3u);
+  // A Reporter without kept state opens its own.
+  Reporter alone(*dev.store, *dev.client, *dev.id, fleet.url());
+  dev.enqueue_events(1);
+  auto r = alone.flush();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->handshakes, 1u);
+}
+
 TEST(ReportSession, ARestartedServerForgetsSessionsAndTheAgentOpensANewOne) {
   RealFleet fleet;
   fleet.start();
