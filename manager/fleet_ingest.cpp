@@ -56,6 +56,9 @@ HttpReply reply(int status, const std::string& error) {
 }
 
 std::string header(const HttpRequest& req, const std::string& lower_name) {
+  // The HttpServer lower-cases names (http_server.hpp), so the lookup is usually exact; the scan
+  // keeps hand-built requests with other spellings working.
+  if (auto it = req.headers.find(lower_name); it != req.headers.end()) return it->second;
   for (const auto& [k, v] : req.headers) {
     if (k.size() != lower_name.size()) continue;
     bool same = true;
