@@ -189,6 +189,20 @@ struct FleetIngest::Impl {
 
   HttpReply handle(const HttpRequest& req);
   HttpReply handle_session(const HttpRequest& req);
+  // Counts, logs (`what`, e.g. "report refused") and answers a refusal.
+  HttpReply refusal(const HttpRequest& req, const char* what, int status, const std::string& why,
+                    const std::string& device) {
+    count_refused();
+    log::warn(what, {{"DEVICE", device},
+                     {"STATUS", std::to_string(status)},
+                     {"ERROR", why},
+                     {"REMOTE", req.remote_addr}});
+    return reply(status, why);
+  }
+  static std::string route_id(const HttpRequest& req) {
+    auto it = req.path_params.find("id");
+    return it == req.path_params.end() ? "" : it->second;
+  }
   // The checks of a signed request (report or handshake) to `route`: signature, X-Mota-Device
   // against the route's id, key format. The key (hex) or {status, why}.
   std::variant<std::string, Outcome> check_signed(const HttpRequest& req, const std::string& route,
@@ -218,15 +232,9 @@ struct FleetIngest::Impl {
 
 HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
   auto refuse = [&](int status, const std::string& why, const std::string& device) {
-    count_refused();
-    log::warn("report refused", {{"DEVICE", device},
-                                 {"STATUS", std::to_string(status)},
-                                 {"ERROR", why},
-                                 {"REMOTE", req.remote_addr}});
-    return reply(status, why);
+    return refusal(req, "report refused", status, why, device);
   };
-  auto id_it = req.path_params.find("id");
-  const std::string id = id_it == req.path_params.end() ? "" : id_it->second;
+  const std::string id = route_id(req);
   if (req.body.size() > options.max_body_bytes) {
     return refuse(413,
                   "report body of " + std::to_string(req.body.size()) + " bytes is over the " +
@@ -355,15 +363,9 @@ std::optional<Outcome> FleetIngest::Impl::check_key_on_record(const std::string&
 
 HttpReply FleetIngest::Impl::handle_session(const HttpRequest& req) {
   auto refuse = [&](int status, const std::string& why, const std::string& device) {
-    count_refused();
-    log::warn("session refused", {{"DEVICE", device},
-                                  {"STATUS", std::to_string(status)},
-                                  {"ERROR", why},
-                                  {"REMOTE", req.remote_addr}});
-    return reply(status, why);
+    return refusal(req, "session refused", status, why, device);
   };
-  auto id_it = req.path_params.find("id");
-  const std::string id = id_it == req.path_params.end() ? "" : id_it->second;
+  const std::string id = route_id(req);
   constexpr std::size_t kMaxHandshakeBytes = 64u << 10;
   if (req.body.size() > kMaxHandshakeBytes) {
     return refuse(413,
