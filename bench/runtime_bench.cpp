@@ -16,6 +16,9 @@
 //   engine time (X-Mota-Infer-Ms), so round trip - engine time = what HTTP, the socket, parsing
 //   and copies add.
 // - The load average is printed before and after; a run under load is not a fair figure.
+// - BENCH_RUNTIME_TOML_B="..." starts a second runtime with those runtime.toml lines and measures
+//   its body and swap rows in the same rounds ("B:" rows): an A/B of a setting under the same
+//   neighbours, which separate runs on a shared machine cannot give.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -33,6 +36,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <opencv2/core.hpp>
 #include <opencv2/dnn.hpp>
 #include <string>
@@ -127,7 +131,7 @@ void make_slot(const stdfs::path& dir, const std::string& onnx, const std::strin
 
 // One row of the table: every sample, and each round's samples apart for paired comparisons.
 struct Series {
-  std::vector<double> ms, overhead_ms;
+  std::vector<double> ms, overhead_ms, engine_ms;
   double cpu_s = 0, runtime_cpu_s = 0;  // CPU used by this process / by mota-runtime
   std::vector<std::vector<double>> rounds;
   double wall_s = 0;
@@ -180,6 +184,7 @@ void bench_client(Client& c, pid_t runtime, const std::string& img, int iters, i
     }
     s.add(round, ms);
     s.overhead_ms.push_back(ms - r->infer_ms);
+    s.engine_ms.push_back(r->infer_ms);
     if (r->generation != *generation) {
       if (first_after_swap && *generation != 0) {
         first_after_swap->push_back(ms);
@@ -280,50 +285,92 @@ int main(int argc, char** argv) {
     return 1;
   }
   for (int i = 0; i < 5; ++i) (void)c.infer_region("face", "frame");
-  std::atomic<int> swaps{0};
-  std::uint64_t generation = 0;
-  std::vector<double> first_after_swap;
-  std::vector<double> load_wall_ms, load_waited_ms;  // per completed swap (the swapper's view)
+  struct Swaps {
+    std::atomic<int> count{0};
+    std::uint64_t generation = 0;  // the last one the client saw
+    std::vector<double> first_after_swap;
+    std::vector<double> load_wall_ms, load_waited_ms;  // per completed swap (the swapper's view)
+  };
+  Swaps main_swaps, b_swaps;
+  std::uint64_t& generation = main_swaps.generation;
+  // Swaps back to back for the whole phase by default (the worst case, not one swap now and
+  // then); --swap-gap-ms spaces them.
+  auto swap_phase = [&](Client& client, const ClientOptions& opts, pid_t rt, Series& series,
+                        Swaps& sw) {
+    std::atomic<bool> stop{false};
+    std::thread swapper([&] {
+      Client control(opts);
+      while (!stop.load()) {
+        auto t0 = Clock::now();
+        auto r = control.load("face", dir / (sw.count.load() % 2 ? "a" : "b"));
+        if (!r) {
+          std::fprintf(stderr, "swap failed: %s\n", r.error().message().c_str());
+        } else {
+          sw.load_wall_ms.push_back(
+              std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+          sw.load_waited_ms.push_back(r->load_waited_ms);
+        }
+        sw.count.fetch_add(1);
+        for (int w = 0; w < swap_gap_ms && !stop.load(); ++w) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+      }
+    });
+    bench_client(client, rt, img, per_round, &failures, series, &sw.generation,
+                 &sw.first_after_swap);
+    stop = true;
+    swapper.join();
+  };
+  // BENCH_RUNTIME_TOML_B: a second runtime with these runtime.toml lines (instead of
+  // BENCH_RUNTIME_TOML's), measured in the same rounds: A/B of a setting under the same load.
+  const char* extra_b = std::getenv("BENCH_RUNTIME_TOML_B");
+  pid_t pid_b = 0;
+  std::unique_ptr<Client> cb;
+  ClientOptions ob;
+  Series served_b, swapping_b;
+  if (extra_b) {
+    write(dir / "runtime-b.toml", "socket = \"" + (dir / "runtime-b.sock").string() +
+                                      "\"\nlog_level = \"warn\"\n" + extra_b + "\n");
+    std::vector<std::string> bargs = args;
+    bargs[3] = (dir / "runtime-b.toml").string();
+    std::vector<char*> bc;
+    for (auto& a : bargs) bc.push_back(a.data());
+    bc.push_back(nullptr);
+    if (posix_spawn(&pid_b, bc[0], nullptr, nullptr, bc.data(), environ) != 0) {
+      std::fprintf(stderr, "cannot start %s\n", runtime_bin.c_str());
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+      return 1;
+    }
+    ob.socket = dir / "runtime-b.sock";
+    cb = std::make_unique<Client>(ob);
+    for (int i = 0; i < 500 && !cb->health(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    for (int i = 0; i < 5; ++i) (void)cb->infer_raw("face", img);
+  }
+  int phases = extra_b ? 6 : 4;
   for (int round = 0; round < rounds; ++round) {
     std::fprintf(stderr, "round %d/%d (load %s)\n", round + 1, rounds, loadavg().c_str());
-    for (int k = 0; k < 4; ++k) {
-      switch ((round + k) % 4) {
+    for (int k = 0; k < phases; ++k) {
+      switch ((round + k) % phases) {
         case 0:
           bench_inprocess(net, img, per_round, direct_s);
           break;
         case 1:
           bench_client(c, pid, img, per_round, &failures, served_s, &generation, nullptr);
           break;
-        case 2: {
-          // Swaps back to back for the whole phase by default (the worst case, not one swap now
-          // and then); --swap-gap-ms spaces them.
-          std::atomic<bool> stop{false};
-          std::thread swapper([&] {
-            Client control(o);
-            while (!stop.load()) {
-              auto t0 = Clock::now();
-              auto r = control.load("face", dir / (swaps.load() % 2 ? "a" : "b"));
-              if (!r) {
-                std::fprintf(stderr, "swap failed: %s\n", r.error().message().c_str());
-              } else {
-                load_wall_ms.push_back(
-                    std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-                load_waited_ms.push_back(r->load_waited_ms);
-              }
-              swaps.fetch_add(1);
-              for (int w = 0; w < swap_gap_ms && !stop.load(); ++w) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(1));
-              }
-            }
-          });
-          bench_client(c, pid, img, per_round, &failures, swapping_s, &generation,
-                       &first_after_swap);
-          stop = true;
-          swapper.join();
+        case 2:
+          swap_phase(c, o, pid, swapping_s, main_swaps);
           break;
-        }
         case 3:
           bench_client(c, pid, img, per_round, &failures, shm_s, &generation, nullptr, "frame");
+          break;
+        case 4:
+          bench_client(*cb, pid_b, img, per_round, &failures, served_b, &b_swaps.generation,
+                       nullptr);
+          break;
+        case 5:
+          swap_phase(*cb, ob, pid_b, swapping_b, b_swaps);
           break;
       }
     }
@@ -332,6 +379,10 @@ int main(int argc, char** argv) {
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
+  if (pid_b) {
+    ::kill(pid_b, SIGTERM);
+    ::waitpid(pid_b, &status, 0);
+  }
   ::close(memfd);
   stdfs::remove_all(dir);
   std::string load_after = loadavg();
@@ -363,7 +414,13 @@ int main(int argc, char** argv) {
   row("OpenCV DNN in-process", direct_s);
   row("mota-runtime (Unix socket, raw)", served_s);
   row("mota-runtime (shared-memory input)", shm_s);
-  row(("mota-runtime during " + std::to_string(swaps.load()) + " swaps").c_str(), swapping_s);
+  row(("mota-runtime during " + std::to_string(main_swaps.count.load()) + " swaps").c_str(),
+      swapping_s);
+  if (extra_b) {
+    row("B: mota-runtime (Unix socket, raw)", served_b);
+    row(("B: mota-runtime during " + std::to_string(b_swaps.count.load()) + " swaps").c_str(),
+        swapping_b);
+  }
   std::printf("\n");
   std::printf(
       "- overhead at p50: %+.1f%% (median of %zu paired rounds; pooled %+.1f%%; target "
@@ -380,6 +437,11 @@ int main(int argc, char** argv) {
       "p99 %.3f ms; shared-memory input: p50 %.3f ms, p99 %.3f ms\n",
       pct(served_s.overhead_ms, 0.5), pct(served_s.overhead_ms, 0.99), pct(shm_s.overhead_ms, 0.5),
       pct(shm_s.overhead_ms, 0.99));
+  // The other half of the overhead: the same engine call timed inside the runtime vs in-process.
+  std::printf(
+      "- engine time p50 (the runtime's X-Mota-Infer-Ms vs the in-process loop): body %.3f ms, "
+      "shared-memory input %.3f ms, in-process %.3f ms\n",
+      pct(served_s.engine_ms, 0.5), pct(shm_s.engine_ms, 0.5), pct(direct_s.ms, 0.5));
   // CPU time hardly depends on what else the machine runs (wall time under load does: a thread
   // that sleeps between requests is scheduled sooner than one that never sleeps).
   double direct_cpu = direct_s.cpu_s / static_cast<double>(direct_s.ms.size()) * 1e3;
@@ -400,13 +462,34 @@ int main(int argc, char** argv) {
       "- p99 during swaps / steady p99: %.2fx (median of paired rounds; pooled %.2fx; "
       "target <= 1.5x)\n",
       median(p99_ratio), pct(swapping_s.ms, 0.99) / pct(served_s.ms, 0.99));
-  std::printf("- first answer from each new load: p50 %.2f ms, max %.2f ms (%zu loads seen)\n",
-              pct(first_after_swap, 0.5), pct(first_after_swap, 1.0), first_after_swap.size());
-  std::printf(
-      "- loads (swaps) completed: %zu, wall time p50 %.0f ms, max %.0f ms; of which waiting for "
-      "in-flight inferences (load_yield_ms) p50 %.0f ms\n",
-      load_wall_ms.size(), pct(load_wall_ms, 0.5), pct(load_wall_ms, 1.0),
-      pct(load_waited_ms, 0.5));
+  auto swap_lines = [&](const char* who, const Swaps& sw) {
+    std::printf("- %sfirst answer from each new load: p50 %.2f ms, max %.2f ms (%zu loads seen)\n",
+                who, pct(sw.first_after_swap, 0.5), pct(sw.first_after_swap, 1.0),
+                sw.first_after_swap.size());
+    std::printf(
+        "- %sloads (swaps) completed: %zu, wall time p50 %.0f ms, max %.0f ms; of which waiting "
+        "for in-flight inferences (load_yield_ms) p50 %.0f ms\n",
+        who, sw.load_wall_ms.size(), pct(sw.load_wall_ms, 0.5), pct(sw.load_wall_ms, 1.0),
+        pct(sw.load_waited_ms, 0.5));
+  };
+  swap_lines("", main_swaps);
+  if (extra_b) {
+    std::vector<double> b_p50_ratio, b_p99_ratio;
+    for (std::size_t r = 0; r < direct_s.rounds.size(); ++r) {
+      b_p50_ratio.push_back(pct(served_b.rounds[r], 0.5) / pct(direct_s.rounds[r], 0.5));
+      b_p99_ratio.push_back(pct(swapping_b.rounds[r], 0.99) / pct(served_b.rounds[r], 0.99));
+    }
+    std::string b_settings = extra_b;
+    std::replace(b_settings.begin(), b_settings.end(), '\n', ';');
+    std::printf("- B = a second runtime with runtime.toml: %s\n", b_settings.c_str());
+    std::printf("- B: overhead at p50: %+.1f%% (median of paired rounds; pooled %+.1f%%)\n",
+                (median(b_p50_ratio) - 1.0) * 100.0,
+                (pct(served_b.ms, 0.5) / pct(direct_s.ms, 0.5) - 1.0) * 100.0);
+    std::printf(
+        "- B: p99 during swaps / steady p99: %.2fx (median of paired rounds; pooled %.2fx)\n",
+        median(b_p99_ratio), pct(swapping_b.ms, 0.99) / pct(served_b.ms, 0.99));
+    swap_lines("B: ", b_swaps);
+  }
   std::printf("- failed requests: %d\n", failures);
   return failures == 0 ? 0 : 1;
 }
