@@ -344,8 +344,17 @@ int main(int argc, char** argv) {
     }
     ob.socket = dir / "runtime-b.sock";
     cb = std::make_unique<Client>(ob);
-    for (int i = 0; i < 500 && !cb->health(); ++i)
+    bool up = false;
+    for (int i = 0; i < 500 && !(up = cb->health().has_value()); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!up) {
+      std::fprintf(stderr, "the B runtime did not come up (BENCH_RUNTIME_TOML_B: %s)\n", extra_b);
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+      ::kill(pid_b, SIGTERM);
+      ::waitpid(pid_b, nullptr, 0);
+      return 1;
+    }
     for (int i = 0; i < 5; ++i) (void)cb->infer_raw("face", img);
   }
   int phases = extra_b ? 6 : 4;
