@@ -3,6 +3,7 @@
 // continuous load.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -10,7 +11,10 @@
 #include <atomic>
 #include <csignal>
 #include <cstring>
+#include <fstream>
+#include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "runtime/client.hpp"
@@ -341,6 +345,102 @@ TEST_F(ServerTest, ThrottledLoadsFinishUnderContinuousTraffic) {
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(mixed.load(), 0);
   EXPECT_GT(ok.load(), 0);
+}
+
+// Scheduling policy and nice value of each thread of `pid` (/proc/PID/task/TID/stat).
+struct ThreadSched {
+  pid_t tid;
+  int nice, policy;
+};
+std::vector<ThreadSched> thread_scheds(pid_t pid) {
+  std::vector<ThreadSched> out;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream f(e.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(f)), {});
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::vector<std::string> fields;
+    for (std::string x; rest >> x;) fields.push_back(x);
+    // Field 3 (state) is fields[0]: nice is field 19, policy field 41.
+    if (fields.size() < 39) continue;
+    out.push_back({static_cast<pid_t>(std::stoi(e.path().filename().string())),
+                   std::stoi(fields[16]), std::stoi(fields[38])});
+  }
+  return out;
+}
+
+// What the runtime's "auto" decides on: may a thread here leave SCHED_IDLE again?
+bool can_leave_idle_here() {
+  bool ok = false;
+  std::thread t([&] {
+    sched_param p{};
+    if (::sched_setscheduler(0, SCHED_IDLE, &p) != 0) return;
+    ok = ::sched_setscheduler(0, SCHED_OTHER, &p) == 0;
+  });
+  t.join();
+  return ok;
+}
+
+TEST_F(ServerTest, IdleLoaderIsEscalatedAfterItsTimeout) {
+  // load_idle = "auto" (default): where the loader may be moved back out of SCHED_IDLE, it runs
+  // under SCHED_IDLE, and a load still running after load_idle_escalate_ms is moved to
+  // SCHED_OTHER at its nice value (load_nice = 10); where it may not, it is only niced. Two clients
+  // keep an inference in flight so the load (yielding to them for up to 10 s) is still running
+  // when it is looked at.
+  bool idle_allowed = can_leave_idle_here();
+  RuntimeProcess rt(tmp_.path(), {"face=" + (tmp_ / "v1").string()},
+                    "load_yield_ms = 10000\nload_idle_escalate_ms = 500\n");
+  pid_t pid = rt.process().pid();
+  auto before = thread_scheds(pid);
+  std::set<pid_t> old_tids;
+  for (const auto& t : before) old_tids.insert(t.tid);
+  std::atomic<bool> stop{false};
+  auto client_loop = [&] {
+    Client c(rt.options());
+    while (!stop.load()) (void)c.infer_raw("face", image_);
+  };
+  std::thread ta(client_loop), tb(client_loop);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::atomic<bool> loaded{false};
+  std::thread loader([&] {
+    Client control(rt.options());
+    auto r = control.load("face", tmp_ / "v2");
+    EXPECT_TRUE(r) << r.error().message();
+    loaded = true;
+  });
+  // The loading thread: a new thread at nice 10 (the probe thread "auto" starts lives for
+  // microseconds; a thread seen twice 50 ms apart is the loader).
+  auto find_loader = [&]() -> std::optional<ThreadSched> {
+    for (const auto& t : thread_scheds(pid)) {
+      if (!old_tids.count(t.tid) && t.nice == 10) return t;
+    }
+    return std::nullopt;
+  };
+  std::optional<ThreadSched> early;
+  for (int i = 0; i < 30 && !early; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    early = find_loader();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  auto early2 = find_loader();
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // past load_idle_escalate_ms
+  auto late = find_loader();
+  bool still_loading = !loaded.load();
+  stop = true;
+  ta.join();
+  tb.join();
+  loader.join();
+  ASSERT_TRUE(early2.has_value()) << "no loading thread at nice 10 found";
+  ASSERT_TRUE(still_loading) << "the load finished too early to look at its escalation";
+  ASSERT_TRUE(late.has_value());
+  EXPECT_EQ(late->tid, early2->tid);
+  EXPECT_EQ(early2->policy, idle_allowed ? SCHED_IDLE : SCHED_OTHER);
+  EXPECT_EQ(late->policy, SCHED_OTHER);  // escalated (or never idle)
+  EXPECT_EQ(late->nice, 10);
+  std::printf("loader %d: policy %d at first, %d after load_idle_escalate_ms (SCHED_IDLE %s)\n",
+              early2->tid, early2->policy, late->policy, idle_allowed ? "allowed" : "not allowed");
 }
 
 // The serving path reuses per-thread buffers for the body and the outputs, and the outputs are
