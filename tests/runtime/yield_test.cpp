@@ -87,6 +87,7 @@ TEST(LoadYield, NoScopeOrZeroBudgetNeverWaits) {
 }
 
 TEST(LoadYield, ALoadPassesYieldPointsInEveryEngineLoopAndWaitsForServing) {
+  init_engines(0);  // as mota-runtime serve does: LoadOptions::serial takes effect
   testing::SlotSpec spec;
   spec.onnx = testing::slim_onnx();
   test::TempDir tmp;

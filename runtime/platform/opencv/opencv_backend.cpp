@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -30,6 +31,9 @@ namespace {
 
 // Set on a thread that is loading a model with LoadOptions::serial (see ParallelBackend).
 thread_local bool t_serial_engine = false;
+// init_engines() has run: LoadOptions::serial takes effect (tools that never call it, such as
+// the probe, keep OpenCV's own parallel loops for their loads).
+std::atomic<bool> g_serial_loads{false};
 
 struct SerialEngineScope {
   bool saved = t_serial_engine;
@@ -391,8 +395,10 @@ std::unique_ptr<Backend> make_opencv_backend() {
 
 void init_engines(int threads) {
   static std::once_flag once;
-  std::call_once(once,
-                 [] { cv::parallel::setParallelForBackend(std::make_shared<ParallelBackend>()); });
+  std::call_once(once, [] {
+    cv::parallel::setParallelForBackend(std::make_shared<ParallelBackend>());
+    g_serial_loads = true;
+  });
   if (threads > 0) cv::setNumThreads(threads);
 }
 
@@ -408,7 +414,7 @@ void init_engines(int threads) {
 // Every other loop goes to OpenCV's own function unchanged.
 void cv::parallel_for_(const cv::Range& range, const cv::ParallelLoopBody& body, double nstripes) {
   using namespace mota::runtime;
-  if (t_serial_engine) {
+  if (t_serial_engine && g_serial_loads.load(std::memory_order_relaxed)) {
     yield_to_serving();
     if (!range.empty()) body(range);
     return;
