@@ -113,8 +113,8 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
   std::optional<ModelInfo> info;
   std::mutex done_mu;
   std::condition_variable done_cv;
-  bool done = false;
-  std::atomic<pid_t> idle_tid{0};  // the loader's thread id while it runs under SCHED_IDLE
+  bool done = false, decided = false;  // the loader is over / has chosen its scheduling policy
+  pid_t idle_tid = 0;  // the loader's thread id if it runs under SCHED_IDLE; guarded by done_mu
   std::thread loader([&] {
     struct Done {
       std::mutex& mu;
@@ -141,10 +141,13 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
     }
     bool idle = options_.load_idle == StoreOptions::Idle::on;
     if (options_.load_idle == StoreOptions::Idle::automatic) idle = can_leave_idle();
-    if (idle) {
+    {
+      std::lock_guard lock(done_mu);
       sched_param param{};
-      if (::sched_setscheduler(tid, SCHED_IDLE, &param) == 0) idle_tid = tid;
+      if (idle && ::sched_setscheduler(tid, SCHED_IDLE, &param) == 0) idle_tid = tid;
+      decided = true;
     }
+    done_cv.notify_all();
     LoadYieldScope yield(options_.load_yield);
     auto start = Clock::now();
     yield_to_serving();
@@ -192,11 +195,13 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
   {
     // A SCHED_IDLE loader starves on a machine other processes keep busy: past
     // load_idle_escalate it goes back to SCHED_OTHER (at its nice value), where that is allowed.
+    // (The thread cannot exit while done_mu is held here: its last act takes done_mu.)
     std::unique_lock lock(done_mu);
     if (!done_cv.wait_for(lock, options_.load_idle_escalate, [&] { return done; })) {
-      if (pid_t tid = idle_tid.load()) {
+      done_cv.wait(lock, [&] { return done || decided; });
+      if (!done && idle_tid != 0) {
         sched_param param{};
-        if (::sched_setscheduler(tid, SCHED_OTHER, &param) == 0) {
+        if (::sched_setscheduler(idle_tid, SCHED_OTHER, &param) == 0) {
           log::info("model load still running after load_idle_escalate_ms: out of SCHED_IDLE",
                     {{"MODEL", name}, {"SLOT", slot.string()}});
         }

@@ -42,7 +42,7 @@ struct StoreOptions {
   //   automatic: SCHED_IDLE when escalation is allowed, otherwise niced only (the default)
   enum class Idle { off, on, automatic };
   Idle load_idle = Idle::automatic;
-  std::chrono::milliseconds load_idle_escalate{1000};
+  std::chrono::milliseconds load_idle_escalate{1000};  // 0: moved out as soon as it is in
   // The most a load waits, in total, for serving to be idle: before each engine step (each of
   // OpenCV's parallel loops while parsing and warming up, each engine instance) and before freeing
   // the model it replaced, the loading thread waits while inferences are in flight, so it works in
