@@ -543,6 +543,10 @@ TEST(Hmac, Rfc4231Vectors) {
   auto b = hmac_sha256("Jefe", "what do ya want for nothing?");
   ASSERT_TRUE(b);
   EXPECT_EQ(to_hex(*b), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  // The empty key is a key (not "the previous one", which is what OpenSSL does with no key).
+  auto empty = hmac_sha256(std::string_view(), "abc");
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(to_hex(*empty), "fd7adb152c05ef80dccf50a1fa4c05d5a3ec6da95575fc312ae7c5d091836351");
   // One changed byte of key or message changes the MAC.
   EXPECT_NE(*hmac_sha256("Jefe", "what do ya want for nothing!"), *b);
   EXPECT_NE(*hmac_sha256("Jeff", "what do ya want for nothing?"), *b);

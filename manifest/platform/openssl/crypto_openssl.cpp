@@ -542,24 +542,36 @@ Result<std::string> hkdf_sha256(std::string_view ikm, std::string_view salt, std
 }
 
 Result<std::string> hmac_sha256(std::string_view key, std::string_view message) {
-  // Fetched once: fetching per call takes a lock in OpenSSL 3, and the server calls this for
-  // every report.
-  static EVP_MAC* const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-  if (!mac) return fail(ossl_error(Errc::internal, "HMAC"));
-  std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(EVP_MAC_CTX_new(mac),
-                                                                EVP_MAC_CTX_free);
-  char digest[] = "SHA256";
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-                         OSSL_PARAM_construct_end()};
+  // One context per thread, its digest set once: EVP_MAC_init with a digest parameter fetches
+  // the digest by name (a lookup under a lock) on every call, which showed in the server's
+  // profile; re-keying a context that has its digest is only the key schedule.
+  struct Ctx {
+    EVP_MAC_CTX* ctx = nullptr;
+    ~Ctx() { EVP_MAC_CTX_free(ctx); }
+  };
+  thread_local Ctx tls;
+  if (!tls.ctx) {
+    std::unique_ptr<EVP_MAC, decltype(&EVP_MAC_free)> mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr),
+                                                          EVP_MAC_free);
+    EVP_MAC_CTX* ctx = mac ? EVP_MAC_CTX_new(mac.get()) : nullptr;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    if (!ctx || EVP_MAC_CTX_set_params(ctx, params) != 1) {
+      EVP_MAC_CTX_free(ctx);
+      return fail(ossl_error(Errc::internal, "HMAC-SHA256"));
+    }
+    tls.ctx = ctx;
+  }
   std::string out(32, '\0');
   std::size_t len = 0;
-  if (!ctx ||
-      EVP_MAC_init(ctx.get(), reinterpret_cast<const unsigned char*>(key.data()), key.size(),
-                   params) != 1 ||
-      EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(message.data()),
+  // A null key would mean "keep the previous key" to EVP_MAC_init: an empty key gets a pointer.
+  static const unsigned char kEmpty = 0;
+  const auto* k = key.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(key.data());
+  if (EVP_MAC_init(tls.ctx, k, key.size(), nullptr) != 1 ||
+      EVP_MAC_update(tls.ctx, reinterpret_cast<const unsigned char*>(message.data()),
                      message.size()) != 1 ||
-      EVP_MAC_final(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len, out.size()) !=
-          1 ||
+      EVP_MAC_final(tls.ctx, reinterpret_cast<unsigned char*>(out.data()), &len, out.size()) != 1 ||
       len != out.size()) {
     return fail(ossl_error(Errc::internal, "HMAC-SHA256"));
   }
