@@ -8,8 +8,8 @@
 // Honesty rules, because the machine this runs on is shared and noisy:
 // - Same engine set-up on both sides: one cv::dnn::Net per caller, OpenCV backend on the CPU,
 //   the same OpenCV thread count (--engine-threads, passed to the runtime too).
-// - The rows are measured in R interleaved rounds (in-process, runtime, runtime during swaps; the
-//   order rotates each round) so that load from other processes hits all rows alike, and the
+// - The rows are measured in R interleaved rounds (in-process, runtime, runtime during swaps; in
+//   a new random order each round) so that load from other processes hits all rows alike, and the
 //   headline ratios are medians of the per-round ratios (paired: each round compares its own
 //   rows), next to the pooled percentiles.
 // - The runtime's own cost is also measured without the inference noise: each answer carries the
@@ -37,8 +37,10 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <numeric>
 #include <opencv2/core.hpp>
 #include <opencv2/dnn.hpp>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -358,10 +360,16 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 5; ++i) (void)cb->infer_raw("face", img);
   }
   int phases = extra_b ? 6 : 4;
+  std::mt19937 shuffle_rng(1);
   for (int round = 0; round < rounds; ++round) {
     std::fprintf(stderr, "round %d/%d (load %s)\n", round + 1, rounds, loadavg().c_str());
+    // A new random order each round (fixed seed): with a rotation each row always followed the
+    // same row (the runtime's body row the in-process loop), which biased it by several percent.
+    std::vector<int> order(static_cast<std::size_t>(phases));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), shuffle_rng);
     for (int k = 0; k < phases; ++k) {
-      switch ((round + k) % phases) {
+      switch (order[static_cast<std::size_t>(k)]) {
         case 0:
           bench_inprocess(net, img, per_round, direct_s);
           break;
