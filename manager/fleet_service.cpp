@@ -105,8 +105,7 @@ Result<std::unique_ptr<FleetService>> attach_fleet(HttpServer& server, const std
   ingest->register_routes(server);
   log::info("fleet database " + db_path.string() +
             (options.enrolled_only ? " (enrolled devices only)" : " (trust on first use)") +
-            (io.sessions ? ", report sessions of " + options.session_ttl
-                         : ", no report sessions"));
+            (io.sessions ? ", report sessions of " + options.session_ttl : ", no report sessions"));
   return std::unique_ptr<FleetService>(new Service(std::move(ingest), db_path, repo_dir, interval));
 }
 
