@@ -82,13 +82,15 @@ Result<std::pair<std::string, int>> parse_listen(const std::string& listen) {
   return std::make_pair(host, port);
 }
 
-// `mota serve`'s HTTP tuning (see ServerConfig). 64 workers: each keep-alive connection holds
-// one, and a report waits for its group commit, so workers mostly wait; more requests in flight
-// means bigger commits (bench/README.md, "Fleet").
+// `mota serve`'s HTTP tuning (see ServerConfig). Connections cost no thread (event loops, one
+// per core); reports wait for their group commit without holding a thread (route_async), so the
+// workers only run the blocking routes (session handshakes, which are CPU-bound).
 struct ServeTuning {
-  int threads = 64;
-  std::size_t keep_alive_max = 100;
-  int keep_alive_timeout_s = 5;
+  int io_threads = 0;
+  int threads = 8;
+  std::size_t max_connections = 20000;
+  std::size_t keep_alive_max = 1000;
+  int keep_alive_timeout_s = 30;
 };
 
 Status serve(const std::string& dir, const std::string& listen, const ServeTuning& tuning) {
@@ -102,7 +104,9 @@ Status serve(const std::string& dir, const std::string& listen, const ServeTunin
   config.host = host;
   config.port = port;
   config.static_root = root;
+  config.io_threads = tuning.io_threads;
   config.threads = tuning.threads;
+  config.max_connections = tuning.max_connections;
   config.keep_alive_max_count = tuning.keep_alive_max;
   config.keep_alive_timeout_s = tuning.keep_alive_timeout_s;
   auto server = make_http_server(config);
@@ -471,9 +475,18 @@ int cli_main(int argc, char** argv) {
   auto* srv = app.add_subcommand("serve", "serve DIR/repo over HTTP (Range supported)");
   srv->add_option("--listen", listen, "HOST:PORT (port 0: any free port)")->capture_default_str();
   ServeTuning tuning;
-  srv->add_option("--threads", tuning.threads, "HTTP worker threads (= connections served at once)")
+  srv->add_option("--io-threads", tuning.io_threads,
+                  "HTTP event-loop threads, serving every connection (0: one per core, at most 4)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  srv->add_option("--threads", tuning.threads,
+                  "worker threads for blocking requests (session handshakes, repository API)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
+  srv->add_option("--max-connections", tuning.max_connections,
+                  "open connections at once; beyond, new ones get 503")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   srv->add_option("--keep-alive-max", tuning.keep_alive_max, "requests per keep-alive connection")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));

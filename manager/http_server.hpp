@@ -1,9 +1,16 @@
 #pragma once
 // The repository's HTTP server (`mota serve`): API routes plus static files of the TUF repository.
-// Core code depends on this header only; the cpp-httplib backend lives in
-// manager/platform/httplib/ and is created with make_http_server().
+// Core code depends on this header only; the backend (manager/platform/epoll/, our own epoll
+// HTTP/1.1 server) is created with make_http_server().
 //
-// Static files (ServerConfig::static_root) are streamed from disk in 64 KiB pieces, never read
+// Connections are served by a few event-loop threads (ServerConfig::io_threads), not by a thread
+// each: a fleet's thousands of keep-alive connections cost a socket and a buffer apiece, and an
+// idle one costs nothing. Handlers registered with route() may block and run on a separate pool
+// of worker threads (ServerConfig::threads); handlers registered with route_async() run on the
+// event loop itself, must not block, and answer later through a Responder (the report ingest:
+// the request waits for its group commit without holding any thread).
+//
+// Static files (ServerConfig::static_root) are streamed from disk with sendfile(), never read
 // whole into memory (packages are GiB). GET and HEAD; a single byte range ("bytes=N-",
 // "bytes=N-M", "bytes=-N") gets 206 with Content-Range, an unsatisfiable one 416 with
 // "Content-Range: bytes */<size>"; multi-range requests get the whole file (200); a malformed
@@ -15,10 +22,15 @@
 // ("timestamp.json", and "snapshot.json"/"targets.json"/"root.json" when consistent snapshots are
 // off) is sent with "Cache-Control: no-store": TUF clients must always see the newest.
 //
+// HTTP/1.1 with keep-alive (HTTP/1.0 clients get keep-alive when they ask for it), pipelined
+// requests answered in order. Refused with a JSON {"error"} body and the connection closed:
+// a malformed request line or header (400), a request head over 64 KiB (431), a body with
+// Transfer-Encoding (411: send Content-Length), a body over max_body_bytes (413, before the
+// body is read, and a "100 Continue" only for bodies within the limit), a request that does not
+// arrive whole within request_timeout_s (408), more than max_connections open connections (503).
+//
 // Every request is logged through common/log.hpp at info level: method, path, status, body bytes
-// sent, duration. Request bodies over max_body_bytes are refused with 413 (before the body is
-// read when the client sends "Expect: 100-continue").
-
+// sent, duration.
 #include <cstddef>
 #include <filesystem>
 #include <functional>
@@ -52,21 +64,47 @@ struct HttpReply {
 // thread-safe. An exception escaping a handler becomes a 500 (and is logged), never a crash.
 using Handler = std::function<HttpReply(const HttpRequest&)>;
 
+// The answer of an asynchronous request (route_async). Call it once, from any thread, at any time
+// — also after the server stopped or the client went away: the reply is then dropped. Copies
+// share one answer; calls after the first are ignored. If every copy is destroyed without a call,
+// the client gets 500 (a handler that lost its request cannot hang a connection).
+class Responder {
+ public:
+  struct State;
+  explicit Responder(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  void operator()(HttpReply reply) const;
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+// Called on an event-loop thread: must not block (no disk, no locks held for long, no waiting for
+// other threads); hand slow work elsewhere and answer through the Responder. The request is the
+// handler's to keep (moved in). Exceptions escaping it become a 500, as for Handler.
+using AsyncHandler = std::function<void(HttpRequest&&, Responder)>;
+
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 0;                       // 0: pick a free port (start() returns it)
   std::filesystem::path static_root;  // served at "/" if non-empty; must be a directory
   std::size_t max_body_bytes = 16 << 20;
-  // Worker threads = connections served at once: httplib gives each connection a worker for
-  // its whole keep-alive life, so more connections than workers wait in a queue, and only
-  // `threads` requests can be in flight (for `mota serve`, the most reports one group commit can
-  // gather). Idle workers only wait in poll().
+  // Event-loop threads that read, parse and write every connection (and run async handlers and
+  // static downloads); 0: one per core, at most 4.
+  int io_threads = 0;
+  // Worker threads for route() handlers: how many blocking handlers run at once (requests
+  // beyond wait in a queue; their connections stay open and cost no thread).
   int threads = 8;
-  // Requests one keep-alive connection may carry before the server closes it (httplib's own
-  // default is 5, which makes every agent reconnect after 5 reports), and how long an idle
-  // keep-alive connection may hold its worker.
+  // Open connections; beyond, a new connection gets 503 and is closed.
+  std::size_t max_connections = 20000;
+  // Requests one keep-alive connection may carry before the server closes it, and how long an
+  // idle keep-alive connection stays open.
   std::size_t keep_alive_max_count = 100;
   int keep_alive_timeout_s = 5;
+  // How long a request may take to arrive whole (head and body) once its first byte came, and
+  // how long a reply may wait for the client to read it: slow clients are cut off (408, or
+  // closed), never hold anything but their own socket.
+  int request_timeout_s = 30;
+  int write_timeout_s = 60;  // devices on slow links with curl's rate limit may not read for long
 };
 
 class HttpServer {
@@ -78,6 +116,8 @@ class HttpServer {
   // ("/v1/devices/:id/events"). Routes win over static files; the first registered match wins.
   // Must be called before start() (routes are not guarded against concurrent readers).
   virtual void route(std::string method, std::string pattern, Handler handler) = 0;
+  // The same for a handler that answers later (see AsyncHandler).
+  virtual void route_async(std::string method, std::string pattern, AsyncHandler handler) = 0;
 
   // Binds and serves on background threads; returns the bound port. Errors: Errc::not_found if
   // static_root is set but is not a directory, Errc::io if the address cannot be bound,
@@ -85,8 +125,9 @@ class HttpServer {
   virtual Result<int> start() = 0;
 
   // Stops accepting connections, cuts off static downloads in progress, lets running handlers
-  // finish, and returns once every worker has stopped. Safe to call from any thread (not from a
-  // handler), more than once, or before start().
+  // finish (and sends their replies; async replies still missing after 5 s are dropped), closes
+  // every connection, and returns once every thread has stopped. Safe to call from any thread
+  // (not from a handler), more than once, or before start().
   virtual void stop() = 0;
 
   // Blocks until the server has stopped (via stop() from another thread). Returns at once if the

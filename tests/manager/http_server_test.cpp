@@ -261,6 +261,36 @@ TEST_F(HttpServerTest, HugeFileIsStreamedNotLoaded) {
   EXPECT_LT(after - before, 50 * 1024) << "RSS grew from " << before << " to " << after << " KiB";
 }
 
+// Clients that go away in the middle of a download (an agent that found the announced length
+// wrong, a device that lost its link) must not take the server with them: writing to their
+// socket raises SIGPIPE, whose default action ends the process.
+TEST_F(HttpServerTest, ClientsLeavingMidDownloadDoNotStopTheServer) {
+  {
+    std::ofstream f(root_ / "targets" / "big.bin", std::ios::binary);
+    f << std::string(32 << 20, 'b');
+  }
+  int port = start();
+  for (int i = 0; i < 20; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const std::string req = "GET /targets/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
+    char buf[4096];
+    ASSERT_GT(::recv(fd, buf, sizeof buf, 0), 0);  // the download has started
+    // Leave with unread data: the kernel answers the server's next segments with a reset
+    // (half the clients abort, half only stop reading first).
+    if (i % 2) ::shutdown(fd, SHUT_RD);
+    ::close(fd);
+  }
+  auto r = raw_request(port, "GET /targets/big.bin HTTP/1.1");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body.size(), std::size_t(32) << 20);
+}
+
 TEST_F(HttpServerTest, RoutesWithPathParamsQueryAndHead) {
   std::atomic<int> calls{0};
   routes_.emplace_back("GET", "/v1/devices/:id/events/:seq", [&](const HttpRequest& r) {

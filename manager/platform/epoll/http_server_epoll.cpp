@@ -1,0 +1,1319 @@
+// Our own HTTP/1.1 server behind manager/http_server.hpp: a few epoll event loops own every
+// connection, a small worker pool runs the blocking route() handlers.
+//
+// Why not a thread per connection (cpp-httplib, the previous backend): a fleet keeps thousands of
+// keep-alive connections open, and a report waits for its group commit; with a thread per
+// connection only `threads` of them were served at once and every report cost two thread
+// hand-offs. Here a report is parsed on the loop that read it, queued for the writer, and answered
+// by that loop when the writer completes it (route_async); no thread waits for it.
+//
+// Each loop: level-triggered epoll over its own connections, the listening socket (shared by all
+// loops, EPOLLEXCLUSIVE so one loop wakes per connection), and an eventfd through which replies
+// from other threads (Responder) arrive. A connection handles one request at a time; pipelined
+// requests wait in its buffer and are answered in order.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/log.hpp"
+#include "manager/http_server.hpp"
+
+namespace mota::manager {
+namespace {
+
+namespace stdfs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kMaxHead = 64 * 1024;      // request line + headers
+constexpr std::size_t kReadChunk = 64 * 1024;    // one read() into a connection's buffer
+constexpr std::size_t kSendfileChunk = 1 << 20;  // per sendfile(): other connections get a turn
+constexpr auto kLinger = std::chrono::seconds(2);
+constexpr auto kStopGrace = std::chrono::seconds(5);
+constexpr auto kTick = std::chrono::milliseconds(200);  // timeout checks
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string json_error(std::string_view message) {
+  // Messages here are fixed ASCII texts without quotes or backslashes.
+  return "{\"error\":\"" + std::string(message) + "\"}";
+}
+
+// Request paths are attacker-chosen: escape control characters so a "%0A" cannot forge
+// log lines.
+std::string printable(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f || c == '\\') {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// %XX decoding; malformed escapes stay as they are. In a query, '+' is a space.
+std::string percent_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      const int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+      if (hi >= 0 && lo >= 0) {
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+        continue;
+      }
+    }
+    out += plus_is_space && s[i] == '+' ? ' ' : s[i];
+  }
+  return out;
+}
+
+std::vector<std::string_view> split_path(std::string_view path) {
+  std::vector<std::string_view> out;
+  std::size_t i = 0;
+  while (i <= path.size()) {
+    std::size_t end = path.find('/', i);
+    if (end == std::string_view::npos) end = path.size();
+    out.push_back(path.substr(i, end - i));
+    i = end + 1;
+  }
+  return out;
+}
+
+// A route pattern split at '/': literal segments must match exactly, ":name" segments match
+// any non-empty segment. (Plain segment matching, not std::regex: no backtracking on long paths.)
+struct Route {
+  std::string method;
+  std::string pattern;  // owns the text the segments point into
+  std::vector<std::string_view> segments;
+  Handler handler;             // one of the two
+  AsyncHandler async_handler;  //
+
+  bool match(std::string_view path, std::map<std::string, std::string>& params) const {
+    auto parts = split_path(path);
+    if (parts.size() != segments.size()) return false;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      const auto& seg = segments[i];
+      if (!seg.empty() && seg.front() == ':') {
+        if (parts[i].empty()) return false;
+        params[std::string(seg.substr(1))] = std::string(parts[i]);
+      } else if (seg != parts[i]) {
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// A single byte range against `size`. nullopt: no usable Range (absent or several ranges): serve
+// the whole file. `malformed`: 416 without Content-Range (as nginx). `unsatisfiable`: 416 with it.
+struct ByteRange {
+  std::uint64_t first = 0;
+  std::uint64_t length = 0;
+  bool unsatisfiable = false;
+  bool malformed = false;
+};
+
+std::optional<ByteRange> parse_range(std::string_view header, std::uint64_t size) {
+  header = trim(header);
+  if (header.substr(0, 6) != "bytes=") return std::nullopt;
+  std::string_view spec = trim(header.substr(6));
+  if (spec.find(',') != std::string_view::npos) return std::nullopt;
+  std::size_t dash = spec.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  std::string_view a = trim(spec.substr(0, dash)), b = trim(spec.substr(dash + 1));
+  ByteRange r;
+  if (a.empty()) {  // suffix: the last N bytes
+    auto n = parse_u64(b);
+    if (!n) return std::nullopt;
+    if (*n == 0 || size == 0) return ByteRange{0, 0, true, false};
+    r.length = std::min(*n, size);
+    r.first = size - r.length;
+    return r;
+  }
+  auto first = parse_u64(a);
+  if (!first) return std::nullopt;
+  std::uint64_t last = size == 0 ? 0 : size - 1;
+  if (!b.empty()) {
+    auto l = parse_u64(b);
+    if (!l) return std::nullopt;
+    if (*l < *first) return ByteRange{0, 0, false, true};
+    last = std::min(*l, last);
+  }
+  if (*first >= size) return ByteRange{0, 0, true, false};
+  r.first = *first;
+  r.length = last - *first + 1;
+  return r;
+}
+
+// Unversioned TUF metadata ("timestamp.json", "snapshot.json", ...) changes in place; versioned
+// ("3.snapshot.json") and target files never do.
+bool is_unversioned_metadata(std::string_view name) {
+  if (name.size() <= 5 || name.substr(name.size() - 5) != ".json") return false;
+  std::string_view prefix = name.substr(0, name.find('.'));
+  bool versioned = !prefix.empty() && std::all_of(prefix.begin(), prefix.end(),
+                                                  [](char c) { return c >= '0' && c <= '9'; });
+  return !versioned;
+}
+
+// Only the request path decides what is served; anything suspicious is a plain 404.
+bool safe_relative_path(const std::string& path, std::string& rel) {
+  if (path.empty() || path.front() != '/') return false;
+  if (path.find('\0') != std::string::npos || path.find('\\') != std::string::npos) return false;
+  if (path.back() == '/') return false;  // a directory: no listings
+  rel.clear();
+  std::size_t i = 1;
+  while (i <= path.size()) {
+    std::size_t end = path.find('/', i);
+    if (end == std::string::npos) end = path.size();
+    std::string_view comp(path.data() + i, end - i);
+    if (!comp.empty()) {
+      if (comp.front() == '.') return false;  // ".", "..", dot-files (temp files)
+      if (!rel.empty()) rel += '/';
+      rel += comp;
+    }
+    i = end + 1;
+  }
+  return !rel.empty();
+}
+
+const char* reason(int status) {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 416:
+      return "Range Not Satisfiable";
+    case 422:
+      return "Unprocessable Content";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Status";
+  }
+}
+
+HttpReply error_reply(int status, std::string_view message) {
+  HttpReply r;
+  r.status = status;
+  r.body = json_error(message);
+  return r;
+}
+
+class EpollServer;
+struct Loop;
+
+// Where a loop's replies from other threads arrive. Shared with every Responder::State (weakly),
+// so a reply after the loop is gone is dropped instead of touching freed memory.
+struct Mailbox {
+  struct Item {
+    std::uint64_t conn;
+    HttpReply reply;
+  };
+  std::mutex mu;
+  std::vector<Item> items;
+  bool closed = false;
+  int efd = -1;
+  ~Mailbox() {
+    if (efd >= 0) ::close(efd);
+  }
+  void post(std::uint64_t conn, HttpReply reply) {
+    bool wake;
+    {
+      std::lock_guard lock(mu);
+      if (closed) return;
+      wake = items.empty();
+      items.push_back(Item{conn, std::move(reply)});
+    }
+    if (wake) {
+      std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(efd, &one, sizeof one);
+    }
+  }
+};
+
+}  // namespace
+
+struct Responder::State {
+  std::weak_ptr<Mailbox> mailbox;
+  std::uint64_t conn = 0;
+  std::atomic<bool> done{false};
+  State(std::weak_ptr<Mailbox> m, std::uint64_t c) : mailbox(std::move(m)), conn(c) {}
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+  ~State() {
+    if (!done.load()) deliver(error_reply(500, "internal error: the request was not answered"));
+  }
+  void deliver(HttpReply reply) {
+    if (auto m = mailbox.lock()) m->post(conn, std::move(reply));
+  }
+};
+
+void Responder::operator()(HttpReply reply) const {
+  if (!state_ || state_->done.exchange(true)) return;
+  state_->deliver(std::move(reply));
+}
+
+namespace {
+
+struct Conn {
+  std::uint64_t id = 0;
+  int fd = -1;
+  std::string remote;
+  std::string in;           // bytes read, not yet consumed by a request
+  std::size_t scanned = 0;  // bytes of `in` already searched for the end of the head
+  enum class State { reading, pending, writing, lingering } state = State::reading;
+  bool peer_eof = false;
+  bool dead = false;  // closed; freed at the end of the loop iteration (see close_conn)
+  bool sent_continue = false;
+  bool close_after = false;  // close once the current reply is written
+  std::size_t requests = 0;
+  std::uint32_t events = 0;  // current epoll interest
+  Clock::time_point deadline;
+  bool request_started = false;  // some bytes of the next request arrived
+  // The request being answered.
+  std::string method, path;
+  bool head_only = false;
+  bool http10 = false;
+  Clock::time_point started;
+  // The reply being written: `out` from `out_pos`, then `file_left` bytes of `file` from
+  // `file_off`.
+  std::string out;
+  std::size_t out_pos = 0;
+  int file = -1;
+  off_t file_off = 0;
+  std::uint64_t file_left = 0;
+  bool streaming_file = false;
+
+  ~Conn() {
+    if (file >= 0) ::close(file);
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+struct WorkerTask {
+  const Route* route;
+  HttpRequest request;
+  Responder responder;
+};
+
+class EpollServer;
+
+struct Loop {
+  EpollServer* server = nullptr;
+  int index = 0;
+  int ep = -1;
+  std::shared_ptr<Mailbox> mailbox = std::make_shared<Mailbox>();
+  std::unordered_map<std::uint64_t, std::unique_ptr<Conn>> conns;
+  // Closed connections, freed once the current event is handled: code deep in a call chain may
+  // close the connection its callers still refer to (they check Conn::dead).
+  std::vector<std::unique_ptr<Conn>> graveyard;
+  std::thread thread;
+  std::atomic<bool> stop_requested{false};
+  ~Loop() {
+    if (ep >= 0) ::close(ep);
+  }
+};
+
+class EpollServer final : public HttpServer {
+ public:
+  explicit EpollServer(ServerConfig config) : config_(std::move(config)) {}
+  ~EpollServer() override { stop(); }
+
+  void route(std::string method, std::string pattern, Handler handler) override {
+    auto r = make_route(std::move(method), std::move(pattern));
+    r->handler = std::move(handler);
+    routes_.push_back(std::move(r));
+  }
+
+  void route_async(std::string method, std::string pattern, AsyncHandler handler) override {
+    auto r = make_route(std::move(method), std::move(pattern));
+    r->async_handler = std::move(handler);
+    routes_.push_back(std::move(r));
+  }
+
+  Result<int> start() override {
+    if (started_) return fail(Errc::invalid_argument, "http server: already started");
+    if (!config_.static_root.empty()) {
+      std::error_code ec;
+      root_ = stdfs::canonical(config_.static_root, ec);
+      if (ec || !stdfs::is_directory(root_, ec)) {
+        return fail(Errc::not_found, "http server: static root " + config_.static_root.string() +
+                                         " is not a directory" +
+                                         (ec ? ": " + ec.message() : std::string()));
+      }
+    }
+    const int port = MOTA_TRY(listen_socket());
+    int n = config_.io_threads;
+    if (n <= 0) n = std::clamp(int(std::thread::hardware_concurrency()), 1, 4);
+    for (int i = 0; i < n; ++i) {
+      auto loop = std::make_unique<Loop>();
+      loop->server = this;
+      loop->index = i;
+      loop->ep = ::epoll_create1(EPOLL_CLOEXEC);
+      loop->mailbox->efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (loop->ep < 0 || loop->mailbox->efd < 0) {
+        return fail(Errc::io, std::string("http server: epoll/eventfd: ") + std::strerror(errno));
+      }
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = kMailboxTag;
+      ::epoll_ctl(loop->ep, EPOLL_CTL_ADD, loop->mailbox->efd, &ev);
+      ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+      ev.data.u64 = kListenTag;
+      if (::epoll_ctl(loop->ep, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) {
+        return fail(Errc::io, std::string("http server: epoll_ctl: ") + std::strerror(errno));
+      }
+      loops_.push_back(std::move(loop));
+    }
+    started_ = true;
+    for (int i = 0; i < std::max(1, config_.threads); ++i) {
+      workers_.emplace_back([this] { run_worker(); });
+    }
+    for (auto& loop : loops_) {
+      loop->thread = std::thread([this, l = loop.get()] { run_loop(*l); });
+    }
+    log::info("http server listening", {{"ADDRESS", config_.host + ":" + std::to_string(port)},
+                                        {"IO_THREADS", std::to_string(n)},
+                                        {"WORKERS", std::to_string(std::max(1, config_.threads))}});
+    return port;
+  }
+
+  void stop() override {
+    std::lock_guard stop_lock(stop_mutex_);
+    if (!started_ || stopped_) return;
+    // Workers first: running handlers finish and post their replies, queued ones get 503, while
+    // the loops still run to send them.
+    {
+      std::lock_guard lock(work_mu_);
+      stopping_workers_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& w : workers_) w.join();
+    for (auto& loop : loops_) {
+      loop->stop_requested = true;
+      std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(loop->mailbox->efd, &one, sizeof one);
+    }
+    for (auto& loop : loops_) {
+      if (loop->thread.joinable()) loop->thread.join();
+      std::lock_guard lock(loop->mailbox->mu);
+      loop->mailbox->closed = true;
+      loop->mailbox->items.clear();
+    }
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    listen_fd_ = -1;
+    std::lock_guard lock(done_mu_);
+    stopped_ = true;
+    done_cv_.notify_all();
+  }
+
+  void wait() override {
+    std::unique_lock lock(done_mu_);
+    if (!started_) return;
+    done_cv_.wait(lock, [this] { return stopped_; });
+  }
+
+ private:
+  static constexpr std::uint64_t kListenTag = ~std::uint64_t{0};
+  static constexpr std::uint64_t kMailboxTag = ~std::uint64_t{0} - 1;
+
+  static std::unique_ptr<Route> make_route(std::string method, std::string pattern) {
+    auto r = std::make_unique<Route>();
+    r->method = std::move(method);
+    r->pattern = std::move(pattern);
+    r->segments = split_path(r->pattern);
+    return r;
+  }
+
+  Result<int> listen_socket() {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    const std::string port_text = std::to_string(config_.port);
+    const std::string where = config_.host + ":" + port_text;
+    if (int rc = ::getaddrinfo(config_.host.c_str(), port_text.c_str(), &hints, &res); rc != 0) {
+      return fail(Errc::io, "http server: cannot listen on " + where + ": " + gai_strerror(rc));
+    }
+    std::string why = "no address";
+    int fd = -1;
+    for (addrinfo* ai = res; ai && fd < 0; ai = ai->ai_next) {
+      fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) continue;
+      // SO_REUSEADDR allows a quick restart; no SO_REUSEPORT, which would let a second
+      // `mota serve` bind the same port and silently split the traffic.
+      int one = 1;
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      // Replies go out in one write usually, but a static file's head and body are two: without
+      // TCP_NODELAY the second waits for the client's delayed ACK. Inherited by accepted sockets.
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, SOMAXCONN) != 0) {
+        why = std::strerror(errno);
+        ::close(fd);
+        fd = -1;
+      }
+    }
+    ::freeaddrinfo(res);
+    if (fd < 0) {
+      return fail(Errc::io, "http server: cannot listen on " + where + ": " + why +
+                                " (address in use, not local, or not permitted)");
+    }
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+    listen_fd_ = fd;
+    if (bound.ss_family == AF_INET6) {
+      return int(ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port));
+    }
+    return int(ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port));
+  }
+
+  // ---- worker pool (route() handlers) ----
+
+  void run_worker() {
+    ::pthread_setname_np(::pthread_self(), "mota-http-work");
+    while (true) {
+      std::unique_ptr<WorkerTask> task;
+      {
+        std::unique_lock lock(work_mu_);
+        work_cv_.wait(lock, [&] { return stopping_workers_ || !work_.empty(); });
+        if (work_.empty()) return;
+        task = std::move(work_.front());
+        work_.pop_front();
+        if (stopping_workers_) {
+          // Not started: the server is going away.
+          lock.unlock();
+          task->responder(error_reply(503, "server is stopping"));
+          continue;
+        }
+      }
+      task->responder(call(*task->route, task->request));
+    }
+  }
+
+  static HttpReply call(const Route& r, const HttpRequest& req) {
+    try {
+      return r.handler(req);
+    } catch (const std::exception& e) {
+      log::error("http handler failed", {{"PATH", printable(req.path)}, {"ERROR", e.what()}});
+    } catch (...) {
+      log::error("http handler failed",
+                 {{"PATH", printable(req.path)}, {"ERROR", "unknown exception"}});
+    }
+    return error_reply(500, "internal error");
+  }
+
+  // ---- event loop ----
+
+  void run_loop(Loop& loop) {
+    ::pthread_setname_np(::pthread_self(), "mota-http-io");
+    // sendfile() to a client that went away raises SIGPIPE (it has no MSG_NOSIGNAL); blocked
+    // on this thread it stays pending and harmless, without changing the process's handlers.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+    std::vector<epoll_event> events(256);
+    auto next_tick = Clock::now() + kTick;
+    std::optional<Clock::time_point> stop_deadline;
+    bool listening = true;
+    while (true) {
+      if (loop.stop_requested && !stop_deadline) {
+        stop_deadline = Clock::now() + kStopGrace;
+        if (listening) {
+          ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
+          listening = false;
+        }
+        begin_stop(loop);
+      }
+      if (stop_deadline && (loop.conns.empty() || Clock::now() >= *stop_deadline)) break;
+      const auto now = Clock::now();
+      const int wait_ms = int(std::max<long long>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now).count() + 1));
+      int n = ::epoll_wait(loop.ep, events.data(), int(events.size()), wait_ms);
+      if (n < 0 && errno != EINTR) {
+        log::error(std::string("http server: epoll_wait: ") + std::strerror(errno));
+        break;
+      }
+      for (int i = 0; i < n; ++i) {
+        const std::uint64_t tag = events[std::size_t(i)].data.u64;
+        if (tag == kListenTag) {
+          if (listening) accept_all(loop);
+        } else if (tag == kMailboxTag) {
+          drain_mailbox(loop);
+        } else {
+          auto it = loop.conns.find(tag);
+          if (it == loop.conns.end()) continue;
+          on_event(loop, *it->second, events[std::size_t(i)].events);
+        }
+      }
+      if (Clock::now() >= next_tick) {
+        expire(loop, Clock::now());
+        next_tick = Clock::now() + kTick;
+      }
+      loop.graveyard.clear();
+    }
+    loop.conns.clear();
+  }
+
+  // Stopping: idle connections go now, static downloads are cut off; requests being handled
+  // and replies being written get until the grace deadline.
+  void begin_stop(Loop& loop) {
+    std::vector<std::uint64_t> gone;
+    for (auto& [id, c] : loop.conns) {
+      if (c->state == Conn::State::reading || c->state == Conn::State::lingering ||
+          c->streaming_file) {
+        gone.push_back(id);
+      } else {
+        c->close_after = true;
+      }
+    }
+    for (auto id : gone) close_conn(loop, id);
+    loop.graveyard.clear();
+  }
+
+  void accept_all(Loop& loop) {
+    for (int i = 0; i < 64; ++i) {
+      sockaddr_storage addr{};
+      socklen_t len = sizeof addr;
+      int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          // EMFILE and friends: log, and let the next tick try again.
+          log::warn(std::string("http server: accept: ") + std::strerror(errno));
+        }
+        return;
+      }
+      if (open_conns_.fetch_add(1) >= config_.max_connections) {
+        open_conns_.fetch_sub(1);
+        const std::string busy = head_text(503, "application/json",
+                                           json_error("too many connections").size(), true, {}) +
+                                 json_error("too many connections");
+        [[maybe_unused]] auto n = ::send(fd, busy.data(), busy.size(), MSG_NOSIGNAL);
+        ::close(fd);
+        log::warn("http server: connection refused, too many open",
+                  {{"MAX_CONNECTIONS", std::to_string(config_.max_connections)}});
+        continue;
+      }
+      auto c = std::make_unique<Conn>();
+      c->id = next_conn_id_.fetch_add(1);
+      c->fd = fd;
+      c->remote = address_text(addr);
+      c->deadline = Clock::now() + keep_alive_timeout();
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = c->id;
+      c->events = EPOLLIN;
+      if (::epoll_ctl(loop.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        open_conns_.fetch_sub(1);
+        continue;  // ~Conn closes fd
+      }
+      loop.conns.emplace(c->id, std::move(c));
+    }
+  }
+
+  static std::string address_text(const sockaddr_storage& addr) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (addr.ss_family == AF_INET) {
+      ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&addr)->sin_addr, buf, sizeof buf);
+    } else if (addr.ss_family == AF_INET6) {
+      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_addr, buf,
+                  sizeof buf);
+    }
+    return buf;
+  }
+
+  std::chrono::seconds keep_alive_timeout() const {
+    return std::chrono::seconds(std::max(1, config_.keep_alive_timeout_s));
+  }
+
+  void close_conn(Loop& loop, std::uint64_t id) {
+    auto it = loop.conns.find(id);
+    if (it == loop.conns.end()) return;
+    Conn& c = *it->second;
+    ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, c.fd, nullptr);
+    ::close(c.fd);
+    c.fd = -1;
+    c.dead = true;
+    loop.graveyard.push_back(std::move(it->second));
+    loop.conns.erase(it);
+    open_conns_.fetch_sub(1);
+  }
+
+  void set_interest(Loop& loop, Conn& c, std::uint32_t want) {
+    if (c.events == want) return;
+    epoll_event ev{};
+    ev.events = want;
+    ev.data.u64 = c.id;
+    ::epoll_ctl(loop.ep, EPOLL_CTL_MOD, c.fd, &ev);
+    c.events = want;
+  }
+
+  void expire(Loop& loop, Clock::time_point now) {
+    std::vector<std::uint64_t> late;
+    for (auto& [id, c] : loop.conns) {
+      if (c->state != Conn::State::pending && now >= c->deadline) late.push_back(id);
+    }
+    for (auto id : late) {
+      auto it = loop.conns.find(id);
+      Conn& c = *it->second;
+      if (c.state == Conn::State::reading && c.request_started) {
+        // A request that did not arrive whole in time (slow or stalled client): 408, close.
+        c.method.clear();
+        c.path.clear();
+        c.started = now;
+        c.close_after = true;
+        start_reply(loop, c, error_reply(408, "request not received in time"));
+      } else {
+        close_conn(loop, id);  // idle keep-alive, stalled reader, or the end of a linger
+      }
+    }
+  }
+
+  void drain_mailbox(Loop& loop) {
+    std::uint64_t count;
+    [[maybe_unused]] auto n = ::read(loop.mailbox->efd, &count, sizeof count);
+    std::vector<Mailbox::Item> items;
+    {
+      std::lock_guard lock(loop.mailbox->mu);
+      items.swap(loop.mailbox->items);
+    }
+    for (auto& item : items) {
+      auto it = loop.conns.find(item.conn);
+      if (it == loop.conns.end()) continue;  // the client went away meanwhile
+      Conn& c = *it->second;
+      if (c.state != Conn::State::pending) continue;
+      start_reply(loop, c, std::move(item.reply));
+      if (!c.dead && c.state == Conn::State::reading) process(loop, c);
+    }
+  }
+
+  void on_event(Loop& loop, Conn& c, std::uint32_t ev) {
+    const std::uint64_t id = c.id;
+    if (ev & (EPOLLERR)) {
+      close_conn(loop, id);
+      return;
+    }
+    if (ev & (EPOLLIN | EPOLLHUP)) read_some(loop, c);
+    if (!c.dead && (ev & EPOLLOUT)) write_some(loop, c);
+    if (!c.dead && c.state == Conn::State::reading) process(loop, c);
+  }
+
+  // Reads what is there. False when the connection was closed.
+  bool read_some(Loop& loop, Conn& c) {
+    while (true) {
+      if (c.state == Conn::State::lingering) {
+        char sink[16384];
+        ssize_t n = ::read(c.fd, sink, sizeof sink);
+        if (n > 0) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+        close_conn(loop, c.id);
+        return false;
+      }
+      // Bounded buffering: while a request is handled, pipelined bytes wait in the socket
+      // beyond one head's worth.
+      if (c.state != Conn::State::reading && c.in.size() >= kMaxHead) {
+        update_interest(loop, c);
+        return true;
+      }
+      const std::size_t old = c.in.size();
+      c.in.resize(old + kReadChunk);
+      ssize_t n = ::read(c.fd, c.in.data() + old, kReadChunk);
+      if (n > 0) {
+        c.in.resize(old + std::size_t(n));
+        if (c.state == Conn::State::reading && !c.request_started) {
+          c.request_started = true;
+          c.deadline = Clock::now() + std::chrono::seconds(std::max(1, config_.request_timeout_s));
+        }
+        if (std::size_t(n) < kReadChunk) return true;
+        continue;
+      }
+      c.in.resize(old);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      // EOF or error. A client may half-close after its request and still wait for the answer.
+      if (n == 0 && c.state != Conn::State::reading) {
+        c.peer_eof = true;
+        c.close_after = true;
+        update_interest(loop, c);
+        return true;
+      }
+      if (n == 0 && c.state == Conn::State::reading && !c.in.empty()) {
+        c.peer_eof = true;
+        c.close_after = true;
+        update_interest(loop, c);
+        return true;  // what is buffered may still be a whole request
+      }
+      close_conn(loop, c.id);
+      return false;
+    }
+  }
+
+  void update_interest(Loop& loop, Conn& c) {
+    std::uint32_t want = 0;
+    if (c.state == Conn::State::writing) want |= EPOLLOUT;
+    if (!c.peer_eof && (c.state == Conn::State::reading || c.state == Conn::State::lingering ||
+                        c.in.size() < kMaxHead)) {
+      want |= EPOLLIN;
+    }
+    set_interest(loop, c, want);
+  }
+
+  // Parses and dispatches the buffered requests, one at a time.
+  void process(Loop& loop, Conn& c) {
+    while (!c.dead && c.state == Conn::State::reading) {
+      const std::size_t from = c.scanned >= 3 ? c.scanned - 3 : 0;
+      const std::size_t end = c.in.find("\r\n\r\n", from);
+      if (end == std::string::npos) {
+        c.scanned = c.in.size();
+        if (c.in.size() > kMaxHead) {
+          refuse(loop, c, 431, "request head over 64 KiB");
+        } else if (c.peer_eof) {
+          close_conn(loop, c.id);
+        }
+        return;
+      }
+      if (end + 4 > kMaxHead) {
+        refuse(loop, c, 431, "request head over 64 KiB");
+        return;
+      }
+      if (!parse_and_dispatch(loop, c, end)) return;
+    }
+  }
+
+  void refuse(Loop& loop, Conn& c, int status, std::string_view why) {
+    c.close_after = true;
+    c.started = Clock::now();
+    if (c.method.empty()) c.method = "-";
+    start_reply(loop, c, error_reply(status, why));
+  }
+
+  // Parses the head ending at `end` (the "\r\n\r\n"). False when the request cannot be
+  // dispatched yet (its body has not arrived) or was refused.
+  bool parse_and_dispatch(Loop& loop, Conn& c, std::size_t end) {
+    std::string_view head(c.in.data(), end);
+    HttpRequest req;
+    c.method.clear();
+    c.path.clear();
+    const std::size_t line_end = head.find("\r\n");
+    std::string_view line = head.substr(0, line_end);
+    const std::size_t sp1 = line.find(' ');
+    const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
+      refuse(loop, c, 400, "malformed request line");
+      return false;
+    }
+    std::string_view method = line.substr(0, sp1);
+    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    std::string_view version = line.substr(sp2 + 1);
+    const bool method_ok =
+        !method.empty() &&
+        std::all_of(method.begin(), method.end(), [](char ch) { return ch >= 'A' && ch <= 'Z'; });
+    if (!method_ok || target.empty() || target.front() != '/') {
+      refuse(loop, c, 400, "malformed request line");
+      return false;
+    }
+    if (version != "HTTP/1.1" && version != "HTTP/1.0") {
+      refuse(loop, c, 505, "HTTP version not supported (HTTP/1.1 or HTTP/1.0)");
+      return false;
+    }
+    c.http10 = version == "HTTP/1.0";
+    c.method = std::string(method);
+    req.method = c.method;
+    const std::size_t q = target.find('?');
+    req.path = percent_decode(target.substr(0, q), false);
+    c.path = req.path;
+    if (q != std::string_view::npos) {
+      std::string_view query = target.substr(q + 1);
+      while (!query.empty()) {
+        const std::size_t amp = query.find('&');
+        std::string_view pair = query.substr(0, amp);
+        if (!pair.empty()) {
+          const std::size_t eq = pair.find('=');
+          req.query.emplace(percent_decode(pair.substr(0, eq), true),
+                            eq == std::string_view::npos
+                                ? std::string()
+                                : percent_decode(pair.substr(eq + 1), true));
+        }
+        if (amp == std::string_view::npos) break;
+        query.remove_prefix(amp + 1);
+      }
+    }
+    std::optional<std::uint64_t> content_length;
+    bool chunked = false, expect_continue = false;
+    std::optional<bool> keep_alive;
+    std::size_t pos = line_end == std::string_view::npos ? head.size() : line_end + 2;
+    while (pos < head.size()) {
+      std::size_t eol = head.find("\r\n", pos);
+      if (eol == std::string_view::npos) eol = head.size();
+      std::string_view h = head.substr(pos, eol - pos);
+      pos = eol + 2;
+      const std::size_t colon = h.find(':');
+      if (colon == std::string_view::npos || colon == 0 || h.front() == ' ' || h.front() == '\t' ||
+          h.substr(0, colon).find_first_of(" \t") != std::string_view::npos) {
+        refuse(loop, c, 400, "malformed header line");
+        return false;
+      }
+      std::string name = lower(h.substr(0, colon));
+      std::string_view value = trim(h.substr(colon + 1));
+      if (name == "content-length") {
+        auto v = parse_u64(value);
+        if (!v || (content_length && *content_length != *v)) {
+          refuse(loop, c, 400, "malformed Content-Length");
+          return false;
+        }
+        content_length = v;
+      } else if (name == "transfer-encoding") {
+        chunked = true;
+      } else if (name == "expect") {
+        expect_continue = iequals(value, "100-continue");
+      } else if (name == "connection") {
+        if (value.find("close") != std::string_view::npos ||
+            value.find("Close") != std::string_view::npos) {
+          keep_alive = false;
+        } else if (iequals(value, "keep-alive")) {
+          keep_alive = true;
+        }
+      }
+      auto [it, inserted] = req.headers.emplace(std::move(name), std::string(value));
+      if (!inserted) {
+        it->second += ", ";
+        it->second += value;
+      }
+    }
+    c.started = Clock::now();
+    if (chunked) {
+      refuse(loop, c, 411, "Transfer-Encoding is not supported; send Content-Length");
+      return false;
+    }
+    const std::uint64_t body_len = content_length.value_or(0);
+    if (body_len > config_.max_body_bytes) {
+      refuse(loop, c, 413, "request body too large");
+      return false;
+    }
+    const std::size_t total = end + 4 + std::size_t(body_len);
+    if (c.in.size() < total) {
+      // The body is still coming.
+      if (expect_continue && c.in.size() == end + 4 && !c.sent_continue) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        [[maybe_unused]] auto n = ::send(c.fd, kContinue.data(), kContinue.size(), MSG_NOSIGNAL);
+        c.sent_continue = true;
+      }
+      c.scanned = end;  // find the same head again next time
+      if (c.peer_eof) close_conn(loop, c.id);
+      return false;
+    }
+    c.sent_continue = false;
+    req.body.assign(c.in, end + 4, std::size_t(body_len));
+    c.in.erase(0, total);
+    c.scanned = 0;
+    c.request_started = !c.in.empty();
+    ++c.requests;
+    const bool persistent = keep_alive.value_or(!c.http10);
+    if (!persistent || c.requests >= std::max<std::size_t>(1, config_.keep_alive_max_count)) {
+      c.close_after = true;
+    }
+    c.head_only = req.method == "HEAD";
+    req.remote_addr = c.remote;
+    dispatch(loop, c, std::move(req));
+    return true;
+  }
+
+  void dispatch(Loop& loop, Conn& c, HttpRequest&& req) {
+    const std::string method = req.method == "HEAD" ? "GET" : req.method;
+    for (const auto& r : routes_) {
+      if (r->method != method || !r->match(req.path, req.path_params)) {
+        req.path_params.clear();
+        continue;
+      }
+      c.state = Conn::State::pending;
+      update_interest(loop, c);
+      auto state = std::make_shared<Responder::State>(loop.mailbox, c.id);
+      Responder responder(state);
+      if (r->async_handler) {
+        try {
+          r->async_handler(std::move(req), responder);
+        } catch (const std::exception& e) {
+          log::error("http handler failed", {{"PATH", printable(c.path)}, {"ERROR", e.what()}});
+          responder(error_reply(500, "internal error"));
+        } catch (...) {
+          log::error("http handler failed",
+                     {{"PATH", printable(c.path)}, {"ERROR", "unknown exception"}});
+          responder(error_reply(500, "internal error"));
+        }
+      } else {
+        std::unique_lock lock(work_mu_);
+        if (stopping_workers_) {
+          lock.unlock();
+          responder(error_reply(503, "server is stopping"));
+          return;
+        }
+        work_.push_back(
+            std::make_unique<WorkerTask>(WorkerTask{r.get(), std::move(req), responder}));
+        lock.unlock();
+        work_cv_.notify_one();
+      }
+      return;
+    }
+    if (!root_.empty() && method == "GET") {
+      c.state = Conn::State::pending;
+      serve_static(loop, c, req);
+      return;
+    }
+    c.state = Conn::State::pending;
+    start_reply(loop, c, error_reply(404, "not found"));
+  }
+
+  static std::string head_text(int status, std::string_view type, std::uint64_t length, bool close,
+                               const std::map<std::string, std::string>& extra,
+                               bool http10 = false) {
+    std::string h;
+    h.reserve(160);
+    h += "HTTP/1.1 ";
+    h += std::to_string(status);
+    h += ' ';
+    h += reason(status);
+    h += "\r\nContent-Type: ";
+    h += type;
+    h += "\r\nContent-Length: ";
+    h += std::to_string(length);
+    h += "\r\n";
+    for (const auto& [k, v] : extra) {
+      h += k;
+      h += ": ";
+      h += v;
+      h += "\r\n";
+    }
+    if (close) {
+      h += "Connection: close\r\n";
+    } else if (http10) {
+      h += "Connection: keep-alive\r\n";
+    }
+    h += "\r\n";
+    return h;
+  }
+
+  void log_request(const Conn& c, int status, std::uint64_t bytes) {
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - c.started).count();
+    log::info("http", {{"METHOD", c.method.empty() ? std::string("-") : c.method},
+                       {"PATH", printable(c.path)},
+                       {"STATUS", std::to_string(status)},
+                       {"BYTES", std::to_string(c.head_only ? 0 : bytes)},
+                       {"DURATION_MS", std::to_string(ms)},
+                       {"REMOTE", c.remote}});
+  }
+
+  // Starts writing `reply` (a handler's, or the server's own refusal).
+  void start_reply(Loop& loop, Conn& c, HttpReply reply) {
+    if (loop.stop_requested) c.close_after = true;
+    log_request(c, reply.status, reply.body.size());
+    c.out = head_text(reply.status, reply.content_type, reply.body.size(), c.close_after,
+                      reply.headers, c.http10);
+    if (!c.head_only) c.out += reply.body;
+    c.out_pos = 0;
+    begin_write(loop, c);
+  }
+
+  // The caller goes on with process() if the reply went out whole (pipelined requests).
+  void begin_write(Loop& loop, Conn& c) {
+    c.state = Conn::State::writing;
+    c.deadline = Clock::now() + std::chrono::seconds(std::max(1, config_.write_timeout_s));
+    write_some(loop, c);
+  }
+
+  // Writes what the socket takes. False when the connection was closed.
+  bool write_some(Loop& loop, Conn& c) {
+    if (c.state != Conn::State::writing) return true;
+    while (c.out_pos < c.out.size()) {
+      ssize_t n = ::send(c.fd, c.out.data() + c.out_pos, c.out.size() - c.out_pos, MSG_NOSIGNAL);
+      if (n > 0) {
+        c.out_pos += std::size_t(n);
+        c.deadline = Clock::now() + std::chrono::seconds(std::max(1, config_.write_timeout_s));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        update_interest(loop, c);
+        return true;
+      }
+      close_conn(loop, c.id);
+      return false;
+    }
+    while (c.file_left > 0) {
+      const std::size_t want = std::size_t(std::min<std::uint64_t>(c.file_left, kSendfileChunk));
+      ssize_t n = ::sendfile(c.fd, c.file, &c.file_off, want);
+      if (n > 0) {
+        c.file_left -= std::uint64_t(n);
+        c.deadline = Clock::now() + std::chrono::seconds(std::max(1, config_.write_timeout_s));
+        if (std::size_t(n) == want && c.file_left > 0) {
+          // A full chunk: let the loop serve others before the next one.
+          update_interest(loop, c);
+          return true;
+        }
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        update_interest(loop, c);
+        return true;
+      }
+      // An error, or the file shrank under us (n == 0): the client sees a short body.
+      close_conn(loop, c.id);
+      return false;
+    }
+    // The reply is out.
+    c.out.clear();
+    c.out_pos = 0;
+    if (c.file >= 0) {
+      ::close(c.file);
+      c.file = -1;
+    }
+    c.streaming_file = false;
+    if (c.close_after) {
+      // Lingering close: stop sending, keep reading (and dropping) for a moment so a client
+      // still sending a refused body gets our answer instead of a reset.
+      ::shutdown(c.fd, SHUT_WR);
+      if (c.peer_eof) {
+        close_conn(loop, c.id);
+        return false;
+      }
+      c.state = Conn::State::lingering;
+      c.in.clear();
+      c.deadline = Clock::now() + kLinger;
+      update_interest(loop, c);
+      return true;
+    }
+    c.state = Conn::State::reading;
+    c.method.clear();
+    c.path.clear();
+    c.head_only = false;
+    if (c.in.empty()) {
+      c.request_started = false;
+      c.deadline = Clock::now() + keep_alive_timeout();
+    } else {
+      c.request_started = true;
+      c.deadline = Clock::now() + std::chrono::seconds(std::max(1, config_.request_timeout_s));
+    }
+    update_interest(loop, c);
+    return true;
+  }
+
+  void serve_static(Loop& loop, Conn& c, const HttpRequest& req) {
+    auto not_found = [&] { start_reply(loop, c, error_reply(404, "not found")); };
+    std::string rel;
+    if (!safe_relative_path(req.path, rel)) return not_found();
+    stdfs::path full = root_ / rel;
+    // O_NONBLOCK: opening a FIFO must not hang the loop; regular files ignore it.
+    int fd = ::open(full.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) return not_found();
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return not_found();
+    }
+    // Symlinks may point anywhere; what was actually opened must lie inside the root. Checking
+    // the open descriptor (not the path) leaves no window for a swapped link.
+    char target[PATH_MAX + 1];
+    const std::string fd_link = "/proc/self/fd/" + std::to_string(fd);
+    const ssize_t n = ::readlink(fd_link.c_str(), target, PATH_MAX);
+    const std::string& root = root_.native();
+    std::string_view resolved(target, n > 0 ? std::size_t(n) : 0);
+    const bool inside = n > 0 && resolved.size() > root.size() &&
+                        resolved.substr(0, root.size()) == root &&
+                        (root == "/" || resolved[root.size()] == '/');
+    if (!inside) {
+      ::close(fd);
+      if (n > 0) {
+        log::warn("http: refusing a file outside the static root", {{"PATH", printable(req.path)}});
+      }
+      return not_found();
+    }
+    const std::uint64_t size = std::uint64_t(st.st_size);
+    const std::string name = stdfs::path(rel).filename().string();
+    const bool json = name.size() > 5 && name.substr(name.size() - 5) == ".json";
+    const std::string type = json ? "application/json" : "application/octet-stream";
+    std::map<std::string, std::string> extra{{"Accept-Ranges", "bytes"}};
+    if (is_unversioned_metadata(name)) extra.emplace("Cache-Control", "no-store");
+
+    std::uint64_t first = 0, length = size;
+    int status = 200;
+    auto range_header = req.headers.find("range");
+    if (range_header != req.headers.end() && size > 0) {
+      if (auto r = parse_range(range_header->second, size)) {
+        if (r->unsatisfiable || r->malformed) {
+          ::close(fd);
+          HttpReply e = error_reply(416, "range not satisfiable");
+          e.headers = extra;
+          if (r->unsatisfiable) e.headers["Content-Range"] = "bytes */" + std::to_string(size);
+          return start_reply(loop, c, std::move(e));
+        }
+        first = r->first;
+        length = r->length;
+        status = 206;
+        extra["Content-Range"] = "bytes " + std::to_string(first) + "-" +
+                                 std::to_string(first + length - 1) + "/" + std::to_string(size);
+      }
+    }
+    if (loop.stop_requested) c.close_after = true;
+    log_request(c, status, length);
+    c.out = head_text(status, type, length, c.close_after, extra, c.http10);
+    c.out_pos = 0;
+    if (c.head_only || length == 0) {
+      ::close(fd);
+    } else {
+      c.file = fd;
+      c.file_off = off_t(first);
+      c.file_left = length;
+      c.streaming_file = true;
+    }
+    begin_write(loop, c);
+  }
+
+  ServerConfig config_;
+  stdfs::path root_;
+  std::vector<std::unique_ptr<Route>> routes_;  // stable addresses: segments view pattern
+  int listen_fd_ = -1;
+  std::vector<std::unique_ptr<Loop>> loops_;
+  std::atomic<std::uint64_t> next_conn_id_{1};
+  std::atomic<std::size_t> open_conns_{0};
+
+  std::mutex work_mu_;
+  std::condition_variable work_cv_;
+  std::deque<std::unique_ptr<WorkerTask>> work_;
+  bool stopping_workers_ = false;
+  std::vector<std::thread> workers_;
+
+  bool started_ = false;
+  std::mutex stop_mutex_;
+  std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<HttpServer> make_http_server(const ServerConfig& config) {
+  return std::make_unique<EpollServer>(config);
+}
+
+}  // namespace mota::manager
