@@ -45,7 +45,9 @@ struct Job {
   std::string device;
   std::string key;
   std::vector<Item> items;
-  std::promise<Outcome> done;
+  // Called once by the writer, after the job's transaction committed (or failed): answers the
+  // request (an HTTP Responder, or the promise of a synchronous handle()).
+  std::function<void(Outcome)> done;
 };
 
 HttpReply reply(int status, const std::string& error) {
@@ -133,7 +135,7 @@ struct Statements {
             "target = excluded.target, last_error = excluded.last_error, rolled_back_from = "
             "excluded.rolled_back_from, channel = excluded.channel, updated_at = "
             "excluded.updated_at")),
-        // A heartbeat that changes nothing but the time: an UPDATE of updated_at alone only
+        // An event that changes nothing but the time: an UPDATE of updated_at alone only
         // rewrites the one index holding it (installed_rollout), where the upsert rewrites
         // every index of the table and runs the installed_counts trigger's check.
         MOTA_TRY(db.prepare("UPDATE installed SET updated_at = ? WHERE device = ? AND model = ?")),
@@ -188,15 +190,27 @@ struct FleetIngest::Impl {
   }
 
   HttpReply handle(const HttpRequest& req);
+  void handle_async(HttpRequest&& req, Responder respond);
+  // The checks of a report before it is queued: a refusal, or the job to queue.
+  std::variant<HttpReply, std::unique_ptr<Job>> admit(const HttpRequest& req, bool& by_session);
+  // Queues `job` for the writer; a refusal (stopping, overloaded) if it cannot be.
+  std::optional<HttpReply> enqueue(const std::string& remote, std::unique_ptr<Job>& job);
+  // The reply to `device`'s report that the writer finished.
+  HttpReply finished(const std::string& remote, const std::string& device, Outcome out,
+                     bool by_session);
   HttpReply handle_session(const HttpRequest& req);
   // Counts, logs (`what`, e.g. "report refused") and answers a refusal.
   HttpReply refusal(const HttpRequest& req, const char* what, int status, const std::string& why,
+                    const std::string& device) {
+    return refusal(req.remote_addr, what, status, why, device);
+  }
+  HttpReply refusal(const std::string& remote, const char* what, int status, const std::string& why,
                     const std::string& device) {
     count_refused();
     log::warn(what, {{"DEVICE", device},
                      {"STATUS", std::to_string(status)},
                      {"ERROR", why},
-                     {"REMOTE", req.remote_addr}});
+                     {"REMOTE", remote}});
     return reply(status, why);
   }
   static std::string route_id(const HttpRequest& req) {
@@ -222,6 +236,7 @@ struct FleetIngest::Impl {
   struct ModelRow {
     DeviceModelRow row;
     bool dirty = false;
+    bool by_event = false;  // an event (not only the inventory of a heartbeat) touched it
     std::optional<DeviceModelRow> stored;  // as read, when the row exists
   };
   Result<ModelRow*> model_row(std::map<std::string, ModelRow>& rows, const std::string& device,
@@ -230,7 +245,8 @@ struct FleetIngest::Impl {
   static void apply_inventory(DeviceModelRow& row, const ModelReport& m);
 };
 
-HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
+std::variant<HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(const HttpRequest& req,
+                                                                       bool& by_session) {
   auto refuse = [&](int status, const std::string& why, const std::string& device) {
     return refusal(req, "report refused", status, why, device);
   };
@@ -276,24 +292,28 @@ HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
   job->key = std::move(key);
   job->items = std::move(report->items);
 
-  const bool by_session = !session_id.empty();
-  auto future = job->done.get_future();
+  by_session = !session_id.empty();
+  return job;
+}
+
+std::optional<HttpReply> FleetIngest::Impl::enqueue(const std::string& remote,
+                                                    std::unique_ptr<Job>& job) {
   {
     std::lock_guard lock(mu);
-    if (stopping) return refuse(503, "server is stopping; report again later", id);
-    if (queue.size() >= options.max_queued_requests) {
-      return refuse(503, "server is overloaded; report again later", id);
-    }
+    const char* why = stopping ? "server is stopping; report again later"
+                      : queue.size() >= options.max_queued_requests
+                          ? "server is overloaded; report again later"
+                          : nullptr;
+    if (why) return refusal(remote, "report refused", 503, why, job->device);
     queue.push_back(std::move(job));
   }
   cv.notify_one();
-  if (future.wait_for(options.reply_timeout) != std::future_status::ready) {
-    // The writer still owns the job and will finish it; the agent sends the batch again and
-    // deduplication makes that harmless.
-    return refuse(503, "report not committed in time; report again later", id);
-  }
-  Outcome out = future.get();
-  if (out.status != 200) return refuse(out.status, out.body, id);
+  return std::nullopt;
+}
+
+HttpReply FleetIngest::Impl::finished(const std::string& remote, const std::string& device,
+                                      Outcome out, bool by_session) {
+  if (out.status != 200) return refusal(remote, "report refused", out.status, out.body, device);
   {
     std::lock_guard lock(stats_mu);
     ++stats.requests_accepted;
@@ -302,6 +322,37 @@ HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
   HttpReply r;
   r.body = std::move(out.body);
   return r;
+}
+
+HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
+  bool by_session = false;
+  auto admitted = admit(req, by_session);
+  if (auto* refused = std::get_if<HttpReply>(&admitted)) return std::move(*refused);
+  auto job = std::move(std::get<std::unique_ptr<Job>>(admitted));
+  const std::string id = job->device;
+  auto promise = std::make_shared<std::promise<Outcome>>();
+  auto future = promise->get_future();
+  job->done = [promise](Outcome out) { promise->set_value(std::move(out)); };
+  if (auto refused = enqueue(req.remote_addr, job)) return std::move(*refused);
+  if (future.wait_for(options.reply_timeout) != std::future_status::ready) {
+    // The writer still owns the job and will finish it; the agent sends the batch again and
+    // deduplication makes that harmless.
+    return refusal(req, "report refused", 503, "report not committed in time; report again later",
+                   id);
+  }
+  return finished(req.remote_addr, id, future.get(), by_session);
+}
+
+// The same checks on the event loop; the writer answers through `respond` once the batch is
+// committed, so no thread waits for it (manager/http_server.hpp, route_async).
+void FleetIngest::Impl::handle_async(HttpRequest&& req, Responder respond) {
+  bool by_session = false;
+  auto admitted = admit(req, by_session);
+  if (auto* refused = std::get_if<HttpReply>(&admitted)) return respond(std::move(*refused));
+  auto job = std::move(std::get<std::unique_ptr<Job>>(admitted));
+  job->done = [this, remote = req.remote_addr, device = job->device, respond, by_session](
+                  Outcome out) { respond(finished(remote, device, std::move(out), by_session)); };
+  if (auto refused = enqueue(req.remote_addr, job)) respond(std::move(*refused));
 }
 
 std::variant<std::string, Outcome> FleetIngest::Impl::check_signed(const HttpRequest& req,
@@ -457,7 +508,7 @@ void FleetIngest::Impl::write_batch(std::vector<std::unique_ptr<Job>>& jobs) {
   if (!st) {
     log::error("fleet database: batch not stored", {{"ERROR", st.error().message()}});
     for (auto& job : jobs) {
-      job->done.set_value(Outcome{503, "fleet database: " + st.error().message()});
+      job->done(Outcome{503, "fleet database: " + st.error().message()});
     }
     return;
   }
@@ -467,7 +518,7 @@ void FleetIngest::Impl::write_batch(std::vector<std::unique_ptr<Job>>& jobs) {
     stats.items_duplicate += dups;
     ++stats.commits;
   }
-  for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i]->done.set_value(std::move(*outcomes[i]));
+  for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i]->done(std::move(*outcomes[i]));
 }
 
 Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64_t& stored,
@@ -521,6 +572,7 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
       ModelRow* r = MOTA_TRY(model_row(rows, job.device, item.model));
       apply_event(r->row, item);
       r->dirty = true;
+      r->by_event = true;
     } else {
       if (item.agent_version) agent_version = item.agent_version;
       if (item.arch) arch = item.arch;
@@ -536,6 +588,11 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
     if (!r.dirty) continue;
     const DeviceModelRow& row = r.row;
     if (r.stored && same_state(*r.stored, row)) {
+      // updated_at is when the device last reported something about this model: an event
+      // (an install that failed again the same way is news for a rollout's counts), or a
+      // change. A heartbeat that repeats the row writes nothing: no pages of the table or its
+      // indexes dirtied (devices.last_seen says the device is alive).
+      if (!r.by_event) continue;
       auto& touch = sql->touch_installed;
       MOTA_TRY(touch.reset());
       MOTA_TRY(touch.bind_all(now, job.device, model));
@@ -740,6 +797,15 @@ HttpReply FleetIngest::handle(const HttpRequest& req) {
   }
 }
 
+void FleetIngest::handle_async(HttpRequest&& req, Responder respond) {
+  try {
+    impl_->handle_async(std::move(req), respond);
+  } catch (const std::exception& e) {
+    log::error("report handler failed", {{"ERROR", e.what()}});
+    respond(reply(500, "internal error"));  // ignored if the writer answered already
+  }
+}
+
 IngestStats FleetIngest::stats() const {
   std::lock_guard lock(impl_->stats_mu);
   return impl_->stats;
@@ -756,8 +822,9 @@ HttpReply FleetIngest::handle_session(const HttpRequest& req) {
 }
 
 void FleetIngest::register_routes(HttpServer& server) {
-  server.route("POST", "/v1/devices/:id/events",
-               [this](const HttpRequest& req) { return handle(req); });
+  server.route_async("POST", "/v1/devices/:id/events", [this](HttpRequest&& req, Responder r) {
+    handle_async(std::move(req), std::move(r));
+  });
   if (impl_->sessions) {
     server.route("POST", "/v1/devices/:id/session",
                  [this](const HttpRequest& req) { return handle_session(req); });

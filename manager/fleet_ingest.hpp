@@ -81,7 +81,13 @@ class FleetIngest {
   FleetIngest& operator=(const FleetIngest&) = delete;
 
   // The route handler (see the contract above). `req.path_params["id"]` is the route's device id.
+  // Blocks until the report is committed (at most IngestOptions::reply_timeout, then 503).
   HttpReply handle(const HttpRequest& req);
+  // The same without blocking (what `mota serve` registers, route_async): the checks run on the
+  // calling thread, and `respond` is called by the writer thread once the report is committed —
+  // there is no reply timeout then: the agent's own HTTP timeout and resend (deduplicated) cover
+  // a stuck database.
+  void handle_async(HttpRequest&& req, Responder respond);
 
   IngestStats stats() const;
 

@@ -175,9 +175,11 @@ TEST_F(FleetBatching, PartialReplayAppliesOnlyTheNewItems) {
   EXPECT_EQ(ingest_->stats().items_duplicate, 3u);
 }
 
-// A heartbeat that changes nothing but the time only moves updated_at (the writer's cheap path);
-// one that changes the version goes through the full write (counts and rollback moved).
-TEST_F(FleetBatching, UnchangedHeartbeatOnlyMovesUpdatedAt) {
+// A heartbeat that repeats the installed row writes nothing (updated_at stays: it is the time of
+// the model's last event or change; devices.last_seen moves); an event that leaves the row as it
+// was moves only updated_at; a heartbeat that changes the version goes through the full write
+// (counts and rollback moved).
+TEST_F(FleetBatching, UnchangedHeartbeatWritesNothingEventsMoveUpdatedAt) {
   std::atomic<int> offset{0};
   ingest_.reset();
   IngestOptions options;
@@ -205,11 +207,16 @@ TEST_F(FleetBatching, UnchangedHeartbeatOnlyMovesUpdatedAt) {
       200);
   const std::int64_t first = updated_at();
   const std::string row = state_of("d");
+  auto last_seen = [&] {
+    return std::stoll(query("SELECT last_seen FROM devices WHERE id = 'd'"));
+  };
+  const std::int64_t seen = last_seen();
   offset = 100;
   ASSERT_EQ(
       post("d", Json::array({heartbeat(2, Json::array({model("detector", "2.0.0")}))})).status,
       200);
-  EXPECT_NEAR(double(updated_at() - first), 100.0, 2.0);
+  EXPECT_EQ(updated_at(), first);
+  EXPECT_NEAR(double(last_seen() - seen), 100.0, 2.0);
   const std::string after = state_of("d");
   // Same installed row: the part of state_of() between the device and the events.
   auto installed = [](const std::string& s) {
@@ -219,9 +226,14 @@ TEST_F(FleetBatching, UnchangedHeartbeatOnlyMovesUpdatedAt) {
   EXPECT_EQ(installed(row), installed(after));
   EXPECT_EQ(installed(row), "detector|2.0.0|a|1|ok|||||\n");
   EXPECT_EQ(query("SELECT model, version, devices FROM installed_counts"), "detector|2.0.0|1|\n");
+  offset = 150;
+  ASSERT_EQ(post("d", Json::array({event(3, "detector", "downloading", "2.0.0", "2.1.0")})).status,
+            200);
+  EXPECT_NEAR(double(updated_at() - first), 150.0, 2.0);
+  EXPECT_EQ(installed(state_of("d")), installed(row));
   offset = 200;
   ASSERT_EQ(
-      post("d", Json::array({heartbeat(3, Json::array({model("detector", "1.0.0")}))})).status,
+      post("d", Json::array({heartbeat(4, Json::array({model("detector", "1.0.0")}))})).status,
       200);
   EXPECT_NEAR(double(updated_at() - first), 200.0, 2.0);
   EXPECT_EQ(query("SELECT model, version, devices FROM installed_counts"), "detector|1.0.0|1|\n");
