@@ -63,7 +63,7 @@ struct Options {
   int devices = 10000;
   int batches = 3;       // batches per device
   int items = 20;        // items per batch
-  int connections = 32;  // sender threads = keep-alive connections (serve: 64 workers)
+  int connections = 32;  // sender threads = keep-alive connections
   // "session": each device opens a report session first (agent/session.hpp; not timed, measured
   // on its own) and MACs its reports, as the agent does; "signature": every report is signed.
   std::string auth = "session";

@@ -480,7 +480,7 @@ int cli_main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
   srv->add_option("--threads", tuning.threads,
-                  "worker threads for blocking requests (session handshakes, repository API)")
+                  "worker threads for blocking requests (report session handshakes)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
   srv->add_option("--max-connections", tuning.max_connections,
