@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <condition_variable>
 #include <deque>
@@ -156,6 +157,9 @@ struct FleetIngest::Impl {
   IngestOptions options;
   storage::Database db;
   std::optional<Statements> sql;  // after db: destroyed first; prepared by the writer
+  // UPDATEs of an existing installed row that set only the columns that changed (the index is
+  // the bit mask of update_changed()), prepared on first use by the writer.
+  std::array<std::optional<storage::Statement>, 256> update_installed;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -241,6 +245,8 @@ struct FleetIngest::Impl {
   };
   Result<ModelRow*> model_row(std::map<std::string, ModelRow>& rows, const std::string& device,
                               const std::string& model);
+  Status update_changed(const DeviceModelRow& old, const DeviceModelRow& row,
+                        const std::string& device, const std::string& model, std::int64_t now);
   static void apply_event(DeviceModelRow& row, const Item& item);
   static void apply_inventory(DeviceModelRow& row, const ModelReport& m);
 };
@@ -599,6 +605,10 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
       MOTA_TRY(touch.run());
       continue;
     }
+    if (r.stored) {
+      MOTA_TRY(update_changed(*r.stored, row, job.device, model, now));
+      continue;
+    }
     MOTA_TRY(up.reset());
     MOTA_TRY(up.bind_all(job.device, model, row.version, row.slot, row.committed, row.state,
                          row.target, row.last_error, row.rolled_back_from, row.channel, now));
@@ -611,6 +621,53 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
     MOTA_TRY(seen.run());
   }
   return Outcome{200, Json{{"acked", last}}.dump()};
+}
+
+// An existing row whose state changed: only the changed columns are set, so only the indexes
+// holding them are rewritten (installed has four; a failure flips state and last_error, which
+// two of them hold, where the upsert rewrote all four and looked for a conflict first).
+Status FleetIngest::Impl::update_changed(const DeviceModelRow& old, const DeviceModelRow& row,
+                                         const std::string& device, const std::string& model,
+                                         std::int64_t now) {
+  static constexpr const char* kColumns[] = {
+      "version", "slot",       "committed",        "state",
+      "target",  "last_error", "rolled_back_from", "channel"};
+  const bool changed[] = {row.version != old.version,
+                          row.slot != old.slot,
+                          row.committed != old.committed,
+                          row.state != old.state,
+                          row.target != old.target,
+                          row.last_error != old.last_error,
+                          row.rolled_back_from != old.rolled_back_from,
+                          row.channel != old.channel};
+  unsigned mask = 0;
+  for (unsigned i = 0; i < 8; ++i) mask |= changed[i] ? 1u << i : 0u;
+  auto& st = update_installed[mask];
+  if (!st) {
+    std::string sql = "UPDATE installed SET ";
+    for (unsigned i = 0; i < 8; ++i) {
+      if (changed[i]) sql += std::string(kColumns[i]) + " = ?, ";
+    }
+    sql += "updated_at = ? WHERE device = ? AND model = ?";
+    st = MOTA_TRY(db.prepare(sql));
+  }
+  MOTA_TRY(st->reset());
+  int i = 1;
+  const std::string* texts[] = {
+      &row.version,          &row.slot,   nullptr, &row.state, &row.target, &row.last_error,
+      &row.rolled_back_from, &row.channel};
+  for (unsigned c = 0; c < 8; ++c) {
+    if (!changed[c]) continue;
+    if (texts[c]) {
+      MOTA_TRY(st->bind(i++, *texts[c]));
+    } else {
+      MOTA_TRY(st->bind(i++, std::int64_t(row.committed ? 1 : 0)));
+    }
+  }
+  MOTA_TRY(st->bind(i++, now));
+  MOTA_TRY(st->bind(i++, device));
+  MOTA_TRY(st->bind(i++, model));
+  return st->run();
 }
 
 Result<FleetIngest::Impl::ModelRow*> FleetIngest::Impl::model_row(

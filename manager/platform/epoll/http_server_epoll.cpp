@@ -325,11 +325,17 @@ struct Mailbox {
     std::uint64_t conn;
     HttpReply reply;
   };
+  struct NewConn {
+    int fd;
+    std::string remote;
+  };
   std::mutex mu;
   std::vector<Item> items;
+  std::vector<NewConn> adopt;  // accepted by another loop, handed to this one
   bool closed = false;
   int efd = -1;
   ~Mailbox() {
+    for (auto& c : adopt) ::close(c.fd);
     if (efd >= 0) ::close(efd);
   }
   void post(std::uint64_t conn, HttpReply reply) {
@@ -337,13 +343,27 @@ struct Mailbox {
     {
       std::lock_guard lock(mu);
       if (closed) return;
-      wake = items.empty();
+      wake = items.empty() && adopt.empty();
       items.push_back(Item{conn, std::move(reply)});
     }
-    if (wake) {
-      std::uint64_t one = 1;
-      [[maybe_unused]] auto n = ::write(efd, &one, sizeof one);
+    if (wake) notify();
+  }
+  void post(NewConn c) {
+    bool wake;
+    {
+      std::lock_guard lock(mu);
+      if (closed) {
+        ::close(c.fd);
+        return;
+      }
+      wake = items.empty() && adopt.empty();
+      adopt.push_back(std::move(c));
     }
+    if (wake) notify();
+  }
+  void notify() {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(efd, &one, sizeof one);
   }
 };
 
@@ -425,6 +445,9 @@ struct Loop {
   std::vector<std::unique_ptr<Conn>> graveyard;
   std::thread thread;
   std::atomic<bool> stop_requested{false};
+  // Connections this loop owns or is being handed: new connections go to the least busy loop.
+  std::atomic<std::size_t> active{0};
+  bool accept_paused = false;  // out of file descriptors: the listening socket is off until a tick
   ~Loop() {
     if (ep >= 0) ::close(ep);
   }
@@ -638,7 +661,7 @@ class EpollServer final : public HttpServer {
       if (loop.stop_requested && !stop_deadline) {
         stop_deadline = Clock::now() + kStopGrace;
         if (listening) {
-          ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
+          if (!loop.accept_paused) ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
           listening = false;
         }
         begin_stop(loop);
@@ -665,6 +688,13 @@ class EpollServer final : public HttpServer {
         }
       }
       if (Clock::now() >= next_tick) {
+        if (loop.accept_paused && listening) {
+          epoll_event ev{};
+          ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+          ev.data.u64 = kListenTag;
+          ::epoll_ctl(loop.ep, EPOLL_CTL_ADD, listen_fd_, &ev);
+          loop.accept_paused = false;
+        }
         expire(loop, Clock::now());
         next_tick = Clock::now() + kTick;
       }
@@ -689,6 +719,8 @@ class EpollServer final : public HttpServer {
     loop.graveyard.clear();
   }
 
+  // Accepts what is pending and spreads it over the loops (EPOLLEXCLUSIVE wakes one loop, which
+  // would otherwise keep every connection of a burst to itself).
   void accept_all(Loop& loop) {
     for (int i = 0; i < 64; ++i) {
       sockaddr_storage addr{};
@@ -698,8 +730,12 @@ class EpollServer final : public HttpServer {
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
-          // EMFILE and friends: log, and let the next tick try again.
-          log::warn(std::string("http server: accept: ") + std::strerror(errno));
+          // EMFILE and friends: the pending connection stays in the backlog and the socket stays
+          // readable; stop listening on this loop until the next tick instead of spinning.
+          log::warn(std::string("http server: accept: ") + std::strerror(errno) +
+                    "; accepting again in " + std::to_string(kTick.count()) + " ms");
+          ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
+          loop.accept_paused = true;
         }
         return;
       }
@@ -714,21 +750,35 @@ class EpollServer final : public HttpServer {
                   {{"MAX_CONNECTIONS", std::to_string(config_.max_connections)}});
         continue;
       }
-      auto c = std::make_unique<Conn>();
-      c->id = next_conn_id_.fetch_add(1);
-      c->fd = fd;
-      c->remote = address_text(addr);
-      c->deadline = Clock::now() + keep_alive_timeout();
-      epoll_event ev{};
-      ev.events = EPOLLIN;
-      ev.data.u64 = c->id;
-      c->events = EPOLLIN;
-      if (::epoll_ctl(loop.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        open_conns_.fetch_sub(1);
-        continue;  // ~Conn closes fd
+      Loop* target = &loop;
+      for (auto& l : loops_) {
+        if (l->active.load() < target->active.load()) target = l.get();
       }
-      loop.conns.emplace(c->id, std::move(c));
+      target->active.fetch_add(1);
+      if (target == &loop) {
+        add_conn(loop, fd, address_text(addr));
+      } else {
+        target->mailbox->post(Mailbox::NewConn{fd, address_text(addr)});
+      }
     }
+  }
+
+  void add_conn(Loop& loop, int fd, std::string remote) {
+    auto c = std::make_unique<Conn>();
+    c->id = next_conn_id_.fetch_add(1);
+    c->fd = fd;
+    c->remote = std::move(remote);
+    c->deadline = Clock::now() + keep_alive_timeout();
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = c->id;
+    c->events = EPOLLIN;
+    if (::epoll_ctl(loop.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      open_conns_.fetch_sub(1);
+      loop.active.fetch_sub(1);
+      return;  // ~Conn closes fd
+    }
+    loop.conns.emplace(c->id, std::move(c));
   }
 
   static std::string address_text(const sockaddr_storage& addr) {
@@ -757,6 +807,7 @@ class EpollServer final : public HttpServer {
     loop.graveyard.push_back(std::move(it->second));
     loop.conns.erase(it);
     open_conns_.fetch_sub(1);
+    loop.active.fetch_sub(1);
   }
 
   void set_interest(Loop& loop, Conn& c, std::uint32_t want) {
@@ -793,9 +844,20 @@ class EpollServer final : public HttpServer {
     std::uint64_t count;
     [[maybe_unused]] auto n = ::read(loop.mailbox->efd, &count, sizeof count);
     std::vector<Mailbox::Item> items;
+    std::vector<Mailbox::NewConn> adopt;
     {
       std::lock_guard lock(loop.mailbox->mu);
       items.swap(loop.mailbox->items);
+      adopt.swap(loop.mailbox->adopt);
+    }
+    for (auto& c : adopt) {
+      if (loop.stop_requested) {
+        ::close(c.fd);
+        open_conns_.fetch_sub(1);
+        loop.active.fetch_sub(1);
+      } else {
+        add_conn(loop, c.fd, std::move(c.remote));
+      }
     }
     for (auto& item : items) {
       auto it = loop.conns.find(item.conn);
