@@ -1255,7 +1255,7 @@ class EpollServer final : public HttpServer {
       // Lingering close: stop sending, keep reading (and dropping) for a moment so a client
       // still sending a refused body gets our answer instead of a reset.
       ::shutdown(c.fd, SHUT_WR);
-      if (c.peer_eof) {
+      if (c.peer_eof || loop.stop_requested) {  // nothing to wait for, or no time to
         close_conn(loop, c.id);
         return false;
       }
