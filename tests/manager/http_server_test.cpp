@@ -4,8 +4,10 @@
 #include "manager/http_server.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -289,6 +291,65 @@ TEST_F(HttpServerTest, ClientsLeavingMidDownloadDoNotStopTheServer) {
   auto r = raw_request(port, "GET /targets/big.bin HTTP/1.1");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body.size(), std::size_t(32) << 20);
+}
+
+// Out of file descriptors (EMFILE): a connection the server cannot accept stays in the backlog
+// and the server does not spin on its still-readable listening socket; once descriptors are free
+// again it is accepted and served.
+TEST_F(HttpServerTest, OutOfDescriptorsPausesAcceptingAndRecovers) {
+  ServerConfig cfg;
+  cfg.io_threads = 1;
+  const int port = start(cfg);
+  std::vector<int> clients;
+  for (int i = 0; i < 4; ++i) clients.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int highest = 0;
+  for (const auto& e : stdfs::directory_iterator("/proc/self/fd")) {
+    highest = std::max(highest, std::stoi(e.path().filename().string()));
+  }
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = rlim_t(highest) + 1;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> fillers;  // the free numbers below the limit: no descriptor left for accept()
+  for (int f; (f = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(f);
+  ASSERT_EQ(errno, EMFILE);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const std::string req = "GET /targets/model.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  for (int fd : clients) {
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
+    timeval tv{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  auto cpu_s = [] {
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  };
+  const double cpu0 = cpu_s();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const double busy = cpu_s() - cpu0;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  for (int f : fillers) ::close(f);
+  EXPECT_LT(busy, 0.5) << "the server spun on the listening socket while out of descriptors";
+  for (int fd : clients) {
+    std::string got;
+    char buf[4096];
+    ssize_t n;
+    while (got.find("\r\n\r\n") == std::string::npos || got.size() < data_.size()) {
+      n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, std::size_t(n));
+    }
+    EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 200") << got.substr(0, 200);
+    EXPECT_NE(got.find(data_), std::string::npos);
+    ::close(fd);
+  }
 }
 
 TEST_F(HttpServerTest, RoutesWithPathParamsQueryAndHead) {
