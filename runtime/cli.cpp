@@ -13,6 +13,7 @@
 #include "runtime/config.hpp"
 #include "runtime/probe.hpp"
 #include "runtime/server.hpp"
+#include "runtime/startup.hpp"
 #include "runtime/store.hpp"
 
 namespace mota::runtime {
@@ -38,6 +39,7 @@ struct ServeFlags {
   std::string socket, tcp, log_level;
   int pool_size = 0, engine_threads = -1;
   std::vector<std::string> models;
+  std::string agent_state_dir;
 };
 
 int serve(const ServeFlags& f) {
@@ -64,13 +66,9 @@ int serve(const ServeFlags& f) {
   log::set_level(c.log_level);
   init_engines(c.engine_threads);
 
+  if (!f.agent_state_dir.empty()) c.agent_state_dir = std::filesystem::absolute(f.agent_state_dir);
   ModelStore store(c.store);
-  for (const auto& m : c.models) {
-    // A model that does not load is logged and skipped: the runtime still starts, so the agent
-    // can reach it, see what is missing in /v1/health and load a good slot.
-    auto r = store.load(m.name, m.slot);
-    if (!r) log::error("startup load failed", {{"MODEL", m.name}, {"REASON", r.error().message()}});
-  }
+  (void)load_startup_models(store, c);  // each outcome is logged there
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGPIPE, SIG_IGN);
@@ -132,6 +130,8 @@ int cli_main(int argc, char** argv) {
   serve_cmd->add_option("--engine-threads", sf.engine_threads, "OpenCV worker threads");
   serve_cmd->add_option("--model", sf.models, "NAME=SLOT to load at start (repeatable)");
   serve_cmd->add_option("--log-level", sf.log_level, "debug, info, warn, error");
+  serve_cmd->add_option("--agent-state-dir", sf.agent_state_dir,
+                        "mota-agent's state_dir: load what it committed at start");
 
   std::string slot, input, output;
   bool json = false;

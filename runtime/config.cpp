@@ -61,7 +61,8 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
   static const std::set<std::string_view> kKeys = {
       "socket",         "socket_mode", "tcp",       "http_threads",  "pool_size",
       "engine_threads", "warmup_runs", "load_nice", "log_level",     "max_body_bytes",
-      "model",          "load_serial", "load_idle", "load_yield_ms", "load_idle_escalate_ms"};
+      "model",          "load_serial", "load_idle", "load_yield_ms", "load_idle_escalate_ms",
+      "agent_state_dir"};
   Config c;
   auto ctx = [&](Status s) -> Status {
     if (!s) return fail(std::move(s).error().context(source));
@@ -85,6 +86,11 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
           return fail(Errc::invalid_argument, "socket_mode: must be an octal mode like \"0660\"");
         }
         c.server.socket_mode = static_cast<mode_t>(v);
+      } else if (key == "agent_state_dir") {
+        c.agent_state_dir = MOTA_TRY(str_value(node, key));
+        if (!c.agent_state_dir.empty() && !c.agent_state_dir.is_absolute()) {
+          return fail(Errc::invalid_argument, "agent_state_dir: must be an absolute path");
+        }
       } else if (key == "tcp") {
         auto s = MOTA_TRY(str_value(node, key));
         if (!s.empty())

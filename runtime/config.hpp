@@ -16,8 +16,12 @@
 //   load_yield_ms     = 1000              # most a load waits in total for in-flight inferences
 //   max_body_bytes    = 67108864
 //   log_level         = "info"
+//   agent_state_dir   = ""                # mota-agent's state_dir: at start, load what the
+//                                         # agent committed (manifest/serving.hpp); "" = off
 //
-//   [[model]]                             # loaded at start (a failure is logged, not fatal)
+//   [[model]]                             # loaded at start (a failure is logged, not fatal);
+//                                         # a model also in the agent's serving manifest is
+//                                         # loaded from there instead
 //   name = "face-detector"
 //   slot = "/var/lib/mota/models/face-detector/current"
 
@@ -43,6 +47,7 @@ struct Config {
   int engine_threads = 0;
   log::Level log_level = log::Level::info;
   std::vector<StartupModel> models;
+  std::filesystem::path agent_state_dir;  // empty: no serving manifest to read
 };
 
 // Parses TOML text; `source` names it in errors ("runtime.toml:3:1: ..."). Unknown keys and
