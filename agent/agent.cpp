@@ -90,7 +90,8 @@ std::unique_ptr<http::Client> Agent::http_client() {
 }
 
 void Agent::event(const Event& e) {
-  if (e.state != "installed") {
+  // "installed" and "ok" end a failure; everything else is one, reported once per distinct error.
+  if (e.state != "installed" && e.state != "ok") {
     if (last_error(e.model) == e.error) {
       log::info(e.model + ": same error as last time, not reported again");
       return;
@@ -99,9 +100,19 @@ void Agent::event(const Event& e) {
   } else {
     set_last_error(e.model, "");
   }
+  std::string channel;
+  for (const auto& sub : config_.models) {
+    if (sub.name == e.model) channel = sub.channel;
+  }
+  std::string slot = e.slot;
+  if (slot.empty()) {
+    if (auto active = state_.active(e.model); active && *active) slot = slot_name((*active)->slot);
+  }
   Json body = {{"device", config_.device_id},
                {"time", format_time(now_seconds())},
                {"model", e.model},
+               {"channel", channel},
+               {"slot", slot},
                {"from", e.from},
                {"to", e.to},
                {"state", e.state},
@@ -115,6 +126,46 @@ void Agent::event(const Event& e) {
   if (!e.delta_error.empty()) body["delta_error"] = e.delta_error;
   auto r = state_.enqueue(OutboxKind::event, body.dump());
   if (!r) log::error("cannot queue event: " + r.error().message());
+}
+
+void Agent::metadata_event(const std::string& error) {
+  const auto path = config_.state_dir / "status" / "metadata.error";
+  std::error_code ec;
+  const std::string last = metadata_error();
+  if (error == last) {
+    if (!error.empty()) log::info("metadata: same error as last time, not reported again");
+    return;
+  }
+  Status st = error.empty() ? Status{} : fs::make_dirs(path.parent_path());
+  if (st) {
+    if (error.empty()) {
+      stdfs::remove(path, ec);
+    } else {
+      st = fs::write_file_atomic(path, error);
+    }
+  }
+  if (!st) log::warn("cannot record the metadata condition: " + st.error().message());
+  Json body = {{"device", config_.device_id},
+               {"time", format_time(now_seconds())},
+               {"model", ""},
+               {"channel", ""},
+               {"slot", ""},
+               {"from", ""},
+               {"to", ""},
+               {"state", error.empty() ? "metadata_ok" : "metadata_error"},
+               {"step", "refresh"},
+               {"error", error}};
+  if (error.empty()) log::info("metadata: the repository's metadata is fresh again");
+  auto r = state_.enqueue(OutboxKind::event, body.dump());
+  if (!r) log::error("cannot queue event: " + r.error().message());
+}
+
+std::string Agent::metadata_error() {
+  auto path = config_.state_dir / "status" / "metadata.error";
+  std::error_code ec;
+  if (!stdfs::exists(path, ec)) return "";
+  auto text = fs::read_file(path, 1 << 20);
+  return text ? *text : "";
 }
 
 std::string Agent::last_error(const std::string& model) {
@@ -175,19 +226,13 @@ Result<CheckReport> Agent::check_once() {
   if (auto st = client.refresh(); !st) {
     Error e = std::move(st).error().context("TUF refresh from " + config_.metadata_url());
     if (e.code() != Errc::cancelled) {
-      for (const auto& sub : config_.models) {
-        Event ev;
-        ev.model = sub.name;
-        ev.from = installed_version(sub.name).value_or("");
-        ev.state = "failed";
-        ev.step = "refresh";
-        ev.error = e.message();
-        event(ev);
-      }
+      // A device condition, not a failure of the installed versions (which keep serving).
+      metadata_event(e.message());
       if (auto r = report(true); !r) log::warn(r.error().message());
     }
     return fail(std::move(e));
   }
+  metadata_event("");
   if (const auto* ts = client.timestamp()) (void)state_.set_tuf_version("timestamp", ts->version);
 
   auto gate = health_gate();
@@ -199,6 +244,7 @@ Result<CheckReport> Agent::check_once() {
     ev.model = sub.name;
     ev.step = "channel";
     const auto started = std::chrono::steady_clock::now();
+    bool converged = false;  // installed at the version the channel wants (or it wants none)
     auto st = [&]() -> Status {
       auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, sub.name));
       ev.from = MOTA_TRY(installed_version(sub.name));
@@ -214,7 +260,10 @@ Result<CheckReport> Agent::check_once() {
                    ch_path);
       auto channel = MOTA_TRY(load_channel(sub));
       ev.to = wanted_version(channel, config_.device_id);
-      if (ev.to.empty() || (ev.to == ev.from && !journal)) return {};
+      if (ev.to.empty() || (ev.to == ev.from && !journal)) {
+        converged = true;
+        return {};
+      }
       ev.step = "policy";
       auto why =
           MOTA_TRY_CTX(version_refusal(&channel, config_.device_id, ev.from, ev.to), ch_path);
@@ -364,10 +413,22 @@ Result<CheckReport> Agent::check_once() {
       ev.state = "installed";
       ev.step = "commit";
       event(ev);
+    } else if (converged && !last_error(sub.name).empty()) {
+      log::info(
+          sub.name + ": healthy again at " + (ev.from.empty() ? std::string("(none)") : ev.from),
+          {{"MODEL", sub.name}, {"VERSION", ev.from}});
+      Event ok;
+      ok.model = sub.name;
+      ok.from = ok.to = ev.from;
+      ok.state = "ok";
+      ok.step = "poll";
+      event(ok);
     }
     report.models.push_back(std::move(mr));
   }
   if (cancel_ && cancel_->load()) return report;  // stopping: report at the next start
+  // Whatever this poll changed (or a runtime restarted meanwhile), serve what is committed.
+  if (auto r = reconcile(ServeCheck::watch); !r) log::warn(r.error().message());
   if (auto r = this->report(true); !r) {
     report.report_error = r.error().message();
     log::warn(report.report_error);
@@ -505,6 +566,7 @@ Status Agent::install_file(const stdfs::path& package, const std::string& tree_d
       event(ev);
     }
   }
+  if (auto r = reconcile(ServeCheck::watch); !r) log::warn(r.error().message());
   if (auto r = report(true); !r) log::warn(r.error().message());
   return result;
 }
@@ -571,6 +633,9 @@ Status Agent::run(const std::atomic<bool>& stop) {
     summary += (summary.empty() ? "" : ", ") + sub.name + " " +
                (version.empty() ? std::string("(none)") : version);
   }
+  // Serve what is committed before anything else: a restarted device serves at once.
+  if (auto r = reconcile(ServeCheck::start); !r) log::error(r.error().message());
+  log::info("mota-agent running: " + summary);
   notify::ready("running: " + summary);
   unsigned failures = 0;
   while (!stop.load()) {
@@ -600,9 +665,16 @@ Status Agent::run(const std::atomic<bool>& stop) {
                 std::to_string(failures) + " failed in a row)");
     }
     auto until = std::chrono::steady_clock::now() + wait;
+    const auto watch = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        config_.health.watch_interval);
+    auto next_watch = std::chrono::steady_clock::now() + watch;
     while (!stop.load() && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       notify::watchdog_tick();
+      if (watch.count() > 0 && std::chrono::steady_clock::now() >= next_watch) {
+        if (auto w = reconcile(ServeCheck::watch); !w) log::warn(w.error().message());
+        next_watch = std::chrono::steady_clock::now() + watch;
+      }
     }
   }
   notify::stopping();

@@ -4,15 +4,45 @@
 // plus an event in the outbox (agent/state.hpp); the active model is never touched by a failure.
 //
 // Event body (JSON, queued in the outbox and sent by agent/report.hpp):
-//   {"device", "time", "model", "from", "to", "state", "step", "error", "bytes", "kind",
-//    "saved_bytes", "duration_ms", "install_id", ["delta_error"]}
-// state: "installed" | "failed" | "rolled_back" (the new model failed its trial after the
-// switch; `current` and the runtime are back on the previous version) | "refused". step: where it
-// happened ("refresh", "channel", "policy", or an install step of agent/install.hpp). kind: "full"
-// or "delta" (what was downloaded; bytes: how many in this run; saved_bytes: full package length
-// minus delta length); delta_error: why a delta was not used (present only then). A failure or
-// refusal repeating the model's last error word for word is logged but not queued again, so a
-// device stuck on e.g. expired metadata does not fill its outbox with one event per poll.
+//   {"device", "time", "model", "channel", "slot", "from", "to", "state", "step", "error",
+//    "bytes", "kind", "saved_bytes", "duration_ms", "install_id", ["delta_error"]}
+// channel: the model's channel in agent.toml; slot: the slot the model is served from after the
+// event ("a", "b", or "" when none). state, per model:
+//   "installed"    `to` is committed and serves (step "commit");
+//   "failed"       an attempt failed; `from` still serves (step: "channel", "policy", an install
+//                  step of agent/install.hpp, or "boot" — see "Serving" below);
+//   "rolled_back"  an automatic rollback: the new model failed its trial after the switch (step
+//                  "trial"), or at start the committed version no longer verified or loaded and
+//                  the previous good one serves again (step "boot"). `from` serves, `to` failed;
+//   "refused"      the version policy refused `to`;
+//   "ok"           the model is healthy again after a failure or refusal: a poll found it
+//                  installed at the version its channel wants for this device (from = to = that
+//                  version, step "poll"); sent once per recovery.
+// and per device (model ""): "metadata_error" (step "refresh": the TUF refresh failed —
+// unreachable, expired, bad signature — error says why) and "metadata_ok" (the first good
+// refresh after one). A metadata problem is not a failure of any model version.
+// kind: "full" or "delta" (what was downloaded; bytes: how many in this run; saved_bytes: full
+// package length minus delta length); delta_error: why a delta was not used (present only then).
+// A failure or refusal repeating the last error word for word (per model, or the device's
+// metadata error) is logged but not queued again, so a device stuck on e.g. expired metadata does
+// not fill its outbox with one event per poll.
+//
+// Serving (reconciliation, as a Kubernetes controller): the agent owns what mota-runtime serves.
+// At start (run(), check_once(), install_file()), after every poll and every
+// [health] watch_interval in between, for each model with a committed slot it makes sure that
+//   - `current` points at the committed slot (unless an install between its switch and commit
+//     steps owns it);
+//   - at start (verify_at_start), the slot still hashes to its committed tree digest;
+//   - the runtime serves exactly that slot (GET /v1/health): a restarted, crashed or emptied
+//     runtime, or one serving another slot, is told to load it (one load, no request dropped);
+// and rewrites <state_dir>/serving.json (manifest/serving.hpp), from which the runtime loads the
+// committed slots at its own start, so either may start first. A committed slot that no longer
+// verifies, or that the runtime refuses to load (not merely unreachable), is replaced by the
+// previous good slot if that verifies and loads ("rolled_back", step "boot"; nothing blocklisted:
+// the next poll reinstalls the wanted version through the health gate, which blocks it if the
+// model itself is at fault). With nothing to fall back to, a damaged slot is dropped so the next
+// poll installs the model afresh ("failed", step "boot"). A runtime that cannot be reached is
+// logged once and looked at again at the next check.
 //
 // Version policy (online polls and offline installs alike):
 //   - below the channel's min_version: refused;
@@ -34,6 +64,8 @@
 // Thread-safety: none; one Agent per state directory and process.
 
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -49,6 +81,7 @@
 #include "common/http.hpp"
 #include "common/result.hpp"
 #include "manifest/channel.hpp"
+#include "manifest/serving.hpp"
 #include "manifest/tuf/metadata.hpp"
 
 namespace mota::tuf {
@@ -118,6 +151,13 @@ class Agent {
   Status report(bool heartbeat);
 
   Result<std::vector<ModelStatus>> status();
+  // The device-level metadata condition: "" when the last TUF refresh succeeded, else its error.
+  std::string metadata_error();
+
+  // Serving (see above). `start`: also verifies each committed slot (verify_at_start). Errors only
+  // for the state database or the serving manifest; per-model problems are logged and reported.
+  enum class ServeCheck { start, watch };
+  Status reconcile(ServeCheck when);
 
   // The daemon loop: check_once(), then wait poll_delay() (backing off after failures), until
   // `stop` becomes true, which is noticed within about 100 ms (also in the middle of a download:
@@ -135,6 +175,7 @@ class Agent {
  private:
   struct Event {
     std::string model, from, to, state, step, error, install_id;
+    std::string slot;           // set by event() from the state database when empty
     std::string kind = "full";  // "delta" when a delta was downloaded
     std::string delta_error;    // why a delta was not used
     std::uint64_t bytes = 0;
@@ -162,6 +203,12 @@ class Agent {
   std::filesystem::path download_path(const tuf::TargetFile& target) const;
   // Queues `e`, except a failure/refusal equal to the model's last error; records last error.
   void event(const Event& e);
+  // The device-level metadata events ("metadata_error" / "metadata_ok", deduplicated).
+  void metadata_event(const std::string& error);
+  // Per-model part of reconcile(); adds the model's entry to `serving`.
+  struct RuntimeView;
+  Status reconcile_model(const ModelSubscription& sub, ServeCheck when, RuntimeView& rt,
+                         ServingManifest& serving);
   Result<std::string> installed_version(const std::string& model);
   std::string last_error(const std::string& model);
   void set_last_error(const std::string& model, const std::string& error);
@@ -180,6 +227,10 @@ class Agent {
   ReportSessionState report_sessions_;
   InstallOptions install_options_;
   const std::atomic<bool>* cancel_ = nullptr;  // set during run()
+  bool runtime_down_ = false;  // the last reconcile() could not reach the runtime (logged once)
+  // A committed model the runtime refused to load (with no fallback): not tried again before this
+  // time, so a model too big for the device is not reloaded every watch_interval.
+  std::map<std::string, std::chrono::steady_clock::time_point> load_retry_at_;
 };
 
 }  // namespace mota::agent

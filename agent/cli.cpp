@@ -52,21 +52,32 @@ Result<std::string> digest_from_target_json(const std::string& path) {
 int print_status(Agent& agent, bool json) {
   auto st = agent.status();
   if (!st) return report_error(st.error());
+  const std::string metadata_error = agent.metadata_error();
   if (json) {
+    // Absent values are null, not "" (a version "" and no version are not the same thing).
+    auto text_or_null = [](const std::string& s) { return s.empty() ? Json(nullptr) : Json(s); };
     Json arr = Json::array();
     for (const auto& m : *st) {
+      Json install = nullptr;
+      if (!m.install_step.empty()) {
+        install = {
+            {"step", m.install_step}, {"to", m.install_to}, {"attempts", m.install_attempts}};
+      }
       arr.push_back({{"model", m.model},
                      {"channel", m.channel},
-                     {"version", m.version},
-                     {"slot", m.slot ? slot_name(*m.slot) : ""},
+                     {"version", text_or_null(m.version)},
+                     {"slot", m.slot ? Json(slot_name(*m.slot)) : Json(nullptr)},
                      {"committed", m.committed},
-                     {"install_step", m.install_step},
-                     {"install_to", m.install_to},
-                     {"install_attempts", m.install_attempts},
-                     {"last_error", m.last_error}});
+                     {"install", install},
+                     {"last_error", text_or_null(m.last_error)}});
     }
-    std::printf("%s\n", Json{{"models", arr}}.dump(2).c_str());
+    std::printf(
+        "%s\n",
+        Json{{"models", arr}, {"metadata_error", text_or_null(metadata_error)}}.dump(2).c_str());
     return 0;
+  }
+  if (!metadata_error.empty()) {
+    std::printf("metadata: refresh failing: %s\n", metadata_error.c_str());
   }
   for (const auto& m : *st) {
     std::printf("%s (channel %s): %s", m.model.c_str(), m.channel.c_str(),
@@ -102,6 +113,10 @@ int cli_main(int argc, char** argv) {
   auto* check = app.add_subcommand("check-once", "poll the repository once and install updates");
   check->callback([&] {
     action = [](Agent& agent) {
+      // Serve what is committed first (a runtime restarted since the last poll), then poll.
+      if (auto w = agent.reconcile(Agent::ServeCheck::watch); !w) {
+        std::fprintf(stderr, "mota-agent: warning: %s\n", w.error().message().c_str());
+      }
       auto r = agent.check_once();
       if (!r) return report_error(r.error());
       for (const auto& m : r->models) {

@@ -121,11 +121,11 @@ class Parser {
 
   Result<Config> parse(const toml::table& root) const {
     Config c;
-    MOTA_TRY(
-        check_keys(root, "",
-                   {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter", "model",
-                    "bandwidth_limit", "retry", "runtime_socket", "trusted_root", "health",
-                    "ca_file", "delta", "log_level", "report_url", "heartbeat_interval"}));
+    MOTA_TRY(check_keys(
+        root, "",
+        {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter", "model",
+         "bandwidth_limit", "retry", "runtime_socket", "trusted_root", "health", "ca_file", "delta",
+         "log_level", "report_url", "heartbeat_interval", "verify_at_start"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
@@ -135,7 +135,7 @@ class Parser {
     if (auto t = root["health"].as_table())
       MOTA_TRY(check_keys(*t, "health.",
                           {"enabled", "runtime_binary", "hooks_dir", "hook_timeout",
-                           "probe_timeout", "max_error_rate"}));
+                           "probe_timeout", "max_error_rate", "watch_interval"}));
     if (auto arr = root["model"].as_array()) {
       for (std::size_t i = 0; i < arr->size(); ++i) {
         if (auto t = (*arr)[i].as_table())
@@ -201,6 +201,12 @@ class Parser {
 
     if ((n = root.get("retry"))) c.retry = MOTA_TRY(retry(*n));
     if ((n = root.get("health"))) c.health = MOTA_TRY(health(*n));
+    if ((n = root.get("verify_at_start"))) {
+      auto b = n->as_boolean();
+      if (!b)
+        return bad("verify_at_start", "must be true or false, not " + std::string(type_name(*n)));
+      c.verify_at_start = b->get();
+    }
 
     if ((n = root.get("delta"))) {
       auto s = MOTA_TRY(string(*n, "delta"));
@@ -288,7 +294,7 @@ class Parser {
     if (!t) return bad("health", "must be a table ([health]), not " + std::string(type_name(n)));
     MOTA_TRY(check_keys(*t, "health.",
                         {"enabled", "runtime_binary", "hooks_dir", "hook_timeout", "probe_timeout",
-                         "max_error_rate"}));
+                         "max_error_rate", "watch_interval"}));
     HealthConfig h;
     if (auto v = t->get("enabled")) {
       auto b = v->as_boolean();
@@ -306,6 +312,9 @@ class Parser {
     if (auto v = t->get("probe_timeout")) {
       h.probe_timeout = MOTA_TRY(duration(*v, "health.probe_timeout"));
       if (h.probe_timeout.count() < 1) return bad("health.probe_timeout", "must be at least 1s");
+    }
+    if (auto v = t->get("watch_interval")) {
+      h.watch_interval = MOTA_TRY(duration(*v, "health.watch_interval"));
     }
     if (auto v = t->get("max_error_rate")) {
       std::optional<double> d;

@@ -39,7 +39,10 @@
 //                    the probe), hooks_dir (default /etc/mota/health.d: operator hooks),
 //                    hook_timeout (default "30s"), probe_timeout (default "2m"),
 //                    max_error_rate (0..1, default 0.01: failed inferences / inferences in the
-//                    soak window).
+//                    soak window), watch_interval (default "10s"; "0s": only at start
+//                    and after each poll): how often the daemon checks between polls that the
+//                    runtime serves each committed model (agent/agent.hpp, "Serving").
+//   verify_at_start  default true. Re-hash each committed slot at start (see Config).
 //   [[model]]        at least one; each with name (valid_model_name) and channel
 //                    (valid_channel_name), both required; a name may appear only once.
 // Path values are not checked for existence here: loading a config touches no file other than
@@ -75,6 +78,9 @@ struct HealthConfig {
   std::chrono::seconds hook_timeout{30};
   std::chrono::seconds probe_timeout{120};
   double max_error_rate = 0.01;
+  // How often the daemon checks, between polls, that mota-runtime serves every committed model
+  // (and makes it when not: a restarted or crashed runtime). 0: only at start and after polls.
+  std::chrono::seconds watch_interval{10};
 };
 
 struct Config {
@@ -94,6 +100,9 @@ struct Config {
   std::filesystem::path ca_file;  // empty: system CAs
   DeltaPolicy delta = DeltaPolicy::prefer;
   log::Level log_level = log::Level::info;
+  // At start, re-hash each committed slot against its signed tree digest before serving it (a
+  // slot damaged on disk is replaced by the previous good one, or reinstalled).
+  bool verify_at_start = true;
 
   std::string metadata_url() const { return server_url + "/metadata"; }
   std::string targets_url() const { return server_url + "/targets"; }

@@ -161,6 +161,17 @@ class StateStore {
   // deleted. `active` is left as it is (the caller has switched back, or never switched).
   Status abort_install(const std::string& model, const std::string& block_reason);
 
+  // Serving repairs at start (agent/agent.hpp, "Serving"), each one transaction:
+  // fall_back: the committed slot `bad` no longer verifies or loads and `to` (the other slot,
+  // 'valid') serves instead: `active` -> `to` committed, `bad` marked 'bad'. Nothing is
+  // blocklisted (the next poll reinstalls the wanted version through the health gate, which
+  // blocks it if the model itself is at fault). Errc::not_found when `to` has no 'valid' row.
+  Status fall_back(const std::string& model, Slot to, Slot bad);
+  // drop_active: the committed slot `bad` is damaged and there is nothing to fall back to: the
+  // model counts as not installed (its `active` row is deleted and `bad` marked 'bad'), so the
+  // next poll installs it afresh.
+  Status drop_active(const std::string& model, Slot bad);
+
   // --- blocklist -----------------------------------------------------------------------------
   Status block(const std::string& model, const std::string& version, const std::string& reason);
   Result<bool> is_blocked(const std::string& model, const std::string& version);

@@ -47,6 +47,8 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_TRUE(c->health.enabled);
   EXPECT_EQ(c->health.runtime_binary, "/usr/bin/mota-runtime");
   EXPECT_EQ(c->health.hooks_dir, "/etc/mota/health.d");
+  EXPECT_EQ(c->health.watch_interval, 10s);
+  EXPECT_TRUE(c->verify_at_start);
   EXPECT_EQ(c->device_id, "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(c->state_dir, "/var/lib/mota");
   EXPECT_EQ(c->poll_interval, 300s);
@@ -78,6 +80,10 @@ trusted_root = "/usr/share/mota/root.json"
 ca_file = "/etc/ssl/fleet-ca.pem"
 delta = "never"
 log_level = "debug"
+verify_at_start = false
+
+[health]
+watch_interval = "0s"
 
 [retry]
 max_attempts = 9
@@ -104,6 +110,8 @@ channel = "beta"
   EXPECT_EQ(c->ca_file, "/etc/ssl/fleet-ca.pem");
   EXPECT_EQ(c->delta, DeltaPolicy::never);
   EXPECT_EQ(c->log_level, log::Level::debug);
+  EXPECT_FALSE(c->verify_at_start);
+  EXPECT_EQ(c->health.watch_interval, 0s);
   EXPECT_EQ(c->retry.max_attempts, 9u);
   EXPECT_EQ(c->retry.base_delay, 5s);
   EXPECT_EQ(c->retry.max_delay, 3600s);
@@ -226,6 +234,10 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"[health]\nenabled = \"yes\"\n", "agent.toml: health.enabled: must be true or false"},
       {"[health]\nprobe = 1\n", "agent.toml: health.probe: unknown key"},
       {"[health]\nmax_error_rate = 2\n", "agent.toml: health.max_error_rate: must be within 0..1"},
+      {"[health]\nwatch_interval = \"often\"\n",
+       "agent.toml: health.watch_interval: 'often' is not a duration"},
+      {"[health]\nwatch_interval = 10\n", "agent.toml: health.watch_interval: must be a duration"},
+      {"verify_at_start = \"yes\"\n", "agent.toml: verify_at_start: must be true or false"},
       {"[health]\nhooks_dir = \"health.d\"\n",
        "agent.toml: health.hooks_dir: 'health.d' must be an absolute path"},
       {"[retry]\nmax_attempts = 0\n", "agent.toml: retry.max_attempts: 0 is not within 1..1000"},
