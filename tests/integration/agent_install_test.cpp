@@ -167,7 +167,9 @@ TEST_F(AgentInstall, FirstInstallUpgradeAndIdlePoll) {
   EXPECT_EQ(j["models"][0]["version"], "2.0.0");
   EXPECT_EQ(j["models"][0]["slot"], "b");
   EXPECT_EQ(j["models"][0]["committed"], true);
-  EXPECT_EQ(j["models"][0]["install_step"], "");
+  EXPECT_TRUE(j["models"][0]["install"].is_null());
+  EXPECT_TRUE(j["models"][0]["last_error"].is_null());
+  EXPECT_TRUE(j["metadata_error"].is_null());
 }
 
 TEST_F(AgentInstall, TamperedPackageIsRejectedAndActiveModelUntouched) {
