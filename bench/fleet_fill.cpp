@@ -8,8 +8,11 @@
 //              20 minutes, 1 % 20-60 minutes ago, 3 % between 1 hour and 30 days ago (stale)
 //   models     detector on every device, classifier 40 %, keyword-spotter 25 %, segmenter 8 %
 //   versions   per model five versions, 55 / 25 / 12 / 6 / 2 %
-//   state      1.5 % failed (target = the newest version), 0.3 % refused, 0.4 % rolled back from
-//              the newest version, the rest ok; channel stable 85 %, beta 10 %, none 5 %
+//   state      1.5 % failed (target = failed_version = the newest version), 0.3 % refused,
+//              0.4 % rolled back from the newest version, the rest ok; channel stable 85 %,
+//              beta 10 %, none 5 %
+//   metadata   --metadata-errors P % of the reporting devices (default 1) with a failing TUF
+//              metadata refresh (devices.metadata_error); 100 is the worst case for `mota fleet`
 //   events     --events N per reporting device (default 2): an install event, then heartbeats,
 //              with the agent's bodies
 //   rollouts   one running rollout (stable/classifier at 25 %) unless --no-rollout, so
@@ -85,7 +88,7 @@ std::string hex64(std::uint64_t seed) {
 int usage() {
   std::fprintf(stderr,
                "usage: mota-bench-fleet-fill --db PATH [--devices N] [--events N] "
-               "[--no-rollout]\n");
+               "[--metadata-errors PERCENT] [--no-rollout]\n");
   return 2;
 }
 
@@ -95,6 +98,7 @@ int main(int argc, char** argv) {
   std::string db_path;
   long devices = 1000000;
   int events = 2;
+  int metadata_errors = 1;
   bool rollout = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -104,12 +108,17 @@ int main(int argc, char** argv) {
       devices = std::atol(argv[++i]);
     else if (a == "--events" && i + 1 < argc)
       events = std::atoi(argv[++i]);
+    else if (a == "--metadata-errors" && i + 1 < argc)
+      metadata_errors = std::atoi(argv[++i]);
     else if (a == "--no-rollout")
       rollout = false;
     else
       return usage();
   }
-  if (db_path.empty() || devices < 1 || events < 0) return usage();
+  if (db_path.empty() || devices < 1 || events < 0 || metadata_errors < 0 ||
+      metadata_errors > 100) {
+    return usage();
+  }
   for (const char* s : {"", "-wal", "-shm"}) stdfs::remove(db_path + s);
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -122,10 +131,11 @@ int main(int argc, char** argv) {
 
   auto dev = db->prepare(
       "INSERT INTO devices (id, key, enrolled, first_seen, last_seen, agent_version, arch, tags, "
-      "last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "last_seq, metadata_error, metadata_error_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   auto ins = db->prepare(
       "INSERT INTO installed (device, model, version, slot, committed, state, target, last_error, "
-      "rolled_back_from, channel, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "rolled_back_from, channel, failed_version, failed_at, updated_at) VALUES (?, ?, ?, ?, ?, "
+      "?, ?, ?, ?, ?, ?, ?, ?)");
   auto ev = db->prepare(
       "INSERT INTO events (device, seq, kind, created_at, received_at, model, from_version, "
       "to_version, state, step, error, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -152,10 +162,15 @@ int main(int argc, char** argv) {
       const char* arch = arch_dice < 7 ? "aarch64" : arch_dice < 9 ? "x86_64" : "armv7l";
       check(dev->reset(), "reset");
       if (never) {
-        check(dev->bind_all(id, hex64(r), 1, nullptr, nullptr, "", "", "", 0), "bind");
+        check(dev->bind_all(id, hex64(r), 1, nullptr, nullptr, "", "", "", 0, "", 0), "bind");
       } else {
+        const bool stuck = int((r >> 50) % 100) < metadata_errors;
         check(dev->bind_all(id, hex64(r), int(r % 7 == 0), first_seen, last_seen,
-                            (r >> 44) % 10 < 3 ? "0.1.0" : "0.2.0", arch, "", events),
+                            (r >> 44) % 10 < 3 ? "0.1.0" : "0.2.0", arch, "", events,
+                            stuck ? "TUF refresh from http://fleet.example/metadata: "
+                                    "timestamp.json: expired (possible freeze attack)"
+                                  : "",
+                            stuck ? last_seen - 3600 : 0),
               "bind");
       }
       check(dev->run(), "insert device");
@@ -168,10 +183,11 @@ int main(int argc, char** argv) {
         if (int(rm % 100) >= model.share_percent) continue;
         int vi = pick_version(rm >> 8);
         const int sdice = int((rm >> 16) % 1000);
-        std::string state = "ok", target = model.versions[vi], error, rolled_back_from;
+        std::string state = "ok", target = model.versions[vi], error, rolled_back_from,
+                    failed_version;
         if (sdice < 15) {
           state = "failed";
-          target = model.versions[0];
+          target = failed_version = model.versions[0];
           if (vi == 0) vi = 1;
           error = "verify: tree digest of " + std::string(model.name) + " " + target +
                   " does not match the signed one";
@@ -188,9 +204,10 @@ int main(int argc, char** argv) {
         const int cdice = int((rm >> 28) % 100);
         const char* channel = cdice < 85 ? "stable" : cdice < 95 ? "beta" : "";
         check(ins->reset(), "reset");
+        const std::int64_t updated = last_seen - std::int64_t((rm >> 44) % 86400);
         check(ins->bind_all(id, model.name, model.versions[vi], (rm >> 40) % 2 ? "b" : "a", 1,
-                            state, target, error, rolled_back_from, channel,
-                            last_seen - std::int64_t((rm >> 44) % 86400)),
+                            state, target, error, rolled_back_from, channel, failed_version,
+                            failed_version.empty() ? 0 : updated, updated),
               "bind");
         check(ins->run(), "insert installed");
         ++n_installed;

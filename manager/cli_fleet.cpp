@@ -1,6 +1,7 @@
 // `mota devices`, `mota device show`, `mota fleet`, `mota rollout ...`, and the fleet flags of
 // `mota serve`. Thin: parsing and printing only; the work is in fleet_db / rollout.
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "common/fs.hpp"
@@ -14,6 +15,8 @@
 namespace mota::manager {
 
 namespace {
+
+namespace stdfs = std::filesystem;
 
 struct FleetFlags {
   std::string db;
@@ -50,14 +53,67 @@ std::string cut(const std::string& s, std::size_t n) {
   return s.size() <= n ? s : s.substr(0, n - 3) + "...";
 }
 
-Status list_devices_cmd(const std::string& repo, FleetFlags& f) {
-  if (!f.stale.empty()) f.filter.stale = MOTA_TRY_CTX(parse_duration(f.stale), "--stale");
-  if (!f.filter.state.empty() && f.filter.state != "ok" && f.filter.state != "failed" &&
-      f.filter.state != "refused") {
-    return fail(Errc::invalid_argument,
-                "--state '" + f.filter.state + "': want ok, failed or refused");
+const char* or_dash(const std::string& s) {
+  return s.empty() ? "-" : s.c_str();
+}
+
+// CLI11 checks, so that a bad value is a usage error (exit 2, CLI11 names the flag) before any
+// file is touched.
+CLI::Validator duration_check(bool allow_ms = false) {
+  return CLI::Validator(
+      [allow_ms](std::string& v) -> std::string {
+        auto d = parse_duration_value(v, allow_ms);
+        return d ? std::string() : d.error().message();
+      },
+      "DURATION");
+}
+CLI::Validator failure_rate_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        auto r = parse_failure_rate(v);
+        return r ? std::string() : r.error().message();
+      },
+      "PERCENT");
+}
+CLI::Validator percents_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        auto r = parse_percents(v);
+        return r ? std::string() : r.error().message();
+      },
+      "P1,P2,...,100");
+}
+
+// Who may create the fleet database: `mota serve` and the commands that write something of their
+// own into it (enroll, rollout start). Everything else reads an existing one.
+enum class DbUse { existing, create };
+
+// The fleet database of `repo` (or --db / $MOTA_FLEET_DB). Without an explicit database the
+// directory must be a repository, so that a command run in the wrong directory fails instead of
+// showing an empty fleet from a fresh fleet.db it just left there.
+Result<storage::Database> open_db(const std::string& repo, const FleetFlags& f, DbUse use) {
+  const char* env = std::getenv("MOTA_FLEET_DB");
+  const bool explicit_db = !f.db.empty() || (env && *env);
+  std::error_code ec;
+  if (!explicit_db && !stdfs::exists(stdfs::path(repo) / "mota.toml", ec)) {
+    return fail(Errc::not_found,
+                repo + " is not a mota repository (no mota.toml); use --repo DIR or --db FILE");
   }
-  auto db = MOTA_TRY(open_fleet_db(fleet_db_path(repo, f.db)));
+  const stdfs::path path = fleet_db_path(repo, f.db);
+  if (use == DbUse::existing && !stdfs::exists(path, ec)) {
+    return fail(Errc::not_found,
+                "no fleet database at " + path.string() +
+                    (explicit_db ? "" : " (`mota serve` creates it when it starts)"));
+  }
+  return open_fleet_db(path, use == DbUse::create);
+}
+
+Status list_devices_cmd(const std::string& repo, FleetFlags& f) {
+  if (!f.stale.empty()) {
+    f.filter.stale = std::chrono::duration_cast<std::chrono::seconds>(
+        MOTA_TRY_CTX(parse_duration_value(f.stale), "--stale"));
+  }
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
   auto rows = MOTA_TRY(list_devices(db, f.filter, now_seconds()));
   if (f.json) {
     Json arr = Json::array();
@@ -66,14 +122,17 @@ Status list_devices_cmd(const std::string& repo, FleetFlags& f) {
     return {};
   }
   const auto now = now_unix();
-  std::printf("%-24s %-16s %-12s %-8s %-10s %s\n", "DEVICE", "MODEL", "VERSION", "STATE",
-              "LAST SEEN", "LAST ERROR");
+  std::printf("%-24s %-16s %-12s %-4s %-8s %-9s %-10s %s\n", "DEVICE", "MODEL", "VERSION", "SLOT",
+              "STATE", "CONDITION", "LAST SEEN", "LAST ERROR");
   for (const auto& r : rows) {
-    std::printf("%-24s %-16s %-12s %-8s %-10s %s\n", cut(r.device, 24).c_str(),
-                r.model.empty() ? "-" : cut(r.model, 16).c_str(),
-                r.version.empty() ? "-" : r.version.c_str(),
-                r.state.empty() ? "-" : r.state.c_str(), ago(r.last_seen, now).c_str(),
-                cut(r.last_error, 60).c_str());
+    // The model's own error first; a device whose metadata refresh fails says why otherwise.
+    const std::string error = !r.last_error.empty()       ? r.last_error
+                              : !r.metadata_error.empty() ? "metadata: " + r.metadata_error
+                                                          : "";
+    std::printf("%-24s %-16s %-12s %-4s %-8s %-9s %-10s %s\n", cut(r.device, 24).c_str(),
+                r.model.empty() ? "-" : cut(r.model, 16).c_str(), or_dash(r.version),
+                or_dash(r.slot), or_dash(r.state), r.metadata_error.empty() ? "-" : "metadata",
+                ago(r.last_seen, now).c_str(), cut(error, 60).c_str());
   }
   return {};
 }
@@ -81,14 +140,14 @@ Status list_devices_cmd(const std::string& repo, FleetFlags& f) {
 Status enroll_cmd(const std::string& repo, const FleetFlags& f) {
   auto text = MOTA_TRY_CTX(fs::read_file(f.key_file, 1 << 16), "--key " + f.key_file);
   auto key = MOTA_TRY_CTX(device_key_hex(text), f.key_file);
-  auto db = MOTA_TRY(open_fleet_db(fleet_db_path(repo, f.db)));
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::create));
   MOTA_TRY(enroll_device(db, f.id, key, now_seconds()));
   std::printf("enrolled %s (key %s)\n", f.id.c_str(), key.c_str());
   return {};
 }
 
 Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
-  auto db = MOTA_TRY(open_fleet_db(fleet_db_path(repo, f.db), /*create=*/false));
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
   auto info = MOTA_TRY(show_device(db, f.id));
   if (!info) return fail(Errc::not_found, "device " + f.id + " is not known to the fleet");
   if (f.json) {
@@ -99,34 +158,55 @@ Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
   std::printf("device     %s\nkey        %s (%s)\nfirst seen %s\nlast seen  %s (%s)\n",
               info->id.c_str(), info->key.c_str(),
               info->enrolled ? "enrolled" : "trust on first use",
-              format_unix(info->first_seen).c_str(), format_unix(info->last_seen).c_str(),
+              or_dash(format_unix(info->first_seen)), or_dash(format_unix(info->last_seen)),
               ago(info->last_seen, now).c_str());
   if (!info->agent_version.empty() || !info->arch.empty()) {
-    std::printf("agent      %s on %s\n", info->agent_version.c_str(), info->arch.c_str());
+    std::printf("agent      %s on %s\n", or_dash(info->agent_version), or_dash(info->arch));
+  }
+  if (info->metadata_error.empty()) {
+    std::printf("metadata   ok\n");
+  } else {
+    std::printf("metadata   failing since %s (%s): %s\n",
+                or_dash(format_unix(info->metadata_error_since)),
+                ago(info->metadata_error_since, now).c_str(), info->metadata_error.c_str());
   }
   for (const auto& m : info->models) {
-    std::printf("model      %s %s (slot %s%s) state %s%s%s\n", m.model.c_str(),
-                m.version.empty() ? "-" : m.version.c_str(), m.slot.empty() ? "-" : m.slot.c_str(),
-                m.committed ? ", committed" : "", m.state.c_str(),
-                m.last_error.empty() ? "" : ", last error: ", m.last_error.c_str());
+    std::string notes;
+    if (!m.failed_version.empty()) notes += ", failed to install " + m.failed_version;
+    if (!m.rolled_back_from.empty()) notes += ", rolled back from " + m.rolled_back_from;
+    if (!m.last_error.empty()) notes += ", last error: " + m.last_error;
+    std::printf("model      %s %s (slot %s%s%s) state %s%s\n", m.model.c_str(), or_dash(m.version),
+                or_dash(m.slot), m.committed ? ", committed" : "",
+                m.channel.empty() ? "" : (", channel " + m.channel).c_str(), m.state.c_str(),
+                notes.c_str());
   }
   std::printf("events (%zu):\n", info->events.size());
   for (const auto& e : info->events) {
     if (e.kind == "heartbeat") {
       std::printf("  %6lld %s heartbeat\n", static_cast<long long>(e.seq), e.created_at.c_str());
-    } else {
-      std::printf("  %6lld %s %s %s %s -> %s (step %s)%s%s\n", static_cast<long long>(e.seq),
-                  e.created_at.c_str(), e.model.c_str(), e.state.c_str(),
-                  e.from.empty() ? "-" : e.from.c_str(), e.to.c_str(), e.step.c_str(),
-                  e.error.empty() ? "" : ": ", e.error.c_str());
+      continue;
     }
+    std::string where = "step " + std::string(or_dash(e.step));
+    if (e.slot) where += ", slot " + std::string(or_dash(*e.slot));
+    if (e.channel) where += ", channel " + std::string(or_dash(*e.channel));
+    if (e.model.empty()) {  // a condition of the device (metadata_error, metadata_ok)
+      std::printf("  %6lld %s device %s (%s)%s%s\n", static_cast<long long>(e.seq),
+                  e.created_at.c_str(), e.state.c_str(), where.c_str(), e.error.empty() ? "" : ": ",
+                  e.error.c_str());
+      continue;
+    }
+    std::printf("  %6lld %s %s %s %s -> %s (%s)%s%s\n", static_cast<long long>(e.seq),
+                e.created_at.c_str(), e.model.c_str(), e.state.c_str(), or_dash(e.from),
+                or_dash(e.to), where.c_str(), e.error.empty() ? "" : ": ", e.error.c_str());
   }
   return {};
 }
 
 Status fleet_cmd(const std::string& repo, const FleetFlags& f) {
-  const auto stale = MOTA_TRY_CTX(parse_duration(f.stale.empty() ? "1h" : f.stale), "--stale");
-  auto db = MOTA_TRY(open_fleet_db(fleet_db_path(repo, f.db)));
+  const std::string stale_text = f.stale.empty() ? "1h" : f.stale;
+  const auto stale = std::chrono::duration_cast<std::chrono::seconds>(
+      MOTA_TRY_CTX(parse_duration_value(stale_text), "--stale"));
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
   auto summary = MOTA_TRY(fleet_summary(db, stale, now_seconds()));
   for (const auto& r : MOTA_TRY(active_rollouts(db))) {
     for (auto& m : summary.models) {
@@ -137,17 +217,17 @@ Status fleet_cmd(const std::string& repo, const FleetFlags& f) {
     print_json(to_json(summary));
     return {};
   }
-  std::printf("%lld devices, %lld not seen for %s\n", static_cast<long long>(summary.devices),
-              static_cast<long long>(summary.stale), f.stale.empty() ? "1h" : f.stale.c_str());
+  std::printf("%lld devices, %lld not seen for %s, %lld failing to refresh metadata\n",
+              static_cast<long long>(summary.devices), static_cast<long long>(summary.stale),
+              stale_text.c_str(), static_cast<long long>(summary.metadata_errors));
   for (const auto& m : summary.models) {
     std::printf("\n%s: %lld devices, %lld updating, %lld failed, %lld stale\n", m.model.c_str(),
                 static_cast<long long>(m.devices), static_cast<long long>(m.updating),
                 static_cast<long long>(m.failed), static_cast<long long>(m.stale));
     std::printf("  %-14s %9s %7s %9s %9s\n", "VERSION", "DEVICES", "%", "FAILURES", "ROLLBACKS");
     for (const auto& v : m.versions) {
-      std::printf("  %-14s %9lld %6.1f%% %9lld %9lld\n",
-                  v.version.empty() ? "-" : v.version.c_str(), static_cast<long long>(v.devices),
-                  v.percent, static_cast<long long>(v.failures),
+      std::printf("  %-14s %9lld %6.1f%% %9lld %9lld\n", or_dash(v.version),
+                  static_cast<long long>(v.devices), v.percent, static_cast<long long>(v.failures),
                   static_cast<long long>(v.rollbacks));
     }
   }
@@ -182,48 +262,50 @@ void print_rollout(const RolloutInfo& r, bool json) {
 }
 
 Status rollout_cmd(const std::string& repo_path, const FleetFlags& f, const std::string& what) {
-  auto db = MOTA_TRY(open_fleet_db(fleet_db_path(repo_path, f.db)));
   const auto now = now_seconds();
-  if (what == "status") {
-    auto r = MOTA_TRY(rollout_status(db, f.channel, f.model));
-    if (!r) {
-      return fail(Errc::not_found, "no rollout of " + f.model + " on channel " + f.channel);
+  if (what == "status" || what == "pause" || what == "resume") {
+    auto db = MOTA_TRY(open_db(repo_path, f, DbUse::existing));
+    if (what == "status") {
+      auto r = MOTA_TRY(rollout_status(db, f.channel, f.model));
+      if (!r) {
+        return fail(Errc::not_found, "no rollout of " + f.model + " on channel " + f.channel);
+      }
+      print_rollout(*r, f.json);
+    } else if (what == "pause") {
+      print_rollout(MOTA_TRY(pause_rollout(db, f.channel, f.model, now)), f.json);
+    } else {
+      print_rollout(MOTA_TRY(resume_rollout(db, f.channel, f.model, now)), f.json);
     }
-    print_rollout(*r, f.json);
     return {};
   }
-  if (what == "pause") {
-    print_rollout(MOTA_TRY(pause_rollout(db, f.channel, f.model, now)), f.json);
-    return {};
+  if (what == "tick" && !f.channel.empty() && f.model.empty()) {
+    return fail(Errc::invalid_argument, "rollout tick: give CHANNEL and MODEL, or neither");
   }
-  if (what == "resume") {
-    print_rollout(MOTA_TRY(resume_rollout(db, f.channel, f.model, now)), f.json);
-    return {};
-  }
+  // The rest publishes channels: the repository first, so that nothing is created beside a
+  // directory that is not one.
   auto repo = MOTA_TRY(Repository::open(repo_path));
   if (what == "start") {
     RolloutSpec spec;
     spec.channel = f.channel;
     spec.model = f.model;
     spec.version = f.version;
-    spec.percents = MOTA_TRY(parse_percents(f.percents));
-    spec.max_failure_bp = MOTA_TRY(parse_failure_rate(f.max_failure_rate));
+    spec.percents = MOTA_TRY_CTX(parse_percents(f.percents), "--percent");
+    spec.max_failure_bp =
+        MOTA_TRY_CTX(parse_failure_rate(f.max_failure_rate), "--max-failure-rate");
     if (f.min_devices < 0) return fail(Errc::invalid_argument, "--min-devices must be >= 0");
     spec.min_devices = f.min_devices;
-    spec.step_after = f.step_after == "0" || f.step_after == "0s"
-                          ? std::chrono::seconds(0)
-                          : MOTA_TRY_CTX(parse_duration(f.step_after), "--step-after");
+    spec.step_after = std::chrono::duration_cast<std::chrono::seconds>(
+        MOTA_TRY_CTX(parse_duration_value(f.step_after), "--step-after"));
+    auto db = MOTA_TRY(open_db(repo_path, f, DbUse::create));
     print_rollout(MOTA_TRY(start_rollout(db, repo, spec, now)), f.json);
     return {};
   }
+  auto db = MOTA_TRY(open_db(repo_path, f, DbUse::existing));
   if (what == "abort") {
     print_rollout(MOTA_TRY(abort_rollout(db, repo, f.channel, f.model, now)), f.json);
     return {};
   }
   // tick: one rollout, or every running one.
-  if (!f.channel.empty() && f.model.empty()) {
-    return fail(Errc::invalid_argument, "rollout tick: give CHANNEL and MODEL, or neither");
-  }
   if (!f.channel.empty()) {
     print_rollout(MOTA_TRY(tick_rollout(db, repo, f.channel, f.model, now)), f.json);
     return {};
@@ -263,12 +345,14 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
     serve
         ->add_option("--max-clock-skew", so.max_clock_skew,
                      "accepted difference between a report's timestamp and the server clock")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(duration_check());
     serve
         ->add_option("--session-ttl", so.session_ttl,
                      "lifetime of a device's report session (one signed handshake, then an HMAC "
                      "per report); 0s: none, every report is signed")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(duration_check());
     serve
         ->add_option("--max-sessions", so.max_sessions,
                      "live report sessions at most (about 250 bytes each); beyond, devices sign "
@@ -277,7 +361,8 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
     serve
         ->add_option("--rollout-interval", so.rollout_interval,
                      "how often running rollouts are checked (0s: never; e.g. 30s, 500ms)")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(duration_check(/*allow_ms=*/true));
   }
 
   auto* devices = app.add_subcommand("devices", "list devices: model, version, state, last seen");
@@ -285,8 +370,14 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
   devices->add_option("--model", f->filter.model, "only this model");
   devices->add_option("--channel", f->filter.channel, "only this channel");
   devices->add_option("--version", f->filter.version, "only devices running this version");
-  devices->add_option("--state", f->filter.state, "ok, failed or refused");
-  devices->add_option("--stale", f->stale, "only devices not seen for longer than this (1h)");
+  devices->add_option("--state", f->filter.state, "the model's state: ok, failed or refused")
+      ->check(CLI::IsMember({"ok", "failed", "refused"}));
+  devices
+      ->add_option("--condition", f->filter.condition,
+                   "the device's condition: metadata (its TUF metadata refresh fails) or ok")
+      ->check(CLI::IsMember({"metadata", "ok"}));
+  devices->add_option("--stale", f->stale, "only devices not seen for longer than this (1h)")
+      ->check(duration_check());
   auto* enroll = devices->add_subcommand("enroll", "register a device key before it reports");
   enroll->add_option("ID", f->id, "device id")->required();
   enroll->add_option("--key", f->key_file, "file with the key (hex or device.key)")->required();
@@ -311,7 +402,8 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
 
   auto* fleet = app.add_subcommand("fleet", "per model: versions, failures, rollbacks, stale");
   common(fleet);
-  fleet->add_option("--stale", f->stale, "not seen for longer than this counts as stale (1h)");
+  fleet->add_option("--stale", f->stale, "not seen for longer than this counts as stale (1h)")
+      ->check(duration_check());
   fleet->callback([&action, &repo_flag, f] {
     action = [&repo_flag, f] { return fleet_cmd(repo_dir(repo_flag), *f); };
   });
@@ -338,15 +430,20 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
     }
     if (name == "start") {
       cmd->add_option("VERSION", f->version, "version to roll out")->required();
-      cmd->add_option("--percent", f->percents, "steps, ending at 100")->capture_default_str();
+      cmd->add_option("--percent", f->percents, "steps, ending at 100")
+          ->capture_default_str()
+          ->check(percents_check());
       cmd->add_option("--max-failure-rate", f->max_failure_rate,
-                      "halt when failures+rollbacks among a step's devices pass this")
-          ->capture_default_str();
+                      "halt when failures+rollbacks among a step's devices pass this percentage "
+                      "(with its %: 5%, 0.5%)")
+          ->capture_default_str()
+          ->check(failure_rate_check());
       cmd->add_option("--min-devices", f->min_devices,
                       "devices that must report before a step advances")
           ->capture_default_str();
       cmd->add_option("--step-after", f->step_after, "minimum time per step")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(duration_check());
     }
     cmd->callback([&action, &repo_flag, f, name] {
       action = [&repo_flag, f, name] { return rollout_cmd(repo_dir(repo_flag), *f, name); };

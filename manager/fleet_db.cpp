@@ -33,6 +33,14 @@ std::string format_unix(std::int64_t t) {
   return format_time(Clock::time_point(std::chrono::seconds(t)));
 }
 
+Json json_time(std::int64_t t) {
+  return t <= 0 ? Json(nullptr) : Json(format_unix(t));
+}
+
+Json json_text(const std::string& s) {
+  return s.empty() ? Json(nullptr) : Json(s);
+}
+
 namespace {
 
 std::int64_t unix_seconds(TimePoint t) {
@@ -41,7 +49,8 @@ std::int64_t unix_seconds(TimePoint t) {
 
 constexpr const char* kDeviceColumns =
     "SELECT d.id, i.model, i.version, i.slot, i.committed, i.state, i.target, i.last_error, "
-    "i.rolled_back_from, i.channel, d.last_seen, i.updated_at FROM devices d LEFT JOIN installed i "
+    "i.rolled_back_from, i.channel, d.last_seen, i.updated_at, i.failed_version, i.failed_at, "
+    "d.metadata_error, d.metadata_error_since FROM devices d LEFT JOIN installed i "
     "ON i.device = d.id";
 
 DeviceModelRow read_row(const storage::Statement& st) {
@@ -58,6 +67,10 @@ DeviceModelRow read_row(const storage::Statement& st) {
   r.channel = st.column_text(9);
   r.last_seen = st.column_int64(10);
   r.updated_at = st.column_int64(11);
+  r.failed_version = st.column_text(12);
+  r.failed_at = st.column_int64(13);
+  r.metadata_error = st.column_text(14);
+  r.metadata_error_since = st.column_int64(15);
   return r;
 }
 
@@ -84,6 +97,9 @@ Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const De
     where.push_back("i.state = ?");
     params.push_back(filter.state);
   }
+  // Spelled as devices_metadata_error's WHERE, so SQLite can start from that partial index.
+  if (filter.condition == "metadata") where.push_back("d.metadata_error <> ''");
+  if (filter.condition == "ok") where.push_back("d.metadata_error = ''");
   if (filter.stale) {
     where.push_back("(d.last_seen IS NULL OR d.last_seen < ?)");
     params.push_back(std::to_string(unix_seconds(now) - filter.stale->count()));
@@ -105,9 +121,9 @@ Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const De
 }
 
 Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::string& id) {
-  auto st = MOTA_TRY(db.prepare(
-      "SELECT id, key, enrolled, first_seen, last_seen, agent_version, arch, tags FROM devices "
-      "WHERE id = ?"));
+  auto st = MOTA_TRY(
+      db.prepare("SELECT id, key, enrolled, first_seen, last_seen, agent_version, arch, tags, "
+                 "metadata_error, metadata_error_since FROM devices WHERE id = ?"));
   MOTA_TRY(st.bind(1, id));
   if (MOTA_TRY(st.step()) != storage::Step::row) return std::optional<DeviceInfo>();
   DeviceInfo info;
@@ -119,6 +135,8 @@ Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::
   info.agent_version = st.column_text(5);
   info.arch = st.column_text(6);
   info.tags = st.column_text(7);
+  info.metadata_error = st.column_text(8);
+  info.metadata_error_since = st.column_int64(9);
 
   auto rows = MOTA_TRY(db.prepare(std::string(kDeviceColumns) +
                                   " WHERE d.id = ? AND i.model IS NOT NULL ORDER BY i.model"));
@@ -127,7 +145,7 @@ Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::
 
   auto ev = MOTA_TRY(
       db.prepare("SELECT seq, kind, created_at, received_at, model, from_version, to_version, "
-                 "state, step, error FROM events WHERE device = ? ORDER BY seq"));
+                 "state, step, error, body FROM events WHERE device = ? ORDER BY seq"));
   MOTA_TRY(ev.bind(1, id));
   while (MOTA_TRY(ev.step()) == storage::Step::row) {
     EventRow e;
@@ -141,6 +159,23 @@ Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::
     e.state = ev.column_text(7);
     e.step = ev.column_text(8);
     e.error = ev.column_text(9);
+    if (e.kind == "event") {
+      // slot and channel are read from the body the device sent (only this view needs them, so
+      // the ingest's hot path does not store them twice).
+      // nlohmann's DOM, not parse_json(): a member given twice counts as its last value, as the
+      // report parser read it when the event was stored.
+      auto doc = Json::parse(ev.column_text(10), nullptr, /*allow_exceptions=*/false);
+      if (doc.is_object()) {
+        const Json* body = &doc;
+        auto text = [&](const char* name) -> std::optional<std::string> {
+          auto it = body->find(name);
+          if (it == body->end() || !it->is_string()) return std::nullopt;
+          return it->get<std::string>();
+        };
+        e.slot = text("slot");
+        e.channel = text("channel");
+      }
+    }
     info.events.push_back(std::move(e));
   }
   return std::optional<DeviceInfo>(std::move(info));
@@ -174,14 +209,15 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
     }
   }
   {
-    auto st =
-        MOTA_TRY(db.prepare("SELECT model, target, COUNT(*) FROM installed WHERE state = 'failed' "
-                            "GROUP BY model, target"));
+    // Read from the installed_failed_version partial index alone.
+    auto st = MOTA_TRY(
+        db.prepare("SELECT model, failed_version, COUNT(*) FROM installed WHERE failed_version "
+                   "<> '' GROUP BY model, failed_version"));
     while (MOTA_TRY(st.step()) == storage::Step::row) {
       auto& v = versions[{st.column_text(0), st.column_text(1)}];
       v.version = st.column_text(1);
       v.failures = st.column_int64(2);
-      models[st.column_text(0)].failed += v.failures;
+      (void)models[st.column_text(0)];
     }
   }
   {
@@ -194,6 +230,22 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
       v.rollbacks = st.column_int64(2);
       (void)models[st.column_text(0)];
     }
+  }
+  {
+    // The installed_failed partial index (model, target, state) covers it.
+    auto st = MOTA_TRY(
+        db.prepare("SELECT model, COUNT(*) FROM installed WHERE state = 'failed' GROUP BY model"));
+    while (MOTA_TRY(st.step()) == storage::Step::row) {
+      models[st.column_text(0)].failed = st.column_int64(1);
+    }
+  }
+  {
+    // Fleet-wide only, from the devices_metadata_error partial index. A count per model would
+    // look up every such device's models: when the timestamp expired fleet-wide, that is every
+    // device, and `mota fleet` would take seconds exactly when it is needed (the condition is the
+    // device's, the same for all its models; `mota devices --condition metadata --model M`).
+    auto st = MOTA_TRY(db.prepare("SELECT COUNT(*) FROM devices WHERE metadata_error <> ''"));
+    if (MOTA_TRY(st.step()) == storage::Step::row) out.metadata_errors = st.column_int64(0);
   }
   if (out.stale > 0) {
     // Driven by the (last_seen, id) index: cheap while few devices are stale, which is the normal
@@ -272,43 +324,52 @@ Status enroll_device(storage::Database& db, const std::string& id, const std::st
 
 Json to_json(const DeviceModelRow& r) {
   return Json{{"device", r.device},
-              {"model", r.model},
-              {"version", r.version},
-              {"slot", r.slot},
+              {"model", json_text(r.model)},
+              {"version", json_text(r.version)},
+              {"slot", json_text(r.slot)},
               {"committed", r.committed},
-              {"state", r.state},
-              {"target", r.target},
-              {"last_error", r.last_error},
-              {"rolled_back_from", r.rolled_back_from},
-              {"channel", r.channel},
-              {"last_seen", format_unix(r.last_seen)},
-              {"updated", format_unix(r.updated_at)}};
+              {"state", json_text(r.state)},
+              {"target", json_text(r.target)},
+              {"last_error", json_text(r.last_error)},
+              {"failed_version", json_text(r.failed_version)},
+              {"failed_at", json_time(r.failed_at)},
+              {"rolled_back_from", json_text(r.rolled_back_from)},
+              {"channel", json_text(r.channel)},
+              {"last_seen", json_time(r.last_seen)},
+              {"updated", json_time(r.updated_at)},
+              {"metadata_error", json_text(r.metadata_error)},
+              {"metadata_error_since", json_time(r.metadata_error_since)}};
 }
 
 Json to_json(const DeviceInfo& info) {
   Json models = Json::array();
   for (const auto& m : info.models) models.push_back(to_json(m));
   Json events = Json::array();
+  auto opt = [](const std::optional<std::string>& s) { return s ? Json(*s) : Json(nullptr); };
   for (const auto& e : info.events) {
     events.push_back(Json{{"seq", e.seq},
                           {"kind", e.kind},
-                          {"created_at", e.created_at},
-                          {"received_at", format_unix(e.received_at)},
-                          {"model", e.model},
-                          {"from", e.from},
-                          {"to", e.to},
-                          {"state", e.state},
-                          {"step", e.step},
-                          {"error", e.error}});
+                          {"created_at", json_text(e.created_at)},
+                          {"received_at", json_time(e.received_at)},
+                          {"model", json_text(e.model)},
+                          {"from", json_text(e.from)},
+                          {"to", json_text(e.to)},
+                          {"state", json_text(e.state)},
+                          {"step", json_text(e.step)},
+                          {"error", json_text(e.error)},
+                          {"slot", opt(e.slot)},
+                          {"channel", opt(e.channel)}});
   }
   return Json{{"device", info.id},
               {"key", info.key},
               {"enrolled", info.enrolled},
-              {"first_seen", format_unix(info.first_seen)},
-              {"last_seen", format_unix(info.last_seen)},
-              {"agent_version", info.agent_version},
-              {"arch", info.arch},
-              {"tags", info.tags},
+              {"first_seen", json_time(info.first_seen)},
+              {"last_seen", json_time(info.last_seen)},
+              {"agent_version", json_text(info.agent_version)},
+              {"arch", json_text(info.arch)},
+              {"tags", json_text(info.tags)},
+              {"metadata_error", json_text(info.metadata_error)},
+              {"metadata_error_since", json_time(info.metadata_error_since)},
               {"models", models},
               {"events", events}};
 }
@@ -318,7 +379,7 @@ Json to_json(const FleetSummary& s) {
   for (const auto& m : s.models) {
     Json versions = Json::array();
     for (const auto& v : m.versions) {
-      versions.push_back(Json{{"version", v.version},
+      versions.push_back(Json{{"version", json_text(v.version)},
                               {"devices", v.devices},
                               {"percent", v.percent},
                               {"failures", v.failures},
@@ -334,6 +395,7 @@ Json to_json(const FleetSummary& s) {
   return Json{{"devices", s.devices},
               {"stale", s.stale},
               {"stale_after_seconds", s.stale_after.count()},
+              {"metadata_errors", s.metadata_errors},
               {"models", models}};
 }
 

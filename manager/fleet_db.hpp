@@ -7,10 +7,38 @@
 // rollouts). Readers and writers in several processes share the file through SQLite's WAL and
 // busy timeout; each Database handle belongs to one thread at a time (storage/sqlite.hpp).
 //
-// Device state per model (table `installed`): version = the active version the device last
-// reported; state = "ok" | "failed" | "refused" (the last event's outcome; an inventory showing
-// a new version resets it to "ok"); target = the version of the last install attempt;
-// rolled_back_from = the version the device went down from, when its version decreased.
+// Device state (the writer: manager/fleet_ingest.cpp; docs/fleet.md, "Device state"). Each
+// column follows the latest fact the device reported; reports are applied in the device's order.
+// Per model (table `installed`):
+//   version           the active version ('' = none): from "installed" events (`to`), from the
+//                     other events' `from` (what the device runs after them), and from every
+//                     heartbeat's inventory (the truth about what runs).
+//   slot, channel     where and for which channel it is served: from heartbeats and from events
+//                     that carry them ("slot" "" = nothing served; a channel "" never erases one).
+//   state             the model's condition now: "ok" after "installed" and "ok" events and after
+//                     an inventory showing another version; "failed" after a "failed" event or an
+//                     automatic rollback ("rolled_back"); "refused" after a "refused" event.
+//   last_error        the error of the failure or refusal that set the state ('' when "ok").
+//   target            the version of the last event that named one (`to`).
+//   failed_version    the version whose last install attempt failed before the switch, while the
+//   failed_at         device does not run it (failed_at: when the server received the failure).
+//                     Set by "failed" events with a `to`; cleared by an "installed" event (the
+//                     device moved on) and when the device runs that version. An "ok" event
+//                     keeps it: a device healthy again still failed to install that version.
+//   rolled_back_from  the version the device rolled back from *automatically* ("rolled_back"
+//                     events: a failed trial, or a committed slot that no longer loads at start);
+//                     cleared like failed_version. A version going down in an inventory or an
+//                     "installed" event (an operator's --allow-downgrade, a USB install) is not a
+//                     rollback.
+// Not failures of any version: a "failed" event without a `to` (e.g. the channel file could not be
+// fetched) sets state and last_error only; TUF metadata errors are a device condition.
+// Per device (table `devices`): metadata_error / metadata_error_since, the device's failing TUF
+// refresh ("metadata_error" events, and "failed" events with step "refresh" from older agents),
+// cleared by a "metadata_ok" event; since = when the device first reported it (its clock, never
+// later than the server's).
+// Counts: FAILURES of a version = devices whose failed_version is it; ROLLBACKS = devices whose
+// rolled_back_from is it (disjoint per version); a rollout counts the same two
+// (manager/rollout.hpp).
 
 #include <chrono>
 #include <cstdint>
@@ -44,6 +72,8 @@ struct DeviceFilter {
   std::string channel;  // "" = any; devices that never reported a channel match every channel
   std::string version;  // "" = any
   std::string state;    // "" = any; "ok", "failed", "refused"
+  // "" = any; "metadata": devices whose metadata refresh fails; "ok": those whose does not.
+  std::string condition;
   std::optional<std::chrono::seconds> stale;  // only devices not seen for longer than this
 };
 
@@ -58,8 +88,13 @@ struct DeviceModelRow {
   std::string last_error;
   std::string rolled_back_from;
   std::string channel;
+  std::string failed_version;
+  std::int64_t failed_at = 0;  // Unix seconds, 0 = none
   std::int64_t last_seen = 0;  // Unix seconds, 0 = never
   std::int64_t updated_at = 0;
+  // The device's condition (the same on each of its rows): '' = its metadata refresh works.
+  std::string metadata_error;
+  std::int64_t metadata_error_since = 0;
 };
 
 struct EventRow {
@@ -68,6 +103,8 @@ struct EventRow {
   std::string created_at;
   std::int64_t received_at = 0;
   std::string model, from, to, state, step, error;
+  // From the stored body: nullopt when the event did not carry them (older agents).
+  std::optional<std::string> slot, channel;
 };
 
 struct DeviceInfo {
@@ -76,6 +113,8 @@ struct DeviceInfo {
   bool enrolled = false;
   std::int64_t first_seen = 0, last_seen = 0;
   std::string agent_version, arch, tags;
+  std::string metadata_error;  // '' = none
+  std::int64_t metadata_error_since = 0;
   std::vector<DeviceModelRow> models;
   std::vector<EventRow> events;  // oldest first
 };
@@ -84,8 +123,8 @@ struct VersionStats {
   std::string version;  // "" = nothing installed
   std::int64_t devices = 0;
   double percent = 0;          // of the model's devices
-  std::int64_t failures = 0;   // devices whose last attempt to install this version failed
-  std::int64_t rollbacks = 0;  // devices that went down from this version
+  std::int64_t failures = 0;   // devices whose failed_version is this (see above)
+  std::int64_t rollbacks = 0;  // devices whose rolled_back_from is this: automatic rollbacks
 };
 
 struct ModelSummary {
@@ -93,13 +132,14 @@ struct ModelSummary {
   std::int64_t devices = 0;
   std::vector<VersionStats> versions;  // by device count, descending
   std::int64_t updating = 0;           // filled by the caller (active rollouts' pending devices)
-  std::int64_t failed = 0;             // devices whose last report is a failure
+  std::int64_t failed = 0;             // devices whose state for the model is "failed" now
   std::int64_t stale = 0;              // devices not seen for longer than the threshold
 };
 
 struct FleetSummary {
   std::int64_t devices = 0;
   std::int64_t stale = 0;
+  std::int64_t metadata_errors = 0;  // devices whose metadata refresh fails
   std::chrono::seconds stale_after{0};
   std::vector<ModelSummary> models;  // by name
 };
@@ -112,8 +152,10 @@ Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const De
 // Inventory and full event history; std::nullopt for an unknown id.
 Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::string& id);
 
-// Per model: version distribution, failures and rollbacks per version, stale devices. Answers
-// from indexes and aggregates only (a million devices in well under a second).
+// Per model: version distribution, failures and rollbacks per version, failed and stale devices;
+// fleet-wide: devices, stale ones and those whose metadata refresh fails. Answers from indexes and
+// aggregates only (a million devices in well under a second; the stale count per model costs one
+// lookup per stale device).
 Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds stale_after,
                                    TimePoint now);
 
@@ -127,10 +169,14 @@ Status enroll_device(storage::Database& db, const std::string& id, const std::st
 // public half). Errc::parse otherwise.
 Result<std::string> device_key_hex(const std::string& file_text);
 
-// JSON forms used by `--json` (stable field names, times as YYYY-MM-DDTHH:MM:SSZ or "").
+// JSON forms used by `--json` (stable field names; docs/fleet.md lists their types). Times are
+// "YYYY-MM-DDTHH:MM:SSZ"; an absent value (no version, no error, never seen, not reported) is
+// null, never "".
 Json to_json(const DeviceModelRow& row);
 Json to_json(const DeviceInfo& info);
 Json to_json(const FleetSummary& summary);
 std::string format_unix(std::int64_t t);  // "" for 0
+Json json_time(std::int64_t t);           // null for 0
+Json json_text(const std::string& s);     // null for ""
 
 }  // namespace mota::manager

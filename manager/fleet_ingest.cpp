@@ -20,7 +20,6 @@
 #include "agent/session.hpp"
 #include "common/http.hpp"
 #include "common/log.hpp"
-#include "common/semver.hpp"
 #include "manager/fleet_db.hpp"
 #include "manager/report_parser.hpp"
 #include "manager/report_sessions.hpp"
@@ -86,12 +85,11 @@ std::optional<std::string> forged_device(const std::string& header_device, const
          "' of the route";
 }
 
-// True when `to` is a lower semver than `from` (both valid).
-bool went_down(const std::string& from, const std::string& to) {
-  if (from.empty() || to.empty()) return false;
-  auto a = SemVer::parse(from);
-  auto b = SemVer::parse(to);
-  return a && b && *b < *a;
+// A device-level metadata event: "metadata_error" / "metadata_ok", or the per-model "failed"
+// event with step "refresh" that agents before those events sent for each model.
+bool metadata_event(const ReportItem& e) {
+  return e.state == "metadata_error" || e.state == "metadata_ok" ||
+         (e.state == "failed" && e.step == "refresh");
 }
 
 std::int64_t unix_seconds(TimePoint t) {
@@ -102,7 +100,8 @@ std::int64_t unix_seconds(TimePoint t) {
 bool same_state(const DeviceModelRow& a, const DeviceModelRow& b) {
   return a.version == b.version && a.slot == b.slot && a.committed == b.committed &&
          a.state == b.state && a.target == b.target && a.last_error == b.last_error &&
-         a.rolled_back_from == b.rolled_back_from && a.channel == b.channel;
+         a.rolled_back_from == b.rolled_back_from && a.channel == b.channel &&
+         a.failed_version == b.failed_version && a.failed_at == b.failed_at;
 }
 
 }  // namespace
@@ -111,7 +110,7 @@ bool same_state(const DeviceModelRow& a, const DeviceModelRow& b) {
 // item cost more than the inserts). Destroyed before the Database (declared after it in Impl).
 struct Statements {
   storage::Statement find_key, insert_device, insert_event, update_device, select_installed,
-      upsert_installed, touch_installed;
+      upsert_installed, touch_installed, set_metadata;
 
   static Result<Statements> prepare(storage::Database& db) {
     return Statements{
@@ -127,19 +126,26 @@ struct Statements {
             "coalesce(?, agent_version), arch = coalesce(?, arch) WHERE id = ?")),
         MOTA_TRY(db.prepare(
             "SELECT version, slot, committed, state, target, last_error, rolled_back_from, "
-            "channel FROM installed WHERE device = ? AND model = ?")),
+            "channel, failed_version, failed_at FROM installed WHERE device = ? AND model = ?")),
         MOTA_TRY(db.prepare(
             "INSERT INTO installed (device, model, version, slot, committed, state, target, "
-            "last_error, rolled_back_from, channel, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?, ?) ON CONFLICT (device, model) DO UPDATE SET version = excluded.version, "
-            "slot = excluded.slot, committed = excluded.committed, state = excluded.state, "
-            "target = excluded.target, last_error = excluded.last_error, rolled_back_from = "
-            "excluded.rolled_back_from, channel = excluded.channel, updated_at = "
-            "excluded.updated_at")),
-        // An event that changes nothing but the time: an UPDATE of updated_at alone only
-        // rewrites the one index holding it (installed_rollout), where the upsert rewrites
-        // every index of the table and runs the installed_counts trigger's check.
+            "last_error, rolled_back_from, channel, failed_version, failed_at, updated_at) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, model) DO UPDATE SET "
+            "version = excluded.version, slot = excluded.slot, committed = excluded.committed, "
+            "state = excluded.state, target = excluded.target, last_error = excluded.last_error, "
+            "rolled_back_from = excluded.rolled_back_from, channel = excluded.channel, "
+            "failed_version = excluded.failed_version, failed_at = excluded.failed_at, "
+            "updated_at = excluded.updated_at")),
+        // An event that changes nothing but the time: an UPDATE of updated_at alone rewrites
+        // no index (none holds it since migration 0003), where the upsert rewrites every index
+        // of the table and runs the installed_counts trigger's check.
         MOTA_TRY(db.prepare("UPDATE installed SET updated_at = ? WHERE device = ? AND model = ?")),
+        // A metadata event (rare: agents send one when the condition changes): the error ('' =
+        // cleared) and since when; a new error while one is on record keeps the first one's time.
+        MOTA_TRY(db.prepare(
+            "UPDATE devices SET metadata_error = ?1, metadata_error_since = CASE WHEN ?1 = '' "
+            "THEN 0 WHEN metadata_error_since = 0 THEN ?2 ELSE metadata_error_since END WHERE "
+            "id = ?3")),
     };
   }
 };
@@ -159,7 +165,7 @@ struct FleetIngest::Impl {
   std::optional<Statements> sql;  // after db: destroyed first; prepared by the writer
   // UPDATEs of an existing installed row that set only the columns that changed (the index is
   // the bit mask of update_changed()), prepared on first use by the writer.
-  std::array<std::optional<storage::Statement>, 256> update_installed;
+  std::array<std::optional<storage::Statement>, 1024> update_installed;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -247,8 +253,9 @@ struct FleetIngest::Impl {
                               const std::string& model);
   Status update_changed(const DeviceModelRow& old, const DeviceModelRow& row,
                         const std::string& device, const std::string& model, std::int64_t now);
-  static void apply_event(DeviceModelRow& row, const Item& item);
+  static void apply_event(DeviceModelRow& row, const Item& item, std::int64_t now);
   static void apply_inventory(DeviceModelRow& row, const ModelReport& m);
+  Status apply_metadata(const std::string& device, const Item& item, std::int64_t now);
 };
 
 std::variant<HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(const HttpRequest& req,
@@ -574,9 +581,13 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
     ++fresh;
     ++stored;
     if (item.event) {
+      if (metadata_event(item)) {
+        MOTA_TRY(apply_metadata(job.device, item, now));
+        continue;  // a condition of the device, never of a model's version
+      }
       if (item.model.empty()) continue;  // nothing per model to update (kept in events)
       ModelRow* r = MOTA_TRY(model_row(rows, job.device, item.model));
-      apply_event(r->row, item);
+      apply_event(r->row, item, now);
       r->dirty = true;
       r->by_event = true;
     } else {
@@ -611,7 +622,8 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
     }
     MOTA_TRY(up.reset());
     MOTA_TRY(up.bind_all(job.device, model, row.version, row.slot, row.committed, row.state,
-                         row.target, row.last_error, row.rolled_back_from, row.channel, now));
+                         row.target, row.last_error, row.rolled_back_from, row.channel,
+                         row.failed_version, row.failed_at, now));
     MOTA_TRY(up.run());
   }
   if (fresh > 0) {
@@ -624,28 +636,32 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
 }
 
 // An existing row whose state changed: only the changed columns are set, so only the indexes
-// holding them are rewritten (installed has four; a failure flips state and last_error, which
-// two of them hold, where the upsert rewrote all four and looked for a conflict first).
+// holding them are rewritten (e.g. a failure without a version flips state and last_error, which
+// only installed_failed holds), where the upsert rewrote every index and looked for a conflict.
 Status FleetIngest::Impl::update_changed(const DeviceModelRow& old, const DeviceModelRow& row,
                                          const std::string& device, const std::string& model,
                                          std::int64_t now) {
-  static constexpr const char* kColumns[] = {
-      "version", "slot",       "committed",        "state",
-      "target",  "last_error", "rolled_back_from", "channel"};
-  const bool changed[] = {row.version != old.version,
-                          row.slot != old.slot,
-                          row.committed != old.committed,
-                          row.state != old.state,
-                          row.target != old.target,
-                          row.last_error != old.last_error,
-                          row.rolled_back_from != old.rolled_back_from,
-                          row.channel != old.channel};
+  constexpr unsigned kCount = 10;
+  static constexpr const char* kColumns[kCount] = {
+      "version",          "slot",    "committed",      "state",    "target", "last_error",
+      "rolled_back_from", "channel", "failed_version", "failed_at"};
+  const bool changed[kCount] = {row.version != old.version,
+                                row.slot != old.slot,
+                                row.committed != old.committed,
+                                row.state != old.state,
+                                row.target != old.target,
+                                row.last_error != old.last_error,
+                                row.rolled_back_from != old.rolled_back_from,
+                                row.channel != old.channel,
+                                row.failed_version != old.failed_version,
+                                row.failed_at != old.failed_at};
+  static_assert(1u << kCount == std::tuple_size_v<decltype(update_installed)>);
   unsigned mask = 0;
-  for (unsigned i = 0; i < 8; ++i) mask |= changed[i] ? 1u << i : 0u;
+  for (unsigned i = 0; i < kCount; ++i) mask |= changed[i] ? 1u << i : 0u;
   auto& st = update_installed[mask];
   if (!st) {
     std::string sql = "UPDATE installed SET ";
-    for (unsigned i = 0; i < 8; ++i) {
+    for (unsigned i = 0; i < kCount; ++i) {
       if (changed[i]) sql += std::string(kColumns[i]) + " = ?, ";
     }
     sql += "updated_at = ? WHERE device = ? AND model = ?";
@@ -653,15 +669,24 @@ Status FleetIngest::Impl::update_changed(const DeviceModelRow& old, const Device
   }
   MOTA_TRY(st->reset());
   int i = 1;
-  const std::string* texts[] = {
-      &row.version,          &row.slot,   nullptr, &row.state, &row.target, &row.last_error,
-      &row.rolled_back_from, &row.channel};
-  for (unsigned c = 0; c < 8; ++c) {
+  const std::string* texts[kCount] = {&row.version,
+                                      &row.slot,
+                                      nullptr,
+                                      &row.state,
+                                      &row.target,
+                                      &row.last_error,
+                                      &row.rolled_back_from,
+                                      &row.channel,
+                                      &row.failed_version,
+                                      nullptr};
+  const std::int64_t numbers[kCount] = {0, 0, row.committed ? 1 : 0, 0, 0, 0, 0,
+                                        0, 0, row.failed_at};
+  for (unsigned c = 0; c < kCount; ++c) {
     if (!changed[c]) continue;
     if (texts[c]) {
       MOTA_TRY(st->bind(i++, *texts[c]));
     } else {
-      MOTA_TRY(st->bind(i++, std::int64_t(row.committed ? 1 : 0)));
+      MOTA_TRY(st->bind(i++, numbers[c]));
     }
   }
   MOTA_TRY(st->bind(i++, now));
@@ -687,6 +712,8 @@ Result<FleetIngest::Impl::ModelRow*> FleetIngest::Impl::model_row(
     r.row.last_error = sel.column_text(5);
     r.row.rolled_back_from = sel.column_text(6);
     r.row.channel = sel.column_text(7);
+    r.row.failed_version = sel.column_text(8);
+    r.row.failed_at = sel.column_int64(9);
     r.stored = r.row;
   }
   MOTA_TRY(sel.reset());
@@ -694,51 +721,100 @@ Result<FleetIngest::Impl::ModelRow*> FleetIngest::Impl::model_row(
 }
 
 namespace {
-// A version change records a rollback when the version went down and clears it otherwise.
-void note_version_change(DeviceModelRow& row, const std::string& before) {
-  if (row.version == before) return;
-  if (went_down(before, row.version)) {
-    row.rolled_back_from = before;
-  } else if (!row.version.empty()) {
-    row.rolled_back_from.clear();
+// The device runs row.version: it is no longer failing to install it or rolled back from it.
+void running(DeviceModelRow& row) {
+  if (row.failed_version == row.version) {
+    row.failed_version.clear();
+    row.failed_at = 0;
   }
+  if (row.rolled_back_from == row.version) row.rolled_back_from.clear();
 }
 }  // namespace
 
-void FleetIngest::Impl::apply_event(DeviceModelRow& row, const Item& e) {
-  const std::string before = row.version;
+// The rules are in manager/fleet_db.hpp ("Device state"); metadata events never get here.
+void FleetIngest::Impl::apply_event(DeviceModelRow& row, const Item& e, std::int64_t now) {
+  const bool outcome = e.state == "installed" || e.state == "ok" || e.state == "failed" ||
+                       e.state == "refused" || e.state == "rolled_back";
+  if (!outcome) return;  // other states change nothing (the row is still written, as it always was)
+  if (e.slot) row.slot = *e.slot;
+  if (!e.channel.empty()) row.channel = e.channel;
   if (e.state == "installed") {
     row.version = e.to;
     row.state = "ok";
     row.last_error.clear();
     row.committed = true;
-  } else if (e.state == "failed" || e.state == "refused" || e.state == "rolled_back") {
-    // The device still runs `from`: a failed install never touches the active model, and a
-    // rollback (the new model failed its trial after the switch) brought the device back to it.
-    // A rollback is stored as a failure with rolled_back_from set (the views and rollouts count
-    // it as a rollback from there).
-    if (!e.from.empty() || row.version.empty()) row.version = e.from;
-    row.state = e.state == "rolled_back" ? "failed" : e.state;
-    row.last_error = e.error;
-  } else {
-    return;  // other states change nothing (the row is still written, as it always was)
+    if (!e.to.empty()) row.target = e.to;
+    // The device moved on: whatever it failed or rolled back from before is history.
+    row.failed_version.clear();
+    row.failed_at = 0;
+    row.rolled_back_from.clear();
+    return;
   }
-  if (!e.to.empty()) row.target = e.to;
-  if (!e.channel.empty()) row.channel = e.channel;
-  note_version_change(row, before);
-  if (e.state == "rolled_back" && !e.to.empty()) row.rolled_back_from = e.to;
+  if (e.state == "ok") {
+    // Healthy and converged again; failed_version and rolled_back_from stay (the device still
+    // did not take that version).
+    row.state = "ok";
+    row.last_error.clear();
+    if (!e.to.empty()) row.version = e.to;
+    running(row);
+    return;
+  }
+  // "failed", "refused", "rolled_back": the device runs `from` afterwards. A failed install never
+  // touches the active model; an automatic rollback brought the device back to it.
+  if (!e.from.empty() || row.version.empty()) row.version = e.from;
+  row.state = e.state == "refused" ? "refused" : "failed";
+  row.last_error = e.error;
+  if (!e.to.empty()) {
+    // Without a `to` (the channel file could not be fetched, ...) no version was attempted: the
+    // model's state says the device has a problem, the counts of every version are untouched.
+    row.target = e.to;
+    if (e.state == "failed") {
+      row.failed_version = e.to;
+      row.failed_at = now;
+      if (row.rolled_back_from == e.to) row.rolled_back_from.clear();
+    } else if (e.state == "rolled_back") {
+      row.rolled_back_from = e.to;
+      if (row.failed_version == e.to) {
+        row.failed_version.clear();
+        row.failed_at = 0;
+      }
+    }
+  }
+  running(row);
 }
 
 void FleetIngest::Impl::apply_inventory(DeviceModelRow& row, const ModelReport& m) {
-  const std::string before = row.version;
   // The inventory is the truth about what runs; a version change ends a failure state (the
-  // device moved on), an unchanged one keeps the last event's outcome.
-  if (m.version != row.version) row.state = "ok";
+  // device moved on), an unchanged one keeps the last event's outcome. It never records a
+  // rollback: a version going down may be an operator's downgrade.
+  if (m.version != row.version) {
+    row.state = "ok";
+    row.last_error.clear();
+  }
   row.version = m.version;
   row.slot = m.slot;
   row.committed = m.committed;
   if (!m.channel.empty()) row.channel = m.channel;
-  note_version_change(row, before);
+  running(row);
+}
+
+Status FleetIngest::Impl::apply_metadata(const std::string& device, const Item& e,
+                                         std::int64_t now) {
+  std::string error;
+  if (e.state != "metadata_ok") {
+    error = e.error.empty() ? "metadata refresh failed (no reason given)" : e.error;
+  }
+  // Since when: the device's own time of the event (it may have queued it while the server was
+  // unreachable; its clock was within --max-clock-skew of ours when it sent the report), never
+  // later than now.
+  std::int64_t since = now;
+  if (auto t = parse_time(e.created_at); t && unix_seconds(*t) > 0) {
+    since = std::min(since, unix_seconds(*t));
+  }
+  auto& st = sql->set_metadata;
+  MOTA_TRY(st.reset());
+  MOTA_TRY(st.bind_all(error, since, device));
+  return st.run();
 }
 
 void FleetIngest::Impl::run_checkpointer(storage::Database ckpt_db) {

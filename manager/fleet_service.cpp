@@ -1,5 +1,6 @@
 #include "manager/fleet_service.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -75,31 +76,40 @@ FleetServeOptions& fleet_serve_options() {
   return options;
 }
 
+Result<std::chrono::milliseconds> parse_duration_value(const std::string& text, bool allow_ms) {
+  const std::string forms = std::string("want a number and a unit: 30s, 10m, 1h, 7d, 2w, 3mo, 1y") +
+                            (allow_ms ? ", 500ms" : "") + "; or 0";
+  if (text == "0") return std::chrono::milliseconds(0);
+  if (allow_ms && text.size() > 2 && text.compare(text.size() - 2, 2, "ms") == 0) {
+    const std::string digits = text.substr(0, text.size() - 2);
+    if (digits.size() <= 12 &&
+        std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::chrono::milliseconds(std::stoll(digits));
+    }
+    return fail(Errc::invalid_argument, "'" + text + "' is not a duration (" + forms + ")");
+  }
+  auto d = parse_duration(text);
+  if (!d) return fail(Errc::invalid_argument, "'" + text + "' is not a duration (" + forms + ")");
+  return std::chrono::milliseconds(*d);
+}
+
 Result<std::unique_ptr<FleetService>> attach_fleet(HttpServer& server, const std::string& repo_dir,
                                                    const FleetServeOptions& options) {
   IngestOptions io;
   io.enrolled_only = options.enrolled_only;
-  io.max_clock_skew = MOTA_TRY_CTX(parse_duration(options.max_clock_skew), "--max-clock-skew");
-  if (options.session_ttl == "0" || options.session_ttl == "0s") {
+  const auto skew = MOTA_TRY_CTX(parse_duration_value(options.max_clock_skew), "--max-clock-skew");
+  io.max_clock_skew = std::chrono::duration_cast<std::chrono::seconds>(skew);
+  const auto ttl = MOTA_TRY_CTX(parse_duration_value(options.session_ttl), "--session-ttl");
+  if (ttl.count() == 0) {
     io.sessions = false;
   } else {
-    io.session_ttl = MOTA_TRY_CTX(parse_duration(options.session_ttl), "--session-ttl");
+    io.session_ttl = std::chrono::duration_cast<std::chrono::seconds>(ttl);
   }
   if (options.max_sessions == 0) io.sessions = false;
   io.max_sessions = options.max_sessions;
-  std::chrono::milliseconds interval{0};
-  // Sub-second intervals ("200ms") are accepted for tests and demos.
-  if (options.rollout_interval.size() > 2 &&
-      options.rollout_interval.compare(options.rollout_interval.size() - 2, 2, "ms") == 0) {
-    try {
-      interval = std::chrono::milliseconds(std::stoll(options.rollout_interval));
-    } catch (const std::exception&) {
-      return fail(Errc::invalid_argument,
-                  "--rollout-interval '" + options.rollout_interval + "': not a duration");
-    }
-  } else if (options.rollout_interval != "0" && options.rollout_interval != "0s") {
-    interval = MOTA_TRY_CTX(parse_duration(options.rollout_interval), "--rollout-interval");
-  }
+  // Sub-second intervals ("200ms") are accepted for tests and demos; 0 disables the ticker.
+  const auto interval =
+      MOTA_TRY_CTX(parse_duration_value(options.rollout_interval, true), "--rollout-interval");
   const auto db_path = fleet_db_path(repo_dir, options.db);
   auto ingest = MOTA_TRY(FleetIngest::open(db_path, io));
   ingest->register_routes(server);

@@ -9,6 +9,8 @@
 //
 // Thread-safety: attach_fleet() and the destructor run on the serve thread; the destructor stops
 // the ticker and the ingest writer, so the HTTP server must be stopped before it runs.
+// The duration flags are checked when the command line is parsed (exit 2 naming the flag);
+// attach_fleet() checks them again for other callers.
 
 #include <chrono>
 #include <cstddef>
@@ -33,6 +35,13 @@ struct FleetServeOptions {
 
 // The options `mota serve` parsed (filled by CLI11 through add_fleet_commands()).
 FleetServeOptions& fleet_serve_options();
+
+// A duration flag's value: a number and a unit (common/time.hpp's parse_duration: 30s, 10m, 1h,
+// 7d, 2w, 3mo, 1y), "0" for none, and with `allow_ms` milliseconds ("500ms"). Errc::
+// invalid_argument (a usage error) otherwise, saying which forms are accepted; the message does
+// not name the flag (callers add it).
+Result<std::chrono::milliseconds> parse_duration_value(const std::string& text,
+                                                       bool allow_ms = false);
 
 class FleetService {
  public:

@@ -211,6 +211,8 @@ class Scanner {
         opt = &it.agent_version;
       else if (key == "arch")
         opt = &it.arch;
+      else if (key == "slot")
+        opt = &it.slot;
       else if (key == "models") {
         it.models.clear();  // anything but an array: no inventory
         return *p_ == '[' ? models(it.models) : skip_value(4);
@@ -562,6 +564,7 @@ Result<Report> parse_report(std::string_view body, std::string_view route_device
       item.step.clear();
       item.error.clear();
       item.channel.clear();
+      item.slot.reset();
     }
     out.items.push_back(std::move(item));
   }

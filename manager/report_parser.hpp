@@ -47,8 +47,11 @@ struct ReportItem {
   bool event = false;  // else a heartbeat
   std::string created_at;
   std::string body;  // the item's body object, as sent
-  // Copied out of the body: model for both kinds; from..channel for events only.
+  // Copied out of the body: model for both kinds; from..channel and slot for events only.
   std::string model, from, to, state, step, error, channel;
+  // Events: the slot the model is served from after the event (nullopt = not reported, as by
+  // agents older than the "slot" field; "" = none).
+  std::optional<std::string> slot;
   // Heartbeats: device facts (nullopt = not reported) and the inventory.
   std::optional<std::string> agent_version, arch;
   std::vector<ReportModel> models;

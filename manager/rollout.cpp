@@ -104,21 +104,20 @@ Status load_transitions(storage::Database& db, RolloutInfo& info) {
 
 Status compute_counts(storage::Database& db, RolloutInfo& info) {
   RolloutCounts c;
+  // Read from the installed_rollout covering index alone (migration 0003).
   auto st = MOTA_TRY(db.prepare(
-      "SELECT device, version, state, target, rolled_back_from, updated_at FROM installed "
+      "SELECT device, version, failed_version, failed_at, rolled_back_from FROM installed "
       "WHERE model = ? AND (channel = ? OR channel = '')"));
   MOTA_TRY(st.bind_all(info.model, info.channel));
   const unsigned limit = info.percent() * 100;
   while (MOTA_TRY(st.step()) == storage::Step::row) {
     if (limit < 10000 && rollout_bucket(info.salt, st.column_text(0)) >= limit) continue;
     ++c.targeted;
-    const std::string version = st.column_text(1);
-    if (version == info.version) {
+    if (st.column_text(1) == info.version) {
       ++c.updated;
     } else if (st.column_text(4) == info.version) {
       ++c.rolled_back;
-    } else if (st.column_text(2) == "failed" && st.column_text(3) == info.version &&
-               st.column_int64(5) >= info.started_at) {
+    } else if (st.column_text(2) == info.version && st.column_int64(3) >= info.started_at) {
       ++c.failed;
     } else {
       ++c.pending;
@@ -254,35 +253,45 @@ Result<std::vector<unsigned>> parse_percents(const std::string& text) {
     if (ok) v = unsigned(std::stoul(part));
     if (!ok || v < 1 || v > 100) {
       return fail(Errc::invalid_argument,
-                  "--percent '" + text + "': '" + part + "' is not a percentage in 1..100");
+                  "'" + text + "': '" + part + "' is not a percentage in 1..100");
     }
     if (!out.empty() && v <= out.back()) {
-      return fail(Errc::invalid_argument, "--percent '" + text + "': steps must increase");
+      return fail(Errc::invalid_argument, "'" + text + "': steps must increase");
     }
     out.push_back(v);
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
   if (out.empty() || out.back() != 100) {
-    return fail(Errc::invalid_argument, "--percent '" + text + "': the last step must be 100");
+    return fail(Errc::invalid_argument, "'" + text + "': the last step must be 100");
   }
   return out;
 }
 
 Result<unsigned> parse_failure_rate(const std::string& text) {
-  std::string t = text;
-  if (!t.empty() && t.back() == '%') t.pop_back();
+  if (text.empty() || text.back() != '%') {
+    return fail(Errc::invalid_argument,
+                "'" + text +
+                    "' has no unit: write the rate as a percentage, e.g. 5% or 0.5% (a bare "
+                    "number is ambiguous: 0.05 could mean 5% or 0.05%)");
+  }
+  const std::string t = text.substr(0, text.size() - 1);
   double v = -1;
-  try {
-    std::size_t used = 0;
-    v = std::stod(t, &used);
-    if (used != t.size()) v = -1;
-  } catch (const std::exception&) {
-    v = -1;
+  const bool digits = !t.empty() && std::all_of(t.begin(), t.end(), [](char c) {
+    return (c >= '0' && c <= '9') || c == '.';
+  });
+  if (digits) {
+    try {
+      std::size_t used = 0;
+      v = std::stod(t, &used);
+      if (used != t.size()) v = -1;
+    } catch (const std::exception&) {
+      v = -1;
+    }
   }
   if (!(v >= 0 && v <= 100)) {
     return fail(Errc::invalid_argument,
-                "--max-failure-rate '" + text + "': want a percentage in 0..100 such as 5%");
+                "'" + text + "' is not a percentage in 0%..100% (such as 5%)");
   }
   return unsigned(std::lround(v * 100));
 }
@@ -454,7 +463,7 @@ Result<std::vector<RolloutInfo>> active_rollouts(storage::Database& db) {
 Json to_json(const RolloutInfo& r) {
   Json transitions = Json::array();
   for (const auto& t : r.transitions) {
-    transitions.push_back(Json{{"at", format_unix(t.at)},
+    transitions.push_back(Json{{"at", json_time(t.at)},
                                {"state", t.state},
                                {"step", t.step + 1},
                                {"percent", t.percent},
@@ -464,7 +473,7 @@ Json to_json(const RolloutInfo& r) {
               {"channel", r.channel},
               {"model", r.model},
               {"version", r.version},
-              {"previous_version", r.previous_version},
+              {"previous_version", json_text(r.previous_version)},
               {"percents", r.percents},
               {"step", r.step + 1},
               {"percent", r.percent()},
@@ -472,8 +481,8 @@ Json to_json(const RolloutInfo& r) {
               {"max_failure_rate", r.max_failure_bp / 100.0},
               {"min_devices", r.min_devices},
               {"step_after_seconds", r.step_after},
-              {"started", format_unix(r.started_at)},
-              {"step_started", format_unix(r.step_started_at)},
+              {"started", json_time(r.started_at)},
+              {"step_started", json_time(r.step_started_at)},
               {"targeted", r.counts.targeted},
               {"updated", r.counts.updated},
               {"failed", r.counts.failed},

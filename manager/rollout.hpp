@@ -6,9 +6,15 @@
 // channel) whose rollout bucket (manifest/channel.hpp, with the published salt) is inside the
 // step's percentage. Among them:
 //   updated      report the rollout's version
-//   failed       their last attempt at the version failed (since the rollout started)
-//   rolled back  went down from the version
+//   failed       their last install attempt was the version and failed before the switch, and
+//                the server received that failure after the rollout started (installed.
+//                failed_version / failed_at, manager/fleet_db.hpp)
+//   rolled back  rolled back from the version automatically (installed.rolled_back_from)
 //   pending      none of these yet
+// A device that failed keeps counting until it installs something: the agent blocks the version
+// after a failure, and its "ok" event (healthy again) only comes once it runs what the channel
+// wants, e.g. the previous version re-published by a halt; neither changes the counts. Failures
+// without a version (the channel file could not be fetched) and metadata errors never count.
 // failure rate = (failed + rolled back) / max(updated + failed + rolled back, min(min_devices,
 // targeted)): a single failure among few reports does not halt a big step, while a small fleet
 // that all fails does.
@@ -79,9 +85,11 @@ struct RolloutInfo {
   bool active() const { return state == "running" || state == "paused"; }
 };
 
-// "5,25,100" -> {5, 25, 100}. Errc::invalid_argument names the bad entry.
+// "5,25,100" -> {5, 25, 100}. Errc::invalid_argument names the bad entry (messages start with the
+// quoted text; callers name the flag).
 Result<std::vector<unsigned>> parse_percents(const std::string& text);
-// "5%", "0.5%", "5" (percent) -> basis points. Errc::invalid_argument outside 0..100%.
+// "5%", "0.5%" -> basis points. Errc::invalid_argument for a bare number ("0.05" reads as 5% to
+// some and as 0.05% to others, so the unit is required) and outside 0..100%.
 Result<unsigned> parse_failure_rate(const std::string& text);
 
 // Publishes the first step and records the rollout. Errc::already_exists if a rollout of this

@@ -25,8 +25,9 @@ namespace {
 bool same_items(const mota::manager::ReportItem& g, const mota::manager::ReportItem& w) {
   if (g.seq != w.seq || g.event != w.event || g.created_at != w.created_at || g.model != w.model ||
       g.from != w.from || g.to != w.to || g.state != w.state || g.step != w.step ||
-      g.error != w.error || g.channel != w.channel || g.agent_version != w.agent_version ||
-      g.arch != w.arch || g.models.size() != w.models.size()) {
+      g.error != w.error || g.channel != w.channel || g.slot != w.slot ||
+      g.agent_version != w.agent_version || g.arch != w.arch ||
+      g.models.size() != w.models.size()) {
     return false;
   }
   for (std::size_t i = 0; i < g.models.size(); ++i) {

@@ -1,7 +1,9 @@
 // Migration 0002 (manager/migrations/0002_fleet_summary.*): the installed_counts table kept by
 // triggers always equals the GROUP BY it replaces in `mota fleet`, through inserts, version
 // changes, rewrites without a change, deletes (also by cascade) and a down/up migration; and
-// fleet_summary() answers the same as before the migration.
+// fleet_summary() answers the same as before the migration. Migration 0003 (0003_fleet_state.*):
+// schema-2 rows get their failed attempts, the summary's new counts read partial indexes, and
+// down again the columns are gone.
 
 #include <gtest/gtest.h>
 
@@ -63,7 +65,7 @@ class FleetSummaryTest : public ::testing::Test {
 
 TEST_F(FleetSummaryTest, CountsFollowInsertsVersionChangesAndDeletes) {
   auto& db = *db_;
-  EXPECT_EQ(*storage::schema_version(db), 2);
+  EXPECT_EQ(*storage::schema_version(db), 3);
   for (int i = 0; i < 6; ++i) add_device(db, "d" + std::to_string(i));
   for (int i = 0; i < 6; ++i) upsert(db, "d" + std::to_string(i), "det", i < 4 ? "1.0" : "2.0");
   upsert(db, "d0", "cls", "0.1");
@@ -91,7 +93,11 @@ TEST_F(FleetSummaryTest, SummaryIsTheSameAfterDownAndUp) {
     upsert(db, id, "det", i % 3 ? "1.0" : "2.0", i % 7 ? "ok" : "failed");
     if (i % 2) upsert(db, id, "cls", "0." + std::to_string(i % 4));
   }
-  exec(db, "UPDATE installed SET target = '2.0' WHERE state = 'failed'");
+  // Failed attempts at 2.0 as the writer records them (failed_version: not on devices that run
+  // it), so that migration 0003's backfill of schema-2 rows finds the same.
+  exec(db,
+       "UPDATE installed SET target = '2.0', failed_version = CASE WHEN version = '2.0' THEN '' "
+       "ELSE '2.0' END WHERE state = 'failed'");
   exec(db, "UPDATE installed SET rolled_back_from = '2.0' WHERE device IN ('dev1', 'dev2')");
   exec(db, "UPDATE devices SET last_seen = NULL WHERE id IN ('dev3', 'dev4')");
   const auto now = now_seconds();
@@ -106,6 +112,8 @@ TEST_F(FleetSummaryTest, SummaryIsTheSameAfterDownAndUp) {
   ASSERT_TRUE(storage::migrate(db, fleet_migrations()));
   EXPECT_EQ(counts(db), grouped(db));
   upsert(db, "dev0", "det", "2.0", "failed");  // back to what it was
+  // The writer's rule (manager/fleet_db.hpp): a device running a version is not failing it.
+  exec(db, "UPDATE installed SET failed_version = '' WHERE failed_version = version");
   EXPECT_EQ(counts(db), grouped(db));
 
   auto after = fleet_summary(db, std::chrono::seconds(3600), now);
@@ -116,6 +124,56 @@ TEST_F(FleetSummaryTest, SummaryIsTheSameAfterDownAndUp) {
   EXPECT_EQ(after->models[1].model, "det");
   EXPECT_EQ(after->models[1].devices, 40);
   EXPECT_EQ(after->models[1].failed, 6);
+}
+
+TEST_F(FleetSummaryTest, Migration0003BackfillsFailedAttemptsAndGoesDown) {
+  auto& db = *db_;
+  ASSERT_TRUE(storage::migrate_down_to(db, 2));
+  for (int i = 0; i < 4; ++i) add_device(db, "d" + std::to_string(i));
+  // As schema 2 wrote them: a failed install of 2.0; an older agent's refresh failure (target:
+  // the version it runs); a rollback from 2.0 (stored as a failure); a healthy device.
+  exec(db,
+       "INSERT INTO installed (device, model, version, state, target, last_error, "
+       "rolled_back_from, updated_at) VALUES ('d0', 'det', '1.0', 'failed', '2.0', 'sha', '', 7), "
+       "('d1', 'det', '1.0', 'failed', '1.0', 'expired', '', 8), "
+       "('d2', 'det', '1.0', 'failed', '2.0', 'trial', '2.0', 9), "
+       "('d3', 'det', '2.0', 'ok', '2.0', '', '', 10)");
+  ASSERT_TRUE(storage::migrate(db, fleet_migrations()));
+  EXPECT_EQ(*storage::schema_version(db), 3);
+  EXPECT_EQ(rows(db, "SELECT device, failed_version, failed_at FROM installed ORDER BY device"),
+            "d0|2.0|7|\nd1||0|\nd2||0|\nd3||0|\n");
+  auto s = fleet_summary(db, std::chrono::seconds(3600), now_seconds());
+  ASSERT_TRUE(s) << s.error().message();
+  ASSERT_EQ(s->models.size(), 1u);
+  EXPECT_EQ(s->models[0].failed, 3);
+  EXPECT_EQ(s->metadata_errors, 0);
+  for (const auto& v : s->models[0].versions) {
+    EXPECT_EQ(v.failures, v.version == "2.0" ? 1 : 0) << v.version;
+    EXPECT_EQ(v.rollbacks, v.version == "2.0" ? 1 : 0) << v.version;
+  }
+  // What `mota fleet` and rollout counts run reads an index, never the whole table.
+  auto plan = [&](const std::string& sql) { return rows(db, "EXPLAIN QUERY PLAN " + sql); };
+  EXPECT_NE(plan("SELECT model, failed_version, COUNT(*) FROM installed WHERE failed_version <> "
+                 "'' GROUP BY model, failed_version")
+                .find("COVERING INDEX installed_failed_version"),
+            std::string::npos);
+  EXPECT_NE(plan("SELECT COUNT(*) FROM devices WHERE metadata_error <> ''")
+                .find("devices_metadata_error"),
+            std::string::npos);
+  EXPECT_NE(plan("SELECT device, version, failed_version, failed_at, rolled_back_from FROM "
+                 "installed WHERE model = 'det' AND (channel = 'stable' OR channel = '')")
+                .find("COVERING INDEX installed_rollout"),
+            std::string::npos);
+
+  ASSERT_TRUE(storage::migrate_down_to(db, 2));
+  EXPECT_FALSE(db.prepare("SELECT failed_version FROM installed"));
+  EXPECT_FALSE(db.prepare("SELECT metadata_error FROM devices"));
+  EXPECT_NE(plan("SELECT device, version, state, target, rolled_back_from, updated_at FROM "
+                 "installed WHERE model = 'det' AND (channel = 'stable' OR channel = '')")
+                .find("COVERING INDEX installed_rollout"),
+            std::string::npos);
+  EXPECT_EQ(rows(db, "SELECT device, state, target FROM installed ORDER BY device"),
+            "d0|failed|2.0|\nd1|failed|1.0|\nd2|failed|2.0|\nd3|ok|2.0|\n");
 }
 
 }  // namespace

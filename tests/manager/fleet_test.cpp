@@ -512,7 +512,8 @@ TEST_F(Fleet, FailuresRollbacksFiltersAndFleetSummary) {
                                    event(2, "b", "failed", "1.0.0", "2.0.0", "sha256 mismatch")}))
                 .status,
             200);
-  // c went to 2.0.0 and back to 1.0.0 (its inventory says so).
+  // c went to 2.0.0 and back to 1.0.0 (its inventory says so): an operator's downgrade or a
+  // USB install, not a rollback (only the agent's "rolled_back" events are).
   ASSERT_EQ(post("c", Json::array({event(1, "c", "installed", "", "2.0.0"), heartbeat(2, "1.0.0")}))
                 .status,
             200);
@@ -542,7 +543,8 @@ TEST_F(Fleet, FailuresRollbacksFiltersAndFleetSummary) {
   EXPECT_NEAR(by["1.0.0"].percent, 66.67, 0.01);
   EXPECT_EQ(by["2.0.0"].devices, 1);
   EXPECT_EQ(by["2.0.0"].failures, 1);
-  EXPECT_EQ(by["2.0.0"].rollbacks, 1);
+  EXPECT_EQ(by["2.0.0"].rollbacks, 0);
+  EXPECT_EQ(s->metadata_errors, 0);
   // An hour later every device is stale.
   auto later =
       fleet_summary(*db, std::chrono::seconds(3600), now_seconds() + std::chrono::hours(2));
@@ -554,7 +556,7 @@ TEST_F(Fleet, FailuresRollbacksFiltersAndFleetSummary) {
 TEST_F(Fleet, MigrationsGoDownAndUp) {
   auto db = open_fleet_db(db_path());
   ASSERT_TRUE(db);
-  EXPECT_EQ(*storage::schema_version(*db), 2);
+  EXPECT_EQ(*storage::schema_version(*db), 3);
   ASSERT_TRUE(storage::migrate_down_to(*db, 0));
   EXPECT_FALSE(db->prepare("SELECT * FROM devices"));
   ASSERT_TRUE(storage::migrate(*db, fleet_migrations()));
@@ -719,6 +721,10 @@ TEST_F(Rollouts, PauseResumeAbortAndBadSpecs) {
   EXPECT_EQ(*parse_failure_rate("0.5%"), 50u);
   EXPECT_FALSE(parse_failure_rate("150%"));
   EXPECT_FALSE(parse_failure_rate("five"));
+  EXPECT_FALSE(parse_failure_rate("5"));  // a bare number is ambiguous: the % is required
+  EXPECT_FALSE(parse_failure_rate("0.05"));
+  EXPECT_FALSE(parse_failure_rate("-5%"));
+  EXPECT_FALSE(parse_failure_rate("1e1%"));
   RolloutSpec unreleased{"stable", "detector", "9.0.0", {100}, 500, 1, std::chrono::seconds(0)};
   const std::string before = dump(db_path());
   EXPECT_FALSE(start_rollout(*db_, *repo_, unreleased, now_seconds()));

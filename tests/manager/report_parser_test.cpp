@@ -53,6 +53,7 @@ void expect_same(const std::string& body, const std::string& id = "dev-1",
     EXPECT_EQ(g.step, w.step);
     EXPECT_EQ(g.error, w.error);
     EXPECT_EQ(g.channel, w.channel);
+    EXPECT_EQ(g.slot, w.slot);
     EXPECT_EQ(g.agent_version, w.agent_version);
     EXPECT_EQ(g.arch, w.arch);
     ASSERT_EQ(g.models.size(), w.models.size());
@@ -71,9 +72,9 @@ TEST(ReportParser, AgentShapedReportsMatchTheTreeParser) {
     {"seq":1,"kind":"event","created_at":"2030-01-01T00:00:00Z","body":{"device":"dev-1",
      "model":"detector","from":"1.0.0","to":"1.1.0","state":"installed","step":"commit",
      "error":"","bytes":48234112,"kind":"delta","saved_bytes":1000,"duration_ms":2000.5,
-     "channel":"stable"}},
+     "channel":"stable","slot":"b"}},
     {"seq":2,"kind":"heartbeat","created_at":"2030-01-01T00:00:01Z","body":{"agent_version":"0.1.0",
-     "arch":"aarch64","ram_total_bytes":4294967296,"load":[0.5,1.0,2],"models":[
+     "arch":"aarch64","slot":"a","ram_total_bytes":4294967296,"load":[0.5,1.0,2],"models":[
        {"model":"detector","slot":"b","version":"1.1.0","committed":true,"channel":"stable"},
        {"model":"classifier","slot":"a","version":"0.2.0","committed":false}]}},
     {"seq":9007199254740993,"kind":"event","created_at":"x","body":{}}]})");
@@ -86,7 +87,10 @@ TEST(ReportParser, OddButValidShapesMatchTheTreeParser) {
   // Non-string fields count as absent; containers where strings were expected too.
   expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","created_at":5,"body":{
       "model":7,"from":null,"to":["1.0.0"],"state":{"x":"installed"},"step":true,"error":1.5,
-      "channel":false}}]})");
+      "channel":false,"slot":7}}]})");
+  // A slot of "" (nothing served) is not an absent one; null is.
+  expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","body":{"slot":""}},
+      {"seq":2,"kind":"event","body":{"slot":"a","slot":null}}]})");
   expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"heartbeat","body":{
       "agent_version":1,"arch":{"a":1},"models":{"model":"x"}}}]})");
   expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"heartbeat","body":{"models":[
@@ -222,7 +226,7 @@ TEST(ReportParser, RandomReportsMatchTheTreeParser) {
       item["kind"] = rng() % 20 == 0 ? value() : Json(rng() % 2 ? "event" : "heartbeat");
       if (rng() % 4) item["created_at"] = text();
       Json body = Json::object();
-      for (const char* k : {"model", "from", "to", "state", "step", "error", "channel",
+      for (const char* k : {"model", "from", "to", "state", "step", "error", "channel", "slot",
                             "agent_version", "arch", "other"}) {
         if (rng() % 3 == 0) continue;
         body[k] = rng() % 5 == 0 ? value() : Json(text());

@@ -88,6 +88,7 @@ inline Result<Report> reference_parse_report(const std::string& body, const std:
       item.step = ref_str_field(*b, "step");
       item.error = ref_str_field(*b, "error");
       item.channel = ref_str_field(*b, "channel");
+      item.slot = ref_opt_str(*b, "slot");
     } else {
       item.agent_version = ref_opt_str(*b, "agent_version");
       item.arch = ref_opt_str(*b, "arch");
