@@ -260,6 +260,15 @@ Result<CheckReport> Agent::check_once() {
                    ch_path);
       auto channel = MOTA_TRY(load_channel(sub));
       ev.to = wanted_version(channel, config_.device_id);
+      if (journal && (ev.to.empty() || ev.to == ev.from) && journal->to_version != ev.from) {
+        // The channel moved back to what runs (e.g. a halted rollout) while an install of
+        // another version was unfinished: that install is abandoned (not blocked), not resumed.
+        log::info("abandoning the unfinished install of " + sub.name + " " + journal->to_version +
+                      ": the channel wants the installed version",
+                  {{"MODEL", sub.name}, {"VERSION", journal->to_version}});
+        MOTA_TRY(state_.abort_install(sub.name, ""));
+        journal.reset();
+      }
       if (ev.to.empty() || (ev.to == ev.from && !journal)) {
         converged = true;
         return {};
