@@ -10,7 +10,9 @@
 
 #include "common/fs.hpp"
 #include "common/log.hpp"
+#include "common/version.hpp"
 #include "runtime/config.hpp"
+#include "runtime/inspect.hpp"
 #include "runtime/probe.hpp"
 #include "runtime/server.hpp"
 #include "runtime/store.hpp"
@@ -20,6 +22,7 @@ namespace mota::runtime {
 namespace {
 
 constexpr int kExitFail = 1;
+constexpr int kExitUsage = 2;  // as in every mota binary; probe's verdicts are 3..9
 constexpr const char* kDefaultConfig = "/etc/mota/runtime.toml";
 
 std::atomic<bool> g_stop{false};
@@ -28,9 +31,10 @@ extern "C" void on_stop_signal(int) {
   g_stop.store(true);
 }
 
+// A bad flag value found after parsing (Errc::invalid_argument) is a usage error, as in `mota`.
 int report_error(const Error& e) {
   std::fprintf(stderr, "mota-runtime: error: %s\n", e.message().c_str());
-  return kExitFail;
+  return e.code() == Errc::invalid_argument ? kExitUsage : kExitFail;
 }
 
 struct ServeFlags {
@@ -117,10 +121,36 @@ int run_cmd(const std::string& slot, const std::string& input, const std::string
   return 0;
 }
 
+int inspect_cmd(const std::string& model, bool json) {
+  auto rep = inspect_model(model);
+  if (!rep) {
+    if (json) {
+      std::printf(
+          "%s\n",
+          Json{{"ok", false}, {"model", model}, {"error", rep.error().message()}}.dump(2).c_str());
+    }
+    return report_error(rep.error().context("inspect"));
+  }
+  if (json) {
+    std::printf("%s\n", rep->to_json().dump(2).c_str());
+  } else {
+    std::printf("%s", rep->to_text().c_str());
+  }
+  return rep->ok() ? 0 : kExitFail;
+}
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "mota-runtime: error: %s\nRun 'mota-runtime --help' for usage.\n",
+               message.c_str());
+  return kExitUsage;
+}
+
 }  // namespace
 
 int cli_main(int argc, char** argv) {
-  CLI::App app{"mota-runtime: serves models over a local socket and probes model slots"};
+  CLI::App app{"mota-runtime: serves models over a local socket and probes model slots",
+               "mota-runtime"};
+  app.set_version_flag("--version", std::string("mota-runtime ") + kVersion);
   app.require_subcommand(1);
 
   ServeFlags sf;
@@ -139,20 +169,45 @@ int cli_main(int argc, char** argv) {
   auto* probe_sc = app.add_subcommand("probe", "Run a slot's health check (exit 0 = pass)");
   probe_sc->add_option("slot", slot, "Unpacked model directory")->required();
   probe_sc->add_flag("--json", json, "Print the report as JSON on stdout");
-  probe_sc->add_option("--runs", runs, "Timed inferences")->capture_default_str();
+  probe_sc->add_option("--runs", runs, "Timed inferences")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
 
   auto* run_sc = app.add_subcommand("run", "Run a model once on raw inputs, write raw outputs");
   run_sc->add_option("slot", slot, "Unpacked model directory")->required();
   run_sc->add_option("--input", input, "Raw input file")->required();
   run_sc->add_option("--output", output, "Where to write the raw outputs")->required();
 
+  std::string model;
+  auto* inspect_sc = app.add_subcommand(
+      "inspect",
+      "Show an ONNX model's inputs, outputs, opsets and operators, what the bundled "
+      "backend refuses, and a model.json skeleton (exit 0 = nothing refused)");
+  inspect_sc->add_option("model", model, "An .onnx file or a model directory with model.json")
+      ->required();
+  inspect_sc->add_flag("--json", json, "Print the report as JSON");
+
+  // CLI11 would report a mistyped command as "A subcommand is required"; name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known |= sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      return usage_error("unknown command '" + std::string(argv[1]) + "' (" + names + ")");
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    return usage_error(e.what());
   }
   if (serve_cmd->parsed()) return serve(sf);
   if (probe_sc->parsed()) return probe_cmd(slot, json, runs);
+  if (inspect_sc->parsed()) return inspect_cmd(model, json);
   return run_cmd(slot, input, output);
 }
 

@@ -200,7 +200,7 @@ TEST_F(ServerTest, FailedLoadsLeaveTheOldModelServing) {
   };
   for (const Case& k :
        {Case{"truncated", "not an ONNX model"}, Case{"garbage", "not an ONNX model"},
-        Case{"badop", "opset 11-13"}, Case{"badop", "MotaNoSuchOp"},
+        Case{"badop", "ONNX opset 13"}, Case{"badop", "MotaNoSuchOp"},
         Case{"other", "holds model \"other\", not \"face\""}, Case{"missing", "No such file"},
         Case{"dynamic", "dynamic shape"}}) {
     auto r = c.load("face", tmp_ / k.slot);
