@@ -110,10 +110,21 @@ std::vector<LimitHit> check_backend_limits(const OnnxModel& model) {
                     "export with the weights inside the file"});
   }
 
+  // What OpenCV's importer computes at load time, as it does: initializers, Constant outputs,
+  // Shape outputs (every shape is static for this backend), and the outputs of any node whose
+  // inputs are all constant (nodes are in topological order, as ONNX requires).
   std::unordered_set<std::string_view> constants(model.initializers.begin(),
                                                  model.initializers.end());
   for (const auto& n : model.nodes) {
-    if (n.op_type == "Constant" && n.domain.empty()) {
+    if (n.depth != 0) continue;
+    bool constant = n.domain.empty() && (n.op_type == "Constant" || n.op_type == "Shape");
+    if (!constant) {
+      constant = n.given_inputs() > 0;
+      for (const auto& i : n.inputs) {
+        if (!i.empty() && !constants.count(i)) constant = false;
+      }
+    }
+    if (constant) {
       for (const auto& o : n.outputs) constants.insert(o);
     }
   }

@@ -149,6 +149,22 @@ std::vector<Case> cases() {
              {onnx::node("Relu", {"x"}, {"r"}),
               onnx::node("Concat", {"x", "r"}, {"y"}, {onnx::attr("axis", std::int64_t{1})})}),
        cc_in, cc_out, ""});
+  // PyTorch's flatten export: Shape -> Gather -> Unsqueeze -> Concat with a constant -> Reshape.
+  // OpenCV computes the shape at load, so that Concat joins constants only and works.
+  c.push_back(
+      {"Concat_shape_arithmetic",
+       graph(13, v, {1, 48},
+             {onnx::node("Shape", {"x"}, {"s"}),
+              onnx::node("Gather", {"s", "zero"}, {"n"}, {onnx::attr("axis", std::int64_t{0})}),
+              onnx::node("Unsqueeze", {"n", "ax"}, {"n1"}),
+              onnx::node("Concat", {"n1", "minus1"}, {"shape"},
+                         {onnx::attr("axis", std::int64_t{0})}),
+              onnx::node("Reshape", {"x", "shape"}, {"y"})},
+             {onnx::int64s("zero", {}, {0}), onnx::int64s("ax", {1}, {0}),
+              onnx::int64s("minus1", {1}, {-1})}),
+       v,
+       {1, 48},
+       ""});
   // Model-level: external data, an opset newer than surveyed, no default opset import.
   {
     onnx::Model m = graph(13, v, v, {onnx::node("Add", {"x", "w"}, {"y"})});
