@@ -93,7 +93,7 @@ std::string attr_bytes(const Attr& a) {
       out += pb_bytes(5, tensor_bytes(a.t.at(0))) + pb_int(20, 4);
       break;
     case Attr::kGraph:
-      out += pb_bytes(6, a.g.at(0).bytes()) + pb_int(20, 5);
+      out += pb_bytes(6, a.graph_bytes) + pb_int(20, 5);
       break;
   }
   return out;
@@ -168,11 +168,11 @@ Attr attr(std::string name, Tensor v) {
   a.t.push_back(std::move(v));
   return a;
 }
-Attr attr(std::string name, Graph v) {
+Attr attr(std::string name, const Graph& v) {
   Attr a;
   a.name = std::move(name);
   a.kind = Attr::kGraph;
-  a.g.push_back(std::move(v));
+  a.graph_bytes = v.bytes();
   return a;
 }
 

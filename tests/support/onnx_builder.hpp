@@ -67,15 +67,15 @@ struct Attr {
   float f = 0;
   std::vector<std::int64_t> ints;
   std::string s;
-  std::vector<Tensor> t;  // one element for kTensor
-  std::vector<Graph> g;   // one element for kGraph
+  std::vector<Tensor> t;    // one element for kTensor
+  std::string graph_bytes;  // kGraph: the GraphProto, serialised when the attribute is made
 };
 Attr attr(std::string name, std::int64_t v);
 Attr attr(std::string name, float v);
 Attr attr(std::string name, std::vector<std::int64_t> v);
 Attr attr(std::string name, std::string v);
 Attr attr(std::string name, Tensor v);
-Attr attr(std::string name, Graph v);
+Attr attr(std::string name, const Graph& v);
 
 struct Node {
   std::string op_type;
