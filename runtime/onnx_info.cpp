@@ -87,6 +87,44 @@ class Fields {
   std::size_t pos_ = 0;
 };
 
+// Well-formed UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without C0
+// control characters or DEL.
+bool printable_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) return false;
+      ++i;
+      continue;
+    }
+    int n = 0;
+    std::uint32_t cp = 0;
+    if ((c & 0xe0) == 0xc0) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (s.size() - i <= static_cast<std::size_t>(n)) return false;
+    for (int k = 1; k <= n; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    static constexpr std::uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += static_cast<std::size_t>(n) + 1;
+  }
+  return true;
+}
+
 Status expect_wire(const Field& f, unsigned wire, const char* what) {
   if (f.wire == wire) return {};
   return malformed(std::string(what) + " (field " + std::to_string(f.number) + ") has wire type " +
@@ -100,6 +138,7 @@ class ModelReader {
   explicit ModelReader(OnnxModel& m) : m_(m) {}
 
   Status model(std::string_view bytes) {
+    base_ = bytes.data();
     Fields fs(bytes, 0);
     Field f;
     bool graph_seen = false;
@@ -137,7 +176,14 @@ class ModelReader {
   }
 
  private:
+  // Copies a name out of the buffer (`s` points into it). Protobuf strings are UTF-8; a name
+  // that is not, or that holds a control character, is refused, so every message, JSON document
+  // and terminal shows exactly what the model says.
   Result<std::string> keep(std::string_view s) {
+    if (!printable_utf8(s)) {
+      return malformed("a name that is not printable UTF-8",
+                       static_cast<std::size_t>(s.data() - base_));
+    }
     if (s.size() > kOnnxMaxNameBytes - kept_) {
       return fail(Errc::too_large, "ONNX model names more than " +
                                        std::to_string(kOnnxMaxNameBytes >> 20) +
@@ -386,6 +432,7 @@ class ModelReader {
   }
 
   OnnxModel& m_;
+  const char* base_ = nullptr;
   std::size_t kept_ = 0;
 };
 

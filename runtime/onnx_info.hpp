@@ -25,7 +25,9 @@
 //
 // Strictness beyond protobuf: a field with the wrong wire type for its number is an error (a
 // protobuf parser would fail too), and so is a second `graph` field (protobuf would merge the two;
-// no exporter writes that).
+// no exporter writes that), and a name (of a value, node input or output, operator, domain,
+// attribute, producer) that is not UTF-8 or holds a control character: what the reader returns
+// is safe to print and to put in JSON.
 //
 // Thread-safety: free functions on caller-owned data; no shared state.
 

@@ -105,6 +105,30 @@ TEST(OnnxInfo, ValidProtobufThatIsNoModelIsRefused) {
   EXPECT_NE(n.error().message().find("a node without op_type"), std::string::npos);
 }
 
+TEST(OnnxInfo, NamesMustBePrintableUtf8) {
+  // Found by the fuzzer: a name that is not UTF-8 made `inspect --json` throw. Such names (and
+  // control characters, which would reach terminals and logs) are refused with their offset.
+  for (const std::string& bad :
+       {std::string("x\x99"), std::string("\xc0\x80"), std::string("a\nb"), std::string("\x1b[2J"),
+        std::string("\xed\xa0\x80"), std::string("\xf4\x90\x80\x80")}) {
+    onnx::Model m = onnx::unary("Relu", {1, 4});
+    m.graph.nodes[0].op_type = bad;
+    auto r = read_onnx_model(m.bytes());
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code(), Errc::parse);
+    EXPECT_NE(r.error().message().find("not an ONNX model: a name that is not printable UTF-8 at "
+                                       "byte "),
+              std::string::npos)
+        << r.error().message();
+  }
+  onnx::Model ok = onnx::unary("Relu", {1, 4});
+  ok.graph.inputs[0].name = "x";
+  ok.producer_name = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+  auto r = read_onnx_model(ok.bytes());
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->producer_name, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+}
+
 TEST(OnnxInfo, ReadsShapesTypesNodesAndOpsets) {
   onnx::Model m;
   m.ir_version = 9;
