@@ -31,10 +31,18 @@ extern "C" void on_stop_signal(int) {
   g_stop.store(true);
 }
 
-// A bad flag value found after parsing (Errc::invalid_argument) is a usage error, as in `mota`.
+// serve's errors: a bad flag or config value found after parsing (Errc::invalid_argument) is a
+// usage error, as in `mota`.
 int report_error(const Error& e) {
   std::fprintf(stderr, "mota-runtime: error: %s\n", e.message().c_str());
   return e.code() == Errc::invalid_argument ? kExitUsage : kExitFail;
+}
+
+// The other commands' errors: the operation failed (a model's input of the wrong size is not a
+// usage error).
+int operation_error(const Error& e) {
+  std::fprintf(stderr, "mota-runtime: error: %s\n", e.message().c_str());
+  return kExitFail;
 }
 
 struct ServeFlags {
@@ -113,11 +121,11 @@ int probe_cmd(const std::string& slot, bool json, int runs) {
 
 int run_cmd(const std::string& slot, const std::string& input, const std::string& output) {
   auto in = fs::read_file(input, std::uint64_t{1} << 30);
-  if (!in) return report_error(in.error());
+  if (!in) return operation_error(in.error());
   auto out = run_raw(slot, *in);
-  if (!out) return report_error(out.error().context("run " + slot));
+  if (!out) return operation_error(out.error().context("run " + slot));
   auto st = fs::write_file_atomic(output, *out);
-  if (!st) return report_error(st.error());
+  if (!st) return operation_error(st.error());
   return 0;
 }
 
@@ -129,7 +137,7 @@ int inspect_cmd(const std::string& model, bool json) {
           "%s\n",
           Json{{"ok", false}, {"model", model}, {"error", rep.error().message()}}.dump(2).c_str());
     }
-    return report_error(rep.error().context("inspect"));
+    return operation_error(rep.error().context("inspect"));
   }
   if (json) {
     std::printf("%s\n", rep->to_json().dump(2).c_str());

@@ -240,6 +240,11 @@ std::vector<LimitCase> limit_cases() {
   return c;
 }
 
+// gtest prints a parameter by name, not as bytes.
+void PrintTo(const LimitCase& c, std::ostream* os) {
+  *os << c.name;
+}
+
 class ReleaseLimitTest : public ReleaseCheckTest,
                          public ::testing::WithParamInterface<LimitCase> {};
 

@@ -54,6 +54,16 @@ TEST_F(RuntimeCliTest, UsageErrorsExit2WithAMessage) {
   auto r = run({"serve", "--config", (tmp_ / "runtime.toml").string(), "--log-level", "loud"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--log-level: debug, info, warn or error"), std::string::npos) << r.err;
+
+  // An operation that fails is not a usage error: an input of the wrong size for the model.
+  testing::SlotSpec face;
+  face.onnx = testing::slim_onnx();
+  testing::make_slot(tmp_ / "face", face);
+  test::write_file(tmp_ / "short.bin", std::string(100, '\0'));
+  auto f = run({"run", (tmp_ / "face").string(), "--input", (tmp_ / "short.bin").string(),
+                "--output", (tmp_ / "out.bin").string()});
+  EXPECT_EQ(f.exit_code, 1) << f.err;
+  EXPECT_NE(f.err.find("mota-runtime: error: "), std::string::npos) << f.err;
 }
 
 TEST_F(RuntimeCliTest, VersionAndHelp) {

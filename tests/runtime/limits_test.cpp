@@ -182,6 +182,11 @@ std::vector<Case> cases() {
   return c;
 }
 
+// gtest prints a parameter by name, not as bytes.
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
+
 class LimitsAtLoad : public ::testing::TestWithParam<Case> {
  protected:
   test::TempDir tmp_;
