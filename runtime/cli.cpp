@@ -31,18 +31,17 @@ extern "C" void on_stop_signal(int) {
   g_stop.store(true);
 }
 
-// serve's errors: a bad flag or config value found after parsing (Errc::invalid_argument) is a
-// usage error, as in `mota`.
 int report_error(const Error& e) {
   std::fprintf(stderr, "mota-runtime: error: %s\n", e.message().c_str());
-  return e.code() == Errc::invalid_argument ? kExitUsage : kExitFail;
+  return kExitFail;
 }
 
-// The other commands' errors: the operation failed (a model's input of the wrong size is not a
-// usage error).
-int operation_error(const Error& e) {
-  std::fprintf(stderr, "mota-runtime: error: %s\n", e.message().c_str());
-  return kExitFail;
+// A bad command line (also a flag value found bad after parsing): exit 2, as in every mota
+// binary. A bad config file is not one: that is the operation failing (exit 1).
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "mota-runtime: error: %s\nRun 'mota-runtime --help' for usage.\n",
+               message.c_str());
+  return kExitUsage;
 }
 
 struct ServeFlags {
@@ -59,17 +58,17 @@ int serve(const ServeFlags& f) {
   if (!f.socket.empty()) c.server.socket = f.socket == "none" ? "" : f.socket;
   if (!f.tcp.empty()) {
     auto st = parse_host_port(f.tcp, c.server.tcp_host, c.server.tcp_port);
-    if (!st) return report_error(st.error().context("--tcp"));
+    if (!st) return usage_error(st.error().context("--tcp").message());
   }
   if (f.pool_size > 0) c.store.load.pool_size = f.pool_size;
   if (f.engine_threads >= 0) c.engine_threads = f.engine_threads;
   if (!f.log_level.empty() && !log::parse_level(f.log_level, c.log_level)) {
-    return report_error(Error(Errc::invalid_argument, "--log-level: debug, info, warn or error"));
+    return usage_error("--log-level: debug, info, warn or error");
   }
   for (const auto& m : f.models) {
     auto eq = m.find('=');
     if (eq == std::string::npos || eq == 0) {
-      return report_error(Error(Errc::invalid_argument, "--model " + m + ": expected NAME=SLOT"));
+      return usage_error("--model " + m + ": expected NAME=SLOT");
     }
     c.models.push_back({m.substr(0, eq), std::filesystem::absolute(m.substr(eq + 1))});
   }
@@ -121,11 +120,11 @@ int probe_cmd(const std::string& slot, bool json, int runs) {
 
 int run_cmd(const std::string& slot, const std::string& input, const std::string& output) {
   auto in = fs::read_file(input, std::uint64_t{1} << 30);
-  if (!in) return operation_error(in.error());
+  if (!in) return report_error(in.error());
   auto out = run_raw(slot, *in);
-  if (!out) return operation_error(out.error().context("run " + slot));
+  if (!out) return report_error(out.error().context("run " + slot));
   auto st = fs::write_file_atomic(output, *out);
-  if (!st) return operation_error(st.error());
+  if (!st) return report_error(st.error());
   return 0;
 }
 
@@ -137,7 +136,7 @@ int inspect_cmd(const std::string& model, bool json) {
           "%s\n",
           Json{{"ok", false}, {"model", model}, {"error", rep.error().message()}}.dump(2).c_str());
     }
-    return operation_error(rep.error().context("inspect"));
+    return report_error(rep.error().context("inspect"));
   }
   if (json) {
     std::printf("%s\n", rep->to_json().dump(2).c_str());
@@ -145,12 +144,6 @@ int inspect_cmd(const std::string& model, bool json) {
     std::printf("%s", rep->to_text().c_str());
   }
   return rep->ok() ? 0 : kExitFail;
-}
-
-int usage_error(const std::string& message) {
-  std::fprintf(stderr, "mota-runtime: error: %s\nRun 'mota-runtime --help' for usage.\n",
-               message.c_str());
-  return kExitUsage;
 }
 
 }  // namespace

@@ -18,8 +18,9 @@
 //       when something is or the model is unreadable.
 //   mota-runtime --version
 //
-// Usage errors (unknown command or option, missing or bad argument) exit 2 with
-// "mota-runtime: error: ..." on stderr, as in every mota binary; 1 is an error of the operation.
+// Usage errors (unknown command or option, missing or bad argument, a bad --tcp/--log-level/
+// --model value) exit 2 with "mota-runtime: error: ..." on stderr, as in every mota binary; 1 is
+// an error of the operation (a bad config file included).
 // Neither collides with probe's verdicts (3..9), which the agent tells apart (agent/health.cpp).
 
 namespace mota::runtime {

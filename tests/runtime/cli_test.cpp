@@ -2,6 +2,8 @@
 // binary, and apart from probe's verdicts 3..9), --version, and `inspect`.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "common/version.hpp"
 #include "manifest/model_manifest.hpp"
 #include "tests/runtime/runtime_support.hpp"
@@ -51,9 +53,21 @@ TEST_F(RuntimeCliTest, UsageErrorsExit2WithAMessage) {
   }
   // A bad flag value found after parsing is a usage error too.
   test::write_file(tmp_ / "runtime.toml", "socket = \"" + (tmp_ / "s.sock").string() + "\"\n");
-  auto r = run({"serve", "--config", (tmp_ / "runtime.toml").string(), "--log-level", "loud"});
-  EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("--log-level: debug, info, warn or error"), std::string::npos) << r.err;
+  const std::string cfg = (tmp_ / "runtime.toml").string();
+  for (const auto& [flag, value, message] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--log-level", "loud", "--log-level: debug, info, warn or error"},
+           {"--model", "face", "--model face: expected NAME=SLOT"},
+           {"--tcp", "nowhere", "--tcp: "}}) {
+    auto r = run({"serve", "--config", cfg, flag, value});
+    EXPECT_EQ(r.exit_code, 2) << flag << ": " << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("Run 'mota-runtime --help' for usage."), std::string::npos) << r.err;
+  }
+  // A bad config file is the operation failing, not a usage error.
+  test::write_file(tmp_ / "bad.toml", "pool_size = 0\n");
+  auto bad = run({"serve", "--config", (tmp_ / "bad.toml").string()});
+  EXPECT_EQ(bad.exit_code, 1) << bad.err;
 
   // An operation that fails is not a usage error: an input of the wrong size for the model.
   testing::SlotSpec face;
