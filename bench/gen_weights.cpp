@@ -5,8 +5,9 @@
 //   mota-bench-gen-weights DIR SIZE_MIB [SEED]
 //
 // DIR gets model.json (name "bench-model", with a health section), model.onnx (SIZE_MIB MiB of
-// weights), labels.txt and health/{input,expected}.bin. Exit 0 on success, 1 on an I/O error,
-// 2 on bad arguments. The random generator and the gaussian transform are written out here
+// weights, not an ONNX graph: model.json says framework "other", so `mota release add` does not
+// check it as one), labels.txt and health/{input,expected}.bin. Exit 0 on success, 1 on an I/O
+// error, 2 on bad arguments. The random generator and the gaussian transform are written out here
 // rather than taken from <random>, whose distributions differ between standard libraries.
 
 #include <cerrno>
@@ -80,7 +81,7 @@ bool write_text(const stdfs::path& path, const std::string& text) {
 
 constexpr const char* kManifest = R"({
   "name": "bench-model",
-  "framework": "onnx",
+  "framework": "other",
   "entry": "model.onnx",
   "description": "mota benchmark model: gaussian fp32 weights",
   "inputs": [{"name": "input", "shape": [1, 3, 240, 320], "dtype": "float32"}],

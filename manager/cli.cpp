@@ -222,7 +222,7 @@ int cli_main(int argc, char** argv) {
   release->require_subcommand(1);
   std::string model_dir, version, name;
   int release_deltas = -1;
-  bool add_json = false;
+  bool add_json = false, no_load_check = false;
   std::string health_input, runtime_path;
   std::optional<double> health_tolerance, health_latency_ms, health_soak_s;
   auto* radd = release->add_subcommand("add", "pack a model directory and publish it");
@@ -236,8 +236,12 @@ int cli_main(int argc, char** argv) {
   radd->add_option("--health-input", health_input,
                    "raw input tensors: run the model once with mota-runtime and record them and "
                    "the output as the package's health check");
+  radd->add_flag("--no-load-check", no_load_check,
+                 "do not load and run the model with mota-runtime before publishing (the graph, "
+                 "model.json and the backend's known limits are still checked)");
   radd->add_option("--runtime", runtime_path,
-                   "mota-runtime binary for --health-input (default: beside mota, then $PATH)");
+                   "mota-runtime binary for the load check and --health-input (default: beside "
+                   "mota, then $PATH)");
   radd->add_option("--health-tolerance", health_tolerance,
                    "max absolute difference per output element (default 1e-3, or model.json's)");
   radd->add_option("--health-latency-budget-ms", health_latency_ms,
@@ -249,16 +253,20 @@ int cli_main(int argc, char** argv) {
   add_repo(radd);
   radd->callback([&] {
     action = [&]() -> Status {
-      if (health_input.empty() &&
-          (!runtime_path.empty() || health_tolerance || health_latency_ms || health_soak_s)) {
+      if (health_input.empty() && (health_tolerance || health_latency_ms || health_soak_s)) {
+        return fail(Errc::invalid_argument, "--health-* options need --health-input FILE");
+      }
+      if (no_load_check && health_input.empty() && !runtime_path.empty()) {
         return fail(Errc::invalid_argument,
-                    "--runtime and --health-* options need --health-input FILE");
+                    "--runtime has nothing to run with --no-load-check and no --health-input");
       }
       auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
       ReleaseOptions opts;
       opts.name = name;
       if (release_deltas >= 0) opts.deltas = static_cast<unsigned>(release_deltas);
       if (!add_json) opts.progress = make_progress();
+      opts.checks.load = !no_load_check;
+      opts.checks.runtime = runtime_path;
       if (!health_input.empty()) {
         HealthRecording h;
         h.input = health_input;
@@ -277,11 +285,13 @@ int cli_main(int argc, char** argv) {
         for (const auto& d : res.deltas) deltas.push_back(delta_outcome_json(d));
         out["deltas"] = deltas;
         out["health_recorded"] = !health_input.empty();
+        out["checks"] = res.checks.to_json();
         std::printf("%s\n", out.dump(2).c_str());
         return {};
       }
       std::printf("published %s %s: %s (%s, sha256 %s)\n", r.name.c_str(), r.version.c_str(),
                   r.target_path.c_str(), human_size(r.length).c_str(), r.sha256.c_str());
+      for (const auto& line : res.checks.lines()) std::printf("  %s\n", line.c_str());
       if (!health_input.empty()) {
         std::printf("  health check recorded: health/input.bin, health/expected.bin\n");
       }

@@ -732,6 +732,53 @@ Status stage_with_health(const stdfs::path& model_dir, const stdfs::path& dest,
   return {};
 }
 
+// Builds `dest`: a staged copy of `model_dir` for the load check, its model.json with name and
+// version set and without a health section (the probe then runs the model once on zeros).
+Status stage_for_load_check(const stdfs::path& model_dir, const stdfs::path& dest,
+                            const ModelManifest& source, const std::string& name,
+                            const std::string& version) {
+  ModelManifest m = source;
+  m.name = name;
+  m.version = version;
+  m.health.reset();
+  m.files.clear();
+  MOTA_TRY(link_tree(model_dir, dest));
+  MOTA_TRY(fs::write_file_atomic(dest / kManifestName, source_manifest_text(m), 0644));
+  return {};
+}
+
+// The model's checks (manager/release_check.hpp), in `scratch`.
+Status check_model(const stdfs::path& model_dir, const ModelManifest& m, const std::string& name,
+                   const std::string& version, const ReleaseChecks& checks,
+                   const stdfs::path& scratch, CheckReport& report) {
+  MOTA_TRY(check_model_static(model_dir, m, report));
+  if (!report.onnx) return {};
+  if (!checks.load) {
+    report.load = CheckReport::Load::skipped_by_flag;
+    return {};
+  }
+  stdfs::path runtime = checks.runtime;
+  if (runtime.empty()) {
+    auto found = find_runtime_binary();
+    if (!found) {
+      // A publish host need not have OpenCV: the static checks stand, the release goes on, and
+      // the output says what was not done.
+      report.load = CheckReport::Load::skipped_no_runtime;
+      report.warnings.push_back("load check skipped: " + found.error().message() +
+                                "; the model was not loaded (--no-load-check silences this)");
+      return {};
+    }
+    runtime = *found;
+  } else if (::access(runtime.c_str(), X_OK) != 0) {
+    return fail(errno_error("--runtime", runtime.string(), errno));
+  }
+  const stdfs::path slot = scratch / "load-check";
+  MOTA_TRY(stage_for_load_check(model_dir, slot, m, name, version));
+  MOTA_TRY(check_model_load(runtime, slot, model_dir, m, checks.timeout, report));
+  MOTA_TRY(fs::remove_all(slot));
+  return {};
+}
+
 double ratio_of(std::uint64_t part, std::uint64_t whole) {
   return whole ? double(part) / double(whole) : 0.0;
 }
@@ -1042,14 +1089,11 @@ Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
   if (!SemVer::parse(version)) {
     return fail(Errc::invalid_argument, "version '" + version + "' is not a semantic version");
   }
-  std::string name = options.name;
-  if (name.empty()) {
-    const auto mj = model_dir / kManifestName;
-    const std::string text = MOTA_TRY(fs::read_file(mj, kMaxManifestBytes));
-    auto m = ModelManifest::parse(text, /*require_files=*/false);
-    if (!m) return fail(std::move(m).error().context(mj.string()));
-    name = m->name;
-  }
+  const auto mj = model_dir / kManifestName;
+  const std::string manifest_text = MOTA_TRY(fs::read_file(mj, kMaxManifestBytes));
+  auto source = ModelManifest::parse(manifest_text, /*require_files=*/false);
+  if (!source) return fail(std::move(source).error().context(mj.string()));
+  std::string name = options.name.empty() ? source->name : options.name;
   if (!valid_model_name(name)) {
     return fail(Errc::invalid_argument,
                 "model name '" + name + "' is not valid ([a-z0-9][a-z0-9._-]{0,63})");
@@ -1074,10 +1118,13 @@ Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
   MOTA_TRY(fs::make_dirs(p.tmp, 0755));
   const ScratchDir scratch = MOTA_TRY(ScratchDir::create(
       p.tmp / ("." + name + "-" + version + ".work-" + std::to_string(::getpid()))));
-  stdfs::path source = model_dir;
+  ReleaseResult result;
+  MOTA_TRY(check_model(model_dir, *source, name, version, options.checks, scratch.path(),
+                       result.checks));
+  stdfs::path pack_source = model_dir;
   if (options.health) {
-    source = scratch.path() / "model";
-    MOTA_TRY(stage_with_health(model_dir, source, name, version, *options.health));
+    pack_source = scratch.path() / "model";
+    MOTA_TRY(stage_with_health(model_dir, pack_source, name, version, *options.health));
   }
 
   const stdfs::path staged = p.tmp / (name + "-" + version + ".mota");
@@ -1088,7 +1135,7 @@ Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
   opts.compression_level = settings_.zstd_level;
   opts.progress = options.progress;
   storage::PackResult packed =
-      MOTA_TRY_CTX(storage::pack(source, staged, opts), "pack " + model_dir.string());
+      MOTA_TRY_CTX(storage::pack(pack_source, staged, opts), "pack " + model_dir.string());
   // Hash the bytes on disk, not what the packer meant to write.
   const std::string sha = MOTA_TRY(crypto::file_sha256_hex(staged.string()));
   std::error_code ec;
@@ -1119,7 +1166,6 @@ Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
   tuf::Targets targets = st.targets.signed_;
   targets.targets[tp] = tf;
 
-  ReleaseResult result;
   result.release = release_from(tp, tf);
   const unsigned n = options.deltas.value_or(settings_.delta_versions);
   if (n > 0) {

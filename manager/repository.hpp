@@ -29,6 +29,7 @@
 
 #include "common/result.hpp"
 #include "common/time.hpp"
+#include "manager/release_check.hpp"
 #include "manifest/channel.hpp"
 #include "manifest/crypto.hpp"
 #include "manifest/tuf/metadata.hpp"
@@ -117,12 +118,14 @@ struct ReleaseOptions {
   std::string name;                // empty: model.json's name
   std::optional<unsigned> deltas;  // unset: settings().delta_versions
   std::optional<HealthRecording> health;
+  ReleaseChecks checks;        // the model's checks (manager/release_check.hpp)
   storage::Progress progress;  // packing progress; may be empty
 };
 
 struct ReleaseResult {
   Release release;
   std::vector<DeltaOutcome> deltas;  // one per candidate base version, newest first
+  CheckReport checks;                // what was checked about the model
 };
 
 struct ChannelRequest {
@@ -175,6 +178,10 @@ class Repository {
   //    target when size <= delta_max_ratio * full length. A delta that cannot be built (e.g. a
   //    corrupt old package in the repository) is logged as a warning and skipped: the release is
   //    the product, a delta only an optimisation. Outcomes are returned and logged.
+  //  - checks: the model is checked first (manager/release_check.hpp: for ONNX the graph,
+  //  model.json
+  //    against it, the bundled backend's known limits, and a load and run through mota-runtime
+  //    on a staged copy); a failure is Errc::verification with the reason, nothing published.
   //  - health: the model is staged in DIR/tmp (hardlinks or copies; model_dir is never
   //    modified), run once through `mota-runtime run`, and the staged copy gets the health
   //    files and section. A model that fails to run fails the release with mota-runtime's
@@ -227,9 +234,9 @@ std::string release_target_path(const std::string& name, const std::string& vers
 std::string delta_target_path(const std::string& name, const std::string& from,
                               const std::string& to);
 
-// Where `mota release add --health-input` finds mota-runtime without --runtime: beside the
-// running executable (/proc/self/exe's directory), then ../runtime/ from there (the build tree),
-// then $PATH. Errc::not_found naming every place looked at.
+// Where `mota release add` (load check, --health-input) finds mota-runtime without --runtime:
+// beside the running executable (/proc/self/exe's directory), then ../runtime/ from there (the
+// build tree), then $PATH. Errc::not_found naming every place looked at.
 Result<std::filesystem::path> find_runtime_binary();
 
 }  // namespace mota::manager

@@ -10,7 +10,9 @@
 
 #include "common/fs.hpp"
 #include "common/log.hpp"
+#include "common/version.hpp"
 #include "runtime/config.hpp"
+#include "runtime/inspect.hpp"
 #include "runtime/probe.hpp"
 #include "runtime/server.hpp"
 #include "runtime/startup.hpp"
@@ -21,6 +23,7 @@ namespace mota::runtime {
 namespace {
 
 constexpr int kExitFail = 1;
+constexpr int kExitUsage = 2;  // as in every mota binary; probe's verdicts are 3..9
 constexpr const char* kDefaultConfig = "/etc/mota/runtime.toml";
 
 std::atomic<bool> g_stop{false};
@@ -32,6 +35,14 @@ extern "C" void on_stop_signal(int) {
 int report_error(const Error& e) {
   std::fprintf(stderr, "mota-runtime: error: %s\n", e.message().c_str());
   return kExitFail;
+}
+
+// A bad command line (also a flag value found bad after parsing): exit 2, as in every mota
+// binary. A bad config file is not one: that is the operation failing (exit 1).
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "mota-runtime: error: %s\nRun 'mota-runtime --help' for usage.\n",
+               message.c_str());
+  return kExitUsage;
 }
 
 struct ServeFlags {
@@ -49,17 +60,17 @@ int serve(const ServeFlags& f) {
   if (!f.socket.empty()) c.server.socket = f.socket == "none" ? "" : f.socket;
   if (!f.tcp.empty()) {
     auto st = parse_host_port(f.tcp, c.server.tcp_host, c.server.tcp_port);
-    if (!st) return report_error(st.error().context("--tcp"));
+    if (!st) return usage_error(st.error().context("--tcp").message());
   }
   if (f.pool_size > 0) c.store.load.pool_size = f.pool_size;
   if (f.engine_threads >= 0) c.engine_threads = f.engine_threads;
   if (!f.log_level.empty() && !log::parse_level(f.log_level, c.log_level)) {
-    return report_error(Error(Errc::invalid_argument, "--log-level: debug, info, warn or error"));
+    return usage_error("--log-level: debug, info, warn or error");
   }
   for (const auto& m : f.models) {
     auto eq = m.find('=');
     if (eq == std::string::npos || eq == 0) {
-      return report_error(Error(Errc::invalid_argument, "--model " + m + ": expected NAME=SLOT"));
+      return usage_error("--model " + m + ": expected NAME=SLOT");
     }
     c.models.push_back({m.substr(0, eq), std::filesystem::absolute(m.substr(eq + 1))});
   }
@@ -115,10 +126,30 @@ int run_cmd(const std::string& slot, const std::string& input, const std::string
   return 0;
 }
 
+int inspect_cmd(const std::string& model, bool json) {
+  auto rep = inspect_model(model);
+  if (!rep) {
+    if (json) {
+      std::printf(
+          "%s\n",
+          Json{{"ok", false}, {"model", model}, {"error", rep.error().message()}}.dump(2).c_str());
+    }
+    return report_error(rep.error().context("inspect"));
+  }
+  if (json) {
+    std::printf("%s\n", rep->to_json().dump(2).c_str());
+  } else {
+    std::printf("%s", rep->to_text().c_str());
+  }
+  return rep->ok() ? 0 : kExitFail;
+}
+
 }  // namespace
 
 int cli_main(int argc, char** argv) {
-  CLI::App app{"mota-runtime: serves models over a local socket and probes model slots"};
+  CLI::App app{"mota-runtime: serves models over a local socket and probes model slots",
+               "mota-runtime"};
+  app.set_version_flag("--version", std::string("mota-runtime ") + kVersion);
   app.require_subcommand(1);
 
   ServeFlags sf;
@@ -139,20 +170,45 @@ int cli_main(int argc, char** argv) {
   auto* probe_sc = app.add_subcommand("probe", "Run a slot's health check (exit 0 = pass)");
   probe_sc->add_option("slot", slot, "Unpacked model directory")->required();
   probe_sc->add_flag("--json", json, "Print the report as JSON on stdout");
-  probe_sc->add_option("--runs", runs, "Timed inferences")->capture_default_str();
+  probe_sc->add_option("--runs", runs, "Timed inferences")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
 
   auto* run_sc = app.add_subcommand("run", "Run a model once on raw inputs, write raw outputs");
   run_sc->add_option("slot", slot, "Unpacked model directory")->required();
   run_sc->add_option("--input", input, "Raw input file")->required();
   run_sc->add_option("--output", output, "Where to write the raw outputs")->required();
 
+  std::string model;
+  auto* inspect_sc = app.add_subcommand(
+      "inspect",
+      "Show an ONNX model's inputs, outputs, opsets and operators, what the bundled "
+      "backend refuses, and a model.json skeleton (exit 0 = nothing refused)");
+  inspect_sc->add_option("model", model, "An .onnx file or a model directory with model.json")
+      ->required();
+  inspect_sc->add_flag("--json", json, "Print the report as JSON");
+
+  // CLI11 would report a mistyped command as "A subcommand is required"; name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known |= sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      return usage_error("unknown command '" + std::string(argv[1]) + "' (" + names + ")");
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    return usage_error(e.what());
   }
   if (serve_cmd->parsed()) return serve(sf);
   if (probe_sc->parsed()) return probe_cmd(slot, json, runs);
+  if (inspect_sc->parsed()) return inspect_cmd(model, json);
   return run_cmd(slot, input, output);
 }
 

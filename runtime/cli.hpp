@@ -11,6 +11,17 @@
 //       reason on stderr (or in the JSON on stdout with --json).
 //   mota-runtime run SLOT --input FILE --output FILE
 //       Runs the model once on raw inputs and writes the raw outputs: a health.expected_output.
+//   mota-runtime inspect MODEL [--json]
+//       Reads an ONNX model (a file, or a model directory with model.json) without loading it:
+//       inputs, outputs, opsets, operators, what the bundled backend refuses and why, model.json
+//       against the graph, a model.json skeleton. Exit 0 when nothing is refused or differs, 1
+//       when something is or the model is unreadable.
+//   mota-runtime --version
+//
+// Usage errors (unknown command or option, missing or bad argument, a bad --tcp/--log-level/
+// --model value) exit 2 with "mota-runtime: error: ..." on stderr, as in every mota binary; 1 is
+// an error of the operation (a bad config file included).
+// Neither collides with probe's verdicts (3..9), which the agent tells apart (agent/health.cpp).
 
 namespace mota::runtime {
 

@@ -40,6 +40,11 @@ Json ProbeReport::to_json() const {
             {"latency_ms", latency_ms},
             {"latency_budget_ms", latency_budget_ms},
             {"tolerance", tolerance}};
+  Json outs = Json::array();
+  for (const auto& o : outputs) {
+    outs.push_back({{"name", o.name}, {"dtype", dtype_name(o.dtype)}, {"shape", o.shape}});
+  }
+  j["outputs"] = outs;
   if (max_abs_diff >= 0) {
     j["max_abs_diff"] = max_abs_diff;
   } else {
@@ -115,7 +120,10 @@ ProbeReport probe(const std::filesystem::path& slot, const ProbeOptions& options
         return failed("nan", "output \"" + t.name + "\" holds NaN or Inf");
       }
     }
-    if (r == 0) first = std::move(*out);
+    if (r == 0) {
+      for (const auto& t : *out) rep.outputs.push_back({t.name, t.dtype, t.shape});
+      first = std::move(*out);
+    }
   }
   std::sort(times.begin(), times.end());
   rep.latency_ms = times[times.size() / 2];

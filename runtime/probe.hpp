@@ -46,6 +46,9 @@ struct ProbeReport {
   double latency_budget_ms = 0;  // 0 without a health section
   double max_abs_diff = -1;      // -1: not compared
   double tolerance = 0;
+  // What the engine produced on the first run (name, dtype, shape), once the run step is reached:
+  // `mota release add` checks it against model.json.
+  std::vector<TensorInfo> outputs;
 
   Json to_json() const;
   // Exit status of `mota-runtime probe`: 0 ok, 3 manifest, 4 load, 5 input, 6 run, 7 nan,

@@ -20,7 +20,7 @@ class CliTest : public ::testing::Test {
     repo_ = (tmp_ / "repo").string();
     model_ = tmp_ / "model";
     test::write_file(model_ / "model.json",
-                     R"({"name": "det", "version": "0.0.1", "framework": "onnx",
+                     R"({"name": "det", "version": "0.0.1", "framework": "other",
                          "entry": "model.onnx"})");
     test::write_file(model_ / "model.onnx", std::string(10000, 'x'));
   }

@@ -72,12 +72,23 @@ class HealthInputTest : public ::testing::Test {
   std::string slim() {
     return test::read_file(test::shared_model("ultraface/version-slim-320.onnx"));
   }
+  // A well-formed ONNX whose operators OpenCV does not have: every Relu renamed Relv.
+  static std::string relv(std::string onnx) {
+    for (auto at = onnx.find("Relu"); at != std::string::npos; at = onnx.find("Relu", at)) {
+      onnx[at + 3] = 'v';
+    }
+    return onnx;
+  }
 
-  Result<ReleaseResult> add(const stdfs::path& src, const std::string& version, HealthRecording h) {
+  // `load_check`: false as with --no-load-check, so a model that does not load reaches the
+  // health recording (the load check would refuse it first).
+  Result<ReleaseResult> add(const stdfs::path& src, const std::string& version, HealthRecording h,
+                            bool load_check = true) {
     auto repo = Repository::open(repo_dir_);
     EXPECT_TRUE(repo.has_value());
     ReleaseOptions o;
     o.health = std::move(h);
+    o.checks.load = load_check;
     return repo->add_release(src, version, o);
   }
 
@@ -90,10 +101,10 @@ class HealthInputTest : public ::testing::Test {
 
   // The release fails with `needle` in its message and leaves the repository as it was.
   void expect_refused(const stdfs::path& src, HealthRecording h, const std::string& needle,
-                      Errc code) {
+                      Errc code, bool load_check = true) {
     const auto before = tree_hash(repo_dir_);
     const auto src_before = tree_hash(src);
-    auto r = add(src, "9.0.0", std::move(h));
+    auto r = add(src, "9.0.0", std::move(h), load_check);
     ASSERT_FALSE(r.has_value());
     EXPECT_EQ(r.error().code(), code) << r.error().message();
     EXPECT_NE(r.error().message().find(needle), std::string::npos) << r.error().message();
@@ -158,6 +169,8 @@ TEST_F(HealthInputTest, SourceListingItsFilesGetsTheHealthFilesListed) {
       src / "model.json",
       R"({"name": "face", "framework": "onnx", "entry": "model.onnx",
       "inputs": [{"name": "input", "shape": [1, 3, 240, 320], "dtype": "float32"}],
+      "outputs": [{"name": "scores", "shape": [1, 4420, 2], "dtype": "float32"},
+                  {"name": "boxes", "shape": [1, 4420, 4], "dtype": "float32"}],
       "files": [{"path": "health/expected.bin", "size": 5, "sha256": ")" +
           crypto::sha256_hex("stale") + R"("},
                 {"path": "labels.txt", "size": )" +
@@ -181,16 +194,22 @@ TEST_F(HealthInputTest, SourceListingItsFilesGetsTheHealthFilesListed) {
 
 TEST_F(HealthInputTest, AModelThatDoesNotRunPublishesNothing) {
   ASSERT_TRUE(add(face_model("good", slim()), "1.0.0", recording()).has_value());
-  // A truncated ONNX: the runtime cannot load it, and says why.
+  // A truncated ONNX does not even get there: the model check refuses it.
   const std::string onnx = slim();
-  const auto bad = face_model("bad", onnx.substr(0, onnx.size() / 2));
-  expect_refused(bad, recording(), "health input: the model does not run: ", Errc::verification);
-  auto again = add(bad, "9.0.0", recording());
+  expect_refused(face_model("cut", onnx.substr(0, onnx.size() / 2)), recording(),
+                 "model check: model.onnx: not an ONNX model", Errc::verification);
+  // An operator the runtime does not have, published without the load check: the runtime cannot
+  // load it for the recording, and says why.
+  const auto bad = face_model("bad", relv(onnx));
+  expect_refused(bad, recording(), "health input: the model does not run: ", Errc::verification,
+                 /*load_check=*/false);
+  auto again = add(bad, "9.0.0", recording(), /*load_check=*/false);
   ASSERT_FALSE(again.has_value());
   const std::string msg = again.error().message();
   const std::string reason = msg.substr(msg.find("does not run: ") + 14);
   EXPECT_GT(reason.size(), 10u) << msg;  // mota-runtime's reason, not just an exit status
   EXPECT_EQ(reason.find("exit status"), std::string::npos) << msg;
+  EXPECT_NE(reason.find("Relv"), std::string::npos) << msg;
   // It names the publisher's directory, not the scratch copy that no longer exists.
   EXPECT_EQ(msg.find(".work-"), std::string::npos) << msg;
   EXPECT_NE(msg.find(bad.string()), std::string::npos) << msg;
@@ -242,11 +261,10 @@ TEST_F(HealthInputTest, Cli) {
   EXPECT_DOUBLE_EQ(m->health->latency_budget_ms, 3000);
 
   // A failing model: exit 1, mota-runtime's reason on stderr, nothing published.
-  const std::string onnx = slim();
-  const auto bad = face_model("bad", onnx.substr(0, 1000));
+  const auto bad = face_model("bad", relv(slim()));
   const auto before = tree_hash(repo_dir_);
   r = test::run({mota, "release", "add", bad.string(), "--version", "1.1.0", "--health-input",
-                 image_.string(), "--repo", repo_dir_.string()});
+                 image_.string(), "--no-load-check", "--repo", repo_dir_.string()});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("the model does not run"), std::string::npos) << r.err;
   EXPECT_EQ(tree_hash(repo_dir_), before);

@@ -73,7 +73,7 @@ class ReleaseDeltaTest : public ::testing::Test {
     const stdfs::path d = tmp_ / ("src-" + tag);
     stdfs::remove_all(d);
     test::write_file(d / "model.json",
-                     R"({"name": "det", "framework": "onnx", "entry": "model.onnx"})");
+                     R"({"name": "det", "framework": "other", "entry": "model.onnx"})");
     test::write_file(d / "model.onnx", w);
     test::write_file(d / "labels.txt", "person\ncar\n");
     return d;

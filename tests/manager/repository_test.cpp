@@ -52,7 +52,7 @@ stdfs::path make_model(const stdfs::path& dir, const std::string& name = "det",
                        const std::string& payload = "weights") {
   test::write_file(dir / "model.json",
                    R"({"name": ")" + name +
-                       R"(", "version": "0.0.1", "framework": "onnx", "entry": "model.onnx"})");
+                       R"(", "version": "0.0.1", "framework": "other", "entry": "model.onnx"})");
   test::write_file(dir / "model.onnx", std::string(4096, 'w') + payload);
   test::write_file(dir / "labels" / "coco.txt", "person\ncar\n");
   return dir;
@@ -259,7 +259,10 @@ TEST_F(RepositoryTest, ReleaseAddAndList) {
   stdfs::copy_file(test::shared_model("ultraface/version-slim-320.onnx"), face / "slim.onnx");
   test::write_file(face / "model.json",
                    R"({"name": "ultraface", "version": "0.1.0", "framework": "onnx",
-                       "entry": "slim.onnx", "description": "UltraFace slim 320"})");
+                       "entry": "slim.onnx", "description": "UltraFace slim 320",
+                       "inputs": [{"name": "input", "shape": [1, 3, 240, 320], "dtype": "float32"}],
+                       "outputs": [{"name": "scores", "shape": [1, 4420, 2], "dtype": "float32"},
+                                   {"name": "boxes", "shape": [1, 4420, 4], "dtype": "float32"}]})");
   auto r2 = repo.add_release(face, "2.0.0", "face");
   ASSERT_TRUE(r2.has_value()) << r2.error().message();
   auto r3 = repo.add_release(model_, "1.9.0");
@@ -316,10 +319,11 @@ TEST_F(RepositoryTest, BadModelsAreClearErrorsAndChangeNothing) {
   EXPECT_NE(r.error().message().find("model.json"), std::string::npos) << r.error().message();
   EXPECT_EQ(tree_hash(repo_dir_), before);
 
-  // Reached the packer: name given, so the manifest is only read there.
+  // With the name given too: model.json is read first either way (the model's checks need it).
   r = repo.add_release(malformed, "1.1.0", "det");
   ASSERT_FALSE(r.has_value());
-  EXPECT_NE(r.error().message().find("pack"), std::string::npos) << r.error().message();
+  EXPECT_EQ(r.error().code(), Errc::parse);
+  EXPECT_NE(r.error().message().find("model.json"), std::string::npos) << r.error().message();
   EXPECT_EQ(tree_hash(repo_dir_), before);
 
   // model.json lists a file that is not there.
@@ -327,7 +331,7 @@ TEST_F(RepositoryTest, BadModelsAreClearErrorsAndChangeNothing) {
   make_model(missing);
   test::write_file(
       missing / "model.json",
-      R"({"name":"det","version":"1.0.0","framework":"onnx","entry":"model.onnx","files":[
+      R"({"name":"det","version":"1.0.0","framework":"other","entry":"model.onnx","files":[
           {"path":"model.onnx","size":4103,"sha256":")" +
           crypto::sha256_hex(std::string(4096, 'w') + "weights") + R"("},
           {"path":"gone.bin","size":3,"sha256":")" +

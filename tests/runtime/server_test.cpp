@@ -169,8 +169,8 @@ TEST_F(ServerTest, JsonInferAndBadRequests) {
 }
 
 TEST_F(ServerTest, FailedLoadsLeaveTheOldModelServing) {
-  // Corrupt ONNX (truncated), garbage, an op OpenCV does not know, a name mismatch, a missing
-  // directory, a dynamic shape.
+  // Corrupt ONNX (truncated), garbage, an op OpenCV does not know, an op it is known to get
+  // wrong (refused before OpenCV reads it), a name mismatch, a missing directory, a dynamic shape.
   SlotSpec base;
   base.onnx = testing::slim_onnx().substr(0, 400000);
   make_slot(tmp_ / "truncated", base);
@@ -178,6 +178,9 @@ TEST_F(ServerTest, FailedLoadsLeaveTheOldModelServing) {
   make_slot(tmp_ / "garbage", base);
   SlotSpec op = testing::tiny_slot("MotaNoSuchOp");
   make_slot(tmp_ / "badop", op);
+  SlotSpec cumsum = testing::tiny_slot("CumSum");
+  cumsum.name = "face";
+  make_slot(tmp_ / "cumsum", cumsum);
   SlotSpec other;
   other.onnx = testing::slim_onnx();
   other.name = "other";
@@ -200,7 +203,8 @@ TEST_F(ServerTest, FailedLoadsLeaveTheOldModelServing) {
   };
   for (const Case& k :
        {Case{"truncated", "not an ONNX model"}, Case{"garbage", "not an ONNX model"},
-        Case{"badop", "opset 11-13"}, Case{"badop", "MotaNoSuchOp"},
+        Case{"badop", "ONNX opset 13"}, Case{"badop", "MotaNoSuchOp"},
+        Case{"cumsum", "known to get this model wrong: CumSum (opset 13, 1 node)"},
         Case{"other", "holds model \"other\", not \"face\""}, Case{"missing", "No such file"},
         Case{"dynamic", "dynamic shape"}}) {
     auto r = c.load("face", tmp_ / k.slot);

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <limits>
 
-#include "runtime/onnx_info.hpp"
 #include "tests/runtime/runtime_support.hpp"
 
 namespace mota::runtime {
@@ -117,22 +116,6 @@ TEST(TensorTest, NonFiniteIsDetected) {
   EXPECT_FALSE(all_finite(inf));
   EXPECT_EQ(max_abs_diff(floats({1, 2}), floats({1.5f, 2})), 0.5);
   EXPECT_FALSE(max_abs_diff(nan.data, ok.data));
-}
-
-TEST(OnnxInfoTest, ReadsRealModelsAndRejectsGarbage) {
-  auto slim = read_onnx_info(testing::slim_onnx());
-  ASSERT_TRUE(slim);
-  EXPECT_GT(slim->ir_version, 0);
-  ASSERT_TRUE(slim->opset);
-  EXPECT_GE(*slim->opset, 7);
-  auto tiny = read_onnx_info(testing::tiny_onnx("Relu", {1, 4}, 12));
-  ASSERT_TRUE(tiny);
-  EXPECT_EQ(tiny->ir_version, 7);
-  EXPECT_EQ(tiny->opset, 12);
-  EXPECT_FALSE(read_onnx_info("this is not a protobuf at all"));
-  EXPECT_FALSE(read_onnx_info(""));
-  std::string truncated = testing::slim_onnx().substr(0, 5000);
-  EXPECT_FALSE(read_onnx_info(truncated));
 }
 
 }  // namespace

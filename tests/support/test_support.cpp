@@ -205,7 +205,7 @@ int Process::wait() {
 
 void make_model_dir(const std::filesystem::path& dir, const std::string& weights) {
   write_file(dir / "model.json", R"({
-    "name": "detector", "framework": "onnx", "entry": "model.onnx",
+    "name": "detector", "framework": "other", "entry": "model.onnx",
     "inputs": [{"name": "input", "shape": [1, 3, 240, 320], "dtype": "float32"}],
     "outputs": [{"name": "scores", "shape": [1, 4420, 2], "dtype": "float32"}]
   })");

@@ -72,8 +72,10 @@ class Process {
   std::optional<int> status_;
 };
 
-// A small model directory named "detector": model.json (onnx, one input, one output), model.onnx
-// holding `weights`, and labels/classes.txt. Publishes as is with Repository::add_release.
+// A small model directory named "detector": model.json (one input, one output), model.onnx
+// holding `weights`, and labels/classes.txt. Publishes as is with Repository::add_release. The
+// weights are not an ONNX model, so model.json says so: framework "other" (`mota release add`
+// checks every "onnx" model's graph).
 void make_model_dir(const std::filesystem::path& dir, const std::string& weights);
 
 // Peak resident memory of this process in KiB (VmHWM). Unlike getrusage's ru_maxrss it is not

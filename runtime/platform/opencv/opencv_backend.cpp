@@ -1,9 +1,12 @@
 // OpenCV DNN backend (Debian's libopencv-dnn-dev 4.6).
 //
-// What it handles reliably: ONNX opset 11-13 with static input shapes and float32 inputs. Anything
-// else is refused at load time with that reason: the manifest must declare every input with a
-// fixed shape, and the model is parsed and run (warm-up) before load() returns, so an unsupported
-// op fails here and not on the first request.
+// What it handles: ONNX models with static input shapes and float32 inputs, at default-domain
+// opsets up to runtime/onnx_limits.hpp's kMaxCheckedOpset, except what that file's table lists
+// (operators this OpenCV crashes on, computes wrongly without an error, or cannot load; measured,
+// see docs/runtime.md). Before OpenCV sees the bytes, the graph is read (runtime/onnx_info.hpp)
+// and checked against that table, so a model OpenCV would corrupt memory on or answer wrongly is
+// refused with the reason instead. Then the model is parsed and run (warm-up) before load()
+// returns, so an op that fails loudly fails here and not on the first request.
 //
 // cv::dnn::Net is not re-entrant, and copying one shares its state: the pool holds pool_size Nets,
 // each parsed separately from the same bytes in memory, each behind its own mutex.
@@ -24,6 +27,7 @@
 #include "common/fs.hpp"
 #include "runtime/backend.hpp"
 #include "runtime/onnx_info.hpp"
+#include "runtime/onnx_limits.hpp"
 
 namespace mota::runtime {
 
@@ -79,10 +83,12 @@ class ParallelBackend final : public cv::parallel::ParallelForAPI {
 
 constexpr std::uint64_t kMaxModelBytes = std::uint64_t{2} << 30;
 
-std::string opset_note(const std::optional<OnnxInfo>& info) {
-  std::string note = " (OpenCV DNN 4.6 handles ONNX opset 11-13 with static shapes";
-  if (info && info->opset) note += "; this model declares opset " + std::to_string(*info->opset);
-  return note + ")";
+// What a load error adds about the model, so the reader can compare with docs/runtime.md.
+std::string opset_note(const OnnxModel& info) {
+  auto opset = info.opset("");
+  if (!opset) return "";
+  return " (ONNX opset " + std::to_string(*opset) + "; " + std::string(kBundledBackend) +
+         " limits: docs/runtime.md)";
 }
 
 // One engine instance. Only the thread that took it from the pool touches it.
@@ -287,9 +293,12 @@ class OpenCvBackend final : public Backend {
     }
     auto file = dir / m.entry;
     auto bytes = MOTA_TRY_CTX(fs::read_file(file, kMaxModelBytes), "read model");
-    auto info = read_onnx_info(bytes);
-    if (!info) {
-      return fail(Errc::parse, m.entry + ": not an ONNX model (no valid protobuf ModelProto)");
+    // Checked before OpenCV parses the bytes: some models corrupt its memory or come back with
+    // wrong results and no error (runtime/onnx_limits.hpp), which no warm-up would catch.
+    auto info = read_onnx_model(bytes);
+    if (!info) return fail(Errc::parse, m.entry + ": " + info.error().message());
+    if (auto hits = check_backend_limits(*info); !hits.empty()) {
+      return fail(Errc::unsupported, m.entry + ": " + describe_limit_hits(hits));
     }
 
     std::vector<std::unique_ptr<Instance>> pool;
@@ -302,7 +311,7 @@ class OpenCvBackend final : public Backend {
         inst->net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
         if (inst->net.empty()) {
           return fail(Errc::unsupported,
-                      m.entry + ": OpenCV DNN read an empty network" + opset_note(info));
+                      m.entry + ": OpenCV DNN read an empty network" + opset_note(*info));
         }
         inst->net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
         inst->net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
@@ -315,10 +324,10 @@ class OpenCvBackend final : public Backend {
         }
       } catch (const cv::Exception& e) {
         return fail(Errc::unsupported, m.entry + ": OpenCV DNN cannot load it: " +
-                                           first_line(e.what()) + opset_note(info));
+                                           first_line(e.what()) + opset_note(*info));
       } catch (const std::exception& e) {
         return fail(Errc::unsupported, m.entry + ": OpenCV DNN cannot load it: " +
-                                           std::string(e.what()) + opset_note(info));
+                                           std::string(e.what()) + opset_note(*info));
       }
       pool.push_back(std::move(inst));
     }
@@ -344,7 +353,7 @@ class OpenCvBackend final : public Backend {
         auto st = model->run_on(*inst, zeros, out);
         if (!st) {
           return fail(Errc::unsupported, m.entry + ": fails on a warm-up run: " +
-                                             first_line(st.error().message()) + opset_note(info));
+                                             first_line(st.error().message()) + opset_note(*info));
         }
         if (&inst == &model->instances().front() && r == 0) {
           for (std::size_t k = 0; k < out.infos.size(); ++k) outputs[k].shape = out.infos[k].shape;
