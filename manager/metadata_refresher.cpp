@@ -33,7 +33,7 @@ Result<std::unique_ptr<MetadataRefresher>> MetadataRefresher::start(stdfs::path 
     log::info("metadata refresh: checking every " + every +
               "; timestamp, snapshot and targets are re-signed when they expire within their "
               "refresh window (timestamp: " +
-              std::to_string(s.refresh_window("timestamp").count()) + " s before expiry)");
+              format_duration(s.refresh_window("timestamp")) + " before expiry)");
   } else {
     log::info("metadata refresh is off (--no-refresh): checking expiry every " + every +
               "; `mota timestamp refresh` must run elsewhere");
@@ -79,17 +79,27 @@ void MetadataRefresher::check() {
     return;
   }
   logged_state_.erase("open");
-  std::vector<RoleExpiry> roles;
+  // A lock-free look first: the exclusive lock is taken only when something is due, so a long
+  // publish (which holds the lock, and re-signs the timestamp itself) is not waited for.
+  auto st = repo->expiry_status();
+  if (!st) {
+    log_once("status", st.error().message(), log::Level::error,
+             "metadata expiry check: " + st.error().message());
+    return;
+  }
+  logged_state_.erase("status");
+  std::vector<RoleExpiry> roles = std::move(*st);
+  const bool online_due = std::any_of(
+      roles.begin(), roles.end(), [](const RoleExpiry& e) { return e.role != "root" && e.due; });
   // Why a due role is still due after this check.
   std::map<std::string, std::string> why_not;
-  if (options_.resign) {
+  if (!options_.resign) {
+    for (const auto& e : roles) why_not[e.role] = "auto-refresh is off (--no-refresh)";
+  } else if (online_due) {
     auto r = repo->refresh();
     if (!r) {
       log_once("refresh", r.error().message(), log::Level::error,
                "metadata refresh failed: " + r.error().message());
-      auto st = repo->expiry_status();
-      if (!st) return;
-      roles = std::move(*st);
       for (const auto& e : roles) why_not[e.role] = "re-signing failed (above)";
     } else {
       logged_state_.erase("refresh");
@@ -112,16 +122,6 @@ void MetadataRefresher::check() {
         why_not[m.substr(0, colon)] = "its key is not on this host (" + m.substr(colon + 2) + ")";
       }
     }
-  } else {
-    auto st = repo->expiry_status();
-    if (!st) {
-      log_once("status", st.error().message(), log::Level::error,
-               "metadata expiry check: " + st.error().message());
-      return;
-    }
-    logged_state_.erase("status");
-    roles = std::move(*st);
-    for (const auto& e : roles) why_not[e.role] = "auto-refresh is off (--no-refresh)";
   }
   const TimePoint now = options_.now();
   for (const auto& e : roles) {

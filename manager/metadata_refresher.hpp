@@ -1,8 +1,9 @@
 #pragma once
 // Keeps a repository's online metadata fresh from inside `mota serve`, so a fleet does not freeze
-// when nobody publishes: a background thread applies the refresh rule (Repository::refresh,
-// Settings::refresh_window) every check interval, under the repository lock like every
-// publisher (the rollout ticker and the CLI included), and logs each re-sign.
+// when nobody publishes: a background thread looks at the expiry of every role each check
+// interval (Repository::expiry_status, no lock) and, when an online role is due (the refresh
+// rule, Settings::refresh_window), re-signs it with Repository::refresh under the repository
+// lock like every publisher (the rollout ticker and the CLI included), logging each re-sign.
 //
 // Roles whose key is not on this host (operators who keep keys elsewhere), and every role when
 // re-signing is off (`mota serve --no-refresh`), are only watched: a warning when a role enters
@@ -11,7 +12,8 @@
 // than at every check. A due root is always only warned about (its key belongs offline).
 //
 // Thread-safety: start() and the destructor are called from one thread (serve's); the
-// destructor stops and joins the background thread. check() is for that thread and tests.
+// destructor stops and joins the background thread. check() must not run concurrently with the
+// background thread's own checks (tests call it with an interval longer than the test).
 
 #include <chrono>
 #include <condition_variable>
@@ -50,8 +52,8 @@ class MetadataRefresher {
   MetadataRefresher& operator=(const MetadataRefresher&) = delete;
 
   // One check: re-sign what is due (when resigning), then log about what is still due or
-  // expired. Errors (a wrong key, an expired root, the lock held for 30 s) are logged, not
-  // returned: the next check tries again.
+  // expired. Errors (a wrong key, an expired root, the lock held for 30 s by a publisher while
+  // something is due) are logged, not returned: the next check tries again.
   void check();
 
   std::chrono::milliseconds interval() const { return interval_; }

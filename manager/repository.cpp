@@ -1395,7 +1395,6 @@ Result<RefreshResult> Repository::refresh_timestamp() {
 
 Result<std::vector<RoleExpiry>> Repository::expiry_status() const {
   const Paths p(dir_);
-  auto lock = MOTA_TRY(DirLock::acquire(p.lock, false));
   const State st = MOTA_TRY(load_state(p));
   return expiry_of(st, settings_, now_());
 }

@@ -260,7 +260,9 @@ class Repository {
   Result<RefreshResult> refresh_timestamp();
 
   // The four roles clients see now (root, targets, snapshot, timestamp) against the refresh
-  // rule, under the shared lock. Changes nothing.
+  // rule. Changes nothing and takes no lock, so it never waits for a publish: timestamp.json is
+  // replaced atomically and the versioned files it leads to are never removed, so what it reads
+  // is one consistent published state (the one before or after a concurrent publish).
   Result<std::vector<RoleExpiry>> expiry_status() const;
 
   // Replaces the key of `role` ("root", "targets", "snapshot", "timestamp"): a new root version
