@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "agent/agent.hpp"
 #include "agent/config.hpp"
@@ -175,6 +176,34 @@ int cli_main(int argc, char** argv) {
     };
   });
 
+  // CLI11 would report a mistyped command as "The following arguments were not expected"; name
+  // it instead. The command is the first word that is neither an option nor --config's value.
+  int first = 1;
+  while (first < argc) {
+    const std::string_view a = argv[first];
+    if (a == "--config") {
+      first += 2;
+    } else if (a.starts_with("--config=")) {
+      first += 1;
+    } else {
+      break;
+    }
+  }
+  if (first < argc && argv[first][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known |= sub->get_name() == argv[first];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr,
+                   "mota-agent: error: unknown command '%s' (%s)\nRun 'mota-agent --help' for "
+                   "usage.\n",
+                   argv[first], names.c_str());
+      return kExitUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,6 +4,7 @@
 //   mota-agent [--config PATH] status [--json]      per model: version, slot, committed, install
 //   mota-agent [--config PATH] install FILE.mota [--target-json FILE]
 //   mota-agent [--config PATH] run                  daemon: poll until SIGTERM/SIGINT (exit 0)
+//   mota-agent --version
 // Exit codes: 0 success, 1 failure, 2 usage or configuration error.
 
 namespace mota::agent {

@@ -12,12 +12,14 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "common/version.hpp"
 #include "manager/cli_commands.hpp"
 #include "manager/fleet_service.hpp"
 #include "manager/http_server.hpp"
+#include "manager/metadata_refresher.hpp"
 #include "manager/repository.hpp"
 
 namespace mota::manager {
@@ -93,7 +95,8 @@ struct ServeTuning {
   int keep_alive_timeout_s = 30;
 };
 
-Status serve(const std::string& dir, const std::string& listen, const ServeTuning& tuning) {
+Status serve(const std::string& dir, const std::string& listen, const ServeTuning& tuning,
+             bool refresh) {
   std::error_code ec;
   const stdfs::path root = stdfs::path(dir) / "repo";
   if (!stdfs::exists(stdfs::path(dir) / "mota.toml", ec)) {
@@ -112,6 +115,11 @@ Status serve(const std::string& dir, const std::string& listen, const ServeTunin
   auto server = make_http_server(config);
   // Fleet tracking: the report route and the rollout ticker (manager/fleet_service.hpp).
   auto fleet = MOTA_TRY(attach_fleet(*server, dir));
+  // Keeps timestamp/snapshot/targets fresh (or, without their keys or with --no-refresh, warns):
+  // devices refuse expired metadata, so an idle repository must not freeze the fleet.
+  RefresherOptions refresher_options;
+  refresher_options.resign = refresh;
+  auto refresher = MOTA_TRY_CTX(MetadataRefresher::start(dir, refresher_options), "serve");
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
@@ -167,6 +175,47 @@ void print_channel(const Channel& c) {
               c.allow_downgrade ? " downgrade-allowed" : "");
 }
 
+// What `mota init` says about keeping the metadata fresh: devices refuse expired metadata, and
+// nothing renews it unless something is scheduled.
+void print_freshness_advice(const Settings& s) {
+  const auto& e = s.expiry;
+  std::printf("  lifetimes: timestamp %s, snapshot %s, targets %s, root %s\n",
+              format_duration(e.timestamp).c_str(), format_duration(e.snapshot).c_str(),
+              format_duration(e.targets).c_str(), format_duration(e.root).c_str());
+  std::printf(
+      "  timestamp.json expires every %s: keep `mota serve` running (it re-signs it) or schedule "
+      "`mota timestamp refresh` (the mota-manager package ships mota-refresh.timer); both also "
+      "renew snapshot and targets\n",
+      format_duration(e.timestamp).c_str());
+  std::printf(
+      "  the timestamp is re-signed when less than %s is left, so the refresh must run "
+      "at least that often (mota serve checks every %lld s; the hourly timer suffices for "
+      "timestamp lifetimes of 3h and longer)\n",
+      format_duration(s.refresh_window("timestamp")).c_str(),
+      static_cast<long long>(check_interval(s).count()));
+  std::printf(
+      "  the root expires in %s: before then sign a new root version with `mota key rotate "
+      "root` (needs keys/root.pem, which belongs offline)\n",
+      format_duration(e.root).c_str());
+}
+
+void print_refresh(const RefreshResult& r) {
+  // Timestamp first: it is what devices fetch at every poll.
+  for (const char* role : {"timestamp", "snapshot", "targets"}) {
+    for (const auto& e : r.roles) {
+      if (e.role != role) continue;
+      const bool resigned = (e.role == "timestamp" && r.resigned_timestamp) ||
+                            (e.role == "snapshot" && r.resigned_snapshot) ||
+                            (e.role == "targets" && r.resigned_targets);
+      std::printf(
+          "%s version %llu: %s, expires %s\n", role, static_cast<unsigned long long>(e.version),
+          resigned ? "re-signed" : (e.due ? "DUE" : "fresh"), format_time(e.expires).c_str());
+    }
+  }
+  if (!r.changed()) std::printf("nothing was due: no file changed\n");
+  for (const auto& w : r.warnings) std::fprintf(stderr, "mota: warning: %s\n", w.c_str());
+}
+
 }  // namespace
 
 std::string repo_dir(const std::string& flag) {
@@ -185,6 +234,10 @@ int cli_main(int argc, char** argv) {
   auto add_repo = [&](CLI::App* cmd) {
     cmd->add_option("--repo", repo_flag, "repository directory (default: $MOTA_REPO or .)");
   };
+  // Before the command too (`mota --repo DIR release list`); one given after it wins.
+  app.add_option("--repo", repo_flag,
+                 "repository directory for every command (default: $MOTA_REPO or .); also "
+                 "accepted after the command");
   // The chosen command runs after parsing, so usage errors never half-run an operation.
   std::function<Status()> action;
 
@@ -213,6 +266,7 @@ int cli_main(int argc, char** argv) {
                   init_dir.c_str());
       std::printf("  serve: %s/repo (clients bootstrap from repo/metadata/1.root.json)\n",
                   init_dir.c_str());
+      print_freshness_advice(repo.settings());
       return {};
     };
   });
@@ -430,17 +484,26 @@ int cli_main(int argc, char** argv) {
   // timestamp refresh
   auto* timestamp = app.add_subcommand("timestamp", "timestamp metadata");
   timestamp->require_subcommand(1);
+  bool refresh_force = false;
   auto* trefresh = timestamp->add_subcommand(
-      "refresh", "re-sign timestamp (and snapshot/targets when they expire soon); run from cron");
+      "refresh",
+      "re-sign timestamp, snapshot and targets when they expire within their refresh window "
+      "(nothing when none does); run it from a timer");
+  trefresh->add_flag("--force", refresh_force,
+                     "re-sign the timestamp (version + 1) even when it is not due");
   add_repo(trefresh);
   trefresh->callback([&] {
     action = [&]() -> Status {
       auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
-      const RefreshResult r = MOTA_TRY_CTX(repo.refresh_timestamp(), "timestamp refresh");
-      std::printf("timestamp version %llu", static_cast<unsigned long long>(r.timestamp_version));
-      if (r.resigned_targets) std::printf(", re-signed targets");
-      if (r.resigned_snapshot) std::printf(", re-signed snapshot");
-      std::printf("\n");
+      const RefreshResult r =
+          MOTA_TRY_CTX(repo.refresh(RefreshOptions{.force = refresh_force}), "timestamp refresh");
+      print_refresh(r);
+      if (!r.missing_keys.empty()) {
+        std::string what;
+        for (const auto& m : r.missing_keys) what += (what.empty() ? "" : "; ") + m;
+        return fail(Errc::not_found,
+                    "timestamp refresh: cannot re-sign what is due, no key here: " + what);
+      }
       return {};
     };
   });
@@ -504,24 +567,41 @@ int cli_main(int argc, char** argv) {
                   "seconds an idle keep-alive connection is kept")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
+  bool no_refresh = false;
+  srv->add_flag("--no-refresh", no_refresh,
+                "do not re-sign expiring metadata (keys kept elsewhere: run `mota timestamp "
+                "refresh` there); expiry is still watched and logged");
   add_repo(srv);
-  srv->callback(
-      [&] { action = [&]() -> Status { return serve(repo_dir(repo_flag), listen, tuning); }; });
+  srv->callback([&] {
+    action = [&]() -> Status { return serve(repo_dir(repo_flag), listen, tuning, !no_refresh); };
+  });
 
   add_delta_commands(app, action, repo_flag);
   add_fleet_commands(app, action, repo_flag);
 
-  // CLI11 would report a mistyped command as "A subcommand is required"; name it instead.
-  if (argc > 1 && argv[1][0] != '-') {
+  // CLI11 would report a mistyped command as "A subcommand is required"; name it instead. The
+  // command is the first word that is neither an option nor --repo's value.
+  int first = 1;
+  while (first < argc) {
+    const std::string_view a = argv[first];
+    if (a == "--repo") {
+      first += 2;
+    } else if (a.starts_with("--repo=")) {
+      first += 1;
+    } else {
+      break;
+    }
+  }
+  if (first < argc && argv[first][0] != '-') {
     bool known = false;
     std::string names;
     for (const CLI::App* sub : app.get_subcommands({})) {
-      known |= sub->get_name() == argv[1];
+      known |= sub->get_name() == argv[first];
       names += (names.empty() ? "" : ", ") + sub->get_name();
     }
     if (!known) {
       std::fprintf(stderr, "mota: error: unknown command '%s' (%s)\nRun 'mota --help' for usage.\n",
-                   argv[1], names.c_str());
+                   argv[first], names.c_str());
       return kExitUsage;
     }
   }

@@ -4,7 +4,8 @@
 //
 // Exit codes: 0 success, 1 the operation failed, 2 usage error (unknown command or flag, bad
 // argument value). Errors are printed to stderr as "mota: error: <message>".
-// The repository is --repo DIR, else $MOTA_REPO, else the current directory.
+// The repository is --repo DIR (before or after the command; after wins), else $MOTA_REPO, else
+// the current directory.
 
 namespace mota::manager {
 

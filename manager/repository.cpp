@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <map>
 #include <thread>
 #include <tuple>
 
@@ -87,25 +89,20 @@ class DirLock {
 // ---------------------------------------------------------------------------------------------
 // Settings
 
-std::string format_duration(seconds s) {
-  struct Unit {
-    long long secs;
-    const char* name;
-  };
-  static constexpr Unit kUnits[] = {{365 * 86400, "y"}, {30 * 86400, "mo"}, {7 * 86400, "w"},
-                                    {86400, "d"},       {3600, "h"},        {60, "m"}};
-  const long long n = s.count();
-  for (const auto& u : kUnits) {
-    if (n > 0 && n % u.secs == 0) return std::to_string(n / u.secs) + u.name;
-  }
-  return std::to_string(n) + "s";
-}
-
 Result<seconds> positive_duration(std::string_view what, std::string_view text) {
   auto d = parse_duration(text);
   if (!d) return fail(Errc::parse, std::string(what) + ": " + d.error().message());
   if (d->count() <= 0) return fail(Errc::parse, std::string(what) + ": must be positive");
   return *d;
+}
+
+// "45s", "12 min", "5h", "3d": a rough span for messages (format_duration is exact, for files).
+std::string rough_duration(seconds s) {
+  const long long n = s.count() < 0 ? -s.count() : s.count();
+  if (n < 120) return std::to_string(n) + "s";
+  if (n < 2 * 3600) return std::to_string(n / 60) + " min";
+  if (n < 2 * 86400) return std::to_string(n / 3600) + "h";
+  return std::to_string(n / 86400) + "d";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,6 +153,26 @@ Result<State> load_state(const Paths& p) {
     st.targets = MOTA_TRY_CTX(tuf::parse_targets(bytes), path.string());
   }
   return st;
+}
+
+RoleExpiry role_expiry(const Settings& s, const std::string& role, const tuf::Common& c,
+                       TimePoint now) {
+  RoleExpiry e;
+  e.role = role;
+  e.version = c.version;
+  e.expires = c.expires;
+  e.window = s.refresh_window(role);
+  e.due = c.expires <= now + e.window;
+  e.expired = now >= c.expires;  // as tuf::check_expiry
+  return e;
+}
+
+// Root, targets, snapshot, timestamp.
+std::vector<RoleExpiry> expiry_of(const State& st, const Settings& s, TimePoint now) {
+  return {role_expiry(s, "root", st.root.signed_, now),
+          role_expiry(s, "targets", st.targets.signed_, now),
+          role_expiry(s, "snapshot", st.snapshot.signed_, now),
+          role_expiry(s, "timestamp", st.timestamp.signed_, now)};
 }
 
 std::string short_id(const std::string& keyid) {
@@ -379,6 +396,22 @@ Result<Channel> read_channel(const Paths& p, const std::string& path, const tuf:
 // ---------------------------------------------------------------------------------------------
 // Settings
 
+seconds Settings::lifetime(std::string_view role) const {
+  if (role == "root") return expiry.root;
+  if (role == "targets") return expiry.targets;
+  if (role == "snapshot") return expiry.snapshot;
+  if (role == "timestamp") return expiry.timestamp;
+  return seconds(0);
+}
+
+seconds Settings::refresh_window(std::string_view role) const {
+  const seconds half = lifetime(role) / 2;
+  // Half the lifetime at most: a margin as long as the lifetime would re-sign at every check.
+  const seconds w = role == "root" ? std::min(std::max(refresh_margin, kRootWarnAhead), half)
+                                   : std::min(refresh_margin, half);
+  return std::max(w, seconds(1));
+}
+
 std::string Settings::to_toml() const {
   std::string s;
   s += "# mota repository settings (docs/repository.md)\n";
@@ -386,7 +419,8 @@ std::string Settings::to_toml() const {
   s += "key_type = \"" + std::string(crypto::keytype_name(key_type)) + "\"\n";
   s += "# zstd level (1..19) for packages built by `mota release add`.\n";
   s += "zstd_level = " + std::to_string(zstd_level) + "\n";
-  s += "# `mota timestamp refresh` also re-signs snapshot and targets expiring within this.\n";
+  s += "# Timestamp, snapshot and targets are re-signed (`mota timestamp refresh`, `mota serve`)\n";
+  s += "# when they expire within min(refresh_margin, half their lifetime).\n";
   s += "refresh_margin = \"" + format_duration(refresh_margin) + "\"\n";
   s += "# `mota release add` builds package deltas from up to this many lower released versions\n";
   s +=
@@ -514,6 +548,20 @@ Result<Expiry> parse_expiry_spec(std::string_view spec, Expiry base) {
     }
   }
   return e;
+}
+
+std::string format_duration(seconds s) {
+  struct Unit {
+    long long secs;
+    const char* name;
+  };
+  static constexpr Unit kUnits[] = {{365 * 86400, "y"}, {30 * 86400, "mo"}, {7 * 86400, "w"},
+                                    {86400, "d"},       {3600, "h"},        {60, "m"}};
+  const long long n = s.count();
+  for (const auto& u : kUnits) {
+    if (n > 0 && n % u.secs == 0) return std::to_string(n / u.secs) + u.name;
+  }
+  return std::to_string(n) + "s";
 }
 
 std::string release_target_path(const std::string& name, const std::string& version) {
@@ -1316,27 +1364,103 @@ Result<std::vector<Channel>> Repository::show_channels(const std::string& channe
   return out;
 }
 
-Result<RefreshResult> Repository::refresh_timestamp() {
+Result<RefreshResult> Repository::refresh(const RefreshOptions& options) {
   const Paths p(dir_);
   auto lock = MOTA_TRY(DirLock::acquire(p.lock, true));
   State st = MOTA_TRY(load_state(p));
   const TimePoint now = now_();
   MOTA_TRY(check_root_usable(st, now));
+  const std::vector<RoleExpiry> before = expiry_of(st, settings_, now);
+  auto due = [&](std::string_view role) {
+    for (const auto& e : before) {
+      if (e.role == role) return e.due;
+    }
+    return false;
+  };
+  // A new targets version needs a new snapshot, which needs a new timestamp.
+  const bool want_targets = due("targets");
+  const bool want_snapshot = want_targets || due("snapshot");
+  const bool want_timestamp = want_snapshot || due("timestamp") || options.force;
+
+  // Keys kept off this host leave their role (and what depends on it) as it is; the rest is
+  // still renewed, so a host holding only the timestamp key keeps the timestamp fresh.
+  std::map<std::string, std::string> missing;  // role -> why its key cannot be read
+  auto key_here = [&](const char* role) {
+    const stdfs::path key = p.key(role);
+    if (::access(key.c_str(), R_OK) == 0) return true;
+    missing[role] = key.string() + ": " + std::strerror(errno);
+    return false;
+  };
+  const bool timestamp_key = !want_timestamp || key_here("timestamp");
+  const bool snapshot_key = !want_snapshot || key_here("snapshot");
+  const bool targets_key = !want_targets || key_here("targets");
+  const bool targets = want_targets && targets_key && snapshot_key && timestamp_key;
+  const bool snapshot = (targets || due("snapshot")) && snapshot_key && timestamp_key;
+  const bool timestamp = (snapshot || due("timestamp") || options.force) && timestamp_key;
+
   RefreshResult r;
-  Publish what;
-  const TimePoint horizon = now + settings_.refresh_margin;
-  if (st.targets.signed_.expires <= horizon) {
-    what.targets = st.targets.signed_;
-    r.resigned_targets = true;
+  // Each role that needed renewing and was not, with the keys it lacked (its own and those of
+  // the roles that must be re-signed after it).
+  for (const auto& [role, wanted, done, chain] :
+       {std::tuple<const char*, bool, bool, int>{"targets", due("targets"), targets, 0},
+        {"snapshot", due("snapshot"), snapshot, 1},
+        {"timestamp", due("timestamp") || options.force, timestamp, 2}}) {
+    if (!wanted || done) continue;
+    std::string why;
+    static constexpr const char* kChain[] = {"targets", "snapshot", "timestamp"};
+    for (int k = chain; k < 3; ++k) {
+      auto it = missing.find(kChain[k]);
+      if (it != missing.end()) why += (why.empty() ? "" : "; ") + it->second;
+    }
+    r.missing_keys.push_back(std::string(role) + ": " + why);
   }
-  if (r.resigned_targets || st.snapshot.signed_.expires <= horizon) {
-    what.snapshot = true;
-    r.resigned_snapshot = true;
+  if (timestamp) {
+    Publish what;
+    if (targets) what.targets = st.targets.signed_;
+    what.snapshot = snapshot;
+    Cleanup cleanup;
+    MOTA_TRY_CTX(publish(p, st, settings_, now, std::move(what), cleanup), "publish");
+    r.resigned_timestamp = true;
+    r.resigned_snapshot = snapshot;
+    r.resigned_targets = targets;
+    log::debug("metadata re-signed", {{"VERSION", std::to_string(st.timestamp.signed_.version)},
+                                      {"ROLES", std::string(targets ? "targets,snapshot,timestamp"
+                                                            : snapshot ? "snapshot,timestamp"
+                                                                       : "timestamp")}});
   }
-  Cleanup cleanup;
-  MOTA_TRY_CTX(publish(p, st, settings_, now, std::move(what), cleanup), "publish");
   r.timestamp_version = st.timestamp.signed_.version;
+  r.roles = expiry_of(st, settings_, now);
+  if (r.roles[0].due)
+    r.warnings.push_back(describe_expiry(r.roles[0], now) + ": " + renew_hint("root"));
   return r;
+}
+
+Result<RefreshResult> Repository::refresh_timestamp() {
+  return refresh(RefreshOptions{.force = true});
+}
+
+Result<std::vector<RoleExpiry>> Repository::expiry_status() const {
+  const Paths p(dir_);
+  const State st = MOTA_TRY(load_state(p));
+  return expiry_of(st, settings_, now_());
+}
+
+std::string describe_expiry(const RoleExpiry& r, TimePoint now) {
+  const std::string what = r.role + " version " + std::to_string(r.version);
+  if (r.expired) {
+    return what + " expired at " + format_time(r.expires) + " (" + rough_duration(now - r.expires) +
+           " ago)";
+  }
+  return what + " expires " + format_time(r.expires) + " (in " + rough_duration(r.expires - now) +
+         ", within its " + format_duration(r.window) + " refresh window)";
+}
+
+std::string renew_hint(std::string_view role) {
+  if (role == "root") {
+    return "sign a new root version with `mota key rotate root` (needs the offline root key)";
+  }
+  return "run `mota timestamp refresh` (or keep `mota serve` running with the " +
+         std::string(role) + " key on its host)";
 }
 
 Result<std::uint64_t> Repository::rotate_key(const std::string& role) {
@@ -1420,13 +1544,11 @@ class Verifier {
   }
 
  private:
-  void expiry_warning(const tuf::Common& c, const std::string& role, seconds lifetime) {
-    const seconds window = std::min(s_.refresh_margin, lifetime / 2);
-    if (c.expires - now_ < window) {
-      report_.warnings.push_back(role + " version " + std::to_string(c.version) + " expires " +
-                                 format_time(c.expires) + " (within " + format_duration(window) +
-                                 ")");
-    }
+  // The refresh rule (Settings::refresh_window), so verify warns exactly about what the
+  // refresher would renew now (and about the root, which it never renews).
+  void expiry_warning(const tuf::Common& c, const std::string& role) {
+    const RoleExpiry e = role_expiry(s_, role, c, now_);
+    if (e.due) report_.warnings.push_back(describe_expiry(e, now_) + ": " + renew_hint(role));
   }
 
   Status check_meta(const std::string& name, const std::string& bytes, const tuf::MetaFile& m,
@@ -1494,7 +1616,7 @@ class Verifier {
                   "metadata/root.json is not a copy of " + std::to_string(latest) + ".root.json");
     }
     MOTA_TRY(tuf::check_expiry(root_.signed_, "root", now_));
-    expiry_warning(root_.signed_, "root", s_.expiry.root);
+    expiry_warning(root_.signed_, "root");
     report_.checked.push_back("root: versions 1.." + std::to_string(latest) +
                               " chain-signed to threshold, expires " +
                               format_time(root_.signed_.expires));
@@ -1512,7 +1634,7 @@ class Verifier {
     ts_ = MOTA_TRY_CTX(tuf::parse_timestamp(bytes), "timestamp.json");
     MOTA_TRY(check_role_sigs(ts_.envelope, ts_.signatures, "timestamp", "timestamp.json"));
     MOTA_TRY(tuf::check_expiry(ts_.signed_, "timestamp", now_));
-    expiry_warning(ts_.signed_, "timestamp", s_.expiry.timestamp);
+    expiry_warning(ts_.signed_, "timestamp");
     report_.checked.push_back("timestamp: version " + std::to_string(ts_.signed_.version) +
                               " signed, expires " + format_time(ts_.signed_.expires));
     return {};
@@ -1530,7 +1652,7 @@ class Verifier {
                   name + ": holds version " + std::to_string(snap_.signed_.version));
     }
     MOTA_TRY(tuf::check_expiry(snap_.signed_, "snapshot", now_));
-    expiry_warning(snap_.signed_, "snapshot", s_.expiry.snapshot);
+    expiry_warning(snap_.signed_, "snapshot");
     report_.checked.push_back("snapshot: version " + std::to_string(v) +
                               " length and hash match timestamp, signed, expires " +
                               format_time(snap_.signed_.expires));
@@ -1553,7 +1675,7 @@ class Verifier {
                   name + ": holds version " + std::to_string(targets_.signed_.version));
     }
     MOTA_TRY(tuf::check_expiry(targets_.signed_, "targets", now_));
-    expiry_warning(targets_.signed_, "targets", s_.expiry.targets);
+    expiry_warning(targets_.signed_, "targets");
     if (targets_.signed_.delegations && !targets_.signed_.delegations->roles.empty()) {
       return fail(Errc::unsupported, name + ": delegations are not checked by mota verify");
     }

@@ -25,6 +25,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.hpp"
@@ -45,11 +46,16 @@ struct Expiry {
   std::chrono::seconds timestamp{86400};
 };
 
+// How far ahead of its expiry the root is flagged at the least: renewing it needs the offline root
+// key (`mota key rotate root`), which takes a person, so a two-day margin would be too short.
+inline constexpr std::chrono::seconds kRootWarnAhead{30 * 86400};
+
 struct Settings {
   crypto::KeyType key_type = crypto::KeyType::ed25519;
   Expiry expiry;
-  // refresh_timestamp() also re-signs snapshot and targets when they expire within this margin;
-  // verify() warns about a role expiring within min(margin, its lifetime / 2).
+  // The refresh rule (docs/repository.md, "Expiry and refresh"): a role is *due* when it expires
+  // within its refresh window (refresh_window()). refresh() re-signs the due online roles;
+  // verify(), `mota serve` and `mota timestamp refresh` warn about due roles they cannot renew.
   std::chrono::seconds refresh_margin{2 * 86400};
   int zstd_level = 10;
   // `mota release add` builds package deltas to the new version from up to this many lower
@@ -59,13 +65,25 @@ struct Settings {
   unsigned delta_versions = 3;
   double delta_max_ratio = 0.8;
 
+  // The lifetime of `role` ("root", "targets", "snapshot", "timestamp"; anything else: 0).
+  std::chrono::seconds lifetime(std::string_view role) const;
+  // The refresh window of `role`: min(refresh_margin, lifetime / 2) for the online roles
+  // (timestamp, snapshot, targets), so a 20 s timestamp is re-signed when 10 s are left and a
+  // 1d one 12 h ahead; for root min(max(refresh_margin, kRootWarnAhead), lifetime / 2). At least
+  // 1 s.
+  std::chrono::seconds refresh_window(std::string_view role) const;
+
   // mota.toml text (with comments) and its parser. Errc::parse names the key and the reason.
   std::string to_toml() const;
   static Result<Settings> from_toml(std::string_view text);
 };
 
-// Parses "root=1y,targets=3mo,snapshot=1w,timestamp=1d" (any subset) over `base`.
+// Parses "root=1y,targets=3mo,snapshot=1w,timestamp=1d" (any subset) over `base`; durations as
+// parse_duration ("20s", "12h", "3mo"). Errc::invalid_argument naming the item.
 Result<Expiry> parse_expiry_spec(std::string_view spec, Expiry base = {});
+// The largest unit that divides `s` exactly: "1y", "3mo", "2w", "1d", "12h", "5m", "20s"
+// (parse_duration reads it back).
+std::string format_duration(std::chrono::seconds s);
 
 struct Release {
   std::string name;
@@ -137,13 +155,50 @@ struct ChannelRequest {
   std::string min_version;  // empty: none
 };
 
-struct RefreshResult {
-  std::uint64_t timestamp_version = 0;
-  bool resigned_snapshot = false;
-  bool resigned_targets = false;
+// Where one role of the served metadata stands against the refresh rule.
+struct RoleExpiry {
+  std::string role;  // "root", "targets", "snapshot", "timestamp"
+  std::uint64_t version = 0;
+  TimePoint expires;
+  std::chrono::seconds window{0};  // Settings::refresh_window(role)
+  bool due = false;                // expires within `window` (expires <= now + window)
+  bool expired = false;            // now >= expires: every client refuses it
 };
 
-// What verify() checked, in order, and what it found worth a warning (expiring soon).
+// "timestamp version 7 expires 2026-11-22T10:00:00Z (in 3h, within its 12h refresh window)", or
+// "... expired at ..." once expired.
+std::string describe_expiry(const RoleExpiry& r, TimePoint now);
+// What an operator runs to renew `role`: "run `mota key rotate root` (needs the offline root key)"
+// for root, else "run `mota timestamp refresh` (or keep `mota serve` running with the keys)".
+std::string renew_hint(std::string_view role);
+
+struct RefreshOptions {
+  // false: re-sign only the online roles that are due (Settings::refresh_window) and nothing at
+  // all when none is, so a frequent timer leaves the repository unchanged. true (`mota timestamp
+  // refresh --force`): always re-sign the timestamp (version + 1), plus the due ones.
+  bool force = false;
+};
+
+struct RefreshResult {
+  std::uint64_t timestamp_version = 0;  // current after the call
+  bool resigned_timestamp = false;
+  bool resigned_snapshot = false;
+  bool resigned_targets = false;
+  // The four roles after the call (root, targets, snapshot, timestamp), as expiry_status().
+  std::vector<RoleExpiry> roles;
+  // Due roles this host could not re-sign because their key file is absent or unreadable (the
+  // operator keeps it elsewhere): "snapshot: keys/snapshot.pem: No such file or directory".
+  // Whatever did not need that key was re-signed. A key that is present but wrong is an error.
+  std::vector<std::string> missing_keys;
+  // The root is due: it is never re-signed online (its key belongs offline); each entry says
+  // when it expires and the command to run.
+  std::vector<std::string> warnings;
+
+  bool changed() const { return resigned_timestamp; }  // every re-sign ends with the timestamp
+};
+
+// What verify() checked, in order, and what it found worth a warning: every role within its
+// refresh window (Settings::refresh_window), each with when it expires and what renews it.
 struct VerifyReport {
   std::vector<std::string> checked;
   std::vector<std::string> warnings;
@@ -200,9 +255,22 @@ class Repository {
   // Channels in the current targets (all, or only `channel`), sorted by channel then model.
   Result<std::vector<Channel>> show_channels(const std::string& channel = "") const;
 
-  // Re-signs timestamp with version+1; also re-signs snapshot (and targets) with version+1 when
-  // they expire within settings().refresh_margin. Meant for a cron job / systemd timer.
+  // Keeps the online metadata fresh (the refresh rule, Settings::refresh_window): under the
+  // exclusive lock, re-signs (version + 1, new expiry) targets when due, snapshot when due or
+  // when targets was re-signed, timestamp when due or when snapshot was re-signed (or always
+  // with options.force), publishing in the usual order with timestamp.json last. Nothing due:
+  // no file is written. Due roles whose key is not on this host are listed in missing_keys; a
+  // due root in warnings. Errors: an expired root (Errc::expired, nothing signed), a wrong key,
+  // I/O. Meant for `mota timestamp refresh` from a timer and `mota serve`'s refresher.
+  Result<RefreshResult> refresh(const RefreshOptions& options = {});
+  // refresh({.force = true}): the timestamp is always re-signed.
   Result<RefreshResult> refresh_timestamp();
+
+  // The four roles clients see now (root, targets, snapshot, timestamp) against the refresh
+  // rule. Changes nothing and takes no lock, so it never waits for a publish: timestamp.json is
+  // replaced atomically and the versioned files it leads to are never removed, so what it reads
+  // is one consistent published state (the one before or after a concurrent publish).
+  Result<std::vector<RoleExpiry>> expiry_status() const;
 
   // Replaces the key of `role` ("root", "targets", "snapshot", "timestamp"): a new root version
   // lists the new key, signed by the old and the new root keys, then the role's metadata is

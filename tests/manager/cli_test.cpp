@@ -2,10 +2,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/http.hpp"
+#include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -79,12 +81,86 @@ TEST_F(CliTest, VersionAndUsageErrors) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--expires"), std::string::npos) << r.err;
   EXPECT_FALSE(stdfs::exists(repo_));
+
+  // Missing argument, bad value: usage errors too, with nothing created.
+  r = mota({"init"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("DIR"), std::string::npos) << r.err;
+  r = mota({"init", repo_, "--zstd-level", "fast"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--zstd-level"), std::string::npos) << r.err;
+  r = mota({"init", repo_, "--zstd-level", "40"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("zstd level 40 is not in 1..19"), std::string::npos) << r.err;
+  EXPECT_FALSE(stdfs::exists(repo_));
+  r = mota({"serve", "--threads", "0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--threads"), std::string::npos) << r.err;
+  r = mota({"timestamp", "refresh", "--force=maybe"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err.rfind("mota: error: ", 0), 0u) << r.err;
+
+  // --repo before the command: a missing value, and a mistyped command after it.
+  r = mota({"--repo"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--repo"), std::string::npos) << r.err;
+  r = mota({"--repo", repo_, "frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err.rfind("mota: error: unknown command 'frobnicate'", 0), 0u) << r.err;
+  r = mota({"release", "list", "--repo"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--repo"), std::string::npos) << r.err;
+}
+
+// `--repo DIR` works before the command as well as after it (after wins), for the repository
+// commands and the fleet ones.
+TEST_F(CliTest, RepoBeforeOrAfterTheCommand) {
+  init();
+  auto r = mota({"release", "add", model_.string(), "--version", "1.0.0", "--repo", repo_});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string plain = (tmp_ / "plain").string();
+  stdfs::create_directory(plain);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--repo", repo_, "release", "list"},
+        {"--repo=" + repo_, "release", "list"},
+        {"--repo", plain, "release", "list", "--repo", repo_}}) {
+    r = mota(args);
+    ASSERT_EQ(r.exit_code, 0) << args[1] << ": " << r.err;
+    EXPECT_NE(r.out.find("1.0.0"), std::string::npos) << r.out;
+  }
+  r = mota({"--repo", repo_, "release", "list", "--repo", plain});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "mota: error: " + plain + " is not a mota repository (no mota.toml)\n");
+  r = mota({"--repo", repo_, "verify"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("repository " + repo_ + " verified"), std::string::npos) << r.out;
+  r = mota({"--repo", repo_, "timestamp", "refresh", "--force"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = mota({"--repo", repo_, "channel", "set", "stable", "det", "1.0.0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // The fleet commands read the same --repo wherever it stands.
+  const auto after = mota({"fleet", "--json", "--repo", repo_});
+  const auto before = mota({"--repo", repo_, "fleet", "--json"});
+  EXPECT_EQ(before.exit_code, after.exit_code) << before.err << after.err;
+  EXPECT_EQ(before.out, after.out);
+  EXPECT_EQ(before.err, after.err);
 }
 
 TEST_F(CliTest, InitTwiceAndNotARepository) {
   auto r = mota({"init", repo_, "--key-type", "ecdsa", "--expires", "timestamp=12h"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("initialised repository"), std::string::npos);
+  // What keeps the metadata fresh, and how often it must run.
+  EXPECT_NE(r.out.find("lifetimes: timestamp 12h, snapshot 1w, targets 3mo, root 1y"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("timestamp.json expires every 12h: keep `mota serve` running (it re-signs "
+                       "it) or schedule `mota timestamp refresh` (the mota-manager package ships "
+                       "mota-refresh.timer)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("re-signed when less than 6h is left"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mota key rotate root"), std::string::npos) << r.out;
   EXPECT_NE(test::read_file(stdfs::path(repo_) / "mota.toml").find("timestamp = \"12h\""),
             std::string::npos);
 
@@ -168,9 +244,18 @@ TEST_F(CliTest, ReleaseChannelTimestampVerify) {
   EXPECT_NE(r.out.find("beta"), std::string::npos);
   EXPECT_NE(r.out.find("stable"), std::string::npos);
 
+  // Just published: nothing is due, nothing changes. --force re-signs the timestamp.
+  const auto ts_file = stdfs::path(repo_) / "repo/metadata/timestamp.json";
+  const std::string ts_before = test::read_file(ts_file);
   r = mota({"timestamp", "refresh"}, env);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("timestamp version 7"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("timestamp version 6: fresh, expires "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("nothing was due: no file changed"), std::string::npos) << r.out;
+  EXPECT_EQ(test::read_file(ts_file), ts_before);
+  r = mota({"timestamp", "refresh", "--force"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("timestamp version 7: re-signed, expires "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("snapshot version 6: fresh"), std::string::npos) << r.out;
 
   r = mota({"key", "rotate", "snapshot"}, env);
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -224,6 +309,130 @@ TEST_F(CliTest, ServeAnswersAndStopsOnSigterm) {
   const std::string log = test::read_file(tmp_ / "serve.log");
   EXPECT_NE(log.find("serving "), std::string::npos) << log;
   EXPECT_NE(log.find("http://127.0.0.1:" + std::to_string(port)), std::string::npos) << log;
+}
+
+// A repository whose four roles are all within their refresh window right now: signed by the
+// library on a clock in the past, with the snapshot and targets keys away for the last refresh.
+// Root lifetime 100d (so the root is 11 days from expiry, inside its 30-day window).
+class ExpiringRepoTest : public CliTest {
+ protected:
+  void SetUp() override {
+    CliTest::SetUp();
+    using std::chrono::hours;
+    auto t = std::make_shared<TimePoint>(now_seconds() - hours(24 * 89));
+    manager::NowFn clock = [t] { return *t; };
+    manager::Settings s;
+    s.expiry.root = hours(24 * 100);
+    auto repo = manager::Repository::init(repo_, s, clock);
+    ASSERT_TRUE(repo.has_value()) << repo.error().message();
+    // Day -6: timestamp and snapshot renewed (the snapshot then expires in 1 day from now).
+    *t = now_seconds() - hours(24 * 6);
+    ASSERT_TRUE(repo->refresh().has_value());
+    // 20 h ago, with only the timestamp key here: the timestamp has 4 h left now.
+    *t = now_seconds() - hours(20);
+    for (const char* k : {"snapshot", "targets"}) move_key(k, true);
+    auto r = repo->refresh();
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    ASSERT_TRUE(r->resigned_timestamp);
+    for (const char* k : {"snapshot", "targets"}) move_key(k, false);
+  }
+  void move_key(const std::string& role, bool away) {
+    const auto home = stdfs::path(repo_) / "keys" / (role + ".pem");
+    const auto elsewhere = tmp_ / (role + ".pem");
+    stdfs::rename(away ? home : elsewhere, away ? elsewhere : home);
+  }
+};
+
+TEST_F(ExpiringRepoTest, VerifyWarnsForEveryRoleAndRefreshRenewsTheOnlineOnes) {
+  auto r = mota({"verify", repo_});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* role : {"root", "timestamp", "snapshot", "targets"}) {
+    EXPECT_NE(r.out.find(std::string("warning: ") + role + " version "), std::string::npos)
+        << role << "\n"
+        << r.out;
+  }
+  EXPECT_NE(r.out.find("timestamp version 3 expires "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("within its 12h refresh window): run `mota timestamp refresh`"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("within its 1mo refresh window): sign a new root version with `mota key "
+                       "rotate root`"),
+            std::string::npos)
+      << r.out;
+
+  // Without the targets key here: timestamp and snapshot are renewed, the rest is an error.
+  move_key("targets", true);
+  r = mota({"timestamp", "refresh", "--repo", repo_});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("timestamp version 4: re-signed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("snapshot version 3: re-signed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("targets version 1: DUE"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("mota: error: timestamp refresh: cannot re-sign what is due, no key here: "
+                       "targets: " +
+                       repo_ + "/keys/targets.pem: No such file or directory"),
+            std::string::npos)
+      << r.err;
+  move_key("targets", false);
+
+  r = mota({"timestamp", "refresh", "--repo", repo_});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("targets version 2: re-signed"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("mota: warning: root version 1 expires "), std::string::npos) << r.err;
+  r = mota({"verify", repo_});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("warning: root version 1"), std::string::npos) << r.out;
+  for (const char* role : {"timestamp", "snapshot", "targets"}) {
+    EXPECT_EQ(r.out.find(std::string("warning: ") + role), std::string::npos) << r.out;
+  }
+}
+
+// `mota serve` without --no-refresh renews what is due at once (before serving) and logs it;
+// with --no-refresh it only warns about each role within its window.
+TEST_F(ExpiringRepoTest, ServeRefreshesAtStartOrWarns) {
+  const int port = test::free_port();
+  const auto log = tmp_ / "serve.log";
+  const auto ts_file = stdfs::path(repo_) / "repo/metadata/timestamp.json";
+  const std::string ts_before = test::read_file(ts_file);
+  {
+    test::Process server({test::build_path("manager/mota").string(), "serve", "--repo", repo_,
+                          "--listen", "127.0.0.1:" + std::to_string(port), "--no-refresh"},
+                         log);
+    ASSERT_TRUE(test::wait_for_port(port)) << test::read_file(log);
+    server.kill(SIGTERM);
+    EXPECT_EQ(server.wait(), 0) << test::read_file(log);
+  }
+  std::string text = test::read_file(log);
+  EXPECT_NE(text.find("metadata refresh is off (--no-refresh)"), std::string::npos) << text;
+  for (const char* role : {"timestamp", "snapshot", "targets"}) {
+    EXPECT_NE(text.find(std::string("WARN ") + role + " version "), std::string::npos)
+        << role << "\n"
+        << text;
+  }
+  EXPECT_NE(text.find("is not re-signed here: auto-refresh is off (--no-refresh); devices refuse "
+                      "metadata after "),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("WARN root version 1"), std::string::npos) << text;
+  EXPECT_EQ(test::read_file(ts_file), ts_before);
+
+  stdfs::remove(log);
+  {
+    test::Process server({test::build_path("manager/mota").string(), "serve", "--repo", repo_,
+                          "--listen", "127.0.0.1:" + std::to_string(port)},
+                         log);
+    ASSERT_TRUE(test::wait_for_port(port)) << test::read_file(log);
+    server.kill(SIGTERM);
+    EXPECT_EQ(server.wait(), 0) << test::read_file(log);
+  }
+  text = test::read_file(log);
+  EXPECT_NE(text.find("metadata refreshed: re-signed targets version 2"), std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("WARN timestamp"), std::string::npos) << text;
+  EXPECT_NE(text.find("WARN root version 1"), std::string::npos) << text;
+  EXPECT_NE(test::read_file(ts_file), ts_before);
+  auto v = mota({"verify", repo_});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_EQ(v.out.find("warning: timestamp"), std::string::npos) << v.out;
 }
 
 TEST_F(CliTest, ServeUsageAndBindErrors) {

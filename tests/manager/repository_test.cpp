@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +49,7 @@ mode_t mode_of(const stdfs::path& p) {
 }
 
 // A small generated model: model.json without "files" (the packer fills them in) + two files.
+// Not a real ONNX file, hence framework "other".
 stdfs::path make_model(const stdfs::path& dir, const std::string& name = "det",
                        const std::string& payload = "weights") {
   test::write_file(dir / "model.json",
@@ -228,6 +230,37 @@ TEST(Settings, ExpirySpec) {
     ASSERT_FALSE(r.has_value()) << bad;
     EXPECT_EQ(r.error().code(), Errc::invalid_argument) << bad;
   }
+}
+
+TEST(Settings, ExpirySpecTakesSeconds) {
+  auto e = parse_expiry_spec("timestamp=20s,snapshot=90s");
+  ASSERT_TRUE(e.has_value()) << e.error().message();
+  EXPECT_EQ(e->timestamp, std::chrono::seconds(20));
+  EXPECT_EQ(e->snapshot, std::chrono::seconds(90));
+  Settings s;
+  s.expiry = *e;
+  auto back = Settings::from_toml(s.to_toml());
+  ASSERT_TRUE(back.has_value()) << back.error().message();
+  EXPECT_EQ(back->expiry.timestamp, std::chrono::seconds(20));
+  EXPECT_NE(s.to_toml().find("timestamp = \"20s\""), std::string::npos) << s.to_toml();
+}
+
+// The refresh rule: min(refresh_margin, half the lifetime); the root is flagged a month ahead.
+TEST(Settings, RefreshWindow) {
+  using std::chrono::seconds;
+  Settings s;  // margin 2d; timestamp 1d, snapshot 1w, targets 3mo, root 1y
+  EXPECT_EQ(s.refresh_window("timestamp"), hours(12));
+  EXPECT_EQ(s.refresh_window("snapshot"), hours(48));
+  EXPECT_EQ(s.refresh_window("targets"), hours(48));
+  EXPECT_EQ(s.refresh_window("root"), hours(24 * 30));
+  s.expiry.timestamp = seconds(20);
+  s.expiry.root = hours(24 * 20);
+  EXPECT_EQ(s.refresh_window("timestamp"), seconds(10));
+  EXPECT_EQ(s.refresh_window("root"), hours(24 * 10));
+  s.refresh_margin = hours(1);
+  s.expiry.timestamp = seconds(1);
+  EXPECT_EQ(s.refresh_window("snapshot"), hours(1));
+  EXPECT_EQ(s.refresh_window("timestamp"), seconds(1));  // never 0: 1 s at least
 }
 
 TEST_F(RepositoryTest, ReleaseAddAndList) {
@@ -507,6 +540,235 @@ TEST_F(RepositoryTest, TimestampRefreshBumpsVersionAndResignsNearExpiry) {
   auto v = Repository::verify(repo_dir_, [] { return now_seconds() + hours(24 * 95); });
   ASSERT_FALSE(v.has_value());
   EXPECT_EQ(v.error().code(), Errc::expired);
+}
+
+// A clock the test moves, shared by every Repository and verify() that uses it.
+class FakeClock {
+ public:
+  NowFn fn() const {
+    return [t = t_] { return *t; };
+  }
+  void advance(std::chrono::seconds d) { *t_ += d; }
+  TimePoint now() const { return *t_; }
+
+ private:
+  std::shared_ptr<TimePoint> t_ = std::make_shared<TimePoint>(now_seconds());
+};
+
+const RoleExpiry& role_of(const std::vector<RoleExpiry>& roles, const std::string& role) {
+  for (const auto& e : roles) {
+    if (e.role == role) return e;
+  }
+  ADD_FAILURE() << "no role " << role;
+  return roles.front();
+}
+
+TEST_F(RepositoryTest, RefreshWithNothingDueChangesNothing) {
+  auto repo = open();
+  ASSERT_TRUE(repo.add_release(model_, "1.0.0").has_value());
+  const auto v0 = timestamp_version();
+  const auto before = tree_hash(repo_dir_);
+  for (int i = 0; i < 3; ++i) {
+    auto r = repo.refresh();
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    EXPECT_FALSE(r->changed());
+    EXPECT_FALSE(r->resigned_snapshot || r->resigned_targets);
+    EXPECT_TRUE(r->missing_keys.empty());
+    EXPECT_TRUE(r->warnings.empty());
+    EXPECT_EQ(r->timestamp_version, v0);
+    ASSERT_EQ(r->roles.size(), 4u);
+    for (const auto& e : r->roles) EXPECT_FALSE(e.due || e.expired) << e.role;
+  }
+  EXPECT_EQ(tree_hash(repo_dir_), before);
+
+  // Forced: the timestamp alone, version + 1.
+  auto f = repo.refresh({.force = true});
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_TRUE(f->resigned_timestamp);
+  EXPECT_FALSE(f->resigned_snapshot || f->resigned_targets);
+  EXPECT_EQ(timestamp_version(), v0 + 1);
+  expect_verifies();
+}
+
+// The timer's job over simulated time: refreshing every `step`, with a release now and then,
+// the repository always verifies, nothing ever expires, each online role is renewed before its
+// expiry by the refresh itself, only when due (so not at every step), and the root, which is not
+// renewed online, is warned about once within its window.
+struct Walk {
+  std::chrono::seconds step;
+  std::chrono::seconds length;
+  std::vector<std::chrono::seconds> publish_at;
+};
+
+void walk(const stdfs::path& dir, const stdfs::path& model, const Settings& settings,
+          const Walk& w) {
+  FakeClock clock;
+  auto init = Repository::init(dir, settings, clock.fn());
+  ASSERT_TRUE(init.has_value()) << init.error().message();
+  auto repo = std::move(*init);
+  int steps = 0, changed = 0, snapshots = 0, targets = 0, root_warned = 0;
+  std::size_t next_publish = 0;
+  const TimePoint start = clock.now();
+  const auto root_due_from = start + settings.expiry.root - settings.refresh_window("root");
+  while (clock.now() - start < w.length) {
+    clock.advance(w.step);
+    ++steps;
+    if (next_publish < w.publish_at.size() && clock.now() - start >= w.publish_at[next_publish]) {
+      auto rel = repo.add_release(model, std::to_string(++next_publish) + ".0.0");
+      ASSERT_TRUE(rel.has_value()) << rel.error().message();
+    }
+    auto r = repo.refresh();
+    ASSERT_TRUE(r.has_value()) << "step " << steps << ": " << r.error().message();
+    changed += r->changed();
+    snapshots += r->resigned_snapshot;
+    targets += r->resigned_targets;
+    EXPECT_TRUE(r->missing_keys.empty());
+    for (const auto& e : r->roles) {
+      ASSERT_FALSE(e.expired) << "step " << steps << ": " << e.role;
+      if (e.role != "root") {
+        ASSERT_FALSE(e.due) << "step " << steps << ": " << e.role;
+      }
+    }
+    const bool root_due = clock.now() >= root_due_from;
+    ASSERT_EQ(r->warnings.size(), root_due ? 1u : 0u) << "step " << steps;
+    if (root_due) {
+      EXPECT_NE(r->warnings[0].find("mota key rotate root"), std::string::npos) << r->warnings[0];
+      ++root_warned;
+    }
+    auto v = Repository::verify(dir, clock.fn());
+    ASSERT_TRUE(v.has_value()) << "step " << steps << ": " << v.error().message();
+    ASSERT_EQ(v->warnings.size(), root_due ? 1u : 0u) << "step " << steps;
+  }
+  SCOPED_TRACE(::testing::Message() << steps << " steps, " << changed << " refreshes, " << snapshots
+                                    << " snapshots, " << targets << " targets");
+  EXPECT_GT(changed, 0);
+  EXPECT_LT(changed, steps * 3 / 4) << "a refresh with nothing due must not re-sign";
+  EXPECT_GE(snapshots, 3);
+  EXPECT_GE(targets, 1);
+  if (w.length > settings.expiry.root - settings.refresh_window("root")) {
+    EXPECT_GT(root_warned, 0);
+  }
+}
+
+TEST_F(RepositoryTest, TimerKeepsDefaultLifetimesFreshForAYear) {
+  // Every 11 h (the timer runs hourly; 11 h is just inside the timestamp's 12 h window) for 350
+  // days: the timestamp (1d) is renewed every other step, the snapshot (1w) about every 5 days,
+  // targets (3mo) at day 88 and after the next quiet 88 days; the root (1y) enters its 30-day
+  // window at day 335.
+  Settings s = fast_settings();
+  walk(tmp_ / "year", model_, s,
+       Walk{hours(11), hours(24 * 350), {hours(24 * 1), hours(24 * 30), hours(24 * 200)}});
+}
+
+TEST_F(RepositoryTest, RefreshKeepsSecondsLifetimesFresh) {
+  // `mota serve`'s pace on a 20 s timestamp (1 min snapshot, 2 min targets): every 5 s for 20
+  // minutes.
+  using std::chrono::seconds;
+  Settings s = fast_settings();
+  s.expiry = Expiry{hours(24 * 365), seconds(120), seconds(60), seconds(20)};
+  walk(tmp_ / "seconds", model_, s, Walk{seconds(5), seconds(1200), {seconds(30), seconds(600)}});
+}
+
+// Keys kept off this host: a refresh renews what it holds the keys for and names the rest;
+// verify warns about every role within its window, each with the command that renews it.
+TEST_F(RepositoryTest, RefreshWithKeysElsewhereAndVerifyWarnsPerRole) {
+  FakeClock clock;
+  const auto dir = tmp_ / "keys-elsewhere";
+  ASSERT_TRUE(Repository::init(dir, fast_settings(), clock.fn()).has_value());
+  auto repo_r = Repository::open(dir, clock.fn());
+  ASSERT_TRUE(repo_r.has_value());
+  auto& repo = *repo_r;
+  auto warnings = [&] {
+    auto v = Repository::verify(dir, clock.fn());
+    EXPECT_TRUE(v.has_value()) << v.error().message();
+    return v ? v->warnings : std::vector<std::string>{};
+  };
+  auto away = [&](const char* role) {
+    stdfs::rename(dir / "keys" / (std::string(role) + ".pem"), tmp_ / (std::string(role) + ".pem"));
+  };
+  auto back = [&](const char* role) {
+    stdfs::rename(tmp_ / (std::string(role) + ".pem"), dir / "keys" / (std::string(role) + ".pem"));
+  };
+
+  // 14 h on, the timestamp (1d) is within its 12 h window, nothing else.
+  clock.advance(hours(14));
+  auto w = warnings();
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].rfind("timestamp version 1 expires ", 0), 0u) << w[0];
+  EXPECT_NE(w[0].find("within its 12h refresh window"), std::string::npos) << w[0];
+  EXPECT_NE(w[0].find("mota timestamp refresh"), std::string::npos) << w[0];
+
+  // No timestamp key here: nothing can be renewed, nothing changes.
+  away("timestamp");
+  auto before = tree_hash(dir);
+  auto r = repo.refresh();
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_FALSE(r->changed());
+  ASSERT_EQ(r->missing_keys.size(), 1u);
+  EXPECT_EQ(r->missing_keys[0].rfind("timestamp: ", 0), 0u) << r->missing_keys[0];
+  EXPECT_NE(r->missing_keys[0].find("keys/timestamp.pem: No such file"), std::string::npos)
+      << r->missing_keys[0];
+  EXPECT_TRUE(role_of(r->roles, "timestamp").due);
+  EXPECT_EQ(tree_hash(dir), before);
+  back("timestamp");
+
+  // Day 5.5 without the snapshot key: the timestamp is renewed, the snapshot (1w, 2d window)
+  // is named and stays due.
+  away("snapshot");
+  clock.advance(hours(24 * 5 + 12 - 14));
+  r = repo.refresh();
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_TRUE(r->resigned_timestamp);
+  EXPECT_FALSE(r->resigned_snapshot);
+  ASSERT_EQ(r->missing_keys.size(), 1u);
+  EXPECT_EQ(r->missing_keys[0].rfind("snapshot: ", 0), 0u) << r->missing_keys[0];
+  EXPECT_NE(r->missing_keys[0].find("keys/snapshot.pem"), std::string::npos);
+  w = warnings();
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].rfind("snapshot version 1 expires ", 0), 0u) << w[0];
+  EXPECT_NE(w[0].find("within its 2d refresh window"), std::string::npos) << w[0];
+  back("snapshot");
+
+  // Day 88.5 without the targets key: timestamp and snapshot renewed, targets named.
+  away("targets");
+  clock.advance(hours(24 * 83));
+  r = repo.refresh();
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_TRUE(r->resigned_timestamp);
+  EXPECT_TRUE(r->resigned_snapshot);
+  EXPECT_FALSE(r->resigned_targets);
+  ASSERT_EQ(r->missing_keys.size(), 1u);
+  EXPECT_EQ(r->missing_keys[0].rfind("targets: ", 0), 0u) << r->missing_keys[0];
+  w = warnings();
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].rfind("targets version 1 expires ", 0), 0u) << w[0];
+  back("targets");
+  r = repo.refresh();
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_TRUE(r->resigned_targets);
+  EXPECT_TRUE(r->missing_keys.empty());
+  EXPECT_TRUE(warnings().empty());
+
+  // Day 340: only the root, never renewed online, is within its 30-day window.
+  clock.advance(hours(24 * 252));
+  r = repo.refresh();
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_EQ(r->warnings[0].rfind("root version 1 expires ", 0), 0u) << r->warnings[0];
+  EXPECT_NE(r->warnings[0].find("mota key rotate root"), std::string::npos) << r->warnings[0];
+  w = warnings();
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].rfind("root version 1 expires ", 0), 0u) << w[0];
+  EXPECT_NE(w[0].find("mota key rotate root"), std::string::npos) << w[0];
+
+  // A key that is present but wrong is an error, not a key "kept elsewhere".
+  auto other = crypto::PrivateKey::generate(crypto::KeyType::ed25519);
+  ASSERT_TRUE(other.has_value());
+  ASSERT_TRUE(fs::write_file_atomic(dir / "keys/timestamp.pem", *other->to_pem(), 0600));
+  r = repo.refresh({.force = true});
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("not a timestamp key"), std::string::npos)
+      << r.error().message();
 }
 
 TEST_F(RepositoryTest, VerifyWarnsAboutNearExpiry) {

@@ -36,9 +36,11 @@ getent passwd mota >/dev/null && had_user_mota=1
 had_user_server=0
 getent passwd mota-server >/dev/null && had_user_server=1
 
+created_server_dir=0
 cleanup() {
   local rc=$?
   # Leave the machine as we found it, also after a failure.
+  [ "$created_server_dir" = 0 ] || rm -rf /var/lib/mota-server
   apt-get purge -y -qq mota-agent mota-manager >/dev/null 2>&1 || true
   [ "$had_user_mota" = 1 ] || userdel mota >/dev/null 2>&1 || true
   [ "$had_user_server" = 1 ] || userdel mota-server >/dev/null 2>&1 || true
@@ -101,7 +103,8 @@ mode_is() {  # path mode owner:group
   [ "$got" = "$2 $3" ] || fail "$1 is '$got', want '$2 $3'"
 }
 for b in mota-agent mota-runtime mota; do mode_is /usr/bin/$b 755 root:root; done
-for u in mota-agent mota-runtime mota-server; do mode_is /lib/systemd/system/$u.service 644 root:root; done
+for u in mota-agent mota-runtime mota-server mota-refresh; do mode_is /lib/systemd/system/$u.service 644 root:root; done
+mode_is /lib/systemd/system/mota-refresh.timer 644 root:root
 mode_is /etc/mota/agent.toml 644 root:root
 mode_is /etc/mota/runtime.toml 644 root:root
 mode_is /etc/mota/health.d 755 root:root
@@ -129,17 +132,69 @@ step "units enabled for boot (started by systemd when it runs; not here)"
 for u in mota-agent mota-runtime mota-server; do
   [ -L /etc/systemd/system/multi-user.target.wants/$u.service ] || fail "$u.service is not enabled"
 done
+[ -L /etc/systemd/system/timers.target.wants/mota-refresh.timer ] ||
+  fail "mota-refresh.timer is not enabled"
+# The service runs only from the timer: static, not enabled on its own.
+[ ! -e /etc/systemd/system/multi-user.target.wants/mota-refresh.service ] ||
+  fail "mota-refresh.service is enabled by itself"
 
 step "systemd-analyze verify"
 # verify also loads the units' dependencies (network-online.target, ...): run it on the installed
 # copies. Any output is a finding.
 verify=$(systemd-analyze verify /lib/systemd/system/mota-agent.service \
-  /lib/systemd/system/mota-runtime.service /lib/systemd/system/mota-server.service 2>&1) ||
+  /lib/systemd/system/mota-runtime.service /lib/systemd/system/mota-server.service \
+  /lib/systemd/system/mota-refresh.service /lib/systemd/system/mota-refresh.timer 2>&1) ||
   { echo "$verify"; fail "systemd-analyze verify failed"; }
 [ -z "$verify" ] || { echo "$verify"; fail "systemd-analyze verify is not clean"; }
 
 step "systemd-analyze security --offline=true (at most 2.0 each)"
 scripts/security-scores --installed --max 2.0 || fail "a unit's exposure is above 2.0"
+
+# --- mota-refresh.service once, on a real repository in /var/lib/mota-server ---------------------
+# Under systemd (PID 1) the unit itself is started; otherwise its ExecStart= runs as its User=
+# with its UMask=. The timestamp is made due by lengthening its lifetime in mota.toml (3d: the
+# refresh window becomes 1.5d, and the 1d timestamp signed by init falls inside it), so the run
+# must re-sign it; a second run finds nothing due and changes nothing.
+step "mota-refresh.service on a real repository"
+[ ! -e /var/lib/mota-server ] || fail "/var/lib/mota-server exists already: this test would change it"
+created_server_dir=1
+install -d -o mota-server -g mota-server -m 0750 /var/lib/mota-server
+as_server=(setpriv --reuid=mota-server --regid=mota-server --init-groups --)
+"${as_server[@]}" /usr/bin/mota init /var/lib/mota-server >"$tmp/server-init.log" 2>&1 ||
+  { cat "$tmp/server-init.log"; fail "mota init /var/lib/mota-server"; }
+grep -q "mota-refresh.timer" "$tmp/server-init.log" || fail "mota init does not mention the timer"
+sed -i 's/^timestamp = "1d"$/timestamp = "3d"/' /var/lib/mota-server/mota.toml
+grep -q '^timestamp = "3d"$' /var/lib/mota-server/mota.toml || fail "could not edit mota.toml"
+run_refresh() {
+  if [ -d /run/systemd/system ]; then
+    systemctl start mota-refresh.service || return 1
+    [ "$(systemctl show -p Result --value mota-refresh.service)" = success ] || return 1
+    journalctl -u mota-refresh.service -o cat -n 10 --no-pager
+  else
+    local exec user umask_
+    exec=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/mota-refresh.service)
+    user=$(sed -n 's/^User=//p' /lib/systemd/system/mota-refresh.service)
+    umask_=$(sed -n 's/^UMask=//p' /lib/systemd/system/mota-refresh.service)
+    # shellcheck disable=SC2086 # ExecStart= is split on spaces, as systemd does here
+    (umask "$umask_" && setpriv --reuid="$user" --regid="$user" --init-groups -- $exec)
+  fi
+}
+run_refresh >"$tmp/refresh1.log" 2>&1 || { cat "$tmp/refresh1.log"; fail "mota-refresh.service failed"; }
+grep -q "timestamp version 2: re-signed" "$tmp/refresh1.log" ||
+  { cat "$tmp/refresh1.log"; fail "the first run did not re-sign the due timestamp"; }
+[ "$(stat -c '%U' /var/lib/mota-server/repo/metadata/timestamp.json)" = mota-server ] ||
+  fail "timestamp.json is owned by $(stat -c '%U' /var/lib/mota-server/repo/metadata/timestamp.json)"
+before_ts=$(sha256sum </var/lib/mota-server/repo/metadata/timestamp.json)
+run_refresh >"$tmp/refresh2.log" 2>&1 || { cat "$tmp/refresh2.log"; fail "mota-refresh.service failed (2nd run)"; }
+grep -q "nothing was due" "$tmp/refresh2.log" || { cat "$tmp/refresh2.log"; fail "the second run re-signed"; }
+[ "$before_ts" = "$(sha256sum </var/lib/mota-server/repo/metadata/timestamp.json)" ] ||
+  fail "a run with nothing due changed timestamp.json"
+"${as_server[@]}" /usr/bin/mota verify /var/lib/mota-server >"$tmp/verify.log" 2>&1 ||
+  { cat "$tmp/verify.log"; fail "mota verify after the refresh"; }
+grep -q "^warning:" "$tmp/verify.log" && { cat "$tmp/verify.log"; fail "mota verify warns after the refresh"; }
+rm -rf /var/lib/mota-server
+created_server_dir=0
+echo "   re-signed the due timestamp as mota-server, then nothing due: unchanged; mota verify clean"
 
 # --- the installed binaries, run like the units run them ------------------------------------------
 # A private mount namespace gets its own /run: the runtime's socket directory as systemd's
