@@ -11,6 +11,7 @@
 
 #include "agent/agent.hpp"
 #include "agent/config.hpp"
+#include "common/cli_words.hpp"
 #include "common/fs.hpp"
 #include "common/log.hpp"
 #include "common/version.hpp"
@@ -176,31 +177,15 @@ int cli_main(int argc, char** argv) {
     };
   });
 
-  // CLI11 would report a mistyped command as "The following arguments were not expected"; name
-  // it instead. The command is the first word that is neither an option nor --config's value.
-  int first = 1;
-  while (first < argc) {
-    const std::string_view a = argv[first];
-    if (a == "--config") {
-      first += 2;
-    } else if (a.starts_with("--config=")) {
-      first += 1;
-    } else {
-      break;
-    }
-  }
-  if (first < argc && argv[first][0] != '-') {
-    bool known = false;
-    std::string names;
-    for (const CLI::App* sub : app.get_subcommands({})) {
-      known |= sub->get_name() == argv[first];
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-    }
-    if (!known) {
-      std::fprintf(stderr,
-                   "mota-agent: error: unknown command '%s' (%s)\nRun 'mota-agent --help' for "
-                   "usage.\n",
-                   argv[first], names.c_str());
+  // A mistyped command is named (common/cli_words.hpp).
+  {
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+    const std::string why =
+        cli::unknown_command(cli::command_word(argc, argv, {"--config"}), names);
+    if (!why.empty()) {
+      std::fprintf(stderr, "mota-agent: error: %s\nRun 'mota-agent --help' for usage.\n",
+                   why.c_str());
       return kExitUsage;
     }
   }

@@ -295,14 +295,16 @@ Status StateStore::complete_install(const std::string& model) {
   return tx.commit().context(ctx);
 }
 
+Status StateStore::mark_bad(const std::string& model, Slot s, std::int64_t t) {
+  return run(db_, "UPDATE slots SET status = 'bad', updated_at = ? WHERE model = ? AND slot = ?", t,
+             model, slot_name(s));
+}
+
 Status StateStore::fall_back(const std::string& model, Slot to, Slot bad) {
   std::string ctx = "fall back " + model + " to slot " + slot_name(to);
   auto tx = MOTA_TRY_CTX(Transaction::begin(db_), ctx);
   std::int64_t t = now();
-  MOTA_TRY_CTX(
-      run(db_, "UPDATE slots SET status = 'bad', updated_at = ? WHERE model = ? AND slot = ?", t,
-          model, slot_name(bad)),
-      ctx);
+  MOTA_TRY_CTX(mark_bad(model, bad, t), ctx);
   auto target = MOTA_TRY_CTX(slot(model, to), ctx);
   if (!target || target->status != SlotStatus::valid) {
     return fail(Errc::not_found, ctx + ": slot " + slot_name(to) + " holds no valid version");
@@ -318,11 +320,7 @@ Status StateStore::fall_back(const std::string& model, Slot to, Slot bad) {
 Status StateStore::drop_active(const std::string& model, Slot bad) {
   std::string ctx = "drop damaged slot " + slot_name(bad) + " of " + model;
   auto tx = MOTA_TRY_CTX(Transaction::begin(db_), ctx);
-  std::int64_t t = now();
-  MOTA_TRY_CTX(
-      run(db_, "UPDATE slots SET status = 'bad', updated_at = ? WHERE model = ? AND slot = ?", t,
-          model, slot_name(bad)),
-      ctx);
+  MOTA_TRY_CTX(mark_bad(model, bad, now()), ctx);
   MOTA_TRY_CTX(run(db_, "DELETE FROM active WHERE model = ?", model), ctx);
   return tx.commit().context(ctx);
 }

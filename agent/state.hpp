@@ -202,6 +202,7 @@ class StateStore {
   StateStore(storage::Database db, StateOptions options)
       : db_(std::move(db)), options_(std::move(options)) {}
   std::int64_t now() const;
+  Status mark_bad(const std::string& model, Slot s, std::int64_t t);
 
   storage::Database db_;
   StateOptions options_;

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <thread>
 
+#include "common/cli_words.hpp"
 #include "common/version.hpp"
 #include "manager/cli_commands.hpp"
 #include "manager/fleet_service.hpp"
@@ -579,29 +580,13 @@ int cli_main(int argc, char** argv) {
   add_delta_commands(app, action, repo_flag);
   add_fleet_commands(app, action, repo_flag);
 
-  // CLI11 would report a mistyped command as "A subcommand is required"; name it instead. The
-  // command is the first word that is neither an option nor --repo's value.
-  int first = 1;
-  while (first < argc) {
-    const std::string_view a = argv[first];
-    if (a == "--repo") {
-      first += 2;
-    } else if (a.starts_with("--repo=")) {
-      first += 1;
-    } else {
-      break;
-    }
-  }
-  if (first < argc && argv[first][0] != '-') {
-    bool known = false;
-    std::string names;
-    for (const CLI::App* sub : app.get_subcommands({})) {
-      known |= sub->get_name() == argv[first];
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-    }
-    if (!known) {
-      std::fprintf(stderr, "mota: error: unknown command '%s' (%s)\nRun 'mota --help' for usage.\n",
-                   argv[first], names.c_str());
+  // A mistyped command is named (common/cli_words.hpp).
+  {
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+    const std::string why = cli::unknown_command(cli::command_word(argc, argv, {"--repo"}), names);
+    if (!why.empty()) {
+      std::fprintf(stderr, "mota: error: %s\nRun 'mota --help' for usage.\n", why.c_str());
       return kExitUsage;
     }
   }

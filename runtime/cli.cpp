@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "common/cli_words.hpp"
 #include "common/fs.hpp"
 #include "common/log.hpp"
 #include "common/version.hpp"
@@ -188,17 +189,12 @@ int cli_main(int argc, char** argv) {
       ->required();
   inspect_sc->add_flag("--json", json, "Print the report as JSON");
 
-  // CLI11 would report a mistyped command as "A subcommand is required"; name it instead.
-  if (argc > 1 && argv[1][0] != '-') {
-    bool known = false;
-    std::string names;
-    for (const CLI::App* sub : app.get_subcommands({})) {
-      known |= sub->get_name() == argv[1];
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-    }
-    if (!known) {
-      return usage_error("unknown command '" + std::string(argv[1]) + "' (" + names + ")");
-    }
+  // A mistyped command is named (common/cli_words.hpp).
+  {
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+    const std::string why = cli::unknown_command(cli::command_word(argc, argv, {}), names);
+    if (!why.empty()) return usage_error(why);
   }
   try {
     app.parse(argc, argv);

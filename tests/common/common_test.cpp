@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include "common/cli_words.hpp"
 #include "common/fs.hpp"
 #include "common/hex.hpp"
 #include "common/result.hpp"
@@ -18,6 +19,26 @@ Result<int> half(int x) {
 Result<int> quarter(int x) {
   int h = MOTA_TRY_CTX(half(x), "first half");
   return MOTA_TRY_CTX(half(h), "second half");
+}
+
+TEST(CliWords, TheCommandWordSkipsGlobalOptionsAndTheirValues) {
+  auto word = [](std::vector<std::string> args) {
+    args.insert(args.begin(), "mota");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    return std::string(cli::command_word(static_cast<int>(argv.size()), argv.data(), {"--repo"}));
+  };
+  EXPECT_EQ(word({"release", "list"}), "release");
+  EXPECT_EQ(word({"--repo", "release", "relase"}), "relase");  // "release" is --repo's value
+  EXPECT_EQ(word({"--repo=/x", "fleet"}), "fleet");
+  EXPECT_EQ(word({"--version"}), "");
+  EXPECT_EQ(word({"--help", "fleet"}), "");  // another option first: the parser decides
+  EXPECT_EQ(word({"--repo"}), "");
+  EXPECT_EQ(word({}), "");
+  EXPECT_EQ(cli::unknown_command("fleet", {"devices", "fleet"}), "");
+  EXPECT_EQ(cli::unknown_command("", {"devices"}), "");
+  EXPECT_EQ(cli::unknown_command("flet", {"devices", "fleet"}),
+            "unknown command 'flet' (devices, fleet)");
 }
 
 TEST(Result, PropagatesWithContext) {
