@@ -147,25 +147,36 @@ class BundleInstall : public ::testing::Test {
   }
   // The bundle with some entries' bytes replaced (names as in the archive).
   stdfs::path rewrite(const stdfs::path& in, const std::map<std::string, std::string>& replace) {
-    auto r = storage::BundleReader::open(in);
-    EXPECT_TRUE(r) << r.error().message();
     const auto out = work_ / "usb" / ("rewritten-" + std::to_string(++bundles_) + ".motab");
+    auto r = storage::BundleReader::open(in);
+    if (!r) {
+      ADD_FAILURE() << r.error().message();
+      return out;
+    }
     auto w = storage::BundleWriter::create(out);
-    EXPECT_TRUE(w);
+    if (!w) {
+      ADD_FAILURE() << w.error().message();
+      return out;
+    }
     for (const auto& e : r->entries()) {
       auto it = replace.find(e.name);
-      EXPECT_TRUE(w->add(e.name, it != replace.end() ? it->second : *r->read(e, 1 << 30)));
+      auto bytes = r->read(e, 1 << 30);
+      EXPECT_TRUE(bytes);
+      EXPECT_TRUE(w->add(e.name, it != replace.end() ? it->second : bytes.value_or("")));
     }
     EXPECT_TRUE(w->commit());
     return out;
   }
   std::string entry(const stdfs::path& bundle, const std::string& suffix, std::string* name) {
     auto r = storage::BundleReader::open(bundle);
-    EXPECT_TRUE(r);
+    if (!r) {
+      ADD_FAILURE() << r.error().message();
+      return "";
+    }
     for (const auto& e : r->entries()) {
       if (e.name.ends_with(suffix)) {
         *name = e.name;
-        return *r->read(e, 1 << 30);
+        return r->read(e, 1 << 30).value_or("");
       }
     }
     ADD_FAILURE() << "no entry " << suffix;
@@ -568,9 +579,9 @@ TEST_F(BundleInstall, HostileArchivesAreRefused) {
   };
   // The good bundle's first entry (bundle.json), then the hostile entry, then the end.
   auto r0 = storage::BundleReader::open(good);
-  ASSERT_TRUE(r0);
+  ASSERT_TRUE(r0) << r0.error().message();
   const auto& idx = r0->entries()[0];
-  std::string index = *r0->read(idx, 1 << 16);
+  std::string index = r0->read(idx, 1 << 16).value_or("");
   std::string first = header("bundle.json", index.size(), '0') + index;
   first.resize((first.size() + 511) / 512 * 512, '\0');
   const std::pair<std::string, std::string> cases[] = {

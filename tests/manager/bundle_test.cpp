@@ -126,7 +126,7 @@ TEST_F(BundleTest, CarriesWhatADeviceOnRootOneNeedsAndVerifies) {
   ASSERT_TRUE(reader);
   const auto* pkg = reader->find(n.back());
   ASSERT_NE(pkg, nullptr);
-  EXPECT_EQ(*reader->read(*pkg, 1 << 30),
+  EXPECT_EQ(reader->read(*pkg, 1 << 30).value_or(""),
             test::read_file(repo_dir_ / "repo/targets/models/detector/1.1.0" /
                             (rel2_.sha256 + ".detector-1.1.0.mota")));
   // Roles: root 2 (rotated), and the bundle is installable until the timestamp expires.
