@@ -621,7 +621,8 @@ Result<Agent::OfflineInstall> Agent::install_file(const stdfs::path& file) {
     }
 
     ev.step = "policy";
-    if (ev.to == ev.from && !journal) {
+    // Installed already (an unfinished install of another version is left to the next poll).
+    if (ev.to == ev.from && (!journal || journal->to_version != ev.to)) {
       mr.outcome = ModelOutcome::up_to_date;
       return {};
     }
