@@ -526,11 +526,11 @@ Result<Channel> Agent::load_channel(const ModelSubscription& sub) {
   return channel;
 }
 
-InstallPlan Agent::plan_for_target(tuf::Client& client, http::Client& source,
-                                   const std::string& targets_base, const std::string& model,
-                                   const std::string& from, const std::string& to,
-                                   const std::string& tree_digest, const std::string& target,
-                                   const tuf::TargetFile& info, bool is_delta) {
+InstallPlan Agent::offline_plan(tuf::Client& client, http::Client& source,
+                                const std::string& targets_base, const std::string& model,
+                                const std::string& from, const std::string& to,
+                                const std::string& tree_digest, const std::string& target,
+                                const tuf::TargetFile& info, bool is_delta) {
   InstallPlan plan;
   plan.model = model;
   plan.from_version = from;
@@ -687,8 +687,8 @@ Result<Agent::OfflineInstall> Agent::install_file(const stdfs::path& file) {
     InstallFailure failure;
     Result<InstallOutcome> out = fail(Errc::internal, "no install attempted");
     if (delta) {
-      auto plan = plan_for_target(client, source, targets_base, sub->name, ev.from, to, digest,
-                                  delta->path, delta->info, true);
+      auto plan = offline_plan(client, source, targets_base, sub->name, ev.from, to, digest,
+                               delta->path, delta->info, true);
       plan.delta_base = delta->base;
       ev.kind = "delta";
       out = run_install(state_, slots, plan, install_options(gate), &failure);
@@ -707,8 +707,8 @@ Result<Agent::OfflineInstall> Agent::install_file(const stdfs::path& file) {
     }
     if (!delta) {
       out = run_install(state_, slots,
-                        plan_for_target(client, source, targets_base, sub->name, ev.from, to,
-                                        digest, pkg_path, info, false),
+                        offline_plan(client, source, targets_base, sub->name, ev.from, to, digest,
+                                     pkg_path, info, false),
                         install_options(gate), &failure);
     }
     ev.step = failure.step.empty() ? ev.step : failure.step;

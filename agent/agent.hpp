@@ -227,14 +227,15 @@ class Agent {
                                    const std::string& to, const std::string& tree_digest);
   // Where the download of a target is kept while partial (by its signed sha256).
   std::filesystem::path download_path(const tuf::TargetFile& target) const;
-  // The install plan that fetches signed `target` (the package, or a delta) through `source`
-  // from `targets_base` (client.target_url) into download_path() and installs from it.
-  // `client` and `source` must outlive the plan.
-  InstallPlan plan_for_target(tuf::Client& client, http::Client& source,
-                              const std::string& targets_base, const std::string& model,
-                              const std::string& from, const std::string& to,
-                              const std::string& tree_digest, const std::string& target,
-                              const tuf::TargetFile& info, bool is_delta);
+  // The install plan of an offline install: copies signed `target` (the package, or a delta)
+  // from the bundle (`source`, `targets_base` as client.target_url takes it) into
+  // download_path() with the poll's downloader, and installs from it. `client` and `source` must
+  // outlive the plan.
+  InstallPlan offline_plan(tuf::Client& client, http::Client& source,
+                           const std::string& targets_base, const std::string& model,
+                           const std::string& from, const std::string& to,
+                           const std::string& tree_digest, const std::string& target,
+                           const tuf::TargetFile& info, bool is_delta);
   // Queues `e`, except a failure/refusal equal to the model's last error; records last error.
   void event(const Event& e);
   // The device-level metadata events ("metadata_error" / "metadata_ok", deduplicated).

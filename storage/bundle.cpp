@@ -351,8 +351,16 @@ Result<BundleIndex> BundleIndex::parse(std::string_view text) {
   idx.package = MOTA_TRY(str("package", true));
   idx.created = MOTA_TRY(str("created", false));
   idx.expires = MOTA_TRY(str("expires", false));
-  if (idx.model.empty() || idx.version.empty() || idx.package.empty()) {
-    return fail(Errc::parse, "bundle.json: empty model, version or package");
+  // Names end up in messages and paths: printable ASCII without spaces, bounded.
+  auto plain = [](const std::string& v) {
+    return !v.empty() && v.size() <= 255 && std::all_of(v.begin(), v.end(), [](char c) {
+      return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+    });
+  };
+  if (!plain(idx.model) || !plain(idx.version) || !plain(idx.package)) {
+    return fail(Errc::parse,
+                "bundle.json: model, version and package must be 1 to 255 printable ASCII bytes "
+                "without spaces");
   }
   if (auto d = j.find("deltas"); d != j.end()) {
     if (!d->is_array()) return fail(Errc::parse, "bundle.json: \"deltas\" is not an array");
@@ -363,6 +371,9 @@ Result<BundleIndex> BundleIndex::parse(std::string_view text) {
         return fail(Errc::parse, "bundle.json: a delta without \"from\" and \"target\" strings");
       }
       idx.deltas.push_back({e["from"].get<std::string>(), e["target"].get<std::string>()});
+      if (!plain(idx.deltas.back().from) || !plain(idx.deltas.back().target)) {
+        return fail(Errc::parse, "bundle.json: a delta's from and target must be printable ASCII");
+      }
     }
   }
   return idx;

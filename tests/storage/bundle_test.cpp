@@ -365,6 +365,9 @@ TEST_F(Bundle, IndexIsBounded) {
       "model": "m", "version": "1", "package": "p", "deltas": [{"from": 1}]})") +
                  end_marker());
   EXPECT_NE(e.find("a delta without \"from\" and \"target\" strings"), std::string::npos) << e;
+  e = open_error(raw_entry("bundle.json", index_json("det\x1b[2Jector")) + end_marker());
+  EXPECT_NE(e.find("printable ASCII"), std::string::npos) << e;
+  EXPECT_EQ(e.find('\x1b'), std::string::npos) << "a control byte from the index in a message";
 }
 
 }  // namespace
