@@ -521,6 +521,7 @@ Result<http::Response> BundleSource::post(const std::string& url, const std::str
 namespace {
 
 void put(Block& b, Field f, std::string_view s) {
+  if (s.empty()) return;  // an empty view may have a null data(), which memcpy must not get
   std::memcpy(reinterpret_cast<char*>(b.data()) + f.off, s.data(), std::min(s.size(), f.len));
 }
 void put_octal(Block& b, Field f, std::uint64_t v) {

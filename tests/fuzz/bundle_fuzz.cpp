@@ -58,7 +58,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   auto pread = [&](std::span<std::byte> buf, std::uint64_t off) -> Status {
     if (off > size || buf.size() > size - off) return fail(Errc::parse, "unexpected end of file");
-    std::memcpy(buf.data(), data + off, buf.size());
+    if (!buf.empty()) std::memcpy(buf.data(), data + off, buf.size());
     return {};
   };
   storage::BundleLimits limits;
