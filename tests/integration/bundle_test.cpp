@@ -402,6 +402,10 @@ TEST_F(BundleInstall, TamperedBundleIsRefused) {
   auto r = d.agent({"install", good.string()});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(d.current_weights(), v2_);
+  // Online again, the device polls on from where the bundle left its metadata.
+  r = d.agent({"check-once"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("detector: up to date 1.1.0"), std::string::npos) << r.out;
 }
 
 // A device that has seen newer metadata (here from a poll) refuses an older bundle: TUF's rollback
