@@ -16,6 +16,7 @@
 #include "manifest/canonical_json.hpp"
 #include "manifest/channel.hpp"
 #include "manifest/tuf/client.hpp"
+#include "storage/bundle.hpp"
 #include "storage/package.hpp"
 
 namespace mota::agent {
@@ -124,6 +125,7 @@ void Agent::event(const Event& e) {
                {"duration_ms", e.duration_ms},
                {"install_id", e.install_id}};
   if (!e.delta_error.empty()) body["delta_error"] = e.delta_error;
+  if (!e.source.empty()) body["source"] = e.source;
   auto r = state_.enqueue(OutboxKind::event, body.dump());
   if (!r) log::error("cannot queue event: " + r.error().message());
 }
@@ -524,59 +526,237 @@ Result<Channel> Agent::load_channel(const ModelSubscription& sub) {
   return channel;
 }
 
-Status Agent::install_file(const stdfs::path& package, const std::string& tree_digest) {
-  auto manifest = MOTA_TRY_CTX(storage::read_manifest(package), package.string());
-  const std::string& model = manifest.name;
-  auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, model));
-  Event ev;
-  ev.model = model;
-  ev.from = MOTA_TRY(installed_version(model));
-  ev.to = manifest.version;
-  ev.step = "policy";
-  std::optional<Channel> channel;
-  for (const auto& sub : config_.models) {
-    std::error_code ec;
-    if (sub.name == model && stdfs::exists(channel_file(sub), ec)) {
-      channel = MOTA_TRY(load_channel(sub));
-    }
+InstallPlan Agent::offline_plan(tuf::Client& client, http::Client& source,
+                                const std::string& targets_base, const std::string& model,
+                                const std::string& from, const std::string& to,
+                                const std::string& tree_digest, const std::string& target,
+                                const tuf::TargetFile& info, bool is_delta) {
+  InstallPlan plan;
+  plan.model = model;
+  plan.from_version = from;
+  plan.to_version = to;
+  plan.tree_digest = tree_digest;
+  plan.package = download_path(info);
+  plan.delete_package = true;
+  plan.fetch = [this, &client, &source, targets_base, target, info, is_delta,
+                what = model + " " + to,
+                package = plan.package](const DownloadProgress& progress) -> Result<std::uint64_t> {
+    DownloadSpec spec;
+    spec.url = client.target_url(targets_base, target, info);
+    spec.length = info.length;
+    spec.sha256 = info.hashes.at("sha256");
+    spec.partial = package;
+    int last_pct = 0;
+    const std::string kind = is_delta ? " (delta)" : "";
+    notify::status("copying " + what + " from the bundle: 0%" + kind);
+    auto observed = [&](std::uint64_t done, std::uint64_t total) {
+      progress(done, total);
+      notify::watchdog_tick();
+      int pct = total > 0 ? static_cast<int>(done * 100 / total) : 100;
+      if (pct != last_pct) {
+        last_pct = pct;
+        notify::status("copying " + what + " from the bundle: " + std::to_string(pct) + "%" + kind);
+      }
+    };
+    auto r = MOTA_TRY_CTX(download(source, spec, config_.retry, cancel_, observed),
+                          "download " + target);
+    return r.bytes_fetched;
+  };
+  return plan;
+}
+
+Result<Agent::OfflineInstall> Agent::install_file(const stdfs::path& file) {
+  // Nothing in the file is trusted yet: the index only says what to look up in the metadata.
+  auto bundle = MOTA_TRY(storage::BundleReader::open(file));
+  const storage::BundleIndex& idx = bundle.index();
+  const ModelSubscription* sub = nullptr;
+  for (const auto& s : config_.models) {
+    if (s.name == idx.model) sub = &s;
   }
-  auto why = MOTA_TRY_CTX(
-      version_refusal(channel ? &*channel : nullptr, config_.device_id, ev.from, ev.to),
-      package.string());
-  Status result;
-  if (!why.empty()) {
-    ev.state = "refused";
-    ev.error = "offline install of " + package.filename().string() + ": " + why;
-    event(ev);
-    result = fail(Errc::rollback, "refused: " + why);
-  } else {
-    const auto started = std::chrono::steady_clock::now();
-    auto gate = health_gate();
-    InstallPlan plan;
-    plan.model = model;
-    plan.from_version = ev.from;
-    plan.to_version = manifest.version;
-    plan.package = package;
-    plan.tree_digest = tree_digest;  // empty: the tree only has to match its own model.json
-    auto r = run_install(state_, slots, plan, install_options(gate));
-    ev.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::steady_clock::now() - started)
-                         .count();
-    if (!r) {
-      if (auto rec = state_.install(model); rec && *rec) ev.step = (*rec)->step;
-      ev.state = r.error().code() == Errc::rollback ? "rolled_back" : "failed";
-      ev.error = r.error().message();
-      event(ev);
-      result = fail(std::move(r).error());
-    } else {
-      ev.state = "installed";
-      ev.step = "commit";
-      ev.install_id = r->install_id;
-      event(ev);
+  if (!sub) {
+    return fail(Errc::not_found, file.string() + " is a bundle of " + idx.model + " " +
+                                     idx.version +
+                                     ", a model agent.toml does not list ([[model]]): nothing "
+                                     "installed");
+  }
+  OfflineInstall result;
+  ModelReport& mr = result.model;
+  mr.model = sub->name;
+  Event ev;
+  ev.model = sub->name;
+  ev.source = "bundle";
+  ev.to = idx.version;
+  ev.step = "refresh";
+  const std::string where = file.filename().string();
+  const auto started = std::chrono::steady_clock::now();
+  auto gate = health_gate();
+  bool rolled_back = false;  // the trial failed after the switch (not a TUF "rollback" error)
+  auto st = [&]() -> Status {
+    auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, sub->name));
+    ev.from = MOTA_TRY(installed_version(sub->name));
+    mr.version = ev.from;
+    auto journal = MOTA_TRY(state_.install(sub->name));
+
+    // The poll's TUF workflow on this device's own trusted metadata, the bundle as the server.
+    storage::BundleSource source(bundle);
+    tuf::ClientConfig tc;
+    tc.metadata_dir = config_.state_dir / "metadata";
+    tc.metadata_base_url = storage::BundleSource::url("metadata");
+    tuf::Client client(tc, source);
+    MOTA_TRY_CTX(client.refresh(), "TUF refresh from the bundle");
+    if (const auto* ts = client.timestamp()) (void)state_.set_tuf_version("timestamp", ts->version);
+    const std::string targets_base = storage::BundleSource::url("targets");
+
+    ev.step = "channel";
+    std::optional<Channel> channel;
+    const std::string ch_path = channel_target_path(sub->channel, sub->name);
+    if (auto ch_info = client.get_target(ch_path)) {
+      // As a poll: the cached file is kept when it already matches, else taken from the bundle.
+      auto ch_file = channel_file(*sub);
+      MOTA_TRY(fs::make_dirs(ch_file.parent_path()));
+      MOTA_TRY_CTX(client.download_target(targets_base, ch_path, *ch_info, ch_file), ch_path);
+      channel = MOTA_TRY(load_channel(*sub));
+    } else if (ch_info.error().code() != Errc::not_found) {
+      return fail(std::move(ch_info).error().context(ch_path));
     }
+
+    ev.step = "policy";
+    // Installed already (an unfinished install of another version is left to the next poll).
+    if (ev.to == ev.from && (!journal || journal->to_version != ev.to)) {
+      mr.outcome = ModelOutcome::up_to_date;
+      return {};
+    }
+    const std::string why = MOTA_TRY_CTX(
+        version_refusal(channel ? &*channel : nullptr, config_.device_id, ev.from, ev.to), where);
+    if (!why.empty()) {
+      mr.outcome = ModelOutcome::refused;
+      mr.error = why;
+      return {};
+    }
+    if (MOTA_TRY(state_.is_blocked(sub->name, ev.to))) {
+      mr.outcome = ModelOutcome::refused;
+      mr.error =
+          "version " + ev.to + " is blocklisted on this device (an install of it failed here)";
+      return {};
+    }
+    // Requirements (arch, RAM, disk, accelerators): the poll's check belongs here as well, with
+    // the same package target, once it exists (issue 21).
+
+    ev.step = "download";
+    const std::string& to = ev.to;
+    const std::string pkg_path =
+        "models/" + sub->name + "/" + to + "/" + sub->name + "-" + to + ".mota";
+    auto info_r = client.get_target(pkg_path);
+    if (!info_r && info_r.error().code() == Errc::not_found) {
+      return fail(Errc::not_found, pkg_path + " is not a signed target of the repository: " +
+                                       where + " names a version that is not released");
+    }
+    auto info = MOTA_TRY_CTX(std::move(info_r), pkg_path);
+    std::string digest =
+        info.custom.is_object() ? info.custom.value("tree_digest", std::string()) : "";
+    if (digest.empty() || info.hashes.find("sha256") == info.hashes.end()) {
+      return fail(Errc::verification, pkg_path + ": target has no tree_digest or sha256");
+    }
+    // The package copy and its unpacked tree; the tree is at least as big as the package.
+    MOTA_TRY_CTX(check_space(config_.state_dir, 2 * info.length), pkg_path);
+
+    std::optional<DeltaTarget> delta;
+    if (config_.delta != DeltaPolicy::never && !ev.from.empty()) {
+      auto d = choose_delta(client, slots, sub->name, ev.from, to, digest);
+      if (d && !bundle.find(client.target_url(targets_base, d->path, d->info)
+                                .substr(storage::kBundleScheme.size()))) {
+        d = fail(Errc::not_found, where + " carries no delta from " + ev.from +
+                                      " (make one with "
+                                      "`mota bundle create ... --delta-from " +
+                                      ev.from + "`)");
+      }
+      if (d) {
+        delta = std::move(*d);
+      } else if (config_.delta == DeltaPolicy::only) {
+        return fail(std::move(d).error().context("delta = only: not installing the full package (" +
+                                                 std::to_string(info.length) + " bytes)"));
+      } else if (d.error().code() == Errc::not_found) {
+        log::info(d.error().message() + "; installing the full package",
+                  {{"MODEL", sub->name}, {"VERSION", to}});
+      } else {
+        log::warn(d.error().message() + "; installing the full package instead",
+                  {{"MODEL", sub->name}, {"VERSION", to}});
+        ev.delta_error = d.error().message();
+      }
+    }
+    InstallFailure failure;
+    Result<InstallOutcome> out = fail(Errc::internal, "no install attempted");
+    if (delta) {
+      auto plan = offline_plan(client, source, targets_base, sub->name, ev.from, to, digest,
+                               delta->path, delta->info, true);
+      plan.delta_base = delta->base;
+      ev.kind = "delta";
+      out = run_install(state_, slots, plan, install_options(gate), &failure);
+      if (!out && failure.delta_unusable) {
+        ev.delta_error = out.error().message();
+        if (config_.delta == DeltaPolicy::only) {
+          return fail(std::move(out).error().context(
+              "delta = only: not falling back to the full package (" + std::to_string(info.length) +
+              " bytes)"));
+        }
+        log::warn(out.error().message() + "; installing the full package instead",
+                  {{"MODEL", sub->name}, {"VERSION", to}});
+        delta.reset();
+        ev.kind = "full";
+      }
+    }
+    if (!delta) {
+      out = run_install(state_, slots,
+                        offline_plan(client, source, targets_base, sub->name, ev.from, to, digest,
+                                     pkg_path, info, false),
+                        install_options(gate), &failure);
+    }
+    ev.step = failure.step.empty() ? ev.step : failure.step;
+    ev.install_id = failure.install_id;
+    if (!out) {
+      rolled_back = out.error().code() == Errc::rollback;
+      return fail(std::move(out).error());
+    }
+    ev.bytes = out->bytes;
+    ev.install_id = out->install_id;
+    if (delta && delta->info.length < info.length)
+      ev.saved_bytes = info.length - delta->info.length;
+    std::error_code ec;
+    stdfs::remove(download_path(info), ec);
+    if (delta) stdfs::remove(download_path(delta->info), ec);
+    mr.outcome = ModelOutcome::installed;
+    mr.version = to;
+    return {};
+  }();
+  ev.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - started)
+                       .count();
+  if (!st) {
+    log::error(sub->name + ": offline install from " + where + " failed: " + st.error().message(),
+               {{"MODEL", sub->name}, {"VERSION", ev.to}, {"STEP", ev.step}});
+    ev.state = rolled_back ? "rolled_back" : "failed";
+    ev.error = "offline install of " + where + ": " + st.error().message();
+    event(ev);
+  } else if (mr.outcome == ModelOutcome::refused) {
+    log::warn(sub->name + ": refused " + ev.to + " from " + where + ": " + mr.error,
+              {{"MODEL", sub->name}, {"VERSION", ev.to}});
+    ev.state = "refused";
+    ev.error = "offline install of " + where + ": " + mr.error;
+    event(ev);
+  } else if (mr.outcome == ModelOutcome::installed) {
+    log::info("installed " + sub->name + " " + ev.to + " from " + where + " (" + ev.kind + ")",
+              {{"MODEL", sub->name}, {"VERSION", ev.to}, {"KIND", ev.kind}});
+    ev.state = "installed";
+    ev.step = "commit";
+    event(ev);
   }
   if (auto r = reconcile(ServeCheck::watch); !r) log::warn(r.error().message());
-  if (auto r = report(true); !r) log::warn(r.error().message());
+  // A device installing offline often has no server to report to: the events stay queued.
+  if (auto r = report(true); !r) log::info("reports kept queued: " + r.error().message());
+  if (!st) return fail(std::move(st).error().context(file.string()));
+  if (mr.outcome == ModelOutcome::refused) return fail(Errc::rollback, "refused: " + mr.error);
+  result.from = ev.from;
+  result.kind = ev.kind;
   return result;
 }
 

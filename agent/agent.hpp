@@ -5,7 +5,7 @@
 //
 // Event body (JSON, queued in the outbox and sent by agent/report.hpp):
 //   {"device", "time", "model", "channel", "slot", "from", "to", "state", "step", "error",
-//    "bytes", "kind", "saved_bytes", "duration_ms", "install_id", ["delta_error"]}
+//    "bytes", "kind", "saved_bytes", "duration_ms", "install_id", ["delta_error"], ["source"]}
 // channel: the model's channel in agent.toml; slot: the slot the model is served from after the
 // event ("a", "b", or "" when none). state, per model:
 //   "installed"    `to` is committed and serves (step "commit");
@@ -22,7 +22,12 @@
 // unreachable, expired, bad signature — error says why) and "metadata_ok" (the first good
 // refresh after one). A metadata problem is not a failure of any model version.
 // kind: "full" or "delta" (what was downloaded; bytes: how many in this run; saved_bytes: full
-// package length minus delta length); delta_error: why a delta was not used (present only then).
+// package length minus delta length); delta_error: why a delta was not used (present only then);
+// source: "bundle" for an offline install from a signed bundle (install_file(); absent for a
+// poll). A bundle's events use the same states and steps as a poll's, plus step "refresh" when
+// the bundle's metadata does not verify against this device's (foreign keys, rollback, expiry:
+// "failed", the error says why; not a metadata_error, which is about the server). A file that
+// is not a bundle, or a bundle of a model agent.toml does not list, is refused without an event.
 // A failure or refusal repeating the last error word for word (per model, or the device's
 // metadata error) is logged but not queued again, so a device stuck on e.g. expired metadata does
 // not fill its outbox with one event per poll.
@@ -58,8 +63,18 @@
 // attempt without blocklisting the version and, with "prefer", the full package is installed at
 // once; with "only" the update fails with the reason and nothing else is downloaded (a first
 // install, having no base, always uses the full package). "never": full packages only.
-// An offline install uses the channel file of the last successful poll (none: only the
-// installed-version rule applies, so a USB stick cannot downgrade a device either).
+// Offline installs (install_file) come from signed bundles only (storage/bundle.hpp,
+// docs/bundles.md). The bundle is an http::Client for the same TUF client as a poll, run on this
+// device's trusted metadata directory: root rotation, signatures and thresholds, rollback of
+// every role and expiry are checked as online, and the trusted metadata moves forward exactly as a
+// poll would move it (an older bundle is refused by rollback protection). The version is the one
+// the bundle names (an operator's explicit choice), installed only if it is a signed target; the
+// version policy uses the model's channel file as the verified metadata lists it (the bundle
+// carries the model's channel files; none listed: only the installed-version rule applies, so a
+// USB stick cannot downgrade a device either); a blocklisted version is refused. Then the same
+// download step (from the bundle, length and sha256 checked while streaming), delta use (when
+// the bundle carries a delta from the installed version), install state machine and health gate
+// as a poll.
 //
 // Thread-safety: none; one Agent per state directory and process.
 
@@ -141,10 +156,20 @@ class Agent {
   // cannot be delivered is not an error of the poll: see CheckReport::report_error.
   Result<CheckReport> check_once();
 
-  // Installs a local package (already trusted by the caller). `tree_digest` empty: the
-  // package's own tree is accepted (read from the package). The version policy above applies
-  // (Errc::rollback "refused: ..." with a "refused" event). Reports afterwards (best effort).
-  Status install_file(const std::filesystem::path& package, const std::string& tree_digest);
+  // Installs the model version a signed bundle (a .motab from `mota bundle create`) names, as
+  // described under "Offline installs" above. Errors: a file that is not a bundle (a bare .mota
+  // package: Errc::unsupported saying how to make a bundle), a bundle of a model agent.toml does
+  // not list, metadata that does not verify, a target whose length or hashes differ, an install
+  // that fails (each with its event, "source": "bundle"); a refusal by the version policy is
+  // Errc::rollback "refused: ..." with a "refused" event. Installing the version that is already
+  // installed changes nothing but the trusted metadata (outcome up_to_date). Serves what is
+  // committed and reports afterwards (best effort: a device without a server keeps the events).
+  struct OfflineInstall {
+    ModelReport model;  // outcome installed or up_to_date; version installed
+    std::string from;   // the version installed before
+    std::string kind;   // "full" or "delta" when installed
+  };
+  Result<OfflineInstall> install_file(const std::filesystem::path& bundle);
 
   // Queues a heartbeat (if `heartbeat`) and sends the outbox to <report_url>/v1/devices/<id>/
   // events (agent/report.hpp). Errors: the Reporter's; everything stays queued for next time.
@@ -178,6 +203,7 @@ class Agent {
     std::string slot;           // set by event() from the state database when empty
     std::string kind = "full";  // "delta" when a delta was downloaded
     std::string delta_error;    // why a delta was not used
+    std::string source;         // "bundle" for an offline install
     std::uint64_t bytes = 0;
     std::uint64_t saved_bytes = 0;
     std::int64_t duration_ms = 0;
@@ -201,6 +227,15 @@ class Agent {
                                    const std::string& to, const std::string& tree_digest);
   // Where the download of a target is kept while partial (by its signed sha256).
   std::filesystem::path download_path(const tuf::TargetFile& target) const;
+  // The install plan of an offline install: copies signed `target` (the package, or a delta)
+  // from the bundle (`source`, `targets_base` as client.target_url takes it) into
+  // download_path() with the poll's downloader, and installs from it. `client` and `source` must
+  // outlive the plan.
+  InstallPlan offline_plan(tuf::Client& client, http::Client& source,
+                           const std::string& targets_base, const std::string& model,
+                           const std::string& from, const std::string& to,
+                           const std::string& tree_digest, const std::string& target,
+                           const tuf::TargetFile& info, bool is_delta);
   // Queues `e`, except a failure/refusal equal to the model's last error; records last error.
   void event(const Event& e);
   // The device-level metadata events ("metadata_error" / "metadata_ok", deduplicated).

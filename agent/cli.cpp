@@ -12,7 +12,6 @@
 #include "agent/agent.hpp"
 #include "agent/config.hpp"
 #include "common/cli_words.hpp"
-#include "common/fs.hpp"
 #include "common/log.hpp"
 #include "common/version.hpp"
 #include "manifest/canonical_json.hpp"
@@ -34,21 +33,6 @@ constexpr int kExitUsage = 2;
 int report_error(const Error& e) {
   std::fprintf(stderr, "mota-agent: error: %s\n", e.message().c_str());
   return kExitFail;
-}
-
-// Reads the tree digest from a TUF target entry ({"length", "hashes", "custom": {...}}) or a
-// bare custom object.
-Result<std::string> digest_from_target_json(const std::string& path) {
-  auto text = MOTA_TRY_CTX(fs::read_file(path, 1 << 20), path);
-  Json j = Json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return fail(Errc::parse, path + ": not a JSON object");
-  const Json* custom = &j;
-  if (j.contains("custom")) custom = &j["custom"];
-  if (!custom->is_object() || !custom->contains("tree_digest") ||
-      !(*custom)["tree_digest"].is_string()) {
-    return fail(Errc::parse, path + ": no custom.tree_digest string");
-  }
-  return (*custom)["tree_digest"].get<std::string>();
 }
 
 int print_status(Agent& agent, bool json) {
@@ -108,8 +92,7 @@ int cli_main(int argc, char** argv) {
   app.add_option("--config", config_path, "agent.toml")->capture_default_str();
 
   bool json = false;
-  std::string package;
-  std::string target_json;
+  std::string bundle_path;
   std::function<int(Agent&)> action;
 
   auto* check = app.add_subcommand("check-once", "poll the repository once and install updates");
@@ -158,21 +141,23 @@ int cli_main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "show installed models and installs in progress");
   status->add_flag("--json", json, "machine-readable output");
   status->callback([&] { action = [&](Agent& agent) { return print_status(agent, json); }; });
-  auto* install = app.add_subcommand("install", "install a local .mota package");
-  install->add_option("FILE", package, "the .mota package")->required();
-  install->add_option("--target-json", target_json,
-                      "TUF target entry of the package: its custom.tree_digest is enforced");
+  auto* install = app.add_subcommand(
+      "install",
+      "install from a signed bundle (`mota bundle create`), verified against this device's trusted "
+      "metadata as a poll is");
+  install->add_option("FILE", bundle_path, "the .motab bundle")->required();
   install->callback([&] {
     action = [&](Agent& agent) {
-      std::string digest;
-      if (!target_json.empty()) {
-        auto d = digest_from_target_json(target_json);
-        if (!d) return report_error(d.error());
-        digest = *d;
+      auto r = agent.install_file(bundle_path);
+      if (!r) return report_error(r.error());
+      const ModelReport& m = r->model;
+      if (m.outcome == ModelOutcome::installed) {
+        std::printf("%s: installed %s from %s (%s)\n", m.model.c_str(), m.version.c_str(),
+                    bundle_path.c_str(), r->kind.c_str());
+      } else {
+        std::printf("%s: %s is already installed (trusted metadata updated from %s)\n",
+                    m.model.c_str(), m.version.c_str(), bundle_path.c_str());
       }
-      auto st = agent.install_file(package, digest);
-      if (!st) return report_error(st.error());
-      std::printf("installed %s\n", package.c_str());
       return 0;
     };
   });

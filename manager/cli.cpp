@@ -579,6 +579,7 @@ int cli_main(int argc, char** argv) {
 
   add_delta_commands(app, action, repo_flag);
   add_fleet_commands(app, action, repo_flag);
+  add_bundle_commands(app, action, repo_flag);
 
   // A mistyped command is named (common/cli_words.hpp).
   {

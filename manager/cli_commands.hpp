@@ -22,5 +22,7 @@ std::string repo_dir(const std::string& flag);
 void add_delta_commands(CLI::App& app, CliAction& action, std::string& repo_flag);
 // manager/cli_fleet.cpp: `mota devices`, `mota device`, `mota fleet`, `mota rollout ...`.
 void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag);
+// manager/cli_bundle.cpp: `mota bundle create|inspect`.
+void add_bundle_commands(CLI::App& app, CliAction& action, std::string& repo_flag);
 
 }  // namespace mota::manager

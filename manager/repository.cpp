@@ -1373,10 +1373,18 @@ Result<RefreshResult> Repository::refresh(const RefreshOptions& options) {
   const std::vector<RoleExpiry> before = expiry_of(st, settings_, now);
   auto due = [&](std::string_view role) {
     for (const auto& e : before) {
-      if (e.role == role) return e.due;
+      if (e.role == role)
+        return e.due || (options.valid_for && e.expires < now + *options.valid_for);
     }
     return false;
   };
+  Settings settings = settings_;
+  if (options.valid_for) {
+    for (auto* lifetime :
+         {&settings.expiry.targets, &settings.expiry.snapshot, &settings.expiry.timestamp}) {
+      *lifetime = std::max(*lifetime, *options.valid_for);
+    }
+  }
   // A new targets version needs a new snapshot, which needs a new timestamp.
   const bool want_targets = due("targets");
   const bool want_snapshot = want_targets || due("snapshot");
@@ -1419,7 +1427,7 @@ Result<RefreshResult> Repository::refresh(const RefreshOptions& options) {
     if (targets) what.targets = st.targets.signed_;
     what.snapshot = snapshot;
     Cleanup cleanup;
-    MOTA_TRY_CTX(publish(p, st, settings_, now, std::move(what), cleanup), "publish");
+    MOTA_TRY_CTX(publish(p, st, settings, now, std::move(what), cleanup), "publish");
     r.resigned_timestamp = true;
     r.resigned_snapshot = snapshot;
     r.resigned_targets = targets;

@@ -177,6 +177,10 @@ struct RefreshOptions {
   // all when none is, so a frequent timer leaves the repository unchanged. true (`mota timestamp
   // refresh --force`): always re-sign the timestamp (version + 1), plus the due ones.
   bool force = false;
+  // Set (`mota bundle create --valid-for`): an online role that expires before now + valid_for
+  // is due too, and every role re-signed gets the longer of its lifetime and valid_for, so an
+  // offline bundle made right after stays installable that long (docs/bundles.md).
+  std::optional<std::chrono::seconds> valid_for = std::nullopt;
 };
 
 struct RefreshResult {

@@ -23,6 +23,7 @@
 #include "agent/identity.hpp"
 #include "common/log.hpp"
 #include "common/time.hpp"
+#include "manager/bundle.hpp"
 #include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
@@ -228,6 +229,19 @@ class AgentAttack : public ::testing::TestWithParam<ServerKind> {
            (rel.sha256 + ".detector-" + rel.version + ".mota");
   }
 
+  // A signed offline bundle of `version` from the repository as it stands now.
+  stdfs::path bundle(const std::string& version) {
+    manager::BundleRequest req;
+    req.model = "detector";
+    req.version = version;
+    req.output =
+        work_ / "usb" / ("detector-" + version + "-" + std::to_string(++bundles_) + ".motab");
+    stdfs::create_directories(req.output.parent_path());
+    auto b = manager::create_bundle(fleet(), req);
+    EXPECT_TRUE(b) << b.error().message();
+    return req.output;
+  }
+
   test::RunResult agent(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {test::build_path("agent/mota-agent").string(), "--config",
                                      config_path().string()};
@@ -302,6 +316,7 @@ class AgentAttack : public ::testing::TestWithParam<ServerKind> {
   std::unique_ptr<test::Nginx> nginx_;
   EventSink sink_;
   stdfs::path state_;
+  int bundles_ = 0;
 };
 
 // 1. The happy path end to end: first install, upgrade, operator rollback, each reported.
@@ -345,7 +360,7 @@ TEST_P(AgentAttack, InstallUpgradeAndRollbackAreReported) {
 }
 
 // 2. Version policy: an older version without allow_downgrade is refused by a poll and by an
-//    offline install of the same package file; a version below the channel's min_version by an
+//    offline install of a signed bundle of it; a version below the channel's min_version by an
 //    offline install; and a signed channel that contradicts its own min_version (which `mota
 //    channel set` refuses to publish, so it is forged here with the repository's keys) by a poll.
 TEST_P(AgentAttack, DowngradeAndMinVersionAreRefusedOnlineAndOffline) {
@@ -364,8 +379,8 @@ TEST_P(AgentAttack, DowngradeAndMinVersionAreRefusedOnlineAndOffline) {
   EXPECT_EQ(ev.value("to", ""), "1.0.0");
   EXPECT_EQ(ev.value("from", ""), "2.0.0");
 
-  // The same package installed offline is refused by the same rule, and reported as such.
-  r = agent({"install", pkg.string()});
+  // The same version installed offline is refused by the same rule, and reported as such.
+  r = agent({"install", bundle("1.0.0").string()});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("allow_downgrade"), std::string::npos) << r.err;
   ev = expect_rejected(before, "refused", "allow_downgrade");
@@ -385,7 +400,7 @@ TEST_P(AgentAttack, DowngradeAndMinVersionAreRefusedOnlineAndOffline) {
   EXPECT_EQ(ok[0]["to"], "2.0.0");
   EXPECT_EQ(ok[0]["channel"], "stable");
   // ...and an offline install of 1.0.0 is refused by it.
-  r = agent({"install", pkg.string()});
+  r = agent({"install", bundle("1.0.0").string()});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("min_version 1.5.0"), std::string::npos) << r.err;
   ev = expect_rejected(before, "refused", "min_version 1.5.0");
@@ -394,14 +409,14 @@ TEST_P(AgentAttack, DowngradeAndMinVersionAreRefusedOnlineAndOffline) {
   // (A signed channel that contradicts its own min_version is refused by Channel::parse: see
   // tests/manifest/channel_test.cpp.)
 
-  // Control: once the channel explicitly rolls back to 1.0.0, an offline install of the genuine
-  // file is accepted (the served copy is damaged here, so the poll cannot install it first).
-  const auto usb = work_ / "usb" / "detector-1.0.0.mota";
-  test::write_file(usb, test::read_file(pkg));
+  // Control: once the channel explicitly rolls back to 1.0.0, an offline install of a bundle
+  // made then is accepted (the served copy is damaged afterwards, so the poll cannot install it
+  // first).
+  channel("1.0.0", /*allow_downgrade=*/true);
+  const auto usb = bundle("1.0.0");
   auto damaged = test::read_file(pkg);
   damaged[damaged.size() / 3] ^= 0x01;
   test::write_file(pkg, damaged);
-  channel("1.0.0", /*allow_downgrade=*/true);
   r = agent({"check-once"});
   EXPECT_EQ(r.exit_code, 1);
   expect_rejected(before, "failed", "sha256 mismatch");

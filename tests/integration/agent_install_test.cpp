@@ -20,6 +20,7 @@
 #include "agent/identity.hpp"
 #include "agent/slots.hpp"
 #include "agent/state.hpp"
+#include "manager/bundle.hpp"
 #include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
@@ -225,10 +226,15 @@ TEST_F(AgentInstall, DowngradeOnlyWhenChannelAllowsIt) {
   // The same refusal at the next poll is not reported again.
   ASSERT_EQ(agent({"check-once"}).exit_code, 0);
   EXPECT_EQ(events().size(), 2u);
-  // Nor can a USB stick downgrade the device.
-  auto old_package = work_ / "fleet" / "repo" / "targets" / "models" / "detector" / "1.0.0" /
-                     (old.sha256 + ".detector-1.0.0.mota");
-  r = agent({"install", old_package.string()});
+  // Nor can a USB stick downgrade the device (a signed bundle of the old version).
+  manager::BundleRequest breq;
+  breq.model = "detector";
+  breq.version = old.version;
+  breq.output = work_ / "usb" / "detector-1.0.0.motab";
+  stdfs::create_directories(breq.output.parent_path());
+  auto b = manager::create_bundle(work_ / "fleet", breq);
+  ASSERT_TRUE(b) << b.error().message();
+  r = agent({"install", breq.output.string()});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_NE(r.err.find("refused: version 1.0.0 is older than the installed 2.0.0"),
             std::string::npos)
@@ -323,29 +329,27 @@ TEST_F(AgentInstall, CrashLoopIsBrokenByTheLoopGuard) {
   EXPECT_EQ(current_weights(), weights("1.0.0"));
 }
 
-// `install FILE.mota` installs a local package; --target-json enforces the signed tree digest.
-TEST_F(AgentInstall, InstallLocalFileWithTargetJson) {
+// `install` takes signed bundles only (tests/integration/bundle_test.cpp): a bare package, which
+// proves nothing about where it came from, is refused with what to do instead.
+TEST_F(AgentInstall, InstallRefusesABarePackage) {
   auto rel = release("1.0.0");
   auto pkg = work_ / "fleet" / "repo" / "targets" / "models" / "detector" / "1.0.0" /
              (rel.sha256 + ".detector-1.0.0.mota");
-  test::write_file(work_ / "bad-target.json",
-                   R"({"custom": {"tree_digest": ")" + std::string(64, 'f') + R"("}})");
-  auto r = agent({"install", pkg.string(), "--target-json", (work_ / "bad-target.json").string()});
+  auto r = agent({"install", pkg.string()});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_NE(r.err.find("is not the signed " + std::string(64, 'f')), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is a bare package, not a signed bundle: make one with `mota bundle create"),
+            std::string::npos)
+      << r.err;
   EXPECT_FALSE(stdfs::exists(model_dir() / "current"));
   EXPECT_FALSE(stdfs::exists(model_dir() / "a"));
+  EXPECT_TRUE(events().empty());
 
-  test::write_file(work_ / "target.json",
-                   R"({"length": 1, "custom": {"tree_digest": ")" + rel.tree_digest + R"("}})");
-  r = agent({"install", pkg.string(), "--target-json", (work_ / "target.json").string()});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_EQ(current_weights(), weights("1.0.0"));
-  EXPECT_TRUE(stdfs::exists(pkg));  // a local package is the caller's: not deleted
+  r = agent({"install", pkg.string(), "--target-json", (work_ / "t.json").string()});
+  EXPECT_EQ(r.exit_code, 2) << "--target-json is gone (an unsigned file proves nothing)";
 
-  r = agent({"install", (work_ / "nope.mota").string()});
+  r = agent({"install", (work_ / "nope.motab").string()});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("nope.mota"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("nope.motab"), std::string::npos) << r.err;
 }
 
 // `run` polls every poll_interval, picks up a new release by itself and stops promptly on
