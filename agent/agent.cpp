@@ -304,7 +304,7 @@ Result<CheckReport> Agent::check_once() {
       if (auto retry = MOTA_TRY(state_.retry(sub.name, ev.to));
           retry && retry->next_at > now_seconds()) {
         mr.outcome = ModelOutcome::deferred;
-        mr.error = ev.to + " failed " + std::to_string(retry->failures) +
+        mr.error = "waiting to retry " + ev.to + ": failed " + std::to_string(retry->failures) +
                    " time(s) in a way that may pass on retry; next try after " +
                    format_time(retry->next_at) + " (" + retry->last_error + ")";
         log::info(sub.name + ": " + mr.error, {{"MODEL", sub.name}, {"VERSION", ev.to}});

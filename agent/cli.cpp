@@ -166,6 +166,8 @@ int cli_main(int argc, char** argv) {
       for (const auto& m : r->models) {
         if (m.outcome == ModelOutcome::failed) {
           std::fprintf(stderr, "mota-agent: error: %s\n", m.error.c_str());
+        } else if (m.outcome == ModelOutcome::deferred) {
+          std::printf("%s: %s\n", m.model.c_str(), m.error.c_str());
         } else if (m.outcome == ModelOutcome::refused) {
           std::fprintf(stderr, "mota-agent: warning: %s: refused: %s\n", m.model.c_str(),
                        m.error.c_str());

@@ -50,6 +50,20 @@ Result<storage::UnpackResult> write_streamed(const InstallPlan& plan, const stor
   return storage::unpack(in, dest, limits);
 }
 
+// The download step without unpacking alongside: the stage step unpacks the complete file.
+Status download_only(const InstallPlan& plan, InstallOutcome& out) {
+  auto got = [&]() -> Result<std::uint64_t> {
+    try {
+      return plan.fetch([](std::uint64_t, std::uint64_t) {});
+    } catch (const std::exception& e) {
+      return fail(Errc::internal, std::string("download: ") + e.what());
+    }
+  }();
+  if (!got) return fail(std::move(got).error());
+  out.bytes = *got;
+  return {};
+}
+
 // The download step with a fetch function: downloads and, in a second thread, unpacks the bytes
 // into the slot as they land in the partial file. `staged` is set when both succeeded. A failed
 // download is the step's error (the unpack stops with it); a failed unpack of a good download is
@@ -272,11 +286,21 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
   while (!step.empty()) {
     failure->step = step;
     const InstallStep& row = *install_step(step);
+    bool unpack_alongside = true;  // the download step: unpack while downloading
     if (!first) {
       std::optional<std::uint64_t> progress;
-      if (row.crashes == CrashCount::without_progress) progress = file_size_or_zero(plan.package);
+      if (row.crashes == CrashCount::progress) progress = file_size_or_zero(plan.package);
       int attempts = MOTA_TRY_CTX(state.enter_step(plan.model, step, progress), ctx);
-      if (row.crashes != CrashCount::never && attempts > options.max_attempts) {
+      if (row.crashes == CrashCount::progress && attempts > 1) {
+        // The previous entry died without progress: whatever killed it, the version's bytes are
+        // not fed to the unpacker here; if they crash it, that repeats in stage, which counts.
+        unpack_alongside = false;
+        log::info(
+            "the last download attempt ended without progress; unpacking after it instead of "
+            "alongside",
+            {{"MODEL", plan.model}, {"VERSION", plan.to_version}});
+      }
+      if (row.crashes == CrashCount::always && attempts > options.max_attempts) {
         std::string why = "step " + step + " entered " + std::to_string(attempts) +
                           " times (limit " + std::to_string(options.max_attempts) +
                           "), the agent dying in it each time";
@@ -297,7 +321,8 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     FailureClass health_class = FailureClass::local;  // the gate's verdict on a failed check
     if (step == "download") {
       if (plan.fetch) {
-        st = download_and_stage(state, slots, plan, out, staged, unpack_failed);
+        st = unpack_alongside ? download_and_stage(state, slots, plan, out, staged, unpack_failed)
+                              : download_only(plan, out);
       } else {
         std::error_code ec;
         if (!std::filesystem::is_regular_file(plan.package, ec)) {

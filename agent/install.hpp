@@ -28,10 +28,12 @@
 // Loop guard (crashes): an entry of a step that ended without an outcome (the agent died inside
 // it) counts only where the new version can be the cause (InstallStep::crashes): a step entered
 // more than InstallOptions::max_attempts times in a row that way aborts the install, switches
-// back if it had switched, and blocks the version ("step S entered N times"). The download
-// counts only entries that made no progress (the partial file did not grow since the previous
-// entry), so power cuts during a download that moves never block it; the commit (one
-// transaction) never counts.
+// back if it had switched, and blocks the version ("step S entered N times"). Power cuts during a
+// download never count: the only part of the download step the version's bytes can crash is the
+// unpack that runs alongside it, so an entry that finds the partial file no bigger than the
+// previous entry left it (that entry died without progress) downloads WITHOUT unpacking at the
+// same time; a crash the version causes in the unpacker then repeats in the stage step, which
+// counts every entry. The commit (one transaction) never counts.
 //
 // Failure classes (errors, i.e. a step that ended with an outcome; agent/health.hpp for the
 // health checks'):
@@ -73,9 +75,11 @@ namespace mota::agent {
 
 // How the loop guard counts an entry of a step that ended without an outcome (a crash).
 enum class CrashCount {
-  always,            // the new version may be the cause (unpacking it, probing, switching, trial)
-  without_progress,  // only when the partial download did not grow since the previous entry
-  never,             // it cannot be the version's fault (one database transaction)
+  always,  // the new version may be the cause (unpacking it, probing, switching, trial)
+  never,   // it cannot be the version's fault (one database transaction)
+  // Not counted (a power cut during a download is not the version's fault), but an entry after
+  // one that died without progress does not unpack while downloading (see "Loop guard").
+  progress,
 };
 
 // One row of the transition table: a step, the step after it ("" after the last), how crashes
@@ -89,8 +93,8 @@ struct InstallStep {
   bool switched;
 };
 inline constexpr InstallStep kInstallSteps[] = {
-    // name      next      crashes                       retry_at    switched
-    {"download", "stage", CrashCount::without_progress, "download", false},
+    // name      next      crashes               retry_at    switched
+    {"download", "stage", CrashCount::progress, "download", false},
     {"stage", "verify", CrashCount::always, "stage", false},
     {"verify", "probe", CrashCount::always, "verify", false},
     {"probe", "switch", CrashCount::always, "probe", false},

@@ -163,8 +163,8 @@ class StateStore {
   // attempts + 1 if `step` is the current step, else 1. The caller gives up past its limit.
   // `progress` (the download step: bytes in the partial file now), when given, is stored as
   // bytes_downloaded, and an entry of the current step that finds more bytes than the last entry
-  // did made progress: its count starts again at 1 (a power cut during a download that moves
-  // is not a crash loop).
+  // did made progress: its count starts again at 1 (so a count above 1 says the entries before
+  // died without progress).
   Result<int> enter_step(const std::string& model, const std::string& step,
                          std::optional<std::uint64_t> progress = std::nullopt);
   Status record_progress(const std::string& model, std::uint64_t bytes_downloaded, bool used_delta);

@@ -210,7 +210,7 @@ TEST_F(Install, StepThatNeverFinishesTripsTheLoopGuard) {
 // The table carries the failure edges: which crashes count, where a retry resumes, which steps
 // switch back.
 TEST(InstallSteps, TableSaysHowCrashesCountAndWhereRetriesResume) {
-  EXPECT_EQ(install_step("download")->crashes, CrashCount::without_progress);
+  EXPECT_EQ(install_step("download")->crashes, CrashCount::progress);
   for (const char* step : {"stage", "verify", "probe", "switch", "trial"}) {
     EXPECT_EQ(install_step(step)->crashes, CrashCount::always) << step;
   }
@@ -242,8 +242,8 @@ TEST(InstallSteps, FailureClassesOfTheStepsWithoutTheGate) {
   EXPECT_EQ(classify_failure("commit", Error(Errc::io, "database"), false), FailureClass::local);
 }
 
-// Power cuts during a download that makes progress are not a crash loop: the partial file grew
-// since the previous entry each time, so the guard never trips; without progress it does.
+// Power cuts during a download that makes progress are not a crash loop: the guard never trips,
+// and each entry unpacks alongside the download again.
 TEST_F(Install, CrashesDuringAProgressingDownloadNeverBlock) {
   auto plan = pack("1.0.0");
   const auto bytes = test::read_file(plan.package);
@@ -270,24 +270,53 @@ TEST_F(Install, CrashesDuringAProgressingDownloadNeverBlock) {
   EXPECT_FALSE(*state_->is_blocked("detector", "1.0.0"));
 }
 
-TEST_F(Install, CrashesDuringADownloadThatDoesNotMoveTripTheGuard) {
+// Crashes without progress do not count either, but the next entry downloads without unpacking
+// alongside: if the version's bytes were what killed the unpacker, the crash repeats in stage,
+// which counts every entry.
+TEST_F(Install, CrashesWithoutProgressNeverBlockButMoveTheUnpackToStage) {
   auto plan = pack("1.0.0");
+  const auto bytes = test::read_file(plan.package);
   plan.package = work_ / "downloads" / "p.part";
   stdfs::create_directories(plan.package.parent_path());
-  test::write_file(plan.package, "stuck");
-  plan.fetch = [](const DownloadProgress&) -> Result<std::uint64_t> { return 0; };
+  plan.fetch = piecewise_fetch(plan.package, bytes);
+  int crashes = 0;
   InstallOptions dying;
-  dying.before_step = [](std::string_view step) {
-    if (step == "download") throw std::runtime_error("crash");
+  dying.before_step = [&](std::string_view step) {
+    if (step == "download" && crashes < 6) {
+      ++crashes;
+      throw std::runtime_error("power cut before any byte landed");
+    }
   };
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 6; ++i) {
     EXPECT_THROW((void)run_install(*state_, *slots_, plan, dying), std::runtime_error);
   }
   auto r = run_install(*state_, *slots_, plan, dying);
-  ASSERT_FALSE(r);
-  EXPECT_NE(r.error().message().find("step download entered 4 times (limit 3)"), std::string::npos)
-      << r.error().message();
-  EXPECT_TRUE(*state_->is_blocked("detector", "1.0.0"));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_FALSE(r->streamed);  // unpacked by the stage step, from the complete file
+  EXPECT_EQ(current(), r->slot);
+  EXPECT_EQ(test::read_file(slots_->path(r->slot) / "model.onnx"), "weights 1.0.0");
+  EXPECT_FALSE(*state_->is_blocked("detector", "1.0.0"));
+
+  // A version whose unpack kills the agent every time: the crash is in stage, which counts.
+  auto bad = pack("2.0.0");
+  const auto bad_bytes = test::read_file(bad.package);
+  bad.package = work_ / "downloads" / "q.part";
+  bad.fetch = piecewise_fetch(bad.package, bad_bytes);
+  InstallOptions unpack_kills;
+  unpack_kills.before_step = [](std::string_view step) {
+    if (step == "stage") throw std::runtime_error("the unpacker crashed");
+  };
+  std::string last;
+  for (int i = 0; i < 10 && last.empty(); ++i) {
+    try {
+      auto again = run_install(*state_, *slots_, bad, unpack_kills);
+      ASSERT_FALSE(again);
+      last = again.error().message();
+    } catch (const std::runtime_error&) {
+    }
+  }
+  EXPECT_NE(last.find("step stage entered 4 times (limit 3)"), std::string::npos) << last;
+  EXPECT_TRUE(*state_->is_blocked("detector", "2.0.0"));
 }
 
 // An agent that dies during the trial (a power cut) tries the trial again at its next start, as
