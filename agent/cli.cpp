@@ -194,10 +194,6 @@ int cli_main(int argc, char** argv) {
       sigemptyset(&sa.sa_mask);
       sigaction(SIGTERM, &sa, nullptr);
       sigaction(SIGINT, &sa, nullptr);
-      struct sigaction usr {};
-      usr.sa_handler = on_poll_signal;
-      sigemptyset(&usr.sa_mask);
-      sigaction(SIGUSR1, &usr, nullptr);
       auto st = agent.run(g_stop, &g_poll_now);
       if (!st) return report_error(st.error());
       return 0;
@@ -303,6 +299,15 @@ int cli_main(int argc, char** argv) {
     install_options.before_step = [step](std::string_view s) {
       if (s == step) std::raise(SIGKILL);
     };
+  }
+  if (run->parsed()) {
+    // Before the lock names this process as the daemon: `unblock` may send SIGUSR1 from then on,
+    // whose default action would end the process.
+    struct sigaction usr {};
+    usr.sa_handler = on_poll_signal;
+    usr.sa_flags = SA_RESTART;
+    sigemptyset(&usr.sa_mask);
+    sigaction(SIGUSR1, &usr, nullptr);
   }
   // One agent per state directory for every command that installs (agent/instance_lock.hpp).
   std::optional<InstanceLock> lock;

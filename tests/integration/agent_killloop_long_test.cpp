@@ -1,10 +1,13 @@
 // The kill loop (issue 21): at least 200 SIGKILLs at random moments of real `mota-agent
 // check-once` runs on three devices, while the repository publishes release after release (full
 // packages, and deltas from the versions the devices run). Every kill is a power cut: the next
-// run resumes from whatever the last one left. Each kill point (the install step the journal was
-// in, whether the run got that far, full or delta) is tallied and printed. At the end every device
-// runs the last release, nothing is blocked or waiting for a retry, no install is in progress,
-// and `current` named a whole, verified version after every single kill.
+// run resumes from whatever the last one left. The moments: a third of the runs is cut early
+// (start-up, small deltas), a third anywhere in a full download, and a third a few milliseconds
+// after the last byte of the download landed (the steps after it take tens of milliseconds, so
+// the clock alone would almost never hit them). Each kill point (the install step the journal
+// was in, whether the run got that far, full or delta) is tallied and printed. At the end every
+// device runs the last release, nothing is blocked or waiting for a retry, no install is in
+// progress, and `current` named a whole, verified version after every single kill.
 //
 // MOTA_KILLLOOP_KILLS (default 200) and MOTA_KILLLOOP_SEED (default: random, printed) reproduce
 // or lengthen a run.
@@ -18,7 +21,6 @@
 #include <map>
 #include <mutex>
 #include <random>
-#include <set>
 #include <thread>
 
 #include "agent/install.hpp"
@@ -39,7 +41,7 @@ using std::chrono::milliseconds;
 
 constexpr const char* kModel = "detector";
 constexpr int kDevices = 3;
-constexpr std::size_t kWeights = 2u << 20;  // per version, incompressible
+constexpr std::size_t kWeights = 3u << 19;  // 1.5 MiB per version, incompressible
 
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -131,7 +133,9 @@ class KillLoop : public ::testing::Test {
     const std::string v = version_name(n);
     const auto src = work_ / ("src-" + v);
     test::make_model_dir(src, weights);
-    auto rel = fleet_.repo->add_release(src, v);
+    manager::ReleaseOptions options;
+    options.deltas = 2;  // from the two versions before: devices further behind get the package
+    auto rel = fleet_.repo->add_release(src, v, options);
     ASSERT_TRUE(rel) << rel.error().message();
     stdfs::remove_all(src);
     manager::ChannelRequest req;
@@ -143,7 +147,8 @@ class KillLoop : public ::testing::Test {
     ASSERT_TRUE(deltas) << deltas.error().message();
     std::lock_guard lock(mu_);
     weights_[v] = weights;
-    for (const auto& d : *deltas) deltas_.insert({d.from, d.to});
+    downloads_[{"", v}] = {rel->release.sha256, rel->release.length};
+    for (const auto& d : *deltas) downloads_[{d.from, d.to}] = {d.sha256, d.length};
     latest_ = n;
     publish_time_ += Clock::now() - t0;
   }
@@ -171,15 +176,36 @@ class KillLoop : public ::testing::Test {
 
   std::string kind(const Journal& j) {
     std::lock_guard lock(mu_);
-    return !j.from.empty() && deltas_.count({j.from, j.to}) ? "delta" : "full";
+    return !j.from.empty() && downloads_.count({j.from, j.to}) ? "delta" : "full";
   }
 
-  // A random moment: half the runs are cut early (start-up, deltas, the steps after a download),
-  // half anywhere in a full download.
-  milliseconds delay() {
+  // What an update from `from` to `to` downloads: <state>/downloads/<sha256>.part and its length
+  // (the delta when one is published, else the package).
+  std::pair<stdfs::path, std::uint64_t> download_of(int d, const std::string& from,
+                                                    const std::string& to) {
     std::lock_guard lock(mu_);
-    std::uniform_int_distribution<int> early(20, 500), late(300, 2500);
-    return milliseconds(rng_() % 2 ? early(rng_) : late(rng_));
+    auto it = from.empty() ? downloads_.end() : downloads_.find({from, to});
+    if (it == downloads_.end()) it = downloads_.find({"", to});
+    return {state(d) / "downloads" / (it->second.first + ".part"), it->second.second};
+  }
+
+  enum class Moment { early, anywhere, after_download };
+  Moment moment() {
+    std::lock_guard lock(mu_);
+    return static_cast<Moment>(rng_() % 3);
+  }
+  milliseconds delay(Moment m) {
+    std::lock_guard lock(mu_);
+    std::uniform_int_distribution<int> early(20, 500), anywhere(300, 2500), after(0, 120);
+    switch (m) {
+      case Moment::early:
+        return milliseconds(early(rng_));
+      case Moment::anywhere:
+        return milliseconds(anywhere(rng_));
+      case Moment::after_download:
+        break;
+    }
+    return milliseconds(after(rng_));
   }
 
   void add_point(const std::string& point) {
@@ -197,9 +223,24 @@ class KillLoop : public ::testing::Test {
         if (kills_ >= kills_wanted_) return;
       }
       const Journal before = read_journal(state(d));
+      const std::string runs = check_current(d);
+      const std::string wants = version_name(latest_);
+      const Moment m = runs == wants ? Moment::early : moment();
       test::Process p(argv(d), log_file);
-      const auto until = Clock::now() + delay();
-      while (p.running() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(2));
+      if (m == Moment::after_download) {
+        // Anchored on the last byte landing in the partial file (or the run ending first).
+        const auto [part, length] = download_of(d, runs, wants);
+        auto complete = [&, part = part, length = length] {
+          std::error_code ec;
+          return stdfs::file_size(part, ec) == length && !ec;
+        };
+        const auto give_up = Clock::now() + std::chrono::seconds(60);
+        while (p.running() && !complete() && Clock::now() < give_up) {
+          std::this_thread::sleep_for(std::chrono::microseconds(500));
+        }
+      }
+      const auto until = Clock::now() + delay(m);
+      while (p.running() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(1));
       if (p.running()) {
         p.kill(SIGKILL);
         EXPECT_EQ(p.wait(), -1);
@@ -243,8 +284,9 @@ class KillLoop : public ::testing::Test {
   std::mutex mu_;          // guards everything below but latest_'s writes (publish_mu_)
   std::mutex publish_mu_;  // one publish at a time
   std::atomic<int> latest_{0};
-  std::map<std::string, std::string> weights_;            // version -> model.onnx
-  std::set<std::pair<std::string, std::string>> deltas_;  // (from, to) published
+  std::map<std::string, std::string> weights_;  // version -> model.onnx
+  // (from, to) -> (sha256, length) of what is downloaded: ("", to) the package, else a delta.
+  std::map<std::pair<std::string, std::string>, std::pair<std::string, std::uint64_t>> downloads_;
   std::mt19937_64 rng_;
   std::map<std::string, int> points_;
   int kills_ = 0;
