@@ -12,8 +12,10 @@
 //   "failed"       an attempt failed; `from` still serves (step: "channel", "policy", an install
 //                  step of agent/install.hpp, or "boot" — see "Serving" below);
 //   "rolled_back"  an automatic rollback: the new model failed its trial after the switch (step
-//                  "trial"), or at start the committed version no longer verified or loaded and
-//                  the previous good one serves again (step "boot"). `from` serves, `to` failed;
+//                  "trial"; blocked, or tried again after a backoff when the failure may pass on
+//                  retry: agent/install.hpp, "Failure classes"), or at start the committed
+//                  version no longer verified or loaded and the previous good one serves again
+//                  (step "boot"). `from` serves, `to` failed;
 //   "refused"      the version policy refused `to` (step "policy"), or the device does not meet
 //                  its signed requirements (step "requirements": arch, RAM, accelerators, disk;
 //                  agent/requirements.hpp; error "requirements not met: <each one, with the
@@ -26,6 +28,8 @@
 // refresh after one). A metadata problem is not a failure of any model version.
 // kind: "full" or "delta" (what was downloaded; bytes: how many in this run; saved_bytes: full
 // package length minus delta length); delta_error: why a delta was not used (present only then).
+// A failure that may pass on retry says so in its error: "... (failure N of at most M that may
+// pass on retry; next try after T)", or "... (failed N times ...: version blocked)".
 // A failure or refusal repeating the last error word for word (per model, or the device's
 // metadata error) is logged but not queued again, so a device stuck on e.g. expired metadata does
 // not fill its outbox with one event per poll.
