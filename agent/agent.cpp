@@ -1,11 +1,13 @@
 #include "agent/agent.hpp"
 
+#include <algorithm>
 #include <random>
 #include <system_error>
 #include <thread>
 
 #include "agent/download.hpp"
 #include "agent/report.hpp"
+#include "agent/requirements.hpp"
 #include "agent/slots.hpp"
 #include "common/fs.hpp"
 #include "common/http.hpp"
@@ -79,6 +81,8 @@ std::optional<HealthGate> Agent::health_gate() const {
 InstallOptions Agent::install_options(const std::optional<HealthGate>& gate) const {
   InstallOptions o = install_options_;
   o.health = gate ? &*gate : nullptr;
+  o.max_retries = config_.health.max_retries;
+  o.retry_backoff = config_.health.retry_backoff;
   return o;
 }
 
@@ -176,6 +180,13 @@ std::string Agent::last_error(const std::string& model) {
   if (!stdfs::exists(path, ec)) return "";
   auto text = fs::read_file(path, 1 << 20);
   return text ? *text : "";
+}
+
+void Agent::heartbeat_due() {
+  // report() queues a heartbeat when its stamp is missing or old (the heartbeat carries the
+  // block list, which the server shows in `mota device show`).
+  std::error_code ec;
+  stdfs::remove(config_.state_dir / "status" / "heartbeat", ec);
 }
 
 void Agent::set_last_error(const std::string& model, const std::string& error) {
@@ -284,9 +295,21 @@ Result<CheckReport> Agent::check_once() {
         return {};
       }
       if (MOTA_TRY(state_.is_blocked(sub.name, ev.to))) {
-        log::warn(sub.name + " " + ev.to + " is blocklisted on this device; not installing",
+        log::warn(sub.name + " " + ev.to +
+                      " is blocklisted on this device; not installing (`mota-agent status` "
+                      "says why, `mota-agent unblock` lifts it)",
                   {{"MODEL", sub.name}, {"VERSION", ev.to}});
         ev.to.clear();
+        return {};
+      }
+      // A version that failed in a way that may pass on retry waits for its backoff.
+      if (auto retry = MOTA_TRY(state_.retry(sub.name, ev.to));
+          retry && retry->next_at > now_seconds()) {
+        mr.outcome = ModelOutcome::deferred;
+        mr.error = "waiting to retry " + ev.to + ": failed " + std::to_string(retry->failures) +
+                   " time(s) in a way that may pass on retry; next try after " +
+                   format_time(retry->next_at) + " (" + retry->last_error + ")";
+        log::info(sub.name + ": " + mr.error, {{"MODEL", sub.name}, {"VERSION", ev.to}});
         return {};
       }
       const std::string& to = ev.to;
@@ -294,6 +317,17 @@ Result<CheckReport> Agent::check_once() {
           "models/" + sub.name + "/" + to + "/" + sub.name + "-" + to + ".mota";
       ev.step = "download";
       auto info = MOTA_TRY_CTX(client.get_target(pkg_path), pkg_path);
+      // Requirements, from the signed target, before anything is downloaded (a refusal, not a
+      // failure: nothing is blocked, the next poll checks again).
+      ev.step = "requirements";
+      auto unmet =
+          MOTA_TRY_CTX(requirements_refusal(config_, slots, info.custom, info.length), pkg_path);
+      if (!unmet.empty()) {
+        mr.outcome = ModelOutcome::refused;
+        mr.error = unmet;
+        return {};
+      }
+      ev.step = "download";
       std::string digest =
           info.custom.is_object() ? info.custom.value("tree_digest", std::string()) : "";
       auto sha = info.hashes.find("sha256");
@@ -411,6 +445,9 @@ Result<CheckReport> Agent::check_once() {
       ev.state = st.error().code() == Errc::rollback ? "rolled_back" : "failed";
       ev.error = st.error().message();
       event(ev);
+      if (!ev.to.empty()) {
+        if (auto b = state_.is_blocked(sub.name, ev.to); b && *b) heartbeat_due();
+      }
     } else if (mr.outcome == ModelOutcome::refused) {
       log::warn(sub.name + ": refused " + ev.to + ": " + mr.error,
                 {{"MODEL", sub.name}, {"VERSION", ev.to}});
@@ -781,9 +818,42 @@ Result<std::vector<ModelStatus>> Agent::status() {
       s.last_error = rec->last_error;
     }
     if (s.last_error.empty()) s.last_error = last_error(sub.name);
+    s.blocked = MOTA_TRY(state_.blocked(sub.name));
+    s.retries = MOTA_TRY(state_.retries(sub.name));
     out.push_back(std::move(s));
   }
+  // A model no longer in agent.toml may still have blocked versions: shown, so they can be lifted.
+  for (auto& b : MOTA_TRY(state_.all_blocked())) {
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const ModelStatus& m) { return m.model == b.model; });
+    if (it == out.end()) {
+      ModelStatus s;
+      s.model = b.model;
+      out.push_back(std::move(s));
+      it = out.end() - 1;
+    } else if (std::any_of(config_.models.begin(), config_.models.end(),
+                           [&](const ModelSubscription& m) { return m.name == b.model; })) {
+      continue;  // listed above
+    }
+    it->blocked.push_back(std::move(b));
+  }
   return out;
+}
+
+Result<std::vector<BlockEntry>> Agent::unblock(const std::string& model,
+                                               const std::string& version) {
+  auto lifted = MOTA_TRY(state_.unblock(model, version));
+  if (lifted.empty()) {
+    return fail(Errc::not_found, model + (version.empty() ? "" : " " + version) +
+                                     " is not blocked on this device (`mota-agent status` lists "
+                                     "what is)");
+  }
+  for (const auto& b : lifted) {
+    log::info("unblocked " + b.model + " " + b.version + " (it was blocked: " + b.reason + ")",
+              {{"MODEL", b.model}, {"VERSION", b.version}});
+  }
+  heartbeat_due();
+  return lifted;
 }
 
 std::chrono::milliseconds poll_delay(const Config& config, unsigned failures,
@@ -804,7 +874,7 @@ std::chrono::milliseconds poll_delay(const Config& config, unsigned failures,
   return milliseconds(half + std::uniform_int_distribution<std::int64_t>(0, half)(rng));
 }
 
-Status Agent::run(const std::atomic<bool>& stop) {
+Status Agent::run(const std::atomic<bool>& stop, std::atomic<bool>* poll_now) {
   cancel_ = &stop;
   std::mt19937_64 rng{std::random_device{}()};
   // Recovered: the state database is open (migrated) and each model's `current` names a slot
@@ -860,6 +930,10 @@ Status Agent::run(const std::atomic<bool>& stop) {
     while (!stop.load() && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       notify::watchdog_tick();
+      if (poll_now && poll_now->exchange(false)) {
+        log::info("asked to poll now (SIGUSR1)");
+        break;
+      }
       if (watch.count() > 0 && std::chrono::steady_clock::now() >= next_watch) {
         if (auto w = reconcile(ServeCheck::watch); !w) log::warn(w.error().message());
         next_watch = std::chrono::steady_clock::now() + watch;

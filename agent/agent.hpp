@@ -12,9 +12,14 @@
 //   "failed"       an attempt failed; `from` still serves (step: "channel", "policy", an install
 //                  step of agent/install.hpp, or "boot" — see "Serving" below);
 //   "rolled_back"  an automatic rollback: the new model failed its trial after the switch (step
-//                  "trial"), or at start the committed version no longer verified or loaded and
-//                  the previous good one serves again (step "boot"). `from` serves, `to` failed;
-//   "refused"      the version policy refused `to`;
+//                  "trial"; blocked, or tried again after a backoff when the failure may pass on
+//                  retry: agent/install.hpp, "Failure classes"), or at start the committed
+//                  version no longer verified or loaded and the previous good one serves again
+//                  (step "boot"). `from` serves, `to` failed;
+//   "refused"      the version policy refused `to` (step "policy"), or the device does not meet
+//                  its signed requirements (step "requirements": arch, RAM, accelerators, disk;
+//                  agent/requirements.hpp; error "requirements not met: <each one, with the
+//                  device's value>"). Nothing is downloaded and nothing blocked;
 //   "ok"           the model is healthy again after a failure or refusal: a poll found it
 //                  installed at the version its channel wants for this device (from = to = that
 //                  version, step "poll"); sent once per recovery.
@@ -28,6 +33,8 @@
 // the bundle's metadata does not verify against this device's (foreign keys, rollback, expiry:
 // "failed", the error says why; not a metadata_error, which is about the server). A file that
 // is not a bundle, or a bundle of a model agent.toml does not list, is refused without an event.
+// A failure that may pass on retry says so in its error: "... (failure N of at most M that may
+// pass on retry; next try after T)", or "... (failed N times ...: version blocked)".
 // A failure or refusal repeating the last error word for word (per model, or the device's
 // metadata error) is logged but not queued again, so a device stuck on e.g. expired metadata does
 // not fill its outbox with one event per poll.
@@ -53,7 +60,12 @@
 //   - below the channel's min_version: refused;
 //   - older than the installed version: refused unless the channel has allow_downgrade and
 //     targets exactly that version for this device (an operator's explicit rollback);
-//   - on this device's block list (it rolled back from it): skipped until a newer one appears.
+//   - on this device's block list (agent/install.hpp: a failure that will not pass, or more than
+//     [health] max_retries that might): skipped until a newer one appears or `mota-agent
+//     unblock` lifts it;
+//   - failed before in a way that may pass on retry: not tried again before its backoff ends
+//     (ModelOutcome::deferred, no event);
+//   - requirements the device does not meet: refused (above), checked before any download.
 //
 // Deltas (config `delta`): with "prefer" or "only", an update from an installed version looks for
 // the signed target deltas/<model>/<from>/<to>.mdelta. It is used only when its custom data names
@@ -111,13 +123,14 @@ namespace mota::agent {
 Result<std::string> version_refusal(const Channel* channel, std::string_view device_id,
                                     const std::string& from, const std::string& to);
 
-enum class ModelOutcome { up_to_date, installed, refused, failed };
+// deferred: a version that failed in a way that may pass on retry waits for its backoff.
+enum class ModelOutcome { up_to_date, installed, refused, failed, deferred };
 
 struct ModelReport {
   std::string model;
   ModelOutcome outcome = ModelOutcome::up_to_date;
   std::string version;  // installed version after the poll ("" if none)
-  std::string error;    // for failed and refused
+  std::string error;    // for failed, refused and deferred
 };
 
 struct CheckReport {
@@ -136,6 +149,8 @@ struct ModelStatus {
   std::string install_to;
   int install_attempts = 0;
   std::string last_error;
+  std::vector<BlockEntry> blocked;  // versions this device will not install, oldest first
+  std::vector<RetryEntry> retries;  // versions waiting to be tried again
 };
 
 // How long the daemon waits before the next poll: poll_interval + uniform(0, poll_jitter) after a
@@ -175,7 +190,13 @@ class Agent {
   // events (agent/report.hpp). Errors: the Reporter's; everything stays queued for next time.
   Status report(bool heartbeat);
 
+  // Every model of the config, then any other model this device has blocked versions of.
   Result<std::vector<ModelStatus>> status();
+
+  // Lifts the block of `model` `version` ("" = all its versions) and forgets their retries; the
+  // next poll may install them, and the next heartbeat (due at once) no longer lists them.
+  // Errc::not_found, changing nothing, when nothing matching is blocked.
+  Result<std::vector<BlockEntry>> unblock(const std::string& model, const std::string& version);
   // The device-level metadata condition: "" when the last TUF refresh succeeded, else its error.
   std::string metadata_error();
 
@@ -187,12 +208,14 @@ class Agent {
   // The daemon loop: check_once(), then wait poll_delay() (backing off after failures), until
   // `stop` becomes true, which is noticed within about 100 ms (also in the middle of a download:
   // the partial file is kept for the next start). A failed poll is logged and retried after
-  // an exponential backoff (poll_delay). Returns success when stopped.
+  // an exponential backoff (poll_delay). `poll_now` (may be null; SIGUSR1 in mota-agent run)
+  // ends a wait early: it is reset and the next poll starts at once. Returns success when
+  // stopped.
   // Under systemd (Type=notify, common/notify.hpp): READY=1 once the state is open and each
   // model's slots check out, STATUS= lines saying what it is doing ("downloading detector 2.1.0:
   // 45%"), WATCHDOG=1 from the loop, download progress and install steps (so a hung poll stops
   // the keep-alives), STOPPING=1 when stopping.
-  Status run(const std::atomic<bool>& stop);
+  Status run(const std::atomic<bool>& stop, std::atomic<bool>* poll_now = nullptr);
 
   StateStore& state() { return state_; }
   const Config& config() const { return config_; }
@@ -247,6 +270,8 @@ class Agent {
   Result<std::string> installed_version(const std::string& model);
   std::string last_error(const std::string& model);
   void set_last_error(const std::string& model, const std::string& error);
+  // The block list changed: the next report() queues a heartbeat (it carries the list).
+  void heartbeat_due();
   std::unique_ptr<http::Client> http_client();
   // The health gate for this poll (none when [health] enabled = false).
   std::optional<HealthGate> health_gate() const;

@@ -1,20 +1,29 @@
 #include "agent/cli.hpp"
 
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "agent/agent.hpp"
 #include "agent/config.hpp"
+#include "agent/instance_lock.hpp"
 #include "common/cli_words.hpp"
 #include "common/log.hpp"
+#include "common/semver.hpp"
+#include "common/time.hpp"
 #include "common/version.hpp"
 #include "manifest/canonical_json.hpp"
+#include "manifest/model_manifest.hpp"
 
 namespace mota::agent {
 
@@ -27,6 +36,11 @@ std::atomic<bool> g_stop{false};
 static_assert(std::atomic<bool>::is_always_lock_free);
 extern "C" void on_stop_signal(int) {
   g_stop.store(true);
+}
+// Set by SIGUSR1: the daemon polls at once (`mota-agent unblock` sends it).
+std::atomic<bool> g_poll_now{false};
+extern "C" void on_poll_signal(int) {
+  g_poll_now.store(true);
 }
 constexpr int kExitUsage = 2;
 
@@ -49,13 +63,28 @@ int print_status(Agent& agent, bool json) {
         install = {
             {"step", m.install_step}, {"to", m.install_to}, {"attempts", m.install_attempts}};
       }
+      Json blocked = Json::array();
+      for (const auto& b : m.blocked) {
+        blocked.push_back(
+            {{"version", b.version}, {"reason", b.reason}, {"since", format_time(b.blocked_at)}});
+      }
+      Json retries = Json::array();
+      for (const auto& r : m.retries) {
+        retries.push_back({{"version", r.version},
+                           {"failures", r.failures},
+                           {"step", r.step},
+                           {"error", r.last_error},
+                           {"next_try", format_time(r.next_at)}});
+      }
       arr.push_back({{"model", m.model},
-                     {"channel", m.channel},
+                     {"channel", text_or_null(m.channel)},
                      {"version", text_or_null(m.version)},
                      {"slot", m.slot ? Json(slot_name(*m.slot)) : Json(nullptr)},
                      {"committed", m.committed},
                      {"install", install},
-                     {"last_error", text_or_null(m.last_error)}});
+                     {"last_error", text_or_null(m.last_error)},
+                     {"blocked", blocked},
+                     {"retries", retries}});
     }
     std::printf(
         "%s\n",
@@ -66,18 +95,31 @@ int print_status(Agent& agent, bool json) {
     std::printf("metadata: refresh failing: %s\n", metadata_error.c_str());
   }
   for (const auto& m : *st) {
-    std::printf("%s (channel %s): %s", m.model.c_str(), m.channel.c_str(),
-                m.version.empty() ? "not installed" : m.version.c_str());
-    if (m.slot) {
-      std::printf(", slot %s, %s", slot_name(*m.slot).c_str(),
-                  m.committed ? "committed" : "on trial");
+    if (m.channel.empty()) {  // not in agent.toml any more, but with versions blocked
+      std::printf("%s (not in agent.toml)\n", m.model.c_str());
+    } else {
+      std::printf("%s (channel %s): %s", m.model.c_str(), m.channel.c_str(),
+                  m.version.empty() ? "not installed" : m.version.c_str());
+      if (m.slot) {
+        std::printf(", slot %s, %s", slot_name(*m.slot).c_str(),
+                    m.committed ? "committed" : "on trial");
+      }
+      std::printf("\n");
     }
-    std::printf("\n");
     if (!m.install_step.empty()) {
       std::printf("  install of %s in progress: step %s (attempt %d)\n", m.install_to.c_str(),
                   m.install_step.c_str(), m.install_attempts);
     }
     if (!m.last_error.empty()) std::printf("  last error: %s\n", m.last_error.c_str());
+    for (const auto& r : m.retries) {
+      std::printf("  retrying %s after %s (%d failure(s) that may pass on retry, last at %s): %s\n",
+                  r.version.c_str(), format_time(r.next_at).c_str(), r.failures, r.step.c_str(),
+                  r.last_error.c_str());
+    }
+    for (const auto& b : m.blocked) {
+      std::printf("  blocked %s since %s: %s\n", b.version.c_str(),
+                  format_time(b.blocked_at).c_str(), b.reason.c_str());
+    }
   }
   return 0;
 }
@@ -107,6 +149,8 @@ int cli_main(int argc, char** argv) {
       for (const auto& m : r->models) {
         if (m.outcome == ModelOutcome::failed) {
           std::fprintf(stderr, "mota-agent: error: %s\n", m.error.c_str());
+        } else if (m.outcome == ModelOutcome::deferred) {
+          std::printf("%s: %s\n", m.model.c_str(), m.error.c_str());
         } else if (m.outcome == ModelOutcome::refused) {
           std::fprintf(stderr, "mota-agent: warning: %s: refused: %s\n", m.model.c_str(),
                        m.error.c_str());
@@ -133,7 +177,7 @@ int cli_main(int argc, char** argv) {
       sigemptyset(&sa.sa_mask);
       sigaction(SIGTERM, &sa, nullptr);
       sigaction(SIGINT, &sa, nullptr);
-      auto st = agent.run(g_stop);
+      auto st = agent.run(g_stop, &g_poll_now);
       if (!st) return report_error(st.error());
       return 0;
     };
@@ -157,6 +201,50 @@ int cli_main(int argc, char** argv) {
       } else {
         std::printf("%s: %s is already installed (trusted metadata updated from %s)\n",
                     m.model.c_str(), m.version.c_str(), bundle_path.c_str());
+      }
+      return 0;
+    };
+  });
+
+  std::string unblock_model, unblock_version;
+  auto* unblock = app.add_subcommand(
+      "unblock", "let this device install a blocked version again (`status` lists them)");
+  unblock->add_option("MODEL", unblock_model, "the model")
+      ->required()
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            return valid_model_name(v) ? std::string() : "'" + v + "' is not a model name";
+          },
+          "MODEL"));
+  unblock->add_option("VERSION", unblock_version, "the version (default: every blocked one)")
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            auto sv = SemVer::parse(v);
+            return sv ? std::string() : sv.error().message();
+          },
+          "VERSION"));
+  unblock->callback([&] {
+    action = [&](Agent& agent) {
+      auto lifted = agent.unblock(unblock_model, unblock_version);
+      if (!lifted) return report_error(lifted.error());
+      for (const auto& b : *lifted) {
+        std::printf("unblocked %s %s (blocked since %s: %s)\n", b.model.c_str(), b.version.c_str(),
+                    format_time(b.blocked_at).c_str(), b.reason.c_str());
+      }
+      // A daemon polls at once instead of at its next poll_interval.
+      if (auto holder = lock_holder(agent.config().state_dir);
+          holder && holder->command == "run" && holder->pid > 0) {
+        if (::kill(holder->pid, SIGUSR1) == 0) {
+          std::printf("asked the running mota-agent (pid %d) to poll now\n",
+                      static_cast<int>(holder->pid));
+        } else {
+          std::fprintf(stderr,
+                       "mota-agent: warning: cannot signal the running mota-agent (pid %d): %s; "
+                       "it installs at its next poll\n",
+                       static_cast<int>(holder->pid), std::strerror(errno));
+        }
+      } else {
+        std::printf("the next poll (mota-agent check-once, or the daemon) may install it\n");
       }
       return 0;
     };
@@ -196,6 +284,23 @@ int cli_main(int argc, char** argv) {
     install_options.before_step = [step](std::string_view s) {
       if (s == step) std::raise(SIGKILL);
     };
+  }
+  if (run->parsed()) {
+    // Before the lock names this process as the daemon: `unblock` may send SIGUSR1 from then on,
+    // whose default action would end the process.
+    struct sigaction usr {};
+    usr.sa_handler = on_poll_signal;
+    usr.sa_flags = SA_RESTART;
+    sigemptyset(&usr.sa_mask);
+    sigaction(SIGUSR1, &usr, nullptr);
+  }
+  // One agent per state directory for every command that installs (agent/instance_lock.hpp).
+  std::optional<InstanceLock> lock;
+  for (const auto* sub : {check, run, install}) {
+    if (!sub->parsed()) continue;
+    auto taken = InstanceLock::acquire(config->state_dir, sub->get_name());
+    if (!taken) return report_error(taken.error());
+    lock.emplace(std::move(*taken));
   }
   auto agent = Agent::open(std::move(*config), std::move(install_options));
   if (!agent) return report_error(agent.error());

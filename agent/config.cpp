@@ -2,6 +2,8 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <map>
@@ -34,6 +36,10 @@ std::string Config::api_url(std::string_view route) const {
 }
 
 namespace {
+
+const std::set<std::string_view> kHealthKeys = {
+    "enabled",        "runtime_binary", "hooks_dir",   "hook_timeout", "probe_timeout",
+    "max_error_rate", "watch_interval", "max_retries", "retry_backoff"};
 
 std::string_view type_name(const toml::node& n) {
   switch (n.type()) {
@@ -125,17 +131,14 @@ class Parser {
         root, "",
         {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter", "model",
          "bandwidth_limit", "retry", "runtime_socket", "trusted_root", "health", "ca_file", "delta",
-         "log_level", "report_url", "heartbeat_interval", "verify_at_start"}));
+         "log_level", "report_url", "heartbeat_interval", "verify_at_start", "accelerators"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
     // "server_url: missing" would mislead.
     if (auto t = root["retry"].as_table())
       MOTA_TRY(check_keys(*t, "retry.", {"max_attempts", "base_delay", "max_delay"}));
-    if (auto t = root["health"].as_table())
-      MOTA_TRY(check_keys(*t, "health.",
-                          {"enabled", "runtime_binary", "hooks_dir", "hook_timeout",
-                           "probe_timeout", "max_error_rate", "watch_interval"}));
+    if (auto t = root["health"].as_table()) MOTA_TRY(check_keys(*t, "health.", kHealthKeys));
     if (auto arr = root["model"].as_array()) {
       for (std::size_t i = 0; i < arr->size(); ++i) {
         if (auto t = (*arr)[i].as_table())
@@ -207,6 +210,8 @@ class Parser {
         return bad("verify_at_start", "must be true or false, not " + std::string(type_name(*n)));
       c.verify_at_start = b->get();
     }
+
+    if ((n = root.get("accelerators"))) c.accelerators = MOTA_TRY(accelerators(*n));
 
     if ((n = root.get("delta"))) {
       auto s = MOTA_TRY(string(*n, "delta"));
@@ -292,9 +297,7 @@ class Parser {
   Result<HealthConfig> health(const toml::node& n) const {
     auto t = n.as_table();
     if (!t) return bad("health", "must be a table ([health]), not " + std::string(type_name(n)));
-    MOTA_TRY(check_keys(*t, "health.",
-                        {"enabled", "runtime_binary", "hooks_dir", "hook_timeout", "probe_timeout",
-                         "max_error_rate", "watch_interval"}));
+    MOTA_TRY(check_keys(*t, "health.", kHealthKeys));
     HealthConfig h;
     if (auto v = t->get("enabled")) {
       auto b = v->as_boolean();
@@ -316,6 +319,22 @@ class Parser {
     if (auto v = t->get("watch_interval")) {
       h.watch_interval = MOTA_TRY(duration(*v, "health.watch_interval"));
     }
+    if (auto v = t->get("max_retries")) {
+      auto i = v->as_integer();
+      if (!i) {
+        return bad("health.max_retries", "must be an integer, not " + std::string(type_name(*v)));
+      }
+      if (i->get() < 0 || i->get() > 100) {
+        return bad("health.max_retries", std::to_string(i->get()) + " is not within 0..100");
+      }
+      h.max_retries = static_cast<int>(i->get());
+    }
+    if (auto v = t->get("retry_backoff")) {
+      h.retry_backoff = MOTA_TRY(duration(*v, "health.retry_backoff"));
+      if (h.retry_backoff > std::chrono::hours(24)) {
+        return bad("health.retry_backoff", "is more than 1d");
+      }
+    }
     if (auto v = t->get("max_error_rate")) {
       std::optional<double> d;
       if (auto f = v->as_floating_point()) d = f->get();
@@ -326,6 +345,26 @@ class Parser {
       h.max_error_rate = *d;
     }
     return h;
+  }
+
+  Result<std::vector<std::string>> accelerators(const toml::node& n) const {
+    auto arr = n.as_array();
+    if (!arr) {
+      return bad("accelerators",
+                 "must be an array of names like [\"cuda\"], not " + std::string(type_name(n)));
+    }
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      const std::string key = "accelerators[" + std::to_string(i) + "]";
+      auto name = MOTA_TRY(string((*arr)[i], key));
+      for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      // The model name rule: what a release's requirements.accelerators may name.
+      if (!valid_model_name(name)) {
+        return bad(key, "'" + name + "' is not an accelerator name ([a-z0-9][a-z0-9._-]*, <= 64)");
+      }
+      if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));
+    }
+    return out;
   }
 
   Result<RetryPolicy> retry(const toml::node& n) const {

@@ -41,7 +41,16 @@
 //                    max_error_rate (0..1, default 0.01: failed inferences / inferences in the
 //                    soak window), watch_interval (default "10s"; "0s": only at start
 //                    and after each poll): how often the daemon checks between polls that the
-//                    runtime serves each committed model (agent/agent.hpp, "Serving").
+//                    runtime serves each committed model (agent/agent.hpp, "Serving");
+//                    max_retries (integer 0..100, default 3): how many failures of a version
+//                    that may pass on retry (latency budget, timeouts, runtime unavailable) are
+//                    retried before the version is blocked; retry_backoff (default "10m", "0s"
+//                    allowed): the wait before the first retry, doubled after each failure, at
+//                    most a day (agent/install.hpp, "Failure classes").
+//   accelerators     default []. What this device has beyond the CPU, for the releases'
+//                    requirements.accelerators (agent/requirements.hpp): names of
+//                    [a-z0-9][a-z0-9._-]* such as "cuda", "tensorrt"; added to what the agent
+//                    detects by itself.
 //   verify_at_start  default true. Re-hash each committed slot at start (see Config).
 //   [[model]]        at least one; each with name (valid_model_name) and channel
 //                    (valid_channel_name), both required; a name may appear only once.
@@ -81,6 +90,9 @@ struct HealthConfig {
   // How often the daemon checks, between polls, that mota-runtime serves every committed model
   // (and makes it when not: a restarted or crashed runtime). 0: only at start and after polls.
   std::chrono::seconds watch_interval{10};
+  // Transient failures of a version retried before it is blocked, and the first backoff.
+  int max_retries = 3;
+  std::chrono::seconds retry_backoff{600};
 };
 
 struct Config {
@@ -100,6 +112,8 @@ struct Config {
   std::filesystem::path ca_file;  // empty: system CAs
   DeltaPolicy delta = DeltaPolicy::prefer;
   log::Level log_level = log::Level::info;
+  // Declared accelerators (lower case, unique, file order); requirements add the detected ones.
+  std::vector<std::string> accelerators;
   // At start, re-hash each committed slot against its signed tree digest before serving it (a
   // slot damaged on disk is replaced by the previous good one, or reinstalled).
   bool verify_at_start = true;

@@ -162,25 +162,53 @@ Result<ChildResult> run_child(const std::vector<std::string>& argv,
   return r;
 }
 
-Status HealthGate::probe(const std::string& model, const stdfs::path& slot) const {
+std::string_view failure_class_name(FailureClass c) {
+  switch (c) {
+    case FailureClass::local:
+      return "local";
+    case FailureClass::transient:
+      return "transient";
+    case FailureClass::permanent:
+      return "permanent";
+  }
+  return "?";
+}
+
+Status HealthGate::probe(const std::string& model, const stdfs::path& slot,
+                         FailureClass* why) const {
+  FailureClass c = FailureClass::local;
+  auto st = run_probe(model, slot, c);
+  if (!st && why) *why = c;
+  return st;
+}
+
+Status HealthGate::run_probe(const std::string& model, const stdfs::path& slot,
+                             FailureClass& why) const {
   notify::status("probing " + model + " in " + slot.string());
+  why = FailureClass::local;
   auto r = MOTA_TRY_CTX(
       run_child({config_.runtime_binary.string(), "probe", slot.string(), "--json"}, {},
                 std::chrono::duration_cast<std::chrono::milliseconds>(config_.probe_timeout)),
       config_.runtime_binary.string());
   if (r.timed_out) {
+    why = FailureClass::transient;  // a busy device may answer in time next time
     return fail(Errc::verification,
                 "no verdict within " + std::to_string(config_.probe_timeout.count()) + "s");
   }
   if (r.signal != 0) {
+    why = FailureClass::permanent;
     return fail(Errc::verification,
                 "the engine crashed (signal " + std::to_string(r.signal) + "): " + r.err);
   }
   if (r.exit_code != 0) {
     Json j = Json::parse(r.out, nullptr, false);
     if (r.exit_code >= 3 && j.is_object() && j.contains("step")) {
-      return fail(Errc::verification,
-                  j.value("step", std::string()) + ": " + j.value("reason", std::string()));
+      // runtime/probe.hpp: 9 (latency) depends on how busy the device is; every other check
+      // (manifest, load, input, run, nan, output) gives the same answer every time.
+      const std::string step = j.value("step", std::string());
+      why =
+          r.exit_code == 9 || step == "latency" ? FailureClass::transient : FailureClass::permanent;
+      return fail(Errc::verification, step + ": " + j.value("reason", std::string()));
     }
     // 1/2: the probe itself could not run (usage, I/O): not a verdict on the model.
     return fail(Errc::io, "mota-runtime exited with " + std::to_string(r.exit_code) + ": " +
@@ -190,11 +218,22 @@ Status HealthGate::probe(const std::string& model, const stdfs::path& slot) cons
   runtime::ClientOptions co;
   co.socket = socket_;
   runtime::Client client(co);
+  why = FailureClass::transient;  // the runtime unavailable: it may be back at the next try
   MOTA_TRY_CTX(client.health(), "runtime");
   return {};
 }
 
-Status HealthGate::trial(const std::string& model, const stdfs::path& slot) const {
+Status HealthGate::trial(const std::string& model, const stdfs::path& slot,
+                         FailureClass* why) const {
+  FailureClass c = FailureClass::local;
+  auto st = run_trial(model, slot, c);
+  if (!st && why) *why = c;
+  return st;
+}
+
+Status HealthGate::run_trial(const std::string& model, const stdfs::path& slot,
+                             FailureClass& why) const {
+  why = FailureClass::local;
   auto manifest = MOTA_TRY_CTX(slot_manifest(slot), "trial");
   runtime::ClientOptions co;
   co.socket = socket_;
@@ -205,7 +244,11 @@ Status HealthGate::trial(const std::string& model, const stdfs::path& slot) cons
   auto loaded = client.load(model, slot);
   if (!loaded) {
     Error e = std::move(loaded).error();
-    if (e.code() == Errc::network) return fail(std::move(e).context("trial: load"));
+    if (e.code() == Errc::network) {
+      why = FailureClass::transient;  // the runtime unavailable
+      return fail(std::move(e).context("trial: load"));
+    }
+    why = FailureClass::permanent;  // the runtime refused the model
     return fail(Errc::verification, "trial: load: " + e.message());
   }
   const std::uint64_t generation = loaded->generation;
@@ -215,8 +258,13 @@ Status HealthGate::trial(const std::string& model, const stdfs::path& slot) cons
     if (!manifest.health->input.empty()) {
       auto input = MOTA_TRY_CTX(fs::read_file(slot / manifest.health->input, 1u << 30), "trial");
       auto out = client.infer_raw(model, input);
-      if (!out) return fail(Errc::verification, "trial: canary: " + out.error().message());
+      if (!out) {
+        why =
+            out.error().code() == Errc::network ? FailureClass::transient : FailureClass::permanent;
+        return fail(Errc::verification, "trial: canary: " + out.error().message());
+      }
       if (out->generation != generation) {
+        why = FailureClass::transient;  // someone loaded it again meanwhile
         return fail(Errc::verification, "trial: canary answered by another load (generation " +
                                             std::to_string(out->generation) + ", expected " +
                                             std::to_string(generation) + ")");
@@ -224,7 +272,9 @@ Status HealthGate::trial(const std::string& model, const stdfs::path& slot) cons
       if (!manifest.health->expected_output.empty()) {
         auto expected =
             MOTA_TRY_CTX(fs::read_file(slot / manifest.health->expected_output, 1u << 30), "trial");
+        why = FailureClass::permanent;  // a wrong answer stays wrong
         MOTA_TRY_CTX(compare_outputs(out->outputs, expected, manifest.health->tolerance), "trial");
+        why = FailureClass::local;
       }
     }
     // Soak: the runtime must stay up with this very load, healthy.
@@ -232,11 +282,15 @@ Status HealthGate::trial(const std::string& model, const stdfs::path& slot) cons
         std::chrono::milliseconds(static_cast<std::int64_t>(manifest.health->soak_s * 1000.0));
     const auto until = std::chrono::steady_clock::now() + soak;
     while (std::chrono::steady_clock::now() < until) {
+      why = FailureClass::local;
       if (cancelled(cancel_)) return fail(Errc::cancelled, "trial: stopped during the soak");
       notify::watchdog_tick();
       notify::status("trial of " + model + " " + manifest.version + ": soak");
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       auto h = client.health();
+      // The runtime took the load and then stopped answering or serving it: it crashed or was
+      // restarted with the new model in it.
+      why = FailureClass::permanent;
       if (!h) {
         return fail(Errc::verification,
                     "trial: soak: the runtime stopped answering: " + h.error().message());
@@ -246,6 +300,8 @@ Status HealthGate::trial(const std::string& model, const stdfs::path& slot) cons
         return fail(Errc::verification, "trial: soak: the runtime no longer serves this load of " +
                                             model + " (it restarted or crashed)");
       }
+      // Errors and latency under load depend on what else the device does: worth another try.
+      why = FailureClass::transient;
       if (m->inferences >= 20 &&
           double(m->errors) > config_.max_error_rate * double(m->inferences)) {
         return fail(Errc::verification, "trial: soak: error rate " + std::to_string(m->errors) +
@@ -259,11 +315,12 @@ Status HealthGate::trial(const std::string& model, const stdfs::path& slot) cons
       }
     }
   }
-  return hooks(model, manifest.version, slot);
+  return hooks(model, manifest.version, slot, why);
 }
 
 Status HealthGate::hooks(const std::string& model, const std::string& version,
-                         const stdfs::path& slot) const {
+                         const stdfs::path& slot, FailureClass& why) const {
+  why = FailureClass::local;
   std::error_code ec;
   if (!stdfs::is_directory(config_.hooks_dir, ec)) return {};
   std::vector<stdfs::path> hooks;
@@ -282,14 +339,16 @@ Status HealthGate::hooks(const std::string& model, const std::string& version,
                   std::chrono::duration_cast<std::chrono::milliseconds>(config_.hook_timeout)),
         "trial: hook " + hook.string());
     if (r.timed_out) {
+      why = FailureClass::transient;
       return fail(Errc::verification, "trial: hook " + hook.filename().string() +
                                           " did not finish within " +
                                           std::to_string(config_.hook_timeout.count()) + "s");
     }
     if (r.exit_code != 0) {
-      std::string why = r.signal ? "was killed by signal " + std::to_string(r.signal)
+      why = FailureClass::permanent;  // the operator's check says the model is wrong
+      std::string how = r.signal ? "was killed by signal " + std::to_string(r.signal)
                                  : "exited with " + std::to_string(r.exit_code);
-      return fail(Errc::verification, "trial: hook " + hook.filename().string() + " " + why +
+      return fail(Errc::verification, "trial: hook " + hook.filename().string() + " " + how +
                                           (r.err.empty() ? "" : ": " + r.err));
     }
   }

@@ -1,5 +1,6 @@
 #include "agent/install.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -10,19 +11,13 @@
 #include "agent/health.hpp"
 #include "common/log.hpp"
 #include "common/notify.hpp"
+#include "common/time.hpp"
 #include "delta/delta.hpp"
 #include "storage/package.hpp"
 
 namespace mota::agent {
 
 namespace {
-
-std::string_view next_step(std::string_view step) {
-  for (const auto& s : kInstallSteps) {
-    if (s.name == step) return s.next;
-  }
-  return "";
-}
 
 std::string new_install_id() {
   std::random_device rd;
@@ -55,6 +50,20 @@ Result<storage::UnpackResult> write_streamed(const InstallPlan& plan, const stor
   return storage::unpack(in, dest, limits);
 }
 
+// The download step without unpacking alongside: the stage step unpacks the complete file.
+Status download_only(const InstallPlan& plan, InstallOutcome& out) {
+  auto got = [&]() -> Result<std::uint64_t> {
+    try {
+      return plan.fetch([](std::uint64_t, std::uint64_t) {});
+    } catch (const std::exception& e) {
+      return fail(Errc::internal, std::string("download: ") + e.what());
+    }
+  }();
+  if (!got) return fail(std::move(got).error());
+  out.bytes = *got;
+  return {};
+}
+
 // The download step with a fetch function: downloads and, in a second thread, unpacks the bytes
 // into the slot as they land in the partial file. `staged` is set when both succeeded. A failed
 // download is the step's error (the unpack stops with it); a failed unpack of a good download is
@@ -78,7 +87,6 @@ Status download_and_stage(StateStore& state, const SlotSet& slots, const Install
   unpacker.join();
   if (!got) return fail(std::move(got).error());
   out.bytes = *got;
-  (void)state.record_progress(plan.model, *got, false);
   auto& r = *unpacked;
   if (r) {
     out.streamed = true;
@@ -95,10 +103,15 @@ Status download_and_stage(StateStore& state, const SlotSet& slots, const Install
       plan.delta_base.empty() ? "unpack while downloading" : "apply delta while downloading"));
 }
 
+// What roll_back() does with the journal once `current` and the runtime are back.
+enum class AfterRollback { block, rewind };
+
 // Undoes a switch: `current` back to the committed slot (the database's `active` is only moved by
-// commit), the runtime back to it, the journal closed (blocking the version when `block`).
+// commit), the runtime back to it; then the journal is closed blocking the version (`block`), or
+// rewound to `rewind_to` for another try (`rewind`).
 Error roll_back(StateStore& state, const SlotSet& slots, const InstallPlan& plan, Slot target,
-                const InstallOptions& options, const Error& why, bool block) {
+                const InstallOptions& options, const Error& why, AfterRollback after,
+                std::string_view rewind_to = "") {
   const std::string ctx = "install " + plan.model + " " + plan.to_version;
   std::string back_to = "nothing (first install)";
   Status st;
@@ -118,22 +131,114 @@ Error roll_back(StateStore& state, const SlotSet& slots, const InstallPlan& plan
     st = slots.clear_current();
   }
   if (!st) return std::move(st).error().context(ctx + ": roll back after: " + why.message());
-  if (auto a = state.abort_install(plan.model, block ? why.message() : ""); !a) {
-    return std::move(a).error().context(ctx + ": roll back");
-  }
+  Status closed = after == AfterRollback::block
+                      ? state.abort_install(plan.model, why.message())
+                      : state.rewind_install(plan.model, std::string(rewind_to), why.message());
+  if (!closed) return std::move(closed).error().context(ctx + ": roll back");
   log::warn(
       "rolled back " + plan.model + " " + plan.to_version + " to " + back_to + ": " + why.message(),
       {{"MODEL", plan.model}, {"VERSION", plan.to_version}});
   return Error(Errc::rollback, ctx + ": rolled back to " + back_to + ": " + why.message());
 }
 
+// The backoff before try n + 1 after n transient failures: retry_backoff * 2^(n-1), at most a day.
+std::chrono::seconds retry_delay(const InstallOptions& options, int failures) {
+  constexpr std::chrono::seconds kMax{24 * 3600};
+  if (options.retry_backoff.count() <= 0) return std::chrono::seconds(0);
+  std::chrono::seconds d = options.retry_backoff;
+  for (int i = 1; i < failures && d < kMax; ++i) d *= 2;
+  return std::min(d, kMax);
+}
+
+std::uint64_t file_size_or_zero(const std::filesystem::path& p) {
+  std::error_code ec;
+  const auto n = std::filesystem::file_size(p, ec);
+  return ec ? 0 : n;
+}
+
+// The failure edges of the table: what a failed step does with the journal, the slot, `current`
+// and the block list, by failure class ("Failure classes" in install.hpp). Returns the error to
+// report.
+Error judge(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
+            const InstallOptions& options, const InstallStep& row, Slot target, FailureClass cls,
+            Error e, InstallFailure& failure) {
+  const std::string ctx = "install " + plan.model + " " + plan.to_version;
+  failure.failure_class = cls;
+  auto block = [&](Error why) -> Error {
+    failure.blocked = true;
+    if (row.switched) {
+      return roll_back(state, slots, plan, target, options, why, AfterRollback::block);
+    }
+    // Leave no unverified tree behind.
+    if (auto cur = slots.current(); cur && *cur != target) (void)slots.prepare(target);
+    if (auto a = state.abort_install(plan.model, why.message()); !a) {
+      return std::move(a).error().context(ctx);
+    }
+    return why;
+  };
+  auto again = [&](Error why) -> Error {
+    if (row.switched) {
+      return roll_back(state, slots, plan, target, options, why, AfterRollback::rewind,
+                       row.retry_at);
+    }
+    if (auto r = state.rewind_install(plan.model, std::string(row.retry_at), why.message()); !r) {
+      log::warn(r.error().message(), {{"MODEL", plan.model}});
+    }
+    return why;
+  };
+  switch (cls) {
+    case FailureClass::permanent:
+      return block(std::move(e));
+    case FailureClass::local:
+      return again(std::move(e));
+    case FailureClass::transient:
+      break;
+  }
+  auto counted = state.count_failure(plan.model, plan.to_version, std::string(row.name),
+                                     e.message(), [&](int n) { return retry_delay(options, n); });
+  if (!counted) return std::move(counted).error().context(ctx + ": after: " + e.message());
+  failure.failures = counted->failures;
+  failure.retry_at = counted->next_at;
+  const std::string n = std::to_string(counted->failures);
+  const std::string max = std::to_string(options.max_retries);
+  if (counted->failures > options.max_retries) {
+    return block(Error(e.code(), e.message() + " (failed " + n +
+                                     " times in a way that may pass on retry, more than " +
+                                     "max_retries = " + max + ": version blocked)"));
+  }
+  return again(Error(e.code(), e.message() + " (failure " + n + " of at most " + max +
+                                   " that may pass on retry; next try after " +
+                                   format_time(counted->next_at) + ")"));
+}
+
 }  // namespace
 
 bool known_install_step(std::string_view step) {
+  return install_step(step) != nullptr;
+}
+
+const InstallStep* install_step(std::string_view step) {
   for (const auto& s : kInstallSteps) {
-    if (s.name == step) return true;
+    if (s.name == step) return &s;
   }
-  return false;
+  return nullptr;
+}
+
+FailureClass classify_failure(std::string_view step, const Error& error, bool unpack_failed) {
+  const Errc c = error.code();
+  // The signed package does not unpack to the signed tree: it never will.
+  const bool bad_package =
+      c == Errc::verification || c == Errc::parse || c == Errc::unsupported || c == Errc::too_large;
+  if (step == "stage" || step == "verify" || (step == "download" && unpack_failed)) {
+    return bad_package ? FailureClass::permanent : FailureClass::local;
+  }
+  if (step == "download" && (c == Errc::verification || c == Errc::too_large)) {
+    // Bytes that do not match the signed length or sha256: a broken cache or mirror on the way
+    // may serve the right ones later; a repository that serves a wrong file for good gets the
+    // version blocked after max_retries.
+    return FailureClass::transient;
+  }
+  return FailureClass::local;  // network, HTTP, disk, I/O, stopping: not the version's fault
 }
 
 Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
@@ -162,6 +267,8 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
     r.to_version = plan.to_version;
     r.target_slot = out.slot;
     r.step = std::string(kInstallSteps[0].name);
+    // Where the download stands at its first entry, for the loop guard's progress check.
+    r.bytes_downloaded = file_size_or_zero(plan.package);
     MOTA_TRY_CTX(state.begin_install(r), ctx);
     step = r.step;
     // begin_install counted the first entry of the first step.
@@ -173,20 +280,35 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
   }
   failure->install_id = out.install_id;
   bool first = !rec;
-  // A trial found in the journal was interrupted (the agent died during it): it failed.
-  const bool trial_interrupted = rec && rec->step == "trial";
   // The result of unpacking in this run (download or stage step); empty after a restart.
   std::optional<storage::UnpackResult> staged;
   bool unpack_failed = false;  // the download was good, unpacking it was not
   while (!step.empty()) {
     failure->step = step;
+    const InstallStep& row = *install_step(step);
+    bool unpack_alongside = true;  // the download step: unpack while downloading
     if (!first) {
-      int attempts = MOTA_TRY_CTX(state.enter_step(plan.model, step), ctx);
-      if (attempts > options.max_attempts) {
+      std::optional<std::uint64_t> progress;
+      if (row.crashes == CrashCount::progress) progress = file_size_or_zero(plan.package);
+      int attempts = MOTA_TRY_CTX(state.enter_step(plan.model, step, progress), ctx);
+      if (row.crashes == CrashCount::progress && attempts > 1) {
+        // The previous entry died without progress: whatever killed it, the version's bytes are
+        // not fed to the unpacker here; if they crash it, that repeats in stage, which counts.
+        unpack_alongside = false;
+        log::info(
+            "the last download attempt ended without progress; unpacking after it instead of "
+            "alongside",
+            {{"MODEL", plan.model}, {"VERSION", plan.to_version}});
+      }
+      if (row.crashes == CrashCount::always && attempts > options.max_attempts) {
         std::string why = "step " + step + " entered " + std::to_string(attempts) +
-                          " times (limit " + std::to_string(options.max_attempts) + ")";
-        MOTA_TRY_CTX(state.abort_install(plan.model, why), ctx);
-        return fail(Errc::internal, ctx + ": " + why + "; install aborted, version blocked");
+                          " times (limit " + std::to_string(options.max_attempts) +
+                          "), the agent dying in it each time";
+        return fail(judge(state, slots, plan, options, row, out.slot, FailureClass::permanent,
+                          Error(Errc::internal, ctx + ": " + why +
+                                                    "; install aborted, version "
+                                                    "blocked"),
+                          *failure));
       }
       if (options.before_step) options.before_step(step);
     }
@@ -196,9 +318,11 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
       notify::status("installing " + plan.model + " " + plan.to_version + ": " + step);
 
     Status st;
+    FailureClass health_class = FailureClass::local;  // the gate's verdict on a failed check
     if (step == "download") {
       if (plan.fetch) {
-        st = download_and_stage(state, slots, plan, out, staged, unpack_failed);
+        st = unpack_alongside ? download_and_stage(state, slots, plan, out, staged, unpack_failed)
+                              : download_only(plan, out);
       } else {
         std::error_code ec;
         if (!std::filesystem::is_regular_file(plan.package, ec)) {
@@ -243,23 +367,16 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
                                           ", expected " + plan.model + " " + plan.to_version);
       }
     } else if (step == "probe") {
-      if (options.health) st = options.health->probe(plan.model, slots.path(out.slot));
+      if (options.health) {
+        st = options.health->probe(plan.model, slots.path(out.slot), &health_class);
+      }
     } else if (step == "switch") {
       st = slots.switch_to(out.slot);
     } else if (step == "trial") {
-      if (trial_interrupted && options.health) {
-        return fail(roll_back(
-            state, slots, plan, out.slot, options,
-            Error(Errc::verification, "trial: interrupted (the agent restarted during the trial)"),
-            true));
-      }
+      // Also after a restart in the middle of a trial: tried again (the loop guard above stops
+      // a version that keeps taking the device down with it).
       if (options.health) {
-        st = options.health->trial(plan.model, slots.path(out.slot));
-        if (!st) {
-          const Errc c = st.error().code();
-          const bool block = c != Errc::network && c != Errc::cancelled;
-          return fail(roll_back(state, slots, plan, out.slot, options, st.error(), block));
-        }
+        st = options.health->trial(plan.model, slots.path(out.slot), &health_class);
       }
     } else if (step == "commit") {
       st = state.complete_install(plan.model);
@@ -285,18 +402,12 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
         failure->delta_unusable = true;
         return fail(std::move(e));
       }
-      if ((bad_package && writing) || (e.code() == Errc::verification && step == "probe")) {
-        // A signed package that does not unpack to its signed tree will never install.
-        if (auto cur = slots.current(); cur && *cur != out.slot) {
-          (void)slots.prepare(out.slot);  // leave no unverified tree behind
-        }
-        MOTA_TRY_CTX(state.abort_install(plan.model, e.message()), ctx);
-        return fail(std::move(e));
-      }
-      (void)state.record_error(plan.model, e.message());
-      return fail(std::move(e));
+      const FailureClass cls = step == "probe" || step == "trial"
+                                   ? health_class
+                                   : classify_failure(step, e, unpack_failed);
+      return fail(judge(state, slots, plan, options, row, out.slot, cls, std::move(e), *failure));
     }
-    step = std::string(next_step(step));
+    step = std::string(row.next);
   }
   return out;
 }

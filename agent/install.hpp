@@ -1,6 +1,6 @@
 #pragma once
 // The install state machine of one model version into the inactive A/B slot. The whole
-// transition table is kInstallSteps below:
+// transition table, failure edges included, is kInstallSteps below:
 //   download -> stage -> verify -> probe -> switch -> trial -> commit.
 //
 // Each step is persisted in the install journal (StateStore::enter_step) BEFORE it acts, so after
@@ -20,17 +20,44 @@
 //   probe     the health probe of the staged slot (agent/health.hpp), before anything switches;
 //   switch    switch_to() is idempotent: `current` already pointing at the target is fine;
 //   trial     the new model on trial in the live runtime. Found in the journal at start (the
-//             agent died during the trial, e.g. a power cut): counts as failed, and is rolled
-//             back at once, as bootloaders do with boot counters;
+//             agent died during the trial, e.g. a power cut): tried again, as a bootloader
+//             boots a new slot again until its boot counter runs out; the loop guard (below)
+//             is that counter;
 //   commit    complete_install() is one transaction.
-// Loop guard: a step entered more than InstallOptions::max_attempts times in a row without an
-// outcome (the agent died inside it each time) aborts the install and blocklists the version. A
-// step that fails with an error is not a crash: it is retried at the next poll, for ever (a
-// network outage or a full disk must not block a good version). The active slot is never written:
-// SlotSet refuses to prepare it.
+//
+// Loop guard (crashes): an entry of a step that ended without an outcome (the agent died inside
+// it) counts only where the new version can be the cause (InstallStep::crashes): a step entered
+// more than InstallOptions::max_attempts times in a row that way aborts the install, switches
+// back if it had switched, and blocks the version ("step S entered N times"). Power cuts during a
+// download never count: the only part of the download step the version's bytes can crash is the
+// unpack that runs alongside it, so an entry that finds the partial file no bigger than the
+// previous entry left it (that entry died without progress) downloads WITHOUT unpacking at the
+// same time; a crash the version causes in the unpacker then repeats in the stage step, which
+// counts every entry. The commit (one transaction) never counts.
+//
+// Failure classes (errors, i.e. a step that ended with an outcome; agent/health.hpp for the
+// health checks'):
+//   local      nothing learnt about the version (network down, HTTP errors, disk full, I/O,
+//              stopping): the journal is kept and the step resumes at the next poll, for ever;
+//   transient  may pass on retry (the probe's latency budget missed or no verdict in time, the
+//              runtime unavailable, the soak's p99 or error rate, a hook that timed out, a
+//              download whose bytes do not match the signed length or sha256): counted per
+//              version in agent.db (StateStore::count_failure); the next try waits for a
+//              backoff (retry_backoff * 2^(n-1), at most a day) and resumes at the step's
+//              InstallStep::retry_at; once failures exceed InstallOptions::max_retries the version
+//              is blocked;
+//   permanent  will not pass (a package that does not unpack to its signed tree, a probe or
+//              canary with a wrong output, NaN/Inf, a load error, an engine crash, a failing
+//              operator hook): blocked at once.
+// A step with InstallStep::switched set puts `current` and the runtime back on the committed
+// slot before any of these. A delta plan whose delta is unusable is aborted without blocking (the
+// caller falls back to the full package; InstallFailure::delta_unusable).
+//
+// The active slot is never written: SlotSet refuses to prepare it.
 //
 // Thread-safety: none; one agent process owns the state directory.
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -38,23 +65,53 @@
 #include <string_view>
 
 #include "agent/download.hpp"
+#include "agent/health.hpp"
 #include "agent/slots.hpp"
 #include "agent/state.hpp"
 #include "common/result.hpp"
+#include "common/time.hpp"
 
 namespace mota::agent {
 
-// One row of the transition table: a step and the step after it ("" after the last).
+// How the loop guard counts an entry of a step that ended without an outcome (a crash).
+enum class CrashCount {
+  always,  // the new version may be the cause (unpacking it, probing, switching, trial)
+  never,   // it cannot be the version's fault (one database transaction)
+  // Not counted (a power cut during a download is not the version's fault), but an entry after
+  // one that died without progress does not unpack while downloading (see "Loop guard").
+  progress,
+};
+
+// One row of the transition table: a step, the step after it ("" after the last), how crashes
+// in it count, where a transient failure of it resumes at the next try, and whether a failure
+// must first put `current` and the runtime back (the step may have switched).
 struct InstallStep {
   std::string_view name;
   std::string_view next;
+  CrashCount crashes;
+  std::string_view retry_at;
+  bool switched;
 };
 inline constexpr InstallStep kInstallSteps[] = {
-    {"download", "stage"}, {"stage", "verify"}, {"verify", "probe"}, {"probe", "switch"},
-    {"switch", "trial"},   {"trial", "commit"}, {"commit", ""},
+    // name      next      crashes               retry_at    switched
+    {"download", "stage", CrashCount::progress, "download", false},
+    {"stage", "verify", CrashCount::always, "stage", false},
+    {"verify", "probe", CrashCount::always, "verify", false},
+    {"probe", "switch", CrashCount::always, "probe", false},
+    {"switch", "trial", CrashCount::always, "switch", true},
+    // A trial that may pass on retry starts again from the slot on disk (verify, probe, switch).
+    {"trial", "commit", CrashCount::always, "verify", true},
+    {"commit", "", CrashCount::never, "commit", false},
 };
 // Whether `step` is a name of kInstallSteps.
 bool known_install_step(std::string_view step);
+// The row of `step`; nullptr when unknown.
+const InstallStep* install_step(std::string_view step);
+
+// The class of a failure of `step` (see "Failure classes"), for errors other than the health
+// gate's (which classifies its own). `unpack_failed`: the download was good and unpacking it
+// while it downloaded was not.
+FailureClass classify_failure(std::string_view step, const Error& error, bool unpack_failed);
 
 struct InstallPlan {
   std::string model;
@@ -79,10 +136,13 @@ struct InstallPlan {
   std::function<Result<std::uint64_t>(const DownloadProgress& progress)> fetch;
 };
 
-class HealthGate;
-
 struct InstallOptions {
   int max_attempts = 3;  // loop guard per step
+  // Transient failures of a version retried before it is blocked ([health] max_retries), and the
+  // first backoff before a retry ([health] retry_backoff; doubled after each failure, at most a
+  // day).
+  int max_retries = 3;
+  std::chrono::seconds retry_backoff{600};
   // The probe and trial steps; null: both pass (no runtime on this device).
   const HealthGate* health = nullptr;
   // Test hook: called after a step is persisted and before it acts. May be empty.
@@ -93,6 +153,11 @@ struct InstallOptions {
 struct InstallFailure {
   std::string step;        // the install step that failed ("" before the journal existed)
   std::string install_id;  // of the journal row (kept, or aborted by this failure)
+  FailureClass failure_class = FailureClass::local;
+  bool blocked = false;  // the version is on the block list now
+  // Transient failures: the count (this one included) and when the next try may start.
+  int failures = 0;
+  TimePoint retry_at{};
   // A delta plan failed because of the delta itself (corrupt, truncated, made for another base,
   // or a base file that does not match what the delta references): the install was aborted
   // WITHOUT blocklisting the version, and the partial delta was deleted, so the caller may fetch
@@ -108,19 +173,20 @@ struct InstallOutcome {
 };
 
 // Runs (or resumes) the install of plan.to_version for plan.model. A journal row for another
-// to_version is abandoned first (no blocklisting: the channel moved on). Errors:
-//  - the step's error, with the journal kept (and its last_error set) so the next call resumes;
-//  - Errc::verification/parse/unsupported/too_large at stage/verify or while unpacking during
-//    the download (the signed package does not unpack to the signed tree): the install is
-//    aborted and the version blocklisted at once. For a delta plan the same errors abort the
-//    install without blocklisting (failure->delta_unusable): the full package may still be good;
-//  - a step over the loop guard: aborted and blocklisted, "install of X: step S entered N times".
-//  - Errc::verification at probe: the model fails its health probe; aborted and blocklisted,
-//    nothing was switched.
-//  - Errc::rollback at trial: `current` was switched back to the previous slot (or removed on a
-//    first install), the runtime asked to serve it again, the install aborted; the version is
-//    blocklisted unless the failure was not the model's (runtime unreachable, agent stopping).
-// `current` is only ever changed by the switch step.
+// to_version is abandoned first (no blocklisting: the channel moved on). Errors, as the table
+// and the failure classes above say:
+//  - local: the step's error, with the journal kept (and its last_error set) so the next call
+//    resumes;
+//  - transient: the step's error with " (failure N of M that may pass on retry; next try after
+//    T)" appended, the journal kept at the step's retry_at; past max_retries: "...; version
+//    blocked" and the install aborted;
+//  - permanent: the install aborted and the version blocked; a package that does not unpack to
+//    its signed tree leaves no tree behind. For a delta plan, a bad delta aborts without
+//    blocking (failure->delta_unusable): the full package may still be good;
+//  - a step over the loop guard: aborted and blocked, "install of X: step S entered N times".
+//  - Errc::rollback for a failure of a switched step (trial): `current` was switched back to the
+//    previous slot (or removed on a first install) and the runtime asked to serve it again.
+// `current` is only ever changed by the switch step and by such a rollback.
 // `failure`, when given, is filled in on error.
 Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
                                    const InstallOptions& options = {},

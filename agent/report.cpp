@@ -213,6 +213,16 @@ Result<Json> Reporter::heartbeat() {
     models.push_back(std::move(m));
   }
   hb["models"] = std::move(models);
+
+  // The versions this device will not install, so the fleet sees why it stays behind.
+  Json blocked = Json::array();
+  for (const auto& b : MOTA_TRY_CTX(store_.all_blocked(), "heartbeat")) {
+    blocked.push_back({{"model", b.model},
+                       {"version", b.version},
+                       {"reason", b.reason},
+                       {"since", format_time(b.blocked_at)}});
+  }
+  hb["blocked"] = std::move(blocked);
   return hb;
 }
 

@@ -38,10 +38,13 @@
 //    "disk_free_bytes": 1234567, "time": "2030-01-01T00:00:00Z",
 //    "tuf": {"root": 1, "timestamp": 42, ...},
 //    "models": [{"model": "resnet", "slot": "a", "version": "1.2.0", "committed": true,
-//                "channel": "stable"}, ...]}
+//                "channel": "stable"}, ...],
+//    "blocked": [{"model": "resnet", "version": "1.3.0", "reason": "install resnet 1.3.0: probe:
+//                 output: ...", "since": "2030-01-01T00:00:00Z"}, ...]}
 //   "models" lists every model with an active slot, by name; "version" is "" if that slot's row is
 //   missing; "channel" is present for models in ReporterOptions::channels. disk_free_bytes is the
-//   space left in the state directory (where agent.db lives).
+//   space left in the state directory (where agent.db lives). "blocked" is the whole block list
+//   (agent/install.hpp), by model then time, [] when empty (agents before it send no member).
 //
 // Thread-safety: none; a Reporter uses its StateStore and Client from the calling thread. The
 // referenced store, client and identity must outlive it.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <tuple>
 #include <utility>
 
 namespace mota::agent {
@@ -237,16 +238,25 @@ Result<std::vector<InstallRecord>> StateStore::installs() {
   return out;
 }
 
-Result<int> StateStore::enter_step(const std::string& model, const std::string& step) {
+Result<int> StateStore::enter_step(const std::string& model, const std::string& step,
+                                   std::optional<std::uint64_t> progress) {
   std::string ctx = "install of " + model + ": enter step " + step;
   if (step.empty()) return fail(Errc::invalid_argument, ctx + ": empty step name");
   // One statement (UPDATE ... RETURNING): the read-modify-write of attempts is atomic.
-  auto st = MOTA_TRY_CTX(query(db_,
-                               "UPDATE install_journal SET"
-                               " attempts = CASE WHEN step = ?1 THEN attempts + 1 ELSE 1 END,"
-                               " step = ?1, updated_at = ?2 WHERE model = ?3 RETURNING attempts",
-                               step, now(), model),
-                         ctx);
+  auto st = MOTA_TRY_CTX(
+      progress ? query(db_,
+                       "UPDATE install_journal SET"
+                       " attempts = CASE WHEN step = ?1 AND ?4 <= bytes_downloaded"
+                       " THEN attempts + 1 ELSE 1 END,"
+                       " bytes_downloaded = ?4, step = ?1, updated_at = ?2 WHERE model = ?3"
+                       " RETURNING attempts",
+                       step, now(), model, static_cast<std::int64_t>(*progress))
+               : query(db_,
+                       "UPDATE install_journal SET"
+                       " attempts = CASE WHEN step = ?1 THEN attempts + 1 ELSE 1 END,"
+                       " step = ?1, updated_at = ?2 WHERE model = ?3 RETURNING attempts",
+                       step, now(), model),
+      ctx);
   if (MOTA_TRY_CTX(st.step(), ctx) == Step::done)
     return fail(Errc::not_found, ctx + ": no install in progress");
   int attempts = static_cast<int>(st.column_int64(0));
@@ -272,6 +282,18 @@ Status StateStore::record_error(const std::string& model, const std::string& mes
   return require_changed(db_, "install of model", model);
 }
 
+Status StateStore::rewind_install(const std::string& model, const std::string& step,
+                                  const std::string& message) {
+  if (step.empty()) {
+    return fail(Errc::invalid_argument, "install of " + model + ": rewind to an empty step");
+  }
+  MOTA_TRY(run(db_,
+               "UPDATE install_journal SET step = ?, attempts = 0, last_error = ?, updated_at = ?"
+               " WHERE model = ?",
+               step, message, now(), model));
+  return require_changed(db_, "install of model", model);
+}
+
 Status StateStore::complete_install(const std::string& model) {
   std::string ctx = "complete install of " + model;
   auto tx = MOTA_TRY_CTX(Transaction::begin(db_), ctx);
@@ -291,6 +313,7 @@ Status StateStore::complete_install(const std::string& model) {
                    model, slot, t),
                ctx);
   MOTA_TRY_CTX(run(db_, "DELETE FROM blocklist WHERE model = ?", model), ctx);
+  MOTA_TRY_CTX(run(db_, "DELETE FROM retries WHERE model = ?", model), ctx);
   MOTA_TRY_CTX(run(db_, "DELETE FROM install_journal WHERE model = ?", model), ctx);
   return tx.commit().context(ctx);
 }
@@ -343,6 +366,9 @@ Status StateStore::abort_install(const std::string& model, const std::string& bl
                      " VALUES (?, ?, ?, ?)",
                      model, rec->to_version, block_reason, t),
                  ctx);
+    MOTA_TRY_CTX(
+        run(db_, "DELETE FROM retries WHERE model = ? AND version = ?", model, rec->to_version),
+        ctx);
   }
   MOTA_TRY_CTX(run(db_, "DELETE FROM install_journal WHERE model = ?", model), ctx);
   return tx.commit().context(ctx);
@@ -364,20 +390,119 @@ Result<bool> StateStore::is_blocked(const std::string& model, const std::string&
   return MOTA_TRY(st.step()) == Step::row;
 }
 
+namespace {
+constexpr std::string_view kBlockColumns = "model, version, reason, blocked_at";
+BlockEntry read_block(const Statement& st) {
+  return {st.column_text(0), st.column_text(1), st.column_text(2), from_unix(st.column_int64(3))};
+}
+}  // namespace
+
 Result<std::vector<BlockEntry>> StateStore::blocked(const std::string& model) {
   auto st = MOTA_TRY(query(db_,
-                           "SELECT model, version, reason, blocked_at FROM blocklist"
-                           " WHERE model = ? ORDER BY blocked_at, version",
+                           "SELECT " + std::string(kBlockColumns) +
+                               " FROM blocklist WHERE model = ? ORDER BY blocked_at, version",
                            model));
   std::vector<BlockEntry> out;
-  while (MOTA_TRY(st.step()) == Step::row)
-    out.push_back(
-        {st.column_text(0), st.column_text(1), st.column_text(2), from_unix(st.column_int64(3))});
+  while (MOTA_TRY(st.step()) == Step::row) out.push_back(read_block(st));
+  return out;
+}
+
+Result<std::vector<BlockEntry>> StateStore::all_blocked() {
+  auto st = MOTA_TRY(query(db_, "SELECT " + std::string(kBlockColumns) +
+                                    " FROM blocklist ORDER BY model, blocked_at, version"));
+  std::vector<BlockEntry> out;
+  while (MOTA_TRY(st.step()) == Step::row) out.push_back(read_block(st));
   return out;
 }
 
 Status StateStore::clear_blocklist(const std::string& model) {
   return run(db_, "DELETE FROM blocklist WHERE model = ?", model);
+}
+
+Result<std::vector<BlockEntry>> StateStore::unblock(const std::string& model,
+                                                    const std::string& version) {
+  std::string ctx = "unblock " + model + (version.empty() ? "" : " " + version);
+  auto tx = MOTA_TRY_CTX(Transaction::begin(db_), ctx);
+  // ?2 = '' matches every version of the model.
+  auto st =
+      MOTA_TRY_CTX(query(db_,
+                         "DELETE FROM blocklist WHERE model = ?1 AND (?2 = '' OR version = ?2)"
+                         " RETURNING " +
+                             std::string(kBlockColumns),
+                         model, version),
+                   ctx);
+  std::vector<BlockEntry> out;
+  while (MOTA_TRY_CTX(st.step(), ctx) == Step::row) out.push_back(read_block(st));
+  MOTA_TRY_CTX(run(db_, "DELETE FROM retries WHERE model = ?1 AND (?2 = '' OR version = ?2)", model,
+                   version),
+               ctx);
+  MOTA_TRY_CTX(tx.commit(), ctx);
+  std::sort(out.begin(), out.end(), [](const BlockEntry& a, const BlockEntry& b) {
+    return std::tie(a.blocked_at, a.version) < std::tie(b.blocked_at, b.version);
+  });
+  return out;
+}
+
+// --- retries ------------------------------------------------------------------------------------
+
+namespace {
+constexpr std::string_view kRetryColumns =
+    "model, version, failures, step, last_error, next_at, updated_at";
+RetryEntry read_retry(const Statement& st) {
+  RetryEntry r;
+  r.model = st.column_text(0);
+  r.version = st.column_text(1);
+  r.failures = static_cast<int>(st.column_int64(2));
+  r.step = st.column_text(3);
+  r.last_error = st.column_text(4);
+  r.next_at = from_unix(st.column_int64(5));
+  r.updated_at = from_unix(st.column_int64(6));
+  return r;
+}
+}  // namespace
+
+Result<RetryEntry> StateStore::count_failure(
+    const std::string& model, const std::string& version, const std::string& step,
+    const std::string& error, const std::function<std::chrono::seconds(int)>& delay) {
+  std::string ctx = "count a failure of " + model + " " + version;
+  auto tx = MOTA_TRY_CTX(Transaction::begin(db_), ctx);
+  auto before = MOTA_TRY_CTX(retry(model, version), ctx);
+  RetryEntry r;
+  r.model = model;
+  r.version = version;
+  r.failures = before ? before->failures + 1 : 1;
+  r.step = step;
+  r.last_error = error;
+  const std::int64_t t = now();
+  r.updated_at = from_unix(t);
+  r.next_at = from_unix(t + (delay ? delay(r.failures).count() : 0));
+  MOTA_TRY_CTX(run(db_,
+                   "INSERT OR REPLACE INTO retries (" + std::string(kRetryColumns) +
+                       ") VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   model, version, static_cast<std::int64_t>(r.failures), step, error,
+                   to_unix(r.next_at), t),
+               ctx);
+  MOTA_TRY_CTX(tx.commit(), ctx);
+  return r;
+}
+
+Result<std::optional<RetryEntry>> StateStore::retry(const std::string& model,
+                                                    const std::string& version) {
+  auto st = MOTA_TRY(query(
+      db_, "SELECT " + std::string(kRetryColumns) + " FROM retries WHERE model = ? AND version = ?",
+      model, version));
+  if (MOTA_TRY(st.step()) == Step::done) return std::optional<RetryEntry>();
+  return std::optional<RetryEntry>(read_retry(st));
+}
+
+Result<std::vector<RetryEntry>> StateStore::retries(const std::string& model) {
+  auto st = MOTA_TRY(query(db_,
+                           "SELECT " + std::string(kRetryColumns) +
+                               " FROM retries WHERE model = ? ORDER BY updated_at, version",
+                           model));
+  std::vector<RetryEntry> out;
+  while (MOTA_TRY(st.step()) == Step::row) out.push_back(read_retry(st));
+  return out;
 }
 
 // --- TUF versions -------------------------------------------------------------------------------

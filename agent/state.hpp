@@ -5,7 +5,9 @@
 //   slots            (model, slot) -> version, tree_digest, status, updated_at
 //   active           model -> slot it runs from, committed (false while a switch is on trial)
 //   install_journal  the install state machine's persisted state, one row per model in progress
-//   blocklist        (model, version) this device rolled back -> reason, time
+//   blocklist        (model, version) this device must not install -> reason, time
+//   retries          (model, version) that failed in a way that may pass on retry -> count,
+//                    step, last error, when the next try may start (migration 0002)
 //   tuf              role -> trusted metadata version (for status and reports)
 //   outbox           reports waiting to be sent: seq, kind, JSON body; bounded
 //   counters         outbox_seq: the last seq handed out (seqs are never reused, even after acks)
@@ -69,6 +71,8 @@ struct InstallRecord {
   int attempts = 0;
   TimePoint started_at{};
   TimePoint updated_at{};
+  // How far the download was (bytes in the partial file) when the download step was last
+  // entered: an entry that finds more bytes made progress (enter_step).
   std::uint64_t bytes_downloaded = 0;
   bool used_delta = false;
   std::string last_error;  // "" when none
@@ -79,6 +83,18 @@ struct BlockEntry {
   std::string version;
   std::string reason;
   TimePoint blocked_at{};
+};
+
+// A version whose install failed in a way that may pass on retry (agent/install.hpp, "Failure
+// classes"): retried from next_at on, blocked once failures exceeds the configured maximum.
+struct RetryEntry {
+  std::string model;
+  std::string version;
+  int failures = 0;  // in a row, this one included
+  std::string step;  // of the last failure
+  std::string last_error;
+  TimePoint next_at{};  // not tried again before this time
+  TimePoint updated_at{};
 };
 
 enum class OutboxKind { event, heartbeat };
@@ -145,20 +161,30 @@ class StateStore {
   Result<std::vector<InstallRecord>> installs();  // all in progress, by model
   // Persists that `step` is being entered (persist, then act) and returns the loop-guard count:
   // attempts + 1 if `step` is the current step, else 1. The caller gives up past its limit.
-  Result<int> enter_step(const std::string& model, const std::string& step);
+  // `progress` (the download step: bytes in the partial file now), when given, is stored as
+  // bytes_downloaded, and an entry of the current step that finds more bytes than the last entry
+  // did made progress: its count starts again at 1 (so a count above 1 says the entries before
+  // died without progress).
+  Result<int> enter_step(const std::string& model, const std::string& step,
+                         std::optional<std::uint64_t> progress = std::nullopt);
   Status record_progress(const std::string& model, std::uint64_t bytes_downloaded, bool used_delta);
+  // Puts the journal back to `step` after an orderly failure of a later one (a trial that may
+  // pass on retry resumes at verify): step = `step`, attempts = 0, last_error = `message`.
+  Status rewind_install(const std::string& model, const std::string& step,
+                        const std::string& message);
   // Records that the current step failed in an orderly way (an error, not a crash): last_error
   // is set and attempts goes back to 0, so the loop guard counts only entries that ended without
   // an outcome (the agent died inside the step). A step that fails cleanly is retried at every
   // poll (network down, disk full) without ever blocking the version.
   Status record_error(const std::string& model, const std::string& message);
   // Ends an install successfully, atomically: the target slot becomes 'valid' (it must have a
-  // slots row), `active` points to it, committed; the model's blocklist is cleared (a newer
-  // version works); the journal row is deleted.
+  // slots row), `active` points to it, committed; the model's blocklist and retries are cleared
+  // (a newer version works); the journal row is deleted.
   Status complete_install(const std::string& model);
   // Ends an install that failed or was rolled back, atomically: the target slot is marked 'bad',
-  // to_version is blocklisted with `block_reason` unless it is empty, and the journal row is
-  // deleted. `active` is left as it is (the caller has switched back, or never switched).
+  // to_version is blocklisted with `block_reason` unless it is empty (and its retries row is
+  // deleted), and the journal row is deleted. `active` is left as it is (the caller has switched
+  // back, or never switched).
   Status abort_install(const std::string& model, const std::string& block_reason);
 
   // Serving repairs at start (agent/agent.hpp, "Serving"), each one transaction:
@@ -176,7 +202,21 @@ class StateStore {
   Status block(const std::string& model, const std::string& version, const std::string& reason);
   Result<bool> is_blocked(const std::string& model, const std::string& version);
   Result<std::vector<BlockEntry>> blocked(const std::string& model);
+  // Every model's, by model, then time.
+  Result<std::vector<BlockEntry>> all_blocked();
   Status clear_blocklist(const std::string& model);
+  // Lifts the block of `model` `version` ("" = every version of the model) and forgets their
+  // retries, in one transaction; returns the entries lifted (empty: nothing was blocked).
+  Result<std::vector<BlockEntry>> unblock(const std::string& model, const std::string& version);
+
+  // --- retries (failures that may pass on retry) ---------------------------------------------
+  // Counts one more such failure of `model` `version` at `step`, in one transaction: failures
+  // becomes the previous count + 1 (1 for the first), next_at = now + delay(failures).
+  Result<RetryEntry> count_failure(const std::string& model, const std::string& version,
+                                   const std::string& step, const std::string& error,
+                                   const std::function<std::chrono::seconds(int)>& delay);
+  Result<std::optional<RetryEntry>> retry(const std::string& model, const std::string& version);
+  Result<std::vector<RetryEntry>> retries(const std::string& model);
 
   // --- TUF versions --------------------------------------------------------------------------
   Status set_tuf_version(const std::string& role, std::int64_t version);

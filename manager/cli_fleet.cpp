@@ -57,6 +57,22 @@ const char* or_dash(const std::string& s) {
   return s.empty() ? "-" : s.c_str();
 }
 
+// Text a device sent, safe for a terminal: control characters as \xNN (as systemd's cescape).
+std::string printable(const std::string& s) {
+  std::string out;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      char buf[5];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 // CLI11 checks, so that a bad value is a usage error (exit 2, CLI11 names the flag) before any
 // file is touched.
 CLI::Validator duration_check(bool allow_ms = false) {
@@ -170,6 +186,14 @@ Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
                 or_dash(format_unix(info->metadata_error_since)),
                 ago(info->metadata_error_since, now).c_str(), info->metadata_error.c_str());
   }
+  if (info->blocked) {
+    if (info->blocked->empty()) std::printf("blocked    nothing\n");
+    for (const auto& b : *info->blocked) {
+      std::printf("blocked    %s %s since %s: %s\n", printable(b.model).c_str(),
+                  or_dash(printable(b.version)), or_dash(printable(b.since)),
+                  printable(b.reason).c_str());
+    }
+  }
   for (const auto& m : info->models) {
     std::string notes;
     if (!m.failed_version.empty()) notes += ", failed to install " + m.failed_version;
@@ -221,9 +245,10 @@ Status fleet_cmd(const std::string& repo, const FleetFlags& f) {
               static_cast<long long>(summary.devices), static_cast<long long>(summary.stale),
               stale_text.c_str(), static_cast<long long>(summary.metadata_errors));
   for (const auto& m : summary.models) {
-    std::printf("\n%s: %lld devices, %lld updating, %lld failed, %lld stale\n", m.model.c_str(),
-                static_cast<long long>(m.devices), static_cast<long long>(m.updating),
-                static_cast<long long>(m.failed), static_cast<long long>(m.stale));
+    std::printf("\n%s: %lld devices, %lld updating, %lld failed, %lld refused, %lld stale\n",
+                m.model.c_str(), static_cast<long long>(m.devices),
+                static_cast<long long>(m.updating), static_cast<long long>(m.failed),
+                static_cast<long long>(m.refused), static_cast<long long>(m.stale));
     std::printf("  %-14s %9s %7s %9s %9s\n", "VERSION", "DEVICES", "%", "FAILURES", "ROLLBACKS");
     for (const auto& v : m.versions) {
       std::printf("  %-14s %9lld %6.1f%% %9lld %9lld\n", or_dash(v.version),

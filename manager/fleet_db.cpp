@@ -123,7 +123,7 @@ Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const De
 Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::string& id) {
   auto st = MOTA_TRY(
       db.prepare("SELECT id, key, enrolled, first_seen, last_seen, agent_version, arch, tags, "
-                 "metadata_error, metadata_error_since FROM devices WHERE id = ?"));
+                 "metadata_error, metadata_error_since, blocked FROM devices WHERE id = ?"));
   MOTA_TRY(st.bind(1, id));
   if (MOTA_TRY(st.step()) != storage::Step::row) return std::optional<DeviceInfo>();
   DeviceInfo info;
@@ -137,6 +137,21 @@ Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::
   info.tags = st.column_text(7);
   info.metadata_error = st.column_text(8);
   info.metadata_error_since = st.column_int64(9);
+  if (const std::string blocked = st.column_text(10); !blocked.empty()) {
+    // Written by the ingest from a validated heartbeat (fleet_ingest.cpp, blocked_json).
+    auto doc = Json::parse(blocked, nullptr, /*allow_exceptions=*/false);
+    info.blocked.emplace();
+    if (doc.is_array()) {
+      for (const auto& e : doc) {
+        if (!e.is_object()) continue;
+        auto text = [&](const char* name) {
+          auto it = e.find(name);
+          return it != e.end() && it->is_string() ? it->get<std::string>() : std::string();
+        };
+        info.blocked->push_back({text("model"), text("version"), text("reason"), text("since")});
+      }
+    }
+  }
 
   auto rows = MOTA_TRY(db.prepare(std::string(kDeviceColumns) +
                                   " WHERE d.id = ? AND i.model IS NOT NULL ORDER BY i.model"));
@@ -237,6 +252,14 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
         db.prepare("SELECT model, COUNT(*) FROM installed WHERE state = 'failed' GROUP BY model"));
     while (MOTA_TRY(st.step()) == storage::Step::row) {
       models[st.column_text(0)].failed = st.column_int64(1);
+    }
+  }
+  {
+    // The installed_refused partial index (migration 0004) covers it.
+    auto st = MOTA_TRY(
+        db.prepare("SELECT model, COUNT(*) FROM installed WHERE state = 'refused' GROUP BY model"));
+    while (MOTA_TRY(st.step()) == storage::Step::row) {
+      models[st.column_text(0)].refused = st.column_int64(1);
     }
   }
   {
@@ -360,6 +383,16 @@ Json to_json(const DeviceInfo& info) {
                           {"slot", opt(e.slot)},
                           {"channel", opt(e.channel)}});
   }
+  Json blocked = nullptr;
+  if (info.blocked) {
+    blocked = Json::array();
+    for (const auto& b : *info.blocked) {
+      blocked.push_back(Json{{"model", b.model},
+                             {"version", json_text(b.version)},
+                             {"reason", json_text(b.reason)},
+                             {"since", json_text(b.since)}});
+    }
+  }
   return Json{{"device", info.id},
               {"key", info.key},
               {"enrolled", info.enrolled},
@@ -370,6 +403,7 @@ Json to_json(const DeviceInfo& info) {
               {"tags", json_text(info.tags)},
               {"metadata_error", json_text(info.metadata_error)},
               {"metadata_error_since", json_time(info.metadata_error_since)},
+              {"blocked", blocked},
               {"models", models},
               {"events", events}};
 }
@@ -390,6 +424,7 @@ Json to_json(const FleetSummary& s) {
                           {"versions", versions},
                           {"updating", m.updating},
                           {"failed", m.failed},
+                          {"refused", m.refused},
                           {"stale", m.stale}});
   }
   return Json{{"devices", s.devices},

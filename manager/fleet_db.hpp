@@ -35,7 +35,11 @@
 // Per device (table `devices`): metadata_error / metadata_error_since, the device's failing TUF
 // refresh ("metadata_error" events, and "failed" events with step "refresh" from older agents),
 // cleared by a "metadata_ok" event; since = when the device first reported it (its clock, never
-// later than the server's).
+// later than the server's). blocked: the versions the device will not install, with the reason
+// and since when, as its last heartbeat listed them (agent/report.hpp; migration 0004); a
+// heartbeat without the list (older agents) leaves it as it was.
+// A "refused" state (the device does not meet a release's requirements, or the version policy
+// refused it) is counted per model by `mota fleet` (REFUSED).
 // Counts: FAILURES of a version = devices whose failed_version is it; ROLLBACKS = devices whose
 // rolled_back_from is it (disjoint per version); a rollout counts the same two
 // (manager/rollout.hpp).
@@ -107,6 +111,11 @@ struct EventRow {
   std::optional<std::string> slot, channel;
 };
 
+// One entry of a device's block list (as the device reported it; since is its clock).
+struct BlockedVersion {
+  std::string model, version, reason, since;
+};
+
 struct DeviceInfo {
   std::string id;
   std::string key;
@@ -115,6 +124,8 @@ struct DeviceInfo {
   std::string agent_version, arch, tags;
   std::string metadata_error;  // '' = none
   std::int64_t metadata_error_since = 0;
+  // nullopt: the device never reported a block list (an agent older than the list).
+  std::optional<std::vector<BlockedVersion>> blocked;
   std::vector<DeviceModelRow> models;
   std::vector<EventRow> events;  // oldest first
 };
@@ -133,6 +144,7 @@ struct ModelSummary {
   std::vector<VersionStats> versions;  // by device count, descending
   std::int64_t updating = 0;           // filled by the caller (active rollouts' pending devices)
   std::int64_t failed = 0;             // devices whose state for the model is "failed" now
+  std::int64_t refused = 0;            // devices whose state for the model is "refused" now
   std::int64_t stale = 0;              // devices not seen for longer than the threshold
 };
 

@@ -92,6 +92,16 @@ bool metadata_event(const ReportItem& e) {
          (e.state == "failed" && e.step == "refresh");
 }
 
+// A heartbeat's block list as stored in devices.blocked (manager/fleet_db.hpp).
+std::string blocked_json(const std::vector<ReportBlocked>& list) {
+  Json arr = Json::array();
+  for (const auto& b : list) {
+    arr.push_back(
+        {{"model", b.model}, {"version", b.version}, {"reason", b.reason}, {"since", b.since}});
+  }
+  return arr.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 std::int64_t unix_seconds(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
@@ -121,9 +131,12 @@ struct Statements {
             "INSERT OR IGNORE INTO events (device, seq, kind, created_at, received_at, model, "
             "from_version, to_version, state, step, error, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
             "?, ?, ?, ?)")),
+        // The block list rides along: the row is rewritten for last_seen anyway, and no index
+        // holds it, so a heartbeat repeating it costs nothing more.
         MOTA_TRY(db.prepare(
             "UPDATE devices SET last_seen = ?, last_seq = max(last_seq, ?), agent_version = "
-            "coalesce(?, agent_version), arch = coalesce(?, arch) WHERE id = ?")),
+            "coalesce(?, agent_version), arch = coalesce(?, arch), blocked = coalesce(?, blocked) "
+            "WHERE id = ?")),
         MOTA_TRY(db.prepare(
             "SELECT version, slot, committed, state, target, last_error, rolled_back_from, "
             "channel, failed_version, failed_at FROM installed WHERE device = ? AND model = ?")),
@@ -564,7 +577,7 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
 
   auto& insert = sql->insert_event;
   std::map<std::string, ModelRow> rows;
-  std::optional<std::string> agent_version, arch;
+  std::optional<std::string> agent_version, arch, blocked;
   std::size_t fresh = 0;
   std::int64_t last = 0;
   for (const auto& item : job.items) {
@@ -593,6 +606,7 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
     } else {
       if (item.agent_version) agent_version = item.agent_version;
       if (item.arch) arch = item.arch;
+      if (item.blocked) blocked = blocked_json(*item.blocked);
       for (const auto& m : item.models) {
         ModelRow* r = MOTA_TRY(model_row(rows, job.device, m.model));
         apply_inventory(r->row, m);
@@ -629,7 +643,7 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
   if (fresh > 0) {
     auto& seen = sql->update_device;
     MOTA_TRY(seen.reset());
-    MOTA_TRY(seen.bind_all(now, last, agent_version, arch, job.device));
+    MOTA_TRY(seen.bind_all(now, last, agent_version, arch, blocked, job.device));
     MOTA_TRY(seen.run());
   }
   return Outcome{200, Json{{"acked", last}}.dump()};

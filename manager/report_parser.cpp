@@ -216,6 +216,10 @@ class Scanner {
       else if (key == "models") {
         it.models.clear();  // anything but an array: no inventory
         return *p_ == '[' ? models(it.models) : skip_value(4);
+      } else if (key == "blocked") {
+        it.blocked.reset();  // anything but an array: not reported
+        if (*p_ != '[') return skip_value(4);
+        return blocked(it.blocked.emplace());
       }
       if (s) {
         s->clear();
@@ -255,6 +259,25 @@ class Scanner {
         return skip_value(6);
       });
       if (ok && !m.model.empty()) out.push_back(std::move(m));
+      return ok;
+    });
+  }
+
+  bool blocked(std::vector<ReportBlocked>& out) {
+    return elements(4, [&] {
+      if (*p_ != '{') return skip_value(5);
+      ReportBlocked b;
+      const bool ok = members(5, [&](std::string_view key) {
+        std::string* s = key == "model"     ? &b.model
+                         : key == "version" ? &b.version
+                         : key == "reason"  ? &b.reason
+                         : key == "since"   ? &b.since
+                                            : nullptr;
+        if (!s) return skip_value(6);
+        s->clear();
+        return *p_ == '"' ? string(s) : skip_value(6);
+      });
+      if (ok && !b.model.empty()) out.push_back(std::move(b));
       return ok;
     });
   }
@@ -557,6 +580,7 @@ Result<Report> parse_report(std::string_view body, std::string_view route_device
       item.agent_version.reset();
       item.arch.reset();
       item.models.clear();
+      item.blocked.reset();
     } else {
       item.from.clear();
       item.to.clear();

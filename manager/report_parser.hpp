@@ -42,6 +42,12 @@ struct ReportModel {
   bool committed = false;
 };
 
+// One entry of a heartbeat's block list ("blocked": [{model, version, reason, since}]); entries
+// that are not objects or have no "model" string are left out.
+struct ReportBlocked {
+  std::string model, version, reason, since;
+};
+
 struct ReportItem {
   std::int64_t seq = 0;
   bool event = false;  // else a heartbeat
@@ -55,6 +61,9 @@ struct ReportItem {
   // Heartbeats: device facts (nullopt = not reported) and the inventory.
   std::optional<std::string> agent_version, arch;
   std::vector<ReportModel> models;
+  // Heartbeats: the block list; nullopt when "blocked" is absent or not an array (agents before
+  // the list), which leaves the one on record alone.
+  std::optional<std::vector<ReportBlocked>> blocked;
 };
 
 struct Report {

@@ -1205,12 +1205,18 @@ Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
   tuf::TargetFile tf;
   tf.length = length;
   tf.hashes["sha256"] = sha;
+  // Requirements signed with the target, so that a device can refuse a release it cannot run
+  // before downloading it (agent/requirements.hpp); model.json is only read after the download.
+  const Requirements& req = packed.manifest.requirements;
   tf.custom = Json{{"name", name},
                    {"version", version},
                    {"kind", "full"},
                    {"tree_digest", packed.tree_digest},
                    {"framework", packed.manifest.framework},
-                   {"package_size", length}};
+                   {"package_size", length},
+                   {"requirements", Json{{"min_ram_mb", req.min_ram_mb},
+                                         {"arch", req.arch},
+                                         {"accelerators", req.accelerators}}}};
   tuf::Targets targets = st.targets.signed_;
   targets.targets[tp] = tf;
 

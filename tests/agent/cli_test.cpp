@@ -57,7 +57,7 @@ TEST_F(AgentCliTest, VersionAndHelp) {
   EXPECT_EQ(r.out.rfind("mota-agent ", 0), 0u) << r.out;
   r = agent({"--help"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  for (const char* cmd : {"check-once", "run", "status", "install"}) {
+  for (const char* cmd : {"check-once", "run", "status", "install", "unblock"}) {
     EXPECT_NE(r.out.find(cmd), std::string::npos) << cmd << "\n" << r.out;
   }
   EXPECT_FALSE(stdfs::exists(state_));
@@ -69,7 +69,7 @@ TEST_F(AgentCliTest, UsageErrorsExit2) {
   expect_usage_error({"--config", cfg}, "subcommand");
   expect_usage_error({"frobnicate"},
                      "unknown command 'frobnicate' (check-once, run, status, "
-                     "install)");
+                     "install, unblock)");
   expect_usage_error({"--config", cfg, "chek-once"}, "unknown command 'chek-once'");
   expect_usage_error({"--config", cfg, "status", "--bogus"}, "--bogus");
   expect_usage_error({"--bogus", "status"}, "--bogus");
@@ -80,6 +80,10 @@ TEST_F(AgentCliTest, UsageErrorsExit2) {
   // A bad value, an extra argument.
   expect_usage_error({"--config", cfg, "status", "--json=perhaps"}, "perhaps");
   expect_usage_error({"--config", cfg, "run", "now"}, "now");
+  expect_usage_error({"--config", cfg, "unblock"}, "MODEL");
+  expect_usage_error({"--config", cfg, "unblock", "Bad/Name"}, "'Bad/Name' is not a model name");
+  expect_usage_error({"--config", cfg, "unblock", "detector", "two"}, "two");
+  expect_usage_error({"--config", cfg, "unblock", "detector", "1.0.0", "extra"}, "extra");
   // The configuration is part of the invocation: a missing file or a bad key is exit 2 too.
   expect_usage_error({"--config", (tmp_ / "nope.toml").string(), "status"}, "nope.toml");
   test::write_file(tmp_ / "bad.toml", "poll_interval = \"soon\"\n" + test::read_file(config_));

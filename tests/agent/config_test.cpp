@@ -48,6 +48,9 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_EQ(c->health.runtime_binary, "/usr/bin/mota-runtime");
   EXPECT_EQ(c->health.hooks_dir, "/etc/mota/health.d");
   EXPECT_EQ(c->health.watch_interval, 10s);
+  EXPECT_EQ(c->health.max_retries, 3);
+  EXPECT_EQ(c->health.retry_backoff, 600s);
+  EXPECT_TRUE(c->accelerators.empty());
   EXPECT_TRUE(c->verify_at_start);
   EXPECT_EQ(c->device_id, "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(c->state_dir, "/var/lib/mota");
@@ -81,9 +84,12 @@ ca_file = "/etc/ssl/fleet-ca.pem"
 delta = "never"
 log_level = "debug"
 verify_at_start = false
+accelerators = ["cuda", "TensorRT", "cuda"]
 
 [health]
 watch_interval = "0s"
+max_retries = 0
+retry_backoff = "0s"
 
 [retry]
 max_attempts = 9
@@ -112,6 +118,9 @@ channel = "beta"
   EXPECT_EQ(c->log_level, log::Level::debug);
   EXPECT_FALSE(c->verify_at_start);
   EXPECT_EQ(c->health.watch_interval, 0s);
+  EXPECT_EQ(c->health.max_retries, 0);
+  EXPECT_EQ(c->health.retry_backoff, 0s);
+  EXPECT_EQ(c->accelerators, (std::vector<std::string>{"cuda", "tensorrt"}));
   EXPECT_EQ(c->retry.max_attempts, 9u);
   EXPECT_EQ(c->retry.base_delay, 5s);
   EXPECT_EQ(c->retry.max_delay, 3600s);
@@ -238,6 +247,16 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
        "agent.toml: health.watch_interval: 'often' is not a duration"},
       {"[health]\nwatch_interval = 10\n", "agent.toml: health.watch_interval: must be a duration"},
       {"verify_at_start = \"yes\"\n", "agent.toml: verify_at_start: must be true or false"},
+      {"[health]\nmax_retries = -1\n", "agent.toml: health.max_retries: -1 is not within 0..100"},
+      {"[health]\nmax_retries = \"3\"\n", "agent.toml: health.max_retries: must be an integer"},
+      {"[health]\nretry_backoff = \"soon\"\n",
+       "agent.toml: health.retry_backoff: 'soon' is not a duration"},
+      {"[health]\nretry_backoff = \"2d\"\n", "agent.toml: health.retry_backoff: is more than 1d"},
+      {"accelerators = \"cuda\"\n", "agent.toml: accelerators: must be an array of names"},
+      {"accelerators = [\"cuda\", 7]\n",
+       "agent.toml: accelerators[1]: must be a string, not an integer"},
+      {"accelerators = [\"my gpu\"]\n",
+       "agent.toml: accelerators[0]: 'my gpu' is not an accelerator name"},
       {"[health]\nhooks_dir = \"health.d\"\n",
        "agent.toml: health.hooks_dir: 'health.d' must be an absolute path"},
       {"[retry]\nmax_attempts = 0\n", "agent.toml: retry.max_attempts: 0 is not within 1..1000"},

@@ -1,11 +1,14 @@
 // The install state machine in process, with real packages, slots and database: success, the
-// signed tree digest enforced, the loop guard, abandoning a stale journal.
+// signed tree digest enforced, the loop guard (crashes during a download that makes progress do
+// not count; an interrupted trial is tried again), the failure classes (retried with backoff,
+// then blocked; blocked at once; never counted), abandoning a stale journal.
 
 #include "agent/install.hpp"
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <memory>
 #include <stdexcept>
 
 #include "storage/package.hpp"
@@ -202,6 +205,265 @@ TEST_F(Install, StepThatNeverFinishesTripsTheLoopGuard) {
   ASSERT_TRUE(blocked);
   EXPECT_TRUE(*blocked);
   EXPECT_FALSE(current());
+}
+
+// The table carries the failure edges: which crashes count, where a retry resumes, which steps
+// switch back.
+TEST(InstallSteps, TableSaysHowCrashesCountAndWhereRetriesResume) {
+  EXPECT_EQ(install_step("download")->crashes, CrashCount::progress);
+  for (const char* step : {"stage", "verify", "probe", "switch", "trial"}) {
+    EXPECT_EQ(install_step(step)->crashes, CrashCount::always) << step;
+  }
+  EXPECT_EQ(install_step("commit")->crashes, CrashCount::never);
+  EXPECT_EQ(install_step("trial")->retry_at, "verify");
+  EXPECT_EQ(install_step("probe")->retry_at, "probe");
+  EXPECT_TRUE(install_step("trial")->switched);
+  EXPECT_FALSE(install_step("probe")->switched);
+  EXPECT_EQ(install_step("unpack"), nullptr);
+  for (const auto& step : kInstallSteps) EXPECT_TRUE(known_install_step(step.retry_at));
+}
+
+TEST(InstallSteps, FailureClassesOfTheStepsWithoutTheGate) {
+  const Error net(Errc::network, "connection reset");
+  const Error sha(Errc::verification, "sha256 mismatch");
+  const Error full(Errc::no_space, "disk full");
+  EXPECT_EQ(classify_failure("download", net, false), FailureClass::local);
+  EXPECT_EQ(classify_failure("download", full, false), FailureClass::local);
+  EXPECT_EQ(classify_failure("download", sha, false), FailureClass::transient);
+  EXPECT_EQ(classify_failure("download", Error(Errc::too_large, "x"), false),
+            FailureClass::transient);
+  EXPECT_EQ(classify_failure("download", Error(Errc::parse, "bad tar"), true),
+            FailureClass::permanent);
+  EXPECT_EQ(classify_failure("stage", Error(Errc::parse, "bad tar"), false),
+            FailureClass::permanent);
+  EXPECT_EQ(classify_failure("stage", full, false), FailureClass::local);
+  EXPECT_EQ(classify_failure("verify", sha, false), FailureClass::permanent);
+  EXPECT_EQ(classify_failure("switch", Error(Errc::io, "rename"), false), FailureClass::local);
+  EXPECT_EQ(classify_failure("commit", Error(Errc::io, "database"), false), FailureClass::local);
+}
+
+// Power cuts during a download that makes progress are not a crash loop: the guard never trips,
+// and each entry unpacks alongside the download again.
+TEST_F(Install, CrashesDuringAProgressingDownloadNeverBlock) {
+  auto plan = pack("1.0.0");
+  const auto bytes = test::read_file(plan.package);
+  plan.package = work_ / "downloads" / "p.part";
+  stdfs::create_directories(plan.package.parent_path());
+  plan.fetch = piecewise_fetch(plan.package, bytes);
+  int crashes = 0;
+  InstallOptions dying;
+  dying.before_step = [&](std::string_view step) {
+    if (step != "download" || crashes >= 6) return;
+    ++crashes;
+    std::FILE* f = std::fopen(plan.package.c_str(), "ab");  // some bytes landed, then the cut
+    std::fputs("0123456789", f);
+    std::fclose(f);
+    throw std::runtime_error("power cut");
+  };
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_THROW((void)run_install(*state_, *slots_, plan, dying), std::runtime_error);
+  }
+  auto r = run_install(*state_, *slots_, plan, dying);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(crashes, 6);
+  EXPECT_EQ(current(), r->slot);
+  EXPECT_FALSE(*state_->is_blocked("detector", "1.0.0"));
+}
+
+// Crashes without progress do not count either, but the next entry downloads without unpacking
+// alongside: if the version's bytes were what killed the unpacker, the crash repeats in stage,
+// which counts every entry.
+TEST_F(Install, CrashesWithoutProgressNeverBlockButMoveTheUnpackToStage) {
+  auto plan = pack("1.0.0");
+  const auto bytes = test::read_file(plan.package);
+  plan.package = work_ / "downloads" / "p.part";
+  stdfs::create_directories(plan.package.parent_path());
+  plan.fetch = piecewise_fetch(plan.package, bytes);
+  int crashes = 0;
+  InstallOptions dying;
+  dying.before_step = [&](std::string_view step) {
+    if (step == "download" && crashes < 6) {
+      ++crashes;
+      throw std::runtime_error("power cut before any byte landed");
+    }
+  };
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_THROW((void)run_install(*state_, *slots_, plan, dying), std::runtime_error);
+  }
+  auto r = run_install(*state_, *slots_, plan, dying);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_FALSE(r->streamed);  // unpacked by the stage step, from the complete file
+  EXPECT_EQ(current(), r->slot);
+  EXPECT_EQ(test::read_file(slots_->path(r->slot) / "model.onnx"), "weights 1.0.0");
+  EXPECT_FALSE(*state_->is_blocked("detector", "1.0.0"));
+
+  // A version whose unpack kills the agent every time: the crash is in stage, which counts.
+  auto bad = pack("2.0.0");
+  const auto bad_bytes = test::read_file(bad.package);
+  bad.package = work_ / "downloads" / "q.part";
+  bad.fetch = piecewise_fetch(bad.package, bad_bytes);
+  InstallOptions unpack_kills;
+  unpack_kills.before_step = [](std::string_view step) {
+    if (step == "stage") throw std::runtime_error("the unpacker crashed");
+  };
+  std::string last;
+  for (int i = 0; i < 10 && last.empty(); ++i) {
+    try {
+      auto again = run_install(*state_, *slots_, bad, unpack_kills);
+      ASSERT_FALSE(again);
+      last = again.error().message();
+    } catch (const std::runtime_error&) {
+    }
+  }
+  EXPECT_NE(last.find("step stage entered 4 times (limit 3)"), std::string::npos) << last;
+  EXPECT_TRUE(*state_->is_blocked("detector", "2.0.0"));
+}
+
+// An agent that dies during the trial (a power cut) tries the trial again at its next start, as
+// a bootloader boots a new slot again; a version that keeps taking the device down is rolled back
+// and blocked once the guard runs out.
+TEST_F(Install, InterruptedTrialIsTriedAgainThenRolledBackByTheGuard) {
+  ASSERT_TRUE(run_install(*state_, *slots_, pack("1.0.0")));
+  int deaths = 0;
+  InstallOptions dying;
+  dying.before_step = [&](std::string_view step) {
+    if (step == "trial" && deaths < 2) {
+      ++deaths;
+      throw std::runtime_error("power cut");
+    }
+  };
+  auto plan = pack("2.0.0");
+  plan.from_version = "1.0.0";
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_THROW((void)run_install(*state_, *slots_, plan, dying), std::runtime_error);
+    EXPECT_EQ(current(), Slot::b);  // switched, on trial
+  }
+  auto r = run_install(*state_, *slots_, plan, dying);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(current(), Slot::b);
+
+  auto plan3 = pack("3.0.0");
+  plan3.from_version = "2.0.0";
+  InstallOptions always;
+  always.before_step = [](std::string_view step) {
+    if (step == "trial") throw std::runtime_error("power cut");
+  };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THROW((void)run_install(*state_, *slots_, plan3, always), std::runtime_error);
+  }
+  auto over = run_install(*state_, *slots_, plan3, always);
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code(), Errc::rollback);
+  EXPECT_NE(over.error().message().find("rolled back to 2.0.0 (slot b)"), std::string::npos)
+      << over.error().message();
+  EXPECT_NE(over.error().message().find("step trial entered 4 times"), std::string::npos)
+      << over.error().message();
+  EXPECT_EQ(current(), Slot::b);
+  EXPECT_TRUE(*state_->is_blocked("detector", "3.0.0"));
+  EXPECT_FALSE(state_->install("detector")->has_value());
+}
+
+// The health gate's verdicts, with a stand-in for `mota-runtime probe` that answers like it.
+class InstallJudgement : public Install {
+ protected:
+  // A probe that prints `json` and exits with `code` (or sleeps past the timeout).
+  std::unique_ptr<HealthGate> gate(const std::string& json, int code, bool hang = false) {
+    const auto script = work_ / ("probe-" + std::to_string(++probes_) + ".sh");
+    test::write_file(script, "#!/bin/sh\n" + std::string(hang ? "exec sleep 30\n" : "") + "echo '" +
+                                 json + "'\nexit " + std::to_string(code) + "\n");
+    stdfs::permissions(script, stdfs::perms::owner_all);
+    HealthConfig h;
+    h.runtime_binary = script;
+    h.probe_timeout = std::chrono::seconds(1);
+    return std::make_unique<HealthGate>(h, work_ / "no-runtime.sock");
+  }
+  InstallOptions options(const HealthGate& g, int max_retries = 2) {
+    InstallOptions o;
+    o.health = &g;
+    o.max_retries = max_retries;
+    o.retry_backoff = std::chrono::seconds(60);
+    return o;
+  }
+  int probes_ = 0;
+};
+
+TEST_F(InstallJudgement, LatencyBudgetMissedIsRetriedWithBackoffThenBlocked) {
+  auto g =
+      gate(R"({"ok":false,"step":"latency","reason":"median 40 ms over the budget of 10 ms"})", 9);
+  auto plan = pack("1.0.0");
+  for (int n = 1; n <= 2; ++n) {
+    InstallFailure failure;
+    auto r = run_install(*state_, *slots_, plan, options(*g), &failure);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("probe: latency: median 40 ms"), std::string::npos)
+        << r.error().message();
+    EXPECT_NE(r.error().message().find("(failure " + std::to_string(n) +
+                                       " of at most 2 that may pass on retry; next try after"),
+              std::string::npos)
+        << r.error().message();
+    EXPECT_EQ(failure.failure_class, FailureClass::transient);
+    EXPECT_FALSE(failure.blocked);
+    EXPECT_EQ(failure.failures, n);
+    auto retry = *state_->retry("detector", "1.0.0");
+    ASSERT_TRUE(retry);
+    EXPECT_EQ(retry->failures, n);
+    // The backoff doubles: 60 s, then 120 s.
+    EXPECT_EQ((retry->next_at - retry->updated_at).count(), 60 << (n - 1));
+    auto rec = *state_->install("detector");
+    ASSERT_TRUE(rec);
+    EXPECT_EQ(rec->step, "probe");  // resumes at the probe: nothing downloaded or staged again
+    EXPECT_FALSE(*state_->is_blocked("detector", "1.0.0"));
+  }
+  InstallFailure failure;
+  auto r = run_install(*state_, *slots_, plan, options(*g), &failure);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("failed 3 times in a way that may pass on retry, more than "
+                                     "max_retries = 2: version blocked"),
+            std::string::npos)
+      << r.error().message();
+  EXPECT_TRUE(failure.blocked);
+  EXPECT_TRUE(*state_->is_blocked("detector", "1.0.0"));
+  EXPECT_FALSE(state_->retry("detector", "1.0.0")->has_value());
+  EXPECT_FALSE(state_->install("detector")->has_value());
+  EXPECT_FALSE(stdfs::exists(slots_->path(Slot::a)));  // nothing unproven left behind
+}
+
+TEST_F(InstallJudgement, WrongOutputIsBlockedAtOnce) {
+  auto g = gate(R"({"ok":false,"step":"output","reason":"scores[0] is 0.5, expected 0.1"})", 8);
+  InstallFailure failure;
+  auto r = run_install(*state_, *slots_, pack("1.0.0"), options(*g), &failure);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(failure.failure_class, FailureClass::permanent);
+  EXPECT_TRUE(failure.blocked);
+  EXPECT_TRUE(*state_->is_blocked("detector", "1.0.0"));
+  auto blocked = *state_->blocked("detector");
+  ASSERT_EQ(blocked.size(), 1u);
+  EXPECT_NE(blocked[0].reason.find("probe: output: scores[0] is 0.5"), std::string::npos)
+      << blocked[0].reason;
+  EXPECT_FALSE(state_->retry("detector", "1.0.0")->has_value());
+}
+
+TEST_F(InstallJudgement, NoVerdictInTimeIsTransientAndAProbeThatCannotRunIsNotCounted) {
+  auto slow = gate("{}", 0, /*hang=*/true);
+  InstallFailure failure;
+  auto r = run_install(*state_, *slots_, pack("1.0.0"), options(*slow), &failure);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("no verdict within 1s"), std::string::npos)
+      << r.error().message();
+  EXPECT_EQ(failure.failure_class, FailureClass::transient);
+  EXPECT_EQ((*state_->retry("detector", "1.0.0"))->failures, 1);
+
+  // Exit 1: the probe could not run at all. Nothing learnt about the model: retried at every
+  // poll, never counted, never blocked.
+  auto broken = gate("", 1);
+  for (int i = 0; i < 5; ++i) {
+    r = run_install(*state_, *slots_, pack("1.0.0"), options(*broken), &failure);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(failure.failure_class, FailureClass::local);
+  }
+  EXPECT_EQ((*state_->retry("detector", "1.0.0"))->failures, 1);
+  EXPECT_FALSE(*state_->is_blocked("detector", "1.0.0"));
+  EXPECT_EQ((*state_->install("detector"))->step, "probe");
 }
 
 TEST_F(Install, JournalOfAnotherVersionIsAbandonedWithoutBlocking) {

@@ -443,6 +443,16 @@ TEST(Report, HeartbeatHasInventory) {
   ASSERT_EQ((*hb)["models"].size(), 1u);
   EXPECT_EQ((*hb)["models"][0],
             (Json{{"model", "resnet"}, {"slot", "b"}, {"version", "1.2.0"}, {"committed", false}}));
+  // Nothing blocked: an empty list (the server tells it from an older agent's absent one).
+  EXPECT_EQ((*hb)["blocked"], Json::array());
+  ASSERT_TRUE(dev.store->block("resnet", "1.3.0", "install resnet 1.3.0: probe: output: wrong"));
+  hb = rep.heartbeat();
+  ASSERT_TRUE(hb) << hb.error().message();
+  ASSERT_EQ((*hb)["blocked"].size(), 1u);
+  EXPECT_EQ((*hb)["blocked"][0]["model"], "resnet");
+  EXPECT_EQ((*hb)["blocked"][0]["version"], "1.3.0");
+  EXPECT_EQ((*hb)["blocked"][0]["reason"], "install resnet 1.3.0: probe: output: wrong");
+  EXPECT_TRUE(parse_time((*hb)["blocked"][0]["since"].get<std::string>()));
 
   ASSERT_TRUE(rep.enqueue_heartbeat());
   auto items = dev.store->peek(10);

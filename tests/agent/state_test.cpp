@@ -265,6 +265,127 @@ TEST(StateStore, JournalRoundTripAndLoopGuard) {
   EXPECT_EQ(s.installs()->size(), 1u);
 }
 
+// The loop guard of the download step: an entry that finds the partial file bigger than the
+// last entry did made progress (a power cut during a download that moves), so its count starts
+// again; entries without progress count as crashes.
+TEST(StateStore, DownloadEntriesCountOnlyWithoutProgress) {
+  TempDir tmp;
+  auto s = open_store(tmp.path());
+  auto r = record("m", "2.0.0");
+  r.bytes_downloaded = 1000;  // what the partial held at the first entry
+  ASSERT_TRUE(s.begin_install(r).has_value());
+  EXPECT_EQ(*s.enter_step("m", "download", 1000), 2);  // no progress: a crash counts
+  EXPECT_EQ(*s.enter_step("m", "download", 5000), 1);  // grew: starts again
+  EXPECT_EQ((*s.install("m"))->bytes_downloaded, 5000u);
+  EXPECT_EQ(*s.enter_step("m", "download", 9000), 1);
+  EXPECT_EQ(*s.enter_step("m", "download", 9000), 2);
+  EXPECT_EQ(*s.enter_step("m", "download", 9000), 3);
+  EXPECT_EQ(*s.enter_step("m", "download", 4000), 4);  // smaller (restarted): no progress
+  EXPECT_EQ(*s.enter_step("m", "download", 4001), 1);
+  // Another step: 1, with or without a measure of progress.
+  EXPECT_EQ(*s.enter_step("m", "stage"), 1);
+  EXPECT_EQ(*s.enter_step("m", "stage"), 2);
+  EXPECT_EQ(*s.enter_step("m", "download", 0), 1);
+}
+
+TEST(StateStore, RewindPutsTheJournalBackForAnotherTry) {
+  TempDir tmp;
+  auto s = open_store(tmp.path());
+  ASSERT_TRUE(s.begin_install(record("m", "2.0.0")).has_value());
+  EXPECT_EQ(*s.enter_step("m", "trial"), 1);
+  EXPECT_EQ(*s.enter_step("m", "trial"), 2);
+  ASSERT_TRUE(s.rewind_install("m", "verify", "trial: soak: p99 latency").has_value());
+  auto r = *s.install("m");
+  EXPECT_EQ(r->step, "verify");
+  EXPECT_EQ(r->attempts, 0);
+  EXPECT_EQ(r->last_error, "trial: soak: p99 latency");
+  EXPECT_EQ(*s.enter_step("m", "verify"), 1);
+  EXPECT_EQ(s.rewind_install("ghost", "verify", "x").error().code(), Errc::not_found);
+  EXPECT_EQ(s.rewind_install("m", "", "x").error().code(), Errc::invalid_argument);
+}
+
+// Failures that may pass on retry: counted per version across restarts, with the backoff the
+// caller computes; cleared by blocking the version, by a successful install and by unblock.
+TEST(StateStore, RetriesCountAcrossRestartsAndClear) {
+  TempDir tmp;
+  FakeClock clock;
+  StateOptions o;
+  o.clock = clock.fn();
+  auto delay = [](int n) { return std::chrono::seconds(60 << (n - 1)); };
+  {
+    auto s = open_store(tmp.path(), o);
+    EXPECT_FALSE(s.retry("m", "2.0.0")->has_value());
+    auto r = s.count_failure("m", "2.0.0", "probe", "probe: latency: 300 ms", delay);
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->failures, 1);
+    EXPECT_EQ(r->next_at.time_since_epoch().count(), clock.t + 60);
+    clock.t += 100;
+  }
+  auto s = open_store(tmp.path(), o);  // a restart keeps the count
+  auto r = s.count_failure("m", "2.0.0", "trial", "trial: soak: p99", delay);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->failures, 2);
+  EXPECT_EQ(r->next_at.time_since_epoch().count(), clock.t + 120);
+  ASSERT_TRUE(s.count_failure("m", "3.0.0", "probe", "x", delay));
+  ASSERT_TRUE(s.count_failure("n", "2.0.0", "probe", "x", delay));
+  auto got = *s.retry("m", "2.0.0");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->step, "trial");
+  EXPECT_EQ(got->last_error, "trial: soak: p99");
+  EXPECT_EQ(s.retries("m")->size(), 2u);
+
+  // Blocking 2.0.0 forgets its retries (only its own).
+  ASSERT_TRUE(s.begin_install(record("m", "2.0.0")).has_value());
+  ASSERT_TRUE(s.abort_install("m", "failed 4 times").has_value());
+  EXPECT_FALSE(s.retry("m", "2.0.0")->has_value());
+  EXPECT_TRUE(s.retry("m", "3.0.0")->has_value());
+  // A successful install of the model forgets all of its retries.
+  ASSERT_TRUE(s.begin_install(record("m", "3.0.0")).has_value());
+  ASSERT_TRUE(s.put_slot({"m", Slot::b, "3.0.0", "d3", SlotStatus::writing, {}}).has_value());
+  ASSERT_TRUE(s.complete_install("m").has_value());
+  EXPECT_TRUE(s.retries("m")->empty());
+  EXPECT_EQ(s.retries("n")->size(), 1u);
+}
+
+TEST(StateStore, UnblockLiftsOneOrEveryVersionAndForgetsRetries) {
+  TempDir tmp;
+  FakeClock clock;
+  StateOptions o;
+  o.clock = clock.fn();
+  auto s = open_store(tmp.path(), o);
+  ASSERT_TRUE(s.block("m", "2.0.0", "probe: output").has_value());
+  clock.t += 10;
+  ASSERT_TRUE(s.block("m", "2.1.0", "trial: hook").has_value());
+  ASSERT_TRUE(s.block("n", "1.0.0", "other").has_value());
+  ASSERT_TRUE(s.count_failure("m", "2.2.0", "probe", "latency", {}));
+  auto all = *s.all_blocked();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].version, "2.0.0");
+  EXPECT_EQ(all[1].version, "2.1.0");
+  EXPECT_EQ(all[2].model, "n");
+
+  auto none = s.unblock("m", "9.9.9");
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(s.all_blocked()->size(), 3u);
+
+  auto one = s.unblock("m", "2.1.0");
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->size(), 1u);
+  EXPECT_EQ(one->at(0).reason, "trial: hook");
+  EXPECT_TRUE(*s.is_blocked("m", "2.0.0"));
+  EXPECT_FALSE(*s.is_blocked("m", "2.1.0"));
+  EXPECT_TRUE(s.retry("m", "2.2.0")->has_value());  // another version's retries stay
+
+  auto rest = s.unblock("m", "");
+  ASSERT_TRUE(rest);
+  ASSERT_EQ(rest->size(), 1u);
+  EXPECT_EQ(rest->at(0).version, "2.0.0");
+  EXPECT_TRUE(s.blocked("m")->empty());
+  EXPECT_TRUE(s.retries("m")->empty());
+  EXPECT_TRUE(*s.is_blocked("n", "1.0.0"));
+}
+
 TEST(StateStore, CompleteInstallSwitchesCommitsAndClearsBlocklist) {
   TempDir tmp;
   auto s = open_store(tmp.path());

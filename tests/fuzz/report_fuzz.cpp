@@ -37,6 +37,17 @@ bool same_items(const mota::manager::ReportItem& g, const mota::manager::ReportI
       return false;
     }
   }
+  if (g.blocked.has_value() != w.blocked.has_value()) return false;
+  if (g.blocked) {
+    if (g.blocked->size() != w.blocked->size()) return false;
+    for (std::size_t i = 0; i < g.blocked->size(); ++i) {
+      const auto &a = (*g.blocked)[i], &b = (*w.blocked)[i];
+      if (a.model != b.model || a.version != b.version || a.reason != b.reason ||
+          a.since != b.since) {
+        return false;
+      }
+    }
+  }
   return nlohmann::json::parse(g.body) == nlohmann::json::parse(w.body);
 }
 

@@ -1,8 +1,8 @@
 // The health gate end to end: the real mota-agent installs real ONNX models (../shared/models)
 // through a real repository server, with the real mota-runtime serving on a Unix socket. A good
 // update is probed, switched, tried through the live runtime and committed; a model failing its
-// probe is never switched; a failing operator hook, an agent killed during the trial and a
-// runtime that is down each leave the previous model current and served.
+// probe is never switched; a failing operator hook and a runtime that is down each leave the
+// previous model current and served; an agent killed during the trial tries it again.
 
 #include <gtest/gtest.h>
 
@@ -41,7 +41,8 @@ class AgentHealth : public ::testing::Test {
                          "\"\n[retry]\nmax_attempts = 1\n[health]\nruntime_binary = \"" +
                          test::build_path("runtime/mota-runtime").string() + "\"\nhooks_dir = \"" +
                          hooks_dir().string() +
-                         "\"\nhook_timeout = \"5s\"\n[[model]]\nname = \"face\"\n" +
+                         "\"\nhook_timeout = \"5s\"\nretry_backoff = \"0s\"\n[[model]]\n"
+                         "name = \"face\"\n" +
                          "channel = \"stable\"\n");
   }
 
@@ -166,7 +167,10 @@ TEST_F(AgentHealth, FailingOperatorHookRollsBackToThePreviousModel) {
   EXPECT_EQ(last_event()["state"], "rolled_back") << last_event().dump();
 }
 
-TEST_F(AgentHealth, AgentKilledDuringTheTrialRollsBackOnRestart) {
+// An agent killed during the trial (a power cut) tries the trial again at its next start, as a
+// bootloader boots a new slot again; a version during whose trial the agent keeps dying is rolled
+// back and blocked once the loop guard runs out (3 entries).
+TEST_F(AgentHealth, AgentKilledDuringTheTrialTriesAgainThenGivesUp) {
   publish("1.0.0", false);
   ASSERT_EQ(agent().exit_code, 0);
   publish("2.0.0", true);
@@ -174,11 +178,27 @@ TEST_F(AgentHealth, AgentKilledDuringTheTrialRollsBackOnRestart) {
   ASSERT_EQ(r.signal, SIGKILL) << r.out << r.err;
   EXPECT_EQ(current(), "b");  // switched, on trial, when the power went
   r = agent();
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(current(), "b");
+  EXPECT_EQ(served(), "2.0.0@b");
+  EXPECT_EQ(last_event()["state"], "installed") << last_event().dump();
+
+  publish("3.0.0", false);
+  for (int i = 0; i < 3; ++i) {
+    r = agent({{"MOTA_AGENT_TEST_KILL_AT", "trial"}});
+    ASSERT_EQ(r.signal, SIGKILL) << r.out << r.err;
+    EXPECT_EQ(current(), "a");
+  }
+  r = agent({{"MOTA_AGENT_TEST_KILL_AT", "trial"}});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_NE(r.err.find("trial: interrupted"), std::string::npos) << r.err;
-  EXPECT_EQ(current(), "a");
-  EXPECT_EQ(served(), "1.0.0@a");
+  EXPECT_NE(r.err.find("rolled back to 2.0.0"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("step trial entered 4 times (limit 3)"), std::string::npos) << r.err;
+  EXPECT_EQ(current(), "b");
+  EXPECT_EQ(served(), "2.0.0@b");
   EXPECT_EQ(last_event()["state"], "rolled_back") << last_event().dump();
+  r = agent();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("blocklisted"), std::string::npos) << r.err;
 }
 
 TEST_F(AgentHealth, UnloadableUnsupportedAndTooSlowModelsFailTheProbe) {

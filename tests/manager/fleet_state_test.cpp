@@ -366,6 +366,74 @@ TEST_F(FleetState, EventsSlotAndChannelAreStoredAndShown) {
       << text.out;
 }
 
+// What a device will not install, and why: its heartbeats' block list is stored per device and
+// shown by `mota device show` (text and --json; a heartbeat without the list, from an older agent,
+// keeps it; an empty one clears it); a release the device refuses (its requirements) is the
+// model's state, counted by `mota fleet`.
+TEST_F(FleetState, BlockListsAndRefusalsAreShown) {
+  events("d1", {installed("", "1.0.0")});
+  auto hb = [&](const std::optional<Json>& blocked) {
+    Json body = {{"agent_version", "0.2.0"},
+                 {"arch", "x86_64"},
+                 {"models",
+                  {{{"model", "detector"},
+                    {"slot", "a"},
+                    {"version", "1.0.0"},
+                    {"committed", true},
+                    {"channel", "stable"}}}}};
+    if (blocked) body["blocked"] = *blocked;
+    report("d1", {{"heartbeat", body}});
+  };
+  // Never reported: null.
+  EXPECT_TRUE(mota_json({"device", "show", "d1"})["blocked"].is_null());
+  hb(Json::array({{{"model", "detector"},
+                   {"version", "2.0.0"},
+                   {"reason", "install detector 2.0.0: probe: output: scores[0] is 0.5\x1b[2J"},
+                   {"since", "2030-01-02T03:04:05Z"}}}));
+  Json show = mota_json({"device", "show", "d1"});
+  ASSERT_EQ(show["blocked"].size(), 1u) << show.dump(2);
+  EXPECT_EQ(show["blocked"][0]["model"], "detector");
+  EXPECT_EQ(show["blocked"][0]["version"], "2.0.0");
+  EXPECT_EQ(show["blocked"][0]["since"], "2030-01-02T03:04:05Z");
+  EXPECT_NE(show["blocked"][0]["reason"].get<std::string>().find("probe: output"),
+            std::string::npos);
+  auto text = mota({"device", "show", "d1"});
+  // The device's text reaches the terminal with its control characters escaped.
+  EXPECT_NE(text.out.find("blocked    detector 2.0.0 since 2030-01-02T03:04:05Z: install detector "
+                          "2.0.0: probe: output: scores[0] is 0.5\\x1b[2J"),
+            std::string::npos)
+      << text.out;
+  hb(std::nullopt);  // an older agent's heartbeat: the list on record stays
+  EXPECT_EQ(mota_json({"device", "show", "d1"})["blocked"].size(), 1u);
+  hb(Json::array());  // unblocked
+  show = mota_json({"device", "show", "d1"});
+  EXPECT_TRUE(show["blocked"].is_array() && show["blocked"].empty()) << show.dump(2);
+  EXPECT_NE(mota({"device", "show", "d1"}).out.find("blocked    nothing"), std::string::npos);
+
+  // Requirements not met: refused, with the reason, in `mota devices` and `mota fleet`.
+  const std::string why =
+      "requirements not met: arch: the release runs on armv7l; this device is x86_64";
+  events("d1", {Ev{.state = "refused",
+                   .from = "1.0.0",
+                   .to = "2.0.0",
+                   .step = "requirements",
+                   .error = why}});
+  events("d2", {installed("", "1.0.0")});
+  Json r = row("d1");
+  EXPECT_EQ(r["state"], "refused");
+  EXPECT_EQ(r["last_error"], why);
+  EXPECT_EQ(r["version"], "1.0.0");
+  Json fleet = mota_json({"fleet"});
+  EXPECT_EQ(detector(fleet)["refused"], 1) << fleet.dump(2);
+  EXPECT_EQ(detector(fleet)["failed"], 0) << fleet.dump(2);
+  auto listing = mota({"devices", "--state", "refused"});
+  // The table cuts long errors; the start says which requirement.
+  EXPECT_NE(listing.out.find("refused  -         "), std::string::npos) << listing.out;
+  EXPECT_NE(listing.out.find("requirements not met: arch"), std::string::npos) << listing.out;
+  EXPECT_EQ(listing.out.find("d2"), std::string::npos) << listing.out;
+  EXPECT_NE(mota({"fleet"}).out.find("0 failed, 1 refused"), std::string::npos);
+}
+
 // Absent values are null in every --json output of the fleet commands.
 TEST_F(FleetState, AbsentValuesAreJsonNull) {
   test::write_file(work_ / "key.hex", std::string(64, 'a'));

@@ -3,7 +3,8 @@
 // changes, rewrites without a change, deletes (also by cascade) and a down/up migration; and
 // fleet_summary() answers the same as before the migration. Migration 0003 (0003_fleet_state.*):
 // schema-2 rows get their failed attempts, the summary's new counts read partial indexes, and
-// down again the columns are gone.
+// down again the columns are gone. Migration 0004 (0004_device_judgement.*): devices' block lists
+// and the refused count, read from a partial index; down again both are gone.
 
 #include <gtest/gtest.h>
 
@@ -65,7 +66,7 @@ class FleetSummaryTest : public ::testing::Test {
 
 TEST_F(FleetSummaryTest, CountsFollowInsertsVersionChangesAndDeletes) {
   auto& db = *db_;
-  EXPECT_EQ(*storage::schema_version(db), 3);
+  EXPECT_EQ(*storage::schema_version(db), fleet_migrations().back().version);
   for (int i = 0; i < 6; ++i) add_device(db, "d" + std::to_string(i));
   for (int i = 0; i < 6; ++i) upsert(db, "d" + std::to_string(i), "det", i < 4 ? "1.0" : "2.0");
   upsert(db, "d0", "cls", "0.1");
@@ -139,7 +140,7 @@ TEST_F(FleetSummaryTest, Migration0003BackfillsFailedAttemptsAndGoesDown) {
        "('d2', 'det', '1.0', 'failed', '2.0', 'trial', '2.0', 9), "
        "('d3', 'det', '2.0', 'ok', '2.0', '', '', 10)");
   ASSERT_TRUE(storage::migrate(db, fleet_migrations()));
-  EXPECT_EQ(*storage::schema_version(db), 3);
+  EXPECT_EQ(*storage::schema_version(db), fleet_migrations().back().version);
   EXPECT_EQ(rows(db, "SELECT device, failed_version, failed_at FROM installed ORDER BY device"),
             "d0|2.0|7|\nd1||0|\nd2||0|\nd3||0|\n");
   auto s = fleet_summary(db, std::chrono::seconds(3600), now_seconds());
@@ -174,6 +175,45 @@ TEST_F(FleetSummaryTest, Migration0003BackfillsFailedAttemptsAndGoesDown) {
             std::string::npos);
   EXPECT_EQ(rows(db, "SELECT device, state, target FROM installed ORDER BY device"),
             "d0|failed|2.0|\nd1|failed|1.0|\nd2|failed|2.0|\nd3|ok|2.0|\n");
+}
+
+TEST_F(FleetSummaryTest, Migration0004CountsRefusedFromAnIndexAndKeepsBlockLists) {
+  auto& db = *db_;
+  for (int i = 0; i < 5; ++i) add_device(db, "d" + std::to_string(i));
+  upsert(db, "d0", "det", "1.0", "refused");
+  upsert(db, "d1", "det", "1.0", "refused");
+  upsert(db, "d2", "det", "1.0", "failed");
+  upsert(db, "d3", "det", "2.0");
+  upsert(db, "d4", "cls", "0.1", "refused");
+  exec(db, R"(UPDATE devices SET blocked = '[{"model":"det","version":"2.0"}]' WHERE id = 'd2')");
+  auto s = fleet_summary(db, std::chrono::seconds(3600), now_seconds());
+  ASSERT_TRUE(s) << s.error().message();
+  ASSERT_EQ(s->models.size(), 2u);
+  EXPECT_EQ(s->models[0].model, "cls");
+  EXPECT_EQ(s->models[0].refused, 1);
+  EXPECT_EQ(s->models[1].refused, 2);
+  EXPECT_EQ(s->models[1].failed, 1);
+  EXPECT_EQ(to_json(*s)["models"][1]["refused"], 2);
+  EXPECT_NE(rows(db,
+                 "EXPLAIN QUERY PLAN SELECT model, COUNT(*) FROM installed WHERE state = "
+                 "'refused' GROUP BY model")
+                .find("installed_refused"),
+            std::string::npos);
+  auto d2 = show_device(db, "d2");
+  ASSERT_TRUE(d2 && *d2);
+  ASSERT_TRUE((*d2)->blocked.has_value());
+  ASSERT_EQ((*d2)->blocked->size(), 1u);
+  EXPECT_EQ((*d2)->blocked->at(0).version, "2.0");
+  auto d3 = show_device(db, "d3");
+  ASSERT_TRUE(d3 && *d3);
+  EXPECT_FALSE((*d3)->blocked.has_value());  // never reported: null in --json
+  EXPECT_TRUE(to_json(**d3)["blocked"].is_null());
+
+  ASSERT_TRUE(storage::migrate_down_to(db, 3));
+  EXPECT_FALSE(db.prepare("SELECT blocked FROM devices"));
+  EXPECT_EQ(rows(db, "SELECT name FROM sqlite_master WHERE name = 'installed_refused'"), "");
+  ASSERT_TRUE(storage::migrate(db, fleet_migrations()));
+  EXPECT_EQ(rows(db, "SELECT COUNT(*) FROM devices WHERE blocked = ''"), "5|\n");
 }
 
 }  // namespace

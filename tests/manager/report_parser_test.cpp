@@ -64,6 +64,15 @@ void expect_same(const std::string& body, const std::string& id = "dev-1",
       EXPECT_EQ(g.models[m].channel, w.models[m].channel);
       EXPECT_EQ(g.models[m].committed, w.models[m].committed);
     }
+    ASSERT_EQ(g.blocked.has_value(), w.blocked.has_value());
+    if (!w.blocked) continue;
+    ASSERT_EQ(g.blocked->size(), w.blocked->size());
+    for (std::size_t b = 0; b < w.blocked->size(); ++b) {
+      EXPECT_EQ((*g.blocked)[b].model, (*w.blocked)[b].model);
+      EXPECT_EQ((*g.blocked)[b].version, (*w.blocked)[b].version);
+      EXPECT_EQ((*g.blocked)[b].reason, (*w.blocked)[b].reason);
+      EXPECT_EQ((*g.blocked)[b].since, (*w.blocked)[b].since);
+    }
   }
 }
 
@@ -76,8 +85,18 @@ TEST(ReportParser, AgentShapedReportsMatchTheTreeParser) {
     {"seq":2,"kind":"heartbeat","created_at":"2030-01-01T00:00:01Z","body":{"agent_version":"0.1.0",
      "arch":"aarch64","slot":"a","ram_total_bytes":4294967296,"load":[0.5,1.0,2],"models":[
        {"model":"detector","slot":"b","version":"1.1.0","committed":true,"channel":"stable"},
-       {"model":"classifier","slot":"a","version":"0.2.0","committed":false}]}},
+       {"model":"classifier","slot":"a","version":"0.2.0","committed":false}],
+     "blocked":[{"model":"detector","version":"1.2.0","reason":"install detector 1.2.0: probe: output: scores[0] is 0.5","since":"2030-01-01T00:00:00Z"}]}},
     {"seq":9007199254740993,"kind":"event","created_at":"x","body":{}}]})");
+  // An agent's heartbeat with nothing blocked: an empty list, not an absent one.
+  auto empty = parse_report(
+      R"({"device":"dev-1","batch":[{"seq":1,"kind":"heartbeat","body":{"blocked":[]}},
+        {"seq":2,"kind":"heartbeat","body":{}}]})",
+      "dev-1", 50);
+  ASSERT_TRUE(empty) << empty.error().message();
+  ASSERT_TRUE(empty->items[0].blocked.has_value());
+  EXPECT_TRUE(empty->items[0].blocked->empty());
+  EXPECT_FALSE(empty->items[1].blocked.has_value());
   expect_same(R"({"batch":[],"device":"dev-1","extra":{"a":[1,{"b":null}]}})");
   expect_same(R"( { "device" : "dev-1" , "batch" : [ { "seq" : 3 , "kind" : "heartbeat" ,
       "body" : { "models" : [ ] , "arch" : "x86_64" } } ] } )");
@@ -109,6 +128,16 @@ TEST(ReportParser, OddButValidShapesMatchTheTreeParser) {
       "model":"c","dup":2}}]})");
   expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"heartbeat","body":{"models":[
       {"model":"a"}],"models":[{"model":"b","model":"c"}],"arch":"x","arch":null,"dup":0}}]})");
+  // Block lists: odd entries are left out, a list that is not an array is not reported, the last
+  // of two counts, and an event's "blocked" is not a device's.
+  expect_same(R"({"device":"dev-1","batch":[{"seq":1,"kind":"heartbeat","body":{"blocked":[
+      1,"x",null,[{"model":"nested"}],{"version":"1.0.0"},{"model":"","version":"2"},
+      {"model":"m","version":3,"reason":["r"],"since":{}},{"model":"n","reason":"a\nb"},
+      {"model":"o","extra":{"model":"p"}}]}},
+      {"seq":2,"kind":"heartbeat","body":{"blocked":{"model":"x"}}},
+      {"seq":3,"kind":"heartbeat","body":{"blocked":[{"model":"a"}],"blocked":null}},
+      {"seq":4,"kind":"heartbeat","body":{"blocked":null,"blocked":[{"model":"b","model":"c"}]}},
+      {"seq":5,"kind":"event","body":{"blocked":[{"model":"e"}]}}]})");
   // Nesting inside a body: up to 64 levels in all, as the tree parser; deeper is refused.
   auto nested = [](int levels) {
     std::string deep =
@@ -243,6 +272,17 @@ TEST(ReportParser, RandomReportsMatchTheTreeParser) {
         }
         body["models"] = rng() % 10 == 0 ? value() : models;
       }
+      if (rng() % 2) {
+        Json blocked = Json::array();
+        for (int b = int(rng() % 3); b > 0; --b) {
+          Json e = Json::object();
+          for (const char* k : {"model", "version", "reason", "since"}) {
+            if (rng() % 4) e[k] = rng() % 6 == 0 ? value() : Json(text());
+          }
+          blocked.push_back(rng() % 10 == 0 ? value() : e);
+        }
+        body["blocked"] = rng() % 10 == 0 ? value() : blocked;
+      }
       item["body"] = rng() % 25 == 0 ? value() : body;
       batch.push_back(rng() % 40 == 0 ? value() : item);
     }
@@ -260,7 +300,7 @@ TEST(ReportParser, RandomReportsMatchTheTreeParser) {
 TEST(ReportParser, MutatedReportsMatchTheTreeParser) {
   std::mt19937_64 rng(42);
   const std::string seeds[] = {
-      R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","created_at":"t","body":{"model":"m","from":"1.0.0","to":"2.0.0","state":"failed","error":"e\u00e9\n","n":-1.5e3}},{"seq":2,"kind":"heartbeat","body":{"arch":"x","models":[{"model":"m","version":"1","committed":true}]}}]})",
+      R"({"device":"dev-1","batch":[{"seq":1,"kind":"event","created_at":"t","body":{"model":"m","from":"1.0.0","to":"2.0.0","state":"failed","error":"e\u00e9\n","n":-1.5e3}},{"seq":2,"kind":"heartbeat","body":{"arch":"x","models":[{"model":"m","version":"1","committed":true}],"blocked":[{"model":"m","version":"2","reason":"r","since":"t"}]}}]})",
       "{\"device\":\"dev-1\",\"batch\":[{\"seq\":7,\"kind\":\"event\",\"body\":{\"s\":"
       "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\ud83d\\ude00\",\"a\":[true,false,null,0,-0,1e5,0.25]"
       "}}]}",

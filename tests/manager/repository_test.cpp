@@ -321,6 +321,9 @@ TEST_F(RepositoryTest, ReleaseAddAndList) {
   EXPECT_EQ(custom["framework"], "onnx");
   EXPECT_EQ(custom["package_size"], r2->length);
   EXPECT_EQ(custom["tree_digest"], r2->tree_digest);
+  // model.json declares no requirements: signed as none, so a device knows there are none.
+  EXPECT_EQ(custom["requirements"],
+            Json({{"min_ram_mb", 0}, {"arch", Json::array()}, {"accelerators", Json::array()}}));
   expect_verifies();
 }
 

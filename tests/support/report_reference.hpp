@@ -107,6 +107,20 @@ inline Result<Report> reference_parse_report(const std::string& body, const std:
           item.models.push_back(std::move(r));
         }
       }
+      auto blocked = b->find("blocked");
+      if (blocked != b->end() && blocked->is_array()) {
+        item.blocked.emplace();
+        for (const auto& e : *blocked) {
+          if (!e.is_object()) continue;
+          manager::ReportBlocked r;
+          r.model = ref_str_field(e, "model");
+          if (r.model.empty()) continue;
+          r.version = ref_str_field(e, "version");
+          r.reason = ref_str_field(e, "reason");
+          r.since = ref_str_field(e, "since");
+          item.blocked->push_back(std::move(r));
+        }
+      }
     }
     out.items.push_back(std::move(item));
   }

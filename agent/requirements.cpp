@@ -1,0 +1,186 @@
+#include "agent/requirements.hpp"
+
+#include <sys/sysinfo.h>
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <map>
+#include <system_error>
+
+#include "agent/download.hpp"  // format_bytes
+#include "common/fs.hpp"
+
+namespace mota::agent {
+
+namespace stdfs = std::filesystem;
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+void add_unique(std::vector<std::string>& list, std::string name) {
+  if (std::find(list.begin(), list.end(), name) == list.end()) list.push_back(std::move(name));
+}
+
+std::string join(const std::vector<std::string>& v, std::string_view sep) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : std::string(sep)) + s;
+  return out;
+}
+
+// Bytes of the regular files under `dir` (0 when it does not exist).
+std::uint64_t tree_bytes(const stdfs::path& dir) {
+  std::uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = stdfs::recursive_directory_iterator(dir, ec);
+       !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code e2;
+    if (it->is_regular_file(e2)) total += it->file_size(e2);
+  }
+  return total;
+}
+
+constexpr std::uint64_t kMiB = 1024 * 1024;
+
+// A JSON number that is a whole number >= 0 (parsed text gives unsigned, built values signed).
+bool is_count(const Json& j) {
+  return j.is_number_unsigned() || (j.is_number_integer() && j.get<std::int64_t>() >= 0);
+}
+
+}  // namespace
+
+std::string canonical_arch(std::string_view arch) {
+  static const std::map<std::string, std::string, std::less<>> kAliases = {
+      {"amd64", "x86_64"}, {"x64", "x86_64"},   {"arm64", "aarch64"}, {"armv8", "aarch64"},
+      {"armhf", "armv7l"}, {"armv7", "armv7l"}, {"i386", "i686"},     {"i486", "i686"},
+      {"i586", "i686"},    {"x86", "i686"}};
+  std::string a = lower(arch);
+  if (auto it = kAliases.find(a); it != kAliases.end()) return it->second;
+  return a;
+}
+
+std::vector<std::string> detect_accelerators(const stdfs::path& dev) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  // The NVIDIA driver's first GPU, or the GPU of a Jetson (nvgpu): CUDA can run.
+  if (stdfs::exists(dev / "nvidia0", ec) || stdfs::exists(dev / "nvhost-ctrl-gpu", ec)) {
+    out.push_back("cuda");
+  }
+  return out;
+}
+
+Result<DeviceFacts> device_facts(const Config& config, const SlotSet* slots) {
+  DeviceFacts f;
+  struct utsname uts {};
+  if (::uname(&uts) != 0) return fail(errno_error("uname", "", errno));
+  f.arch = canonical_arch(uts.machine);
+  struct sysinfo si {};
+  if (::sysinfo(&si) != 0) return fail(errno_error("sysinfo", "", errno));
+  f.ram_total_bytes = static_cast<std::uint64_t>(si.totalram) * si.mem_unit;
+  f.disk_free_bytes = MOTA_TRY(fs::free_space(config.state_dir));
+  if (slots) {
+    auto inactive = MOTA_TRY(slots->inactive());
+    f.disk_reclaimable_bytes = tree_bytes(slots->path(inactive));
+  }
+  for (const auto& a : config.accelerators) add_unique(f.accelerators, lower(a));
+  for (auto& a : detect_accelerators()) add_unique(f.accelerators, std::move(a));
+  return f;
+}
+
+Result<std::optional<Requirements>> signed_requirements(const Json& custom) {
+  if (!custom.is_object()) return std::optional<Requirements>();
+  auto it = custom.find("requirements");
+  if (it == custom.end()) return std::optional<Requirements>();
+  const Json& r = *it;
+  const std::string bad = "target custom.requirements: ";
+  if (!r.is_object()) return fail(Errc::verification, bad + "not an object");
+  Requirements out;
+  if (auto m = r.find("min_ram_mb"); m != r.end()) {
+    if (!is_count(*m)) {
+      return fail(Errc::verification, bad + "min_ram_mb is not an unsigned integer");
+    }
+    out.min_ram_mb = m->get<std::uint64_t>();
+  }
+  for (auto [key, list] : {std::pair{"arch", &out.arch}, {"accelerators", &out.accelerators}}) {
+    auto a = r.find(key);
+    if (a == r.end()) continue;
+    if (!a->is_array()) return fail(Errc::verification, bad + key + " is not an array");
+    for (const auto& v : *a) {
+      if (!v.is_string()) return fail(Errc::verification, bad + key + " holds a non-string");
+      list->push_back(v.get<std::string>());
+    }
+  }
+  return std::optional<Requirements>(std::move(out));
+}
+
+std::uint64_t unpacked_size(const Json& custom, std::uint64_t package_length) {
+  if (custom.is_object()) {
+    auto it = custom.find("tree_size");
+    if (it != custom.end() && is_count(*it)) return it->get<std::uint64_t>();
+  }
+  return package_length;
+}
+
+std::string unmet_requirements(const Requirements* req, const DeviceFacts& facts,
+                               std::uint64_t disk_needed, const stdfs::path& state_dir) {
+  std::vector<std::string> unmet;
+  if (req && !req->arch.empty()) {
+    bool ok = false;
+    std::vector<std::string> names;
+    for (const auto& a : req->arch) {
+      add_unique(names, canonical_arch(a));
+      ok = ok || canonical_arch(a) == facts.arch;
+    }
+    if (!ok) {
+      unmet.push_back("arch: the release runs on " + join(names, ", ") + "; this device is " +
+                      facts.arch);
+    }
+  }
+  if (req && req->min_ram_mb > 0 && facts.ram_total_bytes / kMiB < req->min_ram_mb) {
+    unmet.push_back("min_ram_mb: the release needs " + std::to_string(req->min_ram_mb) +
+                    " MiB of RAM; this device has " + std::to_string(facts.ram_total_bytes / kMiB) +
+                    " MiB");
+  }
+  if (req && !req->accelerators.empty()) {
+    std::vector<std::string> missing;
+    for (const auto& a : req->accelerators) {
+      const std::string name = lower(a);
+      if (std::find(facts.accelerators.begin(), facts.accelerators.end(), name) ==
+          facts.accelerators.end()) {
+        add_unique(missing, name);
+      }
+    }
+    if (!missing.empty()) {
+      unmet.push_back(
+          "accelerators: the release needs " + join(missing, ", ") + "; this device has " +
+          (facts.accelerators.empty() ? std::string("none") : join(facts.accelerators, ", ")) +
+          " (declare what it has in agent.toml: accelerators)");
+    }
+  }
+  const std::uint64_t available = facts.disk_free_bytes + facts.disk_reclaimable_bytes;
+  if (available < disk_needed) {
+    std::string have = format_bytes(facts.disk_free_bytes) + " free in " + state_dir.string();
+    if (facts.disk_reclaimable_bytes > 0) {
+      have += " and " + format_bytes(facts.disk_reclaimable_bytes) + " in the slot it replaces";
+    }
+    unmet.push_back("disk: the release needs " + format_bytes(disk_needed) + " unpacked; " + have);
+  }
+  return join(unmet, "; ");
+}
+
+Result<std::string> requirements_refusal(const Config& config, const SlotSet& slots,
+                                         const Json& custom, std::uint64_t package_length) {
+  auto req = MOTA_TRY(signed_requirements(custom));
+  auto facts = MOTA_TRY_CTX(device_facts(config, &slots), "requirements: device facts");
+  std::string unmet = unmet_requirements(req ? &*req : nullptr, facts,
+                                         unpacked_size(custom, package_length), config.state_dir);
+  return unmet.empty() ? unmet : "requirements not met: " + unmet;
+}
+
+}  // namespace mota::agent
