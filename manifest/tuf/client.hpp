@@ -11,6 +11,7 @@
 //
 // Not thread-safe: one Client per metadata directory at a time.
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -32,7 +33,10 @@ struct ClientConfig {
   std::uint64_t max_snapshot_bytes = 2u << 20;
   std::uint64_t max_targets_bytes = 16u << 20;
   std::uint64_t max_root_rotations = 256;  // stop a server that offers endless root versions
-  unsigned max_delegations = 32;           // visited roles per target search
+  // Whole-request limit of every metadata fetch and download_target() (the http::Client's
+  // minimum rate applies as well), so a server dripping timestamp.json cannot hold a refresh.
+  std::chrono::milliseconds fetch_timeout{60'000};
+  unsigned max_delegations = 32;  // visited roles per target search
   // Time source for expiry checks (tests override it).
   std::function<TimePoint()> now = [] { return now_seconds(); };
 };
