@@ -1,6 +1,10 @@
 #include "agent/agent.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <random>
+#include <set>
 #include <system_error>
 #include <thread>
 
@@ -21,6 +25,23 @@
 namespace mota::agent {
 
 namespace stdfs = std::filesystem;
+
+namespace {
+
+// The agent's reserve (see "Space" in agent.hpp).
+constexpr const char* kReserveFile = "reserve";
+
+// The expanded size of a package target's tree (custom "tree_size", the files of its model.json).
+std::uint64_t tree_size(const tuf::TargetFile& target) {
+  const Json& c = target.custom;
+  if (c.is_object() && c.contains("tree_size") && c["tree_size"].is_number_unsigned()) {
+    return c["tree_size"].get<std::uint64_t>();
+  }
+  // Published before tree_size was signed: the tree is taken to be as big as the package.
+  return target.length;
+}
+
+}  // namespace
 
 bool CheckReport::ok() const {
   for (const auto& m : models) {
@@ -63,11 +84,60 @@ Result<Agent> Agent::open(Config config, InstallOptions install_options) {
     MOTA_TRY_CTX(tuf::Client::init(meta, root),
                  "seed " + meta.string() + " from " + config.trusted_root.string());
   }
-  auto state = MOTA_TRY(StateStore::open(config.state_dir));
+  auto state = StateStore::open(config.state_dir);
+  if (!state && disk_full(config.state_dir)) {
+    // On a full disk SQLite cannot even open agent.db (its WAL index needs a page): give back
+    // the agent's reserve so that the device still reports, with a heartbeat saying disk_full,
+    // instead of going silent.
+    if (release_reserve(config.state_dir)) state = StateStore::open(config.state_dir);
+    if (!state) {
+      return fail(std::move(state).error().context(
+          "the disk holding " + config.state_dir.string() + " is full (" +
+          format_bytes(fs::free_space(config.state_dir).value_or(0)) +
+          " free) and the agent has no reserve left to start with"));
+    }
+  }
+  if (!state) return fail(std::move(state).error());
+  // A short WAL that is reused after each checkpoint: the daemon's one connection would
+  // otherwise let it grow to 4 MiB, which a nearly full disk (and the reserve) cannot give.
+  if (auto r = state->database().exec("PRAGMA wal_autocheckpoint = 64"); !r) {
+    log::warn(r.error().message());
+  }
   auto identity = MOTA_TRY_CTX(DeviceIdentity::load_or_create(config.state_dir, config.device_id),
                                "device identity");
-  return Agent(std::move(config), std::move(state), std::move(identity),
+  keep_reserve(config.state_dir);
+  return Agent(std::move(config), std::move(*state), std::move(identity),
                std::move(install_options));
+}
+
+bool Agent::disk_full(const stdfs::path& state_dir) {
+  auto free = fs::free_space(state_dir);
+  return free && *free < kDiskFullBytes;
+}
+
+void Agent::keep_reserve(const stdfs::path& state_dir) {
+  const auto path = state_dir / kReserveFile;
+  if (disk_usage(path) >= kDiskFullBytes) return;
+  // Taken only from a disk with room to spare: never the last free MiB.
+  auto free = fs::free_space(state_dir);
+  if (!free || *free < 4 * kDiskFullBytes) return;
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return;
+  // Allocated blocks, not a sparse file: what it keeps must really be there to give back.
+  const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(kDiskFullBytes));
+  ::close(fd);
+  std::error_code ec;
+  if (rc != 0) stdfs::remove(path, ec);
+}
+
+bool Agent::release_reserve(const stdfs::path& state_dir) {
+  const auto path = state_dir / kReserveFile;
+  std::error_code ec;
+  if (!stdfs::remove(path, ec)) return false;
+  log::warn("the disk holding " + state_dir.string() +
+            " is full: released the agent's reserve of " + format_bytes(kDiskFullBytes) +
+            " to keep reporting");
+  return true;
 }
 
 std::optional<HealthGate> Agent::health_gate() const {
@@ -85,6 +155,8 @@ std::unique_ptr<http::Client> Agent::http_client() {
   http::ClientConfig hc;
   hc.ca_file = config_.ca_file.string();
   hc.max_bytes_per_sec = config_.bandwidth_limit;
+  hc.min_rate = config_.download.min_rate;
+  hc.min_rate_window = config_.download.min_rate_window;
   hc.cancel = cancel_;
   return http::make_http_client(hc);
 }
@@ -196,19 +268,37 @@ Result<std::string> Agent::installed_version(const std::string& model) {
 }
 
 Status Agent::report(bool heartbeat) {
-  auto http = http_client();
+  // A poll's requests share one client (one connection); report() alone makes its own.
+  std::unique_ptr<http::Client> own;
+  http::Client* http = poll_http_;
+  if (!http) {
+    own = http_client();
+    http = own.get();
+  }
   ReporterOptions options;
   for (const auto& sub : config_.models) options.channels[sub.name] = sub.channel;
   Reporter reporter(state_, *http, identity_, config_.report_url, options, &report_sessions_);
   // The time of the last heartbeat queued is kept on disk: check-once runs as a fresh process.
+  // So is whether it said disk_full: a change is reported at once, not an interval later.
   const auto stamp = config_.state_dir / "status" / "heartbeat";
+  const auto full_mark = config_.state_dir / "status" / "disk_full";
   if (heartbeat) {
-    std::error_code ec;
+    std::error_code ec, ec_mark;
     auto last = stdfs::last_write_time(stamp, ec);
-    if (ec || stdfs::file_time_type::clock::now() - last >= config_.heartbeat_interval) {
-      MOTA_TRY_CTX(reporter.enqueue_heartbeat(), "heartbeat");
-      MOTA_TRY(fs::make_dirs(stamp.parent_path()));
-      MOTA_TRY(fs::write_file_atomic(stamp, format_time(now_seconds())));
+    const bool full = disk_full(config_.state_dir);
+    const bool was_full = stdfs::exists(full_mark, ec_mark);
+    if (ec || full != was_full ||
+        stdfs::file_time_type::clock::now() - last >= config_.heartbeat_interval) {
+      Status queued = reporter.enqueue_heartbeat();
+      if (!queued && full && release_reserve(config_.state_dir)) {
+        queued = reporter.enqueue_heartbeat();  // the disk filled up while the agent ran
+      }
+      MOTA_TRY_CTX(std::move(queued), "heartbeat");
+      // Best effort: on a full disk the heartbeat must still go out.
+      Status st = fs::make_dirs(stamp.parent_path());
+      if (st) st = fs::write_file_atomic(stamp, format_time(now_seconds()));
+      if (st) st = full ? fs::write_file_atomic(full_mark, "") : fs::remove_all(full_mark);
+      if (!st) log::warn("cannot record the heartbeat: " + st.error().message());
     }
   }
   auto r = MOTA_TRY_CTX(reporter.flush(), "report to " + reporter.events_url());
@@ -219,9 +309,17 @@ Status Agent::report(bool heartbeat) {
 
 Result<CheckReport> Agent::check_once() {
   auto http = http_client();
+  // Every request of this poll, its report included, goes through `http`: one connection.
+  struct PollClient {
+    http::Client*& slot;
+    ~PollClient() { slot = nullptr; }
+  } poll_client{poll_http_ = http.get()};
+  keep_reserve(config_.state_dir);
+  sweep_downloads("", {});
   tuf::ClientConfig tc;
   tc.metadata_dir = config_.state_dir / "metadata";
   tc.metadata_base_url = config_.metadata_url();
+  tc.fetch_timeout = config_.download.metadata_timeout;
   tuf::Client client(tc, *http);
   if (auto st = client.refresh(); !st) {
     Error e = std::move(st).error().context("TUF refresh from " + config_.metadata_url());
@@ -298,8 +396,7 @@ Result<CheckReport> Agent::check_once() {
       if (digest.empty() || sha == info.hashes.end()) {
         return fail(Errc::verification, pkg_path + ": target has no tree_digest or sha256");
       }
-      // The package and its unpacked tree; the tree is at least as big as the package.
-      MOTA_TRY_CTX(check_space(config_.state_dir, 2 * info.length), pkg_path);
+      const std::uint64_t tree = tree_size(info);
 
       // The plan that fetches `target` (the package, or a delta) and installs from it.
       auto plan_for = [&](const std::string& target, const tuf::TargetFile& t) {
@@ -308,7 +405,7 @@ Result<CheckReport> Agent::check_once() {
         plan.from_version = ev.from;
         plan.to_version = to;
         plan.tree_digest = digest;
-        plan.package = download_path(t);
+        plan.package = download_path(sub.name, t);
         plan.delete_package = true;
         plan.fetch = [&, target, package = plan.package](
                          const DownloadProgress& progress) -> Result<std::uint64_t> {
@@ -317,6 +414,9 @@ Result<CheckReport> Agent::check_once() {
           spec.length = t.length;
           spec.sha256 = t.hashes.at("sha256");
           spec.partial = package;
+          spec.deadline =
+              download_deadline(t.length, config_.download.min_rate,
+                                config_.download.deadline_allowance, config_.download.max_deadline);
           int last_pct = 0;
           const std::string what = sub.name + " " + to;
           const std::string kind = target == pkg_path ? "" : " (delta)";
@@ -355,12 +455,17 @@ Result<CheckReport> Agent::check_once() {
           ev.delta_error = d.error().message();
         }
       }
+      // What is downloaded for another version (or was, for a blocked one) goes before the
+      // space for this one is counted.
+      sweep_downloads(sub.name, {download_path(sub.name, info),
+                                 delta ? download_path(sub.name, delta->info) : stdfs::path()});
       InstallFailure failure;
       Result<InstallOutcome> out = fail(Errc::internal, "no install attempted");
       if (delta) {
         auto plan = plan_for(delta->path, delta->info);
         plan.delta_base = delta->base;
         ev.kind = "delta";
+        MOTA_TRY_CTX(check_install_space(slots, sub.name, to, delta->info, tree), delta->path);
         out = run_install(state_, slots, plan, install_options(gate), &failure);
         if (!out && failure.delta_unusable) {
           ev.delta_error = out.error().message();
@@ -375,8 +480,10 @@ Result<CheckReport> Agent::check_once() {
           ev.kind = "full";
         }
       }
-      if (!delta)
+      if (!delta) {
+        MOTA_TRY_CTX(check_install_space(slots, sub.name, to, info, tree), pkg_path);
         out = run_install(state_, slots, plan_for(pkg_path, info), install_options(gate), &failure);
+      }
       ev.step = failure.step.empty() ? ev.step : failure.step;
       ev.install_id = failure.install_id;
       if (!out) return fail(std::move(out).error());
@@ -386,8 +493,8 @@ Result<CheckReport> Agent::check_once() {
         ev.saved_bytes = info.length - delta->info.length;
       // Whichever of the two was not used may have a partial download from an earlier attempt.
       std::error_code ec;
-      stdfs::remove(download_path(info), ec);
-      if (delta) stdfs::remove(download_path(delta->info), ec);
+      stdfs::remove(download_path(sub.name, info), ec);
+      if (delta) stdfs::remove(download_path(sub.name, delta->info), ec);
       mr.outcome = ModelOutcome::installed;
       mr.version = to;
       return {};
@@ -395,6 +502,9 @@ Result<CheckReport> Agent::check_once() {
     ev.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                          std::chrono::steady_clock::now() - started)
                          .count();
+    // A model that wants nothing downloaded now (up to date, refused, blocked, installed) keeps
+    // no partial; after a failure the partial stays for the resume.
+    if (st && mr.outcome != ModelOutcome::failed) sweep_downloads(sub.name, {});
     if (!st && st.error().code() == Errc::cancelled) {
       // Stopping is not a failure to report: the journal resumes at the next start.
       mr.outcome = ModelOutcome::failed;
@@ -445,10 +555,64 @@ Result<CheckReport> Agent::check_once() {
   return report;
 }
 
-stdfs::path Agent::download_path(const tuf::TargetFile& target) const {
+stdfs::path Agent::download_path(const std::string& model, const tuf::TargetFile& target) const {
   auto sha = target.hashes.find("sha256");
   return config_.state_dir / "downloads" /
-         ((sha == target.hashes.end() ? std::string("unknown") : sha->second) + ".part");
+         (model + "." + (sha == target.hashes.end() ? std::string("unknown") : sha->second) +
+          ".part");
+}
+
+void Agent::sweep_downloads(const std::string& model, const std::set<stdfs::path>& keep) {
+  std::set<std::string> models;
+  for (const auto& sub : config_.models) models.insert(sub.name);
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(config_.state_dir / "downloads", ec)) {
+    // <model>.<64 hex digits>.part; anything else is not the agent's (any more).
+    const std::string name = e.path().filename().string();
+    constexpr std::size_t kTail = 1 + 64 + 5;  // ".<sha256>.part"
+    const std::string owner = name.size() > kTail && name.ends_with(".part")
+                                  ? name.substr(0, name.size() - kTail)
+                                  : std::string();
+    const bool stale =
+        model.empty() ? !models.count(owner) : owner == model && !keep.count(e.path());
+    if (!stale) continue;
+    std::error_code rm;
+    const auto size = disk_usage(e.path());
+    if (stdfs::remove(e.path(), rm)) {
+      log::info("removed a download no install needs (" + format_bytes(size) + ")",
+                {{"PATH", e.path().string()}});
+    }
+  }
+}
+
+Status Agent::check_install_space(const SlotSet& slots, const std::string& model,
+                                  const std::string& to, const tuf::TargetFile& target,
+                                  std::uint64_t tree) {
+  std::error_code ec;
+  const auto partial = download_path(model, target);
+  std::uint64_t have = stdfs::is_regular_file(partial, ec) ? stdfs::file_size(partial, ec) : 0;
+  if (ec || have > target.length) have = 0;
+  return check_install_space(slots, model, to, target.length - have, tree);
+}
+
+Status Agent::check_install_space(const SlotSet& slots, const std::string& model,
+                                  const std::string& to, std::uint64_t download,
+                                  std::uint64_t tree) {
+  Slot slot = MOTA_TRY(slots.inactive());
+  if (auto journal = MOTA_TRY(state_.install(model)); journal && journal->to_version == to) {
+    // Past the stage step the slot is written: what is left reads it, it writes nothing big.
+    if (journal->step != "download" && journal->step != "stage") return {};
+    slot = journal->target_slot;
+  }
+  SpaceNeed need;
+  need.download = download;
+  need.tree = tree;
+  // The slot the install writes is emptied before anything is written to it (prepare()).
+  if (auto cur = MOTA_TRY(slots.current()); !cur || *cur != slot) {
+    need.freed = disk_usage(slots.path(slot));
+    need.freed_what = "slot " + slot_name(slot);
+  }
+  return check_space(config_.state_dir, need);
 }
 
 Result<Agent::DeltaTarget> Agent::choose_delta(tuf::Client& client, const SlotSet& slots,
@@ -528,6 +692,9 @@ Status Agent::install_file(const stdfs::path& package, const std::string& tree_d
   auto manifest = MOTA_TRY_CTX(storage::read_manifest(package), package.string());
   const std::string& model = manifest.name;
   auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, model));
+  std::uint64_t tree = 0;
+  for (const auto& f : manifest.files) tree += f.size;
+  MOTA_TRY_CTX(check_install_space(slots, model, manifest.version, 0, tree), package.string());
   Event ev;
   ev.model = model;
   ev.from = MOTA_TRY(installed_version(model));

@@ -61,6 +61,26 @@
 // An offline install uses the channel file of the last successful poll (none: only the
 // installed-version rule applies, so a USB stick cannot downgrade a device either).
 //
+// Space (honest accounting): before an install writes anything, what it will write must fit on
+// the state directory's filesystem (agent/download.hpp SpaceNeed): the bytes still to download
+// (the package's or the delta's signed length minus a partial already on disk, which counts as
+// downloaded) plus the new slot's expanded size (the target's signed custom "tree_size", the
+// files its model.json lists; a target published before tree_size counts the package's length)
+// plus a margin, less the slot being replaced (prepare() empties it before anything is written).
+// A delta therefore needs its own length and the new slot, never the full package twice. An
+// offline install needs its tree. A refusal says every term ("need 17 MiB in /var/lib/mota
+// (16 MiB to unpack + 12 KiB to download + 1.3 MiB margin - 16 MiB of slot a, removed first),
+// 5.0 MiB free"). Partials live in <state_dir>/downloads/<model>.<sha256>.part; each poll removes
+// those no install needs: of models no longer configured, of a model that is up to date,
+// refused or blocked, and of versions other than the one being installed. A partial is kept
+// across failures (a full disk included), so a retry once space is freed resumes it.
+// The reserve: while the disk has room the agent keeps <state_dir>/reserve (kDiskFullBytes,
+// allocated). When the disk is full and agent.db cannot be opened (or a heartbeat cannot be
+// queued) the reserve is deleted, so the agent still starts and sends a heartbeat saying
+// "disk_full": true (agent/report.hpp) at once, whatever heartbeat_interval says; the next one
+// after the disk has room again says false. The reserve is taken back when 4 MiB are free. With
+// no reserve left the start fails with a message saying the disk is full.
+//
 // Thread-safety: none; one Agent per state directory and process.
 
 #include <atomic>
@@ -69,6 +89,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -199,8 +220,23 @@ class Agent {
   Result<DeltaTarget> choose_delta(tuf::Client& client, const SlotSet& slots,
                                    const std::string& model, const std::string& from,
                                    const std::string& to, const std::string& tree_digest);
-  // Where the download of a target is kept while partial (by its signed sha256).
-  std::filesystem::path download_path(const tuf::TargetFile& target) const;
+  // Where the download of a target of `model` is kept while partial (by its signed sha256).
+  std::filesystem::path download_path(const std::string& model,
+                                      const tuf::TargetFile& target) const;
+  // Removes partial downloads no install needs (see "Space"): with `model` empty, those of
+  // models not configured (and names the agent does not make); else that model's, except `keep`.
+  void sweep_downloads(const std::string& model, const std::set<std::filesystem::path>& keep);
+  // Errc::no_space unless installing `to` (downloading `target`, or `download` more bytes, and
+  // unpacking a tree of `tree` bytes) fits, see "Space". Nothing to check past the stage step.
+  Status check_install_space(const SlotSet& slots, const std::string& model, const std::string& to,
+                             const tuf::TargetFile& target, std::uint64_t tree);
+  Status check_install_space(const SlotSet& slots, const std::string& model, const std::string& to,
+                             std::uint64_t download, std::uint64_t tree);
+  // The reserve (see "Space"): whether the state directory's disk has less than kDiskFullBytes
+  // free; allocate the reserve when there is room; delete it (true if there was one).
+  static bool disk_full(const std::filesystem::path& state_dir);
+  static void keep_reserve(const std::filesystem::path& state_dir);
+  static bool release_reserve(const std::filesystem::path& state_dir);
   // Queues `e`, except a failure/refusal equal to the model's last error; records last error.
   void event(const Event& e);
   // The device-level metadata events ("metadata_error" / "metadata_ok", deduplicated).
@@ -227,6 +263,7 @@ class Agent {
   ReportSessionState report_sessions_;
   InstallOptions install_options_;
   const std::atomic<bool>* cancel_ = nullptr;  // set during run()
+  http::Client* poll_http_ = nullptr;          // the client of the poll in progress, if any
   bool runtime_down_ = false;  // the last reconcile() could not reach the runtime (logged once)
   // A committed model the runtime refused to load (with no fallback): not tried again before this
   // time, so a model too big for the device is not reloaded every watch_interval.

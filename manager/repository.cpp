@@ -1202,6 +1202,10 @@ Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
   cleanup.add(final_path);
   MOTA_TRY(fs::fsync_dir(final_path.parent_path()));
 
+  // What the package unpacks to (model.json and every file it lists): devices check their free
+  // space against it before they download (agent/agent.hpp, "Space").
+  std::uint64_t tree_size = packed.manifest.serialize().size();
+  for (const auto& f : packed.manifest.files) tree_size += f.size;
   tuf::TargetFile tf;
   tf.length = length;
   tf.hashes["sha256"] = sha;
@@ -1210,7 +1214,8 @@ Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
                    {"kind", "full"},
                    {"tree_digest", packed.tree_digest},
                    {"framework", packed.manifest.framework},
-                   {"package_size", length}};
+                   {"package_size", length},
+                   {"tree_size", tree_size}};
   tuf::Targets targets = st.targets.signed_;
   targets.targets[tp] = tf;
 
