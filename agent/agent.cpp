@@ -1,6 +1,7 @@
 #include "agent/agent.hpp"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <random>
@@ -793,6 +794,11 @@ std::chrono::milliseconds poll_delay(const Config& config, unsigned failures,
 
 Status Agent::run(const std::atomic<bool>& stop) {
   cancel_ = &stop;
+  // One malloc arena for the daemon's two threads (the poll and an install's unpacker): a
+  // second arena keeps the megabytes the unpacker touched resident for the daemon's lifetime
+  // (measured: 10.4 MiB anonymous after two 64 MiB installs against 2.4 MiB with one arena and
+  // malloc_trim below). The unpacker does I/O, not allocation, so there is nothing to contend.
+  ::mallopt(M_ARENA_MAX, 1);
   std::mt19937_64 rng{std::random_device{}()};
   // Recovered: the state database is open (migrated) and each model's `current` names a slot
   // the database knows; an interrupted install resumes at the first poll, from its journal.
@@ -818,6 +824,9 @@ Status Agent::run(const std::atomic<bool>& stop) {
     notify::status("polling " + config_.server_url);
     auto r = check_once();
     notify::watchdog_tick();
+    // What the poll allocated (TLS, JSON, buffers, the unpacker's arena) goes back to the system
+    // now rather than staying resident until the next poll.
+    ::malloc_trim(0);
     if (!r) {
       log::error("poll failed: " + r.error().message());
       notify::status("last poll failed: " + r.error().message());
