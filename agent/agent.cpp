@@ -321,6 +321,7 @@ Result<CheckReport> Agent::check_once() {
   tc.metadata_dir = config_.state_dir / "metadata";
   tc.metadata_base_url = config_.metadata_url();
   tc.fetch_timeout = config_.download.metadata_timeout;
+  tc.fetch_min_rate = config_.download.min_rate;
   tuf::Client client(tc, *http);
   if (auto st = client.refresh(); !st) {
     Error e = std::move(st).error().context("TUF refresh from " + config_.metadata_url());

@@ -42,7 +42,8 @@
 //                    + its signed length / min_rate, at most max_deadline (default "24h", at
 //                    least 1s); its partial is kept for the next poll either way.
 //                    metadata_timeout (default "60s", at least 1s): whole-request limit of each
-//                    TUF metadata file and channel file.
+//                    TUF metadata file and channel file, plus its signed length / min_rate
+//                    where the length is known (snapshot, targets, channel files).
 //   [health]         the gate in front of every switch (agent/health.hpp): enabled (default
 //                    true; false: a verified slot is switched and committed directly, for devices
 //                    without mota-runtime), runtime_binary (default /usr/bin/mota-runtime, runs

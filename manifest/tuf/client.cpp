@@ -174,6 +174,15 @@ Client::Client(ClientConfig config, http::Client& http)
 
 Client::~Client() = default;
 
+std::chrono::milliseconds Client::fetch_timeout(std::optional<std::uint64_t> length) const {
+  if (config_.fetch_timeout.count() <= 0) return config_.fetch_timeout;  // none
+  if (!length || config_.fetch_min_rate == 0) return config_.fetch_timeout;
+  // At most a day more, whatever a (signed) length says.
+  const double extra_ms = std::min(
+      8.64e7, 1000.0 * static_cast<double>(*length) / static_cast<double>(config_.fetch_min_rate));
+  return config_.fetch_timeout + std::chrono::milliseconds(static_cast<std::int64_t>(extra_ms));
+}
+
 Status Client::init(const std::filesystem::path& metadata_dir, std::string_view trusted_root) {
   auto root = MOTA_TRY_CTX(parse_root(trusted_root), "trusted root");
   MOTA_TRY_CTX(verify_root_self(root, "root.json"), "trusted root");
@@ -204,7 +213,7 @@ Status Client::refresh() {
     std::string file = std::to_string(next) + ".root.json";
     bool missing = false;
     auto bytes = MOTA_TRY(fetch(http_, config_.metadata_base_url, file, config_.max_root_bytes,
-                                config_.fetch_timeout, &missing));
+                                fetch_timeout(std::nullopt), &missing));
     if (missing) break;
     auto new_root = MOTA_TRY_CTX(parse_root(bytes), file);
     // Signed by a threshold of the keys the trusted root names for "root" ...
@@ -261,7 +270,7 @@ Status Client::update_timestamp() {
 
   const std::string file = "timestamp.json";
   auto bytes = MOTA_TRY(fetch(http_, config_.metadata_base_url, file, config_.max_timestamp_bytes,
-                              config_.fetch_timeout));
+                              fetch_timeout(std::nullopt)));
   auto ts = MOTA_TRY_CTX(parse_timestamp(bytes), file);
   MOTA_TRY_CTX(verify_threshold(ts.envelope, ts.signatures, s.root.signed_.keys, role, "timestamp"),
                file);
@@ -317,7 +326,7 @@ Status Client::update_snapshot() {
                                : std::string("snapshot.json");
   auto bytes =
       MOTA_TRY(fetch(http_, config_.metadata_base_url, file,
-                     meta.length.value_or(config_.max_snapshot_bytes), config_.fetch_timeout));
+                     meta.length.value_or(config_.max_snapshot_bytes), fetch_timeout(meta.length)));
   MOTA_TRY(verify_length_and_hashes(bytes, meta.length, meta.hashes, file));
   auto snap = MOTA_TRY_CTX(parse_snapshot(bytes), file);
   MOTA_TRY_CTX(
@@ -391,7 +400,7 @@ Status Client::load_targets(const std::string& role_name, const DelegationRef* d
                                : encoded + ".json";
   auto bytes =
       MOTA_TRY(fetch(http_, config_.metadata_base_url, file,
-                     meta.length.value_or(config_.max_targets_bytes), config_.fetch_timeout));
+                     meta.length.value_or(config_.max_targets_bytes), fetch_timeout(meta.length)));
   auto t = MOTA_TRY(check(bytes, file));
   MOTA_TRY(persist(dir, encoded + ".json", bytes));
   s.targets.emplace(role_name, std::move(t));
@@ -544,7 +553,7 @@ Status Client::download_target(const std::string& target_base_url, const std::st
   http::GetRequest req;
   req.url = target_url(target_base_url, target_path, info);
   req.max_bytes = info.length;  // never accept more than the trusted length
-  req.timeout = config_.fetch_timeout;
+  req.timeout = fetch_timeout(info.length);
   std::uint64_t received = 0;
   auto res = http_.get(req, [&](std::span<const std::byte> chunk) -> Status {
     if (chunk.size() > info.length - received) {
