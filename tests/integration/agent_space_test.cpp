@@ -341,6 +341,36 @@ TEST_F(AgentSmallDisk, FullDiskAtStartStillSendsAHeartbeatSayingSo) {
   EXPECT_GE(stdfs::file_size(state_ / "reserve"), 1 * kMiB) << "the reserve is taken back";
 }
 
+// An offline package's expanded size (its model.json) is checked before anything is written.
+// (Uses `mota-agent install FILE.mota`; with signed bundles this becomes a bundle.)
+TEST_F(AgentSmallDisk, OfflinePackageIsCheckedForItsExpandedSize) {
+  release("1.0.0", random_weights(100 * 1024, 1));
+  channel("1.0.0");
+  write_config("");
+  auto r = check_once();
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string weights = random_weights(16 * kMiB, 2);
+  auto v2 = release("2.0.0", weights, false);
+  const auto package = work_ / "fleet" / "repo" / "targets" / "models" / "detector" / "2.0.0" /
+                       (v2.sha256 + ".detector-2.0.0.mota");
+  ASSERT_TRUE(stdfs::exists(package));
+
+  ASSERT_NO_FATAL_FAILURE(leave_free(disk_, disk_ / "filler", 10 * kMiB));
+  r = test::run({test::build_path("agent/mota-agent").string(), "--config", config_path().string(),
+                 "install", package.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("need 17 MiB in " + state_.string() + " (16 MiB to unpack + "),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(stdfs::exists(state_ / "models" / "detector" / "b"));
+
+  ASSERT_NO_FATAL_FAILURE(leave_free(disk_, disk_ / "filler", 20 * kMiB));
+  r = test::run({test::build_path("agent/mota-agent").string(), "--config", config_path().string(),
+                 "install", package.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(current_weights(), weights);
+}
+
 // A partial download belongs to an install in progress or to nothing: one of a version the
 // channel moved away from, of a model no longer configured, or in a layout of an older agent, is
 // removed by the next poll.
