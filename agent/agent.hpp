@@ -68,8 +68,8 @@
 // files its model.json lists; a target published before tree_size counts the package's length)
 // plus a margin, less the slot being replaced (prepare() empties it before anything is written).
 // A delta therefore needs its own length and the new slot, never the full package twice. An
-// offline install needs its tree. A refusal says every term ("need 17 MiB in /var/lib/mota
-// (16 MiB to unpack + 12 KiB to download + 1.3 MiB margin - 16 MiB of slot a, removed first),
+// offline install needs its tree. A refusal says every term ("need 9.3 MiB in /var/lib/mota
+// (16 MiB to unpack + 12 KiB to download + 1.3 MiB margin - 8.0 MiB of slot a, removed first),
 // 5.0 MiB free"). Partials live in <state_dir>/downloads/<model>.<sha256>.part; each poll removes
 // those no install needs: of models no longer configured, of a model that is up to date,
 // refused or blocked, and of versions other than the one being installed. A partial is kept

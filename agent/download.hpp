@@ -119,8 +119,8 @@ struct SpaceNeed {
   std::uint64_t total() const;
 };
 
-// check_space for an install, naming every term when it fails: "need 17 MiB in /var/lib/mota
-// (16 MiB to unpack + 12 KiB to download + 1.3 MiB margin - 16 MiB of slot a, removed first),
+// check_space for an install, naming every term when it fails: "need 9.3 MiB in /var/lib/mota
+// (16 MiB to unpack + 12 KiB to download + 1.3 MiB margin - 8.0 MiB of slot a, removed first),
 // 5.0 MiB free".
 Status check_space(const std::filesystem::path& dir, const SpaceNeed& need);
 
