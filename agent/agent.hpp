@@ -88,6 +88,26 @@
 // the bundle carries a delta from the installed version), install state machine and health gate
 // as a poll.
 //
+// Space (honest accounting): before an install writes anything, what it will write must fit on
+// the state directory's filesystem (agent/download.hpp SpaceNeed): the bytes still to download
+// (the package's or the delta's signed length minus a partial already on disk, which counts as
+// downloaded) plus the new slot's expanded size (the target's signed custom "tree_size", the
+// files its model.json lists; a target published before tree_size counts the package's length)
+// plus a margin, less the slot being replaced (prepare() empties it before anything is written).
+// A delta therefore needs its own length and the new slot, never the full package twice. An
+// offline install needs its tree. A refusal says every term ("need 9.3 MiB in /var/lib/mota
+// (16 MiB to unpack + 12 KiB to download + 1.3 MiB margin - 8.0 MiB of slot a, removed first),
+// 5.0 MiB free"). Partials live in <state_dir>/downloads/<model>.<sha256>.part; each poll removes
+// those no install needs: of models no longer configured, of a model that is up to date,
+// refused or blocked, and of versions other than the one being installed. A partial is kept
+// across failures (a full disk included), so a retry once space is freed resumes it.
+// The reserve: while the disk has room the agent keeps <state_dir>/reserve (kDiskFullBytes,
+// allocated). When the disk is full and agent.db cannot be opened (or a heartbeat cannot be
+// queued) the reserve is deleted, so the agent still starts and sends a heartbeat saying
+// "disk_full": true (agent/report.hpp) at once, whatever heartbeat_interval says; the next one
+// after the disk has room again says false. The reserve is taken back when 4 MiB are free. With
+// no reserve left the start fails with a message saying the disk is full.
+//
 // Thread-safety: none; one Agent per state directory and process.
 
 #include <atomic>
@@ -96,6 +116,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -110,6 +131,10 @@
 #include "manifest/channel.hpp"
 #include "manifest/serving.hpp"
 #include "manifest/tuf/metadata.hpp"
+
+namespace mota::storage {
+class BundleReader;
+}
 
 namespace mota::tuf {
 class Client;
@@ -248,17 +273,47 @@ class Agent {
   Result<DeltaTarget> choose_delta(tuf::Client& client, const SlotSet& slots,
                                    const std::string& model, const std::string& from,
                                    const std::string& to, const std::string& tree_digest);
-  // Where the download of a target is kept while partial (by its signed sha256).
-  std::filesystem::path download_path(const tuf::TargetFile& target) const;
-  // The install plan of an offline install: copies signed `target` (the package, or a delta)
-  // from the bundle (`source`, `targets_base` as client.target_url takes it) into
-  // download_path() with the poll's downloader, and installs from it. `client` and `source` must
-  // outlive the plan.
-  InstallPlan offline_plan(tuf::Client& client, http::Client& source,
-                           const std::string& targets_base, const std::string& model,
-                           const std::string& from, const std::string& to,
-                           const std::string& tree_digest, const std::string& target,
-                           const tuf::TargetFile& info, bool is_delta);
+  // Where an install's target comes from: the poll's server, or a bundle (offline install).
+  struct TargetSource {
+    tuf::Client& client;  // refreshed: its targets are trusted
+    http::Client& http;   // what serves the target files
+    std::string targets_base;
+    const storage::BundleReader* bundle = nullptr;  // set for an offline install
+    std::string where;                              // the bundle's file name, for messages
+  };
+  // What a poll and an offline install share once the version policy allowed ev.to over
+  // ev.from: the package target, requirements (a refusal, nothing downloaded), the delta choice
+  // (from a bundle only when it carries that delta), stale partials, the space check, the
+  // download into download_path() and the install state machine with the health gate. Sets
+  // mr.outcome (installed or refused) and mr.version, ev's step, kind, bytes and install id; a
+  // failure is returned with its reason (ev.step says where).
+  Status install_version(const TargetSource& src, const ModelSubscription& sub,
+                         const SlotSet& slots, const std::optional<HealthGate>& gate, Event& ev,
+                         ModelReport& mr);
+  // The plan that fetches signed `target` (the package, or a delta) from `src` into
+  // download_path() with the downloader (length, hash, min rate and deadline) and installs from
+  // it. `src` must outlive the plan.
+  InstallPlan fetch_plan(const TargetSource& src, const std::string& model,
+                         const std::string& from, const std::string& to,
+                         const std::string& tree_digest, const std::string& target,
+                         const tuf::TargetFile& info, bool is_delta);
+  // Where the download of a target of `model` is kept while partial (by its signed sha256).
+  std::filesystem::path download_path(const std::string& model,
+                                      const tuf::TargetFile& target) const;
+  // Removes partial downloads no install needs (see "Space"): with `model` empty, those of
+  // models not configured (and names the agent does not make); else that model's, except `keep`.
+  void sweep_downloads(const std::string& model, const std::set<std::filesystem::path>& keep);
+  // Errc::no_space unless installing `to` (downloading `target`, or `download` more bytes, and
+  // unpacking a tree of `tree` bytes) fits, see "Space". Nothing to check past the stage step.
+  Status check_install_space(const SlotSet& slots, const std::string& model, const std::string& to,
+                             const tuf::TargetFile& target, std::uint64_t tree);
+  Status check_install_space(const SlotSet& slots, const std::string& model, const std::string& to,
+                             std::uint64_t download, std::uint64_t tree);
+  // The reserve (see "Space"): whether the state directory's disk has less than kDiskFullBytes
+  // free; allocate the reserve when there is room; delete it (true if there was one).
+  static bool disk_full(const std::filesystem::path& state_dir);
+  static void keep_reserve(const std::filesystem::path& state_dir);
+  static bool release_reserve(const std::filesystem::path& state_dir);
   // Queues `e`, except a failure/refusal equal to the model's last error; records last error.
   void event(const Event& e);
   // The device-level metadata events ("metadata_error" / "metadata_ok", deduplicated).
@@ -287,6 +342,7 @@ class Agent {
   ReportSessionState report_sessions_;
   InstallOptions install_options_;
   const std::atomic<bool>* cancel_ = nullptr;  // set during run()
+  http::Client* poll_http_ = nullptr;          // the client of the poll in progress, if any
   bool runtime_down_ = false;  // the last reconcile() could not reach the runtime (logged once)
   // A committed model the runtime refused to load (with no fallback): not tried again before this
   // time, so a model too big for the device is not reloaded every watch_interval.

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/fs.hpp"
+#include "common/http.hpp"
 #include "common/time.hpp"
 #include "manifest/channel.hpp"
 #include "manifest/model_manifest.hpp"
@@ -82,6 +83,9 @@ bool valid_device_id(std::string_view id) {
   return true;
 }
 
+const std::set<std::string_view> kDownloadKeys = {
+    "min_rate", "min_rate_window", "deadline_allowance", "max_deadline", "metadata_timeout"};
+
 // Builds "<source>: <key>: <problem>" errors.
 class Parser {
  public:
@@ -131,13 +135,14 @@ class Parser {
         root, "",
         {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter", "model",
          "bandwidth_limit", "retry", "runtime_socket", "trusted_root", "health", "ca_file", "delta",
-         "log_level", "report_url", "heartbeat_interval", "verify_at_start", "accelerators"}));
+         "log_level", "report_url", "heartbeat_interval", "verify_at_start", "accelerators", "download"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
     // "server_url: missing" would mislead.
     if (auto t = root["retry"].as_table())
       MOTA_TRY(check_keys(*t, "retry.", {"max_attempts", "base_delay", "max_delay"}));
+    if (auto t = root["download"].as_table()) MOTA_TRY(check_keys(*t, "download.", kDownloadKeys));
     if (auto t = root["health"].as_table()) MOTA_TRY(check_keys(*t, "health.", kHealthKeys));
     if (auto arr = root["model"].as_array()) {
       for (std::size_t i = 0; i < arr->size(); ++i) {
@@ -203,6 +208,13 @@ class Parser {
     }
 
     if ((n = root.get("retry"))) c.retry = MOTA_TRY(retry(*n));
+    if ((n = root.get("download"))) c.download = MOTA_TRY(download(*n));
+    if (c.bandwidth_limit > 0 && c.download.min_rate >= c.bandwidth_limit) {
+      return bad("download.min_rate", http::format_rate(c.download.min_rate) +
+                                          " is not below bandwidth_limit " +
+                                          http::format_rate(c.bandwidth_limit) +
+                                          " (every limited download would be cut off as too slow)");
+    }
     if ((n = root.get("health"))) c.health = MOTA_TRY(health(*n));
     if ((n = root.get("verify_at_start"))) {
       auto b = n->as_boolean();
@@ -365,6 +377,44 @@ class Parser {
       if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));
     }
     return out;
+  }
+
+  Result<DownloadConfig> download(const toml::node& n) const {
+    auto t = n.as_table();
+    if (!t)
+      return bad("download", "must be a table ([download]), not " + std::string(type_name(n)));
+    MOTA_TRY(check_keys(*t, "download.", kDownloadKeys));
+    DownloadConfig d;
+    if (auto v = t->get("min_rate")) {
+      if (!v->is_string()) {
+        return bad("download.min_rate",
+                   "must be a string like \"1KB/s\", not " + std::string(type_name(*v)));
+      }
+      auto rate = parse_bandwidth(v->as_string()->get());
+      if (!rate) return bad("download.min_rate", rate.error().message());
+      d.min_rate = *rate;
+    }
+    // A duration of at least 1s, at most a day (a bound nobody means is a typo).
+    auto positive = [&](const char* key, std::chrono::seconds& out) -> Status {
+      auto v = t->get(key);
+      if (!v) return {};
+      const std::string name = std::string("download.") + key;
+      auto dur = MOTA_TRY(duration(*v, name));
+      if (dur.count() < 1) return bad(name, "must be at least 1s");
+      if (dur > std::chrono::hours(24 * 7)) return bad(name, "is more than 1w");
+      out = dur;
+      return {};
+    };
+    MOTA_TRY(positive("min_rate_window", d.min_rate_window));
+    MOTA_TRY(positive("max_deadline", d.max_deadline));
+    MOTA_TRY(positive("metadata_timeout", d.metadata_timeout));
+    if (auto v = t->get("deadline_allowance")) {
+      d.deadline_allowance = MOTA_TRY(duration(*v, "download.deadline_allowance"));
+      if (d.deadline_allowance > d.max_deadline) {
+        return bad("download.deadline_allowance", "is longer than download.max_deadline");
+      }
+    }
+    return d;
   }
 
   Result<RetryPolicy> retry(const toml::node& n) const {

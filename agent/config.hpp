@@ -33,6 +33,17 @@
 //   [retry]          max_attempts (integer 1..1000, default 5), base_delay (default "1s",
 //                    at least 1s), max_delay (default "1m", >= base_delay): the downloader's
 //                    RetryPolicy (agent/download.hpp; exponential backoff with full jitter).
+//   [download]       what a slow server may cost (agent/download.hpp): min_rate (a bandwidth like
+//                    bandwidth_limit, default "1KB/s"; "0": none) over min_rate_window (default
+//                    "60s", at least 1s): every request (metadata, packages, reports) moving
+//                    fewer bytes in any such window is cut off; it must be below
+//                    bandwidth_limit when both are set. A package or delta download as a whole
+//                    (every retry included) must end within deadline_allowance (default "10m")
+//                    + its signed length / min_rate, at most max_deadline (default "24h", at
+//                    least 1s); its partial is kept for the next poll either way.
+//                    metadata_timeout (default "60s", at least 1s): whole-request limit of each
+//                    TUF metadata file and channel file, plus its signed length / min_rate
+//                    where the length is known (snapshot, targets, channel files).
 //   [health]         the gate in front of every switch (agent/health.hpp): enabled (default
 //                    true; false: a verified slot is switched and committed directly, for devices
 //                    without mota-runtime), runtime_binary (default /usr/bin/mota-runtime, runs
@@ -95,6 +106,14 @@ struct HealthConfig {
   std::chrono::seconds retry_backoff{600};
 };
 
+struct DownloadConfig {
+  std::uint64_t min_rate = 1000;  // bytes per second; 0: no minimum
+  std::chrono::seconds min_rate_window{60};
+  std::chrono::seconds deadline_allowance{600};
+  std::chrono::seconds max_deadline{86400};
+  std::chrono::seconds metadata_timeout{60};
+};
+
 struct Config {
   std::string server_url;  // normalised: no trailing '/'
   std::string report_url;  // normalised; defaults to server_url
@@ -106,6 +125,7 @@ struct Config {
   std::vector<ModelSubscription> models;  // non-empty, unique names, file order
   std::uint64_t bandwidth_limit = 0;      // bytes per second; 0 = unlimited
   RetryPolicy retry;                      // agent/download.hpp
+  DownloadConfig download;
   HealthConfig health;
   std::filesystem::path runtime_socket = "/run/mota/runtime.sock";
   std::filesystem::path trusted_root = "/etc/mota/root.json";

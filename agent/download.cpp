@@ -1,12 +1,14 @@
 #include "agent/download.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <system_error>
 #include <thread>
@@ -32,6 +34,14 @@ constexpr auto kFlushEvery = std::chrono::milliseconds(500);
 // An attempt that received at least this much resets the retry budget.
 constexpr std::uint64_t kProgressBytes = 1 << 20;
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
+
+// "10 s", "3.5 s".
+std::string seconds(std::chrono::milliseconds d) {
+  if (d.count() % 1000 == 0) return std::to_string(d.count() / 1000) + " s";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(d.count()) / 1000);
+  return buf;
+}
 
 bool is_cancelled(const std::atomic<bool>* cancel) {
   return cancel && cancel->load();
@@ -213,8 +223,8 @@ struct AttemptOutcome {
 // One GET for the bytes from partial.offset() on. The received bytes are saved even when the
 // transfer fails, so the next attempt continues from there.
 Status fetch_once(http::Client& client, const DownloadSpec& spec, Partial& partial,
-                  const std::atomic<bool>* cancel, std::uint64_t& fetched,
-                  AttemptOutcome& outcome) {
+                  const std::atomic<bool>* cancel, std::chrono::milliseconds timeout,
+                  std::uint64_t& fetched, AttemptOutcome& outcome) {
   MOTA_TRY(partial.consistent());
   const std::uint64_t start = partial.offset();
   std::uint64_t limit = spec.length - start;  // what the server may still send
@@ -223,6 +233,7 @@ Status fetch_once(http::Client& client, const DownloadSpec& spec, Partial& parti
   http::GetRequest req;
   req.url = spec.url;
   req.cancel = cancel;
+  req.timeout = timeout;
   // A server ignoring Range legitimately sends the whole file; the tighter bound for a 206 is
   // enforced by the sink below.
   req.max_bytes = spec.length;
@@ -316,19 +327,78 @@ std::string format_bytes(std::uint64_t bytes) {
   return buf;
 }
 
-Status check_space(const std::filesystem::path& dir, std::uint64_t needed) {
+std::chrono::milliseconds download_deadline(std::uint64_t length, std::uint64_t min_rate,
+                                            std::chrono::milliseconds allowance,
+                                            std::chrono::milliseconds cap) {
+  if (min_rate == 0) return cap;
+  // In ms without overflow for any length (a u64 of bytes at >= 1 byte/s).
+  const double ms = static_cast<double>(allowance.count()) +
+                    1000.0 * static_cast<double>(length) / static_cast<double>(min_rate);
+  if (ms >= static_cast<double>(cap.count())) return cap;
+  return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(ms));
+}
+
+namespace {
+
+Result<std::uint64_t> free_bytes(const stdfs::path& dir) {
   // The directory may not exist yet: the filesystem that will hold it is its nearest ancestor's.
   stdfs::path probe = dir.empty() ? stdfs::path(".") : dir;
   std::error_code ec;
   while (!stdfs::exists(probe, ec) && probe.has_parent_path() && probe != probe.parent_path()) {
     probe = probe.parent_path();
   }
-  auto free = MOTA_TRY_CTX(fs::free_space(probe), "check free space");
+  return fs::free_space(probe).context("check free space");
+}
+
+}  // namespace
+
+Status check_space(const std::filesystem::path& dir, std::uint64_t needed) {
+  auto free = MOTA_TRY(free_bytes(dir));
   if (free < needed) {
     return fail(Errc::no_space, "need " + format_bytes(needed) + " in " + dir.string() + ", " +
                                     format_bytes(free) + " free");
   }
   return {};
+}
+
+std::uint64_t SpaceNeed::margin() const {
+  return (1u << 20) + (download + tree) / 64;
+}
+
+std::uint64_t SpaceNeed::total() const {
+  const std::uint64_t gross = download + tree + margin();
+  return gross - std::min(freed, gross - margin());
+}
+
+Status check_space(const std::filesystem::path& dir, const SpaceNeed& need) {
+  auto free = MOTA_TRY(free_bytes(dir));
+  if (free >= need.total()) return {};
+  std::string terms = format_bytes(need.tree) + " to unpack";
+  if (need.download > 0) terms += " + " + format_bytes(need.download) + " to download";
+  terms += " + " + format_bytes(need.margin()) + " margin";
+  if (need.freed > 0) {
+    terms += " - " + format_bytes(need.freed) + " of " +
+             (need.freed_what.empty() ? std::string("old files") : need.freed_what) +
+             ", removed first";
+  }
+  return fail(Errc::no_space, "need " + format_bytes(need.total()) + " in " + dir.string() + " (" +
+                                  terms + "), " + format_bytes(free) + " free");
+}
+
+std::uint64_t disk_usage(const std::filesystem::path& path) {
+  struct ::stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return 0;
+  if (S_ISREG(st.st_mode)) return static_cast<std::uint64_t>(st.st_blocks) * 512;
+  if (!S_ISDIR(st.st_mode)) return 0;
+  std::uint64_t total = static_cast<std::uint64_t>(st.st_blocks) * 512;
+  std::error_code ec;
+  for (auto it = stdfs::recursive_directory_iterator(path, ec);
+       !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec)) {
+    if (::lstat(it->path().c_str(), &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+      total += static_cast<std::uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  return total;
 }
 
 namespace {
@@ -369,13 +439,32 @@ Result<DownloadResult> download_impl(http::Client& client, const DownloadSpec& s
 
   MOTA_TRY_CTX(check_space(dir, spec.length - partial.offset()), what);
 
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
+  // Time left before spec.deadline (none: zero, meaning no limit for the request).
+  auto time_left = [&]() -> std::optional<std::chrono::milliseconds> {
+    if (spec.deadline.count() <= 0) return std::chrono::milliseconds(0);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(spec.deadline -
+                                                                      (Clock::now() - started));
+    if (left.count() <= 0) return std::nullopt;
+    return left;
+  };
+  auto past_deadline = [&]() {
+    return fail(Errc::network, what + ": not complete within its deadline of " +
+                                   seconds(spec.deadline) + ": " + format_bytes(partial.offset()) +
+                                   " of " + format_bytes(spec.length) +
+                                   " (kept for the next attempt)");
+  };
+
   unsigned failures = 0;  // consecutive failed attempts without real progress
   while (partial.offset() < spec.length) {
     if (is_cancelled(cancel)) return fail(Errc::cancelled, what + ": cancelled");
+    auto left = time_left();
+    if (!left) return past_deadline();
     ++result.attempts;
     AttemptOutcome outcome;
     const std::uint64_t fetched_before = result.bytes_fetched;
-    Status st = fetch_once(client, spec, partial, cancel, result.bytes_fetched, outcome);
+    Status st = fetch_once(client, spec, partial, cancel, *left, result.bytes_fetched, outcome);
     if (outcome.restarted) result.resumed = false;
     if (st) {
       if (partial.offset() < spec.length) {
@@ -392,6 +481,7 @@ Result<DownloadResult> download_impl(http::Client& client, const DownloadSpec& s
       return fail(std::move(err));
     }
     if (!retryable(err)) return fail(std::move(err));
+    if (!time_left()) return past_deadline();
     // A link that drops every few hundred MiB still finishes a large download: an attempt that
     // got at least kProgressBytes forgives the failures before it.
     if (result.bytes_fetched - fetched_before >= kProgressBytes) failures = 0;
@@ -405,6 +495,7 @@ Result<DownloadResult> download_impl(http::Client& client, const DownloadSpec& s
       return fail(std::move(err).context(what + ": " + why));
     }
     auto delay = backoff_delay(policy, failures);
+    if (auto rest = time_left(); rest && rest->count() > 0) delay = std::min(delay, *rest);
     log::warn("download failed, retrying", {{"URL", spec.url},
                                             {"ATTEMPT", std::to_string(result.attempts)},
                                             {"DELAY_MS", std::to_string(delay.count())},
@@ -412,6 +503,7 @@ Result<DownloadResult> download_impl(http::Client& client, const DownloadSpec& s
     if (!sleep_unless_cancelled(delay, cancel)) {
       return fail(Errc::cancelled, what + ": cancelled while waiting to retry");
     }
+    if (!time_left()) return past_deadline();
   }
 
   std::string got = partial.digest();

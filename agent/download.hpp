@@ -27,6 +27,11 @@ struct DownloadSpec {
   // created if missing. The caller owns the file: after success it is complete and verified and
   // the caller renames or consumes it; the downloader never touches any other path.
   std::filesystem::path partial;
+  // The whole call (every attempt and every wait between attempts) ends within this: past it the
+  // download stops with Errc::network ("not complete within its deadline of 10 s: 3.2 MiB of
+  // 8.0 MiB"), keeping the partial for a later call. 0: none. The agent scales it from the signed
+  // length (download_deadline()). The http::Client's minimum rate cuts each request that stalls.
+  std::chrono::milliseconds deadline{0};
 };
 
 struct RetryPolicy {
@@ -67,8 +72,10 @@ using DownloadProgress = std::function<void(std::uint64_t done, std::uint64_t to
 // - `cancel` (may be null) stops a transfer or a backoff sleep within about 100 ms with
 //   Errc::cancelled; the partial is kept (and fsynced).
 // - Errc::no_space if the partial's filesystem lacks room for the remaining bytes (checked
-//   before any request); Errc::invalid_argument for a malformed sha256 or empty path; Errc::io
-//   for local file errors.
+//   before any request), or when it fills up while writing (the partial is kept: what was
+//   written is a good prefix); Errc::invalid_argument for a malformed sha256 or empty path;
+//   Errc::io for local file errors.
+// - spec.deadline, when set, bounds the whole call (see DownloadSpec).
 // Memory use is constant (a 1 MiB write buffer). The partial is fsynced every 8 MiB and at the
 // end of every attempt, so a crash or kill -9 loses at most the unsynced tail, which the next call
 // simply fetches again. One download per partial path at a time: concurrent calls on the same
@@ -85,10 +92,41 @@ bool retryable(const Error& error);
 // The full-jitter backoff before attempt `failed_attempts + 1` (failed_attempts >= 1).
 std::chrono::milliseconds backoff_delay(const RetryPolicy& policy, unsigned failed_attempts);
 
+// The deadline of one download of `length` bytes: allowance + length / min_rate, at most `cap`
+// (`cap` alone when min_rate is 0).
+std::chrono::milliseconds download_deadline(std::uint64_t length, std::uint64_t min_rate,
+                                            std::chrono::milliseconds allowance,
+                                            std::chrono::milliseconds cap);
+
 // Succeeds if the filesystem holding `dir` (or its nearest existing ancestor) has at least
 // `needed` bytes available to unprivileged users; else Errc::no_space
 // ("need 1.2 GiB in /var/lib/mota, 300 MiB free").
 Status check_space(const std::filesystem::path& dir, std::uint64_t needed);
+
+// What an install will write to the state directory's filesystem, counted from what it writes
+// rather than guessed from the package size: the bytes still to download (the package or delta's
+// signed length minus a partial already on disk) and the new slot's expanded size, less what is
+// removed before anything is written (the slot being replaced: prepare() empties it first),
+// plus a margin.
+struct SpaceNeed {
+  std::uint64_t download = 0;
+  std::uint64_t tree = 0;
+  std::uint64_t freed = 0;
+  std::string freed_what;  // names `freed` in messages: "slot b"
+  // 1 MiB + 1/64 of what is written: filesystem blocks and directories, the state database.
+  std::uint64_t margin() const;
+  // download + tree + margin - freed, but never less than the margin.
+  std::uint64_t total() const;
+};
+
+// check_space for an install, naming every term when it fails: "need 9.3 MiB in /var/lib/mota
+// (16 MiB to unpack + 12 KiB to download + 1.3 MiB margin - 8.0 MiB of slot a, removed first),
+// 5.0 MiB free".
+Status check_space(const std::filesystem::path& dir, const SpaceNeed& need);
+
+// Bytes the regular files under `path` (a file or a directory, symlinks not followed) occupy on
+// disk, in allocated blocks; 0 when it does not exist.
+std::uint64_t disk_usage(const std::filesystem::path& path);
 
 // "512 bytes", "300 MiB", "1.2 GiB": binary units, one decimal below 10.
 std::string format_bytes(std::uint64_t bytes);

@@ -193,7 +193,9 @@ Result<Json> Reporter::heartbeat() {
       static_cast<std::uint64_t>(si.totalram) * static_cast<std::uint64_t>(si.mem_unit);
 
   auto state_dir = store_.database().path().parent_path();
-  hb["disk_free_bytes"] = MOTA_TRY_CTX(fs::free_space(state_dir), "heartbeat: disk free");
+  const std::uint64_t free = MOTA_TRY_CTX(fs::free_space(state_dir), "heartbeat: disk free");
+  hb["disk_free_bytes"] = free;
+  hb["disk_full"] = free < kDiskFullBytes;
   hb["time"] = format_time(now_seconds());
 
   Json tuf = Json::object();

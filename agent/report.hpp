@@ -35,7 +35,7 @@
 //
 // Heartbeat body (enqueued by enqueue_heartbeat(), built by heartbeat()):
 //   {"agent_version": "0.1.0", "arch": "x86_64", "ram_total_bytes": 8123456,
-//    "disk_free_bytes": 1234567, "time": "2030-01-01T00:00:00Z",
+//    "disk_free_bytes": 1234567, "disk_full": false, "time": "2030-01-01T00:00:00Z",
 //    "tuf": {"root": 1, "timestamp": 42, ...},
 //    "models": [{"model": "resnet", "slot": "a", "version": "1.2.0", "committed": true,
 //                "channel": "stable"}, ...],
@@ -45,6 +45,9 @@
 //   missing; "channel" is present for models in ReporterOptions::channels. disk_free_bytes is the
 //   space left in the state directory (where agent.db lives). "blocked" is the whole block list
 //   (agent/install.hpp), by model then time, [] when empty (agents before it send no member).
+//   disk_full is true when that is below
+//   kDiskFullBytes: the agent runs on its reserve (agent/agent.hpp, "Space") and can install
+//   nothing.
 //
 // Thread-safety: none; a Reporter uses its StateStore and Client from the calling thread. The
 // referenced store, client and identity must outlive it.
@@ -63,6 +66,10 @@
 #include "manifest/canonical_json.hpp"
 
 namespace mota::agent {
+
+// Below this much free space in the state directory a heartbeat says "disk_full": true; it is
+// also the size of the agent's reserve.
+inline constexpr std::uint64_t kDiskFullBytes = 1u << 20;
 
 struct ReporterOptions {
   std::size_t batch_items = 100;           // items per POST at most

@@ -1,5 +1,9 @@
 #include "common/http.hpp"
 
+#include <cmath>
+#include <cstdio>
+#include <iterator>
+
 namespace mota::http {
 
 Result<std::string> Client::get_body(const std::string& url, std::uint64_t max_bytes) {
@@ -13,6 +17,26 @@ Result<std::string> Client::get_body(const std::string& url, std::uint64_t max_b
   });
   if (!info) return fail(std::move(info).error());
   return body;
+}
+
+std::string format_rate(std::uint64_t bytes_per_sec) {
+  static constexpr const char* kUnits[] = {"KB/s", "MB/s", "GB/s", "TB/s"};
+  if (bytes_per_sec < 1000) return std::to_string(bytes_per_sec) + " B/s";
+  double v = static_cast<double>(bytes_per_sec) / 1000;
+  std::size_t unit = 0;
+  while (v >= 1000 && unit + 1 < std::size(kUnits)) {
+    v /= 1000;
+    ++unit;
+  }
+  // "1 KB/s", not "1.0 KB/s": one decimal only below 10 and only where it says something.
+  const long long tenths = std::llround(v * 10);
+  char buf[32];
+  if (v < 10 && tenths % 10 != 0) {
+    std::snprintf(buf, sizeof buf, "%.1f %s", static_cast<double>(tenths) / 10, kUnits[unit]);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.0f %s", v, kUnits[unit]);
+  }
+  return buf;
 }
 
 std::string percent_encode(std::string_view s) {

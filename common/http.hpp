@@ -22,8 +22,14 @@ struct ClientConfig {
   std::string ca_file;                  // PEM bundle for HTTPS; empty: system default
   std::uint64_t max_bytes_per_sec = 0;  // receive rate limit; 0 = unlimited
   std::chrono::milliseconds connect_timeout{10'000};
-  // Abort a transfer slower than 1 byte/s for this long (a stalled server).
-  std::chrono::milliseconds stall_timeout{30'000};
+  // The minimum average rate of every request: one that moves fewer than
+  // min_rate * min_rate_window bytes (received, plus sent for a POST body) within any
+  // min_rate_window stops with Errc::network ("stalled: 12 bytes in 60 s, below the minimum
+  // 1 KB/s"). The window counts from the start of the request, so a server that never answers
+  // is cut off too. A slow server cannot hold a request for ever by dripping bytes. 0: no
+  // minimum. Keep it well below max_bytes_per_sec when both are set.
+  std::uint64_t min_rate = 1;  // bytes per second
+  std::chrono::milliseconds min_rate_window{30'000};
   // Checked while transferring: when it becomes true the request stops with Errc::cancelled
   // within about 100 ms. May be null. The pointee must outlive the client.
   const std::atomic<bool>* cancel = nullptr;
@@ -50,7 +56,10 @@ struct GetRequest {
   // If set, ask for bytes [range_start, end) with a Range header. The server may ignore it
   // (status 200): the sink then receives the whole body from offset 0 and `partial` is false.
   std::optional<std::uint64_t> range_start;
-  std::chrono::milliseconds timeout{0};  // whole-request limit; 0 = none (stall timeout applies)
+  // Whole-request limit (connect, headers and body); past it the request stops with
+  // Errc::network ("timed out: no complete answer within 30 s (12 bytes received)").
+  // 0 = none (the client's min_rate still applies).
+  std::chrono::milliseconds timeout{0};
   std::map<std::string, std::string> headers;
   // Checked like ClientConfig::cancel (either stops the request with Errc::cancelled within about
   // 100 ms), for callers that cancel one job rather than the whole client. May be null; the
@@ -73,8 +82,9 @@ class Client {
   virtual ~Client() = default;
 
   // Streams a GET. Non-2xx statuses are returned as Errc::http errors whose message includes the
-  // status and whose http_status() is it (the body is not passed to the sink). Transport
-  // failures are Errc::network.
+  // status and whose http_status() is it (the body is not passed to the sink; a small one, up to
+  // 64 KiB, is read and dropped so the connection stays open for the next request). Transport
+  // failures, stalls and timeouts are Errc::network.
   virtual Result<ResponseInfo> get(const GetRequest& req, const Sink& sink) = 0;
 
   // Convenience: the whole body of a GET, at most max_bytes.
@@ -88,6 +98,9 @@ class Client {
 };
 
 std::unique_ptr<Client> make_http_client(const ClientConfig& config = {});
+
+// "2 B/s", "1 KB/s", "1.5 MB/s": a rate in the decimal units agent.toml's rates are written in.
+std::string format_rate(std::uint64_t bytes_per_sec);
 
 // Percent-encodes every byte outside RFC 3986's unreserved set (for role names in TUF URLs).
 std::string percent_encode(std::string_view s);

@@ -1202,6 +1202,10 @@ Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
   cleanup.add(final_path);
   MOTA_TRY(fs::fsync_dir(final_path.parent_path()));
 
+  // What the package unpacks to (model.json and every file it lists): devices check their free
+  // space against it before they download (agent/agent.hpp, "Space").
+  std::uint64_t tree_size = packed.manifest.serialize().size();
+  for (const auto& f : packed.manifest.files) tree_size += f.size;
   tuf::TargetFile tf;
   tf.length = length;
   tf.hashes["sha256"] = sha;
@@ -1216,7 +1220,8 @@ Result<ReleaseResult> Repository::add_release(const stdfs::path& model_dir,
                    {"package_size", length},
                    {"requirements", Json{{"min_ram_mb", req.min_ram_mb},
                                          {"arch", req.arch},
-                                         {"accelerators", req.accelerators}}}};
+                                         {"accelerators", req.accelerators}}},
+                   {"tree_size", tree_size}};
   tuf::Targets targets = st.targets.signed_;
   targets.targets[tp] = tf;
 

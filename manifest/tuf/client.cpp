@@ -113,25 +113,34 @@ struct Client::DelegationRef {
 
 namespace {
 
-// Fetches a metadata file of at most max_bytes. A 403/404 sets *missing instead of failing when
-// `missing` is given.
+// Fetches a metadata file of at most max_bytes within `timeout` (0: none). A 403/404 sets
+// *missing instead of failing when `missing` is given.
 Result<std::string> fetch(http::Client& http, const std::string& base, const std::string& file,
-                          std::uint64_t max_bytes, bool* missing = nullptr) {
-  std::string url = join_url(base, file);
-  auto body = http.get_body(url, max_bytes);
-  if (body) return body;
+                          std::uint64_t max_bytes, std::chrono::milliseconds timeout,
+                          bool* missing = nullptr) {
+  http::GetRequest req;
+  req.url = join_url(base, file);
+  req.max_bytes = max_bytes;
+  req.timeout = timeout;
+  std::string data;
+  auto info = http.get(req, [&](std::span<const std::byte> chunk) -> Status {
+    data.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+    return {};
+  });
+  if (info) return data;
+  Error err = std::move(info).error();
   if (missing) {
-    int status = body.error().code() == Errc::http ? body.error().http_status() : 0;
+    int status = err.code() == Errc::http ? err.http_status() : 0;
     if (status == 403 || status == 404) {
       *missing = true;
       return std::string();
     }
   }
-  if (body.error().code() == Errc::too_large) {
+  if (err.code() == Errc::too_large) {
     return fail(Errc::too_large, file + ": larger than the limit of " + std::to_string(max_bytes) +
-                                     " bytes (" + body.error().message() + ")");
+                                     " bytes (" + err.message() + ")");
   }
-  return fail(body.error().context("fetch " + file));
+  return fail(std::move(err).context("fetch " + file));
 }
 
 Status persist(const std::filesystem::path& dir, const std::string& file, std::string_view data) {
@@ -165,6 +174,15 @@ Client::Client(ClientConfig config, http::Client& http)
 
 Client::~Client() = default;
 
+std::chrono::milliseconds Client::fetch_timeout(std::optional<std::uint64_t> length) const {
+  if (config_.fetch_timeout.count() <= 0) return config_.fetch_timeout;  // none
+  if (!length || config_.fetch_min_rate == 0) return config_.fetch_timeout;
+  // At most a day more, whatever a (signed) length says.
+  const double extra_ms = std::min(
+      8.64e7, 1000.0 * static_cast<double>(*length) / static_cast<double>(config_.fetch_min_rate));
+  return config_.fetch_timeout + std::chrono::milliseconds(static_cast<std::int64_t>(extra_ms));
+}
+
 Status Client::init(const std::filesystem::path& metadata_dir, std::string_view trusted_root) {
   auto root = MOTA_TRY_CTX(parse_root(trusted_root), "trusted root");
   MOTA_TRY_CTX(verify_root_self(root, "root.json"), "trusted root");
@@ -194,8 +212,8 @@ Status Client::refresh() {
     std::uint64_t next = s.root.signed_.version + 1;
     std::string file = std::to_string(next) + ".root.json";
     bool missing = false;
-    auto bytes =
-        MOTA_TRY(fetch(http_, config_.metadata_base_url, file, config_.max_root_bytes, &missing));
+    auto bytes = MOTA_TRY(fetch(http_, config_.metadata_base_url, file, config_.max_root_bytes,
+                                fetch_timeout(std::nullopt), &missing));
     if (missing) break;
     auto new_root = MOTA_TRY_CTX(parse_root(bytes), file);
     // Signed by a threshold of the keys the trusted root names for "root" ...
@@ -251,7 +269,8 @@ Status Client::update_timestamp() {
   }
 
   const std::string file = "timestamp.json";
-  auto bytes = MOTA_TRY(fetch(http_, config_.metadata_base_url, file, config_.max_timestamp_bytes));
+  auto bytes = MOTA_TRY(fetch(http_, config_.metadata_base_url, file, config_.max_timestamp_bytes,
+                              fetch_timeout(std::nullopt)));
   auto ts = MOTA_TRY_CTX(parse_timestamp(bytes), file);
   MOTA_TRY_CTX(verify_threshold(ts.envelope, ts.signatures, s.root.signed_.keys, role, "timestamp"),
                file);
@@ -305,8 +324,9 @@ Status Client::update_snapshot() {
   const std::string file = s.root.signed_.consistent_snapshot
                                ? std::to_string(meta.version) + ".snapshot.json"
                                : std::string("snapshot.json");
-  auto bytes = MOTA_TRY(fetch(http_, config_.metadata_base_url, file,
-                              meta.length.value_or(config_.max_snapshot_bytes)));
+  auto bytes =
+      MOTA_TRY(fetch(http_, config_.metadata_base_url, file,
+                     meta.length.value_or(config_.max_snapshot_bytes), fetch_timeout(meta.length)));
   MOTA_TRY(verify_length_and_hashes(bytes, meta.length, meta.hashes, file));
   auto snap = MOTA_TRY_CTX(parse_snapshot(bytes), file);
   MOTA_TRY_CTX(
@@ -378,8 +398,9 @@ Status Client::load_targets(const std::string& role_name, const DelegationRef* d
   const std::string file = s.root.signed_.consistent_snapshot
                                ? std::to_string(meta.version) + "." + encoded + ".json"
                                : encoded + ".json";
-  auto bytes = MOTA_TRY(fetch(http_, config_.metadata_base_url, file,
-                              meta.length.value_or(config_.max_targets_bytes)));
+  auto bytes =
+      MOTA_TRY(fetch(http_, config_.metadata_base_url, file,
+                     meta.length.value_or(config_.max_targets_bytes), fetch_timeout(meta.length)));
   auto t = MOTA_TRY(check(bytes, file));
   MOTA_TRY(persist(dir, encoded + ".json", bytes));
   s.targets.emplace(role_name, std::move(t));
@@ -532,6 +553,7 @@ Status Client::download_target(const std::string& target_base_url, const std::st
   http::GetRequest req;
   req.url = target_url(target_base_url, target_path, info);
   req.max_bytes = info.length;  // never accept more than the trusted length
+  req.timeout = fetch_timeout(info.length);
   std::uint64_t received = 0;
   auto res = http_.get(req, [&](std::span<const std::byte> chunk) -> Status {
     if (chunk.size() > info.length - received) {

@@ -11,9 +11,11 @@
 //
 // Not thread-safe: one Client per metadata directory at a time.
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,7 +34,14 @@ struct ClientConfig {
   std::uint64_t max_snapshot_bytes = 2u << 20;
   std::uint64_t max_targets_bytes = 16u << 20;
   std::uint64_t max_root_rotations = 256;  // stop a server that offers endless root versions
-  unsigned max_delegations = 32;           // visited roles per target search
+  // Whole-request limit of every metadata fetch and download_target() (the http::Client's
+  // minimum rate applies as well), so a server dripping timestamp.json cannot hold a refresh.
+  // A file whose trusted length is known (snapshot, targets and target files, when listed with a
+  // length) gets length / fetch_min_rate seconds on top when fetch_min_rate is set, so a big
+  // targets.json on a slow link is not cut off for its size.
+  std::chrono::milliseconds fetch_timeout{60'000};
+  std::uint64_t fetch_min_rate = 0;  // bytes per second; 0: the fixed fetch_timeout only
+  unsigned max_delegations = 32;     // visited roles per target search
   // Time source for expiry checks (tests override it).
   std::function<TimePoint()> now = [] { return now_seconds(); };
 };
@@ -78,6 +87,9 @@ class Client {
   Status update_snapshot();
   // Loads "targets" (delegation == nullptr: verified with the root) or a delegated role.
   Status load_targets(const std::string& role_name, const DelegationRef* delegation);
+
+  // fetch_timeout for a file of `length` bytes (unknown: nullopt).
+  std::chrono::milliseconds fetch_timeout(std::optional<std::uint64_t> length) const;
 
   ClientConfig config_;
   http::Client& http_;

@@ -63,6 +63,11 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_EQ(c->retry.max_attempts, 5u);
   EXPECT_EQ(c->retry.base_delay, 1s);
   EXPECT_EQ(c->retry.max_delay, 60s);
+  EXPECT_EQ(c->download.min_rate, 1000u);
+  EXPECT_EQ(c->download.min_rate_window, 60s);
+  EXPECT_EQ(c->download.deadline_allowance, 600s);
+  EXPECT_EQ(c->download.max_deadline, 86400s);
+  EXPECT_EQ(c->download.metadata_timeout, 60s);
   EXPECT_EQ(c->runtime_socket, "/run/mota/runtime.sock");
   EXPECT_EQ(c->trusted_root, "/etc/mota/root.json");
   EXPECT_TRUE(c->ca_file.empty());
@@ -96,6 +101,13 @@ max_attempts = 9
 base_delay = "5s"
 max_delay = "1h"
 
+[download]
+min_rate = "10KB/s"
+min_rate_window = "2m"
+deadline_allowance = "1m"
+max_deadline = "6h"
+metadata_timeout = "15s"
+
 [[model]]
 name = "resnet"
 channel = "stable"
@@ -124,9 +136,24 @@ channel = "beta"
   EXPECT_EQ(c->retry.max_attempts, 9u);
   EXPECT_EQ(c->retry.base_delay, 5s);
   EXPECT_EQ(c->retry.max_delay, 3600s);
+  EXPECT_EQ(c->download.min_rate, 10000u);
+  EXPECT_EQ(c->download.min_rate_window, 120s);
+  EXPECT_EQ(c->download.deadline_allowance, 60s);
+  EXPECT_EQ(c->download.max_deadline, 6 * 3600s);
+  EXPECT_EQ(c->download.metadata_timeout, 15s);
   ASSERT_EQ(c->models.size(), 2u);
   EXPECT_EQ(c->models[1].name, "yolo-v8.small");
   EXPECT_EQ(c->models[1].channel, "beta");
+}
+
+TEST_F(ConfigTest, MinimumRateOffOrBelowTheBandwidthLimit) {
+  auto c = parse(std::string("bandwidth_limit = \"500B/s\"\n") + kMinimal +
+                 "[download]\nmin_rate = \"0\"\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->download.min_rate, 0u);
+  c = parse(std::string("bandwidth_limit = \"2MB/s\"\n") + kMinimal);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->download.min_rate, 1000u);
 }
 
 TEST_F(ConfigTest, JitterAsFraction) {
@@ -265,6 +292,25 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"[retry]\nmax_delay = \"2d\"\n", "agent.toml: retry.max_delay: is more than 1d"},
       {"[retry]\nbase_delay = \"2m\"\nmax_delay = \"1m\"\n",
        "agent.toml: retry.max_delay: is shorter than retry.base_delay"},
+      {"download = 1\n", "agent.toml: download: must be a table ([download])"},
+      {"[download]\nmin_speed = \"1KB/s\"\n", "agent.toml: download.min_speed: unknown key"},
+      {"[download]\nmin_rate = \"quick\"\n",
+       "agent.toml: download.min_rate: 'quick' is not a bandwidth"},
+      {"[download]\nmin_rate = 1000\n", "agent.toml: download.min_rate: must be a string"},
+      {"[download]\nmin_rate_window = \"0s\"\n",
+       "agent.toml: download.min_rate_window: must be at least 1s"},
+      {"[download]\nmin_rate_window = \"2w\"\n",
+       "agent.toml: download.min_rate_window: is more than 1w"},
+      {"[download]\nmetadata_timeout = \"soon\"\n",
+       "agent.toml: download.metadata_timeout: 'soon' is not a duration"},
+      {"[download]\nmetadata_timeout = \"0s\"\n",
+       "agent.toml: download.metadata_timeout: must be at least 1s"},
+      {"[download]\nmax_deadline = \"0s\"\n",
+       "agent.toml: download.max_deadline: must be at least"},
+      {"[download]\ndeadline_allowance = \"2h\"\nmax_deadline = \"1h\"\n",
+       "agent.toml: download.deadline_allowance: is longer than download.max_deadline"},
+      {"bandwidth_limit = \"1KB/s\"\n",
+       "agent.toml: download.min_rate: 1 KB/s is not below bandwidth_limit 1 KB/s"},
       // server_url
       {"[[model]]\nname = \"m\"\nchannel = \"c\"\n", "agent.toml: server_url: missing", true},
       {"server_url = \"ftp://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\n",

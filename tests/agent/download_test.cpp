@@ -74,7 +74,7 @@ class DownloadTest : public ::testing::Test {
   std::unique_ptr<http::Client> client() {
     http::ClientConfig cfg;
     cfg.connect_timeout = milliseconds(2000);
-    cfg.stall_timeout = milliseconds(5000);
+    cfg.min_rate_window = milliseconds(5000);
     return http::make_http_client(cfg);
   }
 
@@ -670,6 +670,125 @@ TEST_F(DownloadTest, RejectsAMalformedDigest) {
   EXPECT_EQ(r.error().code(), Errc::invalid_argument);
   EXPECT_TRUE(contains(r.error().message(), "'abc'")) << r.error().message();
   EXPECT_FALSE(stdfs::exists(s.partial.parent_path()));
+}
+
+// A server that is slow throughout: the deadline stops the whole call, keeps what arrived, and a
+// later call continues from there.
+TEST_F(DownloadTest, DeadlineStopsTheWholeCallAndKeepsThePartial) {
+  test::FaultConfig fc;
+  fc.body = content_;
+  fc.chunk_size = 16 * 1024;
+  fc.chunk_delay = milliseconds(50);  // ~320 KB/s: 3 MiB takes ~10 s
+  test::FaultServer srv(fc);
+  auto s = spec(srv.url());
+  s.deadline = milliseconds(1000);
+  auto c = client();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = download(*c, s, fast_policy());
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::network);
+  EXPECT_TRUE(contains(r.error().message(), "not complete within its deadline of 1 s: "))
+      << r.error().message();
+  EXPECT_TRUE(contains(r.error().message(), "(kept for the next attempt)")) << r.error().message();
+  EXPECT_GE(took, milliseconds(900));
+  EXPECT_LT(took, milliseconds(3000));
+  ASSERT_TRUE(stdfs::exists(s.partial));
+  const auto kept = stdfs::file_size(s.partial);
+  EXPECT_GT(kept, 0u);
+  EXPECT_LT(kept, content_.size());
+  EXPECT_EQ(test::read_file(s.partial), content_.substr(0, kept));
+
+  test::FaultConfig fast;
+  fast.body = content_;
+  test::FaultServer fast_srv(fast);
+  s.url = fast_srv.url();
+  s.deadline = milliseconds(0);
+  auto r2 = download(*c, s, fast_policy());
+  ASSERT_TRUE(r2) << r2.error().message();
+  EXPECT_TRUE(r2->resumed);
+  EXPECT_EQ(r2->bytes_fetched, content_.size() - kept);
+  EXPECT_EQ(test::read_file(s.partial), content_);
+}
+
+// Each request that drips below the client's minimum rate is cut off and retried from the
+// partial; a deadline ends the retries.
+TEST_F(DownloadTest, DrippingServerIsCutOffAndRetriedUntilTheDeadline) {
+  test::FaultConfig fc;
+  fc.body = content_;
+  fc.chunk_size = 1;
+  fc.chunk_delay = milliseconds(500);  // 2 bytes/s
+  test::FaultServer srv(fc);
+  http::ClientConfig cfg;
+  cfg.min_rate = 1000;
+  cfg.min_rate_window = milliseconds(1000);
+  auto c = http::make_http_client(cfg);
+  auto s = spec(srv.url());
+  s.deadline = milliseconds(3500);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = download(*c, s, fast_policy(100));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(contains(r.error().message(), "deadline of 3.5 s")) << r.error().message();
+  EXPECT_LT(took, milliseconds(6000));
+  EXPECT_GE(srv.requests(), 3u) << "each stalled request was cut off after ~1 s and retried";
+}
+
+TEST(DownloadDeadline, ScaledFromTheLengthAndCapped) {
+  using std::chrono::minutes;
+  const milliseconds allowance = minutes(10), cap = std::chrono::hours(24);
+  EXPECT_EQ(download_deadline(0, 1000, allowance, cap), allowance);
+  EXPECT_EQ(download_deadline(60'000'000, 1000, allowance, cap), allowance + minutes(1000));
+  EXPECT_EQ(download_deadline(1ull << 40, 1000, allowance, cap), cap);
+  EXPECT_EQ(download_deadline(~0ull, 1, allowance, cap), cap);
+  EXPECT_EQ(download_deadline(5, 0, allowance, cap), cap);  // no minimum rate: the cap alone
+}
+
+TEST(SpaceNeed, CountsWhatIsWrittenLessWhatIsRemovedFirst) {
+  SpaceNeed n;
+  n.download = 4ull << 20;
+  n.tree = 60ull << 20;
+  EXPECT_EQ(n.margin(), (1ull << 20) + (1ull << 20));
+  EXPECT_EQ(n.total(), (66ull << 20));
+  n.freed = 50ull << 20;  // the slot being replaced
+  EXPECT_EQ(n.total(), (16ull << 20));
+  n.freed = 500ull << 20;  // more than everything: the margin is still needed
+  EXPECT_EQ(n.total(), n.margin());
+}
+
+TEST(SpaceNeed, RefusalNamesEveryTerm) {
+  test::TempDir tmp;
+  SpaceNeed n;
+  n.tree = 3ull << 60;
+  n.download = 12 * 1024;
+  n.freed = 16ull << 20;
+  n.freed_what = "slot a";
+  auto st = check_space(tmp.path(), n);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code(), Errc::no_space);
+  const std::string& m = st.error().message();
+  EXPECT_EQ(m.rfind("need 3.0 EiB in " + tmp.path().string() +
+                        " (3.0 EiB to unpack + 12 KiB to download + 48 PiB margin - 16 MiB of "
+                        "slot a, removed first), ",
+                    0),
+            0u)
+      << m;
+  EXPECT_TRUE(m.ends_with(" free")) << m;
+  SpaceNeed small;
+  small.tree = 1000;
+  EXPECT_TRUE(check_space(tmp.path(), small));
+}
+
+TEST(DiskUsage, AllocatedBytesOfATree) {
+  test::TempDir tmp;
+  EXPECT_EQ(disk_usage(tmp / "missing"), 0u);
+  test::write_file(tmp / "slot" / "model.onnx", std::string(100'000, 'w'));
+  test::write_file(tmp / "slot" / "labels" / "a.txt", "x");
+  stdfs::create_symlink("/etc", tmp / "slot" / "link");  // not followed
+  const auto usage = disk_usage(tmp / "slot");
+  EXPECT_GE(usage, 100'000u);
+  EXPECT_LT(usage, 1'000'000u);
+  EXPECT_GE(disk_usage(tmp / "slot" / "model.onnx"), 100'000u);
 }
 
 TEST(CheckSpace, ClearMessage) {

@@ -379,16 +379,64 @@ TEST(HttpClient, CancelFlagStopsAStalledTransferPromptly) {
   EXPECT_EQ(srv.requests(), before);
 }
 
-TEST(HttpClient, StalledServerHitsTheStallTimeout) {
+TEST(HttpClient, SilentServerIsCutOffByTheMinimumRate) {
   RawServer srv(silent_after_headers());
-  auto client = http::make_http_client(config([](auto& c) { c.stall_timeout = 1000ms; }));
+  auto client = http::make_http_client(config([](auto& c) { c.min_rate_window = 1000ms; }));
   Collect c;
   auto t0 = Clock::now();
   auto info = client->get(get_req(srv.url(), 1 << 20), c.sink());
   ASSERT_FALSE(info);
   EXPECT_EQ(info.error().code(), Errc::network);
+  EXPECT_NE(info.error().message().find("stalled: "), std::string::npos) << info.error().message();
   EXPECT_GE(seconds_since(t0), 0.9);
   EXPECT_LT(seconds_since(t0), 5.0);
+}
+
+// A server dripping 2 bytes a second passes curl's own low-speed guard (1 byte/s) for ever; the
+// minimum average rate cuts it off after one window and says by how much it missed.
+TEST(HttpClient, DrippingServerIsCutOffWithinTheWindow) {
+  RawServer srv([](int fd, const std::string&, const std::atomic<bool>& stop) {
+    if (!RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")) return;
+    while (!stop && RawServer::send_all(fd, "x")) {
+      for (int i = 0; i < 25 && !stop; ++i) std::this_thread::sleep_for(20ms);  // 2 bytes/s
+    }
+  });
+  auto client = http::make_http_client(config([](auto& c) {
+    c.min_rate = 1000;
+    c.min_rate_window = 2000ms;
+  }));
+  Collect c;
+  auto t0 = Clock::now();
+  auto info = client->get(get_req(srv.url(), 1 << 20), c.sink());
+  const double took = seconds_since(t0);
+  ASSERT_FALSE(info);
+  EXPECT_EQ(info.error().code(), Errc::network);
+  const std::string& msg = info.error().message();
+  EXPECT_NE(msg.find("GET " + srv.url() + ": stalled: "), std::string::npos) << msg;
+  EXPECT_NE(msg.find(" bytes in 2."), std::string::npos) << msg;
+  EXPECT_NE(msg.find("below the minimum 1 KB/s"), std::string::npos) << msg;
+  EXPECT_GE(took, 1.9);
+  EXPECT_LT(took, 4.0);
+  EXPECT_GT(c.data.size(), 0u);  // bytes did arrive: it was slow, not silent
+}
+
+TEST(HttpClient, TransferAboveTheMinimumRateIsNotCutOff) {
+  // 4 KB/s for 3 s against a minimum of 1 KB/s over 1 s.
+  RawServer srv([](int fd, const std::string&, const std::atomic<bool>& stop) {
+    if (!RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 12000\r\n\r\n")) return;
+    for (int i = 0; i < 30 && !stop; ++i) {
+      if (!RawServer::send_all(fd, std::string(400, 'y'))) return;
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  auto client = http::make_http_client(config([](auto& c) {
+    c.min_rate = 1000;
+    c.min_rate_window = 1000ms;
+  }));
+  Collect c;
+  auto info = client->get(get_req(srv.url(), 1 << 20), c.sink());
+  ASSERT_TRUE(info) << info.error().message();
+  EXPECT_EQ(c.data, std::string(12000, 'y'));
 }
 
 TEST(HttpClient, WholeRequestTimeout) {
@@ -401,6 +449,78 @@ TEST(HttpClient, WholeRequestTimeout) {
   EXPECT_EQ(info.error().code(), Errc::network);
   EXPECT_NE(info.error().message().find("timed out"), std::string::npos) << info.error().message();
   EXPECT_LT(seconds_since(t0), 2.0);
+}
+
+// Reads one request head from a kept-alive connection; false when the client closed it.
+bool read_request(int fd, std::string& buf) {
+  char tmp[4096];
+  while (buf.find("\r\n\r\n") == std::string::npos) {
+    pollfd q{fd, POLLIN, 0};
+    if (::poll(&q, 1, 2000) <= 0) return false;
+    ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0) return false;
+    buf.append(tmp, static_cast<std::size_t>(n));
+  }
+  buf.erase(0, buf.find("\r\n\r\n") + 4);
+  return true;
+}
+
+// A 404 with a small body, then whatever comes next on the same connection is answered 200: a
+// TUF client's root probe followed by timestamp.json. The body of the 404 is read (not delivered),
+// so the second request reuses the connection.
+TEST(HttpClient, ErrorBodyIsDrainedSoTheConnectionIsReused) {
+  std::atomic<int> answered{0};
+  RawServer srv([&](int fd, const std::string&, const std::atomic<bool>&) {
+    const std::string not_found = R"({"error":"not found"})";
+    if (!RawServer::send_all(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: " +
+                                     std::to_string(not_found.size()) + "\r\n\r\n" + not_found))
+      return;
+    ++answered;
+    std::string buf;
+    while (read_request(fd, buf)) {
+      if (!RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) return;
+      ++answered;
+    }
+  });
+  auto client = http::make_http_client();
+  Collect c;
+  auto missing = client->get(get_req(srv.url("/2.root.json"), 1000), c.sink());
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), Errc::http);
+  EXPECT_EQ(missing.error().http_status(), 404);
+  EXPECT_EQ(c.calls, 0) << "an error body is never delivered";
+  auto body = client->get_body(srv.url("/timestamp.json"), 1000);
+  ASSERT_TRUE(body) << body.error().message();
+  EXPECT_EQ(*body, "ok");
+  EXPECT_EQ(answered.load(), 2);
+  EXPECT_EQ(srv.requests(), 1) << "both requests on one connection";
+}
+
+TEST(HttpClient, HugeErrorBodyIsNotRead) {
+  RawServer srv([](int fd, const std::string&, const std::atomic<bool>& stop) {
+    if (!RawServer::send_all(fd, "HTTP/1.1 500 Oops\r\nContent-Length: 100000000\r\n\r\n")) return;
+    const std::string chunk(64 * 1024, 'e');
+    while (!stop && RawServer::send_all(fd, chunk)) {
+    }
+  });
+  auto client = http::make_http_client();
+  Collect c;
+  auto t0 = Clock::now();
+  auto info = client->get(get_req(srv.url(), 1000), c.sink());
+  ASSERT_FALSE(info);
+  EXPECT_EQ(info.error().code(), Errc::http);
+  EXPECT_EQ(info.error().http_status(), 500);
+  EXPECT_EQ(c.calls, 0);
+  EXPECT_LT(seconds_since(t0), 3.0);
+}
+
+TEST(HttpClient, FormatRate) {
+  EXPECT_EQ(http::format_rate(0), "0 B/s");
+  EXPECT_EQ(http::format_rate(2), "2 B/s");
+  EXPECT_EQ(http::format_rate(1000), "1 KB/s");
+  EXPECT_EQ(http::format_rate(1500), "1.5 KB/s");
+  EXPECT_EQ(http::format_rate(2'000'000), "2 MB/s");
+  EXPECT_EQ(http::format_rate(12'345'678), "12 MB/s");
 }
 
 // ---- against mota's HttpServer with routes ------------------------------------------------------

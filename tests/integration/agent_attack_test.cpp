@@ -186,7 +186,10 @@ class AgentAttack : public ::testing::TestWithParam<ServerKind> {
             (fleet() / "repo" / "metadata" / "1.root.json").string() +
             "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
             "[retry]\nmax_attempts = 1\n"
-            "[health]\nenabled = false\n[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
+            // Bad bytes from the server are failures that may pass on retry: no backoff here,
+            // so each check-once below tries again (and counts towards the block).
+            "[health]\nenabled = false\nretry_backoff = \"0s\"\n[[model]]\nname = "
+            "\"detector\"\nchannel = \"stable\"\n");
   }
   void TearDown() override {
     if (api_) api_->stop();
@@ -460,6 +463,7 @@ TEST_P(AgentAttack, WrongLengthPackage) {
   auto r = agent({"check-once"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("length mismatch"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("that may pass on retry"), std::string::npos) << r.err;
   expect_rejected(before, "failed", "length mismatch");
 
   test::write_file(served_package(rel), original + std::string(1000, 'x'));

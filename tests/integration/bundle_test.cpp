@@ -14,12 +14,14 @@
 #include "manager/bundle.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/utsname.h>
 
 #include <cstring>
 #include <map>
 #include <memory>
 #include <random>
 
+#include "agent/requirements.hpp"
 #include "agent/state.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
@@ -542,6 +544,29 @@ TEST_F(BundleInstall, VersionPolicyAppliesOffline) {
   channel("1.1.0");
   r = d.agent({"install", bundle("1.1.0").string()});
   expect_refused(d, r, "refused: version 1.1.0 is blocklisted on this device", v1_, "", "", false);
+
+  // A release for another architecture: its signed requirements are checked as a poll checks
+  // them, before anything is copied out of the bundle.
+  {
+    const auto src = work_ / "src-armless";
+    test::make_model_dir(src, random_weights(1000, 4));
+    Json m = Json::parse(test::read_file(src / "model.json"));
+    struct utsname u {};
+    ::uname(&u);
+    const std::string other = agent::canonical_arch(u.machine) == "armv7l" ? "riscv64" : "armv7l";
+    m["requirements"] = Json{{"arch", {other}}};
+    test::write_file(src / "model.json", m.dump(2));
+    ASSERT_TRUE(fleet_.repo->add_release(src, "1.2.0"));
+    new_events();
+    r = d.agent({"install", bundle("1.2.0").string()});
+    expect_refused(d, r, "refused: requirements not met: arch: the release runs on " + other, v1_,
+                   "", "", false);
+    ev = new_events();
+    ASSERT_EQ(ev.size(), 1u);
+    EXPECT_EQ(ev[0]["state"], "refused");
+    EXPECT_EQ(ev[0]["step"], "requirements");
+    EXPECT_EQ(ev[0]["source"], "bundle");
+  }
 
   // A bundle of a model agent.toml does not list.
   release(*fleet_.repo, "3.0.0", random_weights(1000, 3), "other-model");

@@ -45,6 +45,8 @@ class FleetTruth : public ::testing::Test {
                                    "\"\ndevice_id = \"edge-a\"\nlog_level = \"info\"\n"
                                    "poll_interval = \"1h\"\npoll_jitter = 0\n"
                                    "[retry]\nmax_attempts = 1\n[health]\nenabled = false\n"
+                                   // a damaged package below may pass on retry: no backoff
+                                   "retry_backoff = \"0s\"\n"
                                    "[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");
   }
 

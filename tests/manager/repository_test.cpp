@@ -324,6 +324,16 @@ TEST_F(RepositoryTest, ReleaseAddAndList) {
   // model.json declares no requirements: signed as none, so a device knows there are none.
   EXPECT_EQ(custom["requirements"],
             Json({{"min_ram_mb", 0}, {"arch", Json::array()}, {"accelerators", Json::array()}}));
+  // tree_size: what the package unpacks to (model.json and every file), for devices' space check.
+  const auto tree = tmp_ / "face-tree";
+  auto unpacked = storage::unpack_file(
+      repo_dir_ / "repo/targets/models/face/2.0.0" / (r2->sha256 + ".face-2.0.0.mota"), tree);
+  ASSERT_TRUE(unpacked.has_value()) << unpacked.error().message();
+  std::uint64_t tree_bytes = 0;
+  for (const auto& e : stdfs::recursive_directory_iterator(tree)) {
+    if (e.is_regular_file()) tree_bytes += e.file_size();
+  }
+  EXPECT_EQ(custom["tree_size"], tree_bytes);
   expect_verifies();
 }
 

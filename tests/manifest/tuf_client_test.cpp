@@ -15,6 +15,7 @@
 #include "common/fs.hpp"
 #include "common/http.hpp"
 #include "manifest/tuf/client.hpp"
+#include "tests/support/fault_server.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/support/tuf_repo.hpp"
 
@@ -221,6 +222,42 @@ TEST_F(TufClientTest, DownloadsTargetWithHashPrefixedName) {
   ASSERT_TRUE(st) << st.error().message();
   EXPECT_EQ(test::read_file(dest), "the weights");
   EXPECT_EQ(server_.count("/targets/models/" + info->hashes.at("sha256") + ".a.bin"), 1);
+}
+
+// Every metadata fetch is bounded by fetch_timeout; a file whose signed length is known gets
+// length / fetch_min_rate on top, so a big targets.json on a slow link is not cut off for its size.
+TEST_F(TufClientTest, MetadataFetchesAreBoundedAndKnownLengthsGetTimeForTheirSize) {
+  for (int i = 0; i < 10; ++i) {
+    repo_.add_target("targets", "models/m" + std::to_string(i) + "/" + std::string(100, 'x'),
+                     "weights " + std::to_string(i));
+  }
+  repo_.bump_all();
+  const auto length = stdfs::file_size(repo_.metadata_dir() / "2.targets.json");
+  ASSERT_GT(length, 3000u);
+  test::DropProxyConfig pc;
+  pc.upstream_port = std::stoi(server_.url().substr(server_.url().rfind(':') + 1));
+  pc.cut_times = 0;
+  pc.slow_suffix = "targets.json";
+  pc.slow_rate = 1000;  // bytes per second: 3+ s for targets.json
+  test::DropProxy proxy(pc);
+  ClientConfig c = config();
+  c.metadata_base_url = proxy.url("/metadata");
+  c.fetch_timeout = std::chrono::milliseconds(500);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto st = make_client(c)->refresh();
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code(), Errc::network) << st.error().message();
+  EXPECT_NE(st.error().message().find("fetch 2.targets.json: GET "), std::string::npos)
+      << st.error().message();
+  EXPECT_NE(st.error().message().find("timed out: no complete answer within 0.5 s"),
+            std::string::npos)
+      << st.error().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+
+  // 0.5 s + length / 500 bytes/s: twice the time the proxy needs.
+  c.fetch_min_rate = 500;
+  auto ok = make_client(c)->refresh();
+  ASSERT_TRUE(ok) << ok.error().message();
 }
 
 TEST_F(TufClientTest, WithoutConsistentSnapshotUsesPlainNames) {

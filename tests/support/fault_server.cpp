@@ -359,6 +359,7 @@ void DropProxy::serve() {
     if (::poll(&p, 1, 50) <= 0) continue;
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
+    ++connections_;
     workers_.emplace_back([this, fd] { relay(fd); });
   }
   for (auto& t : workers_) t.join();
@@ -439,6 +440,10 @@ void DropProxy::relay(int client) {
       done(&rec);
       break;
     }
+    const bool slow = has_body && rec.method == "GET" && !config_.slow_suffix.empty() &&
+                      ends_with(rec.path, config_.slow_suffix);
+    // Dripping: this many bytes every 100 ms (one byte less often below 10 bytes/s).
+    const std::uint64_t drip = std::max<std::uint64_t>(1, config_.slow_rate / 10);
     bool upstream_open = true;
     while (remaining > 0 && rec.body_bytes < cut_at) {
       if (ubuf.empty() && !recv_more(up, ubuf, stop_)) {
@@ -447,6 +452,25 @@ void DropProxy::relay(int client) {
       }
       std::size_t n = static_cast<std::size_t>(
           std::min<std::uint64_t>({ubuf.size(), remaining, cut_at - rec.body_bytes}));
+      if (slow) {
+        n = static_cast<std::size_t>(std::min<std::uint64_t>(n, drip));
+        const auto until =
+            std::chrono::steady_clock::now() +
+            std::chrono::milliseconds(1000 * drip / std::max<std::uint64_t>(config_.slow_rate, 1));
+        while (!stop_ && std::chrono::steady_clock::now() < until) {
+          // A client that hung up is noticed at once, not at the next byte.
+          pollfd p{client, POLLIN, 0};
+          if (::poll(&p, 1, 20) > 0) {
+            char probe;
+            if (::recv(client, &probe, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+              upstream_open = false;
+              break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a pipelined request
+          }
+        }
+        if (!upstream_open || stop_) break;
+      }
       if (!send_fully(client, ubuf.data(), n, stop_)) {
         upstream_open = false;
         break;

@@ -76,10 +76,13 @@ class FaultServer {
 
 // A forwarding HTTP/1.1 proxy on a free loopback port in front of a real server (upstream), that
 // cuts chosen responses short: the first `cut_times` responses to a GET whose path ends with
-// `cut_suffix` are closed (both connections) after `cut_after` body bytes. Everything else is
-// forwarded unchanged, keep-alive included (requests are parsed one at a time per connection;
-// responses need a Content-Length or end with the upstream connection). Every request is
-// recorded with the body bytes the proxy forwarded, so tests can prove what the client received.
+// `cut_suffix` are closed (both connections) after `cut_after` body bytes; and drips chosen ones:
+// the body of every GET whose path ends with `slow_suffix` is forwarded at `slow_rate` bytes per
+// second (a server that is slow but never silent). Everything else is forwarded unchanged,
+// keep-alive included (requests are parsed one at a time per connection, each client connection
+// has its own upstream connection; responses need a Content-Length or end with the upstream
+// connection). Every request is recorded with the body bytes the proxy forwarded, and client
+// connections are counted, so tests can prove what the client received and how.
 //
 // Thread-safety: the accessors may be called from any thread while the proxy runs.
 struct DropProxyConfig {
@@ -87,6 +90,8 @@ struct DropProxyConfig {
   std::string cut_suffix = ".mota";
   std::uint64_t cut_after = UINT64_MAX;
   unsigned cut_times = 1;
+  std::string slow_suffix;  // "" = none
+  std::uint64_t slow_rate = 2;
 };
 
 struct ProxiedRequest {
@@ -111,6 +116,8 @@ class DropProxy {
   std::vector<ProxiedRequest> requests() const;
   // Sum of body_bytes over the requests whose path ends with `suffix`.
   std::uint64_t body_bytes(const std::string& suffix) const;
+  // TCP connections clients opened to the proxy so far.
+  unsigned connections() const { return connections_.load(); }
 
  private:
   void serve();
@@ -120,6 +127,7 @@ class DropProxy {
   int listen_fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
+  std::atomic<unsigned> connections_{0};
   mutable std::mutex mu_;
   unsigned cuts_ = 0;  // guarded by mu_
   std::vector<ProxiedRequest> requests_;

@@ -2,15 +2,21 @@
 //
 // One easy handle and one multi handle per Client, reused across requests so connections, DNS and
 // TLS sessions are cached. The transfer is driven through the multi interface (instead of
-// curl_easy_perform) so the cancel flag is checked at least every 100 ms even while the server
-// is silent: curl_easy_perform would only call the progress callback about once a second then.
+// curl_easy_perform) so the cancel flag, the request's timeout and the client's minimum rate are
+// checked at least every 100 ms even while the server is silent: curl_easy_perform would only
+// call the progress callback about once a second then. The timeout and the minimum rate are
+// checked here rather than by curl (CURLOPT_TIMEOUT, CURLOPT_LOW_SPEED_*) so that the error says
+// what was slow and by how much, and so that bytes dripped just above curl's 1 byte/s floor
+// do not keep a request alive.
 
 #include <curl/curl.h>
 
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +30,57 @@ namespace {
 
 constexpr int kPollMs = 100;
 constexpr long kMaxRedirects = 5;
+// An error answer's body up to this size is read and dropped, so curl keeps the connection for
+// the next request (an idle poll's 404 root probe and its timestamp.json share one connection);
+// a bigger one is cut off with its connection.
+constexpr std::uint64_t kMaxDrainBytes = 64 * 1024;
+
+using Clock = std::chrono::steady_clock;
+
+std::string seconds_text(Clock::duration d) {
+  const double s = std::chrono::duration<double>(d).count();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, s < 10 ? "%.1f s" : "%.0f s", s);
+  return buf;
+}
+
+// The minimum average rate over a sliding window (ClientConfig::min_rate): samples of the bytes
+// moved so far, one every window/16, kept for one window.
+class RateWindow {
+ public:
+  RateWindow(std::uint64_t min_rate, std::chrono::milliseconds window, Clock::time_point start)
+      : min_rate_(min_rate),
+        window_(window),
+        step_(std::max<Clock::duration>(window / 16, std::chrono::milliseconds(10))) {
+    samples_.push_back({start, 0});
+  }
+
+  // Empty while the rate holds; else why it does not ("stalled: 12 bytes in 60 s, ...").
+  std::optional<std::string> check(Clock::time_point now, std::uint64_t moved) {
+    if (min_rate_ == 0 || window_.count() <= 0) return std::nullopt;
+    if (now - samples_.back().at >= step_) samples_.push_back({now, moved});
+    // The base is the newest sample at least one window old.
+    while (samples_.size() >= 2 && samples_[1].at <= now - window_) samples_.pop_front();
+    const Sample& base = samples_.front();
+    const auto span = now - base.at;
+    if (span < window_) return std::nullopt;  // less than a window so far
+    const double secs = std::chrono::duration<double>(span).count();
+    const std::uint64_t got = moved - base.moved;
+    if (static_cast<double>(got) >= static_cast<double>(min_rate_) * secs) return std::nullopt;
+    return "stalled: " + std::to_string(got) + (got == 1 ? " byte" : " bytes") + " in " +
+           seconds_text(span) + ", below the minimum " + format_rate(min_rate_);
+  }
+
+ private:
+  struct Sample {
+    Clock::time_point at;
+    std::uint64_t moved;
+  };
+  std::uint64_t min_rate_;
+  std::chrono::milliseconds window_;
+  Clock::duration step_;
+  std::deque<Sample> samples_;
+};
 
 Status global_init() {
   static std::once_flag once;
@@ -85,6 +142,13 @@ struct Transfer {
   bool started = false;  // the first body byte of the final response arrived
   bool partial = false;
   std::uint64_t received = 0;
+  // A non-2xx answer to a GET: its body is read and dropped (kMaxDrainBytes), not delivered.
+  bool draining = false;
+  long status = 0;
+  std::uint64_t drained = 0;
+  // Bytes moved so far in either direction (headers, bodies), for the minimum rate.
+  std::uint64_t wire = 0;
+  std::uint64_t uploaded = 0;
   std::optional<std::string> content_range;  // of the latest response header block
   std::optional<Error> error;                // set by a callback that aborted the transfer
   std::chrono::steady_clock::time_point body_start;
@@ -97,12 +161,16 @@ struct Transfer {
     body_start = std::chrono::steady_clock::now();
     long code = 0;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
-    if (check_status && (code < 200 || code > 299)) {
-      error = Error(Errc::http, what + ": HTTP " + std::to_string(code), static_cast<int>(code));
-      return false;
-    }
+    status = code;
     curl_off_t cl = -1;
     curl_easy_getinfo(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+    if (check_status && (code < 200 || code > 299)) {
+      error = Error(Errc::http, what + ": HTTP " + std::to_string(code), static_cast<int>(code));
+      // A small error body is read to its end so the connection can carry the next request.
+      if (cl >= 0 && static_cast<std::uint64_t>(cl) > kMaxDrainBytes) return false;
+      draining = true;
+      return true;
+    }
     if (cl >= 0 && static_cast<std::uint64_t>(cl) > max_bytes) {
       error =
           Error(Errc::too_large, what + ": server announced " + std::to_string(cl) +
@@ -153,6 +221,11 @@ struct Transfer {
     auto* t = static_cast<Transfer*>(userdata);
     std::size_t n = size * nmemb;
     if (!t->started && !t->begin_body()) return CURL_WRITEFUNC_ERROR;
+    if (t->draining) {
+      t->drained += n;
+      t->wire += n;
+      return t->drained > kMaxDrainBytes ? CURL_WRITEFUNC_ERROR : n;
+    }
     if (n > t->max_bytes - std::min(t->received, t->max_bytes)) {
       t->error = Error(Errc::too_large, t->what + ": server sent more than " +
                                             std::to_string(t->max_bytes) + " bytes");
@@ -182,12 +255,14 @@ struct Transfer {
       }
     }
     t->received += n;
+    t->wire += n;
     return n;
   }
 
   static size_t on_header(char* ptr, size_t size, size_t nitems, void* userdata) {
     auto* t = static_cast<Transfer*>(userdata);
     std::size_t n = size * nitems;
+    t->wire += n;
     std::string_view line(ptr, n);
     if (iequals_prefix(line, "HTTP/")) {
       t->content_range.reset();  // a new response (after a redirect or 100 Continue)
@@ -201,8 +276,9 @@ struct Transfer {
     return n;
   }
 
-  static int on_progress(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  static int on_progress(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t ulnow) {
     auto* t = static_cast<Transfer*>(userdata);
+    if (ulnow > 0) t->uploaded = static_cast<std::uint64_t>(ulnow);
     return t->cancelled() ? 1 : 0;
   }
 };
@@ -296,13 +372,6 @@ class CurlClient final : public Client {
     set(CURLOPT_FOLLOWLOCATION, 1L);
     set(CURLOPT_MAXREDIRS, kMaxRedirects);
     set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout.count()));
-    // Stall detection: below 1 byte/s for stall_timeout (curl counts whole seconds).
-    long stall_s = static_cast<long>((config_.stall_timeout.count() + 999) / 1000);
-    if (stall_s > 0) {
-      set(CURLOPT_LOW_SPEED_LIMIT, 1L);
-      set(CURLOPT_LOW_SPEED_TIME, stall_s);
-    }
-    if (timeout.count() > 0) set(CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
     if (config_.max_bytes_per_sec > 0) {
       set(CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(config_.max_bytes_per_sec));
     }
@@ -333,6 +402,9 @@ class CurlClient final : public Client {
     }
     std::optional<CURLcode> result;
     bool cancelled = false;
+    const auto start = Clock::now();
+    RateWindow rate(config_.min_rate, config_.min_rate_window, start);
+    std::optional<std::string> too_slow;  // why the request was stopped: timeout or stall
     while (!result) {
       int running = 0;
       mc = curl_multi_perform(multi_, &running);
@@ -346,6 +418,13 @@ class CurlClient final : public Client {
         cancelled = true;
         break;
       }
+      const auto now = Clock::now();
+      if (timeout.count() > 0 && now - start >= timeout) {
+        too_slow = "timed out: no complete answer within " + seconds_text(timeout) + " (" +
+                   std::to_string(t.received) + " bytes received)";
+        break;
+      }
+      if ((too_slow = rate.check(now, t.wire + t.uploaded))) break;
       int wait_ms = kPollMs;
       if (t.resume_at) {
         auto now = std::chrono::steady_clock::now();
@@ -367,9 +446,11 @@ class CurlClient final : public Client {
       mc = curl_multi_poll(multi_, nullptr, 0, wait_ms, nullptr);
       if (mc != CURLM_OK) break;
     }
+    // Mid-transfer (cancelled, too slow) this also closes the connection.
     curl_multi_remove_handle(multi_, easy_);
 
     if (cancelled) return fail(Errc::cancelled, t.what + ": cancelled");
+    if (too_slow) return fail(Errc::network, t.what + ": " + *too_slow);
     if (!result) {
       return fail(Errc::internal, t.what + ": curl_multi: " + curl_multi_strerror(mc));
     }
