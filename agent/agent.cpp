@@ -1,10 +1,10 @@
 #include "agent/agent.hpp"
 
-#include <algorithm>
 #include <fcntl.h>
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
 #include <set>
 #include <system_error>
@@ -625,9 +625,9 @@ InstallPlan Agent::fetch_plan(const TargetSource& src, const std::string& model,
     spec.length = info.length;
     spec.sha256 = info.hashes.at("sha256");
     spec.partial = package;
-    spec.deadline = download_deadline(info.length, config_.download.min_rate,
-                                      config_.download.deadline_allowance,
-                                      config_.download.max_deadline);
+    spec.deadline =
+        download_deadline(info.length, config_.download.min_rate,
+                          config_.download.deadline_allowance, config_.download.max_deadline);
     int last_pct = 0;
     const std::string verb = src.bundle ? "copying " : "downloading ";
     const std::string kind =
@@ -719,9 +719,9 @@ Status Agent::install_version(const TargetSource& src, const ModelSubscription& 
     if (!out && failure.delta_unusable) {
       ev.delta_error = out.error().message();
       if (config_.delta == DeltaPolicy::only) {
-        return fail(std::move(out).error().context(
-            "delta = only: not falling back to the full package (" + std::to_string(info.length) +
-            " bytes)"));
+        return fail(
+            std::move(out).error().context("delta = only: not falling back to the full package (" +
+                                           std::to_string(info.length) + " bytes)"));
       }
       log::warn(out.error().message() + "; installing the full package instead",
                 {{"MODEL", sub.name}, {"VERSION", to}});

@@ -293,10 +293,9 @@ class Agent {
   // The plan that fetches signed `target` (the package, or a delta) from `src` into
   // download_path() with the downloader (length, hash, min rate and deadline) and installs from
   // it. `src` must outlive the plan.
-  InstallPlan fetch_plan(const TargetSource& src, const std::string& model,
-                         const std::string& from, const std::string& to,
-                         const std::string& tree_digest, const std::string& target,
-                         const tuf::TargetFile& info, bool is_delta);
+  InstallPlan fetch_plan(const TargetSource& src, const std::string& model, const std::string& from,
+                         const std::string& to, const std::string& tree_digest,
+                         const std::string& target, const tuf::TargetFile& info, bool is_delta);
   // Where the download of a target of `model` is kept while partial (by its signed sha256).
   std::filesystem::path download_path(const std::string& model,
                                       const tuf::TargetFile& target) const;

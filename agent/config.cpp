@@ -131,11 +131,11 @@ class Parser {
 
   Result<Config> parse(const toml::table& root) const {
     Config c;
-    MOTA_TRY(check_keys(
-        root, "",
-        {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter", "model",
-         "bandwidth_limit", "retry", "runtime_socket", "trusted_root", "health", "ca_file", "delta",
-         "log_level", "report_url", "heartbeat_interval", "verify_at_start", "accelerators", "download"}));
+    MOTA_TRY(check_keys(root, "",
+                        {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter",
+                         "model", "bandwidth_limit", "retry", "runtime_socket", "trusted_root",
+                         "health", "ca_file", "delta", "log_level", "report_url",
+                         "heartbeat_interval", "verify_at_start", "accelerators", "download"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
