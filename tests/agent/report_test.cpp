@@ -15,6 +15,9 @@
 namespace mota::agent {
 namespace {
 
+using protocol::DeviceIdentity;
+using protocol::verify_report;
+
 // A fleet server stand-in: POST /v1/devices/:id/events verifies the signature over the route the
 // agent signed (rebuilt from the decoded id) and the body, then records the batch.
 struct FleetServer {
