@@ -20,7 +20,7 @@
 #include "common/log.hpp"
 #include "common/process.hpp"
 #include "common/semver.hpp"
-#include "delta/delta.hpp"
+#include "delta/package/package_delta.hpp"
 #include "manifest/model_manifest.hpp"
 
 namespace mota::manager {
