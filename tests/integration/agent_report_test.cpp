@@ -1,11 +1,10 @@
-#include "agent/report.hpp"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <deque>
 #include <mutex>
 
+#include "agent/report.hpp"
 #include "common/version.hpp"
 #include "manager/fleet_ingest.hpp"
 #include "manager/http_server.hpp"
