@@ -107,8 +107,9 @@ Result<Agent> Agent::open(Config config, InstallOptions install_options) {
   if (auto r = state->database().exec("PRAGMA wal_autocheckpoint = 64"); !r) {
     log::warn(r.error().message());
   }
-  auto identity = MOTA_TRY_CTX(DeviceIdentity::load_or_create(config.state_dir, config.device_id),
-                               "device identity");
+  auto identity =
+      MOTA_TRY_CTX(protocol::DeviceIdentity::load_or_create(config.state_dir, config.device_id),
+                   "device identity");
   keep_reserve(config.state_dir);
   return Agent(std::move(config), std::move(*state), std::move(identity),
                std::move(install_options));

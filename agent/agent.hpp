@@ -122,7 +122,6 @@
 
 #include "agent/config.hpp"
 #include "agent/health.hpp"
-#include "agent/identity.hpp"
 #include "agent/install.hpp"
 #include "agent/report.hpp"
 #include "agent/state.hpp"
@@ -131,6 +130,7 @@
 #include "manifest/channel.hpp"
 #include "manifest/serving.hpp"
 #include "manifest/tuf/metadata.hpp"
+#include "protocol/identity.hpp"
 
 namespace mota::storage {
 class BundleReader;
@@ -256,7 +256,7 @@ class Agent {
     std::uint64_t saved_bytes = 0;
     std::int64_t duration_ms = 0;
   };
-  Agent(Config config, StateStore state, DeviceIdentity identity, InstallOptions opts)
+  Agent(Config config, StateStore state, protocol::DeviceIdentity identity, InstallOptions opts)
       : config_(std::move(config)),
         state_(std::move(state)),
         identity_(std::move(identity)),
@@ -336,7 +336,7 @@ class Agent {
 
   Config config_;
   StateStore state_;
-  DeviceIdentity identity_;
+  protocol::DeviceIdentity identity_;
   // The report session outlives each poll's Reporter (one handshake an hour, not one a poll).
   ReportSessionState report_sessions_;
   InstallOptions install_options_;

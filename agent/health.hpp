@@ -77,16 +77,4 @@ class HealthGate {
   const std::atomic<bool>* cancel_;
 };
 
-// Runs argv with extra environment variables, output captured (the last 4 KiB of each stream),
-// killed (SIGKILL) after `timeout`. exit_code -1 with `signal` set when killed by a signal.
-struct ChildResult {
-  int exit_code = -1;
-  int signal = 0;
-  bool timed_out = false;
-  std::string out, err;
-};
-Result<ChildResult> run_child(const std::vector<std::string>& argv,
-                              const std::vector<std::string>& extra_env,
-                              std::chrono::milliseconds timeout);
-
 }  // namespace mota::agent

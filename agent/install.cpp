@@ -12,7 +12,7 @@
 #include "common/log.hpp"
 #include "common/notify.hpp"
 #include "common/time.hpp"
-#include "delta/delta.hpp"
+#include "delta/package/package_delta.hpp"
 #include "storage/package.hpp"
 
 namespace mota::agent {

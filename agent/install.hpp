@@ -123,11 +123,11 @@ struct InstallPlan {
   // Where the verified package is (after `fetch`). Deleted after a successful commit when
   // delete_package is set.
   std::filesystem::path package;
-  // Non-empty: `package` is a package delta (delta/delta.hpp) to apply on top of this model tree
-  // (the active slot, which the caller verified against the delta's base) instead of a full
-  // package. The slot is then written by delta::apply_package, which checks the base, every
-  // region it copies, and every written file; the verify step checks the signed tree digest as
-  // for a full package, so the slot is byte-identical to a full install or nothing is switched.
+  // Non-empty: `package` is a package delta (delta/package/package_delta.hpp) to apply on top of
+  // this model tree (the active slot, which the caller verified against the delta's base) instead
+  // of a full package. The slot is then written by delta::apply_package, which checks the base,
+  // every region it copies, and every written file; the verify step checks the signed tree digest
+  // as for a full package, so the slot is byte-identical to a full install or nothing is switched.
   std::filesystem::path delta_base;
   bool delete_package = false;
   // The download step: makes `package` complete and verified, calling `progress` as bytes land

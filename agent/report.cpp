@@ -10,6 +10,7 @@
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "common/version.hpp"
+#include "protocol/report.hpp"
 
 namespace mota::agent {
 
@@ -57,7 +58,7 @@ bool report_refused(const Error& error) {
   return error.code() == Errc::http && s >= 400 && s < 500 && s != 408 && s != 429;
 }
 
-Reporter::Reporter(StateStore& store, http::Client& client, DeviceIdentity& identity,
+Reporter::Reporter(StateStore& store, http::Client& client, protocol::DeviceIdentity& identity,
                    std::string server_url, ReporterOptions options, ReportSessionState* sessions)
     : store_(store),
       client_(client),
@@ -70,7 +71,7 @@ Reporter::Reporter(StateStore& store, http::Client& client, DeviceIdentity& iden
 }
 
 std::string Reporter::events_route() const {
-  return "/v1/devices/" + http::percent_encode(identity_.device_id()) + "/events";
+  return protocol::events_route(identity_.device_id());
 }
 
 std::string Reporter::events_url() const {
@@ -153,7 +154,8 @@ Result<std::map<std::string, std::string>> Reporter::auth_headers(const std::str
   if (options_.sessions && now >= sessions_.no_session_until &&
       (!sessions_.session || now >= sessions_.session->renew_at)) {
     sessions_.session.reset();
-    auto opened = open_session(client_, server_url_, identity_, options_.max_response_bytes);
+    auto opened =
+        protocol::open_session(client_, server_url_, identity_, options_.max_response_bytes);
     if (opened) {
       sessions_.session = std::move(*opened);
       ++result.handshakes;

@@ -2,36 +2,8 @@
 // Reports from the device to the server: the outbox of StateStore (events and heartbeats) is sent
 // in signed batches, at least once and in seq order, and deleted once the server acknowledges it.
 //
-// Wire format (version 1; the fleet-tracking server implements the other side):
-//
-//   POST <server_url>/v1/devices/<percent_encode(device id)>/events
-//   Content-Type: application/json
-//   X-Mota-Device, X-Mota-Key, X-Mota-Timestamp, X-Mota-Signature  (agent/identity.hpp) signed
-//     over route = "/v1/devices/<percent_encode(device id)>/events" (the path below server_url,
-//     exactly as sent, still percent-encoded) and the exact body bytes. A server that sees the
-//     decoded id rebuilds the route with http::percent_encode (RFC 3986 unreserved kept).
-//     With sessions (ReporterOptions::sessions, agent/session.hpp) X-Mota-Session and X-Mota-Mac
-//     replace X-Mota-Key and X-Mota-Signature; a 401 to a report under a session opens a new one
-//     and sends the batch once more.
-//   body:
-//     {"device": "<device id>",
-//      "batch": [{"seq": 17, "kind": "event",     "created_at": "2030-01-01T00:00:00Z",
-//                 "body": {...}},
-//                {"seq": 18, "kind": "heartbeat", "created_at": "...", "body": {...}}, ...]}
-//     Items are in strictly increasing seq order. Seqs are per device, never reused, and may have
-//     gaps (the outbox drops old heartbeats when full). An item whose stored body is not valid
-//     JSON (should never happen) is sent as "body": {"invalid_json": "<the stored text>"} rather
-//     than blocking the outbox forever.
-//   answer:
-//     2xx with {"acked": N}: the server has stored every item with seq <= N (N may be less than
-//       the batch's last seq: the rest is sent again). It must be an integer not above the last
-//       seq of the batch (an ack for something never sent is refused: it would skip items).
-//     2xx with an empty body or no "acked" member: the whole batch is stored.
-//     408, 429, 5xx, transport failure: nothing is acknowledged; the batch is sent again later.
-//     other 4xx: the server refuses the batch (bad signature, unknown device, ...): the items
-//       stay queued, flush() reports the refusal and stops; resending at once would only spin.
-//   Delivery is at-least-once (an ack lost on the way back means the batch is sent again), so the
-//   server deduplicates by (device, seq).
+// Wire format (version 1): protocol/report.hpp (routes, headers, body, answers). The Reporter
+// is its device side; manager/fleet_ingest.hpp is the server side.
 //
 // Heartbeat body (enqueued by enqueue_heartbeat(), built by heartbeat()):
 //   {"agent_version": "0.1.0", "arch": "x86_64", "ram_total_bytes": 8123456,
@@ -58,12 +30,12 @@
 #include <optional>
 #include <string>
 
-#include "agent/identity.hpp"
-#include "agent/session.hpp"
 #include "agent/state.hpp"
 #include "common/http.hpp"
 #include "common/result.hpp"
 #include "manifest/canonical_json.hpp"
+#include "protocol/identity.hpp"
+#include "protocol/session.hpp"
 
 namespace mota::agent {
 
@@ -75,7 +47,7 @@ struct ReporterOptions {
   std::size_t batch_items = 100;           // items per POST at most
   std::uint64_t batch_bytes = 256u << 10;  // body bytes per POST at most (one item always fits)
   std::uint64_t max_response_bytes = 64u << 10;  // the server's answer is small
-  // Authenticate reports with a session (agent/session.hpp: one signed handshake, then an HMAC
+  // Authenticate reports with a session (protocol/session.hpp: one signed handshake, then an HMAC
   // per report) where the server offers them; false signs every report.
   bool sessions = true;
   // model -> the channel this device follows for it, reported in heartbeats ("channel").
@@ -91,9 +63,9 @@ struct SendResult {
 };
 
 // The report session and when to try opening one again, kept across Reporters: the daemon makes
-// a Reporter per poll, and a session lasts an hour (agent/session.hpp).
+// a Reporter per poll, and a session lasts an hour (protocol/session.hpp).
 struct ReportSessionState {
-  std::optional<ReportSession> session;
+  std::optional<protocol::ReportSession> session;
   // No handshake before this time: the server has no sessions (404) or refused the last one.
   std::chrono::steady_clock::time_point no_session_until{};
 };
@@ -101,7 +73,7 @@ struct ReportSessionState {
 class Reporter {
  public:
   // `sessions`, if given, must outlive the Reporter; without it the session ends with it.
-  Reporter(StateStore& store, http::Client& client, DeviceIdentity& identity,
+  Reporter(StateStore& store, http::Client& client, protocol::DeviceIdentity& identity,
            std::string server_url, ReporterOptions options = {},
            ReportSessionState* sessions = nullptr);
 
@@ -134,7 +106,7 @@ class Reporter {
 
   StateStore& store_;
   http::Client& client_;
-  DeviceIdentity& identity_;
+  protocol::DeviceIdentity& identity_;
   std::string server_url_;  // without a trailing '/'
   ReporterOptions options_;
   ReportSessionState own_sessions_;

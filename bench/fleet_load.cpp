@@ -2,9 +2,9 @@
 //
 // Starts `mota serve` on a free loopback port with a fresh fleet.db, then simulates --devices
 // devices, each with its own Ed25519 key and increasing seqs, sending signed batches of events and
-// heartbeats in the agent's wire format (agent/report.hpp) over keep-alive connections (one libcurl
-// easy handle per sender thread). Every request (JSON body, Ed25519 signature, headers) is built
-// before the clock starts, so the load generator's own CPU during the timed part is libcurl
+// heartbeats in the agent's wire format (protocol/report.hpp) over keep-alive connections (one
+// libcurl easy handle per sender thread). Every request (JSON body, Ed25519 signature, headers) is
+// built before the clock starts, so the load generator's own CPU during the timed part is libcurl
 // only: on a 2-core machine, signing at send time took CPU from the server it measures. It then
 // measures, in the same run, the raw SQLite insert
 // ceiling: the same rows the server stored (events, devices, installed) inserted directly into a
@@ -40,14 +40,14 @@
 #include <thread>
 #include <vector>
 
-#include "agent/identity.hpp"
-#include "agent/session.hpp"
 #include "common/hex.hpp"
 #include "common/time.hpp"
 #include "manager/fleet_db.hpp"
 #include "manager/fleet_ingest.hpp"
 #include "manifest/canonical_json.hpp"
 #include "manifest/crypto.hpp"
+#include "protocol/identity.hpp"
+#include "protocol/session.hpp"
 #include "storage/sqlite.hpp"
 
 namespace {
@@ -64,7 +64,7 @@ struct Options {
   int batches = 3;       // batches per device
   int items = 20;        // items per batch
   int connections = 32;  // sender threads = keep-alive connections
-  // "session": each device opens a report session first (agent/session.hpp; not timed, measured
+  // "session": each device opens a report session first (protocol/session.hpp; not timed, measured
   // on its own) and MACs its reports, as the agent does; "signature": every report is signed.
   std::string auth = "session";
   bool json = false;
@@ -305,14 +305,14 @@ CURL* new_handle(std::string& response) {
   return c;
 }
 
-// Opens a report session for `dev` as the agent does (agent/session.hpp).
-mota::Result<mota::agent::ReportSession> handshake(CURL* c, const std::string& base,
-                                                   const Device& dev, std::string& response) {
+// Opens a report session for `dev` as the agent does (protocol/session.hpp).
+mota::Result<mota::protocol::ReportSession> handshake(CURL* c, const std::string& base,
+                                                      const Device& dev, std::string& response) {
   auto own = MOTA_TRY(mota::crypto::KeyAgreement::generate());
-  const std::string route = mota::agent::session_route(dev.id);
-  const std::string body = mota::agent::session_request_body(dev.id, own.public_hex());
+  const std::string route = mota::protocol::session_route(dev.id);
+  const std::string body = mota::protocol::session_request_body(dev.id, own.public_hex());
   const std::string ts = mota::format_time(mota::now_seconds());
-  auto sig = MOTA_TRY(dev.key.sign(mota::agent::signed_message(dev.id, ts, route, body)));
+  auto sig = MOTA_TRY(dev.key.sign(mota::protocol::signed_message(dev.id, ts, route, body)));
   long status = post(c, base + route, body,
                      {"Content-Type: application/json", "Expect:", "X-Mota-Device: " + dev.id,
                       "X-Mota-Key: " + dev.key_hex, "X-Mota-Timestamp: " + ts,
@@ -322,7 +322,7 @@ mota::Result<mota::agent::ReportSession> handshake(CURL* c, const std::string& b
     return mota::fail(mota::Errc::http,
                       "POST " + base + route + ": HTTP " + std::to_string(status) + " " + response);
   }
-  return mota::agent::accept_session(own, dev.id, dev.key_hex, response);
+  return mota::protocol::accept_session(own, dev.id, dev.key_hex, response);
 }
 
 void sender(int t, const Options& o, const std::vector<Device>& devices, const std::string& base,
@@ -331,7 +331,7 @@ void sender(int t, const Options& o, const std::vector<Device>& devices, const s
   CURL* c = new_handle(response);
   if (!c) out.failure = "curl_easy_init failed";
   // Sessions first (timed on their own by main()), one per device of this thread.
-  std::map<int, mota::agent::ReportSession> sessions;
+  std::map<int, mota::protocol::ReportSession> sessions;
   if (o.auth == "session") {
     for (int d = t; d < o.devices && out.failure.empty(); d += o.connections) {
       auto s = handshake(c, base, devices[std::size_t(d)], response);
@@ -356,7 +356,7 @@ void sender(int t, const Options& o, const std::vector<Device>& devices, const s
                    "Expect:",  // no 100-continue round trip (bodies are small)
                    "X-Mota-Device: " + dev.id, "X-Mota-Timestamp: " + ts};
       if (auto s = sessions.find(d); s != sessions.end()) {
-        auto mac = mota::agent::session_mac(s->second.key, dev.id, ts, route, p.body);
+        auto mac = mota::protocol::session_mac(s->second.key, dev.id, ts, route, p.body);
         if (!mac) {
           out.failure = mac.error().message();
           break;
@@ -364,7 +364,7 @@ void sender(int t, const Options& o, const std::vector<Device>& devices, const s
         p.headers.push_back("X-Mota-Session: " + s->second.id);
         p.headers.push_back("X-Mota-Mac: " + *mac);
       } else {
-        auto sig = dev.key.sign(mota::agent::signed_message(dev.id, ts, route, p.body));
+        auto sig = dev.key.sign(mota::protocol::signed_message(dev.id, ts, route, p.body));
         if (!sig) {
           out.failure = sig.error().message();
           break;

@@ -1,5 +1,7 @@
 #pragma once
-// Delta updates for model files and model packages (.mdelta; format in docs/delta.md).
+// The delta engine: delta updates for files (.mdelta; format in docs/delta.md). It knows bytes
+// and files only; package deltas (a model tree per version) are the layer above it,
+// delta/package/package_delta.hpp (library mota_package_delta, which links storage).
 //
 // A file delta splits the NEW file into chunks (a few MiB, or per tensor where a format parser
 // knows the layout: safetensors, ONNX initializers, GGUF) and encodes each chunk with whichever
@@ -8,11 +10,6 @@
 // against the aligned old bytes with byte-plane shuffling then zstd, or plain zstd. Chunks are
 // independent, offsets are 64-bit, and memory is bounded by a few chunks whatever the file size.
 //
-// A package delta holds, for every file of the new model version, a copy instruction, a file
-// delta against a file of the old version, or a file delta against nothing (a new file); applying
-// it writes a tree byte-identical to a full install, checked file by file against the new
-// model.json and by the tree digest.
-//
 // Thread-safety: every function is reentrant; none keeps state between calls. Functions that take
 // a callback call it only from the calling thread.
 
@@ -20,22 +17,20 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
-#include <map>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "common/result.hpp"
-#include "storage/package.hpp"
 
 namespace mota::delta {
 
 namespace stdfs = std::filesystem;
 
 // Pull-style source of delta bytes (e.g. straight from a download): fills the buffer, returns the
-// bytes read, 0 at end of stream. Same contract as storage::ReadFn.
-using ReadFn = storage::ReadFn;
+// bytes read, 0 at end of stream. The same type as storage::ReadFn (a package stream can feed it).
+using ReadFn = std::function<Result<std::size_t>(std::span<std::byte>)>;
 // Push-style sink for bytes produced in order. An error stops the operation and is returned.
 using WriteFn = std::function<Status(std::span<const std::byte>)>;
 
@@ -111,72 +106,6 @@ Result<ApplyResult> apply(const stdfs::path& old_path, const ReadFn& delta, cons
 // apply() from a delta file into `out_path`, atomically: a failure leaves nothing at out_path.
 Result<ApplyResult> apply_file(const stdfs::path& old_path, const stdfs::path& delta_path,
                                const stdfs::path& out_path, const ApplyOptions& options = {});
-
-// ---- packages ----
-
-struct PackageSide {
-  std::string name, version, tree_digest;
-};
-
-struct PackageFileInfo {
-  std::string path;
-  std::string kind;  // "copy", "delta" or "new"
-  std::string base;  // path in the old version ("copy", "delta"), empty for "new"
-  std::uint64_t size = 0;
-  std::optional<FileDeltaInfo> delta;  // for "delta" and "new" (when the stream was read)
-};
-
-struct PackageDeltaInfo {
-  PackageSide from, to;
-  std::string manifest_text;  // the new model.json, verbatim
-  std::vector<PackageFileInfo> files;
-  std::uint64_t delta_size = 0;
-  std::uint64_t new_total_size = 0;  // sum of the new files' sizes
-};
-
-// Writes a package delta from the unpacked model tree `old_dir` to `new_dir` (each holding a
-// model.json listing its files, as storage::unpack leaves them). Each new file is copied from an
-// identical old file (same sha256), delta-encoded against the old file of the same path, or
-// encoded alone. Atomic: nothing is left at out_path on failure.
-Result<PackageDeltaInfo> diff_package_dirs(const stdfs::path& old_dir, const stdfs::path& new_dir,
-                                           const stdfs::path& out_path,
-                                           const DiffOptions& options = {});
-
-struct PackageApplyOptions {
-  ApplyOptions file;
-  storage::UnpackLimits limits;  // max_total_bytes / max_files of the new tree
-};
-
-// Applies a package delta streamed from `delta` on top of the model tree `old_dir`, writing the
-// new tree into `dest_dir`, which must not exist (it is created). Before writing, the delta's
-// base (name, version, tree digest computed from old_dir/model.json) must match old_dir, else
-// Errc::verification naming both. Every written file is checked against the new model.json
-// (size and sha256), files are fsynced, and the result's tree digest is checked against the one
-// the delta names. On any failure dest_dir is removed: nothing is left behind. Old files are
-// trusted only through the hashes the delta records (pass file.verify_base to hash them
-// all first; the agent verifies the slot's tree digest instead).
-Result<storage::UnpackResult> apply_package(const stdfs::path& old_dir, const ReadFn& delta,
-                                            const stdfs::path& dest_dir,
-                                            const PackageApplyOptions& options = {});
-Result<storage::UnpackResult> apply_package_file(const stdfs::path& old_dir,
-                                                 const stdfs::path& delta_path,
-                                                 const stdfs::path& dest_dir,
-                                                 const PackageApplyOptions& options = {});
-
-// ---- inspection ----
-
-struct DeltaInfo {
-  bool is_package = false;
-  std::optional<FileDeltaInfo> file;        // a file delta
-  std::optional<PackageDeltaInfo> package;  // a package delta
-};
-
-// Reads a delta's headers and chunk records (skipping payloads) without any old file.
-Result<DeltaInfo> inspect(const ReadFn& delta);
-Result<DeltaInfo> inspect_file(const stdfs::path& delta_path);
-// Reads only the header of a package delta: what it applies to and produces (the agent checks
-// `from` against its active slot before downloading the rest).
-Result<PackageDeltaInfo> read_package_header(const ReadFn& delta);
 
 // A ReadFn over a file (reads sequentially from the start).
 Result<ReadFn> file_reader(const stdfs::path& path);

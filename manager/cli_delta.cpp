@@ -1,5 +1,5 @@
 // `mota delta ...`: file and package deltas by hand (diff/apply/create/inspect). The engine is
-// delta/delta.hpp; this file only parses flags and prints.
+// delta/delta.hpp and delta/package/package_delta.hpp; this file only parses flags and prints.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fs.hpp"
-#include "delta/delta.hpp"
+#include "delta/package/package_delta.hpp"
 #include "manager/cli_commands.hpp"
 #include "manifest/crypto.hpp"
 

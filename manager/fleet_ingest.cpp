@@ -16,14 +16,15 @@
 #include <variant>
 #include <vector>
 
-#include "agent/identity.hpp"
-#include "agent/session.hpp"
 #include "common/http.hpp"
 #include "common/log.hpp"
 #include "manager/fleet_db.hpp"
 #include "manager/report_parser.hpp"
 #include "manager/report_sessions.hpp"
 #include "manifest/canonical_json.hpp"
+#include "protocol/identity.hpp"
+#include "protocol/report.hpp"
+#include "protocol/session.hpp"
 #include "storage/sqlite.hpp"
 
 namespace mota::manager {
@@ -284,7 +285,7 @@ std::variant<HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(const Htt
                   id);
   }
   if (id.empty()) return refuse(400, "report: no device id in the route", id);
-  const std::string route = "/v1/devices/" + http::percent_encode(id) + "/events";
+  const std::string route = protocol::events_route(id);
   const auto now = options.now();
   // Authentication: the MAC of a session opened by a signed handshake, or the device's signature.
   std::string key;
@@ -384,7 +385,7 @@ void FleetIngest::Impl::handle_async(HttpRequest&& req, Responder respond) {
 std::variant<std::string, Outcome> FleetIngest::Impl::check_signed(const HttpRequest& req,
                                                                    const std::string& route,
                                                                    const std::string& id) const {
-  if (auto st = agent::verify_report(req.headers, route, req.body); !st) {
+  if (auto st = protocol::verify_report(req.headers, route, req.body); !st) {
     return Outcome{401, st.error().message()};
   }
   if (auto forged = forged_device(header(req, "x-mota-device"), id)) return Outcome{403, *forged};
@@ -451,7 +452,7 @@ HttpReply FleetIngest::Impl::handle_session(const HttpRequest& req) {
                   id);
   }
   if (id.empty()) return refuse(400, "session: no device id in the route", id);
-  auto signed_by = check_signed(req, agent::session_route(id), id);
+  auto signed_by = check_signed(req, protocol::session_route(id), id);
   if (auto* o = std::get_if<Outcome>(&signed_by)) return refuse(o->status, o->body, id);
   const std::string& key = std::get<std::string>(signed_by);
   const auto now = options.now();

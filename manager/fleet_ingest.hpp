@@ -1,12 +1,12 @@
 #pragma once
-// Ingest of device reports: the server side of agent/report.hpp's wire format
+// Ingest of device reports: the server side of protocol/report.hpp's wire format
 //   POST /v1/devices/<id>/events  {"device", "batch": [{seq, kind, created_at, body}, ...]}
 //   -> 200 {"acked": N}
 //
 // Checks, in this order, each refusal answering {"error": "<what and why>"} and changing nothing:
 //   413  body over IngestOptions::max_body_bytes (the HttpServer refuses far bigger ones with 413
 //        before reading them)
-//   401  missing/malformed X-Mota-* headers or a bad signature (agent::verify_report), or an
+//   401  missing/malformed X-Mota-* headers or a bad signature (protocol::verify_report), or an
 //        X-Mota-Timestamp outside now ± max_clock_skew (a captured report replayed later); under
 //        a session (X-Mota-Session): an unknown or expired session, another device's session,
 //        or a wrong X-Mota-Mac
@@ -16,7 +16,7 @@
 //   403  the key is not the one on record for the device (trust on first use: the first key seen
 //        for an id is recorded), or the device is unknown and enrolled_only is set
 //   503  the writer is overloaded or stopping (the agent retries later)
-// Session handshake (agent/session.hpp), POST /v1/devices/<id>/session, signed like a report:
+// Session handshake (protocol/session.hpp), POST /v1/devices/<id>/session, signed like a report:
 //   413 body over 64 KiB; 401/403 as for reports (signature, clock, forged id); 400 a body that
 //   is not {"device": <the route's id>, "x25519": <64 hex>}; 403 a key other than the one on
 //   record, or an unknown device when enrolled_only; 401 a replayed handshake; 503 too many
@@ -53,7 +53,7 @@ struct IngestOptions {
   std::size_t max_queued_requests = 20000;   // beyond: 503
   std::size_t max_items_per_commit = 20000;  // group commit size bound
   std::chrono::seconds reply_timeout{30};    // a request waiting longer for its commit: 503
-  // Report sessions (agent/session.hpp, manager/report_sessions.hpp): POST
+  // Report sessions (protocol/session.hpp, manager/report_sessions.hpp): POST
   // /v1/devices/<id>/session; off: that route is not served (404) and agents sign each report.
   bool sessions = true;
   std::chrono::seconds session_ttl{3600};

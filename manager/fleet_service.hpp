@@ -27,7 +27,7 @@ struct FleetServeOptions {
   bool enrolled_only = false;  // refuse devices not registered with `mota devices enroll`
   std::string max_clock_skew = "10m";
   std::string rollout_interval = "30s";  // "0s" disables automatic rollout ticks
-  // Report sessions (agent/session.hpp): lifetime ("0s": no sessions, every report is signed)
+  // Report sessions (protocol/session.hpp): lifetime ("0s": no sessions, every report is signed)
   // and the bound on live sessions.
   std::string session_ttl = "1h";
   std::size_t max_sessions = 250000;

@@ -1,6 +1,6 @@
 #include "manager/release_check.hpp"
 
-#include "agent/health.hpp"
+#include "common/process.hpp"
 #include "runtime/model_check.hpp"
 #include "runtime/onnx_info.hpp"
 #include "runtime/onnx_limits.hpp"
@@ -87,10 +87,10 @@ Status check_model_static(const std::filesystem::path& model_dir, const ModelMan
 Status check_model_load(const std::filesystem::path& runtime, const std::filesystem::path& slot,
                         const std::filesystem::path& shown_dir, const ModelManifest& manifest,
                         std::chrono::seconds timeout, CheckReport& report) {
-  const auto run = MOTA_TRY_CTX(
-      agent::run_child({runtime.string(), "probe", slot.string(), "--json", "--runs", "1"}, {},
-                       std::chrono::duration_cast<std::chrono::milliseconds>(timeout)),
-      "load check: " + runtime.string());
+  const auto run =
+      MOTA_TRY_CTX(run_child({runtime.string(), "probe", slot.string(), "--json", "--runs", "1"},
+                             {}, std::chrono::duration_cast<std::chrono::milliseconds>(timeout)),
+                   "load check: " + runtime.string());
   auto refused = [&](std::string reason) {
     replace_all(reason, slot.string(), shown_dir.string());
     return fail(Errc::verification, "load check: " + reason);

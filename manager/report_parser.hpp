@@ -1,5 +1,5 @@
 #pragma once
-// The body of a device report (agent/report.hpp's wire format), checked and taken apart in one
+// The body of a device report (protocol/report.hpp's wire format), checked and taken apart in one
 // pass without building a JSON tree:
 //   {"device": "<id>", "batch": [{"seq": N, "kind": "event"|"heartbeat", "created_at": "...",
 //                                 "body": {...}}, ...]}

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <mutex>
 
-#include "agent/session.hpp"
 #include "common/hex.hpp"
 #include "manifest/crypto.hpp"
+#include "protocol/session.hpp"
 
 namespace mota::manager {
 
@@ -24,11 +24,11 @@ Result<ReportSessions::Opened> ReportSessions::open(const std::string& device,
   // The key agreement first, outside the lock (it is the expensive part).
   auto own = crypto::KeyAgreement::generate();
   if (!own) return tl::unexpected(own.error());
-  auto id_raw = crypto::random_bytes(agent::kSessionIdBytes);
+  auto id_raw = crypto::random_bytes(protocol::kSessionIdBytes);
   if (!id_raw) return tl::unexpected(id_raw.error());
   Opened opened{to_hex(*id_raw), own->public_hex(), options_.ttl.count()};
-  auto key = agent::derive_session_key(*own, device_x25519_hex, opened.id, device, device_key_hex,
-                                       device_x25519_hex, opened.server_x25519);
+  auto key = protocol::derive_session_key(*own, device_x25519_hex, opened.id, device,
+                                          device_key_hex, device_x25519_hex, opened.server_x25519);
   if (!key) {
     return tl::unexpected(
         refusal(400, "session: the device's X25519 key is unusable: " + key.error().message()));
@@ -105,7 +105,7 @@ Result<std::string> ReportSessions::check(const std::string& id, const std::stri
   if (mac_hex.size() != 64) {
     return tl::unexpected(refusal(401, "report: X-Mota-Mac is not 64 hex characters"));
   }
-  auto mac = agent::session_mac(mac_key, device, timestamp, route, body);
+  auto mac = protocol::session_mac(mac_key, device, timestamp, route, body);
   if (!mac) return tl::unexpected(mac.error());
   if (!crypto::digest_equal(*mac, mac_hex)) {
     return tl::unexpected(

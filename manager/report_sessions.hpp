@@ -1,5 +1,5 @@
 #pragma once
-// The server's side of report sessions (agent/session.hpp): the sessions devices opened with a
+// The server's side of report sessions (protocol/session.hpp): the sessions devices opened with a
 // signed handshake, kept in memory only. A restart forgets them; devices then get a 401 and
 // shake hands again, which costs one signature check each.
 //

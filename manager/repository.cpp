@@ -15,12 +15,12 @@
 #include <thread>
 #include <tuple>
 
-#include "agent/health.hpp"
 #include "common/fs.hpp"
 #include "common/hex.hpp"
 #include "common/log.hpp"
+#include "common/process.hpp"
 #include "common/semver.hpp"
-#include "delta/delta.hpp"
+#include "delta/package/package_delta.hpp"
 #include "manifest/model_manifest.hpp"
 
 namespace mota::manager {
@@ -680,7 +680,7 @@ std::string source_manifest_text(const ModelManifest& m) {
 }
 
 // The last line of a child's stderr, without mota-runtime's "error:" prefix: its reason.
-std::string child_reason(const agent::ChildResult& r) {
+std::string child_reason(const ChildResult& r) {
   std::string err = r.err;
   while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
   const auto nl = err.rfind('\n');
@@ -735,11 +735,11 @@ Status stage_with_health(const stdfs::path& model_dir, const stdfs::path& dest,
   MOTA_TRY(fs::write_file_atomic(dest / kManifestName, source_manifest_text(for_run), 0644));
 
   const stdfs::path expected = dest / kHealthExpected;
-  const auto run = MOTA_TRY_CTX(
-      agent::run_child({runtime.string(), "run", dest.string(), "--input",
-                        (dest / kHealthInput).string(), "--output", expected.string()},
-                       {}, std::chrono::duration_cast<std::chrono::milliseconds>(h.timeout)),
-      "health input: " + runtime.string());
+  const auto run =
+      MOTA_TRY_CTX(run_child({runtime.string(), "run", dest.string(), "--input",
+                              (dest / kHealthInput).string(), "--output", expected.string()},
+                             {}, std::chrono::duration_cast<std::chrono::milliseconds>(h.timeout)),
+                   "health input: " + runtime.string());
   if (run.timed_out) {
     return fail(Errc::verification, "health input: mota-runtime run gave no output within " +
                                         std::to_string(h.timeout.count()) + " s");

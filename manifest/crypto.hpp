@@ -111,7 +111,7 @@ Result<std::string> file_sha256_hex(const std::string& path);
 // Constant-time comparison of two hex digests (case-insensitive).
 bool digest_equal(std::string_view a, std::string_view b);
 
-// Key agreement and message authentication, for report sessions (agent/session.hpp): one
+// Key agreement and message authentication, for report sessions (protocol/session.hpp): one
 // Ed25519-signed handshake per device agrees a key, and each report then carries an HMAC.
 
 // An ephemeral X25519 key pair (RFC 7748). Move-only; the private key never leaves the object

@@ -1,15 +1,16 @@
-// Installing from a package delta in process, with real packages, real deltas (delta/delta.hpp),
-// slots and database: the slot ends byte-identical to a full install, also when the delta is
-// applied while it downloads; a delta that cannot be used (another base, truncated, corrupt, a
-// base modified on disk, a download failing its signed hash) is detected before anything is
-// switched, aborts without blocking the version, and leaves the full package free to install.
+// Installing from a package delta in process, with real packages, real deltas
+// (delta/package/package_delta.hpp), slots and database: the slot ends byte-identical to a full
+// install, also when the delta is applied while it downloads; a delta that cannot be used (another
+// base, truncated, corrupt, a base modified on disk, a download failing its signed hash) is
+// detected before anything is switched, aborts without blocking the version, and leaves the full
+// package free to install.
 
 #include <gtest/gtest.h>
 
 #include <random>
 
 #include "agent/install.hpp"
-#include "delta/delta.hpp"
+#include "delta/package/package_delta.hpp"
 #include "storage/package.hpp"
 #include "tests/agent/install_fixture.hpp"
 #include "tests/support/test_support.hpp"

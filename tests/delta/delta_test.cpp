@@ -14,6 +14,7 @@
 #include "common/fs.hpp"
 #include "delta/format.hpp"
 #include "delta/layout.hpp"
+#include "delta/package/package_delta.hpp"
 #include "manifest/crypto.hpp"
 #include "storage/package.hpp"
 #include "tests/support/test_support.hpp"

@@ -12,9 +12,9 @@
 #include <fstream>
 #include <string>
 
-#include "delta/delta.hpp"
 #include "delta/format.hpp"
 #include "delta/hash.hpp"
+#include "delta/package/package_delta.hpp"
 
 namespace {
 

@@ -20,7 +20,6 @@
 #include <thread>
 #include <vector>
 
-#include "agent/identity.hpp"
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "manager/bundle.hpp"
@@ -30,6 +29,7 @@
 #include "manifest/channel.hpp"
 #include "manifest/crypto.hpp"
 #include "manifest/tuf/metadata.hpp"
+#include "protocol/identity.hpp"
 #include "tests/support/nginx.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -57,7 +57,7 @@ class EventSink {
     std::lock_guard lock(mu_);
     ++requests_;
     // The device id has no characters to percent-encode, so the decoded path is the signed route.
-    auto st = agent::verify_report(h, req.path, req.body);
+    auto st = protocol::verify_report(h, req.path, req.body);
     if (!st) {
       problems_.push_back("bad signature: " + st.error().message());
       return {401, "application/json", R"({"error": "bad signature"})", {}};

@@ -17,13 +17,13 @@
 #include <random>
 #include <thread>
 
-#include "agent/identity.hpp"
 #include "agent/slots.hpp"
 #include "agent/state.hpp"
 #include "manager/bundle.hpp"
 #include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "protocol/identity.hpp"
 #include "tests/support/event_sink.hpp"
 #include "tests/support/test_support.hpp"
 

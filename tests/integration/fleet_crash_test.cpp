@@ -11,11 +11,11 @@
 #include <chrono>
 #include <thread>
 
-#include "agent/identity.hpp"
 #include "common/http.hpp"
 #include "manager/fleet_db.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "protocol/identity.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota {
@@ -57,7 +57,7 @@ class FleetCrash : public ::testing::Test {
     ASSERT_TRUE(repo) << repo.error().message();
     for (int d = 0; d < kDevices; ++d) {
       const std::string id = "crash-" + std::to_string(d);
-      auto who = agent::DeviceIdentity::load_or_create(work_ / id, id);
+      auto who = protocol::DeviceIdentity::load_or_create(work_ / id, id);
       ASSERT_TRUE(who) << who.error().message();
       ids_.push_back(std::move(*who));
     }
@@ -100,7 +100,7 @@ class FleetCrash : public ::testing::Test {
   }
 
   test::TempDir work_;
-  std::vector<agent::DeviceIdentity> ids_;
+  std::vector<protocol::DeviceIdentity> ids_;
   int port_ = 0;
   std::unique_ptr<test::Process> server_;
 };

@@ -10,10 +10,10 @@
 #include <chrono>
 #include <map>
 
-#include "agent/identity.hpp"
 #include "common/http.hpp"
 #include "manager/fleet_db.hpp"
 #include "manager/fleet_ingest.hpp"
+#include "protocol/identity.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota::manager {
@@ -115,7 +115,7 @@ class FleetBatching : public ::testing::Test {
   HttpReply post(const std::string& id, const Json& batch) {
     auto it = ids_.find(id);
     if (it == ids_.end()) {
-      auto d = agent::DeviceIdentity::load_or_create(work_ / "keys" / id, id);
+      auto d = protocol::DeviceIdentity::load_or_create(work_ / "keys" / id, id);
       EXPECT_TRUE(d) << d.error().message();
       it = ids_.emplace(id, std::move(*d)).first;
     }
@@ -162,7 +162,7 @@ class FleetBatching : public ::testing::Test {
 
   test::TempDir work_;
   std::unique_ptr<FleetIngest> ingest_;
-  std::map<std::string, agent::DeviceIdentity> ids_;
+  std::map<std::string, protocol::DeviceIdentity> ids_;
 };
 
 TEST_F(FleetBatching, OneBatchEqualsOneRequestPerItem) {

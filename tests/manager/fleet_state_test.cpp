@@ -11,11 +11,11 @@
 #include <map>
 #include <memory>
 
-#include "agent/identity.hpp"
 #include "common/http.hpp"
 #include "common/time.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "protocol/identity.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota {
@@ -70,7 +70,7 @@ class FleetState : public ::testing::Test {
   void report(const std::string& id, const std::vector<std::pair<std::string, Json>>& items) {
     auto it = ids_.find(id);
     if (it == ids_.end()) {
-      auto d = agent::DeviceIdentity::load_or_create(work_ / "keys" / id, id);
+      auto d = protocol::DeviceIdentity::load_or_create(work_ / "keys" / id, id);
       ASSERT_TRUE(d) << d.error().message();
       it = ids_.emplace(id, std::move(*d)).first;
     }
@@ -168,7 +168,7 @@ class FleetState : public ::testing::Test {
   std::unique_ptr<manager::Repository> repo_;
   int port_ = 0;
   std::unique_ptr<test::Process> server_;
-  std::map<std::string, agent::DeviceIdentity> ids_;
+  std::map<std::string, protocol::DeviceIdentity> ids_;
   std::map<std::string, std::int64_t> seq_;
 };
 

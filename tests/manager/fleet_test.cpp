@@ -7,14 +7,14 @@
 #include <map>
 #include <optional>
 
-#include "agent/identity.hpp"
-#include "agent/session.hpp"
 #include "common/http.hpp"
 #include "manager/fleet_db.hpp"
 #include "manager/fleet_ingest.hpp"
 #include "manager/repository.hpp"
 #include "manager/rollout.hpp"
 #include "manifest/channel.hpp"
+#include "protocol/identity.hpp"
+#include "protocol/session.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota::manager {
@@ -65,11 +65,11 @@ class Fleet : public ::testing::Test {
     ingest_ = std::move(*in);
   }
 
-  agent::DeviceIdentity& identity(const std::string& id, const std::string& dir = "") {
+  protocol::DeviceIdentity& identity(const std::string& id, const std::string& dir = "") {
     const std::string key = dir.empty() ? id : dir;
     auto it = ids_.find(key);
     if (it == ids_.end()) {
-      auto d = agent::DeviceIdentity::load_or_create(work_ / "keys" / key, id);
+      auto d = protocol::DeviceIdentity::load_or_create(work_ / "keys" / key, id);
       EXPECT_TRUE(d) << d.error().message();
       it = ids_.emplace(key, std::move(*d)).first;
     }
@@ -104,7 +104,7 @@ class Fleet : public ::testing::Test {
   }
 
   // A request as the HttpServer hands it over (lower-case header names), signed by `signer`.
-  static HttpRequest request(const agent::DeviceIdentity& signer, const std::string& route_id,
+  static HttpRequest request(const protocol::DeviceIdentity& signer, const std::string& route_id,
                              const std::string& body, TimePoint at = now_seconds(),
                              const std::string& endpoint = "events") {
     HttpRequest req;
@@ -126,25 +126,26 @@ class Fleet : public ::testing::Test {
     }
   }
   // A session handshake of `signer` for `route_id`, with a fresh X25519 key (returned in `own`).
-  HttpReply handshake(const agent::DeviceIdentity& signer, const std::string& route_id,
+  HttpReply handshake(const protocol::DeviceIdentity& signer, const std::string& route_id,
                       std::optional<crypto::KeyAgreement>& own, TimePoint at = now_seconds()) {
     auto k = crypto::KeyAgreement::generate();
     EXPECT_TRUE(k);
     own.emplace(std::move(*k));
-    return ingest_->handle_session(request(
-        signer, route_id, agent::session_request_body(route_id, own->public_hex()), at, "session"));
+    return ingest_->handle_session(
+        request(signer, route_id, protocol::session_request_body(route_id, own->public_hex()), at,
+                "session"));
   }
   // A session of `id`'s identity, opened through the ingest's handshake route.
-  agent::ReportSession session(const std::string& id) {
+  protocol::ReportSession session(const std::string& id) {
     std::optional<crypto::KeyAgreement> own;
     auto r = handshake(identity(id), id, own);
     EXPECT_EQ(r.status, 200) << r.body;
-    auto s = agent::accept_session(*own, id, identity(id).public_key_hex(), r.body);
+    auto s = protocol::accept_session(*own, id, identity(id).public_key_hex(), r.body);
     EXPECT_TRUE(s) << (s ? "" : s.error().message());
-    return s ? *s : agent::ReportSession{};
+    return s ? *s : protocol::ReportSession{};
   }
   // A report of `batch` to `route_id`'s events route, under `s` as device `as`.
-  static HttpRequest session_request(const agent::ReportSession& s, const std::string& as,
+  static HttpRequest session_request(const protocol::ReportSession& s, const std::string& as,
                                      const std::string& route_id, const std::string& body,
                                      TimePoint at = now_seconds()) {
     HttpRequest req;
@@ -180,7 +181,7 @@ class Fleet : public ::testing::Test {
 
   test::TempDir work_;
   std::unique_ptr<FleetIngest> ingest_;
-  std::map<std::string, agent::DeviceIdentity> ids_;
+  std::map<std::string, protocol::DeviceIdentity> ids_;
 };
 
 TEST_F(Fleet, StoresBatchLearnsKeyAndShowsViews) {
@@ -346,7 +347,7 @@ TEST_F(Fleet, SessionRefusesForgedMacsForeignSessionsAndStaleOnes) {
   tampered.body[tampered.body.size() / 2] ^= 1;
   expect_refused(ingest_->handle(tampered), 401, "X-Mota-Mac does not match", before);
   // A MAC under a guessed key.
-  agent::ReportSession guessed = victim;
+  protocol::ReportSession guessed = victim;
   guessed.key = std::string(32, '\x42');
   expect_refused(ingest_->handle(session_request(guessed, "victim", "victim", body, clock)), 401,
                  "X-Mota-Mac does not match", before);
@@ -356,7 +357,7 @@ TEST_F(Fleet, SessionRefusesForgedMacsForeignSessionsAndStaleOnes) {
   expect_refused(ingest_->handle(session_request(attacker, "attacker", "victim", body, clock)), 403,
                  "X-Mota-Device 'attacker' is not the device 'victim'", before);
   // A made-up session id, and no MAC at all.
-  agent::ReportSession unknown = victim;
+  protocol::ReportSession unknown = victim;
   unknown.id = std::string(32, 'a');
   expect_refused(ingest_->handle(session_request(unknown, "victim", "victim", body, clock)), 401,
                  "unknown or expired", before);
@@ -381,7 +382,7 @@ TEST_F(Fleet, SessionHandshakeRefusalsChangeNothing) {
   std::optional<crypto::KeyAgreement> own;
   auto body_for = [&](const std::string& device) {
     auto k = crypto::KeyAgreement::generate();
-    return agent::session_request_body(device, k->public_hex());
+    return protocol::session_request_body(device, k->public_hex());
   };
   // Another key claiming the victim's id.
   expect_refused(handshake(identity("victim", "impostor"), "victim", own), 403,
@@ -437,14 +438,14 @@ TEST_F(Fleet, ReplayedHandshakeIsRefusedAndTheSessionKeepsWorking) {
   auto k1 = crypto::KeyAgreement::generate();
   auto k2 = crypto::KeyAgreement::generate();
   ASSERT_TRUE(k1 && k2);
-  auto h1 = request(dev, "dev-1", agent::session_request_body("dev-1", k1->public_hex()),
+  auto h1 = request(dev, "dev-1", protocol::session_request_body("dev-1", k1->public_hex()),
                     now_seconds() - std::chrono::seconds(5), "session");
-  auto h2 = request(dev, "dev-1", agent::session_request_body("dev-1", k2->public_hex()),
+  auto h2 = request(dev, "dev-1", protocol::session_request_body("dev-1", k2->public_hex()),
                     now_seconds(), "session");
   ASSERT_EQ(ingest_->handle_session(h1).status, 200);
   auto a2 = ingest_->handle_session(h2);  // the device's later handshake replaces the first
   ASSERT_EQ(a2.status, 200) << a2.body;
-  auto s2 = agent::accept_session(*k2, "dev-1", dev.public_key_hex(), a2.body);
+  auto s2 = protocol::accept_session(*k2, "dev-1", dev.public_key_hex(), a2.body);
   ASSERT_TRUE(s2);
 
   // Both captured handshakes replayed: the older one, and the latest (its X25519 key again).

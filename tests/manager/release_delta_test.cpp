@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "delta/delta.hpp"
+#include "delta/package/package_delta.hpp"
 #include "manager/repository.hpp"
 #include "manifest/crypto.hpp"
 #include "manifest/tuf/metadata.hpp"

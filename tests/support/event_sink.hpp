@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "agent/identity.hpp"
 #include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "protocol/identity.hpp"
 
 namespace mota::test {
 
@@ -33,7 +33,7 @@ class EventSink {
                    Json body = Json::parse(req.body, nullptr, false);
                    if (body.is_discarded() || !body.contains("batch") ||
                        (!device_id.empty() && req.path_params.at("id") != device_id) ||
-                       !agent::verify_report(req.headers, req.path, req.body)) {
+                       !protocol::verify_report(req.headers, req.path, req.body)) {
                      reply.status = 400;
                      return reply;
                    }

@@ -27,7 +27,7 @@
 #include "common/time.hpp"
 #include "manifest/crypto.hpp"
 
-namespace mota::agent {
+namespace mota::protocol {
 
 inline constexpr const char* kDeviceKeyFile = "device.key";
 
@@ -75,4 +75,4 @@ std::string signed_message(std::string_view device_id, std::string_view timestam
 Status verify_report(const std::map<std::string, std::string>& headers, std::string_view route,
                      std::string_view body);
 
-}  // namespace mota::agent
+}  // namespace mota::protocol

@@ -1,4 +1,4 @@
-#include "agent/identity.hpp"
+#include "protocol/identity.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -6,7 +6,7 @@
 #include "common/hex.hpp"
 #include "tests/support/test_support.hpp"
 
-namespace mota::agent {
+namespace mota::protocol {
 namespace {
 
 mode_t mode_of(const std::filesystem::path& p) {
@@ -161,4 +161,4 @@ TEST(Identity, UnwritableStateDirIsAnError) {
 }
 
 }  // namespace
-}  // namespace mota::agent
+}  // namespace mota::protocol

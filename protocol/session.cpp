@@ -1,11 +1,11 @@
-#include "agent/session.hpp"
+#include "protocol/session.hpp"
 
 #include <algorithm>
 
 #include "common/hex.hpp"
 #include "manifest/canonical_json.hpp"
 
-namespace mota::agent {
+namespace mota::protocol {
 
 std::string session_route(std::string_view device_id) {
   return "/v1/devices/" + http::percent_encode(device_id) + "/session";
@@ -101,4 +101,4 @@ Result<ReportSession> open_session(http::Client& client, const std::string& serv
       accept_session(own, identity.device_id(), identity.public_key_hex(), response.body), what);
 }
 
-}  // namespace mota::agent
+}  // namespace mota::protocol

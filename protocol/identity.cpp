@@ -1,4 +1,4 @@
-#include "agent/identity.hpp"
+#include "protocol/identity.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,7 +12,7 @@
 #include "common/hex.hpp"
 #include "common/log.hpp"
 
-namespace mota::agent {
+namespace mota::protocol {
 
 namespace {
 
@@ -158,4 +158,4 @@ Status verify_report(const std::map<std::string, std::string>& headers, std::str
       .context("report from " + device);
 }
 
-}  // namespace mota::agent
+}  // namespace mota::protocol

@@ -1,8 +1,6 @@
 // agent/download: resumable, verifying downloads against real loopback servers: the repository's
 // own HTTP server for well-behaved serving, tests/support/fault_server for scripted misbehaviour.
 
-#include "agent/download.hpp"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -15,6 +13,7 @@
 #include <random>
 #include <thread>
 
+#include "agent/download.hpp"
 #include "common/http.hpp"
 #include "manager/http_server.hpp"
 #include "manifest/crypto.hpp"

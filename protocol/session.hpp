@@ -37,13 +37,13 @@
 #include <string>
 #include <string_view>
 
-#include "agent/identity.hpp"
 #include "common/http.hpp"
 #include "common/result.hpp"
 #include "common/time.hpp"
 #include "manifest/crypto.hpp"
+#include "protocol/identity.hpp"
 
-namespace mota::agent {
+namespace mota::protocol {
 
 inline constexpr std::string_view kSessionScheme = "mota-session-v1";
 inline constexpr std::size_t kSessionIdBytes = 16;
@@ -94,4 +94,4 @@ Result<ReportSession> open_session(http::Client& client, const std::string& serv
                                    const DeviceIdentity& identity,
                                    std::uint64_t max_response_bytes = 64u << 10);
 
-}  // namespace mota::agent
+}  // namespace mota::protocol

@@ -1,11 +1,10 @@
-#include "agent/report.hpp"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <deque>
 #include <mutex>
 
+#include "agent/report.hpp"
 #include "common/version.hpp"
 #include "manager/fleet_ingest.hpp"
 #include "manager/http_server.hpp"
@@ -14,6 +13,9 @@
 
 namespace mota::agent {
 namespace {
+
+using protocol::DeviceIdentity;
+using protocol::verify_report;
 
 // A fleet server stand-in: POST /v1/devices/:id/events verifies the signature over the route the
 // agent signed (rebuilt from the decoded id) and the body, then records the batch.

@@ -1,4 +1,6 @@
 // Package deltas: one file delta (or copy instruction) per file of the new model version.
+#include "delta/package/package_delta.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -8,7 +10,6 @@
 #include <set>
 
 #include "common/fs.hpp"
-#include "delta/delta.hpp"
 #include "delta/format.hpp"
 #include "delta/hash.hpp"
 #include "delta/pipeline.hpp"

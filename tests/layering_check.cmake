@@ -1,0 +1,70 @@
+# The include rules of the layers (docs/architecture.md, "Layers"), checked on the sources:
+#   cmake -DROOT=<repository root> -P tests/layering_check.cmake
+# Prints every "#include" that reaches a layer the including folder may not use and fails, so a
+# regression fails CI (ctest test "layering_includes"). Both the library folders and their test
+# folders (tests/<module>/) are checked; tests/integration/ may use everything.
+#
+# Order: common <- manifest <- {protocol, delta, storage} ; delta + storage <- delta/package;
+# then runtime, agent, manager;
+# agent and manager both use protocol/ and never each other; runtime uses no agent/ or manager/.
+cmake_minimum_required(VERSION 3.25)
+if(NOT ROOT)
+  message(FATAL_ERROR "layering_check: pass -DROOT=<repository root>")
+endif()
+
+# folder -> the top-level folders its includes may name ("tests" for tests/support helpers).
+set(allowed_common common)
+set(allowed_manifest common manifest)
+set(allowed_protocol common manifest protocol)
+set(allowed_storage common manifest storage)
+# The delta engine knows bytes and files; package deltas (delta/package/) add storage.
+set(allowed_delta common manifest delta)
+set(allowed_delta_package common manifest storage delta)
+set(allowed_runtime common manifest runtime)
+set(allowed_agent common manifest protocol storage delta runtime agent)
+set(allowed_manager common manifest protocol storage delta runtime manager)
+
+set(violations "")
+function(check_folder folder rule)
+  file(GLOB_RECURSE files ${ROOT}/${folder}/*.cpp ${ROOT}/${folder}/*.hpp)
+  if(rule STREQUAL "delta")
+    list(FILTER files EXCLUDE REGEX "/delta/package/")
+  endif()
+  set(allowed ${allowed_${rule}})
+  if(folder MATCHES "^tests/")
+    list(APPEND allowed tests bench)
+  endif()
+  string(JOIN ", " allowed_text ${allowed})
+  set(found "")
+  foreach(f ${files})
+    file(STRINGS ${f} lines REGEX "^[ \t]*#[ \t]*include[ \t]*\"[a-z_]+/")
+    foreach(line ${lines})
+      string(REGEX REPLACE "^[ \t]*#[ \t]*include[ \t]*\"([^\"]*)\".*$" "\\1" inc "${line}")
+      string(REGEX REPLACE "/.*$" "" top "${inc}")
+      if(NOT top IN_LIST allowed)
+        file(RELATIVE_PATH rel ${ROOT} ${f})
+        list(APPEND found "${rel} includes ${inc} (${folder}/ may include only ${allowed_text})")
+      endif()
+    endforeach()
+  endforeach()
+  set(violations ${violations} ${found} PARENT_SCOPE)
+endfunction()
+
+foreach(module common manifest protocol storage delta runtime agent manager)
+  check_folder(${module} ${module})
+  if(NOT module STREQUAL "delta")
+    check_folder(tests/${module} ${module})
+  endif()
+endforeach()
+check_folder(delta/package delta_package)
+# tests/delta covers the engine and package deltas together.
+check_folder(tests/delta delta_package)
+
+if(violations)
+  list(LENGTH violations n)
+  foreach(v ${violations})
+    message("layering: ${v}")
+  endforeach()
+  message(FATAL_ERROR "layering: ${n} include(s) reach a layer above or beside their own")
+endif()
+message("layering: ok")
