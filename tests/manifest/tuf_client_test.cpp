@@ -34,9 +34,15 @@ class RepoServer {
     server_.Get(".*",
                 [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
     port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    thread_ = std::thread([this] {
+      server_.listen_after_bind();
+      listen_returned_ = true;
+    });
   }
   ~RepoServer() {
+    // stop() does nothing until listen_after_bind() has started: a test that makes no request
+    // can get here first, and the join would then wait for ever.
+    while (!server_.is_running() && !listen_returned_) std::this_thread::yield();
     server_.stop();
     thread_.join();
   }
@@ -113,6 +119,7 @@ class RepoServer {
 
   stdfs::path root_;
   httplib::Server server_;
+  std::atomic<bool> listen_returned_{false};
   int port_ = 0;
   std::thread thread_;
   std::mutex mu_;

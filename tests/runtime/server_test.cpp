@@ -395,7 +395,7 @@ TEST_F(ServerTest, IdleLoaderIsEscalatedAfterItsTimeout) {
   // when it is looked at.
   bool idle_allowed = can_leave_idle_here();
   RuntimeProcess rt(tmp_.path(), {"face=" + (tmp_ / "v1").string()},
-                    "load_yield_ms = 10000\nload_idle_escalate_ms = 500\n");
+                    "load_yield_ms = 10000\nload_idle_escalate_ms = 1500\n");
   pid_t pid = rt.process().pid();
   auto before = thread_scheds(pid);
   std::set<pid_t> old_tids;
@@ -422,15 +422,26 @@ TEST_F(ServerTest, IdleLoaderIsEscalatedAfterItsTimeout) {
     }
     return std::nullopt;
   };
-  std::optional<ThreadSched> early;
-  for (int i = 0; i < 30 && !early; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    early = find_loader();
+  // Polled, not timed: the loader is the new nice-10 thread seen twice (same tid, 50 ms apart;
+  // its policy from the second look, after it set it), then it is watched until it leaves
+  // SCHED_IDLE or the load ends.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::optional<ThreadSched> early2;
+  while (!early2 && std::chrono::steady_clock::now() < deadline) {
+    auto a = find_loader();
+    if (!a) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (auto b = find_loader(); b && b->tid == a->tid) early2 = b;
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
-  auto early2 = find_loader();
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // past load_idle_escalate_ms
-  auto late = find_loader();
+  std::optional<ThreadSched> late;
+  while (early2 && !loaded.load() && std::chrono::steady_clock::now() < deadline) {
+    late = find_loader();
+    if (late && late->policy == SCHED_OTHER) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   bool still_loading = !loaded.load();
   stop = true;
   ta.join();
