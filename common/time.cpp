@@ -14,10 +14,23 @@ std::string format_time(Clock::time_point t) {
   return buf;
 }
 
+namespace {
+
+bool is_leap_year(int year) {
+  return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+}
+
+int days_in_month(int year, int month) {
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return month == 2 && is_leap_year(year) ? 29 : kDays[month - 1];
+}
+
+}  // namespace
+
 Result<TimePoint> parse_time(std::string_view s) {
-  auto bad = [&] {
-    return fail(Errc::parse, "bad timestamp '" + std::string(s) + "' (want YYYY-MM-DDTHH:MM:SSZ)");
-  };
+  const std::string quoted = "bad timestamp '" + std::string(s) + "'";
+  auto bad = [&] { return fail(Errc::parse, quoted + " (want YYYY-MM-DDTHH:MM:SSZ)"); };
+  auto impossible = [&](const std::string& why) { return fail(Errc::parse, quoted + ": " + why); };
   if (s.size() != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
       s[16] != ':' || s[19] != 'Z') {
     return bad();
@@ -30,13 +43,23 @@ Result<TimePoint> parse_time(std::string_view s) {
     }
     return true;
   };
-  std::tm tm{};
   int year, mon, day, hour, min, sec;
   if (!num(0, 4, year) || !num(5, 2, mon) || !num(8, 2, day) || !num(11, 2, hour) ||
       !num(14, 2, min) || !num(17, 2, sec)) {
     return bad();
   }
-  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60) return bad();
+  // Every field is checked against the calendar: timegm() would quietly normalise an impossible
+  // date (2030-02-31 into March 3), so an expiry would mean a day nobody wrote.
+  if (mon < 1 || mon > 12) return impossible("there is no month " + std::to_string(mon));
+  if (day < 1 || day > days_in_month(year, mon)) {
+    return impossible(std::string(s.substr(0, 7)) + " has no day " + std::to_string(day) +
+                      " (it has " + std::to_string(days_in_month(year, mon)) + ")");
+  }
+  if (hour > 23) return impossible("there is no hour " + std::to_string(hour) + " (00-23)");
+  if (min > 59) return impossible("there is no minute " + std::to_string(min) + " (00-59)");
+  // POSIX time has no leap seconds, and python-tuf and go-tuf refuse :60 as well.
+  if (sec > 59) return impossible("there is no second " + std::to_string(sec) + " (00-59)");
+  std::tm tm{};
   tm.tm_year = year - 1900;
   tm.tm_mon = mon - 1;
   tm.tm_mday = day;

@@ -17,7 +17,9 @@ inline TimePoint now_seconds() {
 
 // Formats as YYYY-MM-DDTHH:MM:SSZ (second precision, UTC).
 std::string format_time(Clock::time_point t);
-// Parses YYYY-MM-DDTHH:MM:SSZ strictly (the 'Z' is required; no fractions, no offsets).
+// Parses YYYY-MM-DDTHH:MM:SSZ strictly (the 'Z' is required; no fractions, no offsets). A date
+// or time that does not exist (2030-02-31, Feb 29 outside leap years, month 13, hour 24, minute
+// or second 60) is Errc::parse with a message saying which field is impossible.
 Result<TimePoint> parse_time(std::string_view s);
 
 // Parses a duration such as "1d", "12h", "30m", "45s", "3mo" (30 days), "1y" (365 days), "2w".

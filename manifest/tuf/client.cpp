@@ -104,9 +104,13 @@ struct Client::State {
   std::optional<Signed<Timestamp>> timestamp;
   std::optional<Signed<Snapshot>> snapshot;
   std::map<std::string, Signed<Targets>> targets;  // "targets" and delegated roles
+  // (delegator, role) pairs whose delegation's keys and threshold the role in `targets` met. A
+  // role is one file, but several delegators may delegate its name, each with its own keys.
+  std::set<std::pair<std::string, std::string>> verified_delegations;
 };
 
 struct Client::DelegationRef {
+  std::string delegator;  // the role whose "delegations" hold `role`
   const std::map<std::string, Key>* keys;
   const DelegatedRole* role;
 };
@@ -356,7 +360,6 @@ Status Client::update_snapshot() {
 
 Status Client::load_targets(const std::string& role_name, const DelegationRef* delegation) {
   State& s = *state_;
-  if (s.targets.count(role_name)) return {};
   const auto& dir = config_.metadata_dir;
 
   const std::map<std::string, Key>* keys = &s.root.signed_.keys;
@@ -370,6 +373,18 @@ Status Client::load_targets(const std::string& role_name, const DelegationRef* d
   }
 
   const std::string encoded = http::percent_encode(role_name);
+  const std::pair<std::string, std::string> via{delegation ? delegation->delegator : "", role_name};
+  if (auto cached = s.targets.find(role_name); cached != s.targets.end()) {
+    // Loaded earlier in this search or an earlier one, possibly through another delegator: its
+    // authority comes from the delegation in use now, so it must meet THIS one's keys and
+    // threshold (spec 5.6.7.2.4) before any target is taken from it.
+    if (!delegation || s.verified_delegations.contains(via)) return {};
+    MOTA_TRY_CTX(verify_threshold(cached->second.envelope, cached->second.signatures, *keys, role,
+                                  role_name),
+                 encoded + ".json (loaded through another delegator)");
+    s.verified_delegations.insert(via);
+    return {};
+  }
   const std::string meta_name = role_name + ".json";
   auto meta_it = s.snapshot->signed_.meta.find(meta_name);
   if (meta_it == s.snapshot->signed_.meta.end()) {
@@ -391,6 +406,7 @@ Status Client::load_targets(const std::string& role_name, const DelegationRef* d
   if (auto bytes = fs::read_file(dir / (encoded + ".json"), config_.max_targets_bytes)) {
     if (auto local = check(*bytes, encoded + ".json")) {
       s.targets.emplace(role_name, std::move(*local));
+      s.verified_delegations.insert(via);
       return {};
     }
   }
@@ -404,6 +420,7 @@ Status Client::load_targets(const std::string& role_name, const DelegationRef* d
   auto t = MOTA_TRY(check(bytes, file));
   MOTA_TRY(persist(dir, encoded + ".json", bytes));
   s.targets.emplace(role_name, std::move(t));
+  s.verified_delegations.insert(via);
   return {};
 }
 
@@ -439,8 +456,9 @@ Result<TargetFile> Client::get_target(const std::string& target_path) {
         }
       }
       if (!dr) return fail(Errc::internal, "delegation to " + v.role + " disappeared");
-      DelegationRef ref{&parent.delegations->keys, dr};
-      MOTA_TRY_CTX(load_targets(v.role, &ref), "delegated role '" + v.role + "'");
+      DelegationRef ref{v.delegator, &parent.delegations->keys, dr};
+      MOTA_TRY_CTX(load_targets(v.role, &ref),
+                   "delegated role '" + v.role + "' (delegated by '" + v.delegator + "')");
     }
 
     const Targets& t = s.targets.at(v.role).signed_;

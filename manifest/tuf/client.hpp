@@ -85,7 +85,9 @@ class Client {
   struct DelegationRef;  // a delegating role's keys and the delegation itself
   Status update_timestamp();
   Status update_snapshot();
-  // Loads "targets" (delegation == nullptr: verified with the root) or a delegated role.
+  // Loads "targets" (delegation == nullptr: verified with the root) or a delegated role. A role
+  // already loaded is served again only once it has met the keys and threshold of `delegation`,
+  // the delegation it is reached through now.
   Status load_targets(const std::string& role_name, const DelegationRef* delegation);
 
   // fetch_timeout for a file of `length` bytes (unknown: nullopt).

@@ -312,12 +312,21 @@ Result<Signed<T>> parse_envelope(std::string_view bytes, std::string_view type) 
   if (!env.is_object())
     return bad("metadata", std::string("expected an object, got ") + env.type_name());
   const Json* sigs = MOTA_TRY(require_array(env, "signatures", "metadata"));
+  std::map<std::string, std::size_t> first_index;  // keyid -> where it first signs
   for (std::size_t i = 0; i < sigs->size(); ++i) {
     const Json& s = (*sigs)[i];
     std::string w = index("signatures", i);
     if (!s.is_object()) return bad(w, std::string("expected an object, got ") + s.type_name());
     Signature sig;
     sig.keyid = MOTA_TRY(require_string(s, "keyid", w));
+    // The specification makes keyids unique in "signatures". verify_threshold would count a
+    // repeated key once anyway, but metadata that breaks the rule is refused outright, as the
+    // reference implementation does, rather than interpreted.
+    if (auto [it, fresh] = first_index.emplace(sig.keyid, i); !fresh) {
+      return fail(Errc::verification, w + ": keyid " + qstr(sig.keyid) + " already signs in " +
+                                          index("signatures", it->second) +
+                                          "; keyids in \"signatures\" must be unique");
+    }
     // A signature that is not hex is kept: it just fails verification, and other signatures may
     // still meet the threshold.
     sig.sig = MOTA_TRY(require_string(s, "sig", w));

@@ -113,7 +113,9 @@ struct Signed {
 };
 
 // Parse metadata bytes into a typed role. The expected type is checked ("_type" must match).
-// None of these verify signatures or expiry.
+// None of these verify signatures or expiry. A keyid that appears twice in "signatures" (the
+// specification requires them unique) is refused with Errc::verification naming the keyid; any
+// other malformation is Errc::parse.
 Result<Signed<Root>> parse_root(std::string_view bytes);
 Result<Signed<Timestamp>> parse_timestamp(std::string_view bytes);
 Result<Signed<Snapshot>> parse_snapshot(std::string_view bytes);

@@ -560,6 +560,39 @@ TEST(Malformed, Envelope) {
             std::string::npos);
 }
 
+TEST(Parse, RepeatedKeyidInSignaturesIsRefused) {
+  const std::string ka = keys().ka.key_id();
+  const std::vector<std::pair<std::string, Parser>> roles = {
+      {"root", as_status(parse_root)},
+      {"timestamp", as_status(parse_timestamp)},
+      {"snapshot", as_status(parse_snapshot)},
+      {"targets", as_status(parse_targets)},
+  };
+  const std::map<std::string, Json> docs = {
+      {"root", to_json(make_root())},
+      {"timestamp", to_json(make_timestamp())},
+      {"snapshot", to_json(make_snapshot())},
+      {"targets", to_json(make_targets())},
+  };
+  for (const auto& [role, parse] : roles) {
+    Json env = *parse_json(sign(docs.at(role)));  // signed by a, then b
+    ASSERT_TRUE(parse(env.dump())) << role << ": distinct keyids must parse";
+    ASSERT_EQ(env["signatures"][0]["keyid"], ka);
+    // The same signature again, and a different signature under the same keyid: both refused.
+    for (const std::string& sig :
+         {env["signatures"][0]["sig"].get<std::string>(), std::string(128, '0')}) {
+      Json dup = env;
+      dup["signatures"].push_back(Json{{"keyid", ka}, {"sig", sig}});
+      auto st = parse(dup.dump());
+      ASSERT_FALSE(st) << role << ": repeated keyid accepted";
+      EXPECT_EQ(st.error().code(), Errc::verification);
+      EXPECT_EQ(st.error().message(), role + " metadata: signatures[2]: keyid \"" + ka +
+                                          "\" already signs in signatures[0]; keyids in "
+                                          "\"signatures\" must be unique");
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Threshold verification
 

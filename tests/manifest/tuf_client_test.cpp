@@ -471,8 +471,8 @@ TEST_F(TufClientTest, TamperedTimestampIsRejected) {
   expect_rejected(Errc::verification, "timestamp.json");
 }
 
-TEST_F(TufClientTest, DuplicateSignatureOfOneKeyCountsOnce) {
-  // Timestamp needs 2 of 2 keys.
+TEST_F(TufClientTest, DuplicateSignatureOfOneKeyIsRefused) {
+  // Timestamp needs 2 of 2 keys; one key's signature listed twice does not make two.
   repo_.root.version = 2;
   repo_.root.roles["timestamp"].threshold = 2;
   repo_.add_key("timestamp");
@@ -486,6 +486,29 @@ TEST_F(TufClientTest, DuplicateSignatureOfOneKeyCountsOnce) {
   // Both keys: accepted.
   repo_.publish_timestamp();
   EXPECT_TRUE(refresh());
+}
+
+TEST_F(TufClientTest, RepeatedKeyidInSignaturesIsRefusedEvenAboveThreshold) {
+  // Snapshot signed by its one key (threshold 1), with that signature listed twice: the
+  // threshold is met, but the specification requires unique keyids in "signatures".
+  ASSERT_TRUE(refresh());
+  const std::string keyid = repo_.root.roles.at("snapshot").keyids.at(0);
+  repo_.snapshot.version = 2;
+  auto env = *parse_json(repo_.publish_snapshot());
+  env["signatures"].push_back(env["signatures"][0]);
+  repo_.write_metadata("2.snapshot.json", env.dump());
+  repo_.meta_hashes = false;  // the timestamp must point at the doctored file
+  repo_.timestamp.version = 2;
+  repo_.publish_timestamp();
+  expect_rejected(Errc::verification, "2.snapshot.json", {"timestamp.json"});
+  auto client = make_client(config());
+  auto st = client->refresh();
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message().find("snapshot metadata: signatures[1]: keyid \"" + keyid +
+                                      "\" already signs in signatures[0]"),
+            std::string::npos)
+      << st.error().message();
+  EXPECT_EQ(trusted_version("snapshot.json"), 1u);
 }
 
 TEST_F(TufClientTest, EndlessTimestampIsCutOff) {
@@ -799,6 +822,61 @@ TEST_F(TufDelegationTest, DelegatedRoleWithBadSignatureIsRejected) {
   EXPECT_EQ(info.error().code(), Errc::verification);
   EXPECT_NE(info.error().message().find("1.vision.json"), std::string::npos);
   EXPECT_FALSE(stdfs::exists(meta_dir() / "vision.json"));
+}
+
+TEST_F(TufDelegationTest, RoleReachedThroughTwoDelegatorsMeetsEachOnesKeys) {
+  // A diamond: "a" and "b" both delegate "release", each with its own key. release.json is
+  // signed only by a key "a" trusts, so it speaks for team-a/ through "a" but for nothing
+  // through "b", even after this client has loaded it through "a".
+  repo_.add_delegation("targets", role("a", {"team-a/*"}));
+  repo_.add_delegation("targets", role("b", {"team-b/*"}));
+  repo_.add_delegation("a", role("release", {"team-a/*"}));
+  repo_.add_delegation("b", role("release", {"team-b/*"}));
+  // add_key() authorised the second key in both delegations; the first key only in "a"'s.
+  const auto& a_keys = repo_.targets.at("a").delegations->roles.at(0).keyids;
+  const auto& b_keys = repo_.targets.at("b").delegations->roles.at(0).keyids;
+  ASSERT_EQ(a_keys.size(), 2u);
+  ASSERT_EQ(b_keys.size(), 1u);
+  ASSERT_EQ(b_keys[0], a_keys[1]);
+  repo_.keys.at("release").pop_back();  // release is signed by "a"'s own key only
+  repo_.add_target("release", "team-a/app.bin", "trusted A");
+  repo_.add_target("release", "team-b/app.bin", "malicious B");
+  repo_.bump_all();
+
+  auto client = make_client(config());
+  auto a = client->get_target("team-a/app.bin");
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_EQ(a->length, 9u);
+  auto b = client->get_target("team-b/app.bin");
+  ASSERT_FALSE(b) << "a target signed for \"a\" was accepted through \"b\"";
+  EXPECT_EQ(b.error().code(), Errc::verification);
+  EXPECT_NE(b.error().message().find("delegated role 'release' (delegated by 'b')"),
+            std::string::npos)
+      << b.error().message();
+  EXPECT_NE(b.error().message().find("release: 0 of 1 required signatures valid"),
+            std::string::npos)
+      << b.error().message();
+  // Through "a" it still works in the same client, and a fresh client that starts with "b"
+  // (release.json now stored) refuses it as well.
+  EXPECT_TRUE(client->get_target("team-a/app.bin"));
+  auto fresh = make_client(config())->get_target("team-b/app.bin");
+  ASSERT_FALSE(fresh);
+  EXPECT_EQ(fresh.error().code(), Errc::verification);
+}
+
+TEST_F(TufDelegationTest, RoleReachedThroughTwoDelegatorsTrustingItIsServed) {
+  repo_.add_delegation("targets", role("a", {"team-a/*"}));
+  repo_.add_delegation("targets", role("b", {"team-b/*"}));
+  repo_.add_delegation("a", role("release", {"team-a/*"}));
+  repo_.add_delegation("b", role("release", {"team-b/*"}));
+  repo_.add_target("release", "team-a/app.bin", "A");
+  repo_.add_target("release", "team-b/app.bin", "B");
+  repo_.bump_all();  // release signed by both keys: valid through either delegator
+  auto client = make_client(config());
+  ASSERT_TRUE(client->get_target("team-a/app.bin"));
+  auto b = client->get_target("team-b/app.bin");
+  ASSERT_TRUE(b) << b.error().message();
+  EXPECT_EQ(server_.count("/metadata/1.release.json"), 1);  // fetched once, checked twice
 }
 
 TEST_F(TufDelegationTest, RoleNamesArePercentEncoded) {
