@@ -471,15 +471,17 @@ bool read_request(int fd, std::string& buf) {
 TEST(HttpClient, ErrorBodyIsDrainedSoTheConnectionIsReused) {
   std::atomic<int> answered{0};
   RawServer srv([&](int fd, const std::string&, const std::atomic<bool>&) {
+    // Counted before each answer is sent: the client may check the count as soon as it has
+    // the answer, before this thread would run again.
     const std::string not_found = R"({"error":"not found"})";
+    ++answered;
     if (!RawServer::send_all(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: " +
                                      std::to_string(not_found.size()) + "\r\n\r\n" + not_found))
       return;
-    ++answered;
     std::string buf;
     while (read_request(fd, buf)) {
-      if (!RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) return;
       ++answered;
+      if (!RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) return;
     }
   });
   auto client = http::make_http_client();
