@@ -7,10 +7,12 @@
 // Invariants: a parsed role survives to_json and parsing again unchanged; a target the client
 // downloads has the length and sha256 its trusted metadata lists. Built with -DMOTA_FUZZ=ON and
 // clang; run with `FUZZ_TARGET=tuf scripts/fuzz`. Initialisation builds a real repository with
-// TufRepo (ed25519 keys, a root rotation, a delegation, consistent snapshots); with
-// MOTA_FUZZ_SEEDS=<dir> set its files are written there as seeds. Keys are fresh each run, so
-// seeds from an earlier run still parse but no longer verify: regenerate the seeds (they are
-// rewritten at every start) rather than keep an old corpus for deep coverage.
+// TufRepo (fresh ed25519 keys, a root rotation, delegations, consistent snapshots) unless
+// MOTA_FUZZ_TUF_ROOT names an existing file: its trusted root (1.root.json) is then the one of
+// an earlier run, so that run's corpus still verifies. Otherwise the new repository's root is
+// written there (scripts/fuzz keeps it next to the corpus) and, with MOTA_FUZZ_SEEDS=<dir> set,
+// its files as one seed. To reproduce a crash, set MOTA_FUZZ_TUF_ROOT as scripts/fuzz does. The
+// harness's clock is a day after the root was made, so an old root never expires.
 #include <unistd.h>
 
 #include <cstdint>
@@ -132,6 +134,9 @@ void build_repo(const stdfs::path& dir, const char* seeds) {
   repo.publish_root(old_signers);
   repo.bump_all();
   g_trusted_root = repo.root_bytes(1);
+  if (const char* keep = std::getenv("MOTA_FUZZ_TUF_ROOT")) {
+    std::ofstream(keep, std::ios::binary) << g_trusted_root;
+  }
   if (!seeds) return;
   std::string seed;
   for (const auto& e : stdfs::recursive_directory_iterator(dir / "repo")) {
@@ -154,8 +159,18 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   g_work = base / ("mota-fuzz-tuf-" + std::to_string(::getpid()));
   stdfs::remove_all(g_work);
   stdfs::create_directories(g_work);
-  build_repo(g_work, std::getenv("MOTA_FUZZ_SEEDS"));
-  g_now = test::TufRepo::in_days(1);
+  const char* keep = std::getenv("MOTA_FUZZ_TUF_ROOT");
+  if (keep && stdfs::exists(keep)) {
+    std::ifstream in(keep, std::ios::binary);
+    g_trusted_root.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } else {
+    build_repo(g_work, std::getenv("MOTA_FUZZ_SEEDS"));
+  }
+  // The repository's clock: a day after it was built (its roles expire after 30 days), also
+  // when its root comes from an earlier run.
+  auto root = tuf::parse_root(g_trusted_root);
+  if (!root) finding("the trusted root does not parse: " + root.error().message());
+  g_now = root->signed_.expires - std::chrono::hours(24 * 29);
   return 0;
 }
 
@@ -179,13 +194,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   config.metadata_base_url = std::string(kBase) + "metadata";
   config.now = [] { return g_now; };
   tuf::Client client(config, http);
-  if (!client.refresh()) return 0;
+  // MOTA_FUZZ_DEBUG=1: say how far an input got (to check that seeds reach the downloads).
+  static const bool debug = std::getenv("MOTA_FUZZ_DEBUG") != nullptr;
+  auto say = [&](const std::string& what, const Status& st) {
+    if (debug)
+      std::fprintf(stderr, "%s: %s\n", what.c_str(), st ? "ok" : st.error().message().c_str());
+    return bool(st);
+  };
+  if (!say("refresh", client.refresh())) return 0;
   for (const char* path : kTargets) {
     auto info = client.get_target(path);
-    if (!info) continue;
+    if (!say(path, info ? Status{} : Status(fail(info.error())))) continue;
     const stdfs::path dest = g_work / "download";
     stdfs::remove(dest, ec);
-    if (!client.download_target(std::string(kBase) + "targets", path, *info, dest)) continue;
+    if (!say("download",
+             client.download_target(std::string(kBase) + "targets", path, *info, dest))) {
+      continue;
+    }
     std::ifstream in(dest, std::ios::binary);
     const std::string got{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
     if (got.size() != info->length) finding("downloaded a target of another length");
