@@ -6,7 +6,11 @@
 namespace mota {
 
 std::string format_time(Clock::time_point t) {
-  std::time_t tt = Clock::to_time_t(t);
+  return format_time(std::chrono::time_point_cast<std::chrono::seconds>(t));
+}
+
+std::string format_time(TimePoint t) {
+  std::time_t tt = static_cast<std::time_t>(t.time_since_epoch().count());
   std::tm tm{};
   ::gmtime_r(&tt, &tm);
   char buf[32];
