@@ -551,11 +551,7 @@ Result<Agent::DeltaTarget> Agent::choose_delta(tuf::Client& client, const SlotSe
   d.info = std::move(*info);
   // The signed custom data must describe exactly this update; anything else is a publishing
   // error that must not be applied to a slot.
-  const Json& c = d.info.custom;
-  auto field = [&](const char* key) {
-    return c.is_object() && c.contains(key) && c[key].is_string() ? c[key].get<std::string>()
-                                                                  : std::string();
-  };
+  auto field = [&](const char* key) { return custom_string(d.info.custom, key); };
   const std::string bad = d.path + ": unusable delta target: ";
   if (field("kind") != "delta")
     return fail(Errc::verification, bad + "custom.kind is not \"delta\"");
@@ -674,8 +670,7 @@ Status Agent::install_version(const TargetSource& src, const ModelSubscription& 
     return {};
   }
   ev.step = "download";
-  std::string digest =
-      info.custom.is_object() ? info.custom.value("tree_digest", std::string()) : "";
+  const std::string digest = custom_string(info.custom, "tree_digest");
   if (digest.empty() || info.hashes.find("sha256") == info.hashes.end()) {
     return fail(Errc::verification, pkg_path + ": target has no tree_digest or sha256");
   }

@@ -127,6 +127,12 @@ std::uint64_t unpacked_size(const Json& custom, std::uint64_t package_length) {
   return package_length;
 }
 
+std::string custom_string(const Json& custom, std::string_view key) {
+  if (!custom.is_object()) return {};
+  auto it = custom.find(key);
+  return it != custom.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 std::string unmet_requirements(const Requirements* req, const DeviceFacts& facts,
                                std::uint64_t disk_needed, const stdfs::path& state_dir) {
   std::vector<std::string> unmet;

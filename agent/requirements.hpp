@@ -72,6 +72,12 @@ Result<std::optional<Requirements>> signed_requirements(const Json& custom);
 // What the unpacked model takes on disk: custom "tree_size" when present, else the package length.
 std::uint64_t unpacked_size(const Json& custom, std::uint64_t package_length);
 
+// A string field of a target's signed custom data ("tree_digest", a delta's "kind", "from", ...):
+// empty when `custom` is not an object, or the field is absent or of another type. Callers
+// treat empty as missing and refuse the target with a message naming the field; nlohmann's
+// value()/get() would throw on a wrong type instead, out of the daemon's poll.
+std::string custom_string(const Json& custom, std::string_view key);
+
 // "" when `facts` meet `req` and have `disk_needed` bytes (free + reclaimable), else every unmet
 // requirement with the device's value, "; "-separated:
 //   "arch: the release runs on armv7l; this device is x86_64"

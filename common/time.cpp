@@ -6,11 +6,17 @@
 namespace mota {
 
 std::string format_time(Clock::time_point t) {
-  std::time_t tt = Clock::to_time_t(t);
+  return format_time(std::chrono::time_point_cast<std::chrono::seconds>(t));
+}
+
+std::string format_time(TimePoint t) {
+  std::time_t tt = static_cast<std::time_t>(t.time_since_epoch().count());
   std::tm tm{};
   ::gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  // Four digits for every year parse_time accepts (strftime's %Y writes "625", not "0625").
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
   return buf;
 }
 

@@ -17,6 +17,9 @@ inline TimePoint now_seconds() {
 
 // Formats as YYYY-MM-DDTHH:MM:SSZ (second precision, UTC).
 std::string format_time(Clock::time_point t);
+// The same for a parsed timestamp: every time parse_time accepts (up to year 9999) formats, while
+// a Clock::time_point (nanoseconds) only reaches the year 2262.
+std::string format_time(TimePoint t);
 // Parses YYYY-MM-DDTHH:MM:SSZ strictly (the 'Z' is required; no fractions, no offsets). A date
 // or time that does not exist (2030-02-31, Feb 29 outside leap years, month 13, hour 24, minute
 // or second 60) is Errc::parse with a message saying which field is impossible.

@@ -118,11 +118,15 @@ Json Channel::to_json() const {
   j["model"] = model;
   j["channel"] = channel;
   j["version"] = version;
-  Json ro = Json::object();
-  ro["percent"] = rollout.percent;
-  ro["salt"] = rollout.salt;
-  if (!rollout.fallback_version.empty()) ro["fallback_version"] = rollout.fallback_version;
-  j["rollout"] = std::move(ro);
+  // A channel parsed without "rollout" (everyone, no salt) is written without one: an empty
+  // salt would not parse back.
+  if (!rollout.salt.empty() || rollout.percent != 100 || !rollout.fallback_version.empty()) {
+    Json ro = Json::object();
+    ro["percent"] = rollout.percent;
+    ro["salt"] = rollout.salt;
+    if (!rollout.fallback_version.empty()) ro["fallback_version"] = rollout.fallback_version;
+    j["rollout"] = std::move(ro);
+  }
   if (!min_version.empty()) j["min_version"] = min_version;
   j["allow_downgrade"] = allow_downgrade;
   j["updated"] = updated;

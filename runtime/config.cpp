@@ -68,8 +68,11 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
     if (!s) return fail(std::move(s).error().context(source));
     return {};
   };
-  for (const auto& [k, node] : root) {
-    std::string_view key = k.str();
+  for (const auto& entry : root) {
+    // Not a structured binding: lambdas below capture `node`, which clang 14 (the fuzz build)
+    // refuses for a binding.
+    std::string_view key = entry.first.str();
+    const toml::node& node = entry.second;
     if (!kKeys.count(key))
       return fail(Errc::parse, std::string(source) + ": unknown key \"" + std::string(key) + "\"");
     Status st = [&]() -> Status {

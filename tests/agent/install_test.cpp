@@ -443,6 +443,28 @@ TEST_F(InstallJudgement, WrongOutputIsBlockedAtOnce) {
   EXPECT_FALSE(state_->retry("detector", "1.0.0")->has_value());
 }
 
+// The probe's answer is read without trusting its types (nlohmann's value() threw type_error on
+// a number where a string belongs, out of the install): a verdict whose step is not a string is
+// not a verdict but a probe that could not run; a reason of another type is left out.
+TEST_F(InstallJudgement, ProbeAnswerOfOtherTypesIsAnErrorNotAnException) {
+  InstallFailure failure;
+  auto odd_step = gate(R"({"ok":false,"step":7,"reason":"x"})", 8);
+  auto r = run_install(*state_, *slots_, pack("1.0.0"), options(*odd_step), &failure);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("mota-runtime exited with 8: {\"ok\":false,\"step\":7"),
+            std::string::npos)
+      << r.error().message();
+  EXPECT_EQ(failure.failure_class, FailureClass::local);
+  EXPECT_FALSE(*state_->is_blocked("detector", "1.0.0"));
+
+  auto odd_reason = gate(R"({"ok":false,"step":"output","reason":{"max_diff":0.5}})", 8);
+  r = run_install(*state_, *slots_, pack("1.0.0"), options(*odd_reason), &failure);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("probe: output: "), std::string::npos) << r.error().message();
+  EXPECT_EQ(failure.failure_class, FailureClass::permanent);
+  EXPECT_TRUE(*state_->is_blocked("detector", "1.0.0"));
+}
+
 TEST_F(InstallJudgement, NoVerdictInTimeIsTransientAndAProbeThatCannotRunIsNotCounted) {
   auto slow = gate("{}", 0, /*hang=*/true);
   InstallFailure failure;

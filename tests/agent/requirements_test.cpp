@@ -117,6 +117,24 @@ TEST(Requirements, SignedCustomDataIsReadStrictlyAndMayBeAbsent) {
   EXPECT_EQ(unpacked_size(Json{{"kind", "full"}}, 99), 99u);  // older targets: the package
 }
 
+// The agent reads "tree_digest" and a delta's "kind", "from", ... with custom_string: a wrong type
+// in signed custom data is a missing field (the target is refused naming it), not an exception.
+// Before, `custom.value("tree_digest", std::string())` threw json type_error 302 out of the poll.
+TEST(Requirements, SignedCustomStringsOfAnotherTypeReadAsMissing) {
+  const Json custom = {{"tree_digest", 12},
+                       {"kind", "delta"},
+                       {"from", nullptr},
+                       {"to", {"1.0.0"}},
+                       {"name", {{"x", 1}}}};
+  EXPECT_EQ(custom_string(custom, "kind"), "delta");
+  for (const char* key : {"tree_digest", "from", "to", "name", "absent"}) {
+    EXPECT_EQ(custom_string(custom, key), "") << key;
+  }
+  for (const Json& not_object : {Json(), Json("tree_digest"), Json::array({1, 2})}) {
+    EXPECT_EQ(custom_string(not_object, "tree_digest"), "") << not_object.dump();
+  }
+}
+
 TEST(Requirements, CudaIsDetectedFromDeviceNodes) {
   test::TempDir dev;
   EXPECT_TRUE(detect_accelerators(dev.path()).empty());

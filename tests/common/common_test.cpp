@@ -98,6 +98,15 @@ TEST(Time, FormatParseRoundTrip) {
   EXPECT_FALSE(parse_time("2030-01-02T03:04:05"));
   EXPECT_FALSE(parse_time("2030-01-02 03:04:05Z"));
   EXPECT_FALSE(parse_time("2030-13-02T03:04:05Z"));
+  // Found by the TUF fuzzer: expiries past 2262 overflowed the nanosecond clock when formatted
+  // (signed overflow, then a wrong year in metadata written back).
+  // And years before 1000 were written with fewer than four digits ("625-01-06T03:11:00Z").
+  for (const char* far : {"2263-01-01T00:00:00Z", "4054-02-03T04:05:06Z", "9999-12-31T23:59:59Z",
+                          "0625-01-06T03:11:00Z", "0000-01-01T00:00:00Z", "1969-12-31T23:59:59Z"}) {
+    auto f = parse_time(far);
+    ASSERT_TRUE(f) << far;
+    EXPECT_EQ(format_time(*f), far);
+  }
   EXPECT_EQ(parse_duration("3mo")->count(), 90 * 86400);
   EXPECT_EQ(parse_duration("1d")->count(), 86400);
   EXPECT_FALSE(parse_duration("5 parsecs"));

@@ -43,6 +43,20 @@ TEST(Channel, RolloutAbsentMeansEveryone) {
   EXPECT_EQ(wanted_version(*c, "any-device"), "2.0.0");
 }
 
+// Found by the channel fuzzer: a channel without "rollout" was written back with
+// "rollout": {"percent": 100, "salt": ""}, which its own parser refuses (salt must be 16 hex
+// digits). An absent rollout stays absent.
+TEST(Channel, RolloutAbsentRoundTripsThroughSerialize) {
+  auto c = Channel::parse(
+      R"({"model":"det","channel":"beta","version":"2.0.0","updated":"2026-01-01T00:00:00Z"})");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_FALSE(c->to_json().contains("rollout"));
+  auto again = Channel::parse(c->serialize());
+  ASSERT_TRUE(again.has_value()) << again.error().message();
+  EXPECT_EQ(again->serialize(), c->serialize());
+  EXPECT_EQ(wanted_version(*again, "any-device"), "2.0.0");
+}
+
 TEST(Channel, UnknownFieldsIgnored) {
   auto c = Channel::parse(
       R"({"model":"det","channel":"beta","version":"2.0.0","updated":"2026-01-01T00:00:00Z",
