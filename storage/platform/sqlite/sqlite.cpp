@@ -4,8 +4,10 @@
 #include <sqlite3.h>
 
 #include <cctype>
+#include <chrono>
 #include <climits>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 namespace mota::storage {
@@ -113,12 +115,32 @@ Result<Database> Database::open(const std::filesystem::path& path, DatabaseOptio
 
   // journal_mode answers with the mode actually in effect; WAL can be refused (e.g. some network
   // file systems), and silently running without it would change the crash-safety guarantees.
-  auto st = MOTA_TRY(db.prepare("PRAGMA journal_mode=WAL"));
-  auto step = MOTA_TRY(st.step());
-  std::string mode = step == Step::row ? st.column_text(0) : "";
+  // Switching a new file to WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY at once,
+  // without the busy handler, while another connection opening the same new file holds a shared
+  // lock (several processes starting on a fresh state directory): that is retried within the
+  // busy timeout. A file already in WAL mode switches nothing.
+  const auto deadline = std::chrono::steady_clock::now() + options.busy_timeout;
+  std::string mode;
+  while (true) {
+    sqlite3_stmt* pragma = nullptr;
+    rc = sqlite3_prepare_v2(raw, "PRAGMA journal_mode=WAL", -1, &pragma, nullptr);
+    if (rc == SQLITE_OK) {
+      rc = sqlite3_step(pragma);
+      if (rc == SQLITE_ROW) {
+        const auto* text = sqlite3_column_text(pragma, 0);
+        mode = text ? reinterpret_cast<const char*>(text) : "";
+        rc = SQLITE_OK;
+      }
+    }
+    sqlite3_finalize(pragma);
+    if (rc == SQLITE_OK || rc == SQLITE_DONE) break;
+    if ((rc & 0xff) != SQLITE_BUSY || std::chrono::steady_clock::now() >= deadline) {
+      return fail(sqlite_error(raw, rc, name + ": PRAGMA journal_mode=WAL"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
   if (mode != "wal")
     return fail(Errc::io, name + ": cannot enable WAL journal mode (got '" + mode + "')");
-  MOTA_TRY(st.reset());
   MOTA_TRY(db.exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON"));
   return db;
 }
