@@ -19,9 +19,9 @@
 #include "common/version.hpp"
 #include "manager/cli_commands.hpp"
 #include "manager/fleet_service.hpp"
-#include "manager/http_server.hpp"
 #include "manager/metadata_refresher.hpp"
 #include "manager/repository.hpp"
+#include "net/http_server.hpp"
 
 namespace mota::manager {
 namespace {
@@ -104,7 +104,7 @@ Status serve(const std::string& dir, const std::string& listen, const ServeTunin
     return fail(Errc::not_found, dir + " is not a mota repository (no mota.toml)");
   }
   const auto [host, port] = MOTA_TRY(parse_listen(listen));
-  ServerConfig config;
+  net::ServerConfig config;
   config.host = host;
   config.port = port;
   config.static_root = root;
@@ -113,7 +113,7 @@ Status serve(const std::string& dir, const std::string& listen, const ServeTunin
   config.max_connections = tuning.max_connections;
   config.keep_alive_max_count = tuning.keep_alive_max;
   config.keep_alive_timeout_s = tuning.keep_alive_timeout_s;
-  auto server = make_http_server(config);
+  auto server = net::make_http_server(config);
   // Fleet tracking: the report route and the rollout ticker (manager/fleet_service.hpp).
   auto fleet = MOTA_TRY(attach_fleet(*server, dir));
   // Keeps timestamp/snapshot/targets fresh (or, without their keys or with --no-refresh, warns):

@@ -51,14 +51,14 @@ struct Job {
   std::function<void(Outcome)> done;
 };
 
-HttpReply reply(int status, const std::string& error) {
-  HttpReply r;
+net::HttpReply reply(int status, const std::string& error) {
+  net::HttpReply r;
   r.status = status;
   r.body = Json{{"error", error}}.dump();
   return r;
 }
 
-std::string header(const HttpRequest& req, const std::string& lower_name) {
+std::string header(const net::HttpRequest& req, const std::string& lower_name) {
   // The HttpServer lower-cases names (http_server.hpp), so the lookup is usually exact; the scan
   // keeps hand-built requests with other spellings working.
   if (auto it = req.headers.find(lower_name); it != req.headers.end()) return it->second;
@@ -213,23 +213,24 @@ struct FleetIngest::Impl {
     ++stats.requests_refused;
   }
 
-  HttpReply handle(const HttpRequest& req);
-  void handle_async(HttpRequest&& req, Responder respond);
+  net::HttpReply handle(const net::HttpRequest& req);
+  void handle_async(net::HttpRequest&& req, net::Responder respond);
   // The checks of a report before it is queued: a refusal, or the job to queue.
-  std::variant<HttpReply, std::unique_ptr<Job>> admit(const HttpRequest& req, bool& by_session);
+  std::variant<net::HttpReply, std::unique_ptr<Job>> admit(const net::HttpRequest& req,
+                                                           bool& by_session);
   // Queues `job` for the writer; a refusal (stopping, overloaded) if it cannot be.
-  std::optional<HttpReply> enqueue(const std::string& remote, std::unique_ptr<Job>& job);
+  std::optional<net::HttpReply> enqueue(const std::string& remote, std::unique_ptr<Job>& job);
   // The reply to `device`'s report that the writer finished.
-  HttpReply finished(const std::string& remote, const std::string& device, Outcome out,
-                     bool by_session);
-  HttpReply handle_session(const HttpRequest& req);
+  net::HttpReply finished(const std::string& remote, const std::string& device, Outcome out,
+                          bool by_session);
+  net::HttpReply handle_session(const net::HttpRequest& req);
   // Counts, logs (`what`, e.g. "report refused") and answers a refusal.
-  HttpReply refusal(const HttpRequest& req, const char* what, int status, const std::string& why,
-                    const std::string& device) {
+  net::HttpReply refusal(const net::HttpRequest& req, const char* what, int status,
+                         const std::string& why, const std::string& device) {
     return refusal(req.remote_addr, what, status, why, device);
   }
-  HttpReply refusal(const std::string& remote, const char* what, int status, const std::string& why,
-                    const std::string& device) {
+  net::HttpReply refusal(const std::string& remote, const char* what, int status,
+                         const std::string& why, const std::string& device) {
     count_refused();
     log::warn(what, {{"DEVICE", device},
                      {"STATUS", std::to_string(status)},
@@ -237,16 +238,17 @@ struct FleetIngest::Impl {
                      {"REMOTE", remote}});
     return reply(status, why);
   }
-  static std::string route_id(const HttpRequest& req) {
+  static std::string route_id(const net::HttpRequest& req) {
     auto it = req.path_params.find("id");
     return it == req.path_params.end() ? "" : it->second;
   }
   // The checks of a signed request (report or handshake) to `route`: signature, X-Mota-Device
   // against the route's id, key format. The key (hex) or {status, why}.
-  std::variant<std::string, Outcome> check_signed(const HttpRequest& req, const std::string& route,
+  std::variant<std::string, Outcome> check_signed(const net::HttpRequest& req,
+                                                  const std::string& route,
                                                   const std::string& id) const;
   // X-Mota-Timestamp within max_clock_skew of now: the time, or {401, why}.
-  std::variant<TimePoint, Outcome> check_clock(const HttpRequest& req, TimePoint now) const;
+  std::variant<TimePoint, Outcome> check_clock(const net::HttpRequest& req, TimePoint now) const;
   // The handshake's key against the record (read on read_db): nullopt when acceptable.
   std::optional<Outcome> check_key_on_record(const std::string& device, const std::string& key);
   void run_writer();
@@ -272,8 +274,8 @@ struct FleetIngest::Impl {
   Status apply_metadata(const std::string& device, const Item& item, std::int64_t now);
 };
 
-std::variant<HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(const HttpRequest& req,
-                                                                       bool& by_session) {
+std::variant<net::HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(
+    const net::HttpRequest& req, bool& by_session) {
   auto refuse = [&](int status, const std::string& why, const std::string& device) {
     return refusal(req, "report refused", status, why, device);
   };
@@ -323,8 +325,8 @@ std::variant<HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(const Htt
   return job;
 }
 
-std::optional<HttpReply> FleetIngest::Impl::enqueue(const std::string& remote,
-                                                    std::unique_ptr<Job>& job) {
+std::optional<net::HttpReply> FleetIngest::Impl::enqueue(const std::string& remote,
+                                                         std::unique_ptr<Job>& job) {
   {
     std::lock_guard lock(mu);
     const char* why = stopping ? "server is stopping; report again later"
@@ -338,23 +340,23 @@ std::optional<HttpReply> FleetIngest::Impl::enqueue(const std::string& remote,
   return std::nullopt;
 }
 
-HttpReply FleetIngest::Impl::finished(const std::string& remote, const std::string& device,
-                                      Outcome out, bool by_session) {
+net::HttpReply FleetIngest::Impl::finished(const std::string& remote, const std::string& device,
+                                           Outcome out, bool by_session) {
   if (out.status != 200) return refusal(remote, "report refused", out.status, out.body, device);
   {
     std::lock_guard lock(stats_mu);
     ++stats.requests_accepted;
     if (by_session) ++stats.session_reports;
   }
-  HttpReply r;
+  net::HttpReply r;
   r.body = std::move(out.body);
   return r;
 }
 
-HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
+net::HttpReply FleetIngest::Impl::handle(const net::HttpRequest& req) {
   bool by_session = false;
   auto admitted = admit(req, by_session);
-  if (auto* refused = std::get_if<HttpReply>(&admitted)) return std::move(*refused);
+  if (auto* refused = std::get_if<net::HttpReply>(&admitted)) return std::move(*refused);
   auto job = std::move(std::get<std::unique_ptr<Job>>(admitted));
   const std::string id = job->device;
   auto promise = std::make_shared<std::promise<Outcome>>();
@@ -371,18 +373,18 @@ HttpReply FleetIngest::Impl::handle(const HttpRequest& req) {
 }
 
 // The same checks on the event loop; the writer answers through `respond` once the batch is
-// committed, so no thread waits for it (manager/http_server.hpp, route_async).
-void FleetIngest::Impl::handle_async(HttpRequest&& req, Responder respond) {
+// committed, so no thread waits for it (net/http_server.hpp, route_async).
+void FleetIngest::Impl::handle_async(net::HttpRequest&& req, net::Responder respond) {
   bool by_session = false;
   auto admitted = admit(req, by_session);
-  if (auto* refused = std::get_if<HttpReply>(&admitted)) return respond(std::move(*refused));
+  if (auto* refused = std::get_if<net::HttpReply>(&admitted)) return respond(std::move(*refused));
   auto job = std::move(std::get<std::unique_ptr<Job>>(admitted));
   job->done = [this, remote = req.remote_addr, device = job->device, respond, by_session](
                   Outcome out) { respond(finished(remote, device, std::move(out), by_session)); };
   if (auto refused = enqueue(req.remote_addr, job)) respond(std::move(*refused));
 }
 
-std::variant<std::string, Outcome> FleetIngest::Impl::check_signed(const HttpRequest& req,
+std::variant<std::string, Outcome> FleetIngest::Impl::check_signed(const net::HttpRequest& req,
                                                                    const std::string& route,
                                                                    const std::string& id) const {
   if (auto st = protocol::verify_report(req.headers, route, req.body); !st) {
@@ -396,7 +398,7 @@ std::variant<std::string, Outcome> FleetIngest::Impl::check_signed(const HttpReq
   return key;
 }
 
-std::variant<TimePoint, Outcome> FleetIngest::Impl::check_clock(const HttpRequest& req,
+std::variant<TimePoint, Outcome> FleetIngest::Impl::check_clock(const net::HttpRequest& req,
                                                                 TimePoint now) const {
   const std::string ts_text = header(req, "x-mota-timestamp");
   auto ts = parse_time(ts_text);
@@ -439,7 +441,7 @@ std::optional<Outcome> FleetIngest::Impl::check_key_on_record(const std::string&
   return std::nullopt;
 }
 
-HttpReply FleetIngest::Impl::handle_session(const HttpRequest& req) {
+net::HttpReply FleetIngest::Impl::handle_session(const net::HttpRequest& req) {
   auto refuse = [&](int status, const std::string& why, const std::string& device) {
     return refusal(req, "session refused", status, why, device);
   };
@@ -489,7 +491,7 @@ HttpReply FleetIngest::Impl::handle_session(const HttpRequest& req) {
     std::lock_guard lock(stats_mu);
     ++stats.sessions_opened;
   }
-  HttpReply r;
+  net::HttpReply r;
   r.body = Json{{"session", opened->id},
                 {"x25519", opened->server_x25519},
                 {"expires_in", opened->expires_in}}
@@ -935,7 +937,7 @@ FleetIngest::~FleetIngest() {
   if (impl_->checkpointer.joinable()) impl_->checkpointer.join();
 }
 
-HttpReply FleetIngest::handle(const HttpRequest& req) {
+net::HttpReply FleetIngest::handle(const net::HttpRequest& req) {
   try {
     return impl_->handle(req);
   } catch (const std::exception& e) {
@@ -945,7 +947,7 @@ HttpReply FleetIngest::handle(const HttpRequest& req) {
   }
 }
 
-void FleetIngest::handle_async(HttpRequest&& req, Responder respond) {
+void FleetIngest::handle_async(net::HttpRequest&& req, net::Responder respond) {
   try {
     impl_->handle_async(std::move(req), respond);
   } catch (const std::exception& e) {
@@ -959,7 +961,7 @@ IngestStats FleetIngest::stats() const {
   return impl_->stats;
 }
 
-HttpReply FleetIngest::handle_session(const HttpRequest& req) {
+net::HttpReply FleetIngest::handle_session(const net::HttpRequest& req) {
   if (!impl_->sessions) return reply(404, "this server has no report sessions");
   try {
     return impl_->handle_session(req);
@@ -969,13 +971,14 @@ HttpReply FleetIngest::handle_session(const HttpRequest& req) {
   }
 }
 
-void FleetIngest::register_routes(HttpServer& server) {
-  server.route_async("POST", "/v1/devices/:id/events", [this](HttpRequest&& req, Responder r) {
-    handle_async(std::move(req), std::move(r));
-  });
+void FleetIngest::register_routes(net::HttpServer& server) {
+  server.route_async("POST", "/v1/devices/:id/events",
+                     [this](net::HttpRequest&& req, net::Responder r) {
+                       handle_async(std::move(req), std::move(r));
+                     });
   if (impl_->sessions) {
     server.route("POST", "/v1/devices/:id/session",
-                 [this](const HttpRequest& req) { return handle_session(req); });
+                 [this](const net::HttpRequest& req) { return handle_session(req); });
   }
 }
 

@@ -40,7 +40,7 @@
 
 #include "common/result.hpp"
 #include "common/time.hpp"
-#include "manager/http_server.hpp"
+#include "net/http_server.hpp"
 #include "storage/sqlite.hpp"
 
 namespace mota::manager {
@@ -82,21 +82,21 @@ class FleetIngest {
 
   // The route handler (see the contract above). `req.path_params["id"]` is the route's device id.
   // Blocks until the report is committed (at most IngestOptions::reply_timeout, then 503).
-  HttpReply handle(const HttpRequest& req);
+  net::HttpReply handle(const net::HttpRequest& req);
   // The same without blocking (what `mota serve` registers, route_async): the checks run on the
   // calling thread, and `respond` is called by the writer thread once the report is committed —
   // there is no reply timeout then: the agent's own HTTP timeout and resend (deduplicated) cover
   // a stuck database.
-  void handle_async(HttpRequest&& req, Responder respond);
+  void handle_async(net::HttpRequest&& req, net::Responder respond);
 
   IngestStats stats() const;
 
   // The handshake route handler (contract above).
-  HttpReply handle_session(const HttpRequest& req);
+  net::HttpReply handle_session(const net::HttpRequest& req);
 
   // Registers POST /v1/devices/:id/events (and /session when sessions are on) on `server` (before
   // server.start()); `this` must outlive the server's handling of requests (stop the server first).
-  void register_routes(HttpServer& server);
+  void register_routes(net::HttpServer& server);
 
   struct Impl;
 

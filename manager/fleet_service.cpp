@@ -93,7 +93,8 @@ Result<std::chrono::milliseconds> parse_duration_value(const std::string& text, 
   return std::chrono::milliseconds(*d);
 }
 
-Result<std::unique_ptr<FleetService>> attach_fleet(HttpServer& server, const std::string& repo_dir,
+Result<std::unique_ptr<FleetService>> attach_fleet(net::HttpServer& server,
+                                                   const std::string& repo_dir,
                                                    const FleetServeOptions& options) {
   IngestOptions io;
   io.enrolled_only = options.enrolled_only;

@@ -18,7 +18,7 @@
 #include <string>
 
 #include "common/result.hpp"
-#include "manager/http_server.hpp"
+#include "net/http_server.hpp"
 
 namespace mota::manager {
 
@@ -51,7 +51,7 @@ class FleetService {
 // Opens the fleet database, registers the report route on `server` (before it starts) and starts
 // the rollout ticker. Errors: bad option values (Errc::invalid_argument), database errors.
 Result<std::unique_ptr<FleetService>> attach_fleet(
-    HttpServer& server, const std::string& repo_dir,
+    net::HttpServer& server, const std::string& repo_dir,
     const FleetServeOptions& options = fleet_serve_options());
 
 }  // namespace mota::manager

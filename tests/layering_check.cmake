@@ -6,7 +6,8 @@
 #
 # Order: common <- manifest <- {protocol, delta, storage} ; delta + storage <- delta/package;
 # then runtime, agent, manager;
-# agent and manager both use protocol/ and never each other; runtime uses no agent/ or manager/.
+# agent and manager both use protocol/ and never each other; runtime uses no agent/ or manager/;
+# net/ (the HTTP server of manager and runtime) uses common/ only.
 cmake_minimum_required(VERSION 3.25)
 if(NOT ROOT)
   message(FATAL_ERROR "layering_check: pass -DROOT=<repository root>")
@@ -14,6 +15,7 @@ endif()
 
 # folder -> the top-level folders its includes may name ("tests" for tests/support helpers).
 set(allowed_common common)
+set(allowed_net common net)
 set(allowed_manifest common manifest)
 set(allowed_protocol common manifest protocol)
 set(allowed_storage common manifest storage)
@@ -22,7 +24,7 @@ set(allowed_delta common manifest delta)
 set(allowed_delta_package common manifest storage delta)
 set(allowed_runtime common manifest runtime)
 set(allowed_agent common manifest protocol storage delta runtime agent)
-set(allowed_manager common manifest protocol storage delta runtime manager)
+set(allowed_manager common net manifest protocol storage delta runtime manager)
 
 set(violations "")
 function(check_folder folder rule)
@@ -50,7 +52,7 @@ function(check_folder folder rule)
   set(violations ${violations} ${found} PARENT_SCOPE)
 endfunction()
 
-foreach(module common manifest protocol storage delta runtime agent manager)
+foreach(module common net manifest protocol storage delta runtime agent manager)
   check_folder(${module} ${module})
   if(NOT module STREQUAL "delta")
     check_folder(tests/${module} ${module})

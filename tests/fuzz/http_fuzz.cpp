@@ -1,4 +1,4 @@
-// libFuzzer harness for the HTTP/1.1 request parser of `mota serve` (manager/platform/epoll/,
+// libFuzzer harness for the HTTP/1.1 request parser of `mota serve` (net/platform/epoll/,
 // the only code that reads bytes from any device or client on the network). The server runs for
 // the whole session on a loopback port with a few routes (blocking and asynchronous, with path
 // parameters) and a static root; every input is sent as is on a fresh connection (so pipelined
@@ -25,13 +25,13 @@
 #include <string>
 
 #include "common/log.hpp"
-#include "manager/http_server.hpp"
+#include "net/http_server.hpp"
 
 namespace {
 
 namespace stdfs = std::filesystem;
 using namespace mota;
-using namespace mota::manager;
+using namespace mota::net;
 
 constexpr std::string_view kCanary = "MOTA-FUZZ-CANARY-outside-the-static-root";
 

@@ -1,5 +1,5 @@
 // The real `mota-agent` against hostile or broken repositories, served by `mota serve`
-// (manager::make_http_server) and by a real nginx, with the device's reports checked where they
+// (net::make_http_server) and by a real nginx, with the device's reports checked where they
 // arrive: at a POST /v1/devices/:id/events route that verifies each batch's signature.
 //
 // Every rejection asserts: the exit code, a clear error on stderr, the active model untouched
@@ -23,12 +23,12 @@
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "manager/bundle.hpp"
-#include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "manifest/channel.hpp"
 #include "manifest/crypto.hpp"
 #include "manifest/tuf/metadata.hpp"
+#include "net/http_server.hpp"
 #include "protocol/identity.hpp"
 #include "tests/support/nginx.hpp"
 #include "tests/support/test_support.hpp"
@@ -46,7 +46,7 @@ enum class ServerKind { MotaServe, Nginx };
 // batches. Anything wrong is recorded in problems() (and a bad signature gets 401).
 class EventSink {
  public:
-  manager::HttpReply handle(const manager::HttpRequest& req) {
+  net::HttpReply handle(const net::HttpRequest& req) {
     std::map<std::string, std::string> h;
     for (const char* name :
          {"X-Mota-Device", "X-Mota-Key", "X-Mota-Timestamp", "X-Mota-Signature"}) {
@@ -162,11 +162,11 @@ class AgentAttack : public ::testing::TestWithParam<ServerKind> {
     ASSERT_TRUE(repo) << repo.error().message();
     repo_ = std::make_unique<manager::Repository>(std::move(*repo));
 
-    manager::ServerConfig cfg;
+    net::ServerConfig cfg;
     if (GetParam() == ServerKind::MotaServe) cfg.static_root = fleet() / "repo";
-    api_ = manager::make_http_server(cfg);
+    api_ = net::make_http_server(cfg);
     api_->route("POST", "/v1/devices/:id/events",
-                [this](const manager::HttpRequest& req) { return sink_.handle(req); });
+                [this](const net::HttpRequest& req) { return sink_.handle(req); });
     auto port = api_->start();
     ASSERT_TRUE(port) << port.error().message();
     const std::string api_url = "http://127.0.0.1:" + std::to_string(*port);
@@ -315,7 +315,7 @@ class AgentAttack : public ::testing::TestWithParam<ServerKind> {
 
   test::TempDir work_;
   std::unique_ptr<manager::Repository> repo_;
-  std::unique_ptr<manager::HttpServer> api_;
+  std::unique_ptr<net::HttpServer> api_;
   std::unique_ptr<test::Nginx> nginx_;
   EventSink sink_;
   stdfs::path state_;

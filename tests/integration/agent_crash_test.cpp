@@ -27,9 +27,9 @@
 #include "agent/slots.hpp"
 #include "agent/state.hpp"
 #include "common/log.hpp"
-#include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "net/http_server.hpp"
 #include "tests/support/fault_server.hpp"
 #include "tests/support/nginx.hpp"
 #include "tests/support/test_support.hpp"
@@ -141,9 +141,9 @@ class AgentCrash : public ::testing::Test {
 
   // The in-process repository server (manager's static file server) on a free port.
   std::string serve_in_process() {
-    manager::ServerConfig cfg;
+    net::ServerConfig cfg;
     cfg.static_root = repo_root();
-    server_ = manager::make_http_server(cfg);
+    server_ = net::make_http_server(cfg);
     auto port = server_->start();
     EXPECT_TRUE(port) << port.error().message();
     server_port_ = port ? *port : 0;
@@ -249,7 +249,7 @@ class AgentCrash : public ::testing::Test {
 
   test::TempDir work_;
   std::unique_ptr<manager::Repository> repo_;
-  std::unique_ptr<manager::HttpServer> server_;
+  std::unique_ptr<net::HttpServer> server_;
   int server_port_ = 0;
   stdfs::path state_;
   bool mounted_ = false;

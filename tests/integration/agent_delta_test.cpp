@@ -12,8 +12,8 @@
 #include <random>
 
 #include "agent/install.hpp"
-#include "manager/http_server.hpp"
 #include "manager/repository.hpp"
+#include "net/http_server.hpp"
 #include "tests/support/event_sink.hpp"
 #include "tests/support/test_support.hpp"
 

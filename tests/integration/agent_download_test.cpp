@@ -15,8 +15,8 @@
 
 #include "agent/download.hpp"
 #include "common/http.hpp"
-#include "manager/http_server.hpp"
 #include "manifest/crypto.hpp"
+#include "net/http_server.hpp"
 #include "tests/support/fault_server.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -62,9 +62,9 @@ class DownloadTest : public ::testing::Test {
   // Serves `files` (name -> content) from the repository's HTTP server; returns the base URL.
   std::string serve_static(const std::map<std::string, std::string>& files) {
     for (const auto& [name, data] : files) test::write_file(tmp_ / "www" / name, data);
-    manager::ServerConfig cfg;
+    net::ServerConfig cfg;
     cfg.static_root = tmp_ / "www";
-    server_ = manager::make_http_server(cfg);
+    server_ = net::make_http_server(cfg);
     auto port = server_->start();
     EXPECT_TRUE(port) << port.error().message();
     return "http://127.0.0.1:" + std::to_string(port ? *port : 0);
@@ -79,7 +79,7 @@ class DownloadTest : public ::testing::Test {
 
   test::TempDir tmp_;
   std::string content_;
-  std::unique_ptr<manager::HttpServer> server_;
+  std::unique_ptr<net::HttpServer> server_;
 };
 
 TEST_F(DownloadTest, FreshDownloadIsCompleteAndVerified) {

@@ -12,9 +12,9 @@
 #include <mutex>
 #include <thread>
 
-#include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "net/http_server.hpp"
 #include "runtime/probe.hpp"
 #include "tests/runtime/runtime_support.hpp"
 #include "tests/support/event_sink.hpp"

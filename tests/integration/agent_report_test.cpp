@@ -7,7 +7,7 @@
 #include "agent/report.hpp"
 #include "common/version.hpp"
 #include "manager/fleet_ingest.hpp"
-#include "manager/http_server.hpp"
+#include "net/http_server.hpp"
 #include "storage/sqlite.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -25,10 +25,10 @@ struct FleetServer {
   std::vector<std::string> rejections;  // verification failures
   std::deque<int> forced;               // statuses to answer before accepting (500, 400, ...)
   std::string ack_mode = "last";        // "last": {"acked": last}, "empty": no body, "partial"
-  std::unique_ptr<manager::HttpServer> server;
+  std::unique_ptr<net::HttpServer> server;
   int port = 0;
 
-  manager::HttpReply handle(const manager::HttpRequest& req) {
+  net::HttpReply handle(const net::HttpRequest& req) {
     std::map<std::string, std::string> headers;
     for (const char* name :
          {"X-Mota-Device", "X-Mota-Key", "X-Mota-Timestamp", "X-Mota-Signature"}) {
@@ -67,12 +67,12 @@ struct FleetServer {
   }
 
   void start(int want_port = 0) {
-    manager::ServerConfig cfg;
+    net::ServerConfig cfg;
     cfg.port = want_port;
     cfg.threads = 2;
-    server = manager::make_http_server(cfg);
+    server = net::make_http_server(cfg);
     server->route("POST", "/v1/devices/:id/events",
-                  [this](const manager::HttpRequest& r) { return handle(r); });
+                  [this](const net::HttpRequest& r) { return handle(r); });
     auto p = server->start();
     ASSERT_TRUE(p) << p.error().message();
     port = *p;
@@ -256,10 +256,10 @@ TEST(Report, RefusedBatchIsKeptAndErrorNamesTheStatus) {
 }
 
 TEST(Report, AckBeyondTheBatchIsRejectedAndNothingIsDeleted) {
-  manager::ServerConfig cfg;
-  auto server = manager::make_http_server(cfg);
-  server->route("POST", "/v1/devices/:id/events", [](const manager::HttpRequest&) {
-    return manager::HttpReply{200, "application/json", R"({"acked": 1000})", {}};
+  net::ServerConfig cfg;
+  auto server = net::make_http_server(cfg);
+  server->route("POST", "/v1/devices/:id/events", [](const net::HttpRequest&) {
+    return net::HttpReply{200, "application/json", R"({"acked": 1000})", {}};
   });
   auto port = server->start();
   ASSERT_TRUE(port) << port.error().message();
@@ -275,10 +275,10 @@ TEST(Report, AckBeyondTheBatchIsRejectedAndNothingIsDeleted) {
 }
 
 TEST(Report, MalformedAckKeepsItems) {
-  manager::ServerConfig cfg;
-  auto server = manager::make_http_server(cfg);
-  server->route("POST", "/v1/devices/:id/events", [](const manager::HttpRequest&) {
-    return manager::HttpReply{200, "application/json", R"({"acked": "lots"})", {}};
+  net::ServerConfig cfg;
+  auto server = net::make_http_server(cfg);
+  server->route("POST", "/v1/devices/:id/events", [](const net::HttpRequest&) {
+    return net::HttpReply{200, "application/json", R"({"acked": "lots"})", {}};
   });
   auto port = server->start();
   ASSERT_TRUE(port) << port.error().message();
@@ -295,11 +295,11 @@ TEST(Report, MalformedAckKeepsItems) {
 
 TEST(Report, OkThatAcksNothingStopsInsteadOfSpinning) {
   std::atomic<int> requests{0};
-  manager::ServerConfig cfg;
-  auto server = manager::make_http_server(cfg);
-  server->route("POST", "/v1/devices/:id/events", [&](const manager::HttpRequest&) {
+  net::ServerConfig cfg;
+  auto server = net::make_http_server(cfg);
+  server->route("POST", "/v1/devices/:id/events", [&](const net::HttpRequest&) {
     ++requests;
-    return manager::HttpReply{200, "application/json", R"({"acked": 0})", {}};
+    return net::HttpReply{200, "application/json", R"({"acked": 0})", {}};
   });
   auto port = server->start();
   ASSERT_TRUE(port) << port.error().message();
@@ -492,7 +492,7 @@ struct RealFleet {
   manager::IngestOptions options;
   std::mutex mu;
   std::unique_ptr<manager::FleetIngest> ingest;
-  std::unique_ptr<manager::HttpServer> server;
+  std::unique_ptr<net::HttpServer> server;
   int port = 0;
 
   void open() {
@@ -504,14 +504,14 @@ struct RealFleet {
   }
   void start() {
     open();
-    manager::ServerConfig cfg;
+    net::ServerConfig cfg;
     cfg.threads = 2;
-    server = manager::make_http_server(cfg);
-    server->route("POST", "/v1/devices/:id/events", [this](const manager::HttpRequest& r) {
+    server = net::make_http_server(cfg);
+    server->route("POST", "/v1/devices/:id/events", [this](const net::HttpRequest& r) {
       std::lock_guard lock(mu);
       return ingest->handle(r);
     });
-    server->route("POST", "/v1/devices/:id/session", [this](const manager::HttpRequest& r) {
+    server->route("POST", "/v1/devices/:id/session", [this](const net::HttpRequest& r) {
       std::lock_guard lock(mu);
       return ingest->handle_session(r);
     });

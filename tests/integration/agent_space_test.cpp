@@ -22,8 +22,8 @@
 #include <thread>
 
 #include "manager/bundle.hpp"
-#include "manager/http_server.hpp"
 #include "manager/repository.hpp"
+#include "net/http_server.hpp"
 #include "tests/support/event_sink.hpp"
 #include "tests/support/fault_server.hpp"
 #include "tests/support/test_support.hpp"

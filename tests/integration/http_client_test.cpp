@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "common/http.hpp"
-#include "manager/http_server.hpp"
+#include "net/http_server.hpp"
 #include "tests/support/nginx.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -52,8 +52,8 @@ http::ClientConfig config(F edit) {
   return c;
 }
 
-manager::HttpReply redirect_to(std::string location) {
-  manager::HttpReply r;
+net::HttpReply redirect_to(std::string location) {
+  net::HttpReply r;
   r.status = 302;
   r.headers["Location"] = std::move(location);
   return r;
@@ -157,9 +157,9 @@ class RealServerTest : public ::testing::TestWithParam<std::string> {
       ASSERT_NE(nginx_->port(), 0);
       base_ = nginx_->url("");
     } else {
-      manager::ServerConfig cfg;
+      net::ServerConfig cfg;
       cfg.static_root = root_.path();
-      server_ = manager::make_http_server(cfg);
+      server_ = net::make_http_server(cfg);
       auto port = server_->start();
       ASSERT_TRUE(port) << port.error().message();
       base_ = "http://127.0.0.1:" + std::to_string(*port);
@@ -169,7 +169,7 @@ class RealServerTest : public ::testing::TestWithParam<std::string> {
   std::string data_;
   test::TempDir root_, work_;
   std::unique_ptr<test::Nginx> nginx_;
-  std::unique_ptr<manager::HttpServer> server_;
+  std::unique_ptr<net::HttpServer> server_;
   std::string base_;
 };
 
@@ -530,11 +530,11 @@ TEST(HttpClient, FormatRate) {
 class MotaServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    manager::ServerConfig cfg;
+    net::ServerConfig cfg;
     cfg.static_root = root_.path();
-    server_ = manager::make_http_server(cfg);
-    server_->route("POST", "/v1/echo/:id", [](const manager::HttpRequest& r) {
-      manager::HttpReply reply;
+    server_ = net::make_http_server(cfg);
+    server_->route("POST", "/v1/echo/:id", [](const net::HttpRequest& r) {
+      net::HttpReply reply;
       reply.status = 201;
       reply.content_type = "text/plain";
       reply.body = r.path_params.at("id") + ":" + r.body + ":" +
@@ -542,11 +542,10 @@ class MotaServerTest : public ::testing::Test {
       return reply;
     });
     server_->route("GET", "/redirect",
-                   [](const manager::HttpRequest&) { return redirect_to("/data.bin"); });
-    server_->route("GET", "/loop",
-                   [](const manager::HttpRequest&) { return redirect_to("/loop"); });
-    server_->route("POST", "/v1/big", [](const manager::HttpRequest&) {
-      manager::HttpReply r;
+                   [](const net::HttpRequest&) { return redirect_to("/data.bin"); });
+    server_->route("GET", "/loop", [](const net::HttpRequest&) { return redirect_to("/loop"); });
+    server_->route("POST", "/v1/big", [](const net::HttpRequest&) {
+      net::HttpReply r;
       r.body = std::string(5000, 'z');
       return r;
     });
@@ -556,7 +555,7 @@ class MotaServerTest : public ::testing::Test {
   }
 
   test::TempDir root_;
-  std::unique_ptr<manager::HttpServer> server_;
+  std::unique_ptr<net::HttpServer> server_;
   std::string base_;
 };
 

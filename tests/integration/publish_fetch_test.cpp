@@ -8,10 +8,10 @@
 
 #include "common/fs.hpp"
 #include "common/http.hpp"
-#include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/channel.hpp"
 #include "manifest/tuf/client.hpp"
+#include "net/http_server.hpp"
 #include "storage/package.hpp"
 #include "tests/support/nginx.hpp"
 #include "tests/support/test_support.hpp"
@@ -31,9 +31,9 @@ class Served {
       nginx_ = std::make_unique<test::Nginx>(root, work);
       base_ = nginx_->url("");
     } else {
-      manager::ServerConfig cfg;
+      net::ServerConfig cfg;
       cfg.static_root = root;
-      server_ = manager::make_http_server(cfg);
+      server_ = net::make_http_server(cfg);
       auto port = server_->start();
       EXPECT_TRUE(port) << port.error().message();
       base_ = "http://127.0.0.1:" + std::to_string(port ? *port : 0);
@@ -46,7 +46,7 @@ class Served {
 
  private:
   std::unique_ptr<test::Nginx> nginx_;
-  std::unique_ptr<manager::HttpServer> server_;
+  std::unique_ptr<net::HttpServer> server_;
   std::string base_;
 };
 

@@ -112,7 +112,7 @@ class FleetBatching : public ::testing::Test {
     ingest_ = std::move(*in);
   }
 
-  HttpReply post(const std::string& id, const Json& batch) {
+  net::HttpReply post(const std::string& id, const Json& batch) {
     auto it = ids_.find(id);
     if (it == ids_.end()) {
       auto d = protocol::DeviceIdentity::load_or_create(work_ / "keys" / id, id);
@@ -120,7 +120,7 @@ class FleetBatching : public ::testing::Test {
       it = ids_.emplace(id, std::move(*d)).first;
     }
     const std::string body = Json{{"device", id}, {"batch", batch}}.dump();
-    HttpRequest req;
+    net::HttpRequest req;
     req.method = "POST";
     req.path = "/v1/devices/" + id + "/events";
     req.path_params["id"] = id;

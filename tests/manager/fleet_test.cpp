@@ -104,10 +104,11 @@ class Fleet : public ::testing::Test {
   }
 
   // A request as the HttpServer hands it over (lower-case header names), signed by `signer`.
-  static HttpRequest request(const protocol::DeviceIdentity& signer, const std::string& route_id,
-                             const std::string& body, TimePoint at = now_seconds(),
-                             const std::string& endpoint = "events") {
-    HttpRequest req;
+  static net::HttpRequest request(const protocol::DeviceIdentity& signer,
+                                  const std::string& route_id, const std::string& body,
+                                  TimePoint at = now_seconds(),
+                                  const std::string& endpoint = "events") {
+    net::HttpRequest req;
     req.method = "POST";
     req.path = "/v1/devices/" + route_id + "/" + endpoint;
     req.path_params["id"] = route_id;
@@ -118,7 +119,7 @@ class Fleet : public ::testing::Test {
     set_headers(req, *h);
     return req;
   }
-  static void set_headers(HttpRequest& req, const std::map<std::string, std::string>& h) {
+  static void set_headers(net::HttpRequest& req, const std::map<std::string, std::string>& h) {
     for (auto& [k, v] : h) {
       std::string lower = k;
       for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
@@ -126,8 +127,8 @@ class Fleet : public ::testing::Test {
     }
   }
   // A session handshake of `signer` for `route_id`, with a fresh X25519 key (returned in `own`).
-  HttpReply handshake(const protocol::DeviceIdentity& signer, const std::string& route_id,
-                      std::optional<crypto::KeyAgreement>& own, TimePoint at = now_seconds()) {
+  net::HttpReply handshake(const protocol::DeviceIdentity& signer, const std::string& route_id,
+                           std::optional<crypto::KeyAgreement>& own, TimePoint at = now_seconds()) {
     auto k = crypto::KeyAgreement::generate();
     EXPECT_TRUE(k);
     own.emplace(std::move(*k));
@@ -145,10 +146,10 @@ class Fleet : public ::testing::Test {
     return s ? *s : protocol::ReportSession{};
   }
   // A report of `batch` to `route_id`'s events route, under `s` as device `as`.
-  static HttpRequest session_request(const protocol::ReportSession& s, const std::string& as,
-                                     const std::string& route_id, const std::string& body,
-                                     TimePoint at = now_seconds()) {
-    HttpRequest req;
+  static net::HttpRequest session_request(const protocol::ReportSession& s, const std::string& as,
+                                          const std::string& route_id, const std::string& body,
+                                          TimePoint at = now_seconds()) {
+    net::HttpRequest req;
     req.method = "POST";
     req.path = "/v1/devices/" + route_id + "/events";
     req.path_params["id"] = route_id;
@@ -159,7 +160,7 @@ class Fleet : public ::testing::Test {
     set_headers(req, *h);
     return req;
   }
-  HttpReply post(const std::string& id, const Json& batch) {
+  net::HttpReply post(const std::string& id, const Json& batch) {
     auto& who = identity(id);
     return ingest_->handle(request(who, id, Json{{"device", id}, {"batch", batch}}.dump()));
   }
@@ -170,7 +171,7 @@ class Fleet : public ::testing::Test {
     EXPECT_TRUE(rows) << rows.error().message();
     return rows ? *rows : std::vector<DeviceModelRow>{};
   }
-  void expect_refused(const HttpReply& r, int status, const std::string& words,
+  void expect_refused(const net::HttpReply& r, int status, const std::string& words,
                       const std::string& before) {
     EXPECT_EQ(r.status, status) << r.body;
     auto j = Json::parse(r.body, nullptr, false);

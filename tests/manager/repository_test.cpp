@@ -12,10 +12,10 @@
 
 #include "common/fs.hpp"
 #include "common/http.hpp"
-#include "manager/http_server.hpp"
 #include "manifest/crypto.hpp"
 #include "manifest/tuf/client.hpp"
 #include "manifest/tuf/metadata.hpp"
+#include "net/http_server.hpp"
 #include "storage/package.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -933,9 +933,9 @@ TEST_F(RepositoryTest, TufClientAcceptsTheRepositoryAcrossPublishesAndRotations)
   ASSERT_TRUE(rel.has_value()) << rel.error().message();
   ASSERT_TRUE(repo.set_channel({"stable", "det", "1.0.0", 100, false, ""}).has_value());
 
-  ServerConfig sc;
+  net::ServerConfig sc;
   sc.static_root = repo_dir_ / "repo";
-  auto server = make_http_server(sc);
+  auto server = net::make_http_server(sc);
   auto port = server->start();
   ASSERT_TRUE(port.has_value()) << port.error().message();
   const std::string base = "http://127.0.0.1:" + std::to_string(*port);

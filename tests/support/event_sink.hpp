@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "manager/http_server.hpp"
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "net/http_server.hpp"
 #include "protocol/identity.hpp"
 
 namespace mota::test {
@@ -26,29 +26,28 @@ class EventSink {
  public:
   // Adds the route to `server` (before it starts). `device_id` non-empty: batches from any other
   // id are refused with 400, as are unsigned or badly signed ones.
-  void attach(manager::HttpServer& server, std::string device_id = "") {
-    server.route("POST", "/v1/devices/:id/events",
-                 [this, device_id](const manager::HttpRequest& req) {
-                   manager::HttpReply reply;
-                   Json body = Json::parse(req.body, nullptr, false);
-                   if (body.is_discarded() || !body.contains("batch") ||
-                       (!device_id.empty() && req.path_params.at("id") != device_id) ||
-                       !protocol::verify_report(req.headers, req.path, req.body)) {
-                     reply.status = 400;
-                     return reply;
-                   }
-                   std::lock_guard lock(mu_);
-                   std::int64_t last = 0;
-                   for (const auto& item : body["batch"]) {
-                     last = item["seq"].get<std::int64_t>();
-                     if (last > last_seq_) {
-                       last_seq_ = last;
-                       items_.push_back(item);
-                     }
-                   }
-                   reply.body = Json{{"acked", last}}.dump();
-                   return reply;
-                 });
+  void attach(net::HttpServer& server, std::string device_id = "") {
+    server.route("POST", "/v1/devices/:id/events", [this, device_id](const net::HttpRequest& req) {
+      net::HttpReply reply;
+      Json body = Json::parse(req.body, nullptr, false);
+      if (body.is_discarded() || !body.contains("batch") ||
+          (!device_id.empty() && req.path_params.at("id") != device_id) ||
+          !protocol::verify_report(req.headers, req.path, req.body)) {
+        reply.status = 400;
+        return reply;
+      }
+      std::lock_guard lock(mu_);
+      std::int64_t last = 0;
+      for (const auto& item : body["batch"]) {
+        last = item["seq"].get<std::int64_t>();
+        if (last > last_seq_) {
+          last_seq_ = last;
+          items_.push_back(item);
+        }
+      }
+      reply.body = Json{{"acked", last}}.dump();
+      return reply;
+    });
   }
 
   // Forgets everything received, including the last seq (for a device whose state directory a
@@ -89,7 +88,7 @@ class EventSink {
 // ASSERT_NO_FATAL_FAILURE(fleet.start(...)).
 struct RepoServer {
   std::unique_ptr<manager::Repository> repo;
-  std::unique_ptr<manager::HttpServer> server;
+  std::unique_ptr<net::HttpServer> server;
   EventSink sink;
   std::string url;                  // http://127.0.0.1:PORT
   std::filesystem::path root_json;  // the trusted root devices start from
@@ -99,9 +98,9 @@ struct RepoServer {
     ASSERT_TRUE(r) << r.error().message();
     repo = std::make_unique<manager::Repository>(std::move(*r));
     root_json = dir / "repo" / "metadata" / "1.root.json";
-    manager::ServerConfig cfg;
+    net::ServerConfig cfg;
     cfg.static_root = dir / "repo";
-    server = manager::make_http_server(cfg);
+    server = net::make_http_server(cfg);
     sink.attach(*server, device_id);
     auto port = server->start();
     ASSERT_TRUE(port) << port.error().message();

@@ -1,7 +1,7 @@
 // The repository HTTP server on real loopback sockets. Requests are written by hand on raw
 // sockets so the exact bytes of hostile paths reach the server unchanged and every response
 // header can be checked.
-#include "manager/http_server.hpp"
+#include "net/http_server.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -22,7 +22,7 @@
 #include "common/http.hpp"
 #include "tests/support/test_support.hpp"
 
-namespace mota::manager {
+namespace mota::net {
 namespace {
 
 using namespace std::chrono_literals;
@@ -525,4 +525,4 @@ TEST_F(HttpServerTest, AccessLogLine) {
 }
 
 }  // namespace
-}  // namespace mota::manager
+}  // namespace mota::net

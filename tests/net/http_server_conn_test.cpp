@@ -1,4 +1,4 @@
-// The connection-level contract of the HTTP server (manager/http_server.hpp): asynchronous
+// The connection-level contract of the HTTP server (net/http_server.hpp): asynchronous
 // replies through a Responder, many connections on few threads, blocking handlers that do not
 // stall the event loop, pipelining, refusals of malformed or oversized requests, 100-continue,
 // timeouts, max_connections, HTTP/1.0 keep-alive, clients that go away, slow readers and stop().
@@ -30,10 +30,10 @@
 #include <vector>
 
 #include "common/log.hpp"
-#include "manager/http_server.hpp"
+#include "net/http_server.hpp"
 #include "tests/support/test_support.hpp"
 
-namespace mota::manager {
+namespace mota::net {
 namespace {
 
 using namespace std::chrono_literals;
@@ -973,4 +973,4 @@ TEST_F(HttpConnTest, DecodedPathQueryAndJoinedHeaders) {
 }
 
 }  // namespace
-}  // namespace mota::manager
+}  // namespace mota::net

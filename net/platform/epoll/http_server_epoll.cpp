@@ -1,4 +1,4 @@
-// Our own HTTP/1.1 server behind manager/http_server.hpp: a few epoll event loops own every
+// Our own HTTP/1.1 server behind net/http_server.hpp: a few epoll event loops own every
 // connection, a small worker pool runs the blocking route() handlers.
 //
 // Why not a thread per connection (cpp-httplib, the previous backend): a fleet keeps thousands of
@@ -41,9 +41,9 @@
 #include <vector>
 
 #include "common/log.hpp"
-#include "manager/http_server.hpp"
+#include "net/http_server.hpp"
 
-namespace mota::manager {
+namespace mota::net {
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -1378,4 +1378,4 @@ std::unique_ptr<HttpServer> make_http_server(const ServerConfig& config) {
   return std::make_unique<EpollServer>(config);
 }
 
-}  // namespace mota::manager
+}  // namespace mota::net

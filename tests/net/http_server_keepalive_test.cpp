@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "manager/http_server.hpp"
+#include "net/http_server.hpp"
 
-namespace mota::manager {
+namespace mota::net {
 namespace {
 
 class Conn {
@@ -148,4 +148,4 @@ TEST(HttpServerKeepAlive, IdleConnectionClosedAfterTimeout) {
 }
 
 }  // namespace
-}  // namespace mota::manager
+}  // namespace mota::net

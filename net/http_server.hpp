@@ -1,6 +1,6 @@
 #pragma once
 // The repository's HTTP server (`mota serve`): API routes plus static files of the TUF repository.
-// Core code depends on this header only; the backend (manager/platform/epoll/, our own epoll
+// Core code depends on this header only; the backend (net/platform/epoll/, our own epoll
 // HTTP/1.1 server) is created with make_http_server().
 //
 // Connections are served by a few event-loop threads (ServerConfig::io_threads), not by a thread
@@ -40,7 +40,7 @@
 
 #include "common/result.hpp"
 
-namespace mota::manager {
+namespace mota::net {
 
 struct HttpRequest {
   std::string method;  // "GET", "HEAD", "POST", ...
@@ -137,4 +137,4 @@ class HttpServer {
 
 std::unique_ptr<HttpServer> make_http_server(const ServerConfig& config);
 
-}  // namespace mota::manager
+}  // namespace mota::net
