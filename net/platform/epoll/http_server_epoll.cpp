@@ -1067,7 +1067,8 @@ class EpollServer final : public HttpServer {
   }
 
   const Route* match_route(HttpRequest& req) const {
-    const std::string_view method = req.method == "HEAD" ? "GET" : req.method;
+    const std::string_view method =
+        req.method == "HEAD" ? std::string_view("GET") : std::string_view(req.method);
     for (const auto& r : routes_) {
       if (r->method == method && r->match(req.path, req.path_params)) return r.get();
       req.path_params.clear();
