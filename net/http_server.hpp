@@ -139,7 +139,9 @@ struct ServerStats {
   // being written. Idle keep-alive connections hold none. Requests handed to a handler are the
   // handler's and are not counted.
   std::size_t buffered_bytes = 0;
-  std::uint64_t requests_served = 0;  // answers started (handlers', static files and refusals)
+  // Answers started: handlers', static files and refusals (not the 503 of a connection over
+  // max_connections, which never gets a request read).
+  std::uint64_t requests_served = 0;
 };
 
 class HttpServer {
