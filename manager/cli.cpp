@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -96,6 +97,20 @@ struct ServeTuning {
   int keep_alive_timeout_s = 30;
 };
 
+// The TUF cache rule for the static files: metadata without a version prefix
+// ("metadata/timestamp.json", and snapshot/targets/root when consistent snapshots are off) changes
+// in place, so clients must never get it from a cache; versioned metadata ("3.snapshot.json")
+// and targets never change.
+std::string tuf_cache_control(std::string_view rel_path) {
+  const std::string_view name = rel_path.substr(rel_path.rfind('/') + 1);
+  if (name.size() <= 5 || !name.ends_with(".json")) return {};
+  const std::string_view prefix = name.substr(0, name.find('.'));
+  const bool versioned = !prefix.empty() && std::all_of(prefix.begin(), prefix.end(), [](char c) {
+    return c >= '0' && c <= '9';
+  });
+  return versioned ? std::string() : std::string("no-store");
+}
+
 Status serve(const std::string& dir, const std::string& listen, const ServeTuning& tuning,
              bool refresh) {
   std::error_code ec;
@@ -113,6 +128,7 @@ Status serve(const std::string& dir, const std::string& listen, const ServeTunin
   config.max_connections = tuning.max_connections;
   config.keep_alive_max_count = tuning.keep_alive_max;
   config.keep_alive_timeout_s = tuning.keep_alive_timeout_s;
+  config.static_cache_control = tuf_cache_control;
   auto server = net::make_http_server(config);
   // Fleet tracking: the report route and the rollout ticker (manager/fleet_service.hpp).
   auto fleet = MOTA_TRY(attach_fleet(*server, dir));

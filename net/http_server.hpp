@@ -18,25 +18,43 @@
 // carries Content-Length and Accept-Ranges: bytes. 404 for: directories (no listings), paths with
 // "..", NUL, backslash or any component starting with "." (temp files of atomic writes are
 // dot-files), non-regular files, and symlinks that resolve outside static_root. Content-Type is
-// application/json for *.json, else application/octet-stream. Metadata without a version prefix
-// ("timestamp.json", and "snapshot.json"/"targets.json"/"root.json" when consistent snapshots are
-// off) is sent with "Cache-Control: no-store": TUF clients must always see the newest.
+// application/json for *.json, else application/octet-stream. Cache-Control is what
+// ServerConfig::static_cache_control says (the caller's policy: `mota serve` passes the TUF rule).
 //
-// HTTP/1.1 with keep-alive (HTTP/1.0 clients get keep-alive when they ask for it), pipelined
-// requests answered in order. Refused with a JSON {"error"} body and the connection closed:
-// a malformed request line or header (400), a request head over 64 KiB (431), a body with
-// Transfer-Encoding (411: send Content-Length), a body over max_body_bytes (413, before the
-// body is read, and a "100 Continue" only for bodies within the limit), a request that does not
-// arrive whole within request_timeout_s (408), more than max_connections open connections (503).
+// HTTP/1.1 (RFC 9112) with keep-alive (HTTP/1.0 clients get keep-alive when they ask for it),
+// pipelined requests answered in order. Request targets in origin form ("/path?query") and in
+// absolute form ("http://host/path?query", whose path and query are used); the Connection header
+// is a case-insensitive token list ("close" wins over "keep-alive"). Refused with a JSON
+// {"error": "<what>"} body and the connection closed:
+// - 400: a malformed request line (not "METHOD target HTTP/x.y" with single spaces, a target in
+//   another form, control characters in it); a header line that is obs-fold (starts with SP or
+//   HTAB), has no colon, whitespace before the colon, or a name that is not a token (RFC 9110
+//   tchar); a header value with CR, LF or NUL; an HTTP/1.1 request without Host or with more than
+//   one Host; a malformed or conflicting Content-Length;
+// - 505: a version other than HTTP/1.1 and HTTP/1.0; 431: a request head over 64 KiB;
+// - 411: a body with Transfer-Encoding (send Content-Length);
+// - 413: a body over max_body_bytes, and a body over 64 KiB on a request no route takes (static
+//   files, 404s), both before the body is read (a "100 Continue" only for bodies that are read);
+//   a smaller body on such a request is read and dropped as it streams, never buffered;
+// - 408: a request that does not arrive whole within request_timeout_s;
+// - 503: more than max_connections open connections.
+//
+// Memory: a connection holds only what it has read and not yet used (the head being received,
+// pipelined bytes, the body of a routed request) and the reply being written; both are released
+// once the request is answered, so an idle keep-alive connection costs its small bookkeeping and
+// no buffer. Reads go through one 64 KiB buffer per event loop. A request head is parsed once,
+// when its end arrives; its body is then appended as it streams in.
 //
 // Every request is logged through common/log.hpp at info level: method, path, status, body bytes
 // sent, duration.
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/result.hpp"
 
@@ -105,6 +123,25 @@ struct ServerConfig {
   // closed), never hold anything but their own socket.
   int request_timeout_s = 30;
   int write_timeout_s = 60;  // devices on slow links with curl's rate limit may not read for long
+  // The Cache-Control value for a static file, given its path relative to static_root with '/'
+  // separators ("metadata/timestamp.json"); "" (or no function): no Cache-Control header. Called
+  // on an event-loop thread for every static answer: must be cheap, must not block, must be
+  // thread-safe. A value with CR or LF, or an exception, is logged and sends no header.
+  std::function<std::string(std::string_view rel_path)> static_cache_control;
+};
+
+// What the server holds right now, for tests and metrics (issue 19 exports it). Read from any
+// thread; each figure is exact for its event loop at some recent moment, not one snapshot.
+struct ServerStats {
+  std::size_t open_connections = 0;
+  // Heap bytes of the request and reply buffers held by open connections (allocated capacity,
+  // not just contents): the head being received, pipelined bytes, bodies being received, replies
+  // being written. Idle keep-alive connections hold none. Requests handed to a handler are the
+  // handler's and are not counted.
+  std::size_t buffered_bytes = 0;
+  // Answers started: handlers', static files and refusals (not the 503 of a connection over
+  // max_connections, which never gets a request read).
+  std::uint64_t requests_served = 0;
 };
 
 class HttpServer {
@@ -133,6 +170,10 @@ class HttpServer {
   // Blocks until the server has stopped (via stop() from another thread). Returns at once if the
   // server was never started.
   virtual void wait() = 0;
+
+  // See ServerStats. Safe from any thread (but not while start() runs), also before start() and
+  // after stop() (then all zero but requests_served).
+  [[nodiscard]] virtual ServerStats stats() const = 0;
 };
 
 std::unique_ptr<HttpServer> make_http_server(const ServerConfig& config);

@@ -1,6 +1,10 @@
 // The `mota` binary as an operator runs it: exit codes, messages, and `mota serve` over loopback.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
 #include <string>
@@ -282,6 +286,29 @@ TEST_F(CliTest, ReleaseChannelTimestampVerify) {
   EXPECT_EQ(r.err.rfind("mota: error: verify " + repo_ + ": target models/det/", 0), 0u) << r.err;
 }
 
+// The head of the answer to a GET of `path` (the project's HTTP client does not show headers).
+std::string response_head(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size())) {
+    char buf[4096];
+    for (ssize_t n;
+         got.find("\r\n\r\n") == std::string::npos && (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+      got.append(buf, std::size_t(n));
+    }
+  }
+  ::close(fd);
+  return got.substr(0, got.find("\r\n\r\n") + 2);
+}
+
 TEST_F(CliTest, ServeAnswersAndStopsOnSigterm) {
   init();
   const int port = test::free_port();
@@ -303,6 +330,11 @@ TEST_F(CliTest, ServeAnswersAndStopsOnSigterm) {
   EXPECT_EQ(key.error().code(), Errc::http);
   auto key2 = http->get_body(base + "/../keys/root.pem", 1 << 20);
   EXPECT_FALSE(key2.has_value());
+  // The TUF cache rule (mota serve hands it to the server): metadata that changes in place is
+  // never cached, versioned metadata may be.
+  EXPECT_NE(response_head(port, "/metadata/timestamp.json").find("\r\nCache-Control: no-store\r\n"),
+            std::string::npos);
+  EXPECT_EQ(response_head(port, "/metadata/1.root.json").find("Cache-Control"), std::string::npos);
 
   server.kill(SIGTERM);
   EXPECT_EQ(server.wait(), 0);

@@ -1,12 +1,19 @@
 // The TUF client (manifest/tuf/client.hpp) against a real repository (tests/support/tuf_repo.hpp:
-// real keys, real signatures) served over real loopback HTTP by cpp-httplib. Faults are injected
-// by changing what the server sends.
+// real keys, real signatures) served over real loopback HTTP by a small server of this file (raw
+// sockets: this layer's tests link only common and manifest). Faults are injected by changing
+// what the server sends.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -26,25 +33,55 @@ namespace stdfs = std::filesystem;
 using test::TempDir;
 using test::TufRepo;
 
-// Serves a directory over loopback HTTP, counting requests; individual paths can be overridden
-// with a status, a body, or an endless stream.
+std::string percent_decode(std::string_view s) {
+  auto hex = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// Serves a directory over loopback HTTP/1.1 (GET only, one request per connection, a thread per
+// connection), counting requests by their decoded path; individual paths can be overridden
+// with a status or an endless stream.
 class RepoServer {
  public:
   explicit RepoServer(stdfs::path root) : root_(std::move(root)) {
-    server_.Get(".*",
-                [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] {
-      server_.listen_after_bind();
-      listen_returned_ = true;
-    });
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(listen_fd_, 64) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "repo server: cannot listen: " << std::strerror(errno);
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
   }
   ~RepoServer() {
-    // stop() does nothing until listen_after_bind() has started: a test that makes no request
-    // can get here first, and the join would then wait for ever.
-    while (!server_.is_running() && !listen_returned_) std::this_thread::yield();
-    server_.stop();
-    thread_.join();
+    stop_ = true;
+    if (acceptor_.joinable()) acceptor_.join();
+    ::close(listen_fd_);
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mu_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
   }
 
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
@@ -74,55 +111,105 @@ class RepoServer {
   }
 
  private:
-  void handle(const httplib::Request& req, httplib::Response& res) {
+  void accept_loop() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;  // 50 ms: how soon the destructor is noticed
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      std::lock_guard lock(mu_);
+      threads_.emplace_back([this, fd] {
+        handle(fd);
+        ::close(fd);
+      });
+    }
+  }
+
+  static bool send_all(int fd, std::string_view bytes) {
+    while (!bytes.empty()) {
+      const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      bytes.remove_prefix(std::size_t(n));
+    }
+    return true;
+  }
+
+  static bool answer(int fd, int status, const std::string& body) {
+    return send_all(fd, "HTTP/1.1 " + std::to_string(status) +
+                            " X\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
+                            std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  }
+
+  void handle(int fd) {
+    timeval tv{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string head;
+    char buf[4096];
+    while (head.find("\r\n\r\n") == std::string::npos) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) return;
+      head.append(buf, std::size_t(n));
+    }
+    // "GET /path?query HTTP/1.1"
+    const std::size_t sp1 = head.find(' ');
+    const std::size_t sp2 = head.find(' ', sp1 + 1);
+    if (head.compare(0, sp1, "GET") != 0 || sp2 == std::string::npos) {
+      answer(fd, 405, "");
+      return;
+    }
+    const std::string target = head.substr(sp1 + 1, sp2 - sp1 - 1);
+    const std::string path = percent_decode(target.substr(0, target.find('?')));
+    std::optional<int> status;
+    bool endless = false;
     {
       std::lock_guard lock(mu_);
-      counts_[req.path]++;
-      log_.push_back(req.path);
-      if (auto it = status_.find(req.path); it != status_.end()) {
-        res.status = it->second;
+      counts_[path]++;
+      log_.push_back(path);
+      if (auto it = status_.find(path); it != status_.end()) status = it->second;
+      endless = endless_.count(path) > 0;
+    }
+    if (status) {
+      answer(fd, *status, "");
+      return;
+    }
+    if (endless) {
+      // No Content-Length, never ending (bounded, in case nobody stops it).
+      static const std::string chunk(16 * 1024, ' ');
+      if (!send_all(fd,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    "Connection: close\r\n\r\n")) {
         return;
       }
-      if (endless_.count(req.path)) {
-        res.set_chunked_content_provider("application/json",
-                                         [](std::size_t offset, httplib::DataSink& sink) {
-                                           static const std::string chunk(16 * 1024, ' ');
-                                           if (offset > (64u << 20))
-                                             return false;  // a bound, in case nobody stops us
-                                           return sink.write(chunk.data(), chunk.size());
-                                         });
-        return;
+      for (std::size_t sent = 0; sent <= (64u << 20) && !stop_; sent += chunk.size()) {
+        if (!send_all(fd, chunk)) return;
       }
+      return;
     }
     // Files are stored under their percent-encoded names, as a static server would hold them.
     // Metadata files sit directly in metadata/, so everything after that prefix is one name
     // (role names may contain '/' once decoded).
-    std::string rel = req.path.substr(1);
-    std::vector<std::string> candidates;
+    const std::string rel = path.substr(1);
+    std::optional<std::string> candidate;
     if (rel.rfind("metadata/", 0) == 0) {
-      candidates.push_back("metadata/" + http::percent_encode(rel.substr(9)));
+      candidate = "metadata/" + http::percent_encode(rel.substr(9));
     } else if (rel.find("..") == std::string::npos) {
-      candidates.push_back(rel);
+      candidate = rel;
     }
-    for (const auto& candidate : candidates) {
-      stdfs::path p = root_ / candidate;
-      std::error_code ec;
-      if (stdfs::is_regular_file(p, ec)) {
-        std::ifstream f(p, std::ios::binary);
-        std::string body((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-        res.set_content(body, "application/octet-stream");
-        return;
-      }
+    std::error_code ec;
+    if (candidate && stdfs::is_regular_file(root_ / *candidate, ec)) {
+      answer(fd, 200, test::read_file(root_ / *candidate));
+      return;
     }
-    res.status = 404;
+    answer(fd, 404, "");
   }
 
   stdfs::path root_;
-  httplib::Server server_;
-  std::atomic<bool> listen_returned_{false};
+  int listen_fd_ = -1;
   int port_ = 0;
-  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::thread acceptor_;
   std::mutex mu_;
+  std::vector<std::thread> threads_;
   std::map<std::string, int> counts_;
   std::vector<std::string> log_;
   std::map<std::string, int> status_;

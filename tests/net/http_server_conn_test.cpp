@@ -306,6 +306,17 @@ class HttpConnTest : public ::testing::Test {
     return port_;
   }
 
+  // Waits until the server counts `n` open connections: it learns of a client's close
+  // asynchronously. False after `timeout`.
+  bool wait_open_connections(std::size_t n, std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (server_->stats().open_connections != n) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(1ms);  // polling the condition, not waiting for luck
+    }
+    return true;
+  }
+
   // A new connection is still served.
   void expect_serves_new_connections() {
     Client c(port_);
@@ -537,10 +548,20 @@ TEST_F(HttpConnTest, ResponderOutlivesClientStopAndServer) {
     Client gone(port_);
     ASSERT_TRUE(gone.send(get("/hold/gone")));
     ASSERT_TRUE(pending_.wait_for_added(1));
+    gone.abort();
   }
-  std::this_thread::sleep_for(50ms);  // let the server see the close first
+  ASSERT_TRUE(wait_open_connections(0)) << "the server never saw the reset";
   (*pending_.take("gone"))(text("to nobody"));
   expect_serves_new_connections();
+  // A client that closed (FIN) may only have half-closed and still wait: the server keeps the
+  // connection until the answer, then lets it go.
+  {
+    Client half(port_);
+    ASSERT_TRUE(half.send(get("/hold/half")));
+    ASSERT_TRUE(pending_.wait_for_added(2));
+  }
+  (*pending_.take("half"))(text("to a closed socket"));
+  ASSERT_TRUE(wait_open_connections(0)) << "a closed client's connection was kept after the answer";
 
   {
     std::vector<std::unique_ptr<Client>> clients;
@@ -548,12 +569,12 @@ TEST_F(HttpConnTest, ResponderOutlivesClientStopAndServer) {
       clients.push_back(std::make_unique<Client>(port_));
       ASSERT_TRUE(clients.back()->send(get("/hold/" + id)));
     }
-    ASSERT_TRUE(pending_.wait_for_added(4));
+    ASSERT_TRUE(pending_.wait_for_added(5));
     // Reset, not closed: a half-closed client may still wait for its answer, and stop() would
     // give it the 5 s grace.
     for (auto& c : clients) c->abort();
   }
-  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(wait_open_connections(0)) << "the server never saw the resets";
   auto after_stop = pending_.take("after-stop");
   auto after_destroy = pending_.take("after-destroy");
   auto dropped = pending_.take("dropped-after-destroy");
@@ -616,6 +637,7 @@ struct Refusal {
   std::string name;
   std::string bytes;
   int status;
+  std::string says = "";  // a part of the {"error"} message
 };
 
 std::string big_header_line() {
@@ -650,6 +672,7 @@ TEST_P(HttpConnRefusalTest, RefusedWithJsonErrorAndClosed) {
     EXPECT_EQ(r->status, p.status) << r->status_line;
     EXPECT_EQ(r->header("content-type"), "application/json");
     EXPECT_TRUE(is_json_error(r->body)) << r->body;
+    EXPECT_NE(r->body.find(p.says), std::string::npos) << r->body;
     EXPECT_TRUE(c.closed_by_server()) << "connection left open after " << r->status;
   }
   EXPECT_EQ(echo_calls_, 0) << "a refused request reached the handler";
@@ -673,7 +696,54 @@ INSTANTIATE_TEST_SUITE_P(
         Refusal{"ContentLengthNegative", post_with_length("-5", "hello"), 400},
         Refusal{"ContentLengthTrailingJunk", post_with_length("5x", "hello"), 400},
         // Over max_body_bytes: answered without waiting for (or reading) the body.
-        Refusal{"BodyOverLimit", post_with_length("1048576"), 413}),
+        Refusal{"BodyOverLimit", post_with_length("1048576"), 413},
+        // RFC 9112 §3.2: Host is mandatory in HTTP/1.1 and must not be repeated.
+        Refusal{"MissingHostInHttp11", "GET /ping HTTP/1.1\r\n\r\n", 400, "missing Host"},
+        Refusal{"TwoHosts", "GET /ping HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400,
+                "more than one Host"},
+        Refusal{"TwoHostsInHttp10", "GET /ping HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n", 400,
+                "more than one Host"},
+        // RFC 9110 §5.5: CR, LF or NUL inside a field value.
+        Refusal{"BareLfInHeaderValue",
+                "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\nX-Injected: 1\r\n\r\n", 400,
+                "CR, LF or NUL in the value of header x-a"},
+        Refusal{"BareCrInHeaderValue", "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\rb\r\n\r\n",
+                400, "CR, LF or NUL"},
+        Refusal{"NulInHeaderValue",
+                std::string("GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a") + '\0' + "b\r\n\r\n",
+                400, "CR, LF or NUL"},
+        Refusal{"BareLfInHost", "GET /ping HTTP/1.1\r\nHost: a\nHost: b\r\n\r\n", 400,
+                "value of header host"},
+        // RFC 9112 §5.1 / RFC 9110 §5.1: names are tokens, no whitespace before the colon.
+        Refusal{"HeaderNameNotAToken", "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX[A]: 1\r\n\r\n",
+                400, "not a token"},
+        Refusal{"HeaderNameWithQuote", "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX\"A: 1\r\n\r\n",
+                400, "not a token"},
+        Refusal{"HeaderNameWithNonAscii",
+                "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-\xc3\xa9: 1\r\n\r\n", 400,
+                "not a token"},
+        Refusal{"WhitespaceBeforeColon",
+                "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length : 0\r\n\r\n", 400,
+                "whitespace between a header name and its colon"},
+        Refusal{"ObsFold", "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\r\n  folded\r\n\r\n",
+                400, "obs-fold"},
+        Refusal{"ObsFoldWithTab",
+                "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\r\n\tfolded\r\n\r\n", 400,
+                "obs-fold"},
+        // Control characters in the request line (a bare LF must not end it).
+        Refusal{"BareLfInRequestLine", "GET /ping HTTP/1.1\nHost: 127.0.0.1\r\n\r\n", 400,
+                "control character"},
+        Refusal{"ControlCharacterInTarget", "GET /pi\x01ng HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                400, "control character"},
+        // Targets in neither origin nor absolute form.
+        Refusal{"AuthorityFormTarget", "GET 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400,
+                "neither /path nor http://host/path"},
+        Refusal{"OtherSchemeTarget", "GET ftp://h/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400,
+                "neither /path nor http://host/path"},
+        Refusal{"AbsoluteFormWithoutHost", "GET http:///ping HTTP/1.1\r\nHost: h\r\n\r\n", 400,
+                "neither /path nor http://host/path"},
+        Refusal{"AbsoluteFormStillNeedsHostHeader", "GET http://h/ping HTTP/1.1\r\n\r\n", 400,
+                "missing Host"}),
     [](const ::testing::TestParamInfo<Refusal>& info) { return info.param.name; });
 
 // 7. Expect: 100-continue gets an interim 100 only for a body within the limit.
@@ -786,16 +856,13 @@ TEST_F(HttpConnTest, MaxConnections) {
     EXPECT_EQ(r->status, 200);
   }
   open.pop_back();
-  // The server learns of the close asynchronously: retry until the slot is free (bounded).
-  bool served = false;
-  for (int attempt = 0; attempt < 50 && !served; ++attempt) {
-    Client c(port_);
-    c.send(get("/ping"));
-    auto r = c.read_response();
-    served = r && r->status == 200;
-    if (!served) std::this_thread::sleep_for(20ms);
-  }
-  EXPECT_TRUE(served) << "the slot of a closed connection was never freed";
+  // The server learns of the close asynchronously: the slot is free once it has.
+  ASSERT_TRUE(wait_open_connections(2)) << "the slot of a closed connection was never freed";
+  Client c(port_);
+  ASSERT_TRUE(c.send(get("/ping")));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
 }
 
 // 10. HTTP/1.0 keep-alive only on request; HTTP/1.1 "Connection: close" closes.
@@ -832,6 +899,46 @@ TEST_F(HttpConnTest, ConnectionPersistenceByVersionAndHeader) {
   }
 }
 
+// 10b. Connection options are case-insensitive tokens in a list (RFC 9110 §7.6.1, RFC 9112 §9.3):
+// "close" anywhere closes, "keep-alive" anywhere keeps an HTTP/1.0 connection.
+TEST_F(HttpConnTest, ConnectionOptionsAreCaseInsensitiveTokenLists) {
+  start();
+  for (const std::string value :
+       {"CLOSE", "Close", "keep-alive, close", "Upgrade,CLOSE", " upgrade ,  close "}) {
+    Client c(port_);
+    ASSERT_TRUE(c.send(get("/ping", "Connection: " + value + "\r\n")));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << value;
+    EXPECT_EQ(r->body, "pong") << value;
+    EXPECT_EQ(r->header("connection"), "close") << value;
+    EXPECT_TRUE(c.closed_by_server()) << "'Connection: " << value << "' left the connection open";
+  }
+  // Not "close": a token that merely contains it, and a second Connection line joined in.
+  {
+    Client c(port_);
+    ASSERT_TRUE(c.send(get("/ping", "Connection: x-closed-caption\r\n")));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->header("connection"), "");
+    ASSERT_TRUE(c.send(get("/ping", "Connection: upgrade\r\nConnection: Close\r\n")));
+    auto second = c.read_response();
+    ASSERT_TRUE(second);
+    EXPECT_EQ(second->header("connection"), "close");
+    EXPECT_TRUE(c.closed_by_server());
+  }
+  for (const std::string value :
+       {"Keep-Alive", "KEEP-ALIVE", "keep-alive, Upgrade", "Upgrade, Keep-Alive"}) {
+    Client c(port_);
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_TRUE(c.send("GET /ping HTTP/1.0\r\nConnection: " + value + "\r\n\r\n"));
+      auto r = c.read_response();
+      ASSERT_TRUE(r) << value << ": HTTP/1.0 request " << i << " got no answer";
+      EXPECT_EQ(r->body, "pong");
+      EXPECT_EQ(r->header("connection"), "keep-alive") << value;
+    }
+  }
+}
+
 // 11. Clients that go away mid-body or while their async request is pending (with a FIN or a
 // reset) do not disturb the server, also when the late answer is then written.
 TEST_F(HttpConnTest, ClientsThatGoAway) {
@@ -849,7 +956,9 @@ TEST_F(HttpConnTest, ClientsThatGoAway) {
     closed.close();
     reset.abort();
   }
-  std::this_thread::sleep_for(50ms);  // let the server see the closes before answering
+  // The reset one and the one closed mid-body are gone; the closed one is kept for its answer
+  // (the client may only have half-closed).
+  ASSERT_TRUE(wait_open_connections(1)) << "the server never saw the clients go";
   // Big enough that writing it to a reset connection fails (EPIPE: no SIGPIPE may kill us).
   (*pending_.take("closed"))(text(std::string(1 << 20, 'c')));
   (*pending_.take("reset"))(text(std::string(1 << 20, 'r')));
@@ -858,6 +967,7 @@ TEST_F(HttpConnTest, ClientsThatGoAway) {
   ASSERT_TRUE(c.send(get("/hold/next")));
   ASSERT_TRUE(pending_.wait_for_added(3));
   (*pending_.take("next"))(text("next"));
+  EXPECT_TRUE(wait_open_connections(1)) << "connections of gone clients were kept";
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->body, "next");
@@ -929,6 +1039,49 @@ TEST_F(HttpConnTest, StopWaitsForPendingAsyncReply) {
   addr.sin_port = htons(static_cast<uint16_t>(port_));
   EXPECT_NE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   ::close(fd);
+}
+
+// 14b. A target in absolute form (RFC 9112 §3.2.2, what a client talking to a proxy sends) is
+// served: its path and query are the request's; the scheme is case-insensitive.
+TEST_F(HttpConnTest, AbsoluteFormTarget) {
+  test::TempDir tmp;
+  test::write_file(tmp / "targets" / "a.bin", "static-a");
+  ServerConfig cfg;
+  cfg.static_root = tmp.path();
+  start(cfg, [&](HttpServer& s) {
+    s.route("GET", "/p/:x", [](const HttpRequest& r) {
+      nlohmann::json j;
+      j["path"] = r.path;
+      j["x"] = r.path_params.at("x");
+      j["query"] = r.query;
+      j["host"] = r.headers.count("host") ? r.headers.at("host") : "";
+      return text(j.dump());
+    });
+  });
+  Client c(port_);
+  ASSERT_TRUE(c.send("GET http://repo.example:8080/p/a%20b?q=1&r=%2F HTTP/1.1\r\nHost: h\r\n\r\n"));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  auto j = nlohmann::json::parse(r->body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r->body;
+  EXPECT_EQ(j["path"], "/p/a b");
+  EXPECT_EQ(j["x"], "a b");
+  EXPECT_EQ(j["query"]["q"], "1");
+  EXPECT_EQ(j["query"]["r"], "/");
+  ASSERT_TRUE(c.send("GET HTTP://127.0.0.1/targets/a.bin HTTP/1.1\r\nHost: h\r\n\r\n"));
+  auto f = c.read_response();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->status, 200);
+  EXPECT_EQ(f->body, "static-a");
+  ASSERT_TRUE(c.send("GET https://127.0.0.1:1?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"));
+  auto root = c.read_response();  // path "/": a directory, no listing
+  ASSERT_TRUE(root);
+  EXPECT_EQ(root->status, 404);
+  ASSERT_TRUE(c.send("GET http://h HTTP/1.1\r\nHost: h\r\n\r\n"));
+  auto bare = c.read_response();
+  ASSERT_TRUE(bare);
+  EXPECT_EQ(bare->status, 404);
 }
 
 // 14. Handlers see the path and query decoded, and repeated headers joined with ", ".

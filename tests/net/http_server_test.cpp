@@ -14,8 +14,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -140,7 +142,25 @@ class HttpServerTest : public ::testing::Test {
 };
 
 TEST_F(HttpServerTest, ServesFilesWithLengthTypeAndCachePolicy) {
-  int port = start();
+  // The server has no cache policy of its own: without static_cache_control, no header.
+  {
+    int plain = start();
+    EXPECT_FALSE(raw_request(plain, "GET /metadata/timestamp.json HTTP/1.1").has("cache-control"));
+    server_->stop();
+  }
+  ServerConfig cfg;
+  std::vector<std::string> asked;
+  std::mutex asked_mu;
+  cfg.static_cache_control = [&](std::string_view rel) -> std::string {
+    {
+      std::lock_guard lock(asked_mu);
+      asked.emplace_back(rel);
+    }
+    if (rel == "metadata/3.snapshot.json") return "";
+    if (rel == "targets/model.bin") return "max-age=60\r\nX-Injected: 1";  // dropped
+    return rel.ends_with(".json") ? "no-store" : "";
+  };
+  int port = start(cfg);
   auto r = raw_request(port, "GET /targets/model.bin HTTP/1.1");
   EXPECT_EQ(r.status, 200);
   EXPECT_TRUE(r.body == data_);
@@ -148,6 +168,7 @@ TEST_F(HttpServerTest, ServesFilesWithLengthTypeAndCachePolicy) {
   EXPECT_EQ(r.header("content-type"), "application/octet-stream");
   EXPECT_EQ(r.header("accept-ranges"), "bytes");
   EXPECT_FALSE(r.has("cache-control"));
+  EXPECT_FALSE(r.has("x-injected"));
 
   auto ts = raw_request(port, "GET /metadata/timestamp.json HTTP/1.1");
   EXPECT_EQ(ts.status, 200);
@@ -158,7 +179,10 @@ TEST_F(HttpServerTest, ServesFilesWithLengthTypeAndCachePolicy) {
   auto snap = raw_request(port, "GET /metadata/3.snapshot.json HTTP/1.1");
   EXPECT_EQ(snap.status, 200);
   EXPECT_EQ(snap.header("content-type"), "application/json");
-  EXPECT_FALSE(snap.has("cache-control"));  // versioned metadata never changes
+  EXPECT_FALSE(snap.has("cache-control"));  // the hook said ""
+  std::lock_guard lock(asked_mu);
+  EXPECT_EQ(asked, (std::vector<std::string>{"targets/model.bin", "metadata/timestamp.json",
+                                             "metadata/3.snapshot.json"}));
 }
 
 TEST_F(HttpServerTest, SingleRangesInAllThreeForms) {
@@ -489,6 +513,9 @@ TEST_F(HttpServerTest, StopCutsOffDownloadsAndReleasesWait) {
     waited = true;
   });
   Result<http::ResponseInfo> info = fail(Errc::internal, "not run");
+  std::mutex mu;
+  std::condition_variable cv;
+  bool downloading = false;
   std::thread downloader([&] {
     http::ClientConfig cc;
     cc.max_bytes_per_sec = 4 << 20;  // 50 s for the whole file
@@ -496,9 +523,20 @@ TEST_F(HttpServerTest, StopCutsOffDownloadsAndReleasesWait) {
     http::GetRequest req;
     req.url = "http://127.0.0.1:" + std::to_string(port) + "/targets/huge.bin";
     req.max_bytes = 200 << 20;
-    info = client->get(req, [](std::span<const std::byte>) -> Status { return {}; });
+    info = client->get(req, [&](std::span<const std::byte>) -> Status {
+      {
+        std::lock_guard lock(mu);
+        downloading = true;
+      }
+      cv.notify_all();
+      return {};
+    });
   });
-  std::this_thread::sleep_for(300ms);
+  {
+    std::unique_lock lock(mu);
+    EXPECT_TRUE(cv.wait_for(lock, 10s, [&] { return downloading; }))
+        << "the download never started";
+  }
   EXPECT_FALSE(waited);
   auto t0 = Clock::now();
   server_->stop();
@@ -516,7 +554,8 @@ TEST_F(HttpServerTest, AccessLogLine) {
   ::testing::internal::CaptureStderr();
   raw_request(port, "GET /targets/model.bin HTTP/1.1\r\nRange: bytes=0-9");
   raw_request(port, "GET /no%0Aforged HTTP/1.1");
-  std::this_thread::sleep_for(50ms);  // the log line is written after the response
+  // No wait needed: the server writes (and flushes) a request's log line before it sends the
+  // answer, and raw_request has read the whole answer.
   std::string log = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(log.find("METHOD=GET PATH=/targets/model.bin STATUS=206 BYTES=10 DURATION_MS="),
             std::string::npos)

@@ -49,8 +49,14 @@ namespace {
 namespace stdfs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t kMaxHead = 64 * 1024;      // request line + headers
-constexpr std::size_t kReadChunk = 64 * 1024;    // one read() into a connection's buffer
+constexpr std::size_t kMaxHead = 64 * 1024;    // request line + headers
+constexpr std::size_t kReadChunk = 64 * 1024;  // one read(), into the loop's scratch buffer
+// A body on a request no route takes (a static file, a 404) is read and dropped up to this size,
+// refused (413) beyond: nothing there reads it, so it is never buffered.
+constexpr std::size_t kUnroutedBodyMax = 64 * 1024;
+// A body buffer is reserved up to this size ahead of the bytes, then grows as they come: a client
+// announcing 16 MiB and sending one byte does not get 16 MiB reserved.
+constexpr std::size_t kBodyReserveMax = 64 * 1024;
 constexpr std::size_t kSendfileChunk = 1 << 20;  // per sendfile(): other connections get a turn
 constexpr auto kLinger = std::chrono::seconds(2);
 constexpr auto kStopGrace = std::chrono::seconds(5);
@@ -74,8 +80,13 @@ bool iequals(std::string_view a, std::string_view b) {
 }
 
 std::string json_error(std::string_view message) {
-  // Messages here are fixed ASCII texts without quotes or backslashes.
-  return "{\"error\":\"" + std::string(message) + "\"}";
+  // Messages are the server's own ASCII texts; quotes and backslashes escaped all the same.
+  std::string out = "{\"error\":\"";
+  for (char ch : message) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out + "\"}";
 }
 
 // Request paths are attacker-chosen: escape control characters so a "%0A" cannot forge
@@ -214,14 +225,25 @@ std::optional<ByteRange> parse_range(std::string_view header, std::uint64_t size
   return r;
 }
 
-// Unversioned TUF metadata ("timestamp.json", "snapshot.json", ...) changes in place; versioned
-// ("3.snapshot.json") and target files never do.
-bool is_unversioned_metadata(std::string_view name) {
-  if (name.size() <= 5 || name.substr(name.size() - 5) != ".json") return false;
-  std::string_view prefix = name.substr(0, name.find('.'));
-  bool versioned = !prefix.empty() && std::all_of(prefix.begin(), prefix.end(),
-                                                  [](char c) { return c >= '0' && c <= '9'; });
-  return !versioned;
+// RFC 9110 §5.6.2: tchar, the characters of a token (header names, methods).
+bool is_tchar(unsigned char ch) {
+  if (std::isalnum(ch)) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(char(ch)) != std::string_view::npos;
+}
+
+// Heap bytes a string holds (its capacity beyond the small-string buffer).
+std::size_t heap_bytes(const std::string& s) {
+  static const std::size_t kInline = std::string().capacity();
+  return s.capacity() > kInline ? s.capacity() : 0;
+}
+
+// Gives a string's memory back when what it holds is small (idle connections keep no buffer).
+void release(std::string& s) {
+  if (s.empty()) {
+    if (heap_bytes(s)) std::string().swap(s);
+  } else if (s.capacity() > 2 * s.size() + 4096) {
+    std::string(s).swap(s);
+  }
 }
 
 // Only the request path decides what is served; anything suspicious is a plain 404.
@@ -397,11 +419,20 @@ struct Conn {
   std::string remote;
   std::string in;           // bytes read, not yet consumed by a request
   std::size_t scanned = 0;  // bytes of `in` already searched for the end of the head
+  // The request whose head has been parsed (once) while its body arrives: body bytes go straight
+  // into req->body (or are dropped), never through `in`.
+  std::unique_ptr<HttpRequest> req;
+  const Route* route = nullptr;  // matched when the head was parsed; null: static file or 404
+  std::uint64_t body_left = 0;   // body bytes of `req` still to come
+  bool discard_body = false;     // no route takes the body: read and drop it
+  bool expect_continue = false;
+  std::size_t accounted = 0;  // buffer bytes counted in Loop::buffered
   enum class State { reading, pending, writing, lingering } state = State::reading;
   bool peer_eof = false;
   bool dead = false;  // closed; freed at the end of the loop iteration (see close_conn)
   bool sent_continue = false;
   bool close_after = false;  // close once the current reply is written
+  bool persistent = true;    // the request being answered allows keep-alive
   std::size_t requests = 0;
   std::uint32_t events = 0;  // current epoll interest
   Clock::time_point deadline;
@@ -447,6 +478,8 @@ struct Loop {
   std::atomic<bool> stop_requested{false};
   // Connections this loop owns or is being handed: new connections go to the least busy loop.
   std::atomic<std::size_t> active{0};
+  std::atomic<std::size_t> buffered{0};  // Conn::accounted summed (ServerStats)
+  std::vector<char> scratch = std::vector<char>(kReadChunk);  // every read() lands here first
   bool accept_paused = false;  // out of file descriptors: the listening socket is off until a tick
   ~Loop() {
     if (ep >= 0) ::close(ep);
@@ -550,6 +583,15 @@ class EpollServer final : public HttpServer {
     std::unique_lock lock(done_mu_);
     if (!started_) return;
     done_cv_.wait(lock, [this] { return stopped_; });
+  }
+
+  ServerStats stats() const override {
+    ServerStats st;
+    st.open_connections = open_conns_.load();
+    // loops_ is filled by start() (stats() is not called concurrently with it) and never shrinks.
+    for (const auto& loop : loops_) st.buffered_bytes += loop->buffered.load();
+    st.requests_served = requests_served_.load();
+    return st;
   }
 
  private:
@@ -701,6 +743,7 @@ class EpollServer final : public HttpServer {
       loop.graveyard.clear();
     }
     loop.conns.clear();
+    loop.buffered = 0;
   }
 
   // Stopping: idle connections go now, static downloads are cut off; requests being handled
@@ -804,6 +847,7 @@ class EpollServer final : public HttpServer {
     ::close(c.fd);
     c.fd = -1;
     c.dead = true;
+    loop.buffered.fetch_sub(std::exchange(c.accounted, 0));
     loop.graveyard.push_back(std::move(it->second));
     loop.conns.erase(it);
     open_conns_.fetch_sub(1);
@@ -831,9 +875,8 @@ class EpollServer final : public HttpServer {
         // A request that did not arrive whole in time (slow or stalled client): 408, close.
         c.method.clear();
         c.path.clear();
-        c.started = now;
-        c.close_after = true;
-        start_reply(loop, c, error_reply(408, "request not received in time"));
+        refuse(loop, c, 408, "request not received in time");
+        account(loop, c);
       } else {
         close_conn(loop, id);  // idle keep-alive, stalled reader, or the end of a linger
       }
@@ -866,6 +909,7 @@ class EpollServer final : public HttpServer {
       if (c.state != Conn::State::pending) continue;
       start_reply(loop, c, std::move(item.reply));
       if (!c.dead && c.state == Conn::State::reading) process(loop, c);
+      account(loop, c);
     }
   }
 
@@ -878,38 +922,64 @@ class EpollServer final : public HttpServer {
     if (ev & (EPOLLIN | EPOLLHUP)) read_some(loop, c);
     if (!c.dead && (ev & EPOLLOUT)) write_some(loop, c);
     if (!c.dead && c.state == Conn::State::reading) process(loop, c);
+    account(loop, c);
+  }
+
+  // Brings Loop::buffered up to date with what `c` holds now (ServerStats::buffered_bytes).
+  static void account(Loop& loop, Conn& c) {
+    if (c.dead) return;  // close_conn took its share off
+    const std::size_t now =
+        heap_bytes(c.in) + heap_bytes(c.out) + (c.req ? heap_bytes(c.req->body) : 0);
+    if (now >= c.accounted) {
+      loop.buffered.fetch_add(now - c.accounted);
+    } else {
+      loop.buffered.fetch_sub(c.accounted - now);
+    }
+    c.accounted = now;
+  }
+
+  // Puts bytes just read where they belong: the body being received first (straight into the
+  // request, or dropped), the rest into `in`.
+  static void take(Conn& c, const char* data, std::size_t n) {
+    if (c.req && c.body_left > 0 && c.in.empty() && n > 0) {
+      const std::size_t k = std::size_t(std::min<std::uint64_t>(n, c.body_left));
+      if (!c.discard_body) c.req->body.append(data, k);
+      c.body_left -= k;
+      c.expect_continue = false;  // the body is coming: no 100 Continue any more
+      data += k;
+      n -= k;
+    }
+    c.in.append(data, n);
   }
 
   // Reads what is there. False when the connection was closed.
   bool read_some(Loop& loop, Conn& c) {
     while (true) {
       if (c.state == Conn::State::lingering) {
-        char sink[16384];
-        ssize_t n = ::read(c.fd, sink, sizeof sink);
+        ssize_t n = ::read(c.fd, loop.scratch.data(), loop.scratch.size());
         if (n > 0) continue;
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
         close_conn(loop, c.id);
         return false;
       }
-      // Bounded buffering: while a request is handled, pipelined bytes wait in the socket
-      // beyond one head's worth.
-      if (c.state != Conn::State::reading && c.in.size() >= kMaxHead) {
+      // Bounded buffering: beyond one head's worth, bytes wait in the socket until process()
+      // has used the buffered ones (or refused an over-long head), or while a request is
+      // handled. A body being received goes straight into its request, so it is not bounded here.
+      const bool to_body = c.req && c.body_left > 0 && c.in.empty();
+      if (!to_body && c.in.size() >= kMaxHead) {
         update_interest(loop, c);
         return true;
       }
-      const std::size_t old = c.in.size();
-      c.in.resize(old + kReadChunk);
-      ssize_t n = ::read(c.fd, c.in.data() + old, kReadChunk);
+      ssize_t n = ::read(c.fd, loop.scratch.data(), loop.scratch.size());
       if (n > 0) {
-        c.in.resize(old + std::size_t(n));
+        take(c, loop.scratch.data(), std::size_t(n));
         if (c.state == Conn::State::reading && !c.request_started) {
           c.request_started = true;
           c.deadline = Clock::now() + std::chrono::seconds(std::max(1, config_.request_timeout_s));
         }
-        if (std::size_t(n) < kReadChunk) return true;
+        if (std::size_t(n) < loop.scratch.size()) return true;
         continue;
       }
-      c.in.resize(old);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
       // EOF or error. A client may half-close after its request and still wait for the answer.
@@ -919,7 +989,7 @@ class EpollServer final : public HttpServer {
         update_interest(loop, c);
         return true;
       }
-      if (n == 0 && c.state == Conn::State::reading && !c.in.empty()) {
+      if (n == 0 && c.state == Conn::State::reading && (!c.in.empty() || c.req)) {
         c.peer_eof = true;
         c.close_after = true;
         update_interest(loop, c);
@@ -943,11 +1013,33 @@ class EpollServer final : public HttpServer {
   // Parses and dispatches the buffered requests, one at a time.
   void process(Loop& loop, Conn& c) {
     while (!c.dead && c.state == Conn::State::reading) {
+      if (c.req) {
+        // The head is parsed: only the body is awaited (pipelined bytes may follow it in `in`).
+        if (c.body_left > 0 && !c.in.empty()) {
+          const std::size_t k = std::size_t(std::min<std::uint64_t>(c.in.size(), c.body_left));
+          if (!c.discard_body) c.req->body.append(c.in, 0, k);
+          c.in.erase(0, k);
+          c.body_left -= k;
+          c.expect_continue = false;
+        }
+        if (c.body_left > 0) {
+          if (c.expect_continue && !c.sent_continue) {
+            static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+            [[maybe_unused]] auto n =
+                ::send(c.fd, kContinue.data(), kContinue.size(), MSG_NOSIGNAL);
+            c.sent_continue = true;
+          }
+          if (c.peer_eof) close_conn(loop, c.id);
+          return;
+        }
+        finish_request(loop, c);
+        continue;
+      }
       const std::size_t from = c.scanned >= 3 ? c.scanned - 3 : 0;
       const std::size_t end = c.in.find("\r\n\r\n", from);
       if (end == std::string::npos) {
         c.scanned = c.in.size();
-        if (c.in.size() > kMaxHead) {
+        if (c.in.size() >= kMaxHead) {  // read_some stops here: the head cannot fit
           refuse(loop, c, 431, "request head over 64 KiB");
         } else if (c.peer_eof) {
           close_conn(loop, c.id);
@@ -958,40 +1050,84 @@ class EpollServer final : public HttpServer {
         refuse(loop, c, 431, "request head over 64 KiB");
         return;
       }
-      if (!parse_and_dispatch(loop, c, end)) return;
+      if (!parse_head(loop, c, end)) return;
     }
   }
 
   void refuse(Loop& loop, Conn& c, int status, std::string_view why) {
+    c.req.reset();
+    c.route = nullptr;
+    c.body_left = 0;
+    c.discard_body = false;
+    c.expect_continue = false;
     c.close_after = true;
     c.started = Clock::now();
     if (c.method.empty()) c.method = "-";
     start_reply(loop, c, error_reply(status, why));
   }
 
-  // Parses the head ending at `end` (the "\r\n\r\n"). False when the request cannot be
-  // dispatched yet (its body has not arrived) or was refused.
-  bool parse_and_dispatch(Loop& loop, Conn& c, std::size_t end) {
-    std::string_view head(c.in.data(), end);
-    HttpRequest req;
+  const Route* match_route(HttpRequest& req) const {
+    const std::string_view method =
+        req.method == "HEAD" ? std::string_view("GET") : std::string_view(req.method);
+    for (const auto& r : routes_) {
+      if (r->method == method && r->match(req.path, req.path_params)) return r.get();
+      req.path_params.clear();
+    }
+    return nullptr;
+  }
+
+  // Parses the head ending at `end` (the "\r\n\r\n"), once: the request then waits in `c.req`
+  // for its body. False when the request was refused.
+  bool parse_head(Loop& loop, Conn& c, std::size_t end) {
+    const std::string_view head(c.in.data(), end);
+    auto req = std::make_unique<HttpRequest>();
     c.method.clear();
     c.path.clear();
     const std::size_t line_end = head.find("\r\n");
-    std::string_view line = head.substr(0, line_end);
+    const std::string_view line = head.substr(0, line_end);
+    if (std::any_of(line.begin(), line.end(),
+                    [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; })) {
+      refuse(loop, c, 400, "malformed request line: control character (CR, LF, NUL, ...)");
+      return false;
+    }
     const std::size_t sp1 = line.find(' ');
     const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
     if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
-      refuse(loop, c, 400, "malformed request line");
+      refuse(loop, c, 400, "malformed request line: want METHOD TARGET VERSION, one space apart");
       return false;
     }
-    std::string_view method = line.substr(0, sp1);
+    const std::string_view method = line.substr(0, sp1);
     std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    std::string_view version = line.substr(sp2 + 1);
+    const std::string_view version = line.substr(sp2 + 1);
     const bool method_ok =
         !method.empty() &&
         std::all_of(method.begin(), method.end(), [](char ch) { return ch >= 'A' && ch <= 'Z'; });
-    if (!method_ok || target.empty() || target.front() != '/') {
-      refuse(loop, c, 400, "malformed request line");
+    if (!method_ok) {
+      refuse(loop, c, 400, "malformed request line: the method is not upper-case letters");
+      return false;
+    }
+    // Absolute form (RFC 9112 §3.2.2): a server must accept it; its path and query are the
+    // request's (the authority is not checked: this server answers for any host name).
+    std::string absolute_rest;
+    if (!target.empty() && target.front() != '/') {
+      const std::size_t sep = target.find("://");
+      const bool http_scheme =
+          sep != std::string_view::npos &&
+          (iequals(target.substr(0, sep), "http") || iequals(target.substr(0, sep), "https"));
+      const std::string_view rest = http_scheme ? target.substr(sep + 3) : std::string_view();
+      const std::size_t authority_end = rest.find_first_of("/?#");
+      if (!http_scheme || authority_end == 0 || rest.empty()) {
+        refuse(loop, c, 400,
+               "malformed request line: the target is neither /path nor http://host/path");
+        return false;
+      }
+      absolute_rest =
+          authority_end == std::string_view::npos ? std::string() : rest.substr(authority_end);
+      if (absolute_rest.empty() || absolute_rest.front() != '/') absolute_rest.insert(0, "/");
+      target = absolute_rest;
+    }
+    if (target.empty()) {
+      refuse(loop, c, 400, "malformed request line: empty target");
       return false;
     }
     if (version != "HTTP/1.1" && version != "HTTP/1.0") {
@@ -1000,10 +1136,11 @@ class EpollServer final : public HttpServer {
     }
     c.http10 = version == "HTTP/1.0";
     c.method = std::string(method);
-    req.method = c.method;
+    req->method = c.method;
+    target = target.substr(0, target.find('#'));  // a fragment is never sent; ignore one if it is
     const std::size_t q = target.find('?');
-    req.path = percent_decode(target.substr(0, q), false);
-    c.path = req.path;
+    req->path = percent_decode(target.substr(0, q), false);
+    c.path = req->path;
     if (q != std::string_view::npos) {
       std::string_view query = target.substr(q + 1);
       while (!query.empty()) {
@@ -1011,32 +1148,55 @@ class EpollServer final : public HttpServer {
         std::string_view pair = query.substr(0, amp);
         if (!pair.empty()) {
           const std::size_t eq = pair.find('=');
-          req.query.emplace(percent_decode(pair.substr(0, eq), true),
-                            eq == std::string_view::npos
-                                ? std::string()
-                                : percent_decode(pair.substr(eq + 1), true));
+          req->query.emplace(percent_decode(pair.substr(0, eq), true),
+                             eq == std::string_view::npos
+                                 ? std::string()
+                                 : percent_decode(pair.substr(eq + 1), true));
         }
         if (amp == std::string_view::npos) break;
         query.remove_prefix(amp + 1);
       }
     }
     std::optional<std::uint64_t> content_length;
-    bool chunked = false, expect_continue = false;
-    std::optional<bool> keep_alive;
+    bool chunked = false, expect_continue = false, saw_close = false, saw_keep_alive = false;
+    std::size_t hosts = 0;
     std::size_t pos = line_end == std::string_view::npos ? head.size() : line_end + 2;
     while (pos < head.size()) {
       std::size_t eol = head.find("\r\n", pos);
       if (eol == std::string_view::npos) eol = head.size();
-      std::string_view h = head.substr(pos, eol - pos);
+      const std::string_view h = head.substr(pos, eol - pos);
       pos = eol + 2;
-      const std::size_t colon = h.find(':');
-      if (colon == std::string_view::npos || colon == 0 || h.front() == ' ' || h.front() == '\t' ||
-          h.substr(0, colon).find_first_of(" \t") != std::string_view::npos) {
-        refuse(loop, c, 400, "malformed header line");
+      // RFC 9112 §5.2: obs-fold is refused (a server may not guess how a proxy joined it).
+      if (!h.empty() && (h.front() == ' ' || h.front() == '\t')) {
+        refuse(loop, c, 400, "header line starting with whitespace (obs-fold is not accepted)");
         return false;
       }
-      std::string name = lower(h.substr(0, colon));
-      std::string_view value = trim(h.substr(colon + 1));
+      const std::size_t colon = h.find(':');
+      if (colon == std::string_view::npos || colon == 0) {
+        refuse(loop, c, 400, "malformed header line: want NAME: VALUE");
+        return false;
+      }
+      const std::string_view raw_name = h.substr(0, colon);
+      // RFC 9112 §5.1: whitespace before the colon is a 400 (request smuggling through proxies
+      // that read the name differently).
+      if (raw_name.back() == ' ' || raw_name.back() == '\t') {
+        refuse(loop, c, 400, "whitespace between a header name and its colon");
+        return false;
+      }
+      if (!std::all_of(raw_name.begin(), raw_name.end(),
+                       [](char ch) { return is_tchar(static_cast<unsigned char>(ch)); })) {
+        refuse(loop, c, 400, "header name is not a token (RFC 9110 tchar)");
+        return false;
+      }
+      std::string name = lower(raw_name);
+      const std::string_view raw_value = h.substr(colon + 1);
+      // RFC 9110 §5.5: CR, LF and NUL in a value must be refused (a bare LF ends a line for
+      // some parsers: header injection).
+      if (raw_value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+        refuse(loop, c, 400, "CR, LF or NUL in the value of header " + name);
+        return false;
+      }
+      const std::string_view value = trim(raw_value);
       if (name == "content-length") {
         auto v = parse_u64(value);
         if (!v || (content_length && *content_length != *v)) {
@@ -1048,21 +1208,36 @@ class EpollServer final : public HttpServer {
         chunked = true;
       } else if (name == "expect") {
         expect_continue = iequals(value, "100-continue");
+      } else if (name == "host") {
+        ++hosts;
       } else if (name == "connection") {
-        if (value.find("close") != std::string_view::npos ||
-            value.find("Close") != std::string_view::npos) {
-          keep_alive = false;
-        } else if (iequals(value, "keep-alive")) {
-          keep_alive = true;
+        // A list of case-insensitive tokens (RFC 9110 §7.6.1): "keep-alive, Upgrade", "CLOSE".
+        std::string_view list = value;
+        while (!list.empty()) {
+          const std::size_t comma = list.find(',');
+          const std::string_view token = trim(list.substr(0, comma));
+          if (iequals(token, "close")) saw_close = true;
+          if (iequals(token, "keep-alive")) saw_keep_alive = true;
+          if (comma == std::string_view::npos) break;
+          list.remove_prefix(comma + 1);
         }
       }
-      auto [it, inserted] = req.headers.emplace(std::move(name), std::string(value));
+      auto [it, inserted] = req->headers.emplace(std::move(name), std::string(value));
       if (!inserted) {
         it->second += ", ";
         it->second += value;
       }
     }
     c.started = Clock::now();
+    // RFC 9112 §3.2: Host is mandatory in HTTP/1.1, and never twice.
+    if (hosts == 0 && !c.http10) {
+      refuse(loop, c, 400, "missing Host header (required in HTTP/1.1)");
+      return false;
+    }
+    if (hosts > 1) {
+      refuse(loop, c, 400, "more than one Host header");
+      return false;
+    }
     if (chunked) {
       refuse(loop, c, 411, "Transfer-Encoding is not supported; send Content-Length");
       return false;
@@ -1072,41 +1247,45 @@ class EpollServer final : public HttpServer {
       refuse(loop, c, 413, "request body too large");
       return false;
     }
-    const std::size_t total = end + 4 + std::size_t(body_len);
-    if (c.in.size() < total) {
-      // The body is still coming.
-      if (expect_continue && c.in.size() == end + 4 && !c.sent_continue) {
-        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        [[maybe_unused]] auto n = ::send(c.fd, kContinue.data(), kContinue.size(), MSG_NOSIGNAL);
-        c.sent_continue = true;
-      }
-      c.scanned = end;  // find the same head again next time
-      if (c.peer_eof) close_conn(loop, c.id);
+    const Route* route = match_route(*req);
+    if (!route && body_len > kUnroutedBodyMax) {
+      refuse(loop, c, 413, "request body too large: this resource takes no body");
       return false;
     }
-    c.sent_continue = false;
-    req.body.assign(c.in, end + 4, std::size_t(body_len));
-    c.in.erase(0, total);
+    c.in.erase(0, end + 4);
     c.scanned = 0;
-    c.request_started = !c.in.empty();
-    ++c.requests;
-    const bool persistent = keep_alive.value_or(!c.http10);
-    if (!persistent || c.requests >= std::max<std::size_t>(1, config_.keep_alive_max_count)) {
-      c.close_after = true;
+    c.persistent = saw_close ? false : saw_keep_alive || !c.http10;
+    c.route = route;
+    c.body_left = body_len;
+    c.discard_body = !route;
+    c.expect_continue = expect_continue && body_len > 0;
+    if (route && body_len > 0) {
+      req->body.reserve(std::size_t(std::min<std::uint64_t>(body_len, kBodyReserveMax)));
     }
-    c.head_only = req.method == "HEAD";
-    req.remote_addr = c.remote;
-    dispatch(loop, c, std::move(req));
+    c.req = std::move(req);
     return true;
   }
 
-  void dispatch(Loop& loop, Conn& c, HttpRequest&& req) {
-    const std::string method = req.method == "HEAD" ? "GET" : req.method;
-    for (const auto& r : routes_) {
-      if (r->method != method || !r->match(req.path, req.path_params)) {
-        req.path_params.clear();
-        continue;
-      }
+  // The request in `c.req` is whole: hands it to its route (or the static files).
+  void finish_request(Loop& loop, Conn& c) {
+    std::unique_ptr<HttpRequest> req = std::move(c.req);
+    const Route* route = std::exchange(c.route, nullptr);
+    c.sent_continue = false;
+    c.expect_continue = false;
+    c.discard_body = false;
+    release(c.in);
+    c.request_started = !c.in.empty();
+    ++c.requests;
+    if (!c.persistent || c.requests >= std::max<std::size_t>(1, config_.keep_alive_max_count)) {
+      c.close_after = true;
+    }
+    c.head_only = req->method == "HEAD";
+    req->remote_addr = c.remote;
+    dispatch(loop, c, std::move(*req), route);
+  }
+
+  void dispatch(Loop& loop, Conn& c, HttpRequest&& req, const Route* r) {
+    if (r) {
       c.state = Conn::State::pending;
       update_interest(loop, c);
       auto state = std::make_shared<Responder::State>(loop.mailbox, c.id);
@@ -1129,14 +1308,13 @@ class EpollServer final : public HttpServer {
           responder(error_reply(503, "server is stopping"));
           return;
         }
-        work_.push_back(
-            std::make_unique<WorkerTask>(WorkerTask{r.get(), std::move(req), responder}));
+        work_.push_back(std::make_unique<WorkerTask>(WorkerTask{r, std::move(req), responder}));
         lock.unlock();
         work_cv_.notify_one();
       }
       return;
     }
-    if (!root_.empty() && method == "GET") {
+    if (!root_.empty() && (req.method == "GET" || req.method == "HEAD")) {
       c.state = Conn::State::pending;
       serve_static(loop, c, req);
       return;
@@ -1174,7 +1352,25 @@ class EpollServer final : public HttpServer {
     return h;
   }
 
+  // The caller's Cache-Control for a static file (ServerConfig::static_cache_control).
+  std::string cache_control(const std::string& rel) const {
+    if (!config_.static_cache_control) return {};
+    try {
+      std::string value = config_.static_cache_control(rel);
+      if (value.find_first_of("\r\n") == std::string::npos) return value;
+      log::error("http server: static_cache_control gave a value with CR or LF; sent none",
+                 {{"PATH", printable(rel)}});
+    } catch (const std::exception& e) {
+      log::error("http server: static_cache_control failed; sent none",
+                 {{"PATH", printable(rel)}, {"ERROR", e.what()}});
+    } catch (...) {
+      log::error("http server: static_cache_control failed; sent none", {{"PATH", printable(rel)}});
+    }
+    return {};
+  }
+
   void log_request(const Conn& c, int status, std::uint64_t bytes) {
+    requests_served_.fetch_add(1);
     const auto ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - c.started).count();
     log::info("http", {{"METHOD", c.method.empty() ? std::string("-") : c.method},
@@ -1243,8 +1439,8 @@ class EpollServer final : public HttpServer {
       close_conn(loop, c.id);
       return false;
     }
-    // The reply is out.
-    c.out.clear();
+    // The reply is out: its buffer goes (an idle connection keeps none).
+    std::string().swap(c.out);
     c.out_pos = 0;
     if (c.file >= 0) {
       ::close(c.file);
@@ -1260,7 +1456,7 @@ class EpollServer final : public HttpServer {
         return false;
       }
       c.state = Conn::State::lingering;
-      c.in.clear();
+      std::string().swap(c.in);
       c.deadline = Clock::now() + kLinger;
       update_interest(loop, c);
       return true;
@@ -1269,6 +1465,7 @@ class EpollServer final : public HttpServer {
     c.method.clear();
     c.path.clear();
     c.head_only = false;
+    release(c.in);
     if (c.in.empty()) {
       c.request_started = false;
       c.deadline = Clock::now() + keep_alive_timeout();
@@ -1315,7 +1512,7 @@ class EpollServer final : public HttpServer {
     const bool json = name.size() > 5 && name.substr(name.size() - 5) == ".json";
     const std::string type = json ? "application/json" : "application/octet-stream";
     std::map<std::string, std::string> extra{{"Accept-Ranges", "bytes"}};
-    if (is_unversioned_metadata(name)) extra.emplace("Cache-Control", "no-store");
+    if (std::string cc = cache_control(rel); !cc.empty()) extra.emplace("Cache-Control", cc);
 
     std::uint64_t first = 0, length = size;
     int status = 200;
@@ -1358,6 +1555,7 @@ class EpollServer final : public HttpServer {
   std::vector<std::unique_ptr<Loop>> loops_;
   std::atomic<std::uint64_t> next_conn_id_{1};
   std::atomic<std::size_t> open_conns_{0};
+  std::atomic<std::uint64_t> requests_served_{0};
 
   std::mutex work_mu_;
   std::condition_variable work_cv_;
