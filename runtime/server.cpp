@@ -1,22 +1,24 @@
-// cpp-httplib (0.11.4) backend of runtime/server.hpp. httplib 0.11 listens on AF_UNIX when the
-// server's address family is set to it (the "host" is then the socket path).
+// runtime/server.hpp on the project's HTTP server (net/http_server.hpp): its event loops own the
+// connections, so a slow or idle client costs a socket, never a thread; the handlers run on its
+// worker pool (ServerOptions::threads), where an inference or a load may block.
 
-#include <httplib.h>
+#include "runtime/server.hpp"
+
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <thread>
 
 #include "common/fs.hpp"
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "manifest/model_manifest.hpp"
-#include "runtime/server.hpp"
+#include "net/http_server.hpp"
 #include "runtime/shm.hpp"
 
 namespace mota::runtime {
@@ -25,13 +27,18 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-void reply_json(httplib::Response& res, int status, const Json& body) {
-  res.status = status;
-  res.set_content(body.dump(), "application/json");
+using net::HttpReply;
+using net::HttpRequest;
+
+HttpReply reply_json(int status, const Json& body) {
+  HttpReply r;
+  r.status = status;
+  r.body = body.dump();
+  return r;
 }
 
-void reply_error(httplib::Response& res, int status, std::string_view message) {
-  reply_json(res, status, Json{{"error", message}});
+HttpReply reply_error(int status, std::string_view message) {
+  return reply_json(status, Json{{"error", message}});
 }
 
 int status_for(const Error& e) {
@@ -78,11 +85,11 @@ Json status_json(const ServedModel& m, bool with_tensors) {
   return j;
 }
 
-void set_model_headers(httplib::Response& res, const ModelInfo& i) {
-  res.set_header("X-Mota-Model", i.name);
-  res.set_header("X-Mota-Version", i.version);
-  res.set_header("X-Mota-Slot", i.slot.string());
-  res.set_header("X-Mota-Generation", std::to_string(i.generation));
+void set_model_headers(HttpReply& res, const ModelInfo& i) {
+  res.headers["X-Mota-Model"] = i.name;
+  res.headers["X-Mota-Version"] = i.version;
+  res.headers["X-Mota-Slot"] = i.slot.string();
+  res.headers["X-Mota-Generation"] = std::to_string(i.generation);
 }
 
 bool is_loopback(const std::string& host) {
@@ -122,64 +129,60 @@ class Api {
   Api(ModelStore& store, std::size_t max_body)
       : store_(store), started_(SteadyClock::now()), max_body_(max_body) {}
 
-  void install(httplib::Server& svr) {
-    svr.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
+  // Blocking handlers (route(): the worker pool). Path segments arrive percent-decoded.
+  void install(net::HttpServer& svr) {
+    svr.route("GET", "/v1/health", [this](const HttpRequest&) {
       Json models = Json::array();
       for (const auto& m : store_.all()) models.push_back(status_json(*m, false));
       double uptime = std::chrono::duration<double>(SteadyClock::now() - started_).count();
-      reply_json(res, 200,
-                 {{"status", models.empty() ? "empty" : "ok"},
-                  {"uptime_s", uptime},
-                  {"models", std::move(models)}});
+      return reply_json(200, {{"status", models.empty() ? "empty" : "ok"},
+                              {"uptime_s", uptime},
+                              {"models", std::move(models)}});
     });
-    svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    svr.route("GET", "/v1/models", [this](const HttpRequest&) {
       Json models = Json::array();
       for (const auto& m : store_.all()) models.push_back(status_json(*m, true));
-      reply_json(res, 200, {{"models", std::move(models)}});
+      return reply_json(200, {{"models", std::move(models)}});
     });
-    svr.Get(R"(/v1/models/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto m = store_.get(req.matches[1]);
-      if (!m)
-        return reply_error(res, 404, "no model \"" + std::string(req.matches[1]) + "\" loaded");
-      reply_json(res, 200, status_json(*m, true));
+    svr.route("GET", "/v1/models/:name", [this](const HttpRequest& req) {
+      const std::string& name = req.path_params.at("name");
+      auto m = store_.get(name);
+      if (!m) return reply_error(404, "no model \"" + name + "\" loaded");
+      return reply_json(200, status_json(*m, true));
     });
-    svr.Get("/v1/shm", [this](const httplib::Request&, httplib::Response& res) {
+    svr.route("GET", "/v1/shm", [this](const HttpRequest&) {
       Json regions = Json::array();
       for (const auto& r : regions_.list()) regions.push_back(region_json(r));
-      reply_json(res, 200, {{"regions", std::move(regions)}});
+      return reply_json(200, {{"regions", std::move(regions)}});
     });
-    svr.Post(R"(/v1/shm/([^/]+)/register)",
-             [this](const httplib::Request& req, httplib::Response& res) { add_region(req, res); });
-    svr.Post(R"(/v1/shm/([^/]+)/unregister)",
-             [this](const httplib::Request& req, httplib::Response& res) {
-               auto st = regions_.remove(req.matches[1]);
-               if (!st) return reply_error(res, 404, st.error().message());
-               reply_json(res, 200, Json::object());
-             });
-    svr.Post(R"(/v1/models/([^/]+)/load)",
-             [this](const httplib::Request& req, httplib::Response& res) { load(req, res); });
-    // The body is read by the handler itself (ContentReader), straight into a buffer reused by
-    // this thread, instead of into a std::string that httplib grows 4 KiB at a time.
-    svr.Post(R"(/v1/models/([^/]+)/infer)",
-             [this](const httplib::Request& req, httplib::Response& res,
-                    const httplib::ContentReader& reader) { infer(req, res, reader); });
+    svr.route("POST", "/v1/shm/:name/register",
+              [this](const HttpRequest& req) { return add_region(req); });
+    svr.route("POST", "/v1/shm/:name/unregister", [this](const HttpRequest& req) {
+      auto st = regions_.remove(req.path_params.at("name"));
+      if (!st) return reply_error(404, st.error().message());
+      return reply_json(200, Json::object());
+    });
+    svr.route("POST", "/v1/models/:name/load",
+              [this](const HttpRequest& req) { return load(req); });
+    svr.route("POST", "/v1/models/:name/infer",
+              [this](const HttpRequest& req) { return infer(req); });
   }
 
  private:
-  void load(const httplib::Request& req, httplib::Response& res) {
-    std::string name = req.matches[1];
-    if (!valid_model_name(name)) return reply_error(res, 400, "invalid model name");
+  HttpReply load(const HttpRequest& req) {
+    const std::string& name = req.path_params.at("name");
+    if (!valid_model_name(name)) return reply_error(400, "invalid model name");
     Json body = Json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.is_object() || !body.contains("slot") ||
         !body["slot"].is_string()) {
-      return reply_error(res, 400, "load: body must be {\"slot\": \"/absolute/path\"}");
+      return reply_error(400, "load: body must be {\"slot\": \"/absolute/path\"}");
     }
     std::filesystem::path slot = body["slot"].get<std::string>();
-    if (!slot.is_absolute()) return reply_error(res, 400, "load: slot must be an absolute path");
+    if (!slot.is_absolute()) return reply_error(400, "load: slot must be an absolute path");
     auto r = store_.load(name, slot);
-    if (!r) return reply_error(res, 422, r.error().message());
+    if (!r) return reply_error(422, r.error().message());
     auto m = store_.get(name);
-    reply_json(res, 200, status_json(*m, true));
+    return reply_json(200, status_json(*m, true));
   }
 
   static Json region_json(const RegionInfo& r) {
@@ -190,11 +193,11 @@ class Api {
             {"mapped", r.mapped}};
   }
 
-  void add_region(const httplib::Request& req, httplib::Response& res) {
+  HttpReply add_region(const HttpRequest& req) {
     Json body = Json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.is_object() || !body.contains("path") ||
         !body["path"].is_string()) {
-      return reply_error(res, 400,
+      return reply_error(400,
                          "register: body must be {\"path\": \"/dev/shm/...\", \"offset\": N, "
                          "\"byte_size\": N} (offset and byte_size optional)");
     }
@@ -204,25 +207,29 @@ class Api {
       if (!body.contains(keys[k])) continue;
       const Json& v = body[keys[k]];
       if (!v.is_number_unsigned()) {
-        return reply_error(res, 400,
+        return reply_error(400,
                            std::string("register: ") + keys[k] + " must be a non-negative integer");
       }
       at[k] = v.get<std::uint64_t>();
     }
-    auto r = regions_.add(req.matches[1], body["path"].get<std::string>(), at[0], at[1]);
+    auto r =
+        regions_.add(req.path_params.at("name"), body["path"].get<std::string>(), at[0], at[1]);
     if (!r) {
       // Everything but a taken name is about the file the client named (missing, not allowed,
       // not shared memory, too short...).
       int status = r.error().code() == Errc::already_exists ? 409 : 400;
-      return reply_error(res, status, "register: " + r.error().message());
+      return reply_error(status, "register: " + r.error().message());
     }
-    reply_json(res, 200, region_json(*r));
+    return reply_json(200, region_json(*r));
   }
 
   // A decimal byte count from a header; nullopt with `error` set when it is not one.
-  static std::optional<std::uint64_t> header_u64(const httplib::Request& req, const char* key,
+  // `key` as messages name it ("X-Mota-Input-Offset").
+  static std::optional<std::uint64_t> header_u64(const HttpRequest& req, std::string_view key,
                                                  std::string& error) {
-    const std::string* h = header(req, key);
+    std::string lower(key);
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string* h = header(req, lower.c_str());
     if (!h) return std::nullopt;
     std::uint64_t v = 0;
     auto [p, ec] = std::from_chars(h->data(), h->data() + h->size(), v);
@@ -233,16 +240,16 @@ class Api {
     return v;
   }
 
-  // Per serving thread: the request body and the outputs of the last request. httplib writes a
-  // response on the thread that ran its handler, before that thread reads its next request, so
-  // the response may point into these buffers. Big ones are dropped after use (see trim()).
+  // Per worker thread: the input views and the outputs of the last request. The answer is a
+  // copy of the outputs (the reply is written by an event loop after the handler returned, when
+  // this thread may already run the next request). Big ones are dropped after use (see trim()).
   struct Buffers {
-    std::string body;
+    std::string region;  // an unsealed region's bytes, read per request
     std::vector<TensorView> inputs;
     OutputBuffer out;
     void trim() {
       constexpr std::size_t kKeep = 16u << 20;
-      if (body.capacity() > kKeep) std::string().swap(body);
+      if (region.capacity() > kKeep) std::string().swap(region);
       if (out.bytes.capacity() > kKeep) std::string().swap(out.bytes);
     }
   };
@@ -251,156 +258,120 @@ class Api {
     return b;
   }
 
-  static const std::string* header(const httplib::Request& req, const char* key) {
-    auto it = req.headers.find(key);  // case-insensitive, no copy
+  // Header names arrive lower-cased (net/http_server.hpp); `key` is given in lower case.
+  static const std::string* header(const HttpRequest& req, const char* key) {
+    auto it = req.headers.find(key);
     return it == req.headers.end() ? nullptr : &it->second;
   }
 
-  void infer(const httplib::Request& req, httplib::Response& res,
-             const httplib::ContentReader& reader) {
+  HttpReply infer(const HttpRequest& req) {
     Buffers& buf = buffers();
     buf.trim();
-    buf.body.clear();
-    // The whole body is read before anything is checked, so the connection stays usable for the
-    // next request whatever the answer. httplib has already refused a Content-Length over
-    // max_body_bytes (413) by then.
-    if (const std::string* len = header(req, "Content-Length")) {
-      std::uint64_t n = 0;
-      auto [p, ec] = std::from_chars(len->data(), len->data() + len->size(), n);
-      if (ec == std::errc() && n <= max_body_) buf.body.reserve(n);
-    }
-    bool too_big = false;
-    // A request without Content-Length or Transfer-Encoding has no body (a region request, as
-    // `curl -X POST` sends it); httplib's reader would wait for one and fail.
-    bool has_body = header(req, "Content-Length") || header(req, "Transfer-Encoding");
-    bool read = !has_body || reader([&](const char* data, std::size_t n) {
-      if (n > max_body_ - buf.body.size()) {
-        too_big = true;
-        return false;
-      }
-      buf.body.append(data, n);
-      return true;
-    });
-    if (!read) {
-      if (too_big || res.status == 413) {
-        return reply_error(
-            res, 413,
-            "infer: the body is over max_body_bytes (" + std::to_string(max_body_) + " bytes)");
-      }
-      return reply_error(res, 400, "infer: could not read the request body");
-    }
-
-    std::string name = req.matches[1];
+    // The server has read the whole body (and refused one over max_body_bytes with 413) before
+    // this runs: the connection stays usable whatever the answer.
+    const std::string& name = req.path_params.at("name");
     // Taking the pointer pins this model for the whole request, whatever is swapped in meanwhile.
     auto model = store_.get(name);
-    if (!model) return reply_error(res, 404, "no model \"" + name + "\" loaded");
-    const std::string* type = header(req, "Content-Type");
+    if (!model) return reply_error(404, "no model \"" + name + "\" loaded");
+    const std::string* type = header(req, "content-type");
     std::string_view ctype = type ? std::string_view(*type) : std::string_view();
     bool json = ctype.starts_with("application/json");
     if (!json && !ctype.empty() && !ctype.starts_with("application/octet-stream")) {
-      return reply_error(res, 415,
-                         "Content-Type must be application/octet-stream or application/json");
+      return reply_error(415, "Content-Type must be application/octet-stream or application/json");
     }
-    const std::string* region_name = header(req, "X-Mota-Input-Region");
-    if (!region_name && (header(req, "X-Mota-Input-Offset") || header(req, "X-Mota-Input-Bytes"))) {
-      return reply_error(res, 400, "infer: X-Mota-Input-Offset/-Bytes without X-Mota-Input-Region");
+    const std::string* region_name = header(req, "x-mota-input-region");
+    if (!region_name && (header(req, "x-mota-input-offset") || header(req, "x-mota-input-bytes"))) {
+      return reply_error(400, "infer: X-Mota-Input-Offset/-Bytes without X-Mota-Input-Region");
     }
     if (json) {
       if (region_name) {
-        return reply_error(res, 400, "infer: X-Mota-Input-Region takes raw inputs, not JSON");
+        return reply_error(400, "infer: X-Mota-Input-Region takes raw inputs, not JSON");
       }
-      return infer_json(buf, *model, res);
+      return infer_json(req.body, buf, *model);
     }
 
     // Raw: the inputs are views of the body, the model's declared layout unless the header says.
     std::vector<TensorInfo> declared;
     const std::vector<TensorInfo>* specs = &model->info().inputs;
-    if (const std::string* h = header(req, "X-Mota-Inputs")) {
+    if (const std::string* h = header(req, "x-mota-inputs")) {
       auto parsed = parse_specs(*h);
-      if (!parsed)
-        return reply_error(res, 400, "infer: X-Mota-Inputs: " + parsed.error().message());
+      if (!parsed) return reply_error(400, "infer: X-Mota-Inputs: " + parsed.error().message());
       declared = std::move(*parsed);
       specs = &declared;
     }
-    std::string_view raw = buf.body;
+    std::string_view raw = req.body;
     // Or views of a shared-memory region (runtime/shm.hpp); held until the run is over.
     std::shared_ptr<const Region> region;
     if (region_name) {
-      if (!buf.body.empty()) {
-        return reply_error(res, 400,
+      if (!req.body.empty()) {
+        return reply_error(400,
                            "infer: a request naming X-Mota-Input-Region must have an empty body");
       }
       region = regions_.get(*region_name);
       if (!region) {
-        return reply_error(res, 404, "infer: no region \"" + *region_name + "\" is registered");
+        return reply_error(404, "infer: no region \"" + *region_name + "\" is registered");
       }
       std::string bad;
       auto offset = header_u64(req, "X-Mota-Input-Offset", bad);
       auto length = header_u64(req, "X-Mota-Input-Bytes", bad);
-      if (!bad.empty()) return reply_error(res, 400, "infer: " + bad);
+      if (!bad.empty()) return reply_error(400, "infer: " + bad);
       if (!length) {  // the inputs' size, which split_raw_views checks anyway
         std::uint64_t total = 0;
         for (const auto& s : *specs) {
           auto n = byte_size(s.shape, s.dtype);
           if (!n)
-            return reply_error(res, 400, "infer: input \"" + s.name + "\": " + n.error().message());
+            return reply_error(400, "infer: input \"" + s.name + "\": " + n.error().message());
           total += *n;
         }
         length = total;
       }
       // The same bound as a body: an unsealed region is copied into this thread's buffer.
       if (*length > max_body_) {
-        return reply_error(res, 413,
-                           "infer: X-Mota-Input-Bytes is over max_body_bytes (" +
-                               std::to_string(max_body_) + " bytes)");
+        return reply_error(413, "infer: X-Mota-Input-Bytes is over max_body_bytes (" +
+                                    std::to_string(max_body_) + " bytes)");
       }
-      auto view = region->read(offset.value_or(0), *length, buf.body);
-      if (!view) return reply_error(res, 400, "infer: " + view.error().message());
+      auto view = region->read(offset.value_or(0), *length, buf.region);
+      if (!view) return reply_error(400, "infer: " + view.error().message());
       raw = *view;
     }
     auto split = split_raw_views(raw, *specs, buf.inputs);
-    if (!split) return reply_error(res, 400, "infer: " + split.error().message());
+    if (!split) return reply_error(400, "infer: " + split.error().message());
     auto start = SteadyClock::now();
     auto st = model->infer(buf.inputs, buf.out);
     double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - start).count();
-    if (!st) return reply_error(res, status_for(st.error()), st.error().message());
+    if (!st) return reply_error(status_for(st.error()), st.error().message());
+    HttpReply res;
     set_model_headers(res, model->info());
-    res.set_header("X-Mota-Infer-Ms", std::to_string(ms));
-    res.set_header("X-Mota-Outputs", format_specs(buf.out.infos));
-    res.status = 200;
-    // Written from this thread's output buffer (where OpenCV put the outputs) by httplib right
-    // after this handler returns: no copy into res.body.
-    const std::string* bytes = &buf.out.bytes;
-    res.set_content_provider(
-        bytes->size(), "application/octet-stream",
-        [bytes](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
-          return sink.write(bytes->data() + offset, length);
-        });
+    res.headers["X-Mota-Infer-Ms"] = std::to_string(ms);
+    res.headers["X-Mota-Outputs"] = format_specs(buf.out.infos);
+    res.content_type = "application/octet-stream";
+    res.body = buf.out.bytes;
+    return res;
   }
 
-  void infer_json(Buffers& buf, ServedModel& model, httplib::Response& res) {
-    Json body = Json::parse(buf.body, nullptr, false);
+  HttpReply infer_json(const std::string& text, Buffers& buf, ServedModel& model) {
+    Json body = Json::parse(text, nullptr, false);
     if (body.is_discarded() || !body.is_object() || !body.contains("inputs")) {
-      return reply_error(res, 400, "infer: JSON body must be {\"inputs\": [...]}");
+      return reply_error(400, "infer: JSON body must be {\"inputs\": [...]}");
     }
     auto inputs = tensors_from_json(body["inputs"]);
-    if (!inputs) return reply_error(res, 400, "infer: " + inputs.error().message());
+    if (!inputs) return reply_error(400, "infer: " + inputs.error().message());
     std::vector<TensorView> views;
     for (const auto& t : *inputs) views.push_back(TensorView::of(t));
     auto start = SteadyClock::now();
     auto st = model.infer(views, buf.out);
     double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - start).count();
-    if (!st) return reply_error(res, status_for(st.error()), st.error().message());
-    set_model_headers(res, model.info());
-    res.set_header("X-Mota-Infer-Ms", std::to_string(ms));
+    if (!st) return reply_error(status_for(st.error()), st.error().message());
     const auto& i = model.info();
-    reply_json(res, 200,
-               {{"model", i.name},
-                {"version", i.version},
-                {"slot", i.slot.string()},
-                {"generation", i.generation},
-                {"infer_ms", ms},
-                {"outputs", tensors_to_json(buf.out.tensors())}});
+    HttpReply res = reply_json(200, {{"model", i.name},
+                                     {"version", i.version},
+                                     {"slot", i.slot.string()},
+                                     {"generation", i.generation},
+                                     {"infer_ms", ms},
+                                     {"outputs", tensors_to_json(buf.out.tensors())}});
+    set_model_headers(res, i);
+    res.headers["X-Mota-Infer-Ms"] = std::to_string(ms);
+    return res;
   }
 
   ModelStore& store_;
@@ -409,11 +380,11 @@ class Api {
   std::size_t max_body_;
 };
 
-class HttplibServer final : public Server {
+class NetServer final : public Server {
  public:
-  HttplibServer(ModelStore& store, const ServerOptions& options)
+  NetServer(ModelStore& store, const ServerOptions& options)
       : api_(store, options.max_body_bytes), opts_(options) {}
-  ~HttplibServer() override { stop(); }
+  ~NetServer() override { stop(); }
 
   Status start() {
     if (opts_.socket.empty() && opts_.tcp_host.empty()) {
@@ -423,6 +394,21 @@ class HttplibServer final : public Server {
       return fail(Errc::invalid_argument,
                   "tcp: " + opts_.tcp_host + " is not a loopback address (the API has no auth)");
     }
+    net::ServerConfig config;
+    config.host = opts_.tcp_host;  // empty: no TCP
+    config.port = opts_.tcp_port;
+    config.unix_socket = opts_.socket;
+    config.unix_socket_mode = opts_.socket_mode;
+    config.max_body_bytes = opts_.max_body_bytes;
+    config.threads = std::max(1, opts_.threads);
+    // One loop reads and writes every connection: the work is in the handlers, and a device has
+    // a few local clients, not a fleet.
+    config.io_threads = 1;
+    // Local clients keep their connection for as long as they like (the agent, a camera loop).
+    config.keep_alive_max_count = std::size_t{1} << 40;
+    config.keep_alive_timeout_s = 30;  // an idle connection costs a socket, not a thread
+    config.request_timeout_s = 30;
+    config.write_timeout_s = 30;
     if (!opts_.socket.empty()) {
       if (opts_.socket.native().size() >= sizeof(sockaddr_un{}.sun_path)) {
         return fail(Errc::invalid_argument, opts_.socket.string() + ": socket path too long");
@@ -431,86 +417,35 @@ class HttplibServer final : public Server {
         MOTA_TRY_CTX(fs::make_dirs(opts_.socket.parent_path()), "socket directory");
       }
       MOTA_TRY(clear_stale_socket(opts_.socket));
-      auto& svr = add_server();
-      svr.set_address_family(AF_UNIX);
-      // httplib takes the socket path as the host; the port is ignored for AF_UNIX.
-      if (!svr.bind_to_port(opts_.socket.string(), 80)) {
-        return fail(Errc::io, "bind " + opts_.socket.string() + ": failed (directory writable?)");
-      }
-      unix_bound_ = true;
-      if (::chmod(opts_.socket.c_str(), opts_.socket_mode) != 0) {
-        return fail(errno_error("chmod", opts_.socket.string(), errno));
-      }
     }
-    if (!opts_.tcp_host.empty()) {
-      auto& svr = add_server();
-      if (opts_.tcp_port == 0) {
-        tcp_port_ = svr.bind_to_any_port(opts_.tcp_host);
-        if (tcp_port_ <= 0) return fail(Errc::io, "bind " + opts_.tcp_host + ": failed");
-      } else {
-        if (!svr.bind_to_port(opts_.tcp_host, opts_.tcp_port)) {
-          return fail(Errc::io, "bind " + opts_.tcp_host + ":" + std::to_string(opts_.tcp_port) +
-                                    ": failed (port in use?)");
-        }
-        tcp_port_ = opts_.tcp_port;
-      }
+    server_ = net::make_http_server(config);
+    api_.install(*server_);
+    auto port = server_->start();
+    if (!port) {
+      server_.reset();
+      return fail(port.error());
     }
-    for (auto& s : servers_) {
-      httplib::Server* p = s.get();
-      threads_.emplace_back([p] { p->listen_after_bind(); });
-    }
-    // stop() only reaches a server that is already running: wait for it, so an immediate stop()
-    // cannot miss a listener that has not entered its accept loop yet.
-    for (auto& s : servers_) {
-      while (!s->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    tcp_port_ = *port;
     return {};
   }
 
   void stop() override {
-    for (auto& s : servers_) s->stop();
-    for (auto& t : threads_) {
-      if (t.joinable()) t.join();
-    }
-    threads_.clear();
-    if (unix_bound_) {
-      ::unlink(opts_.socket.c_str());
-      unix_bound_ = false;
-    }
+    if (server_) server_->stop();  // also removes the socket file
   }
 
   int tcp_port() const override { return tcp_port_; }
 
  private:
-  httplib::Server& add_server() {
-    auto svr = std::make_unique<httplib::Server>();
-    int n = std::max(1, opts_.threads);
-    svr->new_task_queue = [n] { return new httplib::ThreadPool(static_cast<std::size_t>(n)); };
-    svr->set_payload_max_length(opts_.max_body_bytes);
-    svr->set_keep_alive_max_count(100000);
-    svr->set_keep_alive_timeout(2);
-    svr->set_read_timeout(30, 0);
-    svr->set_write_timeout(30, 0);
-    // Headers and body go out in two writes: without TCP_NODELAY, Nagle holds the second one back
-    // until the client's delayed ACK (up to 40 ms) on the loopback TCP listener.
-    svr->set_tcp_nodelay(true);
-    api_.install(*svr);
-    servers_.push_back(std::move(svr));
-    return *servers_.back();
-  }
-
   Api api_;
   ServerOptions opts_;
-  std::vector<std::unique_ptr<httplib::Server>> servers_;
-  std::vector<std::thread> threads_;
+  std::unique_ptr<net::HttpServer> server_;
   int tcp_port_ = 0;
-  bool unix_bound_ = false;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<Server>> Server::start(ModelStore& store, const ServerOptions& options) {
-  auto s = std::make_unique<HttplibServer>(store, options);
+  auto s = std::make_unique<NetServer>(store, options);
   MOTA_TRY(s->start());
   return std::unique_ptr<Server>(std::move(s));
 }
