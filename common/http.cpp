@@ -19,6 +19,10 @@ Result<std::string> Client::get_body(const std::string& url, std::uint64_t max_b
   return body;
 }
 
+Result<Response> Client::request(const Request& req) {
+  return fail(Errc::unsupported, req.method + " " + req.url + ": this client cannot send it");
+}
+
 std::string format_rate(std::uint64_t bytes_per_sec) {
   static constexpr const char* kUnits[] = {"KB/s", "MB/s", "GB/s", "TB/s"};
   if (bytes_per_sec < 1000) return std::to_string(bytes_per_sec) + " B/s";

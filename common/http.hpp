@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "common/result.hpp"
 
@@ -33,6 +34,9 @@ struct ClientConfig {
   // Checked while transferring: when it becomes true the request stops with Errc::cancelled
   // within about 100 ms. May be null. The pointee must outlive the client.
   const std::atomic<bool>* cancel = nullptr;
+  // Connect to this Unix-domain socket instead of the URL's host and port (the URL still gives
+  // the path and the Host header: "http://localhost/v1/health"). Empty: TCP as the URL says.
+  std::string unix_socket;
   // Proxies come from the environment (http_proxy, https_proxy, no_proxy) as with curl(1).
 };
 
@@ -74,6 +78,20 @@ using Sink = std::function<Status(std::span<const std::byte>)>;
 struct Response {
   long status = 0;
   std::string body;
+  // Response headers, names lower-cased (repeated ones joined with ", "). Filled by request()
+  // only.
+  std::map<std::string, std::string> headers;
+};
+
+// A request for Client::request(): any method, a body sent from the caller's buffer.
+struct Request {
+  std::string method = "GET";  // GET, HEAD, POST, PUT, PATCH, DELETE
+  std::string url;
+  std::string_view body;  // sent as is (with Content-Length) when non-empty or method is POST/PUT
+  std::map<std::string, std::string> headers;
+  std::uint64_t max_response_bytes = 1 << 20;  // a longer body is Errc::too_large
+  // Whole-request limit as GetRequest::timeout (Errc::network); 0 = none.
+  std::chrono::milliseconds timeout{0};
 };
 
 // A client is used by one thread at a time; create one per thread.
@@ -95,6 +113,13 @@ class Client {
   virtual Result<Response> post(const std::string& url, const std::string& body,
                                 const std::map<std::string, std::string>& headers,
                                 std::uint64_t max_response_bytes = 1 << 20) = 0;
+
+  // One request of any method; returns status, headers and body. As post(): non-2xx is NOT an
+  // error. Transport failures, stalls and timeouts are Errc::network, an answer over
+  // max_response_bytes Errc::too_large. The body is sent without "Expect: 100-continue" (API
+  // requests to a server that takes them: no extra round trip). Clients that only know get() and
+  // post() (fakes) answer Errc::unsupported.
+  virtual Result<Response> request(const Request& req);
 };
 
 std::unique_ptr<Client> make_http_client(const ClientConfig& config = {});

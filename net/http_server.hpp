@@ -102,8 +102,15 @@ class Responder {
 using AsyncHandler = std::function<void(HttpRequest&&, Responder)>;
 
 struct ServerConfig {
+  // TCP listener. Empty host or port -1: no TCP (a Unix socket only).
   std::string host = "127.0.0.1";
-  int port = 0;                       // 0: pick a free port (start() returns it)
+  int port = 0;  // 0: pick a free port (start() returns it)
+  // Unix-domain listener, as well as or instead of TCP; empty: none. The server binds it (the
+  // directory must exist and no file may be at the path: stale sockets are the caller's to
+  // judge), sets unix_socket_mode on it, and removes it in stop() if it is still the file it
+  // bound. Requests from it have remote_addr "unix".
+  std::filesystem::path unix_socket;
+  unsigned unix_socket_mode = 0660;
   std::filesystem::path static_root;  // served at "/" if non-empty; must be a directory
   std::size_t max_body_bytes = 16 << 20;
   // Event-loop threads that read, parse and write every connection (and run async handlers and
@@ -156,15 +163,17 @@ class HttpServer {
   // The same for a handler that answers later (see AsyncHandler).
   virtual void route_async(std::string method, std::string pattern, AsyncHandler handler) = 0;
 
-  // Binds and serves on background threads; returns the bound port. Errors: Errc::not_found if
-  // static_root is set but is not a directory, Errc::io if the address cannot be bound,
-  // Errc::invalid_argument if already started. Call at most once.
+  // Binds and serves on background threads; returns the bound TCP port (0 without TCP). Errors:
+  // Errc::not_found if static_root is set but is not a directory, Errc::io if an address cannot
+  // be bound (for the Unix socket also: a file is in the way), Errc::invalid_argument if already
+  // started, with neither TCP nor a Unix socket, or for a socket path too long for sun_path.
+  // Call at most once.
   virtual Result<int> start() = 0;
 
-  // Stops accepting connections, cuts off static downloads in progress, lets running handlers
-  // finish (and sends their replies; async replies still missing after 5 s are dropped), closes
-  // every connection, and returns once every thread has stopped. Safe to call from any thread
-  // (not from a handler), more than once, or before start().
+  // Stops accepting connections (and removes the Unix socket file), cuts off static downloads in
+  // progress, lets running handlers finish (and sends their replies; async replies still missing
+  // after 5 s are dropped), closes every connection, and returns once every thread has stopped.
+  // Safe to call from any thread (not from a handler), more than once, or before start().
   virtual void stop() = 0;
 
   // Blocks until the server has stopped (via stop() from another thread). Returns at once if the

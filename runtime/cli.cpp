@@ -1,17 +1,19 @@
 #include "runtime/cli.hpp"
 
-#include <systemd/sd-daemon.h>
-
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <mutex>
 #include <thread>
 
 #include "common/cli_words.hpp"
 #include "common/fs.hpp"
 #include "common/log.hpp"
+#include "common/notify.hpp"
 #include "common/version.hpp"
+#include "runtime/client.hpp"
 #include "runtime/config.hpp"
 #include "runtime/inspect.hpp"
 #include "runtime/probe.hpp"
@@ -45,6 +47,62 @@ int usage_error(const std::string& message) {
                message.c_str());
   return kExitUsage;
 }
+
+// Sends WATCHDOG=1 at half of WatchdogSec= while the API answers: each keep-alive follows a
+// GET /v1/health through the runtime's own listener, so a runtime whose event loop or worker pool
+// is stuck (every worker held by a hung load) stops pinging and systemd restarts it. Nothing runs
+// when the watchdog is off.
+class Watchdog {
+ public:
+  Watchdog(const ServerOptions& server, int tcp_port) {
+    const auto interval = notify::watchdog_interval();
+    if (interval.count() == 0) return;
+    const auto period = std::chrono::duration_cast<std::chrono::milliseconds>(interval / 2);
+    ClientOptions o;
+    if (!server.socket.empty()) {
+      o.socket = server.socket;
+    } else {
+      o.tcp = server.tcp_host + ":" + std::to_string(tcp_port);
+    }
+    // An answer later than half a period could not be followed by a keep-alive in time.
+    o.timeout = std::max(std::chrono::milliseconds(1), period / 2);
+    o.connect_timeout = o.timeout;
+    thread_ = std::thread([this, o, period] { run(o, period); });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+ private:
+  void run(const ClientOptions& o, std::chrono::milliseconds period) {
+    Client client(o);
+    std::unique_lock lock(mu_);
+    while (!done_) {
+      lock.unlock();
+      auto h = client.health();
+      if (h) {
+        notify::send("WATCHDOG=1");
+      } else {
+        log::warn("watchdog: the API did not answer, no keep-alive sent",
+                  {{"ERROR", h.error().message()}});
+      }
+      lock.lock();
+      cv_.wait_for(lock, period, [this] { return done_; });
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
 
 struct ServeFlags {
   std::string config = kDefaultConfig;
@@ -92,9 +150,12 @@ int serve(const ServeFlags& f) {
                          ? std::string("off")
                          : c.server.tcp_host + ":" + std::to_string((*server)->tcp_port())},
              {"POOL_SIZE", std::to_string(c.store.load.pool_size)}});
-  (void)sd_notify(0, "READY=1");
-  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  (void)sd_notify(0, "STOPPING=1");
+  (void)notify::ready("serving");
+  {
+    Watchdog watchdog(c.server, (*server)->tcp_port());
+    while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  (void)notify::stopping();
   (*server)->stop();
   log::info("mota-runtime stopped");
   return 0;

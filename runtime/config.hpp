@@ -5,7 +5,7 @@
 //   socket            = "/run/mota/runtime.sock"
 //   socket_mode       = "0660"            # who may talk to the runtime (it loads any path)
 //   tcp               = ""                # e.g. "127.0.0.1:8700"; loopback only; "" = off
-//   http_threads      = 8                 # connections served at once per listener
+//   http_threads      = 8                 # requests handled at once (idle/slow connections: none)
 //   pool_size         = 2                 # engine instances per model = concurrent inferences
 //   engine_threads    = 0                 # OpenCV worker threads (0 = OpenCV's default)
 //   warmup_runs       = 1                 # per engine instance, before a model is swapped in

@@ -1,5 +1,6 @@
 #pragma once
-// mota-runtime's HTTP API, served on a Unix socket and optionally on loopback TCP.
+// mota-runtime's HTTP API, served on a Unix socket and optionally on loopback TCP, by the project's
+// HTTP server (net/http_server.hpp).
 //
 //   GET  /v1/health               {"status": "ok"|"empty", "uptime_s", "models": [status...]}
 //   GET  /v1/models               {"models": [status + inputs/outputs...]}
@@ -45,7 +46,9 @@ struct ServerOptions {
   mode_t socket_mode = 0660;
   std::string tcp_host;  // empty: no TCP. Must be a loopback address (127.x.x.x, ::1, localhost)
   int tcp_port = 0;      // 0 with tcp_host set: pick a free port (tcp_port() says which)
-  int threads = 8;       // worker threads per listener = connections served at once
+  // Worker threads = requests handled at once (inferences, loads). Connections are not counted:
+  // the HTTP server's event loop holds them, so slow or idle clients never take a worker.
+  int threads = 8;
   std::size_t max_body_bytes = 64u << 20;
 };
 

@@ -1,5 +1,6 @@
 #include "runtime/store.hpp"
 
+#include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -146,6 +147,9 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
       sched_param param{};
       if (idle && ::sched_setscheduler(tid, SCHED_IDLE, &param) == 0) idle_tid = tid;
       decided = true;
+      // Named once its policy is set (not before: can_leave_idle()'s throwaway thread would
+      // inherit the name): tools and tests find the loader by it.
+      ::pthread_setname_np(::pthread_self(), "mota-load");
     }
     done_cv.notify_all();
     LoadYieldScope yield(options_.load_yield);

@@ -1,7 +1,13 @@
 // mota-runtime's command line, run as the real binary: usage errors exit 2 (as in every mota
-// binary, and apart from probe's verdicts 3..9), --version, and `inspect`.
+// binary, and apart from probe's verdicts 3..9), --version, `inspect`, and what `serve` tells
+// systemd (READY=1, WATCHDOG=1 keep-alives, STOPPING=1).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <csignal>
+#include <cstring>
 #include <tuple>
 
 #include "common/version.hpp"
@@ -200,6 +206,69 @@ TEST_F(RuntimeCliTest, InspectRefusalsAndUnreadableModels) {
   EXPECT_EQ(other.exit_code, 1);
   EXPECT_NE(other.err.find("framework \"gguf\": inspect reads ONNX models only"), std::string::npos)
       << other.err;
+}
+
+// The receiving end of NOTIFY_SOCKET: every datagram, in order.
+class NotifyListener {
+ public:
+  explicit NotifyListener(const std::filesystem::path& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    EXPECT_GE(fd_, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  }
+  ~NotifyListener() { ::close(fd_); }
+  NotifyListener(const NotifyListener&) = delete;
+  NotifyListener& operator=(const NotifyListener&) = delete;
+
+  // Reads datagrams until one contains `what` or `timeout` passes without any; true if found.
+  bool wait_for(const std::string& what, std::chrono::milliseconds timeout) {
+    timeval tv{static_cast<time_t>(timeout.count() / 1000),
+               static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return false;
+      seen.emplace_back(buf, static_cast<std::size_t>(n));
+      if (seen.back().find(what) != std::string::npos) return true;
+    }
+  }
+  std::vector<std::string> seen;
+
+ private:
+  int fd_ = -1;
+};
+
+TEST_F(RuntimeCliTest, ServeTellsSystemdReadyWatchdogAndStopping) {
+  // WatchdogSec= of 400 ms: keep-alives every ~200 ms, each after the API answered.
+  test::write_file(tmp_ / "runtime.toml",
+                   "socket = \"" + (tmp_ / "api.sock").string() + "\"\nlog_level = \"warn\"\n");
+  NotifyListener notify(tmp_ / "notify.sock");
+  test::Process rt(
+      {bin(), "serve", "--config", (tmp_ / "runtime.toml").string()}, tmp_ / "runtime.log",
+      {{"NOTIFY_SOCKET", (tmp_ / "notify.sock").string()}, {"WATCHDOG_USEC", "400000"}});
+  ASSERT_TRUE(notify.wait_for("READY=1", std::chrono::seconds(60)))
+      << test::read_file(tmp_ / "runtime.log");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(notify.wait_for("WATCHDOG=1", std::chrono::seconds(10)))
+        << "keep-alive " << i << "; log: " << test::read_file(tmp_ / "runtime.log");
+  }
+  rt.kill(SIGTERM);
+  EXPECT_TRUE(notify.wait_for("STOPPING=1", std::chrono::seconds(30)));
+  EXPECT_EQ(rt.wait(), 0);
+
+  // Without WATCHDOG_USEC: READY=1 and STOPPING=1, and no keep-alive in between.
+  NotifyListener quiet(tmp_ / "quiet.sock");
+  test::Process plain({bin(), "serve", "--config", (tmp_ / "runtime.toml").string()},
+                      tmp_ / "plain.log", {{"NOTIFY_SOCKET", (tmp_ / "quiet.sock").string()}});
+  ASSERT_TRUE(quiet.wait_for("READY=1", std::chrono::seconds(60)));
+  plain.kill(SIGTERM);
+  EXPECT_TRUE(quiet.wait_for("STOPPING=1", std::chrono::seconds(30)));
+  EXPECT_EQ(plain.wait(), 0);
+  for (const auto& m : quiet.seen) EXPECT_EQ(m.find("WATCHDOG=1"), std::string::npos) << m;
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/http.hpp"
 #include "manifest/canonical_json.hpp"
 #include "runtime/client.hpp"
 #include "tests/support/test_support.hpp"
@@ -173,5 +174,38 @@ class RuntimeProcess {
   stdfs::path socket_, log_;
   std::unique_ptr<test::Process> proc_;
 };
+
+// Requests the runtime Client never sends (any content type, any header), over the Unix socket.
+class RawApi {
+ public:
+  explicit RawApi(const stdfs::path& socket) {
+    http::ClientConfig config;
+    config.unix_socket = socket.string();
+    config.min_rate = 0;
+    http_ = http::make_http_client(config);
+  }
+  Result<http::Response> post(const std::string& path, std::string_view body,
+                              const std::string& type,
+                              std::map<std::string, std::string> headers = {}) {
+    http::Request req;
+    req.method = "POST";
+    req.url = "http://localhost" + path;
+    req.body = body;
+    req.headers = std::move(headers);
+    req.headers["Content-Type"] = type;
+    req.max_response_bytes = 64u << 20;
+    req.timeout = std::chrono::seconds(120);
+    return http_->request(req);
+  }
+
+ private:
+  std::unique_ptr<http::Client> http_;
+};
+
+// The {"error"} message of an answer, or its body.
+inline std::string error_of(const http::Response& r) {
+  Json e = Json::parse(r.body, nullptr, false);
+  return e.is_object() && e.contains("error") ? e["error"].get<std::string>() : r.body;
+}
 
 }  // namespace mota::runtime::testing

@@ -6,7 +6,6 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <httplib.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -341,13 +340,8 @@ TEST_F(ShmServerTest, InferFromRegionsAnswersAsFromTheBody) {
 TEST_F(ShmServerTest, BadRegionRequestsAreRefusedWithAReasonAndChangeNothing) {
   RuntimeProcess rt(tmp_.path(), {"face=" + (tmp_ / "v1").string()});
   Client c(rt.options());
-  httplib::Client http(rt.socket().string());
-  http.set_address_family(AF_UNIX);
-  http.set_read_timeout(120, 0);
-  auto error_of = [](const httplib::Result& res) {
-    Json e = Json::parse(res->body, nullptr, false);
-    return e.is_object() && e.contains("error") ? e["error"].get<std::string>() : res->body;
-  };
+  testing::RawApi http(rt.socket());
+  auto error_of = [](const Result<http::Response>& res) { return testing::error_of(*res); };
   Memfd fd(image_ + std::string(100, '\0'), true);
   ShmFile shm(image_);
   ASSERT_TRUE(c.register_region("cam", fd.path()));
@@ -358,7 +352,7 @@ TEST_F(ShmServerTest, BadRegionRequestsAreRefusedWithAReasonAndChangeNothing) {
   ASSERT_TRUE(c.register_region("big", big.path()));
 
   struct Case {
-    httplib::Headers headers;
+    std::map<std::string, std::string> headers;
     std::string body, type;
     int status;
     std::string says;
@@ -412,7 +406,7 @@ TEST_F(ShmServerTest, BadRegionRequestsAreRefusedWithAReasonAndChangeNothing) {
        "must be float32 [1,3,240,320]"},
   };
   for (const auto& k : infer_cases) {
-    auto r = http.Post("/v1/models/face/infer", k.headers, k.body, k.type.c_str());
+    auto r = http.post("/v1/models/face/infer", k.body, k.type, k.headers);
     ASSERT_TRUE(r) << k.says;
     EXPECT_EQ(r->status, k.status) << k.says << ": " << r->body;
     EXPECT_NE(error_of(r).find(k.says), std::string::npos) << error_of(r);
@@ -438,12 +432,12 @@ TEST_F(ShmServerTest, BadRegionRequestsAreRefusedWithAReasonAndChangeNothing) {
     register_cases.push_back({"x", Json{{"path", disk}}.dump(), 400, "not in shared memory"});
   }
   for (const auto& [name, body, status, says] : register_cases) {
-    auto r = http.Post(("/v1/shm/" + name + "/register").c_str(), body, "application/json");
+    auto r = http.post("/v1/shm/" + name + "/register", body, "application/json");
     ASSERT_TRUE(r) << says;
     EXPECT_EQ(r->status, status) << says << ": " << r->body;
     EXPECT_NE(error_of(r).find(says), std::string::npos) << error_of(r);
   }
-  auto r = http.Post("/v1/shm/nope/unregister", "{}", "application/json");
+  auto r = http.post("/v1/shm/nope/unregister", "{}", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
   EXPECT_NE(error_of(r).find("no region \"nope\""), std::string::npos);

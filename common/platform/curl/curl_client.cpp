@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -138,6 +139,8 @@ struct Transfer {
   std::optional<std::uint64_t> range_start;
   const Sink* sink = nullptr;
   std::string* buffer = nullptr;  // post(): collects the body instead of a sink
+  // request(): the final response's headers (names lower-cased), else null.
+  std::map<std::string, std::string>* headers_out = nullptr;
 
   bool started = false;  // the first body byte of the final response arrived
   bool partial = false;
@@ -177,6 +180,8 @@ struct Transfer {
                                      " bytes, more than the limit of " + std::to_string(max_bytes));
       return false;
     }
+    // One allocation for an announced body instead of doubling through curl's chunks.
+    if (buffer && cl > 0) buffer->reserve(static_cast<std::size_t>(cl));
     if (check_status && range_start && code == 206) {
       // A 206 for a different range than asked would splice wrong bytes into a resumed file.
       std::uint64_t first = 0;
@@ -266,6 +271,7 @@ struct Transfer {
     std::string_view line(ptr, n);
     if (iequals_prefix(line, "HTTP/")) {
       t->content_range.reset();  // a new response (after a redirect or 100 Continue)
+      if (t->headers_out) t->headers_out->clear();
     } else if (iequals_prefix(line, "content-range:")) {
       line.remove_prefix(14);
       while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
@@ -273,7 +279,28 @@ struct Transfer {
         line.remove_suffix(1);
       t->content_range = std::string(line);
     }
+    if (t->headers_out && !iequals_prefix(line, "HTTP/")) add_header(*t->headers_out, line);
     return n;
+  }
+
+  // "Name: value\r\n" into `out` (name lower-cased; a repeated name's values joined by ", ").
+  static void add_header(std::map<std::string, std::string>& out, std::string_view line) {
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) return;  // the blank line ending the head
+    std::string name(line.substr(0, colon));
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ' ||
+                              value.back() == '\t')) {
+      value.remove_suffix(1);
+    }
+    auto [it, inserted] = out.emplace(std::move(name), std::string(value));
+    if (!inserted) {
+      it->second += ", ";
+      it->second += value;
+    }
   }
 
   static int on_progress(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t ulnow) {
@@ -310,7 +337,7 @@ class CurlClient final : public Client {
     // CURLOPT_RANGE rather than RESUME_FROM: with RESUME_FROM curl fails a 200 answer
     // (CURLE_RANGE_ERROR), while a server without Range support must give a full download.
     MOTA_TRY(perform(t, req.url, headers.get(), req.timeout,
-                     range.empty() ? nullptr : range.c_str(), nullptr));
+                     range.empty() ? nullptr : range.c_str(), std::nullopt));
     ResponseInfo info;
     curl_easy_getinfo(easy_, CURLINFO_RESPONSE_CODE, &info.status);
     if (info.status < 200 || info.status > 299) {
@@ -340,17 +367,44 @@ class CurlClient final : public Client {
     Response resp;
     t.buffer = &resp.body;
     Slist hl = MOTA_TRY_CTX(make_headers(headers), t.what);
-    MOTA_TRY(perform(t, url, hl.get(), std::chrono::milliseconds(0), nullptr, &body));
+    MOTA_TRY(perform(t, url, hl.get(), std::chrono::milliseconds(0), nullptr, body));
+    curl_easy_getinfo(easy_, CURLINFO_RESPONSE_CODE, &resp.status);
+    return resp;
+  }
+
+  Result<Response> request(const Request& req) override {
+    static constexpr std::string_view kMethods[] = {"GET", "HEAD",  "POST",
+                                                    "PUT", "PATCH", "DELETE"};
+    Transfer t;
+    t.what = req.method + " " + req.url;
+    if (std::find(std::begin(kMethods), std::end(kMethods), req.method) == std::end(kMethods)) {
+      return fail(Errc::invalid_argument, t.what + ": unsupported method");
+    }
+    t.max_bytes = req.max_response_bytes;
+    t.check_status = false;
+    Response resp;
+    t.buffer = &resp.body;
+    t.headers_out = &resp.headers;
+    Slist hl = MOTA_TRY_CTX(make_headers(req.headers), t.what);
+    // "Expect:" with no value: curl sends no "Expect: 100-continue" (a round trip per big body).
+    curl_slist* next = curl_slist_append(hl.get(), "Expect:");
+    if (!next) return fail(Errc::internal, t.what + ": out of memory building HTTP headers");
+    (void)hl.release();
+    hl.reset(next);
+    const bool with_body = !req.body.empty() || req.method == "POST" || req.method == "PUT";
+    std::optional<std::string_view> body;
+    if (with_body) body = req.body;
+    MOTA_TRY(perform(t, req.url, hl.get(), req.timeout, nullptr, body, req.method.c_str()));
     curl_easy_getinfo(easy_, CURLINFO_RESPONSE_CODE, &resp.status);
     return resp;
   }
 
  private:
   // Runs one transfer on the reused easy handle. `range` is CURLOPT_RANGE ("N-") or null;
-  // `post_body` switches to POST.
+  // `post_body` switches to POST, or to `method` if set (request()).
   Status perform(Transfer& t, const std::string& url, curl_slist* headers,
                  std::chrono::milliseconds timeout, const char* range,
-                 const std::string* post_body) {
+                 std::optional<std::string_view> post_body, const char* method = nullptr) {
     t.easy = easy_;
     t.cancel = config_.cancel;
     t.max_bytes_per_sec = config_.max_bytes_per_sec;
@@ -378,10 +432,19 @@ class CurlClient final : public Client {
     if (!config_.ca_file.empty()) set(CURLOPT_CAINFO, config_.ca_file.c_str());
     if (headers) set(CURLOPT_HTTPHEADER, headers);
     if (range) set(CURLOPT_RANGE, range);
+    if (!config_.unix_socket.empty()) set(CURLOPT_UNIX_SOCKET_PATH, config_.unix_socket.c_str());
     if (post_body) {
       set(CURLOPT_POST, 1L);
-      set(CURLOPT_POSTFIELDS, post_body->data());
+      // Never null: curl would read the body from stdin instead.
+      set(CURLOPT_POSTFIELDS, post_body->empty() ? "" : post_body->data());
       set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(post_body->size()));
+      // Big bodies (a model's input tensors) in few sends rather than 64 KiB ones.
+      if (post_body->size() > 64 * 1024) set(CURLOPT_UPLOAD_BUFFERSIZE, 1024L * 1024);
+    }
+    if (method && std::string_view(method) == "HEAD") {
+      set(CURLOPT_NOBODY, 1L);
+    } else if (method && std::string_view(method) != "GET" && std::string_view(method) != "POST") {
+      set(CURLOPT_CUSTOMREQUEST, method);
     }
     // Bigger receive buffer than the 16 KiB default: fewer callbacks for GiB packages.
     set(CURLOPT_BUFFERSIZE, 256L * 1024);

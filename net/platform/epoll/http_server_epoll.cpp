@@ -24,6 +24,7 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -514,7 +515,21 @@ class EpollServer final : public HttpServer {
                                          (ec ? ": " + ec.message() : std::string()));
       }
     }
-    const int port = MOTA_TRY(listen_socket());
+    const bool tcp = !config_.host.empty() && config_.port >= 0;
+    if (!tcp && config_.unix_socket.empty()) {
+      return fail(Errc::invalid_argument,
+                  "http server: no listener (set a TCP address, a Unix socket, or both)");
+    }
+    int port = 0;
+    if (!config_.unix_socket.empty()) MOTA_TRY(listen_unix());
+    if (tcp) {
+      auto bound = listen_socket();
+      if (!bound) {
+        close_unix();
+        return fail(bound.error());
+      }
+      port = *bound;
+    }
     int n = config_.io_threads;
     if (n <= 0) n = std::clamp(int(std::thread::hardware_concurrency()), 1, 4);
     for (int i = 0; i < n; ++i) {
@@ -530,9 +545,7 @@ class EpollServer final : public HttpServer {
       ev.events = EPOLLIN;
       ev.data.u64 = kMailboxTag;
       ::epoll_ctl(loop->ep, EPOLL_CTL_ADD, loop->mailbox->efd, &ev);
-      ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-      ev.data.u64 = kListenTag;
-      if (::epoll_ctl(loop->ep, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) {
+      if (!watch_listeners(*loop, true)) {
         return fail(Errc::io, std::string("http server: epoll_ctl: ") + std::strerror(errno));
       }
       loops_.push_back(std::move(loop));
@@ -544,7 +557,11 @@ class EpollServer final : public HttpServer {
     for (auto& loop : loops_) {
       loop->thread = std::thread([this, l = loop.get()] { run_loop(*l); });
     }
-    log::info("http server listening", {{"ADDRESS", config_.host + ":" + std::to_string(port)},
+    std::string where = tcp ? config_.host + ":" + std::to_string(port) : std::string();
+    if (!config_.unix_socket.empty()) {
+      where += (where.empty() ? "" : " and ") + config_.unix_socket.string();
+    }
+    log::info("http server listening", {{"ADDRESS", where},
                                         {"IO_THREADS", std::to_string(n)},
                                         {"WORKERS", std::to_string(std::max(1, config_.threads))}});
     return port;
@@ -574,6 +591,7 @@ class EpollServer final : public HttpServer {
     }
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
+    close_unix();
     std::lock_guard lock(done_mu_);
     stopped_ = true;
     done_cv_.notify_all();
@@ -597,6 +615,73 @@ class EpollServer final : public HttpServer {
  private:
   static constexpr std::uint64_t kListenTag = ~std::uint64_t{0};
   static constexpr std::uint64_t kMailboxTag = ~std::uint64_t{0} - 1;
+  static constexpr std::uint64_t kListenUnixTag = ~std::uint64_t{0} - 2;
+
+  // Adds (or removes) the listening sockets to (from) a loop's epoll set. False if adding failed.
+  bool watch_listeners(Loop& loop, bool on) {
+    bool ok = true;
+    for (auto [fd, tag] :
+         {std::pair{listen_fd_, kListenTag}, std::pair{unix_fd_, kListenUnixTag}}) {
+      if (fd < 0) continue;
+      if (!on) {
+        ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, fd, nullptr);
+        continue;
+      }
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+      ev.data.u64 = tag;
+      ok = ::epoll_ctl(loop.ep, EPOLL_CTL_ADD, fd, &ev) == 0 && ok;
+    }
+    return ok;
+  }
+
+  // The Unix-domain listener (ServerConfig::unix_socket). Nothing is removed here: a file at the
+  // path makes bind fail (EADDRINUSE), and whether an old socket is stale is the caller's call.
+  Status listen_unix() {
+    const std::string& path = config_.unix_socket.native();
+    sockaddr_un addr{};
+    if (path.size() >= sizeof addr.sun_path) {
+      return fail(Errc::invalid_argument, "http server: " + path + ": socket path too long (" +
+                                              std::to_string(sizeof addr.sun_path - 1) +
+                                              " bytes at most)");
+    }
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      return fail(Errc::io, "http server: socket " + path + ": " + std::strerror(errno));
+    }
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return fail(Errc::io, "http server: cannot listen on " + path + ": " + std::strerror(err) +
+                                (err == EADDRINUSE ? " (a file is in the way)" : ""));
+    }
+    struct stat st {};
+    if (::chmod(path.c_str(), static_cast<mode_t>(config_.unix_socket_mode)) != 0 ||
+        ::listen(fd, SOMAXCONN) != 0 || ::stat(path.c_str(), &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      ::unlink(path.c_str());
+      return fail(Errc::io, "http server: cannot listen on " + path + ": " + std::strerror(err));
+    }
+    unix_fd_ = fd;
+    unix_dev_ = st.st_dev;
+    unix_ino_ = st.st_ino;
+    return {};
+  }
+
+  // Closes the Unix listener and removes its file, unless another process has replaced it since.
+  void close_unix() {
+    if (unix_fd_ < 0) return;
+    ::close(unix_fd_);
+    unix_fd_ = -1;
+    struct stat st {};
+    if (::lstat(config_.unix_socket.c_str(), &st) == 0 && st.st_dev == unix_dev_ &&
+        st.st_ino == unix_ino_) {
+      ::unlink(config_.unix_socket.c_str());
+    }
+  }
 
   static std::unique_ptr<Route> make_route(std::string method, std::string pattern) {
     auto r = std::make_unique<Route>();
@@ -703,7 +788,7 @@ class EpollServer final : public HttpServer {
       if (loop.stop_requested && !stop_deadline) {
         stop_deadline = Clock::now() + kStopGrace;
         if (listening) {
-          if (!loop.accept_paused) ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
+          if (!loop.accept_paused) watch_listeners(loop, false);
           listening = false;
         }
         begin_stop(loop);
@@ -719,8 +804,8 @@ class EpollServer final : public HttpServer {
       }
       for (int i = 0; i < n; ++i) {
         const std::uint64_t tag = events[std::size_t(i)].data.u64;
-        if (tag == kListenTag) {
-          if (listening) accept_all(loop);
+        if (tag == kListenTag || tag == kListenUnixTag) {
+          if (listening) accept_all(loop, tag == kListenTag ? listen_fd_ : unix_fd_);
         } else if (tag == kMailboxTag) {
           drain_mailbox(loop);
         } else {
@@ -731,10 +816,7 @@ class EpollServer final : public HttpServer {
       }
       if (Clock::now() >= next_tick) {
         if (loop.accept_paused && listening) {
-          epoll_event ev{};
-          ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-          ev.data.u64 = kListenTag;
-          ::epoll_ctl(loop.ep, EPOLL_CTL_ADD, listen_fd_, &ev);
+          watch_listeners(loop, true);
           loop.accept_paused = false;
         }
         expire(loop, Clock::now());
@@ -764,11 +846,11 @@ class EpollServer final : public HttpServer {
 
   // Accepts what is pending and spreads it over the loops (EPOLLEXCLUSIVE wakes one loop, which
   // would otherwise keep every connection of a burst to itself).
-  void accept_all(Loop& loop) {
+  void accept_all(Loop& loop, int listen_fd) {
     for (int i = 0; i < 64; ++i) {
       sockaddr_storage addr{};
       socklen_t len = sizeof addr;
-      int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len,
+      int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -777,7 +859,7 @@ class EpollServer final : public HttpServer {
           // readable; stop listening on this loop until the next tick instead of spinning.
           log::warn(std::string("http server: accept: ") + std::strerror(errno) +
                     "; accepting again in " + std::to_string(kTick.count()) + " ms");
-          ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
+          watch_listeners(loop, false);
           loop.accept_paused = true;
         }
         return;
@@ -826,6 +908,7 @@ class EpollServer final : public HttpServer {
 
   static std::string address_text(const sockaddr_storage& addr) {
     char buf[INET6_ADDRSTRLEN] = {};
+    if (addr.ss_family == AF_UNIX) return "unix";
     if (addr.ss_family == AF_INET) {
       ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&addr)->sin_addr, buf, sizeof buf);
     } else if (addr.ss_family == AF_INET6) {
@@ -1244,7 +1327,9 @@ class EpollServer final : public HttpServer {
     }
     const std::uint64_t body_len = content_length.value_or(0);
     if (body_len > config_.max_body_bytes) {
-      refuse(loop, c, 413, "request body too large");
+      refuse(loop, c, 413,
+             "request body over max_body_bytes (" + std::to_string(config_.max_body_bytes) +
+                 " bytes)");
       return false;
     }
     const Route* route = match_route(*req);
@@ -1552,6 +1637,9 @@ class EpollServer final : public HttpServer {
   stdfs::path root_;
   std::vector<std::unique_ptr<Route>> routes_;  // stable addresses: segments view pattern
   int listen_fd_ = -1;
+  int unix_fd_ = -1;
+  dev_t unix_dev_ = 0;
+  ino_t unix_ino_ = 0;
   std::vector<std::unique_ptr<Loop>> loops_;
   std::atomic<std::uint64_t> next_conn_id_{1};
   std::atomic<std::size_t> open_conns_{0};

@@ -1,10 +1,12 @@
-// cpp-httplib backend of runtime/client.hpp (AF_UNIX via set_address_family, as the server).
+// runtime/client.hpp on common/http.hpp (libcurl): one curl handle per Client, so its connection
+// to the runtime is kept alive between requests; CURLOPT_UNIX_SOCKET_PATH for the Unix socket.
 
-#include <httplib.h>
-#include <sys/socket.h>
-
-#include "manifest/canonical_json.hpp"
 #include "runtime/client.hpp"
+
+#include <cstdlib>
+
+#include "common/http.hpp"
+#include "manifest/canonical_json.hpp"
 
 namespace mota::runtime {
 
@@ -86,38 +88,27 @@ const ModelStatus* Health::find(const std::string& name) const {
 
 struct Client::Impl {
   ClientOptions opts;
-  std::string where;
-  std::unique_ptr<httplib::Client> http;
+  std::string where;  // what error messages name: the socket path or HOST:PORT
+  std::string base;   // URL prefix of every request
+  std::unique_ptr<http::Client> http;
 
   explicit Impl(ClientOptions o) : opts(std::move(o)) {
+    http::ClientConfig config;
+    config.connect_timeout = opts.connect_timeout;
+    // A load may take minutes without a byte moving: the per-request timeout is the bound.
+    config.min_rate = 0;
     if (!opts.tcp.empty()) {
       where = opts.tcp;
-      http = std::make_unique<httplib::Client>("http://" + opts.tcp);
+      base = "http://" + opts.tcp;
     } else {
       where = opts.socket.string();
-      http = std::make_unique<httplib::Client>(opts.socket.string());
-      http->set_address_family(AF_UNIX);
+      base = "http://localhost";
+      config.unix_socket = opts.socket.string();
     }
-    http->set_keep_alive(true);
-    // Headers and body are separate writes: no Nagle delay on loopback TCP.
-    http->set_tcp_nodelay(true);
-    auto ms = [](std::chrono::milliseconds d) {
-      return std::pair<time_t, time_t>(static_cast<time_t>(d.count() / 1000),
-                                       static_cast<time_t>((d.count() % 1000) * 1000));
-    };
-    auto [cs, cu] = ms(opts.connect_timeout);
-    http->set_connection_timeout(cs, cu);
-    auto [rs, ru] = ms(opts.timeout);
-    http->set_read_timeout(rs, ru);
-    http->set_write_timeout(rs, ru);
+    http = http::make_http_client(config);
   }
 
-  Error transport_error(const std::string& what, httplib::Error e) const {
-    return Error(Errc::network, what + ": mota-runtime is not reachable at " + where + ": " +
-                                    httplib::to_string(e));
-  }
-
-  Error answer_error(const std::string& what, int status, std::string_view body) const {
+  Error answer_error(const std::string& what, long status, std::string_view body) const {
     std::string msg;
     Json j = Json::parse(body, nullptr, false);
     if (!j.is_discarded() && j.is_object() && j.contains("error") && j["error"].is_string()) {
@@ -126,76 +117,65 @@ struct Client::Impl {
       msg = std::string(body.substr(0, 200));
     }
     return Error(Errc::http,
-                 what + ": mota-runtime answered " + std::to_string(status) + ": " + msg, status);
+                 what + ": mota-runtime answered " + std::to_string(status) + ": " + msg,
+                 static_cast<int>(status));
   }
 
-  // The answer's body on 2xx; else the runtime's {"error"} message as Errc::http.
-  Result<httplib::Result> check(const std::string& what, httplib::Result r) const {
-    if (!r) return fail(transport_error(what, r.error()));
+  // Sends one request; the answer on 2xx, else the runtime's {"error"} message as Errc::http.
+  Result<http::Response> send(const std::string& what, const std::string& method,
+                              const std::string& path, std::string_view body,
+                              std::map<std::string, std::string> headers,
+                              std::uint64_t max_answer = kMaxJsonAnswer) {
+    http::Request req;
+    req.method = method;
+    req.url = base + path;
+    req.body = body;
+    req.headers = std::move(headers);
+    req.max_response_bytes = max_answer;
+    req.timeout = opts.timeout;
+    auto r = http->request(req);
+    if (!r) {
+      if (r.error().code() == Errc::network) {
+        return fail(Errc::network, what + ": mota-runtime is not reachable at " + where + ": " +
+                                       r.error().message());
+      }
+      return fail(r.error().context(what));
+    }
     if (r->status >= 200 && r->status < 300) return r;
     return fail(answer_error(what, r->status, r->body));
   }
 
   Result<Json> get_json(const std::string& path) {
-    auto r = MOTA_TRY(check("GET " + path, http->Get(path.c_str())));
-    if (r->body.size() > kMaxJsonAnswer) return fail(Errc::too_large, path + ": answer too big");
-    Json j = Json::parse(r->body, nullptr, false);
+    auto r = MOTA_TRY(send("GET " + path, "GET", path, {}, {}));
+    Json j = Json::parse(r.body, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return fail(Errc::parse, path + ": answer not JSON");
     return j;
   }
 
-  // Reused by every inference of this client (one client per thread): the answer's bytes.
-  std::string answer;
+  Result<Json> post_json(const std::string& what, const std::string& path, const Json& body) {
+    auto r =
+        MOTA_TRY(send(what, "POST", path, body.dump(), {{"Content-Type", "application/json"}}));
+    return Json::parse(r.body, nullptr, false);
+  }
 
   Result<InferResult> infer(const std::string& name, std::string_view body,
-                            httplib::Headers headers) {
+                            std::map<std::string, std::string> headers) {
     std::string what = "infer " + name;
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/models/" + name + "/infer";
-    req.headers = std::move(headers);
-    req.headers.emplace("Content-Type", "application/octet-stream");
-    // The body goes out straight from the caller's buffer (Post(body) would copy it into the
-    // request first) and the answer lands in a buffer this client keeps. httplib 0.11 offers
-    // both only through these Request members.
-    if (!body.empty()) {
-      req.content_length_ = body.size();
-      req.content_provider_ = [body](std::size_t offset, std::size_t length,
-                                     httplib::DataSink& sink) {
-        return sink.write(body.data() + offset, length);
-      };
-    }
-    answer.clear();
-    bool too_big = false;
-    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t,
-                               std::uint64_t total) {
-      if (n > kMaxInferAnswer - answer.size()) {
-        too_big = true;
-        return false;
-      }
-      if (answer.empty() && total > 0 && total <= kMaxInferAnswer) answer.reserve(total);
-      answer.append(data, n);
-      return true;
+    headers.emplace("Content-Type", "application/octet-stream");
+    auto r = MOTA_TRY(send(what, "POST", "/v1/models/" + http::percent_encode(name) + "/infer",
+                           body, std::move(headers), kMaxInferAnswer));
+    auto header = [&](const char* key) {
+      auto it = r.headers.find(key);
+      return it == r.headers.end() ? std::string() : it->second;
     };
-    httplib::Response res;
-    httplib::Error err = httplib::Error::Success;
-    if (!http->send(req, res, err)) {
-      if (too_big) {
-        return fail(Errc::too_large, what + ": the answer is over " +
-                                         std::to_string(kMaxInferAnswer >> 20) + " MiB");
-      }
-      return fail(transport_error(what, err));
-    }
-    if (res.status < 200 || res.status >= 300) return fail(answer_error(what, res.status, answer));
     InferResult out;
-    out.model = res.get_header_value("X-Mota-Model");
-    out.version = res.get_header_value("X-Mota-Version");
-    out.slot = res.get_header_value("X-Mota-Slot");
-    out.generation = std::strtoull(res.get_header_value("X-Mota-Generation").c_str(), nullptr, 10);
-    out.infer_ms = std::strtod(res.get_header_value("X-Mota-Infer-Ms").c_str(), nullptr);
-    auto specs = MOTA_TRY_CTX(parse_specs(res.get_header_value("X-Mota-Outputs")),
-                              what + ": X-Mota-Outputs");
-    out.outputs = MOTA_TRY_CTX(split_raw(answer, specs), what + ": answer");
+    out.model = header("x-mota-model");
+    out.version = header("x-mota-version");
+    out.slot = header("x-mota-slot");
+    out.generation = std::strtoull(header("x-mota-generation").c_str(), nullptr, 10);
+    out.infer_ms = std::strtod(header("x-mota-infer-ms").c_str(), nullptr);
+    auto specs = MOTA_TRY_CTX(parse_specs(header("x-mota-outputs")), what + ": X-Mota-Outputs");
+    out.outputs = MOTA_TRY_CTX(split_raw(r.body, specs), what + ": answer");
     return out;
   }
 };
@@ -225,11 +205,9 @@ Result<std::vector<ModelStatus>> Client::models() {
 }
 
 Result<ModelStatus> Client::load(const std::string& name, const std::filesystem::path& slot) {
-  std::string path = "/v1/models/" + name + "/load";
-  Json body = {{"slot", slot.string()}};
-  auto r = MOTA_TRY(impl_->check("load " + name + " from " + slot.string(),
-                                 impl_->http->Post(path.c_str(), body.dump(), "application/json")));
-  Json j = Json::parse(r->body, nullptr, false);
+  Json j = MOTA_TRY(impl_->post_json("load " + name + " from " + slot.string(),
+                                     "/v1/models/" + http::percent_encode(name) + "/load",
+                                     {{"slot", slot.string()}}));
   return status_from_json(j).context("load " + name);
 }
 
@@ -250,16 +228,15 @@ Result<RegionStatus> Client::register_region(const std::string& region,
   std::string what = "register region " + region;
   Json body = {{"path", path.string()}, {"offset", offset}};
   if (byte_size) body["byte_size"] = byte_size;
-  std::string url = "/v1/shm/" + region + "/register";
-  auto r =
-      MOTA_TRY(impl_->check(what, impl_->http->Post(url.c_str(), body.dump(), "application/json")));
-  return region_from_json(Json::parse(r->body, nullptr, false)).context(what);
+  Json j = MOTA_TRY(
+      impl_->post_json(what, "/v1/shm/" + http::percent_encode(region) + "/register", body));
+  return region_from_json(j).context(what);
 }
 
 Status Client::unregister_region(const std::string& region) {
-  std::string url = "/v1/shm/" + region + "/unregister";
-  MOTA_TRY(impl_->check("unregister region " + region,
-                        impl_->http->Post(url.c_str(), "{}", "application/json")));
+  MOTA_TRY(impl_->post_json("unregister region " + region,
+                            "/v1/shm/" + http::percent_encode(region) + "/unregister",
+                            Json::object()));
   return {};
 }
 
