@@ -280,7 +280,7 @@ struct ConnCtx {
 // Per request (MHD's request context), from the head's arrival to MHD's completion notice.
 struct Request {
   HttpRequest req;
-  std::string method, path;  // for the access log (req is moved to the handler)
+  std::string method, path, remote;  // for the access log (req is moved to the handler)
   Clock::time_point started;
   std::shared_ptr<Slot> slot;  // routed requests only
   bool dispatched = false;
@@ -343,6 +343,7 @@ class MhdServer final : public HttpServer {
         {MHD_OPTION_CONNECTION_TIMEOUT, intptr_t(keep_alive_timeout_s()), nullptr},
         {MHD_OPTION_NOTIFY_COMPLETED, intptr_t(&MhdServer::on_completed_cb), this},
         {MHD_OPTION_NOTIFY_CONNECTION, intptr_t(&MhdServer::on_connection_cb), this},
+        {MHD_OPTION_UNESCAPE_CALLBACK, intptr_t(&MhdServer::unescape_cb), nullptr},
     };
     if (n > 1) options.push_back({MHD_OPTION_THREAD_POOL_SIZE, intptr_t(n), nullptr});
     options.push_back({MHD_OPTION_END, 0, nullptr});
@@ -547,14 +548,38 @@ class MhdServer final : public HttpServer {
 
   // ---- MHD callbacks ----
 
-  static void on_connection_cb(void* cls, MHD_Connection* conn, void** socket_context,
+  // Percent-decoding of the path and query (MHD has already turned '+' into ' ' in the query).
+  // MHD hands the result on as a C string, so a decoded NUL would cut the path short
+  // ("/a.bin%00.json" would serve /a.bin): "%00" stays as it is, and matches no file.
+  static size_t unescape_cb(void*, MHD_Connection*, char* s) {
+    char* out = s;
+    for (char* in = s; *in != '\0'; ++in) {
+      if (in[0] == '%' && hex(in[1]) >= 0 && hex(in[2]) >= 0) {
+        const int c = hex(in[1]) * 16 + hex(in[2]);
+        if (c != 0) {
+          *out++ = char(c);
+          in += 2;
+          continue;
+        }
+      }
+      *out++ = *in;
+    }
+    *out = '\0';
+    return size_t(out - s);
+  }
+
+  static int hex(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+
+  static void on_connection_cb(void* cls, MHD_Connection*, void** socket_context,
                                MHD_ConnectionNotificationCode code) {
     auto* self = static_cast<MhdServer*>(cls);
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
       auto* ctx = new ConnCtx;
-      const MHD_ConnectionInfo* info =
-          MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-      if (info != nullptr) ctx->remote = address_text(info->client_addr);
       *socket_context = ctx;
     } else {
       delete static_cast<ConnCtx*>(*socket_context);
@@ -580,14 +605,14 @@ class MhdServer final : public HttpServer {
   }
 
   static MHD_Result on_request_cb(void* cls, MHD_Connection* conn, const char* url,
-                                  const char* method, const char* version, const char* upload,
+                                  const char* method, const char*, const char* upload,
                                   size_t* upload_size, void** con_cls) {
     auto* self = static_cast<MhdServer*>(cls);
     auto* r = static_cast<Request*>(*con_cls);
     if (r == nullptr) {
       r = new Request;
       *con_cls = r;
-      return self->on_head(conn, *r, url, method, version);
+      return self->on_head(conn, *r, url, method);
     }
     if (*upload_size > 0) {
       if (!r->answered) r->req.body.append(upload, *upload_size);
@@ -608,8 +633,7 @@ class MhdServer final : public HttpServer {
 
   // The head is in (the body, if any, not yet): collect the request, refuse what the limits
   // refuse before the body is read.
-  MHD_Result on_head(MHD_Connection* conn, Request& r, const char* url, const char* method,
-                     const char* version) {
+  MHD_Result on_head(MHD_Connection* conn, Request& r, const char* url, const char* method) {
     r.started = Clock::now();
     r.req.method = method;
     r.req.path = url;
@@ -639,12 +663,23 @@ class MhdServer final : public HttpServer {
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     auto* ctx = info != nullptr ? static_cast<ConnCtx*>(info->socket_context) : nullptr;
     if (ctx != nullptr) {
+      if (ctx->remote.empty()) {
+        // Once per connection, from the socket.
+        const MHD_ConnectionInfo* fd_info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        sockaddr_storage addr{};
+        socklen_t len = sizeof addr;
+        if (fd_info != nullptr &&
+            ::getpeername(fd_info->connect_fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+          ctx->remote = address_text(reinterpret_cast<const sockaddr*>(&addr));
+        }
+      }
       r.req.remote_addr = ctx->remote;
+      r.remote = ctx->remote;
       if (++ctx->requests >= std::max<std::size_t>(1, config_.keep_alive_max_count)) {
         r.close_after = true;
       }
     }
-    (void)version;
     if (r.req.headers.count("transfer-encoding") != 0) {
       return refuse(conn, r, 411, "Transfer-Encoding is not supported; send Content-Length");
     }
@@ -735,7 +770,7 @@ class MhdServer final : public HttpServer {
                        {"STATUS", std::to_string(status)},
                        {"BYTES", std::to_string(r.head_only ? 0 : bytes)},
                        {"DURATION_MS", std::to_string(ms)},
-                       {"REMOTE", r.req.remote_addr}});
+                       {"REMOTE", r.remote}});
   }
 
   MHD_Result queue(MHD_Connection* conn, Request& r, int status, MHD_Response* resp,
