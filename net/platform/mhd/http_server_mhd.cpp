@@ -385,18 +385,22 @@ class MhdServer final : public HttpServer {
     work_cv_.notify_all();
     for (auto& w2 : workers_) w2.join();
     // Routed requests still pending or being written get the grace period.
+    std::vector<std::shared_ptr<Slot>> left;
     {
       std::unique_lock lock(busy_mu_);
       busy_cv_.wait_for(lock, kStopGrace, [&] { return busy_.empty(); });
-      // MHD must not be stopped with suspended connections: resume them without a reply (the
-      // handler then closes them); later Responder calls are dropped.
-      for (auto& [raw, slot] : busy_) {
-        std::lock_guard slot_lock(slot->mu);
-        slot->closed = true;
-        if (slot->suspended) {
-          slot->suspended = false;
-          MHD_resume_connection(slot->conn);
-        }
+      for (auto& [raw, slot] : busy_) left.push_back(slot);
+      closing_ = true;  // no request suspends from now on
+    }
+    // MHD must not be stopped with suspended connections: resume them without a reply (the
+    // handler then closes them); later Responder calls are dropped. (Not under busy_mu_: MHD's
+    // threads take it in on_completed_cb.)
+    for (auto& slot : left) {
+      std::lock_guard slot_lock(slot->mu);
+      slot->closed = true;
+      if (slot->suspended) {
+        slot->suspended = false;
+        MHD_resume_connection(slot->conn);
       }
     }
     MHD_stop_daemon(daemon_);  // closes every connection, static downloads included
@@ -714,11 +718,14 @@ class MhdServer final : public HttpServer {
       }
       auto slot = std::make_shared<Slot>();
       slot->conn = conn;
-      r.slot = slot;
+      bool closing;
       {
         std::lock_guard lock(busy_mu_);
-        busy_.emplace(slot.get(), slot);
+        closing = closing_;
+        if (!closing) busy_.emplace(slot.get(), slot);
       }
+      if (closing) return send(conn, r, error_reply(503, "server is stopping"));
+      r.slot = slot;
       {
         Responder responder(std::make_shared<Responder::State>(slot));
         if (route->async_handler) {
@@ -883,6 +890,7 @@ class MhdServer final : public HttpServer {
   std::mutex busy_mu_;
   std::condition_variable busy_cv_;
   std::unordered_map<Slot*, std::shared_ptr<Slot>> busy_;
+  bool closing_ = false;  // stop() has given up waiting: MHD stops next
 
   std::mutex work_mu_;
   std::condition_variable work_cv_;
