@@ -335,6 +335,8 @@ int main(int argc, char** argv) {
                                       "\"\nlog_level = \"warn\"\n" + extra_b + "\n");
     std::vector<std::string> bargs = args;
     bargs[3] = (dir / "runtime-b.toml").string();
+    // BENCH_RUNTIME_BIN_B: another mota-runtime binary as B (the HTTP engine A/B).
+    if (const char* bin_b = std::getenv("BENCH_RUNTIME_BIN_B")) bargs[0] = bin_b;
     std::vector<char*> bc;
     for (auto& a : bargs) bc.push_back(a.data());
     bc.push_back(nullptr);
