@@ -58,7 +58,10 @@ void check(std::string_view input, bool require_files) {
     if (m.error().message().empty()) finding("an error without a message", input);
     return;
   }
-  if (!valid_model_name(m->name)) finding("accepted an invalid name", input);
+  // A source manifest may leave the name to the packer (empty); a name it gives must be valid.
+  if ((require_files || !m->name.empty()) && !valid_model_name(m->name)) {
+    finding("accepted an invalid name", input);
+  }
   if (!require_files) return;  // a source manifest: name, version and files may be missing
   if (!SemVer::parse(m->version)) finding("accepted an invalid version", input);
   {
