@@ -521,7 +521,8 @@ Status Agent::check_install_space(const SlotSet& slots, const std::string& model
   Slot slot = MOTA_TRY(slots.inactive());
   if (auto journal = MOTA_TRY(state_.install(model)); journal && journal->to_version == to) {
     // Past the stage step the slot is written: what is left reads it, it writes nothing big.
-    if (journal->step != "download" && journal->step != "stage") return {};
+    const auto at = parse_install_step(journal->step);
+    if (at != InstallStep::download && at != InstallStep::stage) return {};
     slot = journal->target_slot;
   }
   SpaceNeed need;

@@ -74,6 +74,8 @@ std::string_view failure_class_name(FailureClass c) {
       return "transient";
     case FailureClass::permanent:
       return "permanent";
+    case FailureClass::bad_delta:
+      return "bad_delta";
   }
   return "?";
 }

@@ -31,8 +31,9 @@ bool same_dir(const stdfs::path& a, const stdfs::path& b) {
 // Steps of the install journal from which the install itself owns `current` and the runtime (the
 // switch happened or is happening; the install resolves it at its next step).
 bool install_owns_serving(const std::optional<InstallRecord>& journal) {
-  return journal &&
-         (journal->step == "switch" || journal->step == "trial" || journal->step == "commit");
+  const auto step = journal ? parse_install_step(journal->step) : std::nullopt;
+  return step == InstallStep::switch_slot || step == InstallStep::trial ||
+         step == InstallStep::commit;
 }
 
 }  // namespace
