@@ -498,7 +498,7 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
   failure->install_id = run.out.install_id;
   for (std::optional<InstallStep> at = step; at; at = run.row(*at).next) {
     const InstallStepRow& row = run.row(*at);
-    failure->step = std::string(row.name);
+    failure->step = row.step;
     if (!entered) MOTA_TRY(enter_step(run, row));
     entered = false;
     if (options.before_step) options.before_step(row.name);

@@ -246,8 +246,8 @@ struct InstallOptions {
 
 // Why run_install failed, for the caller's report and its choice of what to try next.
 struct InstallFailure {
-  std::string step;        // the install step that failed ("" before the journal existed)
-  std::string install_id;  // of the journal row (kept, or aborted by this failure)
+  std::optional<InstallStep> step;  // the install step that failed (none before the journal)
+  std::string install_id;           // of the journal row (kept, or aborted by this failure)
   FailureClass failure_class = FailureClass::local;
   bool blocked = false;  // the version is on the block list now
   // Transient failures: the count (this one included) and when the next try may start.

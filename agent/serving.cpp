@@ -165,7 +165,7 @@ Status Agent::reconcile_model(const ModelSubscription& sub, ServeCheck when, Run
         ev.from = prow->version;
         ev.to = row->version;
         ev.state = "rolled_back";
-        ev.step = "boot";
+        ev.step = step_name(PollStep::boot);
         ev.error = broken;
         event(ev);
         serving.models.push_back({name, {slots.path(prev), prow->version}, std::nullopt});
@@ -176,7 +176,7 @@ Status Agent::reconcile_model(const ModelSubscription& sub, ServeCheck when, Run
     ev.model = name;
     ev.to = row->version;
     ev.state = "failed";
-    ev.step = "boot";
+    ev.step = step_name(PollStep::boot);
     if (damaged) {
       // Never serve a tree that does not match what was verified; the next poll reinstalls.
       MOTA_TRY(slots.clear_current());
