@@ -553,6 +553,11 @@ TEST_F(AgentJudgement, ASecondAgentIsRefusedWhileTheFirstRuns) {
   daemon.kill(SIGUSR1);
   EXPECT_TRUE(eventually([&] { return current("detector") == "b"; }))
       << test::read_file(work_ / "daemon.log");
+  // `current` moves at the switch step, the database's active slot at the commit: wait for the
+  // commit, or the kill below may land between them (and check-once then finishes the install).
+  EXPECT_TRUE(eventually([&] {
+    return agent("status").out.find("detector (channel stable): 2.0.0") != std::string::npos;
+  })) << test::read_file(work_ / "daemon.log");
 
   daemon.kill(SIGKILL);
   daemon.wait();
