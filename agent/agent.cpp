@@ -35,16 +35,6 @@ namespace {
 // The agent's reserve (see "Space" in agent.hpp).
 constexpr const char* kReserveFile = "reserve";
 
-// The expanded size of a package target's tree (custom "tree_size", the files of its model.json).
-std::uint64_t tree_size(const tuf::TargetFile& target) {
-  const Json& c = target.custom;
-  if (c.is_object() && c.contains("tree_size") && c["tree_size"].is_number_unsigned()) {
-    return c["tree_size"].get<std::uint64_t>();
-  }
-  // Published before tree_size was signed: the tree is taken to be as big as the package.
-  return target.length;
-}
-
 }  // namespace
 
 bool CheckReport::ok() const {
@@ -195,7 +185,7 @@ void Agent::event(const Event& e) {
                {"from", e.from},
                {"to", e.to},
                {"state", e.state},
-               {"step", e.step},
+               {"step", std::string(e.step)},
                {"error", e.error},
                {"bytes", e.bytes},
                {"kind", e.kind},
@@ -233,7 +223,7 @@ void Agent::metadata_event(const std::string& error) {
                {"from", ""},
                {"to", ""},
                {"state", error.empty() ? "metadata_ok" : "metadata_error"},
-               {"step", "refresh"},
+               {"step", std::string(step_name(PollStep::refresh))},
                {"error", error}};
   if (error.empty()) log::info("metadata: the repository's metadata is fresh again");
   auto r = state_.enqueue(OutboxKind::event, body.dump());
@@ -337,6 +327,34 @@ Result<CheckReport> Agent::check_once() {
   tc.fetch_timeout = config_.download.metadata_timeout;
   tc.fetch_min_rate = config_.download.min_rate;
   tuf::Client client(tc, *http);
+  MOTA_TRY(refresh_metadata(client));
+
+  auto gate = health_gate();
+  const TargetSource src{client, *http, config_.targets_url(), nullptr, ""};
+  CheckReport report;
+  for (const auto& sub : config_.models) {
+    ModelPoll poll = check_model(src, sub, gate);
+    if (!poll.status && poll.status.error().code() == Errc::cancelled) {
+      // Stopping is not a failure to report: the journal resumes at the next start.
+      poll.report.outcome = ModelOutcome::failed;
+      poll.report.error = sub.name + ": " + poll.status.error().message();
+      report.models.push_back(std::move(poll.report));
+      break;
+    }
+    conclude_model(poll);
+    report.models.push_back(std::move(poll.report));
+  }
+  if (cancel_ && cancel_->load()) return report;  // stopping: report at the next start
+  // Whatever this poll changed (or a runtime restarted meanwhile), serve what is committed.
+  if (auto r = reconcile(ServeCheck::watch); !r) log::warn(r.error().message());
+  if (auto r = this->report(true); !r) {
+    report.report_error = r.error().message();
+    log::warn(report.report_error);
+  }
+  return report;
+}
+
+Status Agent::refresh_metadata(tuf::Client& client) {
   if (auto st = client.refresh(); !st) {
     Error e = std::move(st).error().context("TUF refresh from " + config_.metadata_url());
     if (e.code() != Errc::cancelled) {
@@ -348,131 +366,130 @@ Result<CheckReport> Agent::check_once() {
   }
   metadata_event("");
   if (const auto* ts = client.timestamp()) (void)state_.set_tuf_version("timestamp", ts->version);
+  return {};
+}
 
-  auto gate = health_gate();
-  CheckReport report;
-  for (const auto& sub : config_.models) {
-    ModelReport mr;
-    mr.model = sub.name;
-    Event ev;
-    ev.model = sub.name;
-    ev.step = "channel";
-    const auto started = std::chrono::steady_clock::now();
-    bool converged = false;  // installed at the version the channel wants (or it wants none)
-    auto st = [&]() -> Status {
-      auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, sub.name));
-      ev.from = MOTA_TRY(installed_version(sub.name));
-      mr.version = ev.from;
-      auto journal = MOTA_TRY(state_.install(sub.name));
-
-      const std::string ch_path = channel_target_path(sub.channel, sub.name);
-      auto ch_info = MOTA_TRY_CTX(client.get_target(ch_path), ch_path);
-      // Cached: download_target fetches nothing when the file already matches (idle polls).
-      auto ch_file = channel_file(sub);
-      MOTA_TRY(fs::make_dirs(ch_file.parent_path()));
-      MOTA_TRY_CTX(client.download_target(config_.targets_url(), ch_path, ch_info, ch_file),
-                   ch_path);
-      auto channel = MOTA_TRY(load_channel(sub));
-      ev.to = wanted_version(channel, config_.device_id);
-      if (journal && (ev.to.empty() || ev.to == ev.from) && journal->to_version != ev.from) {
-        // The channel moved back to what runs (e.g. a halted rollout) while an install of
-        // another version was unfinished: that install is abandoned (not blocked), not resumed.
-        log::info("abandoning the unfinished install of " + sub.name + " " + journal->to_version +
-                      ": the channel wants the installed version",
-                  {{"MODEL", sub.name}, {"VERSION", journal->to_version}});
-        MOTA_TRY(state_.abort_install(sub.name, ""));
-        journal.reset();
-      }
-      if (ev.to.empty() || (ev.to == ev.from && !journal)) {
-        converged = true;
-        return {};
-      }
-      ev.step = "policy";
-      auto why =
-          MOTA_TRY_CTX(version_refusal(&channel, config_.device_id, ev.from, ev.to), ch_path);
-      if (!why.empty()) {
-        mr.outcome = ModelOutcome::refused;
-        mr.error = why;
-        return {};
-      }
-      if (MOTA_TRY(state_.is_blocked(sub.name, ev.to))) {
-        log::warn(sub.name + " " + ev.to +
-                      " is blocklisted on this device; not installing (`mota-agent status` "
-                      "says why, `mota-agent unblock` lifts it)",
-                  {{"MODEL", sub.name}, {"VERSION", ev.to}});
-        ev.to.clear();
-        return {};
-      }
-      // A version that failed in a way that may pass on retry waits for its backoff.
-      if (auto retry = MOTA_TRY(state_.retry(sub.name, ev.to));
-          retry && retry->next_at > now_seconds()) {
-        mr.outcome = ModelOutcome::deferred;
-        mr.error = "waiting to retry " + ev.to + ": failed " + std::to_string(retry->failures) +
-                   " time(s) in a way that may pass on retry; next try after " +
-                   format_time(retry->next_at) + " (" + retry->last_error + ")";
-        log::info(sub.name + ": " + mr.error, {{"MODEL", sub.name}, {"VERSION", ev.to}});
-        return {};
-      }
-      const TargetSource src{client, *http, config_.targets_url(), nullptr, ""};
-      return install_version(src, sub, slots, gate, ev, mr);
-    }();
-    ev.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+Agent::ModelPoll Agent::check_model(const TargetSource& src, const ModelSubscription& sub,
+                                    const std::optional<HealthGate>& gate) {
+  ModelPoll p;
+  p.report.model = sub.name;
+  p.ev.model = sub.name;
+  p.ev.step = step_name(PollStep::channel);
+  const auto started = std::chrono::steady_clock::now();
+  p.status = update_model(src, sub, gate, p);
+  p.ev.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                          std::chrono::steady_clock::now() - started)
                          .count();
-    // A model that wants nothing downloaded now (up to date, refused, blocked, installed) keeps
-    // no partial; after a failure the partial stays for the resume.
-    if (st && mr.outcome != ModelOutcome::failed) sweep_downloads(sub.name, {});
-    if (!st && st.error().code() == Errc::cancelled) {
-      // Stopping is not a failure to report: the journal resumes at the next start.
-      mr.outcome = ModelOutcome::failed;
-      mr.error = sub.name + ": " + st.error().message();
-      report.models.push_back(std::move(mr));
-      break;
-    }
-    if (!st) {
-      mr.outcome = ModelOutcome::failed;
-      mr.error = sub.name + ": " + st.error().message();
-      log::error(mr.error, {{"MODEL", sub.name}, {"VERSION", ev.to}, {"STEP", ev.step}});
-      ev.state = st.error().code() == Errc::rollback ? "rolled_back" : "failed";
-      ev.error = st.error().message();
-      event(ev);
-      if (!ev.to.empty()) {
-        if (auto b = state_.is_blocked(sub.name, ev.to); b && *b) heartbeat_due();
-      }
-    } else if (mr.outcome == ModelOutcome::refused) {
-      log::warn(sub.name + ": refused " + ev.to + ": " + mr.error,
-                {{"MODEL", sub.name}, {"VERSION", ev.to}});
-      ev.state = "refused";
-      ev.error = mr.error;
-      event(ev);
-    } else if (mr.outcome == ModelOutcome::installed) {
-      log::info("installed " + sub.name + " " + ev.to + " (" + ev.kind + ", " +
-                    std::to_string(ev.bytes) + " bytes downloaded)",
-                {{"MODEL", sub.name}, {"VERSION", ev.to}, {"KIND", ev.kind}});
-      ev.state = "installed";
-      ev.step = "commit";
-      event(ev);
-    } else if (converged && !last_error(sub.name).empty()) {
-      log::info(
-          sub.name + ": healthy again at " + (ev.from.empty() ? std::string("(none)") : ev.from),
-          {{"MODEL", sub.name}, {"VERSION", ev.from}});
-      Event ok;
-      ok.model = sub.name;
-      ok.from = ok.to = ev.from;
-      ok.state = "ok";
-      ok.step = "poll";
-      event(ok);
-    }
-    report.models.push_back(std::move(mr));
+  // A model that wants nothing downloaded now (up to date, refused, blocked, installed) keeps
+  // no partial; after a failure the partial stays for the resume.
+  if (p.status && p.report.outcome != ModelOutcome::failed) sweep_downloads(sub.name, {});
+  return p;
+}
+
+Status Agent::update_model(const TargetSource& src, const ModelSubscription& sub,
+                           const std::optional<HealthGate>& gate, ModelPoll& p) {
+  Event& ev = p.ev;
+  auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, sub.name));
+  ev.from = MOTA_TRY(installed_version(sub.name));
+  p.report.version = ev.from;
+  auto journal = MOTA_TRY(state_.install(sub.name));
+  auto channel = MOTA_TRY(fetch_channel(src, sub));
+  ev.to = wanted_version(channel, config_.device_id);
+  if (journal && (ev.to.empty() || ev.to == ev.from) && journal->to_version != ev.from) {
+    // The channel moved back to what runs (e.g. a halted rollout) while an install of
+    // another version was unfinished: that install is abandoned (not blocked), not resumed.
+    log::info("abandoning the unfinished install of " + sub.name + " " + journal->to_version +
+                  ": the channel wants the installed version",
+              {{"MODEL", sub.name}, {"VERSION", journal->to_version}});
+    MOTA_TRY(state_.abort_install(sub.name, ""));
+    journal.reset();
   }
-  if (cancel_ && cancel_->load()) return report;  // stopping: report at the next start
-  // Whatever this poll changed (or a runtime restarted meanwhile), serve what is committed.
-  if (auto r = reconcile(ServeCheck::watch); !r) log::warn(r.error().message());
-  if (auto r = this->report(true); !r) {
-    report.report_error = r.error().message();
-    log::warn(report.report_error);
+  if (ev.to.empty() || (ev.to == ev.from && !journal)) {
+    p.converged = true;
+    return {};
   }
-  return report;
+  ev.step = step_name(PollStep::policy);
+  if (!MOTA_TRY(may_install(channel, sub, ev, p.report))) return {};
+  return install_version(src, sub, slots, gate, ev, p.report);
+}
+
+Result<Channel> Agent::fetch_channel(const TargetSource& src, const ModelSubscription& sub) {
+  const std::string ch_path = channel_target_path(sub.channel, sub.name);
+  auto ch_info = MOTA_TRY_CTX(src.client.get_target(ch_path), ch_path);
+  // Cached: download_target fetches nothing when the file already matches (idle polls).
+  auto ch_file = channel_file(sub);
+  MOTA_TRY(fs::make_dirs(ch_file.parent_path()));
+  MOTA_TRY_CTX(src.client.download_target(src.targets_base, ch_path, ch_info, ch_file), ch_path);
+  return load_channel(sub);
+}
+
+Result<bool> Agent::may_install(const Channel& channel, const ModelSubscription& sub, Event& ev,
+                                ModelReport& mr) {
+  const std::string ch_path = channel_target_path(sub.channel, sub.name);
+  auto why = MOTA_TRY_CTX(version_refusal(&channel, config_.device_id, ev.from, ev.to), ch_path);
+  if (!why.empty()) {
+    mr.outcome = ModelOutcome::refused;
+    mr.error = why;
+    return false;
+  }
+  if (MOTA_TRY(state_.is_blocked(sub.name, ev.to))) {
+    log::warn(sub.name + " " + ev.to +
+                  " is blocklisted on this device; not installing (`mota-agent status` "
+                  "says why, `mota-agent unblock` lifts it)",
+              {{"MODEL", sub.name}, {"VERSION", ev.to}});
+    ev.to.clear();
+    return false;
+  }
+  // A version that failed in a way that may pass on retry waits for its backoff.
+  if (auto retry = MOTA_TRY(state_.retry(sub.name, ev.to));
+      retry && retry->next_at > now_seconds()) {
+    mr.outcome = ModelOutcome::deferred;
+    mr.error = "waiting to retry " + ev.to + ": failed " + std::to_string(retry->failures) +
+               " time(s) in a way that may pass on retry; next try after " +
+               format_time(retry->next_at) + " (" + retry->last_error + ")";
+    log::info(sub.name + ": " + mr.error, {{"MODEL", sub.name}, {"VERSION", ev.to}});
+    return false;
+  }
+  return true;
+}
+
+void Agent::conclude_model(ModelPoll& p) {
+  Event& ev = p.ev;
+  ModelReport& mr = p.report;
+  const std::string& model = mr.model;
+  if (!p.status) {
+    mr.outcome = ModelOutcome::failed;
+    mr.error = model + ": " + p.status.error().message();
+    log::error(mr.error, {{"MODEL", model}, {"VERSION", ev.to}, {"STEP", std::string(ev.step)}});
+    ev.state = p.status.error().code() == Errc::rollback ? "rolled_back" : "failed";
+    ev.error = p.status.error().message();
+    event(ev);
+    if (!ev.to.empty()) {
+      if (auto b = state_.is_blocked(model, ev.to); b && *b) heartbeat_due();
+    }
+  } else if (mr.outcome == ModelOutcome::refused) {
+    log::warn(model + ": refused " + ev.to + ": " + mr.error,
+              {{"MODEL", model}, {"VERSION", ev.to}});
+    ev.state = "refused";
+    ev.error = mr.error;
+    event(ev);
+  } else if (mr.outcome == ModelOutcome::installed) {
+    log::info("installed " + model + " " + ev.to + " (" + ev.kind + ", " +
+                  std::to_string(ev.bytes) + " bytes downloaded)",
+              {{"MODEL", model}, {"VERSION", ev.to}, {"KIND", ev.kind}});
+    ev.state = "installed";
+    ev.step = step_name(InstallStep::commit);
+    event(ev);
+  } else if (p.converged && !last_error(model).empty()) {
+    log::info(model + ": healthy again at " + (ev.from.empty() ? std::string("(none)") : ev.from),
+              {{"MODEL", model}, {"VERSION", ev.from}});
+    Event ok;
+    ok.model = model;
+    ok.from = ok.to = ev.from;
+    ok.state = "ok";
+    ok.step = step_name(PollStep::poll);
+    event(ok);
+  }
 }
 
 stdfs::path Agent::download_path(const std::string& model, const tuf::TargetFile& target) const {
@@ -521,7 +538,8 @@ Status Agent::check_install_space(const SlotSet& slots, const std::string& model
   Slot slot = MOTA_TRY(slots.inactive());
   if (auto journal = MOTA_TRY(state_.install(model)); journal && journal->to_version == to) {
     // Past the stage step the slot is written: what is left reads it, it writes nothing big.
-    if (journal->step != "download" && journal->step != "stage") return {};
+    const auto at = parse_install_step(journal->step);
+    if (at != InstallStep::download && at != InstallStep::stage) return {};
     slot = journal->target_slot;
   }
   SpaceNeed need;
@@ -551,20 +569,22 @@ Result<Agent::DeltaTarget> Agent::choose_delta(tuf::Client& client, const SlotSe
   d.info = std::move(*info);
   // The signed custom data must describe exactly this update; anything else is a publishing
   // error that must not be applied to a slot.
-  auto field = [&](const char* key) { return custom_string(d.info.custom, key); };
+  const Json& custom = d.info.custom;
   const std::string bad = d.path + ": unusable delta target: ";
-  if (field("kind") != "delta")
+  if (custom_string(custom, "kind") != "delta")
     return fail(Errc::verification, bad + "custom.kind is not \"delta\"");
-  if (field("name") != model || field("from") != from || field("to") != to) {
-    return fail(Errc::verification, bad + "custom names " + field("name") + " " + field("from") +
-                                        " -> " + field("to") + ", not " + model + " " + from +
-                                        " -> " + to);
+  if (custom_string(custom, "name") != model || custom_string(custom, "from") != from ||
+      custom_string(custom, "to") != to) {
+    return fail(Errc::verification, bad + "custom names " + custom_string(custom, "name") + " " +
+                                        custom_string(custom, "from") + " -> " +
+                                        custom_string(custom, "to") + ", not " + model + " " +
+                                        from + " -> " + to);
   }
-  if (field("tree_digest") != tree_digest) {
+  if (custom_string(custom, "tree_digest") != tree_digest) {
     return fail(Errc::verification,
                 bad + "custom.tree_digest differs from the full package's " + tree_digest);
   }
-  const std::string base_digest = field("from_tree_digest");
+  const std::string base_digest = custom_string(custom, "from_tree_digest");
   if (base_digest.empty()) return fail(Errc::verification, bad + "no custom.from_tree_digest");
   if (d.info.hashes.find("sha256") == d.info.hashes.end()) {
     return fail(Errc::verification, bad + "no sha256 hash");
@@ -620,7 +640,10 @@ InstallPlan Agent::fetch_plan(const TargetSource& src, const std::string& model,
     DownloadSpec spec;
     spec.url = src.client.target_url(src.targets_base, target, info);
     spec.length = info.length;
-    spec.sha256 = info.hashes.at("sha256");
+    // Checked by package_target() and choose_delta(); not thrown for if it ever is not.
+    const auto sha = info.hashes.find("sha256");
+    if (sha == info.hashes.end()) return fail(Errc::verification, target + ": no sha256 hash");
+    spec.sha256 = sha->second;
     spec.partial = package;
     spec.deadline =
         download_deadline(info.length, config_.download.min_rate,
@@ -650,100 +673,123 @@ Status Agent::install_version(const TargetSource& src, const ModelSubscription& 
                               const SlotSet& slots, const std::optional<HealthGate>& gate,
                               Event& ev, ModelReport& mr) {
   const std::string& to = ev.to;
-  const std::string pkg_path =
-      "models/" + sub.name + "/" + to + "/" + sub.name + "-" + to + ".mota";
-  ev.step = "download";
-  auto info_r = src.client.get_target(pkg_path);
-  if (!info_r && info_r.error().code() == Errc::not_found && src.bundle) {
-    return fail(Errc::not_found, pkg_path + " is not a signed target of the repository: " +
-                                     src.where + " names a version that is not released");
-  }
-  auto info = MOTA_TRY_CTX(std::move(info_r), pkg_path);
+  ev.step = step_name(InstallStep::download);
+  const PackageTarget pkg = MOTA_TRY(package_target(src, sub.name, to));
   // Requirements, from the signed target, before anything is downloaded (a refusal, not a
   // failure: nothing is blocked, the next poll checks again).
-  ev.step = "requirements";
-  auto unmet =
-      MOTA_TRY_CTX(requirements_refusal(config_, slots, info.custom, info.length), pkg_path);
+  ev.step = step_name(PollStep::requirements);
+  auto unmet = MOTA_TRY_CTX(requirements_refusal(config_, slots, pkg.info.custom, pkg.info.length),
+                            pkg.path);
   if (!unmet.empty()) {
     mr.outcome = ModelOutcome::refused;
     mr.error = unmet;
     return {};
   }
-  ev.step = "download";
-  const std::string digest = custom_string(info.custom, "tree_digest");
-  if (digest.empty() || info.hashes.find("sha256") == info.hashes.end()) {
-    return fail(Errc::verification, pkg_path + ": target has no tree_digest or sha256");
-  }
-  const std::uint64_t tree = tree_size(info);
-
-  std::optional<DeltaTarget> delta;
-  if (config_.delta != DeltaPolicy::never && !ev.from.empty()) {
-    auto d = choose_delta(src.client, slots, sub.name, ev.from, to, digest);
-    if (d && src.bundle &&
-        !src.bundle->find(src.client.target_url(src.targets_base, d->path, d->info)
-                              .substr(storage::kBundleScheme.size()))) {
-      d = fail(Errc::not_found, src.where + " carries no delta from " + ev.from +
-                                    " (make one with `mota bundle create ... --delta-from " +
-                                    ev.from + "`)");
-    }
-    if (d) {
-      delta = std::move(*d);
-    } else if (config_.delta == DeltaPolicy::only) {
-      return fail(std::move(d).error().context("delta = only: not installing the full package (" +
-                                               std::to_string(info.length) + " bytes)"));
-    } else if (d.error().code() == Errc::not_found) {
-      log::info(d.error().message() + "; installing the full package",
-                {{"MODEL", sub.name}, {"VERSION", to}});
-    } else {
-      log::warn(d.error().message() + "; installing the full package instead",
-                {{"MODEL", sub.name}, {"VERSION", to}});
-      ev.delta_error = d.error().message();
-    }
-  }
+  ev.step = step_name(InstallStep::download);
+  std::optional<DeltaTarget> delta = MOTA_TRY(pick_delta(src, sub, slots, pkg, ev));
   // What is downloaded for another version (or was, for a blocked one) goes before the space
   // for this one is counted.
-  sweep_downloads(sub.name, {download_path(sub.name, info),
+  sweep_downloads(sub.name, {download_path(sub.name, pkg.info),
                              delta ? download_path(sub.name, delta->info) : stdfs::path()});
   InstallFailure failure;
-  Result<InstallOutcome> out = fail(Errc::internal, "no install attempted");
-  if (delta) {
-    auto plan = fetch_plan(src, sub.name, ev.from, to, digest, delta->path, delta->info, true);
-    plan.delta_base = delta->base;
-    ev.kind = "delta";
-    MOTA_TRY_CTX(check_install_space(slots, sub.name, to, delta->info, tree), delta->path);
-    out = run_install(state_, slots, plan, install_options(gate), &failure);
-    if (!out && failure.delta_unusable) {
-      ev.delta_error = out.error().message();
-      if (config_.delta == DeltaPolicy::only) {
-        return fail(
-            std::move(out).error().context("delta = only: not falling back to the full package (" +
-                                           std::to_string(info.length) + " bytes)"));
-      }
-      log::warn(out.error().message() + "; installing the full package instead",
-                {{"MODEL", sub.name}, {"VERSION", to}});
-      delta.reset();
-      ev.kind = "full";
-    }
-  }
-  if (!delta) {
-    MOTA_TRY_CTX(check_install_space(slots, sub.name, to, info, tree), pkg_path);
-    out = run_install(state_, slots,
-                      fetch_plan(src, sub.name, ev.from, to, digest, pkg_path, info, false),
-                      install_options(gate), &failure);
-  }
-  ev.step = failure.step.empty() ? ev.step : failure.step;
+  auto out = install_plans(src, sub, slots, gate, pkg, delta, ev, failure);
+  if (failure.step) ev.step = step_name(*failure.step);
   ev.install_id = failure.install_id;
   if (!out) return fail(std::move(out).error());
   ev.bytes = out->bytes;
   ev.install_id = out->install_id;
-  if (delta && delta->info.length < info.length) ev.saved_bytes = info.length - delta->info.length;
+  if (delta && delta->info.length < pkg.info.length) {
+    ev.saved_bytes = pkg.info.length - delta->info.length;
+  }
   // Whichever of the two was not used may have a partial download from an earlier attempt.
   std::error_code ec;
-  stdfs::remove(download_path(sub.name, info), ec);
+  stdfs::remove(download_path(sub.name, pkg.info), ec);
   if (delta) stdfs::remove(download_path(sub.name, delta->info), ec);
   mr.outcome = ModelOutcome::installed;
   mr.version = to;
   return {};
+}
+
+Result<Agent::PackageTarget> Agent::package_target(const TargetSource& src,
+                                                   const std::string& model,
+                                                   const std::string& to) {
+  PackageTarget pkg;
+  pkg.path = "models/" + model + "/" + to + "/" + model + "-" + to + ".mota";
+  auto info = src.client.get_target(pkg.path);
+  if (!info && info.error().code() == Errc::not_found && src.bundle) {
+    return fail(Errc::not_found, pkg.path + " is not a signed target of the repository: " +
+                                     src.where + " names a version that is not released");
+  }
+  pkg.info = MOTA_TRY_CTX(std::move(info), pkg.path);
+  pkg.digest = custom_string(pkg.info.custom, "tree_digest");
+  if (pkg.digest.empty() || pkg.info.hashes.find("sha256") == pkg.info.hashes.end()) {
+    return fail(Errc::verification, pkg.path + ": target has no tree_digest or sha256");
+  }
+  // Published before tree_size was signed: the tree is taken to be as big as the package.
+  pkg.tree = unpacked_size(pkg.info.custom, pkg.info.length);
+  return pkg;
+}
+
+Result<std::optional<Agent::DeltaTarget>> Agent::pick_delta(const TargetSource& src,
+                                                            const ModelSubscription& sub,
+                                                            const SlotSet& slots,
+                                                            const PackageTarget& pkg, Event& ev) {
+  using Picked = std::optional<DeltaTarget>;
+  if (config_.delta == DeltaPolicy::never || ev.from.empty()) return Picked();
+  auto d = choose_delta(src.client, slots, sub.name, ev.from, ev.to, pkg.digest);
+  if (d && src.bundle &&
+      !src.bundle->find(src.client.target_url(src.targets_base, d->path, d->info)
+                            .substr(storage::kBundleScheme.size()))) {
+    d = fail(Errc::not_found, src.where + " carries no delta from " + ev.from +
+                                  " (make one with `mota bundle create ... --delta-from " +
+                                  ev.from + "`)");
+  }
+  if (d) return Picked(std::move(*d));
+  if (config_.delta == DeltaPolicy::only) {
+    return fail(std::move(d).error().context("delta = only: not installing the full package (" +
+                                             std::to_string(pkg.info.length) + " bytes)"));
+  }
+  if (d.error().code() == Errc::not_found) {
+    log::info(d.error().message() + "; installing the full package",
+              {{"MODEL", sub.name}, {"VERSION", ev.to}});
+  } else {
+    log::warn(d.error().message() + "; installing the full package instead",
+              {{"MODEL", sub.name}, {"VERSION", ev.to}});
+    ev.delta_error = d.error().message();
+  }
+  return Picked();
+}
+
+Result<InstallOutcome> Agent::install_plans(const TargetSource& src, const ModelSubscription& sub,
+                                            const SlotSet& slots,
+                                            const std::optional<HealthGate>& gate,
+                                            const PackageTarget& pkg,
+                                            std::optional<DeltaTarget>& delta, Event& ev,
+                                            InstallFailure& failure) {
+  const std::string& to = ev.to;
+  if (delta) {
+    auto plan = fetch_plan(src, sub.name, ev.from, to, pkg.digest, delta->path, delta->info, true);
+    plan.delta_base = delta->base;
+    ev.kind = "delta";
+    MOTA_TRY_CTX(check_install_space(slots, sub.name, to, delta->info, pkg.tree), delta->path);
+    auto out = run_install(state_, slots, plan, install_options(gate), &failure);
+    if (out || !failure.delta_unusable) return out;
+    ev.delta_error = out.error().message();
+    failure = {};  // the delta's install was aborted: its step is not what the event names
+    if (config_.delta == DeltaPolicy::only) {
+      return fail(
+          std::move(out).error().context("delta = only: not falling back to the full package (" +
+                                         std::to_string(pkg.info.length) + " bytes)"));
+    }
+    log::warn(out.error().message() + "; installing the full package instead",
+              {{"MODEL", sub.name}, {"VERSION", to}});
+    delta.reset();
+    ev.kind = "full";
+  }
+  MOTA_TRY_CTX(check_install_space(slots, sub.name, to, pkg.info, pkg.tree), pkg.path);
+  return run_install(state_, slots,
+                     fetch_plan(src, sub.name, ev.from, to, pkg.digest, pkg.path, pkg.info, false),
+                     install_options(gate), &failure);
 }
 
 Result<Agent::OfflineInstall> Agent::install_file(const stdfs::path& file) {
@@ -767,86 +813,14 @@ Result<Agent::OfflineInstall> Agent::install_file(const stdfs::path& file) {
   ev.model = sub->name;
   ev.source = "bundle";
   ev.to = idx.version;
-  ev.step = "refresh";
+  ev.step = step_name(PollStep::refresh);
   const std::string where = file.filename().string();
   const auto started = std::chrono::steady_clock::now();
-  auto gate = health_gate();
-  auto st = [&]() -> Status {
-    auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, sub->name));
-    ev.from = MOTA_TRY(installed_version(sub->name));
-    mr.version = ev.from;
-    auto journal = MOTA_TRY(state_.install(sub->name));
-
-    // The poll's TUF workflow on this device's own trusted metadata, the bundle as the server.
-    storage::BundleSource source(bundle);
-    tuf::ClientConfig tc;
-    tc.metadata_dir = config_.state_dir / "metadata";
-    tc.metadata_base_url = storage::BundleSource::url("metadata");
-    tuf::Client client(tc, source);
-    MOTA_TRY_CTX(client.refresh(), "TUF refresh from the bundle");
-    if (const auto* ts = client.timestamp()) (void)state_.set_tuf_version("timestamp", ts->version);
-    const std::string targets_base = storage::BundleSource::url("targets");
-
-    ev.step = "channel";
-    std::optional<Channel> channel;
-    const std::string ch_path = channel_target_path(sub->channel, sub->name);
-    if (auto ch_info = client.get_target(ch_path)) {
-      // As a poll: the cached file is kept when it already matches, else taken from the bundle.
-      auto ch_file = channel_file(*sub);
-      MOTA_TRY(fs::make_dirs(ch_file.parent_path()));
-      MOTA_TRY_CTX(client.download_target(targets_base, ch_path, *ch_info, ch_file), ch_path);
-      channel = MOTA_TRY(load_channel(*sub));
-    } else if (ch_info.error().code() != Errc::not_found) {
-      return fail(std::move(ch_info).error().context(ch_path));
-    }
-
-    ev.step = "policy";
-    // Installed already (an unfinished install of another version is left to the next poll).
-    if (ev.to == ev.from && (!journal || journal->to_version != ev.to)) {
-      mr.outcome = ModelOutcome::up_to_date;
-      return {};
-    }
-    const std::string why = MOTA_TRY_CTX(
-        version_refusal(channel ? &*channel : nullptr, config_.device_id, ev.from, ev.to), where);
-    if (!why.empty()) {
-      mr.outcome = ModelOutcome::refused;
-      mr.error = why;
-      return {};
-    }
-    if (MOTA_TRY(state_.is_blocked(sub->name, ev.to))) {
-      mr.outcome = ModelOutcome::refused;
-      mr.error =
-          "version " + ev.to + " is blocklisted on this device (an install of it failed here)";
-      return {};
-    }
-    // An explicit operator's install does not wait for a retry backoff.
-    const TargetSource src{client, source, targets_base, &bundle, where};
-    return install_version(src, *sub, slots, gate, ev, mr);
-  }();
+  const Status st = offline_update(bundle, *sub, where, ev, mr);
   ev.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::steady_clock::now() - started)
                        .count();
-  if (!st) {
-    log::error(sub->name + ": offline install from " + where + " failed: " + st.error().message(),
-               {{"MODEL", sub->name}, {"VERSION", ev.to}, {"STEP", ev.step}});
-    // Errc::rollback at "refresh" is TUF's rollback protection, not a trial that rolled back.
-    ev.state =
-        st.error().code() == Errc::rollback && ev.step != "refresh" ? "rolled_back" : "failed";
-    ev.error = "offline install of " + where + ": " + st.error().message();
-    event(ev);
-  } else if (mr.outcome == ModelOutcome::refused) {
-    log::warn(sub->name + ": refused " + ev.to + " from " + where + ": " + mr.error,
-              {{"MODEL", sub->name}, {"VERSION", ev.to}});
-    ev.state = "refused";
-    ev.error = "offline install of " + where + ": " + mr.error;
-    event(ev);
-  } else if (mr.outcome == ModelOutcome::installed) {
-    log::info("installed " + sub->name + " " + ev.to + " from " + where + " (" + ev.kind + ")",
-              {{"MODEL", sub->name}, {"VERSION", ev.to}, {"KIND", ev.kind}});
-    ev.state = "installed";
-    ev.step = "commit";
-    event(ev);
-  }
+  conclude_offline(st, where, ev, mr);
   if (auto r = reconcile(ServeCheck::watch); !r) log::warn(r.error().message());
   // A device installing offline often has no server to report to: the events stay queued.
   if (auto r = report(true); !r) log::info("reports kept queued: " + r.error().message());
@@ -855,6 +829,90 @@ Result<Agent::OfflineInstall> Agent::install_file(const stdfs::path& file) {
   result.from = ev.from;
   result.kind = ev.kind;
   return result;
+}
+
+Status Agent::offline_update(const storage::BundleReader& bundle, const ModelSubscription& sub,
+                             const std::string& where, Event& ev, ModelReport& mr) {
+  auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, sub.name));
+  ev.from = MOTA_TRY(installed_version(sub.name));
+  mr.version = ev.from;
+  auto journal = MOTA_TRY(state_.install(sub.name));
+
+  // The poll's TUF workflow on this device's own trusted metadata, the bundle as the server.
+  storage::BundleSource source(bundle);
+  tuf::ClientConfig tc;
+  tc.metadata_dir = config_.state_dir / "metadata";
+  tc.metadata_base_url = storage::BundleSource::url("metadata");
+  tuf::Client client(tc, source);
+  MOTA_TRY_CTX(client.refresh(), "TUF refresh from the bundle");
+  if (const auto* ts = client.timestamp()) (void)state_.set_tuf_version("timestamp", ts->version);
+  const TargetSource src{client, source, storage::BundleSource::url("targets"), &bundle, where};
+
+  ev.step = step_name(PollStep::channel);
+  const std::optional<Channel> channel = MOTA_TRY(bundle_channel(src, sub));
+
+  ev.step = step_name(PollStep::policy);
+  // Installed already (an unfinished install of another version is left to the next poll).
+  if (ev.to == ev.from && (!journal || journal->to_version != ev.to)) {
+    mr.outcome = ModelOutcome::up_to_date;
+    return {};
+  }
+  const std::string why = MOTA_TRY_CTX(
+      version_refusal(channel ? &*channel : nullptr, config_.device_id, ev.from, ev.to), where);
+  if (!why.empty()) {
+    mr.outcome = ModelOutcome::refused;
+    mr.error = why;
+    return {};
+  }
+  if (MOTA_TRY(state_.is_blocked(sub.name, ev.to))) {
+    mr.outcome = ModelOutcome::refused;
+    mr.error = "version " + ev.to + " is blocklisted on this device (an install of it failed here)";
+    return {};
+  }
+  // An explicit operator's install does not wait for a retry backoff.
+  return install_version(src, sub, slots, health_gate(), ev, mr);
+}
+
+Result<std::optional<Channel>> Agent::bundle_channel(const TargetSource& src,
+                                                     const ModelSubscription& sub) {
+  const std::string ch_path = channel_target_path(sub.channel, sub.name);
+  auto ch_info = src.client.get_target(ch_path);
+  if (!ch_info) {
+    if (ch_info.error().code() == Errc::not_found) return std::optional<Channel>();
+    return fail(std::move(ch_info).error().context(ch_path));
+  }
+  // As a poll: the cached file is kept when it already matches, else taken from the bundle.
+  auto ch_file = channel_file(sub);
+  MOTA_TRY(fs::make_dirs(ch_file.parent_path()));
+  MOTA_TRY_CTX(src.client.download_target(src.targets_base, ch_path, *ch_info, ch_file), ch_path);
+  return std::optional<Channel>(MOTA_TRY(load_channel(sub)));
+}
+
+void Agent::conclude_offline(const Status& st, const std::string& where, Event& ev,
+                             const ModelReport& mr) {
+  const std::string& model = mr.model;
+  if (!st) {
+    log::error(model + ": offline install from " + where + " failed: " + st.error().message(),
+               {{"MODEL", model}, {"VERSION", ev.to}, {"STEP", std::string(ev.step)}});
+    // Errc::rollback at "refresh" is TUF's rollback protection, not a trial that rolled back.
+    ev.state = st.error().code() == Errc::rollback && ev.step != step_name(PollStep::refresh)
+                   ? "rolled_back"
+                   : "failed";
+    ev.error = "offline install of " + where + ": " + st.error().message();
+    event(ev);
+  } else if (mr.outcome == ModelOutcome::refused) {
+    log::warn(model + ": refused " + ev.to + " from " + where + ": " + mr.error,
+              {{"MODEL", model}, {"VERSION", ev.to}});
+    ev.state = "refused";
+    ev.error = "offline install of " + where + ": " + mr.error;
+    event(ev);
+  } else if (mr.outcome == ModelOutcome::installed) {
+    log::info("installed " + model + " " + ev.to + " from " + where + " (" + ev.kind + ")",
+              {{"MODEL", model}, {"VERSION", ev.to}, {"KIND", ev.kind}});
+    ev.state = "installed";
+    ev.step = step_name(InstallStep::commit);
+    event(ev);
+  }
 }
 
 Result<std::vector<ModelStatus>> Agent::status() {
@@ -942,6 +1000,22 @@ Status Agent::run(const std::atomic<bool>& stop, std::atomic<bool>* poll_now) {
   // malloc_trim below). The unpacker does I/O, not allocation, so there is nothing to contend.
   ::mallopt(M_ARENA_MAX, 1);
   std::mt19937_64 rng{std::random_device{}()};
+  const std::string summary = MOTA_TRY(recover());
+  // Serve what is committed before anything else: a restarted device serves at once.
+  if (auto r = reconcile(ServeCheck::start); !r) log::error(r.error().message());
+  log::info("mota-agent running: " + summary);
+  notify::ready("running: " + summary);
+  unsigned failures = 0;  // polls failed in a row
+  while (!stop.load()) {
+    failures = poll() ? 0 : failures + 1;
+    wait_for_next_poll(poll_delay(config_, failures, rng), failures, stop, poll_now);
+  }
+  notify::stopping();
+  cancel_ = nullptr;
+  return {};
+}
+
+Result<std::string> Agent::recover() {
   // Recovered: the state database is open (migrated) and each model's `current` names a slot
   // the database knows; an interrupted install resumes at the first poll, from its journal.
   std::string summary;
@@ -957,60 +1031,56 @@ Status Agent::run(const std::atomic<bool>& stop, std::atomic<bool>* poll_now) {
     summary += (summary.empty() ? "" : ", ") + sub.name + " " +
                (version.empty() ? std::string("(none)") : version);
   }
-  // Serve what is committed before anything else: a restarted device serves at once.
-  if (auto r = reconcile(ServeCheck::start); !r) log::error(r.error().message());
-  log::info("mota-agent running: " + summary);
-  notify::ready("running: " + summary);
-  unsigned failures = 0;
-  while (!stop.load()) {
-    notify::status("polling " + config_.server_url);
-    auto r = check_once();
+  return summary;
+}
+
+bool Agent::poll() {
+  notify::status("polling " + config_.server_url);
+  auto r = check_once();
+  notify::watchdog_tick();
+  // What the poll allocated (TLS, JSON, buffers, the unpacker's arena) goes back to the system
+  // now rather than staying resident until the next poll.
+  ::malloc_trim(0);
+  if (!r) {
+    log::error("poll failed: " + r.error().message());
+    notify::status("last poll failed: " + r.error().message());
+  } else {
+    std::string line;
+    for (const auto& m : r->models) {
+      line += (line.empty() ? "" : ", ") + m.model + " " +
+              (m.version.empty() ? std::string("(none)") : m.version);
+      if (m.outcome == ModelOutcome::failed) line += " (update failed)";
+      if (m.outcome == ModelOutcome::refused) line += " (update refused)";
+    }
+    notify::status("idle: " + line);
+  }
+  // A poll that failed as a whole (server down, metadata rejected) or failed a model backs
+  // off exponentially, so a fleet does not hammer a broken server in lockstep.
+  return r && r->ok();
+}
+
+void Agent::wait_for_next_poll(std::chrono::milliseconds wait, unsigned failures,
+                               const std::atomic<bool>& stop, std::atomic<bool>* poll_now) {
+  if (failures > 0) {
+    log::info("next poll in " + std::to_string(wait.count() / 1000) + " s (" +
+              std::to_string(failures) + " failed in a row)");
+  }
+  const auto until = std::chrono::steady_clock::now() + wait;
+  const auto watch = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      config_.health.watch_interval);
+  auto next_watch = std::chrono::steady_clock::now() + watch;
+  while (!stop.load() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
     notify::watchdog_tick();
-    // What the poll allocated (TLS, JSON, buffers, the unpacker's arena) goes back to the system
-    // now rather than staying resident until the next poll.
-    ::malloc_trim(0);
-    if (!r) {
-      log::error("poll failed: " + r.error().message());
-      notify::status("last poll failed: " + r.error().message());
-    } else {
-      std::string line;
-      for (const auto& m : r->models) {
-        line += (line.empty() ? "" : ", ") + m.model + " " +
-                (m.version.empty() ? std::string("(none)") : m.version);
-        if (m.outcome == ModelOutcome::failed) line += " (update failed)";
-        if (m.outcome == ModelOutcome::refused) line += " (update refused)";
-      }
-      notify::status("idle: " + line);
+    if (poll_now && poll_now->exchange(false)) {
+      log::info("asked to poll now (SIGUSR1)");
+      return;
     }
-    // A poll that failed as a whole (server down, metadata rejected) or failed a model backs
-    // off exponentially, so a fleet does not hammer a broken server in lockstep.
-    const bool failed = !r || !r->ok();
-    failures = failed ? failures + 1 : 0;
-    auto wait = poll_delay(config_, failures, rng);
-    if (failed) {
-      log::info("next poll in " + std::to_string(wait.count() / 1000) + " s (" +
-                std::to_string(failures) + " failed in a row)");
-    }
-    auto until = std::chrono::steady_clock::now() + wait;
-    const auto watch = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        config_.health.watch_interval);
-    auto next_watch = std::chrono::steady_clock::now() + watch;
-    while (!stop.load() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      notify::watchdog_tick();
-      if (poll_now && poll_now->exchange(false)) {
-        log::info("asked to poll now (SIGUSR1)");
-        break;
-      }
-      if (watch.count() > 0 && std::chrono::steady_clock::now() >= next_watch) {
-        if (auto w = reconcile(ServeCheck::watch); !w) log::warn(w.error().message());
-        next_watch = std::chrono::steady_clock::now() + watch;
-      }
+    if (watch.count() > 0 && std::chrono::steady_clock::now() >= next_watch) {
+      if (auto w = reconcile(ServeCheck::watch); !w) log::warn(w.error().message());
+      next_watch = std::chrono::steady_clock::now() + watch;
     }
   }
-  notify::stopping();
-  cancel_ = nullptr;
-  return {};
 }
 
 }  // namespace mota::agent

@@ -148,6 +148,30 @@ namespace mota::agent {
 Result<std::string> version_refusal(const Channel* channel, std::string_view device_id,
                                     const std::string& from, const std::string& to);
 
+// The "step" of an event (see above) outside the install's own steps (InstallStep,
+// agent/install.hpp), with step_name() giving the wire names events carry.
+enum class PollStep : std::uint8_t { refresh, channel, policy, requirements, boot, poll };
+constexpr std::string_view step_name(PollStep s) {
+  switch (s) {
+    case PollStep::refresh:
+      return "refresh";
+    case PollStep::channel:
+      return "channel";
+    case PollStep::policy:
+      return "policy";
+    case PollStep::requirements:
+      return "requirements";
+    case PollStep::boot:
+      return "boot";
+    case PollStep::poll:
+      return "poll";
+  }
+  return "?";
+}
+inline std::string_view step_name(InstallStep s) {
+  return install_step_name(s);
+}
+
 // deferred: a version that failed in a way that may pass on retry waits for its backoff.
 enum class ModelOutcome { up_to_date, installed, refused, failed, deferred };
 
@@ -247,7 +271,8 @@ class Agent {
 
  private:
   struct Event {
-    std::string model, from, to, state, step, error, install_id;
+    std::string model, from, to, state, error, install_id;
+    std::string_view step;      // step_name() of a PollStep or an InstallStep
     std::string slot;           // set by event() from the state database when empty
     std::string kind = "full";  // "delta" when a delta was downloaded
     std::string delta_error;    // why a delta was not used
@@ -281,6 +306,41 @@ class Agent {
     const storage::BundleReader* bundle = nullptr;  // set for an offline install
     std::string where;                              // the bundle's file name, for messages
   };
+  // One model's part of a poll: what happened (status: the failure, if any; the report's
+  // outcome otherwise), the event to send, and whether the model is at the version its channel
+  // wants (or it wants none).
+  struct ModelPoll {
+    ModelReport report;
+    Event ev;
+    bool converged = false;
+    Status status;
+  };
+  // The poll's phases (check_once): the TUF refresh with the device's metadata events; then per
+  // model check_model (update_model timed, stale partials swept) and conclude_model (its event).
+  Status refresh_metadata(tuf::Client& client);
+  ModelPoll check_model(const TargetSource& src, const ModelSubscription& sub,
+                        const std::optional<HealthGate>& gate);
+  // The channel, the unfinished install it no longer wants, the version policy, the install.
+  Status update_model(const TargetSource& src, const ModelSubscription& sub,
+                      const std::optional<HealthGate>& gate, ModelPoll& p);
+  // The signed channel file of `sub` (downloaded only when it changed), checked to name `sub`.
+  Result<Channel> fetch_channel(const TargetSource& src, const ModelSubscription& sub);
+  // Whether ev.to may be installed now: false with mr's outcome (refused, deferred) or ev.to
+  // cleared (blocked) when not.
+  Result<bool> may_install(const Channel& channel, const ModelSubscription& sub, Event& ev,
+                           ModelReport& mr);
+  // The event and log line of a model's poll (failed, refused, installed, or "ok" once healthy
+  // again after a failure).
+  void conclude_model(ModelPoll& p);
+  // install_file's phases: the bundle's TUF refresh, channel and version policy, then
+  // install_version (as a poll's, from the bundle); then the event and log line of the outcome.
+  Status offline_update(const storage::BundleReader& bundle, const ModelSubscription& sub,
+                        const std::string& where, Event& ev, ModelReport& mr);
+  // The model's channel file as the bundle's verified metadata lists it (none listed: nullopt).
+  Result<std::optional<Channel>> bundle_channel(const TargetSource& src,
+                                                const ModelSubscription& sub);
+  void conclude_offline(const Status& st, const std::string& where, Event& ev,
+                        const ModelReport& mr);
   // What a poll and an offline install share once the version policy allowed ev.to over
   // ev.from: the package target, requirements (a refusal, nothing downloaded), the delta choice
   // (from a bundle only when it carries that delta), stale partials, the space check, the
@@ -290,6 +350,28 @@ class Agent {
   Status install_version(const TargetSource& src, const ModelSubscription& sub,
                          const SlotSet& slots, const std::optional<HealthGate>& gate, Event& ev,
                          ModelReport& mr);
+  // The package target of `model` `to`, checked to carry its tree digest and sha256; tree: the
+  // size it unpacks to.
+  struct PackageTarget {
+    std::string path;
+    tuf::TargetFile info;
+    std::string digest;
+    std::uint64_t tree = 0;
+  };
+  Result<PackageTarget> package_target(const TargetSource& src, const std::string& model,
+                                       const std::string& to);
+  // The delta to install ev.to from (config `delta`; a bundle's only when it carries it): none
+  // for a full install, with ev.delta_error saying why when one was published but unusable.
+  // Errors: delta = only and no usable delta.
+  Result<std::optional<DeltaTarget>> pick_delta(const TargetSource& src,
+                                                const ModelSubscription& sub, const SlotSet& slots,
+                                                const PackageTarget& pkg, Event& ev);
+  // The space check and run_install of the delta, then (none, or it proved unusable and delta
+  // is not "only": `delta` reset) of the full package. `failure` as run_install's.
+  Result<InstallOutcome> install_plans(const TargetSource& src, const ModelSubscription& sub,
+                                       const SlotSet& slots, const std::optional<HealthGate>& gate,
+                                       const PackageTarget& pkg, std::optional<DeltaTarget>& delta,
+                                       Event& ev, InstallFailure& failure);
   // The plan that fetches signed `target` (the package, or a delta) from `src` into
   // download_path() with the downloader (length, hash, min rate and deadline) and installs from
   // it. `src` must outlive the plan.
@@ -313,6 +395,14 @@ class Agent {
   static bool disk_full(const std::filesystem::path& state_dir);
   static void keep_reserve(const std::filesystem::path& state_dir);
   static bool release_reserve(const std::filesystem::path& state_dir);
+  // The daemon loop's phases (run): recover (each model's state checked, interrupted installs
+  // named; returns the "model version, ..." summary), poll (check_once with its status lines;
+  // false when it failed or failed a model), and the wait before the next poll (watching what
+  // the runtime serves every watch_interval; ended early by `stop` or `poll_now`).
+  Result<std::string> recover();
+  bool poll();
+  void wait_for_next_poll(std::chrono::milliseconds wait, unsigned failures,
+                          const std::atomic<bool>& stop, std::atomic<bool>* poll_now);
   // Queues `e`, except a failure/refusal equal to the model's last error; records last error.
   void event(const Event& e);
   // The device-level metadata events ("metadata_error" / "metadata_ok", deduplicated).

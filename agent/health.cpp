@@ -12,6 +12,7 @@
 #include "common/notify.hpp"
 #include "common/process.hpp"
 #include "manifest/canonical_json.hpp"
+#include "manifest/json.hpp"
 #include "manifest/model_manifest.hpp"
 #include "runtime/client.hpp"
 
@@ -74,6 +75,8 @@ std::string_view failure_class_name(FailureClass c) {
       return "transient";
     case FailureClass::permanent:
       return "permanent";
+    case FailureClass::bad_delta:
+      return "bad_delta";
   }
   return "?";
 }
@@ -105,20 +108,16 @@ Status HealthGate::run_probe(const std::string& model, const stdfs::path& slot,
                 "the engine crashed (signal " + std::to_string(r.signal) + "): " + r.err);
   }
   if (r.exit_code != 0) {
-    Json j = Json::parse(r.out, nullptr, false);
-    // Only a verdict naming its step (a string) is one; anything else the probe printed is not
-    // read field by field (nlohmann's value() throws on a wrong type) but reported below.
-    auto text = [&](const char* key) {
-      auto it = j.is_object() ? j.find(key) : j.end();
-      return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-    };
-    const std::string step = text("step");
+    const Json j = Json::parse(r.out, nullptr, false);
+    // Only a verdict naming its step (a string) is one; anything else the probe printed is
+    // reported below. A reason of another type is left out.
+    const std::string step = json_get_or<std::string>(j, "step", "");
     if (r.exit_code >= 3 && !step.empty()) {
       // runtime/probe.hpp: 9 (latency) depends on how busy the device is; every other check
       // (manifest, load, input, run, nan, output) gives the same answer every time.
       why =
           r.exit_code == 9 || step == "latency" ? FailureClass::transient : FailureClass::permanent;
-      return fail(Errc::verification, step + ": " + text("reason"));
+      return fail(Errc::verification, step + ": " + json_get_or<std::string>(j, "reason", ""));
     }
     // 1/2: the probe itself could not run (usage, I/O): not a verdict on the model.
     return fail(Errc::io, "mota-runtime exited with " + std::to_string(r.exit_code) + ": " +

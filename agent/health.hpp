@@ -46,6 +46,8 @@ enum class FailureClass {
   transient,  // may pass on retry (latency, timeouts, runtime unavailable): retried with
               // backoff, blocked after [health] max_retries
   permanent,  // will not pass (wrong output, load error, bad package): blocked at once
+  bad_delta,  // a delta plan's delta (or the base it needs) is unusable; nothing learnt about the
+              // version, whose full package may be fine: aborted, never blocks (never the gate's)
 };
 std::string_view failure_class_name(FailureClass c);
 

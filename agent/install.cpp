@@ -156,52 +156,91 @@ std::uint64_t file_size_or_zero(const std::filesystem::path& p) {
   return ec ? 0 : n;
 }
 
+// One run_install() call: the plan, where it stands, and what this run learnt.
+struct Run {
+  StateStore& state;
+  const SlotSet& slots;
+  const InstallPlan& plan;
+  const InstallOptions& options;
+  InstallFailure& failure;
+  bool is_delta = false;
+  std::string ctx;  // "install <model> <version>[ (delta from X)]"
+  InstallOutcome out;
+  // The result of unpacking in this run (download or stage step); empty after a restart.
+  std::optional<storage::UnpackResult> staged;
+  bool unpack_failed = false;                     // the download was good, unpacking it was not
+  bool unpack_alongside = true;                   // the download step: unpack while downloading
+  FailureClass gate_class = FailureClass::local;  // the gate's verdict on a failed check
+
+  const InstallStepRow& row(InstallStep step) const { return install_row(step, options.steps); }
+};
+
+// Leaves no unverified tree behind (the slot is not the one `current` names).
+void empty_target(const Run& run) {
+  if (auto cur = run.slots.current(); cur && *cur != run.out.slot) {
+    (void)run.slots.prepare(run.out.slot);
+  }
+}
+
 // The failure edges of the table: what a failed step does with the journal, the slot, `current`
-// and the block list, by failure class ("Failure classes" in install.hpp). Returns the error to
-// report.
-Error judge(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
-            const InstallOptions& options, const InstallStep& row, Slot target, FailureClass cls,
-            Error e, InstallFailure& failure) {
-  const std::string ctx = "install " + plan.model + " " + plan.to_version;
+// and the block list, as its row says for the failure's class ("Failure classes" in
+// install.hpp). Returns the error to report.
+Error judge(Run& run, const InstallStepRow& row, FailureClass cls, Error e) {
+  StateStore& state = run.state;
+  const InstallPlan& plan = run.plan;
+  InstallFailure& failure = run.failure;
   failure.failure_class = cls;
+  const std::string retry_at(run.row(row.retry_at).name);
   auto block = [&](Error why) -> Error {
     failure.blocked = true;
-    if (row.switched) {
-      return roll_back(state, slots, plan, target, options, why, AfterRollback::block);
+    if (row.rolls_back) {
+      return roll_back(state, run.slots, plan, run.out.slot, run.options, why,
+                       AfterRollback::block);
     }
-    // Leave no unverified tree behind.
-    if (auto cur = slots.current(); cur && *cur != target) (void)slots.prepare(target);
+    empty_target(run);
     if (auto a = state.abort_install(plan.model, why.message()); !a) {
-      return std::move(a).error().context(ctx);
+      return std::move(a).error().context(run.ctx);
     }
     return why;
   };
   auto again = [&](Error why) -> Error {
-    if (row.switched) {
-      return roll_back(state, slots, plan, target, options, why, AfterRollback::rewind,
-                       row.retry_at);
+    if (row.rolls_back) {
+      return roll_back(state, run.slots, plan, run.out.slot, run.options, why,
+                       AfterRollback::rewind, retry_at);
     }
-    if (auto r = state.rewind_install(plan.model, std::string(row.retry_at), why.message()); !r) {
+    if (auto r = state.rewind_install(plan.model, retry_at, why.message()); !r) {
       log::warn(r.error().message(), {{"MODEL", plan.model}});
     }
     return why;
   };
-  switch (cls) {
-    case FailureClass::permanent:
+  switch (row.on(cls)) {
+    case OnFailure::block:
       return block(std::move(e));
-    case FailureClass::local:
+    case OnFailure::resume:
       return again(std::move(e));
-    case FailureClass::transient:
+    case OnFailure::abort: {
+      // The full package may be fine, so the version is not blocked; the unusable delta goes.
+      empty_target(run);
+      if (auto a = state.abort_install(plan.model, ""); !a) {
+        return std::move(a).error().context(run.ctx);
+      }
+      std::error_code ec;
+      std::filesystem::remove(plan.package, ec);
+      failure.delta_unusable = true;
+      return e;
+    }
+    case OnFailure::retry:
       break;
   }
-  auto counted = state.count_failure(plan.model, plan.to_version, std::string(row.name),
-                                     e.message(), [&](int n) { return retry_delay(options, n); });
-  if (!counted) return std::move(counted).error().context(ctx + ": after: " + e.message());
+  auto counted =
+      state.count_failure(plan.model, plan.to_version, std::string(row.name), e.message(),
+                          [&](int n) { return retry_delay(run.options, n); });
+  if (!counted) return std::move(counted).error().context(run.ctx + ": after: " + e.message());
   failure.failures = counted->failures;
   failure.retry_at = counted->next_at;
   const std::string n = std::to_string(counted->failures);
-  const std::string max = std::to_string(options.max_retries);
-  if (counted->failures > options.max_retries) {
+  const std::string max = std::to_string(run.options.max_retries);
+  if (counted->failures > run.options.max_retries) {
     return block(Error(e.code(), e.message() + " (failed " + n +
                                      " times in a way that may pass on retry, more than " +
                                      "max_retries = " + max + ": version blocked)"));
@@ -211,34 +250,226 @@ Error judge(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
                                    format_time(counted->next_at) + ")"));
 }
 
+// The journal: resumes the plan's install where it stands, or begins one (the first entry of
+// the first step is counted by begin_install). Returns the step to run next and whether it was
+// entered already.
+Result<std::pair<InstallStep, bool>> open_journal(Run& run) {
+  const InstallPlan& plan = run.plan;
+  auto rec = MOTA_TRY_CTX(run.state.install(plan.model), run.ctx);
+  std::optional<InstallStep> at = rec ? parse_install_step(rec->step) : std::nullopt;
+  if (rec && (rec->to_version != plan.to_version || !at)) {
+    // The channel moved on (or the journal is from an unknown build): abandon without blocking.
+    MOTA_TRY_CTX(run.state.abort_install(plan.model, ""), run.ctx);
+    rec.reset();
+  }
+  if (rec) {
+    run.out.slot = rec->target_slot;
+    run.out.install_id = rec->install_id;
+    return std::pair{*at, false};
+  }
+  run.out.slot = MOTA_TRY_CTX(run.slots.inactive(), run.ctx);
+  InstallRecord r;
+  r.install_id = new_install_id();
+  run.out.install_id = r.install_id;
+  r.model = plan.model;
+  r.from_version = plan.from_version;
+  r.to_version = plan.to_version;
+  r.target_slot = run.out.slot;
+  r.step = std::string(run.options.steps[0].name);
+  // Where the download stands at its first entry, for the loop guard's progress check.
+  r.bytes_downloaded = file_size_or_zero(plan.package);
+  MOTA_TRY_CTX(run.state.begin_install(r), run.ctx);
+  return std::pair{run.options.steps[0].step, true};
+}
+
+// Persists the entry of `row` (persist, then act) and applies the loop guard: an error when the
+// step was entered too often without an outcome (judged permanent: aborted and blocked).
+Status enter_step(Run& run, const InstallStepRow& row) {
+  const InstallPlan& plan = run.plan;
+  std::optional<std::uint64_t> progress;
+  if (row.crashes == CrashCount::progress) progress = file_size_or_zero(plan.package);
+  const int attempts =
+      MOTA_TRY_CTX(run.state.enter_step(plan.model, std::string(row.name), progress), run.ctx);
+  if (row.crashes == CrashCount::progress && attempts > 1) {
+    // The previous entry died without progress: whatever killed it, the version's bytes are
+    // not fed to the unpacker here; if they crash it, that repeats in stage, which counts.
+    run.unpack_alongside = false;
+    log::info(
+        "the last download attempt ended without progress; unpacking after it instead of "
+        "alongside",
+        {{"MODEL", plan.model}, {"VERSION", plan.to_version}});
+  }
+  if (row.crashes == CrashCount::always && attempts > run.options.max_attempts) {
+    const std::string why = "step " + std::string(row.name) + " entered " +
+                            std::to_string(attempts) + " times (limit " +
+                            std::to_string(run.options.max_attempts) +
+                            "), the agent dying in it each time";
+    return fail(
+        judge(run, row, FailureClass::permanent,
+              Error(Errc::internal, run.ctx + ": " + why + "; install aborted, version blocked")));
+  }
+  return {};
+}
+
+Status step_download(Run& run) {
+  const InstallPlan& plan = run.plan;
+  if (plan.fetch) {
+    return run.unpack_alongside ? download_and_stage(run.state, run.slots, plan, run.out,
+                                                     run.staged, run.unpack_failed)
+                                : download_only(plan, run.out);
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(plan.package, ec)) {
+    return fail(Errc::not_found, "package " + plan.package.string() + " does not exist");
+  }
+  return {};
+}
+
+Status step_stage(Run& run) {
+  const InstallPlan& plan = run.plan;
+  std::error_code ec;
+  if (!run.staged && plan.fetch && !std::filesystem::is_regular_file(plan.package, ec)) {
+    // Resumed at stage with another file than the one downloaded before the restart (the
+    // caller chose the full package instead of a delta, or the other way round).
+    MOTA_TRY(
+        download_and_stage(run.state, run.slots, plan, run.out, run.staged, run.unpack_failed));
+  }
+  if (run.staged) return {};
+  MOTA_TRY(prepare_slot(run.state, run.slots, plan, run.out.slot));
+  const auto dest = run.slots.path(run.out.slot);
+  auto r = run.is_delta ? delta::apply_package_file(plan.delta_base, plan.package, dest)
+                        : storage::unpack_file(plan.package, dest);
+  if (!r) {
+    return fail(std::move(r).error().context((run.is_delta ? "apply delta " : "unpack ") +
+                                             plan.package.string()));
+  }
+  run.staged = std::move(*r);
+  return {};
+}
+
+Status step_verify(Run& run) {
+  const InstallPlan& plan = run.plan;
+  const std::string slot = "slot " + slot_name(run.out.slot);
+  // Unpacked by this run: every file was checked against model.json while written and
+  // fsynced. After a restart nothing is taken on trust: the slot is read back.
+  Result<storage::UnpackResult> r =
+      run.staged ? std::move(*run.staged) : run.slots.verify(run.out.slot);
+  run.staged.reset();
+  if (!r) return fail(std::move(r).error().context("verify " + slot));
+  if (!plan.tree_digest.empty() && r->tree_digest != plan.tree_digest) {
+    return fail(Errc::verification, slot + ": tree digest " + r->tree_digest +
+                                        " is not the signed " + plan.tree_digest);
+  }
+  if (r->manifest.name != plan.model || r->manifest.version != plan.to_version) {
+    return fail(Errc::verification, slot + ": model.json says " + r->manifest.name + " " +
+                                        r->manifest.version + ", expected " + plan.model + " " +
+                                        plan.to_version);
+  }
+  return {};
+}
+
+Status step_commit(Run& run) {
+  MOTA_TRY(run.state.complete_install(run.plan.model));
+  if (run.plan.delete_package) {
+    std::error_code ec;
+    std::filesystem::remove(run.plan.package, ec);  // best effort: only disk space is at stake
+  }
+  return {};
+}
+
+// Runs one step (the table's `step` column names what it does).
+Status run_step(Run& run, InstallStep step) {
+  const HealthGate* gate = run.options.health;
+  const auto slot = run.slots.path(run.out.slot);
+  run.gate_class = FailureClass::local;
+  switch (step) {
+    case InstallStep::download:
+      return step_download(run);
+    case InstallStep::stage:
+      return step_stage(run);
+    case InstallStep::verify:
+      return step_verify(run);
+    case InstallStep::probe:
+      return gate ? gate->probe(run.plan.model, slot, &run.gate_class) : Status{};
+    case InstallStep::switch_slot:
+      return run.slots.switch_to(run.out.slot);
+    case InstallStep::trial:
+      // Also after a restart in the middle of a trial: tried again (the loop guard stops a
+      // version that keeps taking the device down with it).
+      return gate ? gate->trial(run.plan.model, slot, &run.gate_class) : Status{};
+    case InstallStep::commit:
+      return step_commit(run);
+  }
+  return fail(Errc::internal, "unknown install step");
+}
+
+bool wrong_bytes(const InstallStepRow& row, Errc c) {
+  switch (row.bytes) {
+    case BytesCheck::none:
+      return false;
+    case BytesCheck::downloaded:
+      return c == Errc::verification || c == Errc::too_large;
+    case BytesCheck::written:
+      return c == Errc::verification || c == Errc::parse || c == Errc::unsupported ||
+             c == Errc::too_large;
+  }
+  return false;
+}
+
 }  // namespace
+
+const InstallStepRow& install_row(InstallStep step, std::span<const InstallStepRow> table) {
+  for (const auto& r : table) {
+    if (r.step == step) return r;
+  }
+  return kInstallSteps[0];  // unreachable for a checked table (see install.hpp)
+}
+
+std::string_view install_step_name(InstallStep step) {
+  return install_row(step).name;
+}
+
+std::optional<InstallStep> parse_install_step(std::string_view name) {
+  if (const auto* r = install_step(name)) return r->step;
+  return std::nullopt;
+}
 
 bool known_install_step(std::string_view step) {
   return install_step(step) != nullptr;
 }
 
-const InstallStep* install_step(std::string_view step) {
+const InstallStepRow* install_step(std::string_view step) {
   for (const auto& s : kInstallSteps) {
     if (s.name == step) return &s;
   }
   return nullptr;
 }
 
-FailureClass classify_failure(std::string_view step, const Error& error, bool unpack_failed) {
+FailureClass classify_failure(const InstallStepRow& row, const Error& error, bool unpack_failed,
+                              bool is_delta, FailureClass gate,
+                              std::span<const InstallStepRow> table) {
+  if (row.gate_judges) return gate;
+  // Unpacking a good download alongside it is the stage's work, and judged as the stage.
+  const InstallStepRow& as = unpack_failed && row.bytes == BytesCheck::downloaded
+                                 ? install_row(InstallStep::stage, table)
+                                 : row;
+  if (as.bytes == BytesCheck::none) return FailureClass::local;
   const Errc c = error.code();
-  // The signed package does not unpack to the signed tree: it never will.
-  const bool bad_package =
-      c == Errc::verification || c == Errc::parse || c == Errc::unsupported || c == Errc::too_large;
-  if (step == "stage" || step == "verify" || (step == "download" && unpack_failed)) {
-    return bad_package ? FailureClass::permanent : FailureClass::local;
+  // A delta whose bytes, or whose base, are not what it references: the full package may be
+  // fine. (A delta is checked against every written code, downloaded or not.)
+  if (is_delta &&
+      (wrong_bytes(install_row(InstallStep::stage, table), c) || c == Errc::not_found)) {
+    return FailureClass::bad_delta;
   }
-  if (step == "download" && (c == Errc::verification || c == Errc::too_large)) {
-    // Bytes that do not match the signed length or sha256: a broken cache or mirror on the way
-    // may serve the right ones later; a repository that serves a wrong file for good gets the
-    // version blocked after max_retries.
-    return FailureClass::transient;
+  if (wrong_bytes(as, c)) {
+    return as.bytes == BytesCheck::downloaded ? FailureClass::transient : FailureClass::permanent;
   }
   return FailureClass::local;  // network, HTTP, disk, I/O, stopping: not the version's fault
+}
+
+FailureClass classify_failure(std::string_view step, const Error& error, bool unpack_failed) {
+  const auto* row = install_step(step);
+  return row ? classify_failure(*row, error, unpack_failed) : FailureClass::local;
 }
 
 Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, const InstallPlan& plan,
@@ -247,169 +478,43 @@ Result<InstallOutcome> run_install(StateStore& state, const SlotSet& slots, cons
   if (!failure) failure = &ignored;
   *failure = {};
   const bool is_delta = !plan.delta_base.empty();
-  const std::string ctx = "install " + plan.model + " " + plan.to_version +
-                          (is_delta ? " (delta from " + plan.from_version + ")" : "");
-  auto rec = MOTA_TRY_CTX(state.install(plan.model), ctx);
-  if (rec && (rec->to_version != plan.to_version || !known_install_step(rec->step))) {
-    // The channel moved on (or the journal is from an unknown build): abandon without blocking.
-    MOTA_TRY_CTX(state.abort_install(plan.model, ""), ctx);
-    rec.reset();
-  }
-  InstallOutcome out;
-  std::string step;
-  if (!rec) {
-    out.slot = MOTA_TRY_CTX(slots.inactive(), ctx);
-    InstallRecord r;
-    r.install_id = new_install_id();
-    out.install_id = r.install_id;
-    r.model = plan.model;
-    r.from_version = plan.from_version;
-    r.to_version = plan.to_version;
-    r.target_slot = out.slot;
-    r.step = std::string(kInstallSteps[0].name);
-    // Where the download stands at its first entry, for the loop guard's progress check.
-    r.bytes_downloaded = file_size_or_zero(plan.package);
-    MOTA_TRY_CTX(state.begin_install(r), ctx);
-    step = r.step;
-    // begin_install counted the first entry of the first step.
-    if (options.before_step) options.before_step(step);
-  } else {
-    out.slot = rec->target_slot;
-    out.install_id = rec->install_id;
-    step = rec->step;
-  }
-  failure->install_id = out.install_id;
-  bool first = !rec;
-  // The result of unpacking in this run (download or stage step); empty after a restart.
-  std::optional<storage::UnpackResult> staged;
-  bool unpack_failed = false;  // the download was good, unpacking it was not
-  while (!step.empty()) {
-    failure->step = step;
-    const InstallStep& row = *install_step(step);
-    bool unpack_alongside = true;  // the download step: unpack while downloading
-    if (!first) {
-      std::optional<std::uint64_t> progress;
-      if (row.crashes == CrashCount::progress) progress = file_size_or_zero(plan.package);
-      int attempts = MOTA_TRY_CTX(state.enter_step(plan.model, step, progress), ctx);
-      if (row.crashes == CrashCount::progress && attempts > 1) {
-        // The previous entry died without progress: whatever killed it, the version's bytes are
-        // not fed to the unpacker here; if they crash it, that repeats in stage, which counts.
-        unpack_alongside = false;
-        log::info(
-            "the last download attempt ended without progress; unpacking after it instead of "
-            "alongside",
-            {{"MODEL", plan.model}, {"VERSION", plan.to_version}});
-      }
-      if (row.crashes == CrashCount::always && attempts > options.max_attempts) {
-        std::string why = "step " + step + " entered " + std::to_string(attempts) +
-                          " times (limit " + std::to_string(options.max_attempts) +
-                          "), the agent dying in it each time";
-        return fail(judge(state, slots, plan, options, row, out.slot, FailureClass::permanent,
-                          Error(Errc::internal, ctx + ": " + why +
-                                                    "; install aborted, version "
-                                                    "blocked"),
-                          *failure));
-      }
-      if (options.before_step) options.before_step(step);
+  Run run{.state = state,
+          .slots = slots,
+          .plan = plan,
+          .options = options,
+          .failure = *failure,
+          .is_delta = is_delta,
+          .ctx = "install " + plan.model + " " + plan.to_version +
+                 (is_delta ? " (delta from " + plan.from_version + ")" : ""),
+          .out = {},
+          .staged = {}};
+  for (InstallStep s : kAllInstallSteps) {
+    if (std::none_of(options.steps.begin(), options.steps.end(),
+                     [&](const InstallStepRow& r) { return r.step == s; })) {
+      return fail(Errc::internal, run.ctx + ": the install table has no row for a step");
     }
-    first = false;
+  }
+  auto [step, entered] = MOTA_TRY(open_journal(run));
+  failure->install_id = run.out.install_id;
+  for (std::optional<InstallStep> at = step; at; at = run.row(*at).next) {
+    const InstallStepRow& row = run.row(*at);
+    failure->step = row.step;
+    if (!entered) MOTA_TRY(enter_step(run, row));
+    entered = false;
+    if (options.before_step) options.before_step(row.name);
     notify::watchdog_tick();
-    if (step != "download")
-      notify::status("installing " + plan.model + " " + plan.to_version + ": " + step);
-
-    Status st;
-    FailureClass health_class = FailureClass::local;  // the gate's verdict on a failed check
-    if (step == "download") {
-      if (plan.fetch) {
-        st = unpack_alongside ? download_and_stage(state, slots, plan, out, staged, unpack_failed)
-                              : download_only(plan, out);
-      } else {
-        std::error_code ec;
-        if (!std::filesystem::is_regular_file(plan.package, ec)) {
-          st = fail(Errc::not_found, "package " + plan.package.string() + " does not exist");
-        }
-      }
-    } else if (step == "stage") {
-      std::error_code ec;
-      if (!staged && plan.fetch && !std::filesystem::is_regular_file(plan.package, ec)) {
-        // Resumed at stage with another file than the one downloaded before the restart (the
-        // caller chose the full package instead of a delta, or the other way round).
-        st = download_and_stage(state, slots, plan, out, staged, unpack_failed);
-      }
-      if (st && !staged) {
-        st = prepare_slot(state, slots, plan, out.slot);
-        if (st) {
-          auto r = is_delta ? delta::apply_package_file(plan.delta_base, plan.package,
-                                                        slots.path(out.slot))
-                            : storage::unpack_file(plan.package, slots.path(out.slot));
-          if (r) {
-            staged = std::move(*r);
-          } else {
-            st = fail(std::move(r).error().context((is_delta ? "apply delta " : "unpack ") +
-                                                   plan.package.string()));
-          }
-        }
-      }
-    } else if (step == "verify") {
-      // Unpacked by this run: every file was checked against model.json while written and
-      // fsynced. After a restart nothing is taken on trust: the slot is read back.
-      Result<storage::UnpackResult> r = staged ? std::move(*staged) : slots.verify(out.slot);
-      staged.reset();
-      if (!r) {
-        st = fail(std::move(r).error().context("verify slot " + slot_name(out.slot)));
-      } else if (!plan.tree_digest.empty() && r->tree_digest != plan.tree_digest) {
-        st =
-            fail(Errc::verification, "slot " + slot_name(out.slot) + ": tree digest " +
-                                         r->tree_digest + " is not the signed " + plan.tree_digest);
-      } else if (r->manifest.name != plan.model || r->manifest.version != plan.to_version) {
-        st = fail(Errc::verification, "slot " + slot_name(out.slot) + ": model.json says " +
-                                          r->manifest.name + " " + r->manifest.version +
-                                          ", expected " + plan.model + " " + plan.to_version);
-      }
-    } else if (step == "probe") {
-      if (options.health) {
-        st = options.health->probe(plan.model, slots.path(out.slot), &health_class);
-      }
-    } else if (step == "switch") {
-      st = slots.switch_to(out.slot);
-    } else if (step == "trial") {
-      // Also after a restart in the middle of a trial: tried again (the loop guard above stops
-      // a version that keeps taking the device down with it).
-      if (options.health) {
-        st = options.health->trial(plan.model, slots.path(out.slot), &health_class);
-      }
-    } else if (step == "commit") {
-      st = state.complete_install(plan.model);
-      if (st && plan.delete_package) {
-        std::error_code ec;
-        std::filesystem::remove(plan.package, ec);  // best effort: only disk space is at stake
-      }
+    if (*at != InstallStep::download) {
+      notify::status("installing " + plan.model + " " + plan.to_version + ": " +
+                     std::string(row.name));
     }
-    if (!st) {
-      Error e = std::move(st).error().context(ctx + ": " + step);
-      const bool bad_package = e.code() == Errc::verification || e.code() == Errc::parse ||
-                               e.code() == Errc::unsupported || e.code() == Errc::too_large;
-      const bool writing = step == "stage" || step == "verify" || unpack_failed;
-      if (is_delta && (writing || step == "download") &&
-          (bad_package || e.code() == Errc::not_found)) {
-        // The delta (or the base it needs) is unusable: a download that does not match its
-        // signed hash, a delta that does not apply, or a base that is not what it references.
-        // The full package may be fine, so the version is not blocked.
-        if (auto cur = slots.current(); cur && *cur != out.slot) (void)slots.prepare(out.slot);
-        MOTA_TRY_CTX(state.abort_install(plan.model, ""), ctx);
-        std::error_code ec;
-        std::filesystem::remove(plan.package, ec);
-        failure->delta_unusable = true;
-        return fail(std::move(e));
-      }
-      const FailureClass cls = step == "probe" || step == "trial"
-                                   ? health_class
-                                   : classify_failure(step, e, unpack_failed);
-      return fail(judge(state, slots, plan, options, row, out.slot, cls, std::move(e), *failure));
+    if (auto st = run_step(run, *at); !st) {
+      Error e = std::move(st).error().context(run.ctx + ": " + std::string(row.name));
+      const FailureClass cls =
+          classify_failure(row, e, run.unpack_failed, run.is_delta, run.gate_class, options.steps);
+      return fail(judge(run, row, cls, std::move(e)));
     }
-    step = std::string(row.next);
   }
-  return out;
+  return run.out;
 }
 
 }  // namespace mota::agent

@@ -26,7 +26,7 @@
 //   commit    complete_install() is one transaction.
 //
 // Loop guard (crashes): an entry of a step that ended without an outcome (the agent died inside
-// it) counts only where the new version can be the cause (InstallStep::crashes): a step entered
+// it) counts only where the new version can be the cause (InstallStepRow::crashes): a step entered
 // more than InstallOptions::max_attempts times in a row that way aborts the install, switches
 // back if it had switched, and blocks the version ("step S entered N times"). Power cuts during a
 // download never count: the only part of the download step the version's bytes can crash is the
@@ -44,14 +44,17 @@
 //              download whose bytes do not match the signed length or sha256): counted per
 //              version in agent.db (StateStore::count_failure); the next try waits for a
 //              backoff (retry_backoff * 2^(n-1), at most a day) and resumes at the step's
-//              InstallStep::retry_at; once failures exceed InstallOptions::max_retries the version
-//              is blocked;
+//              InstallStepRow::retry_at; once failures exceed InstallOptions::max_retries the
+//              version is blocked;
 //   permanent  will not pass (a package that does not unpack to its signed tree, a probe or
 //              canary with a wrong output, NaN/Inf, a load error, an engine crash, a failing
 //              operator hook): blocked at once.
-// A step with InstallStep::switched set puts `current` and the runtime back on the committed
-// slot before any of these. A delta plan whose delta is unusable is aborted without blocking (the
-// caller falls back to the full package; InstallFailure::delta_unusable).
+//   bad_delta  a delta plan's delta (or its base) is unusable at a step that reads the delta's
+//              bytes: the install is aborted without blocking (the caller falls back to the full
+//              package; InstallFailure::delta_unusable).
+// Which class an error is, and what each class does at each step (resume, retry, block, abort),
+// is read from the table (InstallStepRow: bytes, gate_judges, on_*); a row with rolls_back set
+// puts `current` and the runtime back on the committed slot before any of these.
 //
 // The active slot is never written: SlotSet refuses to prepare it.
 //
@@ -61,6 +64,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -73,8 +78,20 @@
 
 namespace mota::agent {
 
+// The install steps, in order. Their names (install_step_name) are the wire and storage form:
+// agent.db's journal and retries rows, and the "step" of events, keep these strings.
+enum class InstallStep : std::uint8_t {
+  download,
+  stage,
+  verify,
+  probe,
+  switch_slot,
+  trial,
+  commit
+};
+
 // How the loop guard counts an entry of a step that ended without an outcome (a crash).
-enum class CrashCount {
+enum class CrashCount : std::uint8_t {
   always,  // the new version may be the cause (unpacking it, probing, switching, trial)
   never,   // it cannot be the version's fault (one database transaction)
   // Not counted (a power cut during a download is not the version's fault), but an entry after
@@ -82,35 +99,110 @@ enum class CrashCount {
   progress,
 };
 
-// One row of the transition table: a step, the step after it ("" after the last), how crashes
-// in it count, where a transient failure of it resumes at the next try, and whether a failure
-// must first put `current` and the runtime back (the step may have switched).
-struct InstallStep {
+// What bytes that are not what was signed mean at a step (the failure class of an error saying
+// so: Errc::verification, too_large, and, where the tree is written, parse and unsupported).
+enum class BytesCheck : std::uint8_t {
+  none,        // the step does not read the package: such an error is local
+  downloaded,  // length and sha256 against the signed target: transient (a broken cache or
+               // mirror may serve the right bytes later; blocked after max_retries)
+  written,     // unpacked to the slot and checked against the signed tree: permanent
+};
+
+// The failure edges: what an error of a step does, by its FailureClass.
+enum class OnFailure : std::uint8_t {
+  resume,  // the journal is kept (rewound to the row's retry_at); the next poll resumes, forever
+  retry,   // counted per version in agent.db; the next try waits for a backoff and resumes at
+           // retry_at; past InstallOptions::max_retries: as block
+  block,   // the install is aborted, its slot emptied and the version blocked
+  abort,   // the install is aborted and its slot emptied WITHOUT blocking (an unusable delta:
+           // the caller may install the full package at once)
+};
+
+// One row of the transition table: a step, its wire name, the step after it (none after the
+// last), how crashes in it count, where a retry resumes, whether a failure first rolls back
+// (puts `current` and the runtime back on the committed slot: the step may have switched), how
+// the step's errors are classified, and the policy for each failure class.
+struct InstallStepRow {
+  InstallStep step;
   std::string_view name;
-  std::string_view next;
+  std::optional<InstallStep> next;
   CrashCount crashes;
-  std::string_view retry_at;
-  bool switched;
+  InstallStep retry_at;
+  bool rolls_back;
+  BytesCheck bytes;
+  bool gate_judges;  // the health gate classifies the step's failures (agent/health.hpp)
+  // bad_delta arises only where the step reads the package (bytes != none).
+  OnFailure on_local, on_transient, on_permanent, on_bad_delta;
+
+  constexpr OnFailure on(FailureClass c) const {
+    switch (c) {
+      case FailureClass::local:
+        return on_local;
+      case FailureClass::transient:
+        return on_transient;
+      case FailureClass::permanent:
+        return on_permanent;
+      case FailureClass::bad_delta:
+        return on_bad_delta;
+    }
+    return on_permanent;
+  }
 };
-inline constexpr InstallStep kInstallSteps[] = {
-    // name      next      crashes               retry_at    switched
-    {"download", "stage", CrashCount::progress, "download", false},
-    {"stage", "verify", CrashCount::always, "stage", false},
-    {"verify", "probe", CrashCount::always, "verify", false},
-    {"probe", "switch", CrashCount::always, "probe", false},
-    {"switch", "trial", CrashCount::always, "switch", true},
-    // A trial that may pass on retry starts again from the slot on disk (verify, probe, switch).
-    {"trial", "commit", CrashCount::always, "verify", true},
-    {"commit", "", CrashCount::never, "commit", false},
+
+namespace install_table {
+using enum InstallStep;
+using enum CrashCount;
+using enum BytesCheck;
+using enum OnFailure;
+inline constexpr std::optional<InstallStep> kLast = std::nullopt;
+// clang-format off
+inline constexpr InstallStepRow kRows[] = {
+  // step        name        next         crashes   retry_at     rolls  bytes       gate
+  //   on: local  transient  permanent  bad_delta
+  {download,    "download", stage,       progress, download,    false, downloaded, false,
+       resume,    retry,     block,     abort},
+  {stage,       "stage",    verify,      always,   stage,       false, written,    false,
+       resume,    retry,     block,     abort},
+  {verify,      "verify",   probe,       always,   verify,      false, written,    false,
+       resume,    retry,     block,     abort},
+  {probe,       "probe",    switch_slot, always,   probe,       false, none,       true,
+       resume,    retry,     block,     block},
+  {switch_slot, "switch",   trial,       always,   switch_slot, true,  none,       false,
+       resume,    retry,     block,     block},
+  // A trial that may pass on retry starts again from the slot on disk (verify, probe, switch).
+  {trial,       "trial",    commit,      always,   verify,      true,  none,       true,
+       resume,    retry,     block,     block},
+  {commit,      "commit",   kLast,       never,    commit,      false, none,       false,
+       resume,    retry,     block,     block},
 };
+// clang-format on
+}  // namespace install_table
+inline constexpr const auto& kInstallSteps = install_table::kRows;
+
+inline constexpr InstallStep kAllInstallSteps[] = {
+    InstallStep::download,    InstallStep::stage, InstallStep::verify, InstallStep::probe,
+    InstallStep::switch_slot, InstallStep::trial, InstallStep::commit};
+// The row of `step` in `table`, which must have one (kInstallSteps has a row for every step:
+// tests/agent/install_steps_test.cpp walks it; run_install checks a table given in its options).
+const InstallStepRow& install_row(InstallStep step,
+                                  std::span<const InstallStepRow> table = kInstallSteps);
+// The wire name of `step`.
+std::string_view install_step_name(InstallStep step);
+// The step named `name`; nullopt for a name this build does not know (a journal from another).
+std::optional<InstallStep> parse_install_step(std::string_view name);
 // Whether `step` is a name of kInstallSteps.
 bool known_install_step(std::string_view step);
-// The row of `step`; nullptr when unknown.
-const InstallStep* install_step(std::string_view step);
+// The row of the step named `step`; nullptr when unknown.
+const InstallStepRow* install_step(std::string_view step);
 
-// The class of a failure of `step` (see "Failure classes"), for errors other than the health
-// gate's (which classifies its own). `unpack_failed`: the download was good and unpacking it
-// while it downloaded was not.
+// The class of a failure at `row` (see "Failure classes") as the table says: the health gate's
+// verdict (`gate`) at the steps it judges; else by the row's BytesCheck, where `unpack_failed`
+// (the download was good, unpacking it alongside was not) makes the download a written step,
+// and an error of a delta plan's bytes or base (`is_delta`) is bad_delta.
+FailureClass classify_failure(const InstallStepRow& row, const Error& error, bool unpack_failed,
+                              bool is_delta = false, FailureClass gate = FailureClass::local,
+                              std::span<const InstallStepRow> table = kInstallSteps);
+// The same for a step by name, outside the gate (tests and diagnostics); local when unknown.
 FailureClass classify_failure(std::string_view step, const Error& error, bool unpack_failed);
 
 struct InstallPlan {
@@ -145,14 +237,17 @@ struct InstallOptions {
   std::chrono::seconds retry_backoff{600};
   // The probe and trial steps; null: both pass (no runtime on this device).
   const HealthGate* health = nullptr;
+  // The transition table. Only tests give another (a modified copy of kInstallSteps, to show
+  // that a decision comes from it); it must have a row for every InstallStep.
+  std::span<const InstallStepRow> steps = kInstallSteps;
   // Test hook: called after a step is persisted and before it acts. May be empty.
   std::function<void(std::string_view step)> before_step;
 };
 
 // Why run_install failed, for the caller's report and its choice of what to try next.
 struct InstallFailure {
-  std::string step;        // the install step that failed ("" before the journal existed)
-  std::string install_id;  // of the journal row (kept, or aborted by this failure)
+  std::optional<InstallStep> step;  // the install step that failed (none before the journal)
+  std::string install_id;           // of the journal row (kept, or aborted by this failure)
   FailureClass failure_class = FailureClass::local;
   bool blocked = false;  // the version is on the block list now
   // Transient failures: the count (this one included) and when the next try may start.

@@ -10,6 +10,7 @@
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "common/version.hpp"
+#include "manifest/json.hpp"
 #include "protocol/report.hpp"
 
 namespace mota::agent {
@@ -40,11 +41,9 @@ Result<std::int64_t> parse_ack(const std::string& text, std::int64_t last) {
   auto json = parse_json(text, 64u << 10);
   if (!json) return fail(Errc::parse, "answer is not JSON: " + json.error().message());
   if (!json->is_object()) return fail(Errc::parse, "answer is not a JSON object");
-  auto it = json->find("acked");
-  if (it == json->end()) return last;
-  if (!it->is_number_integer())
-    return fail(Errc::parse, "\"acked\" is not an integer: " + dump(*it));
-  auto acked = it->get<std::int64_t>();
+  if (!json->contains("acked")) return last;
+  // Present, it must be an integer: a null acknowledges nothing rather than everything.
+  const std::int64_t acked = MOTA_TRY_CTX(json_get<std::int64_t>(*json, "acked"), "answer");
   if (acked > last)
     return fail(Errc::parse, "server acknowledged seq " + std::to_string(acked) +
                                  " but the batch ended at seq " + std::to_string(last));
@@ -88,6 +87,7 @@ Result<SendResult> Reporter::flush(std::size_t max_batches) {
 
     // Build the batch: as many items as fit in batch_bytes, at least one.
     Json batch = Json::array();
+    std::vector<std::int64_t> seqs;  // of the batch's items, counted when acknowledged
     std::uint64_t bytes = 0;
     std::int64_t first = items.front().seq, last = 0;
     for (const auto& item : items) {
@@ -96,6 +96,7 @@ Result<SendResult> Reporter::flush(std::size_t max_batches) {
       if (!batch.empty() && bytes + size > options_.batch_bytes) break;
       bytes += size;
       last = item.seq;
+      seqs.push_back(item.seq);
       batch.push_back(std::move(j));
     }
     const std::string body = dump(Json{{"device", identity_.device_id()}, {"batch", batch}});
@@ -136,8 +137,8 @@ Result<SendResult> Reporter::flush(std::size_t max_batches) {
                                   std::to_string(acked) + ")");
     }
     MOTA_TRY_CTX(store_.ack(acked), "report: acknowledge seq " + std::to_string(acked));
-    for (const auto& j : batch)
-      if (j["seq"].get<std::int64_t>() <= acked) ++result.acked;
+    for (const auto seq : seqs)
+      if (seq <= acked) ++result.acked;
     result.acked_seq = acked;
   }
   auto stats = MOTA_TRY_CTX(store_.outbox_stats(), "report: outbox stats");

@@ -11,6 +11,7 @@
 
 #include "agent/download.hpp"  // format_bytes
 #include "common/fs.hpp"
+#include "manifest/json.hpp"
 
 namespace mota::agent {
 
@@ -34,24 +35,7 @@ std::string join(const std::vector<std::string>& v, std::string_view sep) {
   return out;
 }
 
-// Bytes of the regular files under `dir` (0 when it does not exist).
-std::uint64_t tree_bytes(const stdfs::path& dir) {
-  std::uint64_t total = 0;
-  std::error_code ec;
-  for (auto it = stdfs::recursive_directory_iterator(dir, ec);
-       !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec)) {
-    std::error_code e2;
-    if (it->is_regular_file(e2)) total += it->file_size(e2);
-  }
-  return total;
-}
-
 constexpr std::uint64_t kMiB = 1024 * 1024;
-
-// A JSON number that is a whole number >= 0 (parsed text gives unsigned, built values signed).
-bool is_count(const Json& j) {
-  return j.is_number_unsigned() || (j.is_number_integer() && j.get<std::int64_t>() >= 0);
-}
 
 }  // namespace
 
@@ -86,7 +70,7 @@ Result<DeviceFacts> device_facts(const Config& config, const SlotSet* slots) {
   f.disk_free_bytes = MOTA_TRY(fs::free_space(config.state_dir));
   if (slots) {
     auto inactive = MOTA_TRY(slots->inactive());
-    f.disk_reclaimable_bytes = tree_bytes(slots->path(inactive));
+    f.disk_reclaimable_bytes = disk_usage(slots->path(inactive));
   }
   for (const auto& a : config.accelerators) add_unique(f.accelerators, lower(a));
   for (auto& a : detect_accelerators()) add_unique(f.accelerators, std::move(a));
@@ -101,36 +85,32 @@ Result<std::optional<Requirements>> signed_requirements(const Json& custom) {
   const std::string bad = "target custom.requirements: ";
   if (!r.is_object()) return fail(Errc::verification, bad + "not an object");
   Requirements out;
-  if (auto m = r.find("min_ram_mb"); m != r.end()) {
-    if (!is_count(*m)) {
-      return fail(Errc::verification, bad + "min_ram_mb is not an unsigned integer");
-    }
-    out.min_ram_mb = m->get<std::uint64_t>();
+  // Signed data the publisher's tools never write malformed: a wrong type is refused, named.
+  auto refused = [&](Error e) { return Error(Errc::verification, bad + e.message()); };
+  if (r.contains("min_ram_mb")) {
+    auto ram = json_get<std::uint64_t>(r, "min_ram_mb");
+    if (!ram) return fail(refused(std::move(ram).error()));
+    out.min_ram_mb = *ram;
   }
   for (auto [key, list] : {std::pair{"arch", &out.arch}, {"accelerators", &out.accelerators}}) {
-    auto a = r.find(key);
-    if (a == r.end()) continue;
-    if (!a->is_array()) return fail(Errc::verification, bad + key + " is not an array");
-    for (const auto& v : *a) {
-      if (!v.is_string()) return fail(Errc::verification, bad + key + " holds a non-string");
-      list->push_back(v.get<std::string>());
+    if (!r.contains(key)) continue;
+    auto a = json_get_array(r, key);
+    if (!a) return fail(refused(std::move(a).error()));
+    for (std::size_t i = 0; i < (*a)->size(); ++i) {
+      auto v = json_as<std::string>((**a)[i], std::string(key) + "[" + std::to_string(i) + "]");
+      if (!v) return fail(refused(std::move(v).error()));
+      list->push_back(std::move(*v));
     }
   }
   return std::optional<Requirements>(std::move(out));
 }
 
 std::uint64_t unpacked_size(const Json& custom, std::uint64_t package_length) {
-  if (custom.is_object()) {
-    auto it = custom.find("tree_size");
-    if (it != custom.end() && is_count(*it)) return it->get<std::uint64_t>();
-  }
-  return package_length;
+  return json_get_or<std::uint64_t>(custom, "tree_size", package_length);
 }
 
 std::string custom_string(const Json& custom, std::string_view key) {
-  if (!custom.is_object()) return {};
-  auto it = custom.find(key);
-  return it != custom.end() && it->is_string() ? it->get<std::string>() : std::string();
+  return json_get_or<std::string>(custom, key, "");
 }
 
 std::string unmet_requirements(const Requirements* req, const DeviceFacts& facts,

@@ -31,8 +31,9 @@ bool same_dir(const stdfs::path& a, const stdfs::path& b) {
 // Steps of the install journal from which the install itself owns `current` and the runtime (the
 // switch happened or is happening; the install resolves it at its next step).
 bool install_owns_serving(const std::optional<InstallRecord>& journal) {
-  return journal &&
-         (journal->step == "switch" || journal->step == "trial" || journal->step == "commit");
+  const auto step = journal ? parse_install_step(journal->step) : std::nullopt;
+  return step == InstallStep::switch_slot || step == InstallStep::trial ||
+         step == InstallStep::commit;
 }
 
 }  // namespace
@@ -164,7 +165,7 @@ Status Agent::reconcile_model(const ModelSubscription& sub, ServeCheck when, Run
         ev.from = prow->version;
         ev.to = row->version;
         ev.state = "rolled_back";
-        ev.step = "boot";
+        ev.step = step_name(PollStep::boot);
         ev.error = broken;
         event(ev);
         serving.models.push_back({name, {slots.path(prev), prow->version}, std::nullopt});
@@ -175,7 +176,7 @@ Status Agent::reconcile_model(const ModelSubscription& sub, ServeCheck when, Run
     ev.model = name;
     ev.to = row->version;
     ev.state = "failed";
-    ev.step = "boot";
+    ev.step = step_name(PollStep::boot);
     if (damaged) {
       // Never serve a tree that does not match what was verified; the next poll reinstalls.
       MOTA_TRY(slots.clear_current());

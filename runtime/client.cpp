@@ -7,6 +7,7 @@
 
 #include "common/http.hpp"
 #include "manifest/canonical_json.hpp"
+#include "manifest/json.hpp"
 
 namespace mota::runtime {
 
@@ -186,8 +187,9 @@ Client::~Client() = default;
 Result<Health> Client::health() {
   auto j = MOTA_TRY(impl_->get_json("/v1/health"));
   Health h;
-  h.status = j.value("status", "");
-  h.uptime_s = j.value("uptime_s", 0.0);
+  // Typed reads (manifest/json.hpp): value() threw type_error on a field of another type.
+  h.status = MOTA_TRY_CTX(json_get_optional<std::string>(j, "status"), "/v1/health").value_or("");
+  h.uptime_s = MOTA_TRY_CTX(json_get_optional<double>(j, "uptime_s"), "/v1/health").value_or(0);
   if (j.contains("models") && j["models"].is_array()) {
     for (const auto& m : j["models"])
       h.models.push_back(MOTA_TRY_CTX(status_from_json(m), "health"));

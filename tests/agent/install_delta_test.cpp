@@ -138,7 +138,7 @@ TEST_F(InstallDelta, DeltaForAnotherBaseIsUnusable) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), Errc::verification);
   EXPECT_NE(r.error().message().find("0.9.0"), std::string::npos) << r.error().message();
-  EXPECT_EQ(why.step, "stage");
+  EXPECT_EQ(why.step, InstallStep::stage);
   expect_untouched_and_full_installs(why);
 }
 
@@ -196,7 +196,7 @@ TEST_F(InstallDelta, DownloadFailingItsSignedHashIsUnusable) {
   InstallFailure why;
   auto r = run_install(*state_, *slots_, plan, {}, &why);
   ASSERT_FALSE(r);
-  EXPECT_EQ(why.step, "download");
+  EXPECT_EQ(why.step, InstallStep::download);
   expect_untouched_and_full_installs(why);
   EXPECT_FALSE(stdfs::exists(work_ / "downloads" / "d.part"));
 }

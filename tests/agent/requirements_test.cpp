@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "agent/download.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota::agent {
@@ -102,16 +103,31 @@ TEST(Requirements, SignedCustomDataIsReadStrictlyAndMayBeAbsent) {
   EXPECT_EQ((*r)->arch, (std::vector<std::string>{"x86_64", "aarch64"}));
   EXPECT_EQ((*r)->accelerators, (std::vector<std::string>{"cuda"}));
 
-  for (const Json& bad :
-       {Json{{"requirements", "lots"}}, Json{{"requirements", {{"min_ram_mb", -1}}}},
-        Json{{"requirements", {{"min_ram_mb", "1G"}}}},
-        Json{{"requirements", {{"arch", "x86_64"}}}},
-        Json{{"requirements", {{"accelerators", {1}}}}}}) {
+  // Each wrong type is named with what it got (typed reads, manifest/json.hpp).
+  const std::pair<Json, std::string> bad_ones[] = {
+      {Json{{"requirements", "lots"}}, "target custom.requirements: not an object"},
+      {Json{{"requirements", {{"min_ram_mb", -1}}}},
+       "target custom.requirements: field 'min_ram_mb' must be a non-negative integer, got -1"},
+      {Json{{"requirements", {{"min_ram_mb", "1G"}}}},
+       "target custom.requirements: field 'min_ram_mb' must be a non-negative integer, got "
+       "string"},
+      {Json{{"requirements", {{"min_ram_mb", nullptr}}}},
+       "target custom.requirements: field 'min_ram_mb' must be a non-negative integer, got null"},
+      {Json{{"requirements", {{"arch", "x86_64"}}}},
+       "target custom.requirements: field 'arch' must be an array, got string"},
+      {Json{{"requirements", {{"accelerators", {"cuda", 1}}}}},
+       "target custom.requirements: accelerators[1] must be a string, got integer"}};
+  for (const auto& [bad, message] : bad_ones) {
     auto e = signed_requirements(bad);
     ASSERT_FALSE(e) << bad.dump();
     EXPECT_EQ(e.error().code(), Errc::verification);
-    EXPECT_NE(e.error().message().find("custom.requirements"), std::string::npos);
+    EXPECT_EQ(e.error().message(), message);
   }
+  // Unsigned custom data of other types reads as absent: the target's length, an empty string.
+  EXPECT_EQ(unpacked_size(Json{{"tree_size", "big"}}, 99), 99u);
+  EXPECT_EQ(unpacked_size(Json::array(), 99), 99u);
+  EXPECT_EQ(custom_string(Json{{"tree_digest", 5}}, "tree_digest"), "");
+  EXPECT_EQ(custom_string(Json("text"), "tree_digest"), "");
 
   EXPECT_EQ(unpacked_size(Json{{"tree_size", 12345}}, 99), 12345u);
   EXPECT_EQ(unpacked_size(Json{{"kind", "full"}}, 99), 99u);  // older targets: the package
@@ -158,7 +174,10 @@ TEST(Requirements, FactsOfThisDeviceAndTheWholeCheck) {
   EXPECT_FALSE(f->arch.empty());
   EXPECT_GT(f->ram_total_bytes, 0u);
   EXPECT_GT(f->disk_free_bytes, 0u);
-  EXPECT_EQ(f->disk_reclaimable_bytes, 4096u);  // slot a is the inactive one (nothing current)
+  // Slot a is the inactive one (nothing current); what removing it frees, in allocated blocks
+  // (the file and its directory), as the space check counts it.
+  EXPECT_GE(f->disk_reclaimable_bytes, 4096u);
+  EXPECT_EQ(f->disk_reclaimable_bytes, disk_usage(slots->path(Slot::a)));
   ASSERT_FALSE(f->accelerators.empty());
   EXPECT_EQ(f->accelerators[0], "tensorrt");
 

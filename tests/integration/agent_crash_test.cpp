@@ -30,6 +30,7 @@
 #include "manager/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "net/http_server.hpp"
+#include "tests/support/agent_support.hpp"
 #include "tests/support/fault_server.hpp"
 #include "tests/support/nginx.hpp"
 #include "tests/support/test_support.hpp"
@@ -45,18 +46,6 @@ constexpr const char* kModel = "detector";
 
 double ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
-}
-
-// `n` bytes that zstd cannot compress (so both the download and the unpack move them all),
-// followed by a version tag.
-std::string incompressible(std::size_t n, const std::string& tag) {
-  std::mt19937_64 rng(std::hash<std::string>{}(tag));
-  std::string s(n, '\0');
-  for (std::size_t i = 0; i + 8 <= n; i += 8) {
-    const std::uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, 8);
-  }
-  return s + tag;
 }
 
 // A small model, like the one agent_install_test.cpp uses.
@@ -295,7 +284,7 @@ TEST_F(AgentCrash, KilledAnywhereInsideAnInstallNeverExposesAPartialModel) {
   const std::string url = serve_in_process();
   ASSERT_FALSE(url.empty());
   const std::string v1 = small("1.0.0");
-  const std::string v2 = incompressible(12u << 20, "2.0.0");
+  const std::string v2 = test::incompressible(12u << 20, "2.0.0");
   const std::map<std::string, std::string> versions = {{"1.0.0", v1}, {"2.0.0", v2}};
   publish("1.0.0", v1);
   write_config(url);
@@ -522,7 +511,7 @@ TEST_F(AgentCrash, KilledDownloadResumesWithoutRefetchingFromNginx) {
   auto r = agent();
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << nginx.error_log();
 
-  const std::string v2 = incompressible(8u << 20, "2.0.0");
+  const std::string v2 = test::incompressible(8u << 20, "2.0.0");
   auto rel2 = publish("2.0.0", v2);
   const std::uint64_t len = rel2.length;
   write_config(url, len / 2);  // ~2 s
@@ -594,7 +583,7 @@ TEST_F(AgentCrash, DroppedConnectionResumesWithRangeInTheSameRun) {
   auto r = agent();
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
 
-  const std::string v2 = incompressible(4u << 20, "2.0.0");
+  const std::string v2 = test::incompressible(4u << 20, "2.0.0");
   auto rel2 = publish("2.0.0", v2);
   const std::uint64_t len = rel2.length;
   std::mt19937_64 rng{std::random_device{}()};

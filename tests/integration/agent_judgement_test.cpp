@@ -6,7 +6,6 @@
 // running daemon poll at once).
 
 #include <gtest/gtest.h>
-#include <sys/utsname.h>
 
 #include <csignal>
 #include <cstring>
@@ -20,6 +19,7 @@
 #include "manifest/canonical_json.hpp"
 #include "runtime/probe.hpp"
 #include "tests/runtime/runtime_support.hpp"
+#include "tests/support/agent_support.hpp"
 #include "tests/support/event_sink.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -42,23 +42,6 @@ bool eventually(const std::function<bool()>& done, milliseconds timeout = millis
     std::this_thread::sleep_for(milliseconds(20));
   }
   return done();
-}
-
-std::string this_arch() {
-  struct utsname u {};
-  ::uname(&u);
-  return agent::canonical_arch(u.machine);
-}
-
-// `n` bytes zstd cannot compress, so the download moves them all.
-std::string incompressible(std::size_t n, const std::string& tag) {
-  std::mt19937_64 rng(std::hash<std::string>{}(tag));
-  std::string s(n, '\0');
-  for (std::size_t i = 0; i + 8 <= n; i += 8) {
-    const std::uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, 8);
-  }
-  return s + tag;
 }
 
 // The biggest partial download of the device (0 if none).
@@ -106,7 +89,7 @@ class AgentRequirements : public ::testing::Test {
   // and points the channel at it.
   void publish(const std::string& version, const Json& requirements) {
     const auto src = work_ / ("src-" + version);
-    test::make_model_dir(src, incompressible(200000, version));
+    test::make_model_dir(src, test::incompressible(200000, version));
     Json m = Json::parse(test::read_file(src / "model.json"));
     if (!requirements.is_null()) m["requirements"] = requirements;
     test::write_file(src / "model.json", m.dump(2));
@@ -170,7 +153,7 @@ class AgentRequirements : public ::testing::Test {
 // downloaded, with an event naming the requirement and the device's value, which `mota devices`,
 // `mota device show` and `mota fleet` show; a release the device meets installs.
 TEST_F(AgentRequirements, UnmetRequirementsAreRefusedBeforeAnyDownload) {
-  const std::string arch = this_arch();
+  const std::string arch = test::this_arch();
   const std::string other = arch == "armv7l" ? "riscv64" : "armv7l";
   publish("1.0.0", Json{{"arch", {other}}});
   auto r = agent();
@@ -298,7 +281,7 @@ TEST_F(AgentJudgement, FiveKillsDuringAProgressingDownloadStillFinishTheUpdate) 
   publish_detector("1.0.0", std::string(1000, '1'));
   write_config("detector", "", "enabled = false\n");
   ASSERT_EQ(agent().exit_code, 0);
-  const auto rel = publish_detector("2.0.0", incompressible(3u << 20, "2.0.0"));
+  const auto rel = publish_detector("2.0.0", test::incompressible(3u << 20, "2.0.0"));
   ASSERT_GT(rel.length, 3u << 20);
   // ~6 s for the whole package.
   write_config("detector", "bandwidth_limit = \"512KiB/s\"\n", "enabled = false\n");
@@ -570,6 +553,11 @@ TEST_F(AgentJudgement, ASecondAgentIsRefusedWhileTheFirstRuns) {
   daemon.kill(SIGUSR1);
   EXPECT_TRUE(eventually([&] { return current("detector") == "b"; }))
       << test::read_file(work_ / "daemon.log");
+  // `current` moves at the switch step, the database's active slot at the commit: wait for the
+  // commit, or the kill below may land between them (and check-once then finishes the install).
+  EXPECT_TRUE(eventually([&] {
+    return agent("status").out.find("detector (channel stable): 2.0.0") != std::string::npos;
+  })) << test::read_file(work_ / "daemon.log");
 
   daemon.kill(SIGKILL);
   daemon.wait();

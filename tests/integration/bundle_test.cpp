@@ -14,7 +14,6 @@
 #include "manager/bundle.hpp"
 
 #include <gtest/gtest.h>
-#include <sys/utsname.h>
 
 #include <cstring>
 #include <map>
@@ -28,6 +27,7 @@
 #include "manifest/tuf/metadata.hpp"
 #include "storage/bundle.hpp"
 #include "storage/package.hpp"
+#include "tests/support/agent_support.hpp"
 #include "tests/support/event_sink.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -551,9 +551,7 @@ TEST_F(BundleInstall, VersionPolicyAppliesOffline) {
     const auto src = work_ / "src-armless";
     test::make_model_dir(src, random_weights(1000, 4));
     Json m = Json::parse(test::read_file(src / "model.json"));
-    struct utsname u {};
-    ::uname(&u);
-    const std::string other = agent::canonical_arch(u.machine) == "armv7l" ? "riscv64" : "armv7l";
+    const std::string other = test::this_arch() == "armv7l" ? "riscv64" : "armv7l";
     m["requirements"] = Json{{"arch", {other}}};
     test::write_file(src / "model.json", m.dump(2));
     ASSERT_TRUE(fleet_.repo->add_release(src, "1.2.0"));
