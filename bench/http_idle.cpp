@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
   const int m = argc > 2 ? std::atoi(argv[2]) : 100;
   run("idle", n, "GET /file.bin HTTP/1.1\r\nHost: h\r\n\r\n", 0, true);
   run("onebyte", n, "G", 0, false);
-  run("body", m, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 16777216\r\n\r\n",
-      16 << 20, true);
+  run("body", m, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 16777216\r\n\r\n", 16 << 20,
+      true);
   return 0;
 }

@@ -87,7 +87,7 @@ TEST(HttpServerKeepAlive, DefaultCarriesManyRequestsPerConnection) {
   auto server = start(ServerConfig{}, port);
   {
     Conn c(port);
-    // cpp-httplib's own default closes after 5; agents and the load test reuse connections.
+    // Agents and the load test reuse connections for many requests (some servers close after 5).
     for (int i = 0; i < 50; ++i) {
       const std::string head = c.get("/ping");
       ASSERT_NE(head.find("HTTP/1.1 200"), std::string::npos) << "request " << i << ": " << head;

@@ -214,7 +214,7 @@ TEST_F(HttpServerTest, UnsatisfiableRangeIs416AndOddRangesGetTheWholeFile) {
     EXPECT_EQ(r.status, 416) << range;
     EXPECT_EQ(r.header("content-range"), "bytes */1000") << range;
   }
-  // A reversed range is refused like nginx does (httplib answers it before routing).
+  // A reversed range is refused like nginx does.
   EXPECT_EQ(raw_request(port, "GET /targets/model.bin HTTP/1.1\r\nRange: bytes=5-2").status, 416);
   // Multi-range requests get the whole file.
   for (std::string range : {"bytes=0-1,5-6"}) {
