@@ -13,7 +13,8 @@
 // What MHD does not allow, so differs from the contract: requests MHD itself refuses (malformed
 // request line or header, a head over the memory limit, a bad Content-Length) get MHD's own HTML
 // answer, not a JSON {"error"}; timeouts are MHD's inactivity timeout (no 408, a dripping client
-// is not cut off); chunked bodies are refused with 411 by us, as the contract says.
+// is not cut off); HTTP/1.0 keep-alive answers say "Connection: Keep-Alive"; a "%00" in the path
+// stays encoded (see unescape_cb). Chunked bodies are refused with 411 by us, as the contract says.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
