@@ -19,18 +19,6 @@ struct BundleFlags {
   bool json = false;
 };
 
-std::string human(std::uint64_t n) {
-  char buf[32];
-  if (n >= (1u << 20)) {
-    std::snprintf(buf, sizeof buf, "%.1f MiB", double(n) / double(1u << 20));
-  } else if (n >= 1024) {
-    std::snprintf(buf, sizeof buf, "%.1f KiB", double(n) / 1024.0);
-  } else {
-    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
-  }
-  return buf;
-}
-
 Json info_json(const BundleInfo& b) {
   Json roles = Json::array();
   for (const auto& r : b.roles) {
@@ -69,9 +57,9 @@ void print_info(const BundleInfo& b, bool entries) {
   std::string deltas;
   for (const auto& t : b.targets) {
     if (t.kind == "package")
-      std::printf(": package %s (%s)", t.path.c_str(), human(t.length).c_str());
+      std::printf(": package %s (%s)", t.path.c_str(), human_size(t.length).c_str());
     if (t.kind == "delta")
-      deltas += (deltas.empty() ? "" : ", ") + t.from + " (" + human(t.length) + ")";
+      deltas += (deltas.empty() ? "" : ", ") + t.from + " (" + human_size(t.length) + ")";
   }
   std::printf("\n");
   if (!deltas.empty()) std::printf("  deltas from %s\n", deltas.c_str());
@@ -134,7 +122,7 @@ void add_bundle_commands(CLI::App& app, CliAction& action, std::string& repo_fla
         std::printf("%s\n", info_json(b).dump(2).c_str());
         return {};
       }
-      std::printf("wrote %s (%s, %zu entries)\n", b.path.c_str(), human(b.size).c_str(),
+      std::printf("wrote %s (%s, %zu entries)\n", b.path.c_str(), human_size(b.size).c_str(),
                   b.entries.size());
       print_info(b, false);
       std::printf(
@@ -162,7 +150,7 @@ void add_bundle_commands(CLI::App& app, CliAction& action, std::string& repo_fla
         std::printf("%s\n", info_json(b).dump(2).c_str());
         return {};
       }
-      std::printf("bundle %s (%s, %zu entries)\n", b.path.c_str(), human(b.size).c_str(),
+      std::printf("bundle %s (%s, %zu entries)\n", b.path.c_str(), human_size(b.size).c_str(),
                   b.entries.size());
       print_info(b, true);
       if (b.checked.empty()) {

@@ -357,7 +357,7 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
     if (json) cmd->add_flag("--json", f->json, "machine-readable output");
   };
 
-  // serve flags (the serve subcommand is defined in cli.cpp before this runs)
+  // serve flags (the serve subcommand is added by cli/serve.cpp, whose group runs before this one)
   CLI::App* serve = nullptr;
   for (CLI::App* sub : app.get_subcommands([](CLI::App* a) { return a->get_name() == "serve"; })) {
     serve = sub;
