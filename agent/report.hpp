@@ -3,7 +3,7 @@
 // in signed batches, at least once and in seq order, and deleted once the server acknowledges it.
 //
 // Wire format (version 1): protocol/report.hpp (routes, headers, body, answers). The Reporter
-// is its device side; manager/fleet_ingest.hpp is the server side.
+// is its device side; manager/fleet/fleet_ingest.hpp is the server side.
 //
 // Heartbeat body (enqueued by enqueue_heartbeat(), built by heartbeat()):
 //   {"agent_version": "0.1.0", "arch": "x86_64", "ram_total_bytes": 8123456,

@@ -8,8 +8,8 @@
 // Signed facts only: the decision must not depend on the package, whose model.json is only read
 // after the download. `mota release add` copies the requirements into the signed target's custom
 // data ("requirements": {"min_ram_mb": N, "arch": [...], "accelerators": [...]},
-// manager/repository.cpp). Targets published before that carry none: their requirements are not
-// checked (the free disk still is).
+// manager/repo/repository.cpp). Targets published before that carry none: their requirements are
+// not checked (the free disk still is).
 //
 // The device's facts (DeviceFacts):
 //   arch          uname(2) machine, canonical: amd64 and x64 are x86_64; arm64 and armv8 are

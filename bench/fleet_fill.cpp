@@ -1,5 +1,5 @@
 // mota-bench-fleet-fill: writes a fleet.db of --devices devices (default 1,000,000) through the
-// real schema (open_fleet_db applies manager/migrations), for timing `mota fleet` and
+// real schema (open_fleet_db applies manager/fleet/migrations), for timing `mota fleet` and
 // `mota devices` at scale (scripts/bench-fleet, bench/README.md).
 //
 // Distribution (deterministic from the device index, so every run writes the same rows; times
@@ -28,7 +28,7 @@
 #include <string>
 
 #include "common/time.hpp"
-#include "manager/fleet_db.hpp"
+#include "manager/fleet/fleet_db.hpp"
 #include "storage/sqlite.hpp"
 
 namespace {

@@ -42,8 +42,8 @@
 
 #include "common/hex.hpp"
 #include "common/time.hpp"
-#include "manager/fleet_db.hpp"
-#include "manager/fleet_ingest.hpp"
+#include "manager/fleet/fleet_db.hpp"
+#include "manager/fleet/fleet_ingest.hpp"
 #include "manifest/canonical_json.hpp"
 #include "manifest/crypto.hpp"
 #include "protocol/identity.hpp"

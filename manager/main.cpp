@@ -1,4 +1,4 @@
-#include "manager/cli.hpp"
+#include "manager/cli/cli.hpp"
 
 int main(int argc, char** argv) {
   return mota::manager::cli_main(argc, argv);

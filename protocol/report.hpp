@@ -1,7 +1,7 @@
 #pragma once
 // Device reports: what the agent and the server agree on, so both ends share one definition.
 //
-// Wire format (version 1): agent/report.hpp (the Reporter) sends, manager/fleet_ingest.hpp
+// Wire format (version 1): agent/report.hpp (the Reporter) sends, manager/fleet/fleet_ingest.hpp
 // receives:
 //
 //   POST <server_url>/v1/devices/<percent_encode(device id)>/events

@@ -1,4 +1,4 @@
-// Differential libFuzzer harness for the report parser (manager/report_parser.hpp): every input
+// Differential libFuzzer harness for parse_report (manager/fleet/report_parser.hpp): every input
 // is parsed by it and by the tree-based reference it replaced (tests/support/report_reference.hpp,
 // nlohmann's DOM). They must agree on accept/refuse, status and message, and on every field
 // taken apart; an accepted body must be a verbatim piece of the input with the same JSON value.
@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "manager/report_parser.hpp"
+#include "manager/fleet/report_parser.hpp"
 #include "tests/support/report_reference.hpp"
 
 namespace {

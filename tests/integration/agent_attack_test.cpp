@@ -22,8 +22,8 @@
 
 #include "common/log.hpp"
 #include "common/time.hpp"
-#include "manager/bundle.hpp"
-#include "manager/repository.hpp"
+#include "manager/release/bundle.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "manifest/channel.hpp"
 #include "manifest/crypto.hpp"

@@ -27,7 +27,7 @@
 #include "agent/slots.hpp"
 #include "agent/state.hpp"
 #include "common/log.hpp"
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "net/http_server.hpp"
 #include "tests/support/agent_support.hpp"

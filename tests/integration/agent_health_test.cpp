@@ -12,7 +12,8 @@
 #include <mutex>
 #include <thread>
 
-#include "manager/repository.hpp"
+#include "manager/release/release.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "net/http_server.hpp"
 #include "runtime/probe.hpp"

@@ -19,8 +19,8 @@
 
 #include "agent/slots.hpp"
 #include "agent/state.hpp"
-#include "manager/bundle.hpp"
-#include "manager/repository.hpp"
+#include "manager/release/bundle.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "net/http_server.hpp"
 #include "protocol/identity.hpp"

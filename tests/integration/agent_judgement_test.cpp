@@ -15,7 +15,7 @@
 
 #include "agent/requirements.hpp"
 #include "agent/state.hpp"
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "runtime/probe.hpp"
 #include "tests/runtime/runtime_support.hpp"

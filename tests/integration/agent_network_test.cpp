@@ -12,7 +12,7 @@
 #include <memory>
 #include <random>
 
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "net/http_server.hpp"
 #include "tests/support/event_sink.hpp"
 #include "tests/support/fault_server.hpp"

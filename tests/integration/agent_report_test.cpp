@@ -6,7 +6,7 @@
 
 #include "agent/report.hpp"
 #include "common/version.hpp"
-#include "manager/fleet_ingest.hpp"
+#include "manager/fleet/fleet_ingest.hpp"
 #include "net/http_server.hpp"
 #include "storage/sqlite.hpp"
 #include "tests/support/test_support.hpp"
@@ -484,7 +484,7 @@ TEST(Report, HeartbeatIsSentAsHeartbeatKind) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Sessions against the real fleet ingest (manager/fleet_ingest.hpp) on loopback.
+// Sessions against the real fleet ingest (manager/fleet/fleet_ingest.hpp) on loopback.
 
 // `mota serve`'s report routes over a real HttpServer and fleet.db. restart() replaces the ingest
 // behind the same port, as a restarted server would: its sessions are forgotten.

@@ -21,8 +21,9 @@
 #include <random>
 #include <thread>
 
-#include "manager/bundle.hpp"
-#include "manager/repository.hpp"
+#include "manager/release/bundle.hpp"
+#include "manager/release/release.hpp"
+#include "manager/repo/repository.hpp"
 #include "net/http_server.hpp"
 #include "tests/support/event_sink.hpp"
 #include "tests/support/fault_server.hpp"

@@ -11,7 +11,7 @@
 // reached the server (root rotated before bundling), a delta when the bundle carries one from the
 // installed version, a bundle made with --valid-for from a repository whose metadata had expired.
 
-#include "manager/bundle.hpp"
+#include "manager/release/bundle.hpp"
 
 #include <gtest/gtest.h>
 
@@ -22,7 +22,7 @@
 
 #include "agent/requirements.hpp"
 #include "agent/state.hpp"
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "manifest/tuf/metadata.hpp"
 #include "storage/bundle.hpp"

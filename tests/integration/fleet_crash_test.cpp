@@ -12,8 +12,8 @@
 #include <thread>
 
 #include "common/http.hpp"
-#include "manager/fleet_db.hpp"
-#include "manager/repository.hpp"
+#include "manager/fleet/fleet_db.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "protocol/identity.hpp"
 #include "tests/support/test_support.hpp"

@@ -14,7 +14,7 @@
 #include <memory>
 #include <thread>
 
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "tests/support/test_support.hpp"
 

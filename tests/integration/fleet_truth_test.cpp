@@ -10,7 +10,7 @@
 #include <functional>
 #include <thread>
 
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "tests/support/test_support.hpp"
 

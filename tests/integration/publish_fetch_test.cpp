@@ -8,7 +8,7 @@
 
 #include "common/fs.hpp"
 #include "common/http.hpp"
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/channel.hpp"
 #include "manifest/tuf/client.hpp"
 #include "net/http_server.hpp"

@@ -13,7 +13,7 @@
 #include <functional>
 #include <thread>
 
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "tests/runtime/runtime_support.hpp"
 #include "tests/support/event_sink.hpp"

@@ -1,16 +1,17 @@
-// `mota bundle create|inspect` (manager/bundle.hpp) on a real repository with real keys: a bundle
-// carries exactly what a device that only knows root 1 needs (root chain, timestamp, snapshot,
-// targets, the package, the deltas asked for, the model's channel files) and verifies as such;
-// errors name what to run; --valid-for re-signs the online metadata so the bundle stays
+// `mota bundle create|inspect` (manager/release/bundle.hpp) on a real repository with real keys: a
+// bundle carries exactly what a device that only knows root 1 needs (root chain, timestamp,
+// snapshot, targets, the package, the deltas asked for, the model's channel files) and verifies as
+// such; errors name what to run; --valid-for re-signs the online metadata so the bundle stays
 // installable that long, and refuses when the root would expire first; inspect --root checks a
 // bundle as a device would, and catches a damaged or foreign one. The CLI's exit codes too.
 
-#include "manager/bundle.hpp"
+#include "manager/release/bundle.hpp"
 
 #include <gtest/gtest.h>
 
 #include <random>
 
+#include "manager/verify/verify.hpp"
 #include "manifest/canonical_json.hpp"
 #include "manifest/tuf/metadata.hpp"
 #include "tests/support/test_support.hpp"

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/http.hpp"
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "tests/support/test_support.hpp"
 

@@ -11,8 +11,8 @@
 #include <map>
 
 #include "common/http.hpp"
-#include "manager/fleet_db.hpp"
-#include "manager/fleet_ingest.hpp"
+#include "manager/fleet/fleet_db.hpp"
+#include "manager/fleet/fleet_ingest.hpp"
 #include "protocol/identity.hpp"
 #include "tests/support/test_support.hpp"
 

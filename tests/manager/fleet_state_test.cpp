@@ -1,6 +1,6 @@
 // Truthful fleet state, end to end: real devices' keys sign reports that go over loopback HTTP to
 // a real `mota serve`, and the real `mota` CLI shows the result (`devices`, `device show`,
-// `fleet`, `rollout status`, all with --json). The rules are in manager/fleet_db.hpp ("Device
+// `fleet`, `rollout status`, all with --json). The rules are in manager/fleet/fleet_db.hpp ("Device
 // state"): a failure clears when the device reports the model healthy ("ok") while the version
 // it failed keeps counting; rollbacks are automatic rollbacks only; metadata errors are a device
 // condition, not a failure of a version; events' slot and channel are stored and shown; absent
@@ -13,7 +13,7 @@
 
 #include "common/http.hpp"
 #include "common/time.hpp"
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "protocol/identity.hpp"
 #include "tests/support/test_support.hpp"

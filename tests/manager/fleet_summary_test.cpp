@@ -1,5 +1,5 @@
-// Migration 0002 (manager/migrations/0002_fleet_summary.*): the installed_counts table kept by
-// triggers always equals the GROUP BY it replaces in `mota fleet`, through inserts, version
+// Migration 0002 (manager/fleet/migrations/0002_fleet_summary.*): the installed_counts table kept
+// by triggers always equals the GROUP BY it replaces in `mota fleet`, through inserts, version
 // changes, rewrites without a change, deletes (also by cascade) and a down/up migration; and
 // fleet_summary() answers the same as before the migration. Migration 0003 (0003_fleet_state.*):
 // schema-2 rows get their failed attempts, the summary's new counts read partial indexes, and
@@ -8,7 +8,7 @@
 
 #include <gtest/gtest.h>
 
-#include "manager/fleet_db.hpp"
+#include "manager/fleet/fleet_db.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota::manager {
@@ -45,7 +45,7 @@ void add_device(storage::Database& db, const std::string& id) {
 
 void upsert(storage::Database& db, const std::string& id, const std::string& model,
             const std::string& version, const std::string& state = "ok") {
-  // The ingest writer's statement (manager/fleet_ingest.cpp).
+  // The ingest writer's statement (manager/fleet/fleet_ingest.cpp).
   exec(db,
        "INSERT INTO installed (device, model, version, state, updated_at) VALUES ('" + id + "', '" +
            model + "', '" + version + "', '" + state +
@@ -113,7 +113,7 @@ TEST_F(FleetSummaryTest, SummaryIsTheSameAfterDownAndUp) {
   ASSERT_TRUE(storage::migrate(db, fleet_migrations()));
   EXPECT_EQ(counts(db), grouped(db));
   upsert(db, "dev0", "det", "2.0", "failed");  // back to what it was
-  // The writer's rule (manager/fleet_db.hpp): a device running a version is not failing it.
+  // The writer's rule (manager/fleet/fleet_db.hpp): a device running a version is not failing it.
   exec(db, "UPDATE installed SET failed_version = '' WHERE failed_version = version");
   EXPECT_EQ(counts(db), grouped(db));
 

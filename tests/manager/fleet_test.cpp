@@ -8,10 +8,10 @@
 #include <optional>
 
 #include "common/http.hpp"
-#include "manager/fleet_db.hpp"
-#include "manager/fleet_ingest.hpp"
-#include "manager/repository.hpp"
-#include "manager/rollout.hpp"
+#include "manager/fleet/fleet_db.hpp"
+#include "manager/fleet/fleet_ingest.hpp"
+#include "manager/fleet/rollout.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/channel.hpp"
 #include "protocol/identity.hpp"
 #include "protocol/session.hpp"

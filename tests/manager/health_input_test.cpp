@@ -8,7 +8,9 @@
 #include <map>
 #include <string>
 
-#include "manager/repository.hpp"
+#include "manager/release/release.hpp"
+#include "manager/repo/repository.hpp"
+#include "manager/verify/verify.hpp"
 #include "manifest/crypto.hpp"
 #include "storage/package.hpp"
 #include "tests/support/test_support.hpp"

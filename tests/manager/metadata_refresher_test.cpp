@@ -1,7 +1,7 @@
 // MetadataRefresher (mota serve's re-signing thread) on a real repository with a clock the test
 // moves: it re-signs a due timestamp by itself, and without the key it logs the condition once
 // per role version (a warning, then an error once expired), not at every check.
-#include "manager/metadata_refresher.hpp"
+#include "manager/fleet/metadata_refresher.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,13 +1,16 @@
-// `mota release add` checks the model before publishing (manager/release_check.hpp): an ONNX file
-// that does not parse, a model.json that does not match the graph, what the bundled backend is
-// known to get wrong, and (with the real mota-runtime) a model that does not load or produces
-// other outputs than declared are refused with the reason, and the repository stays as it was.
+// `mota release add` checks the model before publishing (manager/release/release_check.hpp): an
+// ONNX file that does not parse, a model.json that does not match the graph, what the bundled
+// backend is known to get wrong, and (with the real mota-runtime) a model that does not load or
+// produces other outputs than declared are refused with the reason, and the repository stays as it
+// was.
 #include <gtest/gtest.h>
 
 #include <map>
 #include <string>
 
-#include "manager/repository.hpp"
+#include "manager/release/release.hpp"
+#include "manager/repo/repository.hpp"
+#include "manager/verify/verify.hpp"
 #include "manifest/crypto.hpp"
 #include "tests/support/onnx_builder.hpp"
 #include "tests/support/test_support.hpp"

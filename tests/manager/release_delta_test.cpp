@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "delta/package/package_delta.hpp"
-#include "manager/repository.hpp"
+#include "manager/release/release.hpp"
+#include "manager/repo/repository.hpp"
+#include "manager/verify/verify.hpp"
 #include "manifest/crypto.hpp"
 #include "manifest/tuf/metadata.hpp"
 #include "storage/package.hpp"

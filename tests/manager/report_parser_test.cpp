@@ -1,10 +1,10 @@
-// parse_report (manager/report_parser.hpp) against a reference written with nlohmann's DOM: the
-// tree-based parser the ingest used before. Both must accept and refuse the same reports, with
+// parse_report (manager/fleet/report_parser.hpp) against a reference written with nlohmann's DOM:
+// the tree-based parser the ingest used before. Both must accept and refuse the same reports, with
 // the same status and message, and take apart the same fields; each item's body is kept as the
 // text the device sent. The differences: nesting deeper than 64 levels is refused (nlohmann's
 // parser has no limit), and so are bytes after a NUL that follows the value (nlohmann stops there).
 
-#include "manager/report_parser.hpp"
+#include "manager/fleet/report_parser.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -12,6 +12,7 @@
 
 #include "common/fs.hpp"
 #include "common/http.hpp"
+#include "manager/verify/verify.hpp"
 #include "manifest/crypto.hpp"
 #include "manifest/tuf/client.hpp"
 #include "manifest/tuf/metadata.hpp"

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "manager/repository.hpp"
+#include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "net/http_server.hpp"
 #include "protocol/identity.hpp"

@@ -1,13 +1,13 @@
 #pragma once
-// The tree-based report parser that manager/report_parser.cpp replaced, kept as the reference for
-// its tests (tests/manager/report_parser_test.cpp) and its differential fuzz harness
+// The tree-based report parser that manager/fleet/report_parser.cpp replaced, kept as the reference
+// for its tests (tests/manager/report_parser_test.cpp) and its differential fuzz harness
 // (tests/fuzz/report_fuzz.cpp): nlohmann's DOM, the same checks, order and messages.
 
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
-#include "manager/report_parser.hpp"
+#include "manager/fleet/report_parser.hpp"
 
 namespace mota::test {
 

@@ -1,0 +1,479 @@
+// `mota devices`, `mota device show`, `mota fleet`, `mota rollout ...`, and the fleet flags of
+// `mota serve`. Thin: parsing and printing only; the work is in fleet_db / rollout.
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include "common/fs.hpp"
+#include "common/time.hpp"
+#include "manager/cli/commands.hpp"
+#include "manager/fleet/fleet_db.hpp"
+#include "manager/fleet/fleet_service.hpp"
+#include "manager/fleet/rollout.hpp"
+#include "manager/repo/repository.hpp"
+
+namespace mota::manager {
+
+namespace {
+
+namespace stdfs = std::filesystem;
+
+struct FleetFlags {
+  std::string db;
+  bool json = false;
+  DeviceFilter filter;
+  std::string stale;
+  std::string id, key_file;
+  std::string channel, model, version;
+  std::string percents = "5,25,100";
+  std::string max_failure_rate = "5%";
+  std::int64_t min_devices = 20;
+  std::string step_after = "1h";
+};
+
+std::string ago(std::int64_t t, std::int64_t now) {
+  if (t <= 0) return "never";
+  std::int64_t d = now - t;
+  if (d < 0) d = 0;
+  if (d < 120) return std::to_string(d) + "s ago";
+  if (d < 7200) return std::to_string(d / 60) + "m ago";
+  if (d < 172800) return std::to_string(d / 3600) + "h ago";
+  return std::to_string(d / 86400) + "d ago";
+}
+
+std::int64_t now_unix() {
+  return std::chrono::duration_cast<std::chrono::seconds>(now_seconds().time_since_epoch()).count();
+}
+
+void print_json(const Json& j) {
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
+std::string cut(const std::string& s, std::size_t n) {
+  return s.size() <= n ? s : s.substr(0, n - 3) + "...";
+}
+
+const char* or_dash(const std::string& s) {
+  return s.empty() ? "-" : s.c_str();
+}
+
+// Text a device sent, safe for a terminal: control characters as \xNN (as systemd's cescape).
+std::string printable(const std::string& s) {
+  std::string out;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      char buf[5];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// CLI11 checks, so that a bad value is a usage error (exit 2, CLI11 names the flag) before any
+// file is touched.
+CLI::Validator duration_check(bool allow_ms = false) {
+  return CLI::Validator(
+      [allow_ms](std::string& v) -> std::string {
+        auto d = parse_duration_value(v, allow_ms);
+        return d ? std::string() : d.error().message();
+      },
+      "DURATION");
+}
+CLI::Validator failure_rate_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        auto r = parse_failure_rate(v);
+        return r ? std::string() : r.error().message();
+      },
+      "PERCENT");
+}
+CLI::Validator percents_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        auto r = parse_percents(v);
+        return r ? std::string() : r.error().message();
+      },
+      "P1,P2,...,100");
+}
+
+// Who may create the fleet database: `mota serve` and the commands that write something of their
+// own into it (enroll, rollout start). Everything else reads an existing one.
+enum class DbUse { existing, create };
+
+// The fleet database of `repo` (or --db / $MOTA_FLEET_DB). Without an explicit database the
+// directory must be a repository, so that a command run in the wrong directory fails instead of
+// showing an empty fleet from a fresh fleet.db it just left there.
+Result<storage::Database> open_db(const std::string& repo, const FleetFlags& f, DbUse use) {
+  const char* env = std::getenv("MOTA_FLEET_DB");
+  const bool explicit_db = !f.db.empty() || (env && *env);
+  std::error_code ec;
+  if (!explicit_db && !stdfs::exists(stdfs::path(repo) / "mota.toml", ec)) {
+    return fail(Errc::not_found,
+                repo + " is not a mota repository (no mota.toml); use --repo DIR or --db FILE");
+  }
+  const stdfs::path path = fleet_db_path(repo, f.db);
+  if (use == DbUse::existing && !stdfs::exists(path, ec)) {
+    return fail(Errc::not_found,
+                "no fleet database at " + path.string() +
+                    (explicit_db ? "" : " (`mota serve` creates it when it starts)"));
+  }
+  return open_fleet_db(path, use == DbUse::create);
+}
+
+Status list_devices_cmd(const std::string& repo, FleetFlags& f) {
+  if (!f.stale.empty()) {
+    f.filter.stale = std::chrono::duration_cast<std::chrono::seconds>(
+        MOTA_TRY_CTX(parse_duration_value(f.stale), "--stale"));
+  }
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
+  auto rows = MOTA_TRY(list_devices(db, f.filter, now_seconds()));
+  if (f.json) {
+    Json arr = Json::array();
+    for (const auto& r : rows) arr.push_back(to_json(r));
+    print_json(arr);
+    return {};
+  }
+  const auto now = now_unix();
+  std::printf("%-24s %-16s %-12s %-4s %-8s %-9s %-10s %s\n", "DEVICE", "MODEL", "VERSION", "SLOT",
+              "STATE", "CONDITION", "LAST SEEN", "LAST ERROR");
+  for (const auto& r : rows) {
+    // The model's own error first; a device whose metadata refresh fails says why otherwise.
+    const std::string error = !r.last_error.empty()       ? r.last_error
+                              : !r.metadata_error.empty() ? "metadata: " + r.metadata_error
+                                                          : "";
+    std::printf("%-24s %-16s %-12s %-4s %-8s %-9s %-10s %s\n", cut(r.device, 24).c_str(),
+                r.model.empty() ? "-" : cut(r.model, 16).c_str(), or_dash(r.version),
+                or_dash(r.slot), or_dash(r.state), r.metadata_error.empty() ? "-" : "metadata",
+                ago(r.last_seen, now).c_str(), cut(error, 60).c_str());
+  }
+  return {};
+}
+
+Status enroll_cmd(const std::string& repo, const FleetFlags& f) {
+  auto text = MOTA_TRY_CTX(fs::read_file(f.key_file, 1 << 16), "--key " + f.key_file);
+  auto key = MOTA_TRY_CTX(device_key_hex(text), f.key_file);
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::create));
+  MOTA_TRY(enroll_device(db, f.id, key, now_seconds()));
+  std::printf("enrolled %s (key %s)\n", f.id.c_str(), key.c_str());
+  return {};
+}
+
+Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
+  auto info = MOTA_TRY(show_device(db, f.id));
+  if (!info) return fail(Errc::not_found, "device " + f.id + " is not known to the fleet");
+  if (f.json) {
+    print_json(to_json(*info));
+    return {};
+  }
+  const auto now = now_unix();
+  std::printf("device     %s\nkey        %s (%s)\nfirst seen %s\nlast seen  %s (%s)\n",
+              info->id.c_str(), info->key.c_str(),
+              info->enrolled ? "enrolled" : "trust on first use",
+              or_dash(format_unix(info->first_seen)), or_dash(format_unix(info->last_seen)),
+              ago(info->last_seen, now).c_str());
+  if (!info->agent_version.empty() || !info->arch.empty()) {
+    std::printf("agent      %s on %s\n", or_dash(info->agent_version), or_dash(info->arch));
+  }
+  if (info->metadata_error.empty()) {
+    std::printf("metadata   ok\n");
+  } else {
+    std::printf("metadata   failing since %s (%s): %s\n",
+                or_dash(format_unix(info->metadata_error_since)),
+                ago(info->metadata_error_since, now).c_str(), info->metadata_error.c_str());
+  }
+  if (info->blocked) {
+    if (info->blocked->empty()) std::printf("blocked    nothing\n");
+    for (const auto& b : *info->blocked) {
+      std::printf("blocked    %s %s since %s: %s\n", printable(b.model).c_str(),
+                  or_dash(printable(b.version)), or_dash(printable(b.since)),
+                  printable(b.reason).c_str());
+    }
+  }
+  for (const auto& m : info->models) {
+    std::string notes;
+    if (!m.failed_version.empty()) notes += ", failed to install " + m.failed_version;
+    if (!m.rolled_back_from.empty()) notes += ", rolled back from " + m.rolled_back_from;
+    if (!m.last_error.empty()) notes += ", last error: " + m.last_error;
+    std::printf("model      %s %s (slot %s%s%s) state %s%s\n", m.model.c_str(), or_dash(m.version),
+                or_dash(m.slot), m.committed ? ", committed" : "",
+                m.channel.empty() ? "" : (", channel " + m.channel).c_str(), m.state.c_str(),
+                notes.c_str());
+  }
+  std::printf("events (%zu):\n", info->events.size());
+  for (const auto& e : info->events) {
+    if (e.kind == "heartbeat") {
+      std::printf("  %6lld %s heartbeat\n", static_cast<long long>(e.seq), e.created_at.c_str());
+      continue;
+    }
+    std::string where = "step " + std::string(or_dash(e.step));
+    if (e.slot) where += ", slot " + std::string(or_dash(*e.slot));
+    if (e.channel) where += ", channel " + std::string(or_dash(*e.channel));
+    if (e.model.empty()) {  // a condition of the device (metadata_error, metadata_ok)
+      std::printf("  %6lld %s device %s (%s)%s%s\n", static_cast<long long>(e.seq),
+                  e.created_at.c_str(), e.state.c_str(), where.c_str(), e.error.empty() ? "" : ": ",
+                  e.error.c_str());
+      continue;
+    }
+    std::printf("  %6lld %s %s %s %s -> %s (%s)%s%s\n", static_cast<long long>(e.seq),
+                e.created_at.c_str(), e.model.c_str(), e.state.c_str(), or_dash(e.from),
+                or_dash(e.to), where.c_str(), e.error.empty() ? "" : ": ", e.error.c_str());
+  }
+  return {};
+}
+
+Status fleet_cmd(const std::string& repo, const FleetFlags& f) {
+  const std::string stale_text = f.stale.empty() ? "1h" : f.stale;
+  const auto stale = std::chrono::duration_cast<std::chrono::seconds>(
+      MOTA_TRY_CTX(parse_duration_value(stale_text), "--stale"));
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
+  auto summary = MOTA_TRY(fleet_summary(db, stale, now_seconds()));
+  for (const auto& r : MOTA_TRY(active_rollouts(db))) {
+    for (auto& m : summary.models) {
+      if (m.model == r.model) m.updating += r.counts.pending;
+    }
+  }
+  if (f.json) {
+    print_json(to_json(summary));
+    return {};
+  }
+  std::printf("%lld devices, %lld not seen for %s, %lld failing to refresh metadata\n",
+              static_cast<long long>(summary.devices), static_cast<long long>(summary.stale),
+              stale_text.c_str(), static_cast<long long>(summary.metadata_errors));
+  for (const auto& m : summary.models) {
+    std::printf("\n%s: %lld devices, %lld updating, %lld failed, %lld refused, %lld stale\n",
+                m.model.c_str(), static_cast<long long>(m.devices),
+                static_cast<long long>(m.updating), static_cast<long long>(m.failed),
+                static_cast<long long>(m.refused), static_cast<long long>(m.stale));
+    std::printf("  %-14s %9s %7s %9s %9s\n", "VERSION", "DEVICES", "%", "FAILURES", "ROLLBACKS");
+    for (const auto& v : m.versions) {
+      std::printf("  %-14s %9lld %6.1f%% %9lld %9lld\n", or_dash(v.version),
+                  static_cast<long long>(v.devices), v.percent, static_cast<long long>(v.failures),
+                  static_cast<long long>(v.rollbacks));
+    }
+  }
+  return {};
+}
+
+void print_rollout(const RolloutInfo& r, bool json) {
+  if (json) {
+    print_json(to_json(r));
+    return;
+  }
+  std::string steps;
+  for (std::size_t i = 0; i < r.percents.size(); ++i) {
+    steps += (i ? " " : "") + std::string(int(i) == r.step ? "[" : "") +
+             std::to_string(r.percents[i]) + "%" + (int(i) == r.step ? "]" : "");
+  }
+  std::printf("rollout %lld: %s %s on %s (previous %s): %s at step %d/%zu, %s\n",
+              static_cast<long long>(r.id), r.model.c_str(), r.version.c_str(), r.channel.c_str(),
+              r.previous_version.empty() ? "none" : r.previous_version.c_str(), r.state.c_str(),
+              r.step + 1, r.percents.size(), steps.c_str());
+  std::printf(
+      "  targeted %lld, updated %lld, failed %lld, rolled back %lld, pending %lld; "
+      "failure rate %.1f%% (halt above %g%%)\n",
+      static_cast<long long>(r.counts.targeted), static_cast<long long>(r.counts.updated),
+      static_cast<long long>(r.counts.failed), static_cast<long long>(r.counts.rolled_back),
+      static_cast<long long>(r.counts.pending), r.counts.failure_rate * 100,
+      r.max_failure_bp / 100.0);
+  for (const auto& t : r.transitions) {
+    std::printf("  %s %-9s %3u%%  %s\n", format_unix(t.at).c_str(), t.state.c_str(), t.percent,
+                t.reason.c_str());
+  }
+}
+
+Status rollout_cmd(const std::string& repo_path, const FleetFlags& f, const std::string& what) {
+  const auto now = now_seconds();
+  if (what == "status" || what == "pause" || what == "resume") {
+    auto db = MOTA_TRY(open_db(repo_path, f, DbUse::existing));
+    if (what == "status") {
+      auto r = MOTA_TRY(rollout_status(db, f.channel, f.model));
+      if (!r) {
+        return fail(Errc::not_found, "no rollout of " + f.model + " on channel " + f.channel);
+      }
+      print_rollout(*r, f.json);
+    } else if (what == "pause") {
+      print_rollout(MOTA_TRY(pause_rollout(db, f.channel, f.model, now)), f.json);
+    } else {
+      print_rollout(MOTA_TRY(resume_rollout(db, f.channel, f.model, now)), f.json);
+    }
+    return {};
+  }
+  if (what == "tick" && !f.channel.empty() && f.model.empty()) {
+    return fail(Errc::invalid_argument, "rollout tick: give CHANNEL and MODEL, or neither");
+  }
+  // The rest publishes channels: the repository first, so that nothing is created beside a
+  // directory that is not one.
+  auto repo = MOTA_TRY(Repository::open(repo_path));
+  if (what == "start") {
+    RolloutSpec spec;
+    spec.channel = f.channel;
+    spec.model = f.model;
+    spec.version = f.version;
+    spec.percents = MOTA_TRY_CTX(parse_percents(f.percents), "--percent");
+    spec.max_failure_bp =
+        MOTA_TRY_CTX(parse_failure_rate(f.max_failure_rate), "--max-failure-rate");
+    if (f.min_devices < 0) return fail(Errc::invalid_argument, "--min-devices must be >= 0");
+    spec.min_devices = f.min_devices;
+    spec.step_after = std::chrono::duration_cast<std::chrono::seconds>(
+        MOTA_TRY_CTX(parse_duration_value(f.step_after), "--step-after"));
+    auto db = MOTA_TRY(open_db(repo_path, f, DbUse::create));
+    print_rollout(MOTA_TRY(start_rollout(db, repo, spec, now)), f.json);
+    return {};
+  }
+  auto db = MOTA_TRY(open_db(repo_path, f, DbUse::existing));
+  if (what == "abort") {
+    print_rollout(MOTA_TRY(abort_rollout(db, repo, f.channel, f.model, now)), f.json);
+    return {};
+  }
+  // tick: one rollout, or every running one.
+  if (!f.channel.empty()) {
+    print_rollout(MOTA_TRY(tick_rollout(db, repo, f.channel, f.model, now)), f.json);
+    return {};
+  }
+  auto changed = MOTA_TRY(tick_all_rollouts(db, repo, now));
+  if (f.json) {
+    Json arr = Json::array();
+    for (const auto& r : changed) arr.push_back(to_json(r));
+    print_json(arr);
+  } else {
+    for (const auto& r : changed) print_rollout(r, false);
+    if (changed.empty()) std::printf("no rollout changed\n");
+  }
+  return {};
+}
+
+}  // namespace
+
+void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag) {
+  auto f = std::make_shared<FleetFlags>();
+  auto common = [&repo_flag, f](CLI::App* cmd, bool json = true) {
+    cmd->add_option("--repo", repo_flag, "repository directory (default: $MOTA_REPO or .)");
+    cmd->add_option("--db", f->db, "fleet database (default: $MOTA_FLEET_DB or REPO/fleet.db)");
+    if (json) cmd->add_flag("--json", f->json, "machine-readable output");
+  };
+
+  // serve flags (the serve subcommand is added by cli/serve.cpp, whose group runs before this one)
+  CLI::App* serve = nullptr;
+  for (CLI::App* sub : app.get_subcommands([](CLI::App* a) { return a->get_name() == "serve"; })) {
+    serve = sub;
+  }
+  if (serve) {
+    auto& so = fleet_serve_options();
+    serve->add_option("--db", so.db, "fleet database (default: $MOTA_FLEET_DB or REPO/fleet.db)");
+    serve->add_flag("--enrolled-only", so.enrolled_only,
+                    "refuse reports from devices not registered with `mota devices enroll`");
+    serve
+        ->add_option("--max-clock-skew", so.max_clock_skew,
+                     "accepted difference between a report's timestamp and the server clock")
+        ->capture_default_str()
+        ->check(duration_check());
+    serve
+        ->add_option("--session-ttl", so.session_ttl,
+                     "lifetime of a device's report session (one signed handshake, then an HMAC "
+                     "per report); 0s: none, every report is signed")
+        ->capture_default_str()
+        ->check(duration_check());
+    serve
+        ->add_option("--max-sessions", so.max_sessions,
+                     "live report sessions at most (about 250 bytes each); beyond, devices sign "
+                     "each report")
+        ->capture_default_str();
+    serve
+        ->add_option("--rollout-interval", so.rollout_interval,
+                     "how often running rollouts are checked (0s: never; e.g. 30s, 500ms)")
+        ->capture_default_str()
+        ->check(duration_check(/*allow_ms=*/true));
+  }
+
+  auto* devices = app.add_subcommand("devices", "list devices: model, version, state, last seen");
+  common(devices);
+  devices->add_option("--model", f->filter.model, "only this model");
+  devices->add_option("--channel", f->filter.channel, "only this channel");
+  devices->add_option("--version", f->filter.version, "only devices running this version");
+  devices->add_option("--state", f->filter.state, "the model's state: ok, failed or refused")
+      ->check(CLI::IsMember({"ok", "failed", "refused"}));
+  devices
+      ->add_option("--condition", f->filter.condition,
+                   "the device's condition: metadata (its TUF metadata refresh fails) or ok")
+      ->check(CLI::IsMember({"metadata", "ok"}));
+  devices->add_option("--stale", f->stale, "only devices not seen for longer than this (1h)")
+      ->check(duration_check());
+  auto* enroll = devices->add_subcommand("enroll", "register a device key before it reports");
+  enroll->add_option("ID", f->id, "device id")->required();
+  enroll->add_option("--key", f->key_file, "file with the key (hex or device.key)")->required();
+  enroll->add_option("--repo", repo_flag, "repository directory");
+  enroll->add_option("--db", f->db, "fleet database");
+  enroll->callback([&action, &repo_flag, f] {
+    action = [&repo_flag, f] { return enroll_cmd(repo_dir(repo_flag), *f); };
+  });
+  devices->callback([&action, &repo_flag, f, enroll] {
+    if (enroll->parsed()) return;
+    action = [&repo_flag, f] { return list_devices_cmd(repo_dir(repo_flag), *f); };
+  });
+
+  auto* device = app.add_subcommand("device", "one device");
+  device->require_subcommand(1);
+  auto* show = device->add_subcommand("show", "inventory and full event history");
+  common(show);
+  show->add_option("ID", f->id, "device id")->required();
+  show->callback([&action, &repo_flag, f] {
+    action = [&repo_flag, f] { return show_device_cmd(repo_dir(repo_flag), *f); };
+  });
+
+  auto* fleet = app.add_subcommand("fleet", "per model: versions, failures, rollbacks, stale");
+  common(fleet);
+  fleet->add_option("--stale", f->stale, "not seen for longer than this counts as stale (1h)")
+      ->check(duration_check());
+  fleet->callback([&action, &repo_flag, f] {
+    action = [&repo_flag, f] { return fleet_cmd(repo_dir(repo_flag), *f); };
+  });
+
+  auto* rollout = app.add_subcommand("rollout", "guarded staged rollouts");
+  rollout->require_subcommand(1);
+  for (const char* what : {"status", "start", "tick", "pause", "resume", "abort"}) {
+    const std::string name = what;
+    const char* help = name == "status"   ? "progress and transitions of the latest rollout"
+                       : name == "start"  ? "publish the first step of a staged rollout"
+                       : name == "tick"   ? "advance or halt rollouts now (for a timer)"
+                       : name == "pause"  ? "stop advancing (halts still apply when resumed)"
+                       : name == "resume" ? "continue a paused rollout"
+                                          : "stop and re-publish the previous version";
+    auto* cmd = rollout->add_subcommand(name, help);
+    common(cmd);
+    auto* ch = cmd->add_option("CHANNEL", f->channel, "channel");
+    auto* md = cmd->add_option("MODEL", f->model, "model");
+    if (name != "tick") {
+      ch->required();
+      md->required();
+    } else {
+      md->needs(ch);
+    }
+    if (name == "start") {
+      cmd->add_option("VERSION", f->version, "version to roll out")->required();
+      cmd->add_option("--percent", f->percents, "steps, ending at 100")
+          ->capture_default_str()
+          ->check(percents_check());
+      cmd->add_option("--max-failure-rate", f->max_failure_rate,
+                      "halt when failures+rollbacks among a step's devices pass this percentage "
+                      "(with its %: 5%, 0.5%)")
+          ->capture_default_str()
+          ->check(failure_rate_check());
+      cmd->add_option("--min-devices", f->min_devices,
+                      "devices that must report before a step advances")
+          ->capture_default_str();
+      cmd->add_option("--step-after", f->step_after, "minimum time per step")
+          ->capture_default_str()
+          ->check(duration_check());
+    }
+    cmd->callback([&action, &repo_flag, f, name] {
+      action = [&repo_flag, f, name] { return rollout_cmd(repo_dir(repo_flag), *f, name); };
+    });
+  }
+}
+
+}  // namespace mota::manager

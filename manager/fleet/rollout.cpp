@@ -1,0 +1,495 @@
+#include "manager/fleet/rollout.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "common/log.hpp"
+#include "common/semver.hpp"
+#include "manager/fleet/fleet_db.hpp"
+#include "manifest/channel.hpp"
+
+namespace mota::manager {
+
+namespace {
+
+std::int64_t unix_seconds(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+std::string join_percents(const std::vector<unsigned>& p) {
+  std::string out;
+  for (unsigned v : p) out += (out.empty() ? "" : ",") + std::to_string(v);
+  return out;
+}
+
+std::string pct(double rate) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", rate * 100.0);
+  return buf;
+}
+
+std::string bp_text(unsigned bp) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g%%", bp / 100.0);
+  return buf;
+}
+
+constexpr const char* kRolloutColumns =
+    "SELECT id, channel, model, version, previous_version, percents, step, max_failure_bp, "
+    "min_devices, step_after, salt, state, started_at, step_started_at, updated_at FROM rollouts";
+
+Result<RolloutInfo> read_rollout(const storage::Statement& st) {
+  RolloutInfo r;
+  r.id = st.column_int64(0);
+  r.channel = st.column_text(1);
+  r.model = st.column_text(2);
+  r.version = st.column_text(3);
+  r.previous_version = st.column_text(4);
+  r.percents = MOTA_TRY_CTX(parse_percents(st.column_text(5)),
+                            "fleet database: rollout " + std::to_string(r.id));
+  r.step = int(st.column_int64(6));
+  if (r.step < 0 || std::size_t(r.step) >= r.percents.size()) {
+    return fail(Errc::internal, "fleet database: rollout " + std::to_string(r.id) + ": step " +
+                                    std::to_string(r.step) + " out of range");
+  }
+  r.max_failure_bp = unsigned(st.column_int64(7));
+  r.min_devices = st.column_int64(8);
+  r.step_after = st.column_int64(9);
+  r.salt = st.column_text(10);
+  r.state = st.column_text(11);
+  r.started_at = st.column_int64(12);
+  r.step_started_at = st.column_int64(13);
+  r.updated_at = st.column_int64(14);
+  return r;
+}
+
+Result<std::optional<RolloutInfo>> load_one(storage::Database& db, const std::string& channel,
+                                            const std::string& model, bool active_only) {
+  auto st = MOTA_TRY(db.prepare(std::string(kRolloutColumns) + " WHERE channel = ? AND model = ?" +
+                                (active_only ? " AND state IN ('running', 'paused')" : "") +
+                                " ORDER BY id DESC LIMIT 1"));
+  MOTA_TRY(st.bind_all(channel, model));
+  if (MOTA_TRY(st.step()) != storage::Step::row) return std::optional<RolloutInfo>();
+  return std::optional<RolloutInfo>(MOTA_TRY(read_rollout(st)));
+}
+
+Result<RolloutInfo> load_active(storage::Database& db, const std::string& channel,
+                                const std::string& model) {
+  auto r = MOTA_TRY(load_one(db, channel, model, true));
+  if (!r) {
+    return fail(Errc::not_found,
+                "no running or paused rollout of " + model + " on channel " + channel);
+  }
+  return std::move(*r);
+}
+
+Status load_transitions(storage::Database& db, RolloutInfo& info) {
+  auto st = MOTA_TRY(db.prepare(
+      "SELECT at, state, step, percent, reason FROM rollout_transitions WHERE rollout_id = ? "
+      "ORDER BY at, rowid"));
+  MOTA_TRY(st.bind(1, info.id));
+  info.transitions.clear();
+  while (MOTA_TRY(st.step()) == storage::Step::row) {
+    RolloutTransition t;
+    t.at = st.column_int64(0);
+    t.state = st.column_text(1);
+    t.step = int(st.column_int64(2));
+    t.percent = unsigned(st.column_int64(3));
+    t.reason = st.column_text(4);
+    info.transitions.push_back(std::move(t));
+  }
+  return {};
+}
+
+Status compute_counts(storage::Database& db, RolloutInfo& info) {
+  RolloutCounts c;
+  // Read from the installed_rollout covering index alone (migration 0003).
+  auto st = MOTA_TRY(db.prepare(
+      "SELECT device, version, failed_version, failed_at, rolled_back_from FROM installed "
+      "WHERE model = ? AND (channel = ? OR channel = '')"));
+  MOTA_TRY(st.bind_all(info.model, info.channel));
+  const unsigned limit = info.percent() * 100;
+  while (MOTA_TRY(st.step()) == storage::Step::row) {
+    if (limit < 10000 && rollout_bucket(info.salt, st.column_text(0)) >= limit) continue;
+    ++c.targeted;
+    if (st.column_text(1) == info.version) {
+      ++c.updated;
+    } else if (st.column_text(4) == info.version) {
+      ++c.rolled_back;
+    } else if (st.column_text(2) == info.version && st.column_int64(3) >= info.started_at) {
+      ++c.failed;
+    } else {
+      ++c.pending;
+    }
+  }
+  const std::int64_t bad = c.failed + c.rolled_back;
+  const std::int64_t decided = c.updated + bad;
+  const std::int64_t denom = std::max(decided, std::min(info.min_devices, c.targeted));
+  c.failure_rate = denom > 0 ? double(bad) / double(denom) : 0.0;
+  info.counts = c;
+  return {};
+}
+
+// Publishes channel/model at version/percent, keeping the channel's min_version.
+Result<Channel> publish(Repository& repo, const std::string& channel, const std::string& model,
+                        const std::string& version, unsigned percent, bool allow_downgrade) {
+  ChannelRequest req;
+  req.channel = channel;
+  req.model = model;
+  req.version = version;
+  req.percent = percent;
+  req.allow_downgrade = allow_downgrade;
+  auto current = MOTA_TRY(repo.show_channels(channel));
+  for (const auto& ch : current) {
+    if (ch.model == model) req.min_version = ch.min_version;
+  }
+  return MOTA_TRY_CTX(repo.set_channel(req), "publish channel " + channel + " for " + model +
+                                                 " at " + version + " (" + std::to_string(percent) +
+                                                 "%)");
+}
+
+Status record_channel(storage::Database& db, const Channel& ch, std::int64_t now) {
+  auto st = MOTA_TRY(db.prepare(
+      "INSERT INTO channels (channel, model, version, percent, salt, fallback, updated_at) VALUES "
+      "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel, model) DO UPDATE SET version = "
+      "excluded.version, percent = excluded.percent, salt = excluded.salt, fallback = "
+      "excluded.fallback, updated_at = excluded.updated_at"));
+  MOTA_TRY(st.bind_all(ch.channel, ch.model, ch.version, ch.rollout.percent, ch.rollout.salt,
+                       ch.rollout.fallback_version, now));
+  return st.run();
+}
+
+// Stores info's state/step/salt and a transition with `reason`.
+Status record(storage::Database& db, RolloutInfo& info, const std::string& reason,
+              std::int64_t now) {
+  auto up = MOTA_TRY(db.prepare(
+      "UPDATE rollouts SET state = ?, step = ?, salt = ?, step_started_at = ?, updated_at = ? "
+      "WHERE id = ?"));
+  MOTA_TRY(up.bind_all(info.state, info.step, info.salt, info.step_started_at, now, info.id));
+  MOTA_TRY(up.run());
+  auto tr = MOTA_TRY(db.prepare(
+      "INSERT INTO rollout_transitions (rollout_id, at, state, step, percent, reason) VALUES (?, "
+      "?, ?, ?, ?, ?)"));
+  MOTA_TRY(tr.bind_all(info.id, now, info.state, info.step, info.percent(), reason));
+  MOTA_TRY(tr.run());
+  info.updated_at = now;
+  log::info("rollout " + info.state, {{"CHANNEL", info.channel},
+                                      {"MODEL", info.model},
+                                      {"VERSION", info.version},
+                                      {"REASON", reason}});
+  return {};
+}
+
+// Re-publishes the previous version (or the version at 0%) and records `state` with `reason`.
+Status stop_rollout(storage::Database& db, Repository& repo, RolloutInfo& info,
+                    const std::string& state, std::string reason, std::int64_t now) {
+  Channel ch;
+  if (!info.previous_version.empty()) {
+    ch = MOTA_TRY(publish(repo, info.channel, info.model, info.previous_version, 100, true));
+    reason += "; republished " + info.previous_version + " to all devices";
+  } else {
+    ch = MOTA_TRY(publish(repo, info.channel, info.model, info.version, 0, false));
+    reason += "; no previous version: " + info.version + " now offered to 0% of devices";
+  }
+  MOTA_TRY(record_channel(db, ch, now));
+  info.state = state;
+  return record(db, info, reason, now);
+}
+
+Result<RolloutInfo> tick_locked(storage::Database& db, Repository& repo, RolloutInfo info,
+                                std::int64_t now) {
+  if (info.state != "running") return info;
+  MOTA_TRY(compute_counts(db, info));
+  const auto& c = info.counts;
+  const double limit = info.max_failure_bp / 10000.0;
+  const std::int64_t bad = c.failed + c.rolled_back;
+  const std::string counts_text =
+      std::to_string(c.updated) + " updated, " + std::to_string(c.failed) + " failed, " +
+      std::to_string(c.rolled_back) + " rolled back, " + std::to_string(c.pending) +
+      " pending of " + std::to_string(c.targeted) + " targeted";
+  if (bad > 0 && c.failure_rate > limit) {
+    MOTA_TRY(stop_rollout(db, repo, info, "halted",
+                          "halted at " + std::to_string(info.percent()) + "%: failure rate " +
+                              pct(c.failure_rate) + " is above " + bp_text(info.max_failure_bp) +
+                              " (" + counts_text + ")",
+                          now));
+    return info;
+  }
+  const std::int64_t needed = std::min(info.min_devices, c.targeted);
+  if (now - info.step_started_at < info.step_after || c.updated + bad < needed) return info;
+  const std::string healthy = "step " + std::to_string(info.step + 1) + " (" +
+                              std::to_string(info.percent()) + "%) healthy: " + counts_text +
+                              ", failure rate " + pct(c.failure_rate);
+  if (std::size_t(info.step) + 1 >= info.percents.size()) {
+    info.state = "completed";
+    MOTA_TRY(record(db, info, healthy + "; rollout complete", now));
+    return info;
+  }
+  const unsigned next = info.percents[std::size_t(info.step) + 1];
+  auto ch = MOTA_TRY(publish(repo, info.channel, info.model, info.version, next, false));
+  MOTA_TRY(record_channel(db, ch, now));
+  info.step += 1;
+  info.step_started_at = now;
+  info.salt = ch.rollout.salt;
+  MOTA_TRY(record(db, info, healthy + "; advanced to " + std::to_string(next) + "%", now));
+  MOTA_TRY(compute_counts(db, info));
+  return info;
+}
+
+}  // namespace
+
+Result<std::vector<unsigned>> parse_percents(const std::string& text) {
+  std::vector<unsigned> out;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    auto comma = text.find(',', pos);
+    std::string part =
+        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (!part.empty() && part.back() == '%') part.pop_back();
+    unsigned v = 0;
+    bool ok = !part.empty() && part.size() <= 3 &&
+              std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (ok) v = unsigned(std::stoul(part));
+    if (!ok || v < 1 || v > 100) {
+      return fail(Errc::invalid_argument,
+                  "'" + text + "': '" + part + "' is not a percentage in 1..100");
+    }
+    if (!out.empty() && v <= out.back()) {
+      return fail(Errc::invalid_argument, "'" + text + "': steps must increase");
+    }
+    out.push_back(v);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  if (out.empty() || out.back() != 100) {
+    return fail(Errc::invalid_argument, "'" + text + "': the last step must be 100");
+  }
+  return out;
+}
+
+Result<unsigned> parse_failure_rate(const std::string& text) {
+  if (text.empty() || text.back() != '%') {
+    return fail(Errc::invalid_argument,
+                "'" + text +
+                    "' has no unit: write the rate as a percentage, e.g. 5% or 0.5% (a bare "
+                    "number is ambiguous: 0.05 could mean 5% or 0.05%)");
+  }
+  const std::string t = text.substr(0, text.size() - 1);
+  double v = -1;
+  const bool digits = !t.empty() && std::all_of(t.begin(), t.end(), [](char c) {
+    return (c >= '0' && c <= '9') || c == '.';
+  });
+  if (digits) {
+    try {
+      std::size_t used = 0;
+      v = std::stod(t, &used);
+      if (used != t.size()) v = -1;
+    } catch (const std::exception&) {
+      v = -1;
+    }
+  }
+  if (!(v >= 0 && v <= 100)) {
+    return fail(Errc::invalid_argument,
+                "'" + text + "' is not a percentage in 0%..100% (such as 5%)");
+  }
+  return unsigned(std::lround(v * 100));
+}
+
+Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const RolloutSpec& spec,
+                                  TimePoint now_tp) {
+  const std::int64_t now = unix_seconds(now_tp);
+  if (!valid_channel_name(spec.channel)) {
+    return fail(Errc::invalid_argument, "channel '" + spec.channel + "' is not a valid name");
+  }
+  MOTA_TRY_CTX(SemVer::parse(spec.version), "rollout version");
+  if (spec.percents.empty() || spec.percents.back() != 100) {
+    return fail(Errc::invalid_argument, "rollout steps must end at 100%");
+  }
+  if (spec.max_failure_bp > 10000 || spec.min_devices < 0 || spec.step_after.count() < 0) {
+    return fail(Errc::invalid_argument, "rollout: bad failure rate, min devices or step time");
+  }
+  auto tx = MOTA_TRY(storage::Transaction::begin(db));
+  if (auto active = MOTA_TRY(load_one(db, spec.channel, spec.model, true))) {
+    return fail(Errc::already_exists, "a rollout of " + spec.model + " " + active->version +
+                                          " on channel " + spec.channel + " is " + active->state +
+                                          " (abort it first)");
+  }
+  std::string previous;
+  for (const auto& ch : MOTA_TRY(repo.show_channels(spec.channel))) {
+    if (ch.model != spec.model) continue;
+    if (ch.version == spec.version && ch.rollout.percent == 100) {
+      return fail(Errc::invalid_argument, "channel " + spec.channel + " already gives " +
+                                              spec.model + " " + spec.version + " to everyone");
+    }
+    previous = ch.rollout.percent == 100 ? ch.version : ch.rollout.fallback_version;
+  }
+  auto ch =
+      MOTA_TRY(publish(repo, spec.channel, spec.model, spec.version, spec.percents.front(), false));
+  auto ins = MOTA_TRY(db.prepare(
+      "INSERT INTO rollouts (channel, model, version, previous_version, percents, step, "
+      "max_failure_bp, min_devices, step_after, salt, state, started_at, step_started_at, "
+      "updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 'running', ?, ?, ?)"));
+  MOTA_TRY(ins.bind_all(spec.channel, spec.model, spec.version, previous,
+                        join_percents(spec.percents), spec.max_failure_bp, spec.min_devices,
+                        std::int64_t(spec.step_after.count()), ch.rollout.salt, now, now, now));
+  MOTA_TRY(ins.run());
+  RolloutInfo info;
+  info.id = db.last_insert_rowid();
+  info.channel = spec.channel;
+  info.model = spec.model;
+  info.version = spec.version;
+  info.previous_version = previous;
+  info.percents = spec.percents;
+  info.max_failure_bp = spec.max_failure_bp;
+  info.min_devices = spec.min_devices;
+  info.step_after = spec.step_after.count();
+  info.salt = ch.rollout.salt;
+  info.state = "running";
+  info.started_at = info.step_started_at = now;
+  auto rel = MOTA_TRY(
+      db.prepare("INSERT OR IGNORE INTO releases (model, version, first_used) VALUES (?, ?, ?)"));
+  MOTA_TRY(rel.bind_all(spec.model, spec.version, now));
+  MOTA_TRY(rel.run());
+  MOTA_TRY(record_channel(db, ch, now));
+  MOTA_TRY(record(db, info,
+                  "started: " + std::to_string(info.percent()) + "% of devices get " +
+                      spec.version + (previous.empty() ? "" : ", the others keep " + previous),
+                  now));
+  MOTA_TRY(tx.commit());
+  MOTA_TRY(compute_counts(db, info));
+  MOTA_TRY(load_transitions(db, info));
+  return info;
+}
+
+Result<RolloutInfo> tick_rollout(storage::Database& db, Repository& repo,
+                                 const std::string& channel, const std::string& model,
+                                 TimePoint now) {
+  auto tx = MOTA_TRY(storage::Transaction::begin(db));
+  auto info = MOTA_TRY(load_active(db, channel, model));
+  info = MOTA_TRY(tick_locked(db, repo, std::move(info), unix_seconds(now)));
+  MOTA_TRY(tx.commit());
+  if (info.counts.targeted == 0 && info.state != "running") MOTA_TRY(compute_counts(db, info));
+  MOTA_TRY(load_transitions(db, info));
+  return info;
+}
+
+Result<std::vector<RolloutInfo>> tick_all_rollouts(storage::Database& db, Repository& repo,
+                                                   TimePoint now) {
+  std::vector<std::pair<std::string, std::string>> running;
+  {
+    auto st = MOTA_TRY(db.prepare("SELECT channel, model FROM rollouts WHERE state = 'running'"));
+    while (MOTA_TRY(st.step()) == storage::Step::row) {
+      running.emplace_back(st.column_text(0), st.column_text(1));
+    }
+  }
+  std::vector<RolloutInfo> changed;
+  for (const auto& [channel, model] : running) {
+    auto before = MOTA_TRY(load_one(db, channel, model, true));
+    auto after = tick_rollout(db, repo, channel, model, now);
+    if (!after) {
+      if (after.error().code() == Errc::not_found) continue;  // finished by someone else
+      return fail(std::move(after).error());
+    }
+    if (!before || before->state != after->state || before->step != after->step) {
+      changed.push_back(std::move(*after));
+    }
+  }
+  return changed;
+}
+
+Result<RolloutInfo> pause_rollout(storage::Database& db, const std::string& channel,
+                                  const std::string& model, TimePoint now) {
+  auto tx = MOTA_TRY(storage::Transaction::begin(db));
+  auto info = MOTA_TRY(load_active(db, channel, model));
+  if (info.state == "paused") {
+    return fail(Errc::invalid_argument,
+                "the rollout of " + model + " on " + channel + " is already paused");
+  }
+  info.state = "paused";
+  MOTA_TRY(record(db, info, "paused by the operator", unix_seconds(now)));
+  MOTA_TRY(tx.commit());
+  MOTA_TRY(compute_counts(db, info));
+  MOTA_TRY(load_transitions(db, info));
+  return info;
+}
+
+Result<RolloutInfo> resume_rollout(storage::Database& db, const std::string& channel,
+                                   const std::string& model, TimePoint now) {
+  auto tx = MOTA_TRY(storage::Transaction::begin(db));
+  auto info = MOTA_TRY(load_active(db, channel, model));
+  if (info.state == "running") {
+    return fail(Errc::invalid_argument,
+                "the rollout of " + model + " on " + channel + " is not paused");
+  }
+  info.state = "running";
+  MOTA_TRY(record(db, info, "resumed by the operator", unix_seconds(now)));
+  MOTA_TRY(tx.commit());
+  MOTA_TRY(compute_counts(db, info));
+  MOTA_TRY(load_transitions(db, info));
+  return info;
+}
+
+Result<RolloutInfo> abort_rollout(storage::Database& db, Repository& repo,
+                                  const std::string& channel, const std::string& model,
+                                  TimePoint now) {
+  auto tx = MOTA_TRY(storage::Transaction::begin(db));
+  auto info = MOTA_TRY(load_active(db, channel, model));
+  MOTA_TRY(compute_counts(db, info));
+  MOTA_TRY(stop_rollout(db, repo, info, "aborted", "aborted by the operator", unix_seconds(now)));
+  MOTA_TRY(tx.commit());
+  MOTA_TRY(load_transitions(db, info));
+  return info;
+}
+
+Result<std::optional<RolloutInfo>> rollout_status(storage::Database& db, const std::string& channel,
+                                                  const std::string& model) {
+  auto info = MOTA_TRY(load_one(db, channel, model, false));
+  if (!info) return info;
+  MOTA_TRY(compute_counts(db, *info));
+  MOTA_TRY(load_transitions(db, *info));
+  return info;
+}
+
+Result<std::vector<RolloutInfo>> active_rollouts(storage::Database& db) {
+  std::vector<RolloutInfo> out;
+  auto st = MOTA_TRY(db.prepare(std::string(kRolloutColumns) +
+                                " WHERE state IN ('running', 'paused') ORDER BY id"));
+  while (MOTA_TRY(st.step()) == storage::Step::row) out.push_back(MOTA_TRY(read_rollout(st)));
+  for (auto& r : out) MOTA_TRY(compute_counts(db, r));
+  return out;
+}
+
+Json to_json(const RolloutInfo& r) {
+  Json transitions = Json::array();
+  for (const auto& t : r.transitions) {
+    transitions.push_back(Json{{"at", json_time(t.at)},
+                               {"state", t.state},
+                               {"step", t.step + 1},
+                               {"percent", t.percent},
+                               {"reason", t.reason}});
+  }
+  return Json{{"id", r.id},
+              {"channel", r.channel},
+              {"model", r.model},
+              {"version", r.version},
+              {"previous_version", json_text(r.previous_version)},
+              {"percents", r.percents},
+              {"step", r.step + 1},
+              {"percent", r.percent()},
+              {"state", r.state},
+              {"max_failure_rate", r.max_failure_bp / 100.0},
+              {"min_devices", r.min_devices},
+              {"step_after_seconds", r.step_after},
+              {"started", json_time(r.started_at)},
+              {"step_started", json_time(r.step_started_at)},
+              {"targeted", r.counts.targeted},
+              {"updated", r.counts.updated},
+              {"failed", r.counts.failed},
+              {"rolled_back", r.counts.rolled_back},
+              {"pending", r.counts.pending},
+              {"failure_rate", r.counts.failure_rate},
+              {"transitions", transitions}};
+}
+
+}  // namespace mota::manager

@@ -1,0 +1,128 @@
+#pragma once
+// Guarded staged rollouts: publish a channel at increasing percentages, advance when the current
+// step's devices are healthy, halt by itself when too many of them fail.
+//
+// A step's devices are the devices of the model (in the channel, or that never said their
+// channel) whose rollout bucket (manifest/channel.hpp, with the published salt) is inside the
+// step's percentage. Among them:
+//   updated      report the rollout's version
+//   failed       their last install attempt was the version and failed before the switch, and
+//                the server received that failure after the rollout started (installed.
+//                failed_version / failed_at, manager/fleet/fleet_db.hpp)
+//   rolled back  rolled back from the version automatically (installed.rolled_back_from)
+//   pending      none of these yet
+// A device that failed keeps counting until it installs something: the agent blocks the version
+// after a failure, and its "ok" event (healthy again) only comes once it runs what the channel
+// wants, e.g. the previous version re-published by a halt; neither changes the counts. Failures
+// without a version (the channel file could not be fetched) and metadata errors never count.
+// failure rate = (failed + rolled back) / max(updated + failed + rolled back, min(min_devices,
+// targeted)): a single failure among few reports does not halt a big step, while a small fleet
+// that all fails does.
+//
+// tick(): running rollout and rate > max_failure_rate -> halted: the channel is re-published at
+// the previous version for everyone (allow_downgrade, so devices that took the version go back;
+// with no previous version the version stays at 0%). Else, when step_after has passed since the
+// step began and at least min(min_devices, targeted) devices decided: the next percentage, or
+// completed after the last. Every transition is recorded with its reason.
+//
+// Publishing signs the channel with the repository's targets key (DIR/keys/targets.pem): the
+// process that ticks (`mota serve` or a `mota rollout tick` timer) needs it; see docs/fleet.md.
+// Concurrency: each operation runs in one IMMEDIATE transaction of the fleet database, so a
+// server tick and a CLI command never act on the same rollout at once; the repository's own lock
+// serialises publishing.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "common/time.hpp"
+#include "manager/repo/repository.hpp"
+#include "manifest/canonical_json.hpp"
+#include "storage/sqlite.hpp"
+
+namespace mota::manager {
+
+struct RolloutSpec {
+  std::string channel;
+  std::string model;
+  std::string version;
+  std::vector<unsigned> percents{5, 25, 100};  // strictly increasing, 1..100, last = 100
+  unsigned max_failure_bp = 500;               // basis points: 500 = 5%
+  std::int64_t min_devices = 20;
+  std::chrono::seconds step_after{3600};
+};
+
+struct RolloutCounts {
+  std::int64_t targeted = 0, updated = 0, failed = 0, rolled_back = 0, pending = 0;
+  double failure_rate = 0;  // 0..1, see above
+};
+
+struct RolloutTransition {
+  std::int64_t at = 0;
+  std::string state;
+  int step = 0;
+  unsigned percent = 0;
+  std::string reason;
+};
+
+struct RolloutInfo {
+  std::int64_t id = 0;
+  std::string channel, model, version, previous_version;
+  std::vector<unsigned> percents;
+  int step = 0;
+  unsigned max_failure_bp = 0;
+  std::int64_t min_devices = 0;
+  std::int64_t step_after = 0;
+  std::string salt;
+  std::string state;  // running, paused, halted, aborted, completed
+  std::int64_t started_at = 0, step_started_at = 0, updated_at = 0;
+  RolloutCounts counts;  // for the current step
+  std::vector<RolloutTransition> transitions;
+  unsigned percent() const { return percents.empty() ? 0 : percents[std::size_t(step)]; }
+  bool active() const { return state == "running" || state == "paused"; }
+};
+
+// "5,25,100" -> {5, 25, 100}. Errc::invalid_argument names the bad entry (messages start with the
+// quoted text; callers name the flag).
+Result<std::vector<unsigned>> parse_percents(const std::string& text);
+// "5%", "0.5%" -> basis points. Errc::invalid_argument for a bare number ("0.05" reads as 5% to
+// some and as 0.05% to others, so the unit is required) and outside 0..100%.
+Result<unsigned> parse_failure_rate(const std::string& text);
+
+// Publishes the first step and records the rollout. Errc::already_exists if a rollout of this
+// channel and model is running or paused, Errc::invalid_argument for a bad spec or a channel that
+// already points at the version; publishing errors (unreleased version, missing key) as is.
+Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const RolloutSpec& spec,
+                                  TimePoint now);
+
+// Evaluates the active rollout of channel/model (see above). Errc::not_found without one.
+Result<RolloutInfo> tick_rollout(storage::Database& db, Repository& repo,
+                                 const std::string& channel, const std::string& model,
+                                 TimePoint now);
+// Ticks every running rollout; returns those that changed state or step.
+Result<std::vector<RolloutInfo>> tick_all_rollouts(storage::Database& db, Repository& repo,
+                                                   TimePoint now);
+
+// Operator actions on the active rollout (Errc::not_found without one; Errc::invalid_argument
+// for pause of a paused one, resume of a running one). abort re-publishes the previous version
+// like a halt.
+Result<RolloutInfo> pause_rollout(storage::Database& db, const std::string& channel,
+                                  const std::string& model, TimePoint now);
+Result<RolloutInfo> resume_rollout(storage::Database& db, const std::string& channel,
+                                   const std::string& model, TimePoint now);
+Result<RolloutInfo> abort_rollout(storage::Database& db, Repository& repo,
+                                  const std::string& channel, const std::string& model,
+                                  TimePoint now);
+
+// The latest rollout of channel/model with its counts and transitions (std::nullopt if none).
+Result<std::optional<RolloutInfo>> rollout_status(storage::Database& db, const std::string& channel,
+                                                  const std::string& model);
+// Active (running or paused) rollouts, with counts.
+Result<std::vector<RolloutInfo>> active_rollouts(storage::Database& db);
+
+Json to_json(const RolloutInfo& info);
+
+}  // namespace mota::manager
