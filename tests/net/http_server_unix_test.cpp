@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <string>
 
+#include "common/http.hpp"
 #include "net/http_server.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -195,6 +196,69 @@ TEST(HttpServerUnix, StopLeavesASocketThatReplacedOurs) {
   EXPECT_NE(exchange(fd, "/who").find("remote=unix"), std::string::npos);
   second->stop();
   EXPECT_FALSE(stdfs::exists(config.unix_socket));
+}
+
+TEST(HttpServerUnix, CommonClientSpeaksToItOverTheSocket) {
+  // common/http.hpp's client with ClientConfig::unix_socket and request(): what mota-runtime's
+  // client is built on. A body from the caller's buffer, response headers, non-2xx as a status.
+  test::TempDir tmp;
+  ServerConfig config;
+  config.host.clear();
+  config.unix_socket = tmp / "api.sock";
+  auto server = make_http_server(config);
+  server->route("POST", "/echo/:name", [](const HttpRequest& req) {
+    HttpReply r;
+    r.content_type = "application/octet-stream";
+    r.body = req.body;
+    r.headers["X-Echo-Name"] = req.path_params.at("name");
+    r.headers["X-Echo-Type"] =
+        req.headers.count("content-type") ? req.headers.at("content-type") : "";
+    r.headers["X-Echo-Expect"] = req.headers.count("expect") ? req.headers.at("expect") : "none";
+    return r;
+  });
+  ASSERT_TRUE(server->start());
+
+  http::ClientConfig cc;
+  cc.unix_socket = config.unix_socket.string();
+  auto client = http::make_http_client(cc);
+  const std::string body(3u << 20, 'b');  // big enough for curl to think of 100-continue
+  http::Request req;
+  req.method = "POST";
+  req.url = "http://localhost/echo/a%20b";
+  req.body = body;
+  req.headers = {{"Content-Type", "application/x-test"}};
+  req.max_response_bytes = 4u << 20;
+  for (int i = 0; i < 2; ++i) {  // the second on the kept-alive connection
+    auto r = client->request(req);
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, body);
+    EXPECT_EQ(r->headers["x-echo-name"], "a b");
+    EXPECT_EQ(r->headers["x-echo-type"], "application/x-test");
+    EXPECT_EQ(r->headers["x-echo-expect"], "none");
+    EXPECT_EQ(r->headers["content-length"], std::to_string(body.size()));
+  }
+  // Non-2xx is a status, not an error; an answer over the limit is Errc::too_large.
+  http::Request missing;
+  missing.url = "http://localhost/nothing";
+  auto r = client->request(missing);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->status, 404);
+  req.max_response_bytes = 1000;
+  auto big = client->request(req);
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().code(), Errc::too_large);
+  http::Request bad_method = missing;
+  bad_method.method = "BREW";
+  auto brew = client->request(bad_method);
+  ASSERT_FALSE(brew);
+  EXPECT_EQ(brew.error().code(), Errc::invalid_argument);
+
+  // Nobody on the socket: a network error.
+  server->stop();
+  auto gone = client->request(missing);
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code(), Errc::network);
 }
 
 }  // namespace

@@ -438,8 +438,8 @@ class CurlClient final : public Client {
       // Never null: curl would read the body from stdin instead.
       set(CURLOPT_POSTFIELDS, post_body->empty() ? "" : post_body->data());
       set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(post_body->size()));
-      // Big bodies (a model's input tensors) in few sends rather than 64 KiB ones.
-      if (post_body->size() > 64 * 1024) set(CURLOPT_UPLOAD_BUFFERSIZE, 1024L * 1024);
+      // No CURLOPT_UPLOAD_BUFFERSIZE: setting it frees curl's upload buffer, so every request
+      // would allocate (and page-fault) a new one; 64 KiB sends cost the same copy.
     }
     if (method && std::string_view(method) == "HEAD") {
       set(CURLOPT_NOBODY, 1L);
