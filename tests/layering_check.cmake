@@ -25,7 +25,7 @@ set(allowed_storage common manifest storage)
 # The delta engine knows bytes and files; package deltas (delta/package/) add storage.
 set(allowed_delta common manifest delta)
 set(allowed_delta_package common manifest storage delta)
-set(allowed_runtime common manifest runtime)
+set(allowed_runtime common net manifest runtime)
 set(allowed_agent common manifest protocol storage delta runtime agent)
 set(allowed_manager common net manifest protocol storage delta runtime manager)
 # manager/'s units; "manager/<unit>" names one unit, "manager" (above, for tests/manager/) all.

@@ -1,7 +1,7 @@
 // Our own HTTP/1.1 server behind net/http_server.hpp: a few epoll event loops own every
 // connection, a small worker pool runs the blocking route() handlers.
 //
-// Why not a thread per connection (cpp-httplib, the previous backend): a fleet keeps thousands of
+// Why not a thread per connection (the previous third-party backend): a fleet keeps thousands of
 // keep-alive connections open, and a report waits for its group commit; with a thread per
 // connection only `threads` of them were served at once and every report cost two thread
 // hand-offs. Here a report is parsed on the loop that read it, queued for the writer, and answered
