@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
 #include "common/time.hpp"
 
@@ -80,6 +81,13 @@ Result<Settings> Settings::from_toml(std::string_view text) {
     if (!v) return fail(Errc::parse, "mota.toml: " + key + ": not a string");
     return *v;
   };
+  // Integers by type, never node.value<int64_t>(): toml++ converts a float node to an integer
+  // with a cast that is undefined when the float is out of range (zstd_level = 1e300).
+  auto integer = [](const toml::node& n) -> std::optional<std::int64_t> {
+    const auto* i = n.as_integer();
+    if (!i) return std::nullopt;
+    return i->get();
+  };
   for (auto&& [k, node] : tbl) {
     const std::string key(k.str());
     if (key == "key_type") {
@@ -88,13 +96,13 @@ Result<Settings> Settings::from_toml(std::string_view text) {
       if (!t) return fail(Errc::parse, "mota.toml: key_type: " + t.error().message());
       s.key_type = *t;
     } else if (key == "zstd_level") {
-      auto v = node.value<std::int64_t>();
+      auto v = integer(node);
       if (!v || *v < 1 || *v > 19) {
         return fail(Errc::parse, "mota.toml: zstd_level: not an integer in 1..19");
       }
       s.zstd_level = static_cast<int>(*v);
     } else if (key == "delta_versions") {
-      auto v = node.value<std::int64_t>();
+      auto v = integer(node);
       if (!v || *v < 0 || *v > 100) {
         return fail(Errc::parse, "mota.toml: delta_versions: not an integer in 0..100");
       }
