@@ -28,6 +28,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -223,6 +224,7 @@ HttpReply error_reply(int status, std::string_view message) {
 std::string address_text(const sockaddr* addr) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (addr == nullptr) return "";
+  if (addr->sa_family == AF_UNIX) return "unix";
   if (addr->sa_family == AF_INET) {
     ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(addr)->sin_addr, buf, sizeof buf);
   } else if (addr->sa_family == AF_INET6) {
@@ -327,7 +329,21 @@ class MhdServer final : public HttpServer {
                                          (ec ? ": " + ec.message() : std::string()));
       }
     }
-    const int port = MOTA_TRY(listen_socket());
+    const bool tcp = !config_.host.empty() && config_.port >= 0;
+    if (!tcp && config_.unix_socket.empty()) {
+      return fail(Errc::invalid_argument,
+                  "http server: no listener (set a TCP address, a Unix socket, or both)");
+    }
+    int port = 0;
+    if (!config_.unix_socket.empty()) MOTA_TRY(listen_unix());
+    if (tcp) {
+      auto bound = listen_socket();
+      if (!bound) {
+        close_unix();
+        return fail(bound.error());
+      }
+      port = *bound;
+    }
     stop_efd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (stop_efd_ < 0) {
       return fail(Errc::io, std::string("http server: eventfd: ") + std::strerror(errno));
@@ -351,8 +367,9 @@ class MhdServer final : public HttpServer {
     daemon_ = MHD_start_daemon(flags, 0, nullptr, nullptr, &MhdServer::on_request_cb, this,
                                MHD_OPTION_ARRAY, options.data(), MHD_OPTION_END);
     if (daemon_ == nullptr) {
-      ::close(listen_fd_);
+      if (listen_fd_ >= 0) ::close(listen_fd_);
       listen_fd_ = -1;
+      close_unix();
       return fail(Errc::io, "http server: libmicrohttpd did not start");
     }
     started_ = true;
@@ -360,11 +377,13 @@ class MhdServer final : public HttpServer {
       workers_.emplace_back([this] { run_worker(); });
     }
     acceptor_ = std::thread([this] { run_acceptor(); });
-    log::info("http server listening",
-              {{"ADDRESS", config_.host + ":" + std::to_string(port)},
-               {"ENGINE", "libmicrohttpd " + std::string(MHD_get_version())},
-               {"IO_THREADS", std::to_string(n)},
-               {"WORKERS", std::to_string(std::max(1, config_.threads))}});
+    log::info(
+        "http server listening",
+        {{"ADDRESS", (tcp ? config_.host + ":" + std::to_string(port) : std::string()) +
+                         (config_.unix_socket.empty() ? "" : " " + config_.unix_socket.string())},
+         {"ENGINE", "libmicrohttpd " + std::string(MHD_get_version())},
+         {"IO_THREADS", std::to_string(n)},
+         {"WORKERS", std::to_string(std::max(1, config_.threads))}});
     return port;
   }
 
@@ -375,8 +394,9 @@ class MhdServer final : public HttpServer {
     std::uint64_t one = 1;
     [[maybe_unused]] auto w = ::write(stop_efd_, &one, sizeof one);
     if (acceptor_.joinable()) acceptor_.join();
-    ::close(listen_fd_);
+    if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
+    close_unix();
     stopping_ = true;  // replies from now on close their connection
     // Running handlers finish and post their replies, queued ones get 503.
     {
@@ -415,6 +435,15 @@ class MhdServer final : public HttpServer {
     std::unique_lock lock(done_mu_);
     if (!started_) return;
     done_cv_.wait(lock, [this] { return stopped_; });
+  }
+
+  // buffered_bytes: MHD's per-connection pools are not visible; each open connection holds one.
+  ServerStats stats() const override {
+    ServerStats st;
+    st.open_connections = open_conns_.load();
+    st.buffered_bytes = st.open_connections * kConnectionMemory;
+    st.requests_served = requests_served_.load();
+    return st;
   }
 
  private:
@@ -470,19 +499,62 @@ class MhdServer final : public HttpServer {
     return int(ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port));
   }
 
+  // The Unix-domain listener, as the epoll engine's (this engine is kept only for the A/B).
+  Status listen_unix() {
+    const std::string& path = config_.unix_socket.native();
+    sockaddr_un addr{};
+    if (path.size() >= sizeof addr.sun_path) {
+      return fail(Errc::invalid_argument, "http server: " + path + ": socket path too long");
+    }
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return fail(Errc::io, "http server: socket " + path + ": " + std::strerror(errno));
+    struct stat st {};
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::chmod(path.c_str(), static_cast<mode_t>(config_.unix_socket_mode)) != 0 ||
+        ::listen(fd, SOMAXCONN) != 0 || ::stat(path.c_str(), &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return fail(Errc::io, "http server: cannot listen on " + path + ": " + std::strerror(err));
+    }
+    unix_fd_ = fd;
+    unix_dev_ = st.st_dev;
+    unix_ino_ = st.st_ino;
+    return {};
+  }
+
+  void close_unix() {
+    if (unix_fd_ < 0) return;
+    ::close(unix_fd_);
+    unix_fd_ = -1;
+    struct stat st {};
+    if (::lstat(config_.unix_socket.c_str(), &st) == 0 && st.st_dev == unix_dev_ &&
+        st.st_ino == unix_ino_) {
+      ::unlink(config_.unix_socket.c_str());
+    }
+  }
+
   // ---- accepting (ours: MHD would close a connection over the limit without an answer) ----
 
   void run_acceptor() {
     ::pthread_setname_np(::pthread_self(), "mota-http-acc");
     while (true) {
-      pollfd p[2] = {{listen_fd_, POLLIN, 0}, {stop_efd_, POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0 && errno != EINTR) return;
-      if (p[1].revents != 0) return;
-      if (p[0].revents == 0) continue;
+      pollfd p[3] = {{stop_efd_, POLLIN, 0}, {listen_fd_, POLLIN, 0}, {unix_fd_, POLLIN, 0}};
+      if (::poll(p, 3, -1) < 0 && errno != EINTR) return;
+      if (p[0].revents != 0) return;
+      for (int k = 1; k < 3; ++k) {
+        if (p[k].fd >= 0 && p[k].revents != 0) accept_from(p[k].fd);
+      }
+    }
+  }
+
+  void accept_from(int listen_fd) {
+    {
       for (int i = 0; i < 64; ++i) {
         sockaddr_storage addr{};
         socklen_t len = sizeof addr;
-        int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len,
+        int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len,
                            SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
           if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -794,6 +866,7 @@ class MhdServer final : public HttpServer {
     // reply goes out, back to the keep-alive timeout when it is done (on_completed_cb).
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               unsigned(std::max(1, config_.write_timeout_s)));
+    requests_served_.fetch_add(1, std::memory_order_relaxed);
     const MHD_Result ok = MHD_queue_response(conn, unsigned(status), resp);
     MHD_destroy_response(resp);
     return ok;
@@ -881,6 +954,10 @@ class MhdServer final : public HttpServer {
   stdfs::path root_;
   std::vector<std::unique_ptr<Route>> routes_;  // stable addresses: segments view pattern
   int listen_fd_ = -1;
+  int unix_fd_ = -1;
+  std::atomic<std::uint64_t> requests_served_{0};
+  dev_t unix_dev_ = 0;
+  ino_t unix_ino_ = 0;
   int stop_efd_ = -1;
   MHD_Daemon* daemon_ = nullptr;
   std::thread acceptor_;
