@@ -37,6 +37,11 @@ struct ClientConfig {
   // Connect to this Unix-domain socket instead of the URL's host and port (the URL still gives
   // the path and the Host header: "http://localhost/v1/health"). Empty: TCP as the URL says.
   std::string unix_socket;
+  // libcurl's upload buffer: a request body goes out in pieces of this size, one event-loop turn
+  // each, copied from the caller's buffer. 0: libcurl's default (64 KiB). A client that posts
+  // big bodies back to back (mota-runtime's inputs) sets it near the body size; the buffer is
+  // allocated once, at the first upload, and kept. At most 2 MiB (libcurl's ceiling).
+  std::size_t upload_buffer_bytes = 0;
   // Proxies come from the environment (http_proxy, https_proxy, no_proxy) as with curl(1).
 };
 

@@ -410,51 +410,37 @@ class CurlClient final : public Client {
     t.max_bytes_per_sec = config_.max_bytes_per_sec;
     if (t.cancelled()) return fail(Errc::cancelled, t.what + ": cancelled");
 
-    // reset keeps the connection, DNS and TLS session caches; it clears every option.
-    curl_easy_reset(easy_);
+    // The handle's options are set once (set_fixed_options) and only the per-request ones here,
+    // each of them every time: no curl_easy_reset per request, because resetting drops curl's
+    // upload buffer size and (re)setting CURLOPT_UPLOAD_BUFFERSIZE frees the buffer, so a big
+    // upload buffer would be allocated and page-faulted anew for every request.
     error_buf_[0] = '\0';
-    CURLcode rc = CURLE_OK;
+    CURLcode rc = fixed_ ? CURLE_OK : set_fixed_options();
+    fixed_ = rc == CURLE_OK;
     auto set = [&](CURLoption opt, auto value) {
       if (rc == CURLE_OK) rc = curl_easy_setopt(easy_, opt, value);
     };
+    const std::string_view verb = method ? method : (post_body ? "POST" : "GET");
     set(CURLOPT_URL, url.c_str());
-    set(CURLOPT_ERRORBUFFER, error_buf_);
-    set(CURLOPT_NOSIGNAL, 1L);  // no SIGALRM for DNS timeouts: we run inside daemons with threads
-    set(CURLOPT_USERAGENT, config_.user_agent.c_str());
-    set(CURLOPT_PROTOCOLS_STR, "http,https");
-    set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    set(CURLOPT_FOLLOWLOCATION, 1L);
-    set(CURLOPT_MAXREDIRS, kMaxRedirects);
-    set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout.count()));
-    if (config_.max_bytes_per_sec > 0) {
-      set(CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(config_.max_bytes_per_sec));
-    }
-    if (!config_.ca_file.empty()) set(CURLOPT_CAINFO, config_.ca_file.c_str());
-    if (headers) set(CURLOPT_HTTPHEADER, headers);
-    if (range) set(CURLOPT_RANGE, range);
-    if (!config_.unix_socket.empty()) set(CURLOPT_UNIX_SOCKET_PATH, config_.unix_socket.c_str());
+    set(CURLOPT_HTTPHEADER, headers);  // null: none
+    set(CURLOPT_RANGE, range);         // null: none
+    set(CURLOPT_CUSTOMREQUEST, static_cast<char*>(nullptr));
     if (post_body) {
-      set(CURLOPT_POST, 1L);
       // Never null: curl would read the body from stdin instead.
-      set(CURLOPT_POSTFIELDS, post_body->empty() ? "" : post_body->data());
       set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(post_body->size()));
-      // No CURLOPT_UPLOAD_BUFFERSIZE: setting it frees curl's upload buffer, so every request
-      // would allocate (and page-fault) a new one; 64 KiB sends cost the same copy.
+      set(CURLOPT_POSTFIELDS, post_body->empty() ? "" : post_body->data());
+      set(CURLOPT_POST, 1L);
+    } else {
+      // No stale pointer to an earlier request's body; POSTFIELDS switches to POST, so GET last.
+      set(CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t{-1});
+      set(CURLOPT_POSTFIELDS, static_cast<char*>(nullptr));
+      if (verb != "HEAD") set(CURLOPT_HTTPGET, 1L);
     }
-    if (method && std::string_view(method) == "HEAD") {
-      set(CURLOPT_NOBODY, 1L);
-    } else if (method && std::string_view(method) != "GET" && std::string_view(method) != "POST") {
-      set(CURLOPT_CUSTOMREQUEST, method);
-    }
-    // Bigger receive buffer than the 16 KiB default: fewer callbacks for GiB packages.
-    set(CURLOPT_BUFFERSIZE, 256L * 1024);
-    set(CURLOPT_WRITEFUNCTION, &Transfer::on_write);
+    set(CURLOPT_NOBODY, verb == "HEAD" ? 1L : 0L);  // after POSTFIELDS, which means POST
+    if (verb != "GET" && verb != "POST" && verb != "HEAD") set(CURLOPT_CUSTOMREQUEST, method);
     set(CURLOPT_WRITEDATA, &t);
-    set(CURLOPT_HEADERFUNCTION, &Transfer::on_header);
     set(CURLOPT_HEADERDATA, &t);
-    set(CURLOPT_XFERINFOFUNCTION, &Transfer::on_progress);
     set(CURLOPT_XFERINFODATA, &t);
-    set(CURLOPT_NOPROGRESS, 0L);
     if (rc != CURLE_OK) {
       return fail(Errc::internal, t.what + ": curl_easy_setopt: " + curl_easy_strerror(rc));
     }
@@ -524,9 +510,41 @@ class CurlClient final : public Client {
     return fail(Errc::network, t.what + ": " + detail);
   }
 
+  // The options that are the same for every request (see perform()).
+  CURLcode set_fixed_options() {
+    CURLcode rc = CURLE_OK;
+    auto set = [&](CURLoption opt, auto value) {
+      if (rc == CURLE_OK) rc = curl_easy_setopt(easy_, opt, value);
+    };
+    set(CURLOPT_ERRORBUFFER, error_buf_);
+    set(CURLOPT_NOSIGNAL, 1L);  // no SIGALRM for DNS timeouts: we run inside daemons with threads
+    set(CURLOPT_USERAGENT, config_.user_agent.c_str());
+    set(CURLOPT_PROTOCOLS_STR, "http,https");
+    set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    set(CURLOPT_FOLLOWLOCATION, 1L);
+    set(CURLOPT_MAXREDIRS, kMaxRedirects);
+    set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout.count()));
+    if (config_.max_bytes_per_sec > 0) {
+      set(CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(config_.max_bytes_per_sec));
+    }
+    if (!config_.ca_file.empty()) set(CURLOPT_CAINFO, config_.ca_file.c_str());
+    if (!config_.unix_socket.empty()) set(CURLOPT_UNIX_SOCKET_PATH, config_.unix_socket.c_str());
+    if (config_.upload_buffer_bytes > 0) {
+      set(CURLOPT_UPLOAD_BUFFERSIZE, static_cast<long>(config_.upload_buffer_bytes));
+    }
+    // Bigger receive buffer than the 16 KiB default: fewer callbacks for GiB packages.
+    set(CURLOPT_BUFFERSIZE, 256L * 1024);
+    set(CURLOPT_WRITEFUNCTION, &Transfer::on_write);
+    set(CURLOPT_HEADERFUNCTION, &Transfer::on_header);
+    set(CURLOPT_XFERINFOFUNCTION, &Transfer::on_progress);
+    set(CURLOPT_NOPROGRESS, 0L);
+    return rc;
+  }
+
   ClientConfig config_;
   CURL* easy_;
   CURLM* multi_;
+  bool fixed_ = false;  // set_fixed_options() done
   char error_buf_[CURL_ERROR_SIZE] = {};
 };
 
