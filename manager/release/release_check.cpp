@@ -1,6 +1,7 @@
 #include "manager/release/release_check.hpp"
 
 #include "common/process.hpp"
+#include "manifest/json.hpp"
 #include "runtime/model_check.hpp"
 #include "runtime/onnx_info.hpp"
 #include "runtime/onnx_limits.hpp"
@@ -109,19 +110,19 @@ Status check_model_load(const std::filesystem::path& runtime, const std::filesys
                    last_line(run.err));
   }
   const Json& rep = *doc;
-  if (run.exit_code != 0 || rep.value("ok", false) != true) {
-    return refused("the model fails at " + rep.value("step", std::string("?")) + ": " +
-                   rep.value("reason", std::string("no reason given")));
+  if (run.exit_code != 0 || !json_get_or(rep, "ok", false)) {
+    return refused("the model fails at " + json_get_or<std::string>(rep, "step", "?") + ": " +
+                   json_get_or<std::string>(rep, "reason", "no reason given"));
   }
-  report.load_ms = rep.value("load_ms", 0.0);
+  report.load_ms = json_get_or(rep, "load_ms", 0.0);
   const Json outs = rep.contains("outputs") ? rep["outputs"] : Json::array();
   for (const auto& want : manifest.outputs) {
     const Json* got = nullptr;
     for (const auto& o : outs) {
-      if (o.value("name", std::string()) == want.name) got = &o;
+      if (json_get_or<std::string>(o, "name", "") == want.name) got = &o;
     }
     if (!got) return refused("mota-runtime produced no output '" + want.name + "'");
-    const std::string dtype = got->value("dtype", std::string("?"));
+    const std::string dtype = json_get_or<std::string>(*got, "dtype", "?");
     if (dtype != want.dtype) {
       return refused("model.json output '" + want.name + "' is " + want.dtype +
                      ", mota-runtime produces " + dtype);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/semver.hpp"
+#include "manifest/json.hpp"
 
 namespace mota::manager::detail {
 
@@ -259,19 +260,19 @@ Status check_target_file(const stdfs::path& file, const std::string& target_path
 }
 
 bool is_release(const tuf::TargetFile& t) {
-  return t.custom.is_object() && t.custom.value("kind", "") == "full";
+  return json_get_or<std::string>(t.custom, "kind", "") == "full";
 }
 
 Release release_from(const std::string& path, const tuf::TargetFile& t) {
   Release r;
   r.target_path = path;
-  r.name = t.custom.value("name", "");
-  r.version = t.custom.value("version", "");
+  r.name = json_get_or<std::string>(t.custom, "name", "");
+  r.version = json_get_or<std::string>(t.custom, "version", "");
   r.length = t.length;
   auto h = t.hashes.find("sha256");
   if (h != t.hashes.end()) r.sha256 = h->second;
-  r.tree_digest = t.custom.value("tree_digest", "");
-  r.framework = t.custom.value("framework", "");
+  r.tree_digest = json_get_or<std::string>(t.custom, "tree_digest", "");
+  r.framework = json_get_or<std::string>(t.custom, "framework", "");
   return r;
 }
 
@@ -291,7 +292,7 @@ Result<Channel> read_channel(const Paths& p, const std::string& path, const tuf:
 }
 
 bool is_delta(const tuf::TargetFile& t) {
-  return t.custom.is_object() && t.custom.value("kind", "") == "delta";
+  return json_get_or<std::string>(t.custom, "kind", "") == "delta";
 }
 
 DeltaTarget delta_from(const std::string& path, const tuf::TargetFile& t) {
@@ -300,10 +301,7 @@ DeltaTarget delta_from(const std::string& path, const tuf::TargetFile& t) {
   d.length = t.length;
   if (auto h = t.hashes.find("sha256"); h != t.hashes.end()) d.sha256 = h->second;
   const Json& c = t.custom;
-  auto str = [&](const char* k) {
-    auto it = c.find(k);
-    return it != c.end() && it->is_string() ? it->get<std::string>() : std::string();
-  };
+  auto str = [&](const char* k) { return json_get_or<std::string>(c, k, ""); };
   d.name = str("name");
   d.from = str("from");
   d.to = str("to");

@@ -63,5 +63,35 @@ TEST(RuntimeAnswers, WellTypedHealthIsRead) {
   EXPECT_EQ(r->uptime_s, 2.5);
 }
 
+TEST(RuntimeAnswers, ModelStatusIsReadByTypeWithoutExceptions) {
+  // A required field of another type: an error naming it.
+  auto r = health_of(R"({"status": "ok", "uptime_s": 1, "models": [{"name": 7, "version": "1"}]})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::parse);
+  EXPECT_NE(r.error().message().find("model status: field 'name' must be a string, got integer"),
+            std::string::npos)
+      << r.error().message();
+  // Optional fields of another type read as absent; shapes keep their integer dimensions only.
+  r = health_of(R"({"status": "ok", "uptime_s": 1, "models": [{"name": "det", "version": "1.0",
+      "generation": "two", "load_ms": [], "latency_ms": [1, 2], "slot": {"a": 1},
+      "inputs": [{"name": 5, "dtype": "float32", "shape": [1, "x", 3.5, 4]}, 9]}]})");
+  ASSERT_FALSE(r);  // the input that is a number, not an object, has no dtype
+  EXPECT_NE(r.error().message().find("unknown dtype"), std::string::npos) << r.error().message();
+  r = health_of(R"({"status": "ok", "uptime_s": 1, "models": [{"name": "det", "version": "1.0",
+      "generation": "two", "load_ms": [], "latency_ms": [1, 2], "slot": {"a": 1},
+      "inputs": [{"name": 5, "dtype": "float32", "shape": [1, "x", 3.5, 4]}]}]})");
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->models.size(), 1u);
+  const ModelStatus& m = r->models[0];
+  EXPECT_EQ(m.name, "det");
+  EXPECT_EQ(m.generation, 0u);
+  EXPECT_EQ(m.load_ms, 0.0);
+  EXPECT_EQ(m.p50_ms, 0.0);
+  EXPECT_EQ(m.slot, "");
+  ASSERT_EQ(m.inputs.size(), 1u);
+  EXPECT_EQ(m.inputs[0].name, "");
+  EXPECT_EQ(m.inputs[0].shape, (std::vector<std::int64_t>{1, 4}));
+}
+
 }  // namespace
 }  // namespace mota::runtime
