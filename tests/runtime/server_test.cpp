@@ -401,12 +401,13 @@ bool can_leave_idle_here() {
 TEST_F(ServerTest, IdleLoaderIsEscalatedAfterItsTimeout) {
   // load_idle = "auto" (default): where the loader may be moved back out of SCHED_IDLE, it runs
   // under SCHED_IDLE, and a load still running after load_idle_escalate_ms is moved to
-  // SCHED_OTHER at its nice value (load_nice = 10); where it may not, it is only niced. Two clients
-  // keep an inference in flight so the load (yielding to them for up to 10 s) is still running
-  // when it is looked at.
+  // SCHED_OTHER at its nice value (load_nice = 10); where it may not, it is only niced. Four
+  // clients keep an inference in flight (two left gaps between their requests often enough for a
+  // load to finish within 1.5 s under load) so the load, yielding to them for up to 10 s, is
+  // still running when it is looked at.
   bool idle_allowed = can_leave_idle_here();
   RuntimeProcess rt(tmp_.path(), {"face=" + (tmp_ / "v1").string()},
-                    "load_yield_ms = 10000\nload_idle_escalate_ms = 1500\n");
+                    "load_yield_ms = 10000\nload_idle_escalate_ms = 500\n");
   pid_t pid = rt.process().pid();
   std::atomic<bool> stop{false};
   std::atomic<int> answered{0};
@@ -416,10 +417,11 @@ TEST_F(ServerTest, IdleLoaderIsEscalatedAfterItsTimeout) {
       if (c.infer_raw("face", image_)) ++answered;
     }
   };
-  std::thread ta(client_loop), tb(client_loop);
-  // Both clients are being served before the load starts.
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) clients.emplace_back(client_loop);
+  // The clients are being served before the load starts.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (answered.load() < 2 && std::chrono::steady_clock::now() < deadline) {
+  while (answered.load() < 4 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   std::atomic<bool> loaded{false};
@@ -451,8 +453,7 @@ TEST_F(ServerTest, IdleLoaderIsEscalatedAfterItsTimeout) {
   }
   bool still_loading = !loaded.load();
   stop = true;
-  ta.join();
-  tb.join();
+  for (auto& c : clients) c.join();
   loader.join();
   ASSERT_TRUE(early.has_value()) << "no loading thread found";
   ASSERT_TRUE(still_loading) << "the load finished too early to look at its escalation";
