@@ -86,7 +86,18 @@ Status File::close() {
 }
 
 Result<std::string> read_file(const stdfs::path& path, std::uint64_t max_bytes) {
-  auto f = MOTA_TRY(File::open_read(path));
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (a slot's model.json made a FIFO would
+  // hold the caller, and every lock it holds, for ever); non-regular files are refused below.
+  // On a regular file the flag changes nothing.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return fail(errno_error("open", path.string(), errno));
+  File f(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail(errno_error("stat", path.string(), errno));
+  if (!S_ISREG(st.st_mode)) {
+    return fail(Errc::invalid_argument,
+                path.string() + " is not a regular file (a FIFO, device or socket is refused)");
+  }
   auto size = MOTA_TRY(f.size());
   if (size > max_bytes) {
     return fail(Errc::too_large, path.string() + " is " + std::to_string(size) +

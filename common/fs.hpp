@@ -18,7 +18,8 @@ namespace mota::fs {
 namespace stdfs = std::filesystem;
 
 // Reads a whole file; refuses (Errc::too_large) one bigger than max_bytes so a hostile or
-// corrupted file cannot exhaust memory.
+// corrupted file cannot exhaust memory, and (Errc::invalid_argument) anything but a regular file
+// without blocking on it (a FIFO without a writer, a device that never ends).
 Result<std::string> read_file(const stdfs::path& path, std::uint64_t max_bytes = 64u << 20);
 
 // Atomically replaces `path` with `data` (temp + fsync + rename + fsync dir). `mode` applies to

@@ -51,6 +51,10 @@ Result<RegionInfo> RegionRegistry::add(const std::string& name, const std::files
     return fail(Errc::invalid_argument,
                 "invalid region name \"" + name + "\" (letters, digits, '.', '-', '_')");
   }
+  if (path.native().find('\0') != std::string::npos) {
+    // The kernel would see the path up to the NUL: another file than the one named.
+    return fail(Errc::invalid_argument, what + ": the path contains a NUL byte");
+  }
   if (!path.is_absolute()) {
     return fail(Errc::invalid_argument, what + ": path must be absolute: " + path.string());
   }

@@ -104,6 +104,10 @@ ModelStore::Entry& ModelStore::entry(const std::string& name) {
 Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesystem::path& slot) {
   std::lock_guard serial(load_mu_);
   std::string ctx = "load " + name + " from " + slot.string();
+  // A NUL would cut the path short at every system call: a different directory would be loaded.
+  if (slot.native().find('\0') != std::string::npos) {
+    return fail(Errc::invalid_argument, "load " + name + ": the slot path contains a NUL byte");
+  }
   std::error_code ec;
   auto canonical = std::filesystem::canonical(slot, ec);
   if (ec) return fail(Errc::not_found, ctx + ": " + ec.message());

@@ -84,6 +84,20 @@ TEST(Fs, ReadFileRefusesOversize) {
   EXPECT_EQ(missing.error().code(), Errc::not_found);
 }
 
+TEST(Fs, ReadFileRefusesWhatIsNotARegularFileWithoutBlocking) {
+  // A FIFO with no writer: opening it for reading would wait for ever.
+  test::TempDir dir;
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  for (const std::filesystem::path& p :
+       {dir / "fifo", dir.path(), std::filesystem::path("/dev/zero")}) {
+    auto r = fs::read_file(p, 1 << 20);
+    ASSERT_FALSE(r) << p;
+    EXPECT_EQ(r.error().code(), Errc::invalid_argument) << p;
+    EXPECT_NE(r.error().message().find("is not a regular file"), std::string::npos)
+        << r.error().message();
+  }
+}
+
 TEST(Hex, RoundTripAndRejects) {
   EXPECT_EQ(to_hex(std::string("\x00\xff\x10", 3)), "00ff10");
   EXPECT_EQ(*from_hex("00FF10"), std::string("\x00\xff\x10", 3));

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -189,6 +190,16 @@ TEST_F(ServerTest, FailedLoadsLeaveTheOldModelServing) {
   dyn.inputs[0]["shape"] = {-1, 3, 240, 320};
   make_slot(tmp_ / "dynamic", dyn);
 
+  // A slot whose model.json or model.onnx is a FIFO: opening it must not wait for a writer
+  // (it held the load lock for ever, and queued loads every worker).
+  for (const char* which : {"model.json", "model.onnx"}) {
+    const auto dir = tmp_ / ("fifo-" + std::string(which));
+    base.onnx = testing::slim_onnx();
+    make_slot(dir, base);
+    stdfs::remove(dir / which);
+    ASSERT_EQ(::mkfifo((dir / which).c_str(), 0600), 0);
+  }
+
   RuntimeProcess rt(tmp_.path(), {"face=" + (tmp_ / "v1").string()});
   Client c(rt.options());
   auto before = c.health();
@@ -205,7 +216,8 @@ TEST_F(ServerTest, FailedLoadsLeaveTheOldModelServing) {
         Case{"badop", "ONNX opset 13"}, Case{"badop", "MotaNoSuchOp"},
         Case{"cumsum", "known to get this model wrong: CumSum (opset 13, 1 node)"},
         Case{"other", "holds model \"other\", not \"face\""}, Case{"missing", "No such file"},
-        Case{"dynamic", "dynamic shape"}}) {
+        Case{"dynamic", "dynamic shape"}, Case{"fifo-model.json", "is not a regular file"},
+        Case{"fifo-model.onnx", "is not a regular file"}}) {
     auto r = c.load("face", tmp_ / k.slot);
     ASSERT_FALSE(r) << k.slot;
     EXPECT_EQ(r.error().code(), Errc::http);
@@ -222,6 +234,15 @@ TEST_F(ServerTest, FailedLoadsLeaveTheOldModelServing) {
     EXPECT_EQ(out->generation, gen);
     EXPECT_TRUE(near(raw_outputs(*out), ref, 1e-4));
   }
+  // A slot path with a NUL: the kernel would see "v2", a model the runtime would then load under
+  // a name the request did not give.
+  auto nul = c.load("face", stdfs::path((tmp_ / "v2").string() + std::string(1, '\0') + "x"));
+  ASSERT_FALSE(nul);
+  EXPECT_NE(nul.error().message().find("the slot path contains a NUL byte"), std::string::npos)
+      << nul.error().message();
+  auto h = c.health();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->find("face")->generation, gen);
   EXPECT_TRUE(rt.process().running());
 }
 

@@ -184,6 +184,9 @@ TEST(RegionRegistry, BadRegistrationsAreRefusedAndRegisterNothing) {
       {"../x", fd.path(), 0, 0, Errc::invalid_argument, "invalid region name"},
       {"", fd.path(), 0, 0, Errc::invalid_argument, "invalid region name"},
       {"rel", "dev/shm/x", 0, 0, Errc::invalid_argument, "path must be absolute"},
+      // The kernel would open the path up to the NUL: the registered file, under another name.
+      {"nul", stdfs::path(fd.path().string() + std::string(1, '\0') + "x"), 0, 0,
+       Errc::invalid_argument, "the path contains a NUL byte"},
       {"missing", "/dev/shm/mota-test-does-not-exist", 0, 0, Errc::not_found,
        "No such file or directory"},
       {"dir", "/dev/shm", 0, 0, Errc::invalid_argument, "is not a regular file"},
