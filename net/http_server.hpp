@@ -149,6 +149,9 @@ struct ServerStats {
   // Answers started: handlers', static files and refusals (not the 503 of a connection over
   // max_connections, which never gets a request read).
   std::uint64_t requests_served = 0;
+  // Request heads parsed: one per request however its bytes arrive (a head is parsed once, when
+  // it is complete; never again while its body trickles in), refused heads included.
+  std::uint64_t heads_parsed = 0;
 };
 
 class HttpServer {

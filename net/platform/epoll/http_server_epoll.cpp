@@ -609,6 +609,7 @@ class EpollServer final : public HttpServer {
     // loops_ is filled by start() (stats() is not called concurrently with it) and never shrinks.
     for (const auto& loop : loops_) st.buffered_bytes += loop->buffered.load();
     st.requests_served = requests_served_.load();
+    st.heads_parsed = heads_parsed_.load();
     return st;
   }
 
@@ -1162,6 +1163,7 @@ class EpollServer final : public HttpServer {
   // Parses the head ending at `end` (the "\r\n\r\n"), once: the request then waits in `c.req`
   // for its body. False when the request was refused.
   bool parse_head(Loop& loop, Conn& c, std::size_t end) {
+    heads_parsed_.fetch_add(1, std::memory_order_relaxed);
     const std::string_view head(c.in.data(), end);
     auto req = std::make_unique<HttpRequest>();
     c.method.clear();
@@ -1644,6 +1646,7 @@ class EpollServer final : public HttpServer {
   std::atomic<std::uint64_t> next_conn_id_{1};
   std::atomic<std::size_t> open_conns_{0};
   std::atomic<std::uint64_t> requests_served_{0};
+  std::atomic<std::uint64_t> heads_parsed_{0};
 
   std::mutex work_mu_;
   std::condition_variable work_cv_;
