@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "common/platform/systemd/journal.hpp"
+#include "common/text.hpp"
 #include "common/time.hpp"
 
 namespace mota::log {
@@ -75,27 +76,34 @@ void set_common_fields(std::vector<std::pair<std::string, std::string>> fields) 
   g_common = std::move(fields);
 }
 
+// The message and every field value (the common ones too) carry text from devices and network
+// clients (ids, paths, versions, error texts): in either mode they go out through printable(), so
+// none can end the line, forge another record or drive the terminal that shows it. Keys are the
+// program's own constants and go out as they are.
 void write(Level level, std::string_view message, std::initializer_list<Field> own) {
   if (level < g_level.load()) return;
+  const std::string text = printable(message);
   std::vector<Field> fields(own.begin(), own.end());
   std::lock_guard lock(g_mutex);
   for (const auto& [k, v] : g_common) fields.push_back({k, v});
   if (stderr_is_journal()) {
-    platform::journal_send(static_cast<int>(level), message, fields);
+    for (auto& f : fields) f.value = printable(f.value);
+    platform::journal_send(static_cast<int>(level), text, fields);
     return;
   }
   std::string line = format_time(Clock::now());
   line += ' ';
   line += level_name(level);
   line += ' ';
-  line += message;
+  line += text;
   for (const auto& f : fields) {
     line += ' ';
     line += f.key;
     line += '=';
+    // Quoted as before escaping: a value with a space, a tab or a quote, or an empty one.
     bool quote = f.value.find_first_of(" \t\"") != std::string::npos || f.value.empty();
     if (quote) line += '"';
-    line += f.value;
+    line += printable(f.value);
     if (quote) line += '"';
   }
   line += '\n';

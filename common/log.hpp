@@ -3,6 +3,9 @@
 // (MODEL=, VERSION=, DEVICE=, ...). Under systemd (stderr connected to the journal, detected from
 // $JOURNAL_STREAM) records go to journald with the fields as journal fields; otherwise one line per
 // record goes to stderr: "2026-11-21T10:00:00Z INFO message key=value ...".
+// The message and every field value are written through printable() (common/text.hpp) in both
+// modes: text a device or a client sent cannot end the line, forge a record or drive a terminal,
+// and callers need not escape it themselves (doing so would escape it twice).
 // Thread-safe: records from several threads never interleave.
 
 #include <initializer_list>
