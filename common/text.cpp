@@ -42,7 +42,7 @@ std::size_t decode(std::string_view s, std::size_t i, std::uint32_t& cp) {
 // C1 controls and the formatting controls that reorder or hide text.
 bool shown_as_code_point(std::uint32_t cp) {
   return (cp >= 0x80 && cp <= 0x9f) || cp == 0x061c || (cp >= 0x200b && cp <= 0x200f) ||
-         (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2064) ||
+         (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2064) ||
          (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff;
 }
 

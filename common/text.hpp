@@ -9,7 +9,8 @@
 //   \xNN (lower-case hex)     for the other C0 controls, NUL and DEL, and for every byte of an
 //                             invalid UTF-8 sequence
 //   \u{XXXX} (upper-case hex) for C1 controls (U+0080-U+009F) and the bidirectional and invisible
-//                             formatting controls U+061C, U+200B-U+200F, U+202A-U+202E,
+//                             formatting controls U+061C, U+200B-U+200F, U+2028-U+202E (the line
+//                             and paragraph separators some viewers break lines at, and bidi),
 //                             U+2060-U+2064, U+2066-U+2069, U+FEFF
 // valid_utf8(s): strict UTF-8 (no overlong forms, no surrogates U+D800-U+DFFF, nothing above
 // U+10FFFF); control characters are valid UTF-8.

@@ -80,6 +80,11 @@ TEST(Printable, EscapesC1AndFormattingControlsAsCodePoints) {
   // U+202E RIGHT-TO-LEFT OVERRIDE: "photo_<U+202E>gnp.exe" would show as "photo_exe.png".
   EXPECT_EQ(printable("photo_\xe2\x80\xaegnp.exe"), "photo_\\u{202E}gnp.exe");
   EXPECT_EQ(printable("\xd8\x9c"), "\\u{061C}");
+  // U+2028/U+2029: line and paragraph separators, a line break to some log viewers.
+  EXPECT_EQ(printable("a\xe2\x80\xa8"
+                      "b\xe2\x80\xa9"
+                      "c"),
+            "a\\u{2028}b\\u{2029}c");
   EXPECT_EQ(printable("a\xe2\x80\x8bz"), "a\\u{200B}z");  // zero-width space
   EXPECT_EQ(printable("\xe2\x80\x8f\xe2\x80\xaa\xe2\x81\xa0\xe2\x81\xa4\xe2\x81\xa6\xe2\x81\xa9"),
             "\\u{200F}\\u{202A}\\u{2060}\\u{2064}\\u{2066}\\u{2069}");
