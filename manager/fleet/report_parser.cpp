@@ -525,6 +525,60 @@ Error refused(int status, Errc code, std::string message) {
 
 }  // namespace
 
+// The per-item limits (report_parser.hpp, "Limits"): a reason, or nullopt. `inventory` counts
+// the report's inventory and block list entries so far.
+std::optional<std::string> report_item_over_limits(const ReportItem& item, std::size_t& inventory) {
+  auto too_long = [](const std::string& v, const char* name) -> std::optional<std::string> {
+    if (v.size() <= kMaxReportField) return std::nullopt;
+    return std::string(".") + name + " is " + std::to_string(v.size()) +
+           " bytes, over the limit of " + std::to_string(kMaxReportField);
+  };
+  for (const auto& [v, name] : {std::pair<const std::string&, const char*>{item.model, "model"},
+                                {item.from, "from"},
+                                {item.to, "to"},
+                                {item.state, "state"},
+                                {item.step, "step"},
+                                {item.channel, "channel"}}) {
+    if (auto why = too_long(v, name)) return why;
+  }
+  if (item.slot) {
+    if (auto why = too_long(*item.slot, "slot")) return why;
+  }
+  for (const auto& f : {item.agent_version, item.arch}) {
+    if (f) {
+      if (auto why = too_long(*f, "agent_version/arch")) return why;
+    }
+  }
+  if (item.error.size() > kMaxReportError) {
+    return ".error is " + std::to_string(item.error.size()) + " bytes, over the limit of " +
+           std::to_string(kMaxReportError);
+  }
+  const std::size_t blocked = item.blocked ? item.blocked->size() : 0;
+  if (item.models.size() > kMaxInventory || blocked > kMaxInventory) {
+    return ".body lists " + std::to_string(std::max(item.models.size(), blocked)) +
+           " models, over the limit of " + std::to_string(kMaxInventory) + " per heartbeat";
+  }
+  for (const auto& m : item.models) {
+    for (const auto* v : {&m.model, &m.version, &m.slot, &m.channel}) {
+      if (auto why = too_long(*v, "models[]")) return why;
+    }
+  }
+  if (item.blocked) {
+    for (const auto& b : *item.blocked) {
+      for (const auto* v : {&b.model, &b.version, &b.since}) {
+        if (auto why = too_long(*v, "blocked[]")) return why;
+      }
+      if (b.reason.size() > kMaxReportError) return ".blocked[].reason is over the limit";
+    }
+  }
+  inventory += item.models.size() + blocked;
+  if (inventory > kMaxReportInventory) {
+    return ": the report's heartbeats list more than " + std::to_string(kMaxReportInventory) +
+           " models in all";
+  }
+  return std::nullopt;
+}
+
 Result<Report> parse_report(std::string_view body, std::string_view route_device,
                             std::size_t max_items) {
   Scanner sc(body, max_items);
@@ -556,6 +610,7 @@ Result<Report> parse_report(std::string_view body, std::string_view route_device
   Report out;
   out.device = std::move(sc.device);
   out.items.reserve(sc.items.size());
+  std::size_t inventory = 0;  // inventory and block list entries of the whole report
   std::int64_t prev = 0;
   for (std::size_t i = 0; i < sc.items.size(); ++i) {
     RawItem& r = sc.items[i];
@@ -589,6 +644,9 @@ Result<Report> parse_report(std::string_view body, std::string_view route_device
       item.error.clear();
       item.channel.clear();
       item.slot.reset();
+    }
+    if (auto why = report_item_over_limits(item, inventory)) {
+      return fail(refused(413, Errc::too_large, "report: batch[" + std::to_string(i) + "]" + *why));
     }
     out.items.push_back(std::move(item));
   }

@@ -20,6 +20,13 @@
 //   413  more than `max_items` items
 //   400  per item, in order: not an object; "seq" not a positive 64-bit integer or not above the
 //        previous item's; "kind" neither "event" nor "heartbeat"; "body" not an object
+//   413  per item, limits (so that one report cannot become a flood of rows or a stall of the
+//        single writer: a 3.5 MB heartbeat once became 180,000 rows): a name-like field (model,
+//        versions, state, step, slot, channel, agent_version, arch, the inventory's and block
+//        list's fields) over kMaxReportField bytes; an error or reason over kMaxReportError; a
+//        heartbeat listing more than kMaxInventory models or blocked versions; more than
+//        kMaxReportInventory such entries in the whole report
+// (The limits are checked after the item's other rules, on the fields its kind uses.)
 // Members other than these are ignored; a member given twice counts as its last value (as
 // nlohmann's DOM does). Each item's body is kept as the exact text the device sent, and the fields
 // the fleet tables use are copied out of it (non-string values count as absent).
@@ -34,6 +41,13 @@
 #include "common/result.hpp"
 
 namespace mota::manager {
+
+// Per-report limits (above). An agent's names are far shorter, its errors a few hundred bytes, and
+// a device runs a handful of models.
+inline constexpr std::size_t kMaxReportField = 256;
+inline constexpr std::size_t kMaxReportError = 8192;
+inline constexpr std::size_t kMaxInventory = 256;
+inline constexpr std::size_t kMaxReportInventory = 4096;
 
 // One model of a heartbeat's inventory ("models": [{model, version, slot, channel, committed}]);
 // entries that are not objects or have no "model" string are left out.
@@ -70,6 +84,10 @@ struct Report {
   std::string device;
   std::vector<ReportItem> items;
 };
+
+// The 413 limits of one item (above): the reason (to follow "report: batch[i]"), or nullopt.
+// `inventory` carries the report's count of inventory and block list entries from item to item.
+std::optional<std::string> report_item_over_limits(const ReportItem& item, std::size_t& inventory);
 
 [[nodiscard]] Result<Report> parse_report(std::string_view body, std::string_view route_device,
                                           std::size_t max_items);

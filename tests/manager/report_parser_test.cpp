@@ -228,6 +228,47 @@ TEST(ReportParser, TooManyItemsIsRefusedWithTheCount) {
   EXPECT_EQ(r.error().message(), "report: 12 items is over the limit of 5");
 }
 
+// The finding: one 3.5 MB heartbeat became 180,000 rows and stalled every device's reports. A
+// report is bounded in what it can make the writer do: names, errors, models per heartbeat and
+// in the whole report; each refusal says which item and what.
+TEST(ReportParser, PerReportLimitsRefuseFloodsOfRowsAndHugeFields) {
+  auto heartbeat = [](std::int64_t seq, std::size_t models, const std::string& version = "1") {
+    Json list = Json::array();
+    for (std::size_t i = 0; i < models; ++i) {
+      list.push_back({{"model", "m" + std::to_string(i)}, {"version", version}, {"slot", "a"}});
+    }
+    return Json{{"seq", seq}, {"kind", "heartbeat"}, {"body", {{"models", list}}}};
+  };
+  auto report = [](const Json& batch) { return Json{{"device", "d"}, {"batch", batch}}.dump(); };
+  auto refused = [&](const std::string& body, const std::string& words) {
+    expect_same(body, "d", 5000);
+    auto r = parse_report(body, "d", 5000);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().http_status(), 413);
+    EXPECT_NE(r.error().message().find(words), std::string::npos) << r.error().message();
+  };
+  EXPECT_TRUE(parse_report(report(Json::array({heartbeat(1, kMaxInventory)})), "d", 5000));
+  refused(report(Json::array({heartbeat(1, kMaxInventory + 1)})),
+          "batch[0].body lists 257 models, over the limit of 256 per heartbeat");
+  Json many = Json::array();
+  for (int i = 1; i <= 17; ++i) many.push_back(heartbeat(i, 256));
+  refused(report(many), "batch[16]: the report's heartbeats list more than 4096 models in all");
+  refused(report(Json::array({heartbeat(1, 1, std::string(kMaxReportField + 1, 'v'))})),
+          "batch[0].models[] is 257 bytes, over the limit of 256");
+  Json ev = {{"seq", 1},
+             {"kind", "event"},
+             {"body", {{"model", "m"}, {"state", "failed"}, {"error", std::string(9000, 'e')}}}};
+  refused(report(Json::array({ev})), "batch[0].error is 9000 bytes, over the limit of 8192");
+  ev["body"]["error"] = "short";
+  ev["body"]["to"] = std::string(300, 't');
+  refused(report(Json::array({ev})), "batch[0].to is 300 bytes");
+  // A heartbeat's body is not an event's: an event-only field there is not a reason.
+  Json hb = heartbeat(1, 1);
+  hb["body"]["to"] = std::string(300, 't');
+  expect_same(report(Json::array({hb})), "d", 5000);
+  EXPECT_TRUE(parse_report(report(Json::array({hb})), "d", 5000));
+}
+
 // Random reports built from agent-like pieces and odd ones, compared with the reference.
 TEST(ReportParser, RandomReportsMatchTheTreeParser) {
   std::mt19937_64 rng(20261122);

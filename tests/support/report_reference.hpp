@@ -53,6 +53,7 @@ inline Result<Report> reference_parse_report(const std::string& body, const std:
   Report out;
   out.device = id;
   std::int64_t prev = 0;
+  std::size_t inventory = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     auto& it = batch[i];
     const std::string where = "report: batch[" + std::to_string(i) + "]";
@@ -121,6 +122,10 @@ inline Result<Report> reference_parse_report(const std::string& body, const std:
           item.blocked->push_back(std::move(r));
         }
       }
+    }
+    // The limits are shared, not re-implemented: this reference checks the scanning.
+    if (auto why = manager::report_item_over_limits(item, inventory)) {
+      return bad(413, Errc::too_large, where + *why);
     }
     out.items.push_back(std::move(item));
   }
