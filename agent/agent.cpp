@@ -35,6 +35,21 @@ namespace {
 // The agent's reserve (see "Space" in agent.hpp).
 constexpr const char* kReserveFile = "reserve";
 
+// An error as reported: the server refuses errors over 8 KiB (manager/fleet/report_parser.hpp),
+// so longer ones (a chain of contexts around a library's message) are cut on a UTF-8 boundary.
+std::string reported_error(const std::string& error) {
+  constexpr std::size_t kMax = 4096;
+  if (error.size() <= kMax) return error;
+  std::size_t cut = kMax;
+  while (cut > 0 && (static_cast<unsigned char>(error[cut]) & 0xc0) == 0x80) --cut;
+  return error.substr(0, cut) + "... (" + std::to_string(error.size()) + " bytes)";
+}
+
+// Event bodies may quote what a library or a file said: invalid UTF-8 is replaced, never thrown.
+std::string dump_body(const Json& body) {
+  return body.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 }  // namespace
 
 bool CheckReport::ok() const {
@@ -101,8 +116,21 @@ Result<Agent> Agent::open(Config config, InstallOptions install_options) {
       MOTA_TRY_CTX(protocol::DeviceIdentity::load_or_create(config.state_dir, config.device_id),
                    "device identity");
   keep_reserve(config.state_dir);
-  return Agent(std::move(config), std::move(*state), std::move(identity),
-               std::move(install_options));
+  std::map<std::string, std::string> enrollment;
+  if (!config.enrollment_key.empty()) {
+    // Checked at start, so an image with a broken key fails where its builder sees it.
+    const std::string where = "enrollment_key " + config.enrollment_key.string();
+    auto pem = MOTA_TRY_CTX(fs::read_file(config.enrollment_key, 64u << 10), where);
+    auto key = MOTA_TRY_CTX(crypto::PrivateKey::from_pem(pem), where);
+    if (key.type() != crypto::KeyType::ed25519) {
+      return fail(Errc::parse, where + ": not an Ed25519 key (mota enrollment create makes one)");
+    }
+    enrollment = MOTA_TRY_CTX(protocol::enrollment_headers(key, identity), where);
+  }
+  Agent agent(std::move(config), std::move(*state), std::move(identity),
+              std::move(install_options));
+  agent.enrollment_headers_ = std::move(enrollment);
+  return agent;
 }
 
 bool Agent::disk_full(const stdfs::path& state_dir) {
@@ -186,7 +214,7 @@ void Agent::event(const Event& e) {
                {"to", e.to},
                {"state", e.state},
                {"step", std::string(e.step)},
-               {"error", e.error},
+               {"error", reported_error(e.error)},
                {"bytes", e.bytes},
                {"kind", e.kind},
                {"saved_bytes", e.saved_bytes},
@@ -194,7 +222,7 @@ void Agent::event(const Event& e) {
                {"install_id", e.install_id}};
   if (!e.delta_error.empty()) body["delta_error"] = e.delta_error;
   if (!e.source.empty()) body["source"] = e.source;
-  auto r = state_.enqueue(OutboxKind::event, body.dump());
+  auto r = state_.enqueue(OutboxKind::event, dump_body(body));
   if (!r) log::error("cannot queue event: " + r.error().message());
 }
 
@@ -224,9 +252,9 @@ void Agent::metadata_event(const std::string& error) {
                {"to", ""},
                {"state", error.empty() ? "metadata_ok" : "metadata_error"},
                {"step", std::string(step_name(PollStep::refresh))},
-               {"error", error}};
+               {"error", reported_error(error)}};
   if (error.empty()) log::info("metadata: the repository's metadata is fresh again");
-  auto r = state_.enqueue(OutboxKind::event, body.dump());
+  auto r = state_.enqueue(OutboxKind::event, dump_body(body));
   if (!r) log::error("cannot queue event: " + r.error().message());
 }
 
@@ -282,6 +310,7 @@ Status Agent::report(bool heartbeat) {
   }
   ReporterOptions options;
   for (const auto& sub : config_.models) options.channels[sub.name] = sub.channel;
+  options.extra_headers = enrollment_headers_;
   Reporter reporter(state_, *http, identity_, config_.report_url, options, &report_sessions_);
   // The time of the last heartbeat queued is kept on disk: check-once runs as a fresh process.
   // So is whether it said disk_full: a change is reported at once, not an interval later.

@@ -427,6 +427,7 @@ class Agent {
   Config config_;
   StateStore state_;
   protocol::DeviceIdentity identity_;
+  std::map<std::string, std::string> enrollment_headers_;  // agent.toml enrollment_key
   // The report session outlives each poll's Reporter (one handshake an hour, not one a poll).
   ReportSessionState report_sessions_;
   InstallOptions install_options_;

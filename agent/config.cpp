@@ -16,6 +16,7 @@
 #include "common/time.hpp"
 #include "manifest/channel.hpp"
 #include "manifest/model_manifest.hpp"
+#include "protocol/identity.hpp"
 
 namespace mota::agent {
 
@@ -73,16 +74,6 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
-bool valid_device_id(std::string_view id) {
-  if (id.empty() || id.size() > 128) return false;
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 const std::set<std::string_view> kDownloadKeys = {
     "min_rate", "min_rate_window", "deadline_allowance", "max_deadline", "metadata_timeout"};
 
@@ -132,10 +123,11 @@ class Parser {
   Result<Config> parse(const toml::table& root) const {
     Config c;
     MOTA_TRY(check_keys(root, "",
-                        {"server_url", "device_id", "state_dir", "poll_interval", "poll_jitter",
-                         "model", "bandwidth_limit", "retry", "runtime_socket", "trusted_root",
-                         "health", "ca_file", "delta", "log_level", "report_url",
-                         "heartbeat_interval", "verify_at_start", "accelerators", "download"}));
+                        {"server_url",      "device_id",    "state_dir",       "poll_interval",
+                         "poll_jitter",     "model",        "bandwidth_limit", "retry",
+                         "runtime_socket",  "trusted_root", "health",          "ca_file",
+                         "delta",           "log_level",    "report_url",      "heartbeat_interval",
+                         "verify_at_start", "accelerators", "download",        "enrollment_key"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
@@ -160,7 +152,7 @@ class Parser {
     // device_id
     if ((n = root.get("device_id"))) {
       c.device_id = MOTA_TRY(string(*n, "device_id"));
-      if (!valid_device_id(c.device_id))
+      if (!protocol::valid_device_id(c.device_id))
         return bad("device_id", "'" + c.device_id + "' must be 1..128 of [A-Za-z0-9._:-]");
     } else {
       auto text = fs::read_file(options_.machine_id_file, 4096);
@@ -169,7 +161,7 @@ class Parser {
                                     " is unreadable: " + text.error().message());
       }
       c.device_id = trim(*text);
-      if (!valid_device_id(c.device_id)) {
+      if (!protocol::valid_device_id(c.device_id)) {
         return bad("device_id", "not set, and " + options_.machine_id_file.string() +
                                     " does not hold a usable id ('" + c.device_id + "')");
       }
@@ -180,6 +172,9 @@ class Parser {
       c.runtime_socket = MOTA_TRY(abs_path(*n, "runtime_socket"));
     if ((n = root.get("trusted_root"))) c.trusted_root = MOTA_TRY(abs_path(*n, "trusted_root"));
     if ((n = root.get("ca_file"))) c.ca_file = MOTA_TRY(abs_path(*n, "ca_file"));
+    if ((n = root.get("enrollment_key"))) {
+      c.enrollment_key = MOTA_TRY(abs_path(*n, "enrollment_key"));
+    }
 
     if ((n = root.get("poll_interval"))) {
       c.poll_interval = MOTA_TRY(duration(*n, "poll_interval"));

@@ -28,6 +28,10 @@
 //                    that the TUF client follows root rotations in its own copy), so a factory
 //                    reset of state_dir falls back to the image's root, never to nothing.
 //   ca_file          optional. Absolute path of a PEM CA bundle for https; default: system CAs.
+//   enrollment_key   optional. Absolute path of a fleet enrollment key (PEM, from `mota enrollment
+//                    create`) baked into the image: its signature over this device's id and key
+//                    goes with the report handshakes, and a server that has the key on record
+//                    admits the device on first contact (docs/security.md, "Devices").
 //   delta            default "prefer". "prefer" | "only" | "never" (reserved for delta updates).
 //   log_level        default "info". "debug" | "info" | "warn" | "error".
 //   [retry]          max_attempts (integer 1..1000, default 5), base_delay (default "1s",
@@ -129,7 +133,8 @@ struct Config {
   HealthConfig health;
   std::filesystem::path runtime_socket = "/run/mota/runtime.sock";
   std::filesystem::path trusted_root = "/etc/mota/root.json";
-  std::filesystem::path ca_file;  // empty: system CAs
+  std::filesystem::path ca_file;         // empty: system CAs
+  std::filesystem::path enrollment_key;  // empty: none
   DeltaPolicy delta = DeltaPolicy::prefer;
   log::Level log_level = log::Level::info;
   // Declared accelerators (lower case, unique, file order); requirements add the detected ones.

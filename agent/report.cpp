@@ -155,8 +155,8 @@ Result<std::map<std::string, std::string>> Reporter::auth_headers(const std::str
   if (options_.sessions && now >= sessions_.no_session_until &&
       (!sessions_.session || now >= sessions_.session->renew_at)) {
     sessions_.session.reset();
-    auto opened =
-        protocol::open_session(client_, server_url_, identity_, options_.max_response_bytes);
+    auto opened = protocol::open_session(client_, server_url_, identity_,
+                                         options_.max_response_bytes, options_.extra_headers);
     if (opened) {
       sessions_.session = std::move(*opened);
       ++result.handshakes;
@@ -179,7 +179,9 @@ Result<std::map<std::string, std::string>> Reporter::auth_headers(const std::str
     used_session = true;
     return sessions_.session->report_headers(identity_.device_id(), route, body);
   }
-  return identity_.report_headers(route, body);
+  auto headers = MOTA_TRY(identity_.report_headers(route, body));
+  headers.insert(options_.extra_headers.begin(), options_.extra_headers.end());
+  return headers;
 }
 
 Result<Json> Reporter::heartbeat() {

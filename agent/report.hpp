@@ -52,6 +52,9 @@ struct ReporterOptions {
   bool sessions = true;
   // model -> the channel this device follows for it, reported in heartbeats ("channel").
   std::map<std::string, std::string> channels;
+  // Sent with every handshake and signed report: the enrollment signature
+  // (protocol::enrollment_headers), empty when the device has no enrollment key.
+  std::map<std::string, std::string> extra_headers;
 };
 
 struct SendResult {

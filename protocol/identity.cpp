@@ -158,4 +158,44 @@ Status verify_report(const std::map<std::string, std::string>& headers, std::str
       .context("report from " + device);
 }
 
+bool valid_device_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '-';
+  });
+}
+
+std::string enrollment_message(std::string_view device_id, std::string_view device_key_hex) {
+  std::string m = "mota-enrollment-v1\n";
+  m += device_id;
+  m += '\n';
+  m += device_key_hex;
+  return m;
+}
+
+Result<std::map<std::string, std::string>> enrollment_headers(const crypto::PrivateKey& enrollment,
+                                                              const DeviceIdentity& device) {
+  auto sig =
+      MOTA_TRY_CTX(enrollment.sign(enrollment_message(device.device_id(), device.public_key_hex())),
+                   "enrollment signature");
+  return std::map<std::string, std::string>{
+      {"X-Mota-Enrollment-Key", enrollment.public_key().public_value},
+      {"X-Mota-Enrollment-Signature", to_hex(sig)}};
+}
+
+Status verify_enrollment(std::string_view enrollment_key_hex, std::string_view signature_hex,
+                         std::string_view device_id, std::string_view device_key_hex) {
+  auto sig = from_hex(signature_hex);
+  if (enrollment_key_hex.size() != 64 || !from_hex(enrollment_key_hex) || !sig ||
+      sig->size() != 64) {
+    return fail(Errc::verification,
+                "enrollment: X-Mota-Enrollment-Key must be 64 and X-Mota-Enrollment-Signature "
+                "128 hex characters");
+  }
+  crypto::PublicKey key{crypto::KeyType::ed25519, std::string(enrollment_key_hex)};
+  return crypto::verify(key, enrollment_message(device_id, device_key_hex), *sig)
+      .context("enrollment signature of device " + std::string(device_id));
+}
+
 }  // namespace mota::protocol

@@ -1,7 +1,8 @@
 #pragma once
 // The device's identity: an Ed25519 key pair generated on first start and kept in
 // <state_dir>/device.key (PKCS#8 PEM, mode 0600). The server learns the public key from the first
-// report (trust on first use, or pre-registered by the fleet operator) and checks every later
+// report (bound to the id at first contact, or pre-registered by the fleet operator; admission is
+// the server's: docs/fleet.md) and checks every later
 // report against it.
 //
 // Report signing scheme (version 1), for the server to verify:
@@ -30,6 +31,10 @@
 namespace mota::protocol {
 
 inline constexpr const char* kDeviceKeyFile = "device.key";
+
+// A device id: 1..128 of [A-Za-z0-9._:-] (agent.toml device_id, or /etc/machine-id). The agent
+// never sends another; the server refuses any other at the edge, before it is stored or logged.
+bool valid_device_id(std::string_view id);
 
 class DeviceIdentity {
  public:
@@ -74,5 +79,21 @@ std::string signed_message(std::string_view device_id, std::string_view timestam
 // names match case-insensitively.
 Status verify_report(const std::map<std::string, std::string>& headers, std::string_view route,
                      std::string_view body);
+
+// Fleet enrollment (docs/security.md, "Devices"): an image carries the private half of a fleet
+// enrollment key (agent.toml enrollment_key); the agent sends, with its handshakes and signed
+// reports,
+//   X-Mota-Enrollment-Key        the enrollment key's Ed25519 public key, 64 lower-case hex
+//   X-Mota-Enrollment-Signature  its signature, 128 lower-case hex, over
+//   enrollment_message(device id, device key hex) = "mota-enrollment-v1\n" + id + "\n" + key
+// and a server that has the key on record (and not revoked) admits the device on first contact.
+// The signature binds the device's own key, so a captured one admits nobody else.
+std::string enrollment_message(std::string_view device_id, std::string_view device_key_hex);
+// The two headers for `device` (nothing is sent when the agent has no enrollment key).
+Result<std::map<std::string, std::string>> enrollment_headers(const crypto::PrivateKey& enrollment,
+                                                              const DeviceIdentity& device);
+// Server side: Errc::verification when the signature is malformed or does not verify.
+Status verify_enrollment(std::string_view enrollment_key_hex, std::string_view signature_hex,
+                         std::string_view device_id, std::string_view device_key_hex);
 
 }  // namespace mota::protocol

@@ -81,8 +81,8 @@ Result<ReportSession> accept_session(const crypto::KeyAgreement& own, std::strin
 }
 
 Result<ReportSession> open_session(http::Client& client, const std::string& server_url,
-                                   const DeviceIdentity& identity,
-                                   std::uint64_t max_response_bytes) {
+                                   const DeviceIdentity& identity, std::uint64_t max_response_bytes,
+                                   const std::map<std::string, std::string>& extra_headers) {
   std::string base = server_url;
   while (!base.empty() && base.back() == '/') base.pop_back();
   const std::string route = session_route(identity.device_id());
@@ -90,6 +90,7 @@ Result<ReportSession> open_session(http::Client& client, const std::string& serv
   auto own = MOTA_TRY_CTX(crypto::KeyAgreement::generate(), what);
   const std::string body = session_request_body(identity.device_id(), own.public_hex());
   auto headers = MOTA_TRY_CTX(identity.report_headers(route, body), what);
+  headers.insert(extra_headers.begin(), extra_headers.end());
   headers["Content-Type"] = "application/json";
   auto response = MOTA_TRY_CTX(client.post(base + route, body, headers, max_response_bytes), what);
   if (response.status != 200) {

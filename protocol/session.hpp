@@ -92,6 +92,7 @@ Result<ReportSession> accept_session(const crypto::KeyAgreement& own, std::strin
 // Errc::verification for an unusable server key.
 Result<ReportSession> open_session(http::Client& client, const std::string& server_url,
                                    const DeviceIdentity& identity,
-                                   std::uint64_t max_response_bytes = 64u << 10);
+                                   std::uint64_t max_response_bytes = 64u << 10,
+                                   const std::map<std::string, std::string>& extra_headers = {});
 
 }  // namespace mota::protocol

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "common/fs.hpp"
+#include "common/text.hpp"
 #include "common/time.hpp"
 #include "manager/cli/commands.hpp"
 #include "manager/fleet/fleet_db.hpp"
@@ -24,6 +25,9 @@ struct FleetFlags {
   DeviceFilter filter;
   std::string stale;
   std::string id, key_file;
+  std::vector<std::string> ids;
+  bool all_pending = false;
+  std::string name, out_file;
   std::string channel, model, version;
   std::string percents = "5,25,100";
   std::string max_failure_rate = "5%";
@@ -46,7 +50,9 @@ std::int64_t now_unix() {
 }
 
 void print_json(const Json& j) {
-  std::printf("%s\n", j.dump(2).c_str());
+  // Control characters are escaped by JSON itself; invalid UTF-8 (never stored by the ingest, but
+  // possible in an old database) is replaced rather than thrown.
+  std::printf("%s\n", j.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
 }
 
 std::string cut(const std::string& s, std::size_t n) {
@@ -55,22 +61,6 @@ std::string cut(const std::string& s, std::size_t n) {
 
 const char* or_dash(const std::string& s) {
   return s.empty() ? "-" : s.c_str();
-}
-
-// Text a device sent, safe for a terminal: control characters as \xNN (as systemd's cescape).
-std::string printable(const std::string& s) {
-  std::string out;
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      char buf[5];
-      std::snprintf(buf, sizeof buf, "\\x%02x", u);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out;
 }
 
 // CLI11 checks, so that a bad value is a usage error (exit 2, CLI11 names the flag) before any
@@ -138,17 +128,21 @@ Status list_devices_cmd(const std::string& repo, FleetFlags& f) {
     return {};
   }
   const auto now = now_unix();
-  std::printf("%-24s %-16s %-12s %-4s %-8s %-9s %-10s %s\n", "DEVICE", "MODEL", "VERSION", "SLOT",
-              "STATE", "CONDITION", "LAST SEEN", "LAST ERROR");
+  // Every string but the admission and the times came from a device: printable() (a device id is
+  // checked at ingest, the rest is escaped here).
+  std::printf("%-24s %-9s %-16s %-12s %-4s %-8s %-9s %-10s %s\n", "DEVICE", "ADMISSION", "MODEL",
+              "VERSION", "SLOT", "STATE", "CONDITION", "LAST SEEN", "LAST ERROR");
   for (const auto& r : rows) {
     // The model's own error first; a device whose metadata refresh fails says why otherwise.
     const std::string error = !r.last_error.empty()       ? r.last_error
                               : !r.metadata_error.empty() ? "metadata: " + r.metadata_error
                                                           : "";
-    std::printf("%-24s %-16s %-12s %-4s %-8s %-9s %-10s %s\n", cut(r.device, 24).c_str(),
-                r.model.empty() ? "-" : cut(r.model, 16).c_str(), or_dash(r.version),
-                or_dash(r.slot), or_dash(r.state), r.metadata_error.empty() ? "-" : "metadata",
-                ago(r.last_seen, now).c_str(), cut(error, 60).c_str());
+    std::printf("%-24s %-9s %-16s %-12s %-4s %-8s %-9s %-10s %s\n",
+                cut(printable(r.device), 24).c_str(), r.admission.c_str(),
+                r.model.empty() ? "-" : cut(printable(r.model), 16).c_str(),
+                or_dash(printable(r.version)), or_dash(printable(r.slot)),
+                or_dash(printable(r.state)), r.metadata_error.empty() ? "-" : "metadata",
+                ago(r.last_seen, now).c_str(), cut(printable(error), 60).c_str());
   }
   return {};
 }
@@ -162,6 +156,80 @@ Status enroll_cmd(const std::string& repo, const FleetFlags& f) {
   return {};
 }
 
+// mota devices accept|reject ID... | --all-pending
+Status admission_cmd(const std::string& repo, const FleetFlags& f, Admission to) {
+  const char* verb = to == Admission::admitted ? "accept" : "reject";
+  if (f.ids.empty() == !f.all_pending) {
+    return fail(Errc::invalid_argument,
+                std::string("devices ") + verb + ": give device ids or --all-pending, not both");
+  }
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
+  std::vector<std::string> ids = f.ids;
+  if (f.all_pending) {
+    DeviceFilter pending;
+    pending.admission = "pending";
+    for (const auto& r : MOTA_TRY(list_devices(db, pending, now_seconds()))) {
+      if (ids.empty() || ids.back() != r.device) ids.push_back(r.device);
+    }
+  }
+  const auto changed = MOTA_TRY(set_admission(db, ids, to, now_seconds()));
+  const char* done = to == Admission::admitted ? "accepted" : "rejected";
+  std::printf("%s %lld device%s", done, static_cast<long long>(changed), changed == 1 ? "" : "s");
+  if (std::size_t(changed) < ids.size()) {
+    std::printf(" (%lld of the %zu named were %s already)",
+                static_cast<long long>(ids.size() - std::size_t(changed)), ids.size(),
+                to == Admission::admitted ? "admitted" : "rejected");
+  }
+  std::printf("\n");
+  return {};
+}
+
+// mota enrollment create NAME --out FILE | list | revoke NAME
+Status enrollment_cmd(const std::string& repo, const FleetFlags& f, const std::string& what) {
+  const auto now = now_seconds();
+  if (what == "create") {
+    auto key = MOTA_TRY(crypto::PrivateKey::generate(crypto::KeyType::ed25519));
+    auto pem = MOTA_TRY(key.to_pem());
+    // The private half goes into device images: written 0600, never over an existing file.
+    auto db = MOTA_TRY(open_db(repo, f, DbUse::create));
+    std::error_code ec;
+    if (stdfs::exists(f.out_file, ec)) {
+      return fail(Errc::already_exists, "--out " + f.out_file + " exists; not overwritten");
+    }
+    MOTA_TRY_CTX(fs::write_file_atomic(f.out_file, pem, 0600), "--out " + f.out_file);
+    if (auto st = add_enrollment_key(db, f.name, key.public_key().public_value, now); !st) {
+      stdfs::remove(f.out_file, ec);
+      return st;
+    }
+    std::printf(
+        "enrollment key %s: private key written to %s (put it in device images as agent.toml "
+        "enrollment_key); public key %s\n",
+        f.name.c_str(), f.out_file.c_str(), key.public_key().public_value.c_str());
+    return {};
+  }
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
+  if (what == "revoke") {
+    MOTA_TRY(revoke_enrollment_key(db, f.name, now));
+    std::printf("enrollment key %s revoked: it admits no new device (those it admitted stay)\n",
+                f.name.c_str());
+    return {};
+  }
+  auto keys = MOTA_TRY(list_enrollment_keys(db));
+  if (f.json) {
+    Json arr = Json::array();
+    for (const auto& k : keys) arr.push_back(to_json(k));
+    print_json(arr);
+    return {};
+  }
+  std::printf("%-20s %-20s %-20s %8s  %s\n", "NAME", "CREATED", "REVOKED", "ADMITTED", "KEY");
+  for (const auto& k : keys) {
+    std::printf("%-20s %-20s %-20s %8lld  %s\n", k.name.c_str(), format_unix(k.created_at).c_str(),
+                or_dash(format_unix(k.revoked_at)), static_cast<long long>(k.admitted),
+                k.key.c_str());
+  }
+  return {};
+}
+
 Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
   auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
   auto info = MOTA_TRY(show_device(db, f.id));
@@ -171,20 +239,32 @@ Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
     return {};
   }
   const auto now = now_unix();
-  std::printf("device     %s\nkey        %s (%s)\nfirst seen %s\nlast seen  %s (%s)\n",
-              info->id.c_str(), info->key.c_str(),
-              info->enrolled ? "enrolled" : "trust on first use",
-              or_dash(format_unix(info->first_seen)), or_dash(format_unix(info->last_seen)),
+  std::printf("device     %s\nkey        %s (%s)\nfirst seen %s%s%s\nlast seen  %s (%s)\n",
+              printable(info->id).c_str(), info->key.c_str(),
+              info->enrolled ? "enrolled" : "recorded at first contact",
+              or_dash(format_unix(info->first_seen)), info->first_remote.empty() ? "" : " from ",
+              printable(info->first_remote).c_str(), or_dash(format_unix(info->last_seen)),
               ago(info->last_seen, now).c_str());
+  if (info->admission == "admitted") {
+    std::printf("admission  admitted%s%s%s%s\n", info->admitted_by.empty() ? "" : " by ",
+                info->admitted_by.c_str(), info->admitted_at ? " at " : "",
+                format_unix(info->admitted_at).c_str());
+  } else {
+    std::printf("admission  %s: its reports %s (mota devices %s %s)\n", info->admission.c_str(),
+                info->admission == "pending" ? "are kept but count for nothing" : "are refused",
+                info->admission == "pending" ? "accept|reject" : "accept",
+                printable(info->id).c_str());
+  }
   if (!info->agent_version.empty() || !info->arch.empty()) {
-    std::printf("agent      %s on %s\n", or_dash(info->agent_version), or_dash(info->arch));
+    std::printf("agent      %s on %s\n", or_dash(printable(info->agent_version)),
+                or_dash(printable(info->arch)));
   }
   if (info->metadata_error.empty()) {
     std::printf("metadata   ok\n");
   } else {
-    std::printf("metadata   failing since %s (%s): %s\n",
-                or_dash(format_unix(info->metadata_error_since)),
-                ago(info->metadata_error_since, now).c_str(), info->metadata_error.c_str());
+    std::printf(
+        "metadata   failing since %s (%s): %s\n", or_dash(format_unix(info->metadata_error_since)),
+        ago(info->metadata_error_since, now).c_str(), printable(info->metadata_error).c_str());
   }
   if (info->blocked) {
     if (info->blocked->empty()) std::printf("blocked    nothing\n");
@@ -196,32 +276,35 @@ Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
   }
   for (const auto& m : info->models) {
     std::string notes;
-    if (!m.failed_version.empty()) notes += ", failed to install " + m.failed_version;
-    if (!m.rolled_back_from.empty()) notes += ", rolled back from " + m.rolled_back_from;
-    if (!m.last_error.empty()) notes += ", last error: " + m.last_error;
-    std::printf("model      %s %s (slot %s%s%s) state %s%s\n", m.model.c_str(), or_dash(m.version),
-                or_dash(m.slot), m.committed ? ", committed" : "",
-                m.channel.empty() ? "" : (", channel " + m.channel).c_str(), m.state.c_str(),
-                notes.c_str());
+    if (!m.failed_version.empty()) notes += ", failed to install " + printable(m.failed_version);
+    if (!m.rolled_back_from.empty()) notes += ", rolled back from " + printable(m.rolled_back_from);
+    if (!m.last_error.empty()) notes += ", last error: " + printable(m.last_error);
+    std::printf("model      %s %s (slot %s%s%s) state %s%s\n", printable(m.model).c_str(),
+                or_dash(printable(m.version)), or_dash(printable(m.slot)),
+                m.committed ? ", committed" : "",
+                m.channel.empty() ? "" : (", channel " + printable(m.channel)).c_str(),
+                printable(m.state).c_str(), notes.c_str());
   }
   std::printf("events (%zu):\n", info->events.size());
   for (const auto& e : info->events) {
     if (e.kind == "heartbeat") {
-      std::printf("  %6lld %s heartbeat\n", static_cast<long long>(e.seq), e.created_at.c_str());
+      std::printf("  %6lld %s heartbeat\n", static_cast<long long>(e.seq),
+                  printable(e.created_at).c_str());
       continue;
     }
-    std::string where = "step " + std::string(or_dash(e.step));
-    if (e.slot) where += ", slot " + std::string(or_dash(*e.slot));
-    if (e.channel) where += ", channel " + std::string(or_dash(*e.channel));
+    std::string where = "step " + std::string(or_dash(printable(e.step)));
+    if (e.slot) where += ", slot " + std::string(or_dash(printable(*e.slot)));
+    if (e.channel) where += ", channel " + std::string(or_dash(printable(*e.channel)));
     if (e.model.empty()) {  // a condition of the device (metadata_error, metadata_ok)
       std::printf("  %6lld %s device %s (%s)%s%s\n", static_cast<long long>(e.seq),
-                  e.created_at.c_str(), e.state.c_str(), where.c_str(), e.error.empty() ? "" : ": ",
-                  e.error.c_str());
+                  printable(e.created_at).c_str(), printable(e.state).c_str(), where.c_str(),
+                  e.error.empty() ? "" : ": ", printable(e.error).c_str());
       continue;
     }
     std::printf("  %6lld %s %s %s %s -> %s (%s)%s%s\n", static_cast<long long>(e.seq),
-                e.created_at.c_str(), e.model.c_str(), e.state.c_str(), or_dash(e.from),
-                or_dash(e.to), where.c_str(), e.error.empty() ? "" : ": ", e.error.c_str());
+                printable(e.created_at).c_str(), printable(e.model).c_str(),
+                printable(e.state).c_str(), or_dash(printable(e.from)), or_dash(printable(e.to)),
+                where.c_str(), e.error.empty() ? "" : ": ", printable(e.error).c_str());
   }
   return {};
 }
@@ -244,14 +327,21 @@ Status fleet_cmd(const std::string& repo, const FleetFlags& f) {
   std::printf("%lld devices, %lld not seen for %s, %lld failing to refresh metadata\n",
               static_cast<long long>(summary.devices), static_cast<long long>(summary.stale),
               stale_text.c_str(), static_cast<long long>(summary.metadata_errors));
+  if (summary.pending + summary.rejected > 0) {
+    // Not admitted: not in any count below, nor in rollout decisions (mota devices accept).
+    std::printf(
+        "%lld pending and %lld rejected devices are not counted (mota devices "
+        "--admission pending)\n",
+        static_cast<long long>(summary.pending), static_cast<long long>(summary.rejected));
+  }
   for (const auto& m : summary.models) {
     std::printf("\n%s: %lld devices, %lld updating, %lld failed, %lld refused, %lld stale\n",
-                m.model.c_str(), static_cast<long long>(m.devices),
+                printable(m.model).c_str(), static_cast<long long>(m.devices),
                 static_cast<long long>(m.updating), static_cast<long long>(m.failed),
                 static_cast<long long>(m.refused), static_cast<long long>(m.stale));
     std::printf("  %-14s %9s %7s %9s %9s\n", "VERSION", "DEVICES", "%", "FAILURES", "ROLLBACKS");
     for (const auto& v : m.versions) {
-      std::printf("  %-14s %9lld %6.1f%% %9lld %9lld\n", or_dash(v.version),
+      std::printf("  %-14s %9lld %6.1f%% %9lld %9lld\n", or_dash(printable(v.version)),
                   static_cast<long long>(v.devices), v.percent, static_cast<long long>(v.failures),
                   static_cast<long long>(v.rollbacks));
     }
@@ -365,8 +455,26 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
   if (serve) {
     auto& so = fleet_serve_options();
     serve->add_option("--db", so.db, "fleet database (default: $MOTA_FLEET_DB or REPO/fleet.db)");
-    serve->add_flag("--enrolled-only", so.enrolled_only,
-                    "refuse reports from devices not registered with `mota devices enroll`");
+    serve
+        ->add_option("--admission", so.admission,
+                     "devices not on record: pending (recorded, count for nothing until `mota "
+                     "devices accept`), automatic (admitted on first contact) or enrolled "
+                     "(refused unless enrolled); an enrollment key's signature admits in any mode")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"pending", "automatic", "enrolled"}));
+    serve->add_flag("--enrolled-only", so.enrolled_only, "the same as --admission enrolled");
+    serve
+        ->add_option("--new-devices-per-minute", so.new_devices_per_minute,
+                     "pending devices registered per minute at most, from all addresses")
+        ->capture_default_str();
+    serve
+        ->add_option("--new-devices-per-address", so.new_devices_per_address,
+                     "pending devices registered per minute at most from one address")
+        ->capture_default_str();
+    serve
+        ->add_option("--max-pending", so.max_pending,
+                     "pending devices on record at most; beyond, new ones are told to retry")
+        ->capture_default_str();
     serve
         ->add_option("--max-clock-skew", so.max_clock_skew,
                      "accepted difference between a report's timestamp and the server clock")
@@ -403,6 +511,10 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
       ->check(CLI::IsMember({"metadata", "ok"}));
   devices->add_option("--stale", f->stale, "only devices not seen for longer than this (1h)")
       ->check(duration_check());
+  devices
+      ->add_option("--admission", f->filter.admission,
+                   "only devices admitted, pending (not counted until accepted) or rejected")
+      ->check(CLI::IsMember({"admitted", "pending", "rejected"}));
   auto* enroll = devices->add_subcommand("enroll", "register a device key before it reports");
   enroll->add_option("ID", f->id, "device id")->required();
   enroll->add_option("--key", f->key_file, "file with the key (hex or device.key)")->required();
@@ -411,10 +523,49 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
   enroll->callback([&action, &repo_flag, f] {
     action = [&repo_flag, f] { return enroll_cmd(repo_dir(repo_flag), *f); };
   });
-  devices->callback([&action, &repo_flag, f, enroll] {
+  std::vector<CLI::App*> admission_cmds;
+  for (Admission to : {Admission::admitted, Admission::rejected}) {
+    const bool accept = to == Admission::admitted;
+    auto* cmd = devices->add_subcommand(
+        accept ? "accept" : "reject",
+        accept ? "admit devices: their reports count (fleet statistics, rollout decisions)"
+               : "refuse devices' reports from now on (their key stays on record)");
+    cmd->add_option("ID", f->ids, "device ids");
+    cmd->add_flag("--all-pending", f->all_pending, "every pending device");
+    cmd->add_option("--repo", repo_flag, "repository directory");
+    cmd->add_option("--db", f->db, "fleet database");
+    cmd->callback([&action, &repo_flag, f, to] {
+      action = [&repo_flag, f, to] { return admission_cmd(repo_dir(repo_flag), *f, to); };
+    });
+    admission_cmds.push_back(cmd);
+  }
+  devices->callback([&action, &repo_flag, f, enroll, admission_cmds] {
     if (enroll->parsed()) return;
+    for (auto* cmd : admission_cmds) {
+      if (cmd->parsed()) return;
+    }
     action = [&repo_flag, f] { return list_devices_cmd(repo_dir(repo_flag), *f); };
   });
+
+  auto* enrollment = app.add_subcommand(
+      "enrollment", "fleet enrollment keys: devices whose image carries one are admitted");
+  enrollment->require_subcommand(1);
+  for (const char* what : {"create", "list", "revoke"}) {
+    const std::string name = what;
+    auto* cmd = enrollment->add_subcommand(
+        name, name == "create" ? "new key: the private half for device images, recorded here"
+              : name == "list" ? "keys, when revoked, how many devices each admitted"
+                               : "admit no new device with this key");
+    common(cmd, name == "list");
+    if (name != "list") cmd->add_option("NAME", f->name, "key name")->required();
+    if (name == "create") {
+      cmd->add_option("--out", f->out_file, "where to write the private key (PEM, 0600)")
+          ->required();
+    }
+    cmd->callback([&action, &repo_flag, f, name] {
+      action = [&repo_flag, f, name] { return enrollment_cmd(repo_dir(repo_flag), *f, name); };
+    });
+  }
 
   auto* device = app.add_subcommand("device", "one device");
   device->require_subcommand(1);

@@ -47,10 +47,18 @@ std::int64_t unix_seconds(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
+// Conditions that leave out devices not admitted (migration 0005): the set of those comes from
+// the small devices_unadmitted partial index, so a count over a million admitted rows pays a hash
+// probe per row, not a look-up in devices.
+constexpr const char* kAdmittedInstalled =
+    "device NOT IN (SELECT id FROM devices WHERE admission <> 'admitted')";
+constexpr const char* kAdmittedDevice =
+    "id NOT IN (SELECT u.id FROM devices u WHERE u.admission <> 'admitted')";
+
 constexpr const char* kDeviceColumns =
     "SELECT d.id, i.model, i.version, i.slot, i.committed, i.state, i.target, i.last_error, "
     "i.rolled_back_from, i.channel, d.last_seen, i.updated_at, i.failed_version, i.failed_at, "
-    "d.metadata_error, d.metadata_error_since FROM devices d LEFT JOIN installed i "
+    "d.metadata_error, d.metadata_error_since, d.admission FROM devices d LEFT JOIN installed i "
     "ON i.device = d.id";
 
 DeviceModelRow read_row(const storage::Statement& st) {
@@ -71,6 +79,7 @@ DeviceModelRow read_row(const storage::Statement& st) {
   r.failed_at = st.column_int64(13);
   r.metadata_error = st.column_text(14);
   r.metadata_error_since = st.column_int64(15);
+  r.admission = st.column_text(16);
   return r;
 }
 
@@ -100,6 +109,10 @@ Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const De
   // Spelled as devices_metadata_error's WHERE, so SQLite can start from that partial index.
   if (filter.condition == "metadata") where.push_back("d.metadata_error <> ''");
   if (filter.condition == "ok") where.push_back("d.metadata_error = ''");
+  if (!filter.admission.empty()) {
+    where.push_back("d.admission = ?");
+    params.push_back(filter.admission);
+  }
   if (filter.stale) {
     where.push_back("(d.last_seen IS NULL OR d.last_seen < ?)");
     params.push_back(std::to_string(unix_seconds(now) - filter.stale->count()));
@@ -121,9 +134,10 @@ Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const De
 }
 
 Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::string& id) {
-  auto st = MOTA_TRY(
-      db.prepare("SELECT id, key, enrolled, first_seen, last_seen, agent_version, arch, tags, "
-                 "metadata_error, metadata_error_since, blocked FROM devices WHERE id = ?"));
+  auto st = MOTA_TRY(db.prepare(
+      "SELECT id, key, enrolled, first_seen, last_seen, agent_version, arch, tags, "
+      "metadata_error, metadata_error_since, blocked, admission, admitted_by, admitted_at, "
+      "first_remote FROM devices WHERE id = ?"));
   MOTA_TRY(st.bind(1, id));
   if (MOTA_TRY(st.step()) != storage::Step::row) return std::optional<DeviceInfo>();
   DeviceInfo info;
@@ -137,6 +151,10 @@ Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::
   info.tags = st.column_text(7);
   info.metadata_error = st.column_text(8);
   info.metadata_error_since = st.column_int64(9);
+  info.admission = st.column_text(11);
+  info.admitted_by = st.column_text(12);
+  info.admitted_at = st.column_int64(13);
+  info.first_remote = st.column_text(14);
   if (const std::string blocked = st.column_text(10); !blocked.empty()) {
     // Written by the ingest from a validated heartbeat (fleet_ingest.cpp, blocked_json).
     auto doc = Json::parse(blocked, nullptr, /*allow_exceptions=*/false);
@@ -206,8 +224,18 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
     if (MOTA_TRY(st.step()) == storage::Step::row) out.devices = st.column_int64(0);
   }
   {
-    auto st = MOTA_TRY(
-        db.prepare("SELECT COUNT(*) FROM devices WHERE last_seen IS NULL OR last_seen < ?"));
+    // The devices_unadmitted partial index (migration 0005).
+    auto st = MOTA_TRY(db.prepare(
+        "SELECT admission, COUNT(*) FROM devices WHERE admission <> 'admitted' GROUP BY 1"));
+    while (MOTA_TRY(st.step()) == storage::Step::row) {
+      (st.column_text(0) == "pending" ? out.pending : out.rejected) = st.column_int64(1);
+    }
+    out.devices -= out.pending + out.rejected;
+  }
+  {
+    auto st = MOTA_TRY(db.prepare(std::string("SELECT COUNT(*) FROM devices WHERE (last_seen IS "
+                                              "NULL OR last_seen < ?) AND ") +
+                                  kAdmittedDevice));
     MOTA_TRY(st.bind(1, cutoff));
     if (MOTA_TRY(st.step()) == storage::Step::row) out.stale = st.column_int64(0);
   }
@@ -225,9 +253,10 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
   }
   {
     // Read from the installed_failed_version partial index alone.
-    auto st = MOTA_TRY(
-        db.prepare("SELECT model, failed_version, COUNT(*) FROM installed WHERE failed_version "
-                   "<> '' GROUP BY model, failed_version"));
+    auto st = MOTA_TRY(db.prepare(
+        std::string("SELECT model, failed_version, COUNT(*) FROM installed WHERE failed_version "
+                    "<> '' AND ") +
+        kAdmittedInstalled + " GROUP BY model, failed_version"));
     while (MOTA_TRY(st.step()) == storage::Step::row) {
       auto& v = versions[{st.column_text(0), st.column_text(1)}];
       v.version = st.column_text(1);
@@ -236,9 +265,10 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
     }
   }
   {
-    auto st =
-        MOTA_TRY(db.prepare("SELECT model, rolled_back_from, COUNT(*) FROM installed WHERE "
-                            "rolled_back_from <> '' GROUP BY model, rolled_back_from"));
+    auto st = MOTA_TRY(
+        db.prepare(std::string("SELECT model, rolled_back_from, COUNT(*) FROM installed WHERE "
+                               "rolled_back_from <> '' AND ") +
+                   kAdmittedInstalled + " GROUP BY model, rolled_back_from"));
     while (MOTA_TRY(st.step()) == storage::Step::row) {
       auto& v = versions[{st.column_text(0), st.column_text(1)}];
       v.version = st.column_text(1);
@@ -248,16 +278,18 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
   }
   {
     // The installed_failed partial index (model, target, state) covers it.
-    auto st = MOTA_TRY(
-        db.prepare("SELECT model, COUNT(*) FROM installed WHERE state = 'failed' GROUP BY model"));
+    auto st = MOTA_TRY(db.prepare(
+        std::string("SELECT model, COUNT(*) FROM installed WHERE state = 'failed' AND ") +
+        kAdmittedInstalled + " GROUP BY model"));
     while (MOTA_TRY(st.step()) == storage::Step::row) {
       models[st.column_text(0)].failed = st.column_int64(1);
     }
   }
   {
     // The installed_refused partial index (migration 0004) covers it.
-    auto st = MOTA_TRY(
-        db.prepare("SELECT model, COUNT(*) FROM installed WHERE state = 'refused' GROUP BY model"));
+    auto st = MOTA_TRY(db.prepare(
+        std::string("SELECT model, COUNT(*) FROM installed WHERE state = 'refused' AND ") +
+        kAdmittedInstalled + " GROUP BY model"));
     while (MOTA_TRY(st.step()) == storage::Step::row) {
       models[st.column_text(0)].refused = st.column_int64(1);
     }
@@ -267,7 +299,9 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
     // look up every such device's models: when the timestamp expired fleet-wide, that is every
     // device, and `mota fleet` would take seconds exactly when it is needed (the condition is the
     // device's, the same for all its models; `mota devices --condition metadata --model M`).
-    auto st = MOTA_TRY(db.prepare("SELECT COUNT(*) FROM devices WHERE metadata_error <> ''"));
+    auto st = MOTA_TRY(
+        db.prepare(std::string("SELECT COUNT(*) FROM devices WHERE metadata_error <> '' AND ") +
+                   kAdmittedDevice));
     if (MOTA_TRY(st.step()) == storage::Step::row) out.metadata_errors = st.column_int64(0);
   }
   if (out.stale > 0) {
@@ -275,7 +309,8 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
     // case. CROSS JOIN keeps SQLite from scanning every installed row instead.
     auto st = MOTA_TRY(db.prepare(
         "SELECT i.model, COUNT(*) FROM devices d CROSS JOIN installed i ON i.device = d.id "
-        "WHERE d.last_seen IS NULL OR d.last_seen < ? GROUP BY i.model"));
+        "WHERE (d.last_seen IS NULL OR d.last_seen < ?) AND d.admission = 'admitted' GROUP BY "
+        "i.model"));
     MOTA_TRY(st.bind(1, cutoff));
     while (MOTA_TRY(st.step()) == storage::Step::row) {
       models[st.column_text(0)].stale = st.column_int64(1);
@@ -324,25 +359,114 @@ Status enroll_device(storage::Database& db, const std::string& id, const std::st
     return fail(Errc::invalid_argument, "device id must be 1..128 characters");
   }
   auto tx = MOTA_TRY(storage::Transaction::begin(db));
-  auto st = MOTA_TRY(db.prepare("SELECT key FROM devices WHERE id = ?"));
+  auto st = MOTA_TRY(db.prepare("SELECT key, admission FROM devices WHERE id = ?"));
   MOTA_TRY(st.bind(1, id));
   if (MOTA_TRY(st.step()) == storage::Step::row) {
     if (st.column_text(0) != key_hex) {
       return fail(Errc::already_exists, "device " + id + " is on record with another key (" +
                                             st.column_text(0) + "); remove it first to re-key it");
     }
-    auto up = MOTA_TRY(db.prepare("UPDATE devices SET enrolled = 1 WHERE id = ?"));
-    MOTA_TRY(up.bind(1, id));
+    // Enrolling a pending device admits it; a rejected one stays rejected (accept it).
+    auto up = MOTA_TRY(
+        db.prepare("UPDATE devices SET enrolled = 1, admitted_by = CASE admission WHEN 'pending' "
+                   "THEN 'enrolled' ELSE admitted_by END, admitted_at = CASE admission WHEN "
+                   "'pending' THEN ? ELSE admitted_at END, admission = CASE admission WHEN "
+                   "'pending' THEN 'admitted' ELSE admission END WHERE id = ?"));
+    MOTA_TRY(up.bind_all(unix_seconds(now), id));
     MOTA_TRY(up.run());
   } else {
-    auto ins =
-        MOTA_TRY(db.prepare("INSERT INTO devices (id, key, enrolled, first_seen) VALUES (?, ?, 1, "
-                            "NULL)"));
-    MOTA_TRY(ins.bind_all(id, key_hex));
+    auto ins = MOTA_TRY(
+        db.prepare("INSERT INTO devices (id, key, enrolled, first_seen, admission, admitted_by, "
+                   "admitted_at) VALUES (?, ?, 1, NULL, 'admitted', 'enrolled', ?)"));
+    MOTA_TRY(ins.bind_all(id, key_hex, unix_seconds(now)));
     MOTA_TRY(ins.run());
   }
-  (void)now;
   return tx.commit();
+}
+
+std::string_view admission_name(Admission a) {
+  switch (a) {
+    case Admission::admitted:
+      return "admitted";
+    case Admission::pending:
+      return "pending";
+    case Admission::rejected:
+      return "rejected";
+  }
+  return "?";
+}
+
+Result<std::int64_t> set_admission(storage::Database& db, const std::vector<std::string>& ids,
+                                   Admission to, TimePoint now) {
+  auto tx = MOTA_TRY(storage::Transaction::begin(db));
+  // admitted_by/at record the decision that let the device count; a rejection keeps no admitter.
+  auto up = MOTA_TRY(
+      db.prepare("UPDATE devices SET admission = ?1, admitted_by = CASE ?1 WHEN 'admitted' THEN "
+                 "'operator' ELSE '' END, admitted_at = CASE ?1 WHEN 'admitted' THEN ?2 ELSE 0 "
+                 "END WHERE id = ?3 AND admission <> ?1"));
+  auto exists = MOTA_TRY(db.prepare("SELECT 1 FROM devices WHERE id = ?"));
+  std::int64_t changed = 0;
+  for (const auto& id : ids) {
+    MOTA_TRY(exists.reset());
+    MOTA_TRY(exists.bind(1, id));
+    if (MOTA_TRY(exists.step()) != storage::Step::row) {
+      return fail(Errc::not_found, "device '" + id + "' is not on record (nothing changed)");
+    }
+    MOTA_TRY(up.reset());
+    MOTA_TRY(up.bind_all(std::string(admission_name(to)), unix_seconds(now), id));
+    MOTA_TRY(up.run());
+    changed += db.changes();
+  }
+  MOTA_TRY(tx.commit());
+  return changed;
+}
+
+Status add_enrollment_key(storage::Database& db, const std::string& name,
+                          const std::string& key_hex, TimePoint now) {
+  auto tx = MOTA_TRY(storage::Transaction::begin(db));
+  auto st = MOTA_TRY(db.prepare("SELECT name FROM enrollment_keys WHERE name = ? OR key = ?"));
+  MOTA_TRY(st.bind_all(name, key_hex));
+  if (MOTA_TRY(st.step()) == storage::Step::row) {
+    return fail(Errc::already_exists,
+                "enrollment key '" + st.column_text(0) + "' is on record with this name or key");
+  }
+  auto ins =
+      MOTA_TRY(db.prepare("INSERT INTO enrollment_keys (name, key, created_at) VALUES (?, ?, ?)"));
+  MOTA_TRY(ins.bind_all(name, key_hex, unix_seconds(now)));
+  MOTA_TRY(ins.run());
+  return tx.commit();
+}
+
+Result<std::vector<EnrollmentKey>> list_enrollment_keys(storage::Database& db) {
+  auto st = MOTA_TRY(db.prepare(
+      "SELECT k.name, k.key, k.created_at, k.revoked_at, (SELECT COUNT(*) FROM devices d WHERE "
+      "d.admitted_by = 'enrollment:' || k.name) FROM enrollment_keys k ORDER BY k.name"));
+  std::vector<EnrollmentKey> out;
+  while (MOTA_TRY(st.step()) == storage::Step::row) {
+    out.push_back({st.column_text(0), st.column_text(1), st.column_int64(2), st.column_int64(3),
+                   st.column_int64(4)});
+  }
+  return out;
+}
+
+Status revoke_enrollment_key(storage::Database& db, const std::string& name, TimePoint now) {
+  auto up = MOTA_TRY(db.prepare(
+      "UPDATE enrollment_keys SET revoked_at = CASE revoked_at WHEN 0 THEN ? ELSE revoked_at END "
+      "WHERE name = ?"));
+  MOTA_TRY(up.bind_all(unix_seconds(now), name));
+  MOTA_TRY(up.run());
+  if (db.changes() == 0) {
+    return fail(Errc::not_found, "enrollment key '" + name + "' is not on record");
+  }
+  return {};
+}
+
+Json to_json(const EnrollmentKey& k) {
+  return Json{{"name", k.name},
+              {"key", k.key},
+              {"created_at", json_time(k.created_at)},
+              {"revoked_at", json_time(k.revoked_at)},
+              {"admitted", k.admitted}};
 }
 
 Json to_json(const DeviceModelRow& r) {
@@ -361,7 +485,8 @@ Json to_json(const DeviceModelRow& r) {
               {"last_seen", json_time(r.last_seen)},
               {"updated", json_time(r.updated_at)},
               {"metadata_error", json_text(r.metadata_error)},
-              {"metadata_error_since", json_time(r.metadata_error_since)}};
+              {"metadata_error_since", json_time(r.metadata_error_since)},
+              {"admission", r.admission}};
 }
 
 Json to_json(const DeviceInfo& info) {
@@ -403,6 +528,10 @@ Json to_json(const DeviceInfo& info) {
               {"tags", json_text(info.tags)},
               {"metadata_error", json_text(info.metadata_error)},
               {"metadata_error_since", json_time(info.metadata_error_since)},
+              {"admission", info.admission},
+              {"admitted_by", json_text(info.admitted_by)},
+              {"admitted_at", json_time(info.admitted_at)},
+              {"first_remote", json_text(info.first_remote)},
               {"blocked", blocked},
               {"models", models},
               {"events", events}};
@@ -428,6 +557,8 @@ Json to_json(const FleetSummary& s) {
                           {"stale", m.stale}});
   }
   return Json{{"devices", s.devices},
+              {"pending", s.pending},
+              {"rejected", s.rejected},
               {"stale", s.stale},
               {"stale_after_seconds", s.stale_after.count()},
               {"metadata_errors", s.metadata_errors},

@@ -50,6 +50,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.hpp"
@@ -79,6 +80,7 @@ struct DeviceFilter {
   // "" = any; "metadata": devices whose metadata refresh fails; "ok": those whose does not.
   std::string condition;
   std::optional<std::chrono::seconds> stale;  // only devices not seen for longer than this
+  std::string admission;                      // "" = any; "admitted", "pending", "rejected"
 };
 
 struct DeviceModelRow {
@@ -99,6 +101,7 @@ struct DeviceModelRow {
   // The device's condition (the same on each of its rows): '' = its metadata refresh works.
   std::string metadata_error;
   std::int64_t metadata_error_since = 0;
+  std::string admission;  // the device's: "admitted", "pending" or "rejected"
 };
 
 struct EventRow {
@@ -124,6 +127,10 @@ struct DeviceInfo {
   std::string agent_version, arch, tags;
   std::string metadata_error;  // '' = none
   std::int64_t metadata_error_since = 0;
+  std::string admission;    // "admitted", "pending", "rejected" (see Admission below)
+  std::string admitted_by;  // "operator", "enrolled", "automatic", "enrollment:NAME", ""
+  std::int64_t admitted_at = 0;
+  std::string first_remote;  // the address of the first report ('' = unknown)
   // nullopt: the device never reported a block list (an agent older than the list).
   std::optional<std::vector<BlockedVersion>> blocked;
   std::vector<DeviceModelRow> models;
@@ -148,8 +155,12 @@ struct ModelSummary {
   std::int64_t stale = 0;              // devices not seen for longer than the threshold
 };
 
+// Every count above, and `devices` and `stale` below, are of admitted devices only; pending and
+// rejected devices are shown apart (docs/security.md, "Devices").
 struct FleetSummary {
-  std::int64_t devices = 0;
+  std::int64_t devices = 0;  // admitted
+  std::int64_t pending = 0;
+  std::int64_t rejected = 0;
   std::int64_t stale = 0;
   std::int64_t metadata_errors = 0;  // devices whose metadata refresh fails
   std::chrono::seconds stale_after{0};
@@ -175,6 +186,35 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
 // the device is on record with another key (nothing changed); the same key marks it enrolled.
 Status enroll_device(storage::Database& db, const std::string& id, const std::string& key_hex,
                      TimePoint now);
+
+// Device admission (migration 0005). A device's reports count (fleet statistics, rollout
+// decisions) only while it is admitted; pending devices are stored and shown apart; rejected
+// devices' reports are refused and their key stays on record so that nobody takes the id.
+enum class Admission { admitted, pending, rejected };
+std::string_view admission_name(Admission a);
+
+// Sets the admission of each device in `ids` (by: "operator"). Errc::not_found naming the first
+// unknown id (nothing changed then). Returns how many devices changed.
+Result<std::int64_t> set_admission(storage::Database& db, const std::vector<std::string>& ids,
+                                   Admission to, TimePoint now);
+
+// Fleet enrollment keys (docs/security.md): an image carries the private half; a device that
+// presents the key's signature over (device id, device key) (protocol/enrollment.hpp) is admitted
+// on first contact, until the key is revoked.
+struct EnrollmentKey {
+  std::string name;
+  std::string key;  // Ed25519 public key, 64 lower-case hex
+  std::int64_t created_at = 0;
+  std::int64_t revoked_at = 0;  // 0 = in force
+  std::int64_t admitted = 0;    // devices it admitted
+};
+// Records a new key. Errc::already_exists for a name or key on record.
+Status add_enrollment_key(storage::Database& db, const std::string& name,
+                          const std::string& key_hex, TimePoint now);
+Result<std::vector<EnrollmentKey>> list_enrollment_keys(storage::Database& db);
+// Errc::not_found for an unknown name; revoking a revoked key changes nothing.
+Status revoke_enrollment_key(storage::Database& db, const std::string& name, TimePoint now);
+Json to_json(const EnrollmentKey& key);
 
 // A key file's content as 64 lower-case hex characters: accepts the hex form itself (as in the
 // X-Mota-Key header; whitespace around it ignored) or a device.key Ed25519 private key PEM (its

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -45,6 +46,8 @@ struct Outcome {
 struct Job {
   std::string device;
   std::string key;
+  std::string remote;      // the client's address (registration limits, first_remote)
+  std::string enrollment;  // the verified enrollment key's name, "" = none
   std::vector<Item> items;
   // Called once by the writer, after the job's transaction committed (or failed): answers the
   // request (an HTTP Responder, or the promise of a synchronous handle()).
@@ -54,7 +57,8 @@ struct Job {
 net::HttpReply reply(int status, const std::string& error) {
   net::HttpReply r;
   r.status = status;
-  r.body = Json{{"error", error}}.dump();
+  // Messages may quote what a client sent: invalid UTF-8 is replaced, never a throw.
+  r.body = Json{{"error", error}}.dump(-1, ' ', false, Json::error_handler_t::replace);
   return r;
 }
 
@@ -121,13 +125,14 @@ bool same_state(const DeviceModelRow& a, const DeviceModelRow& b) {
 // item cost more than the inserts). Destroyed before the Database (declared after it in Impl).
 struct Statements {
   storage::Statement find_key, insert_device, insert_event, update_device, select_installed,
-      upsert_installed, touch_installed, set_metadata;
+      upsert_installed, touch_installed, set_metadata, admit_pending, count_pending;
 
   static Result<Statements> prepare(storage::Database& db) {
     return Statements{
-        MOTA_TRY(db.prepare("SELECT key FROM devices WHERE id = ?")),
-        MOTA_TRY(db.prepare("INSERT INTO devices (id, key, enrolled, first_seen, last_seen) "
-                            "VALUES (?, ?, 0, ?, ?)")),
+        MOTA_TRY(db.prepare("SELECT key, admission FROM devices WHERE id = ?")),
+        MOTA_TRY(db.prepare(
+            "INSERT INTO devices (id, key, enrolled, first_seen, last_seen, admission, "
+            "admitted_by, admitted_at, first_remote) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?)")),
         MOTA_TRY(db.prepare(
             "INSERT OR IGNORE INTO events (device, seq, kind, created_at, received_at, model, "
             "from_version, to_version, state, step, error, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
@@ -160,6 +165,11 @@ struct Statements {
             "UPDATE devices SET metadata_error = ?1, metadata_error_since = CASE WHEN ?1 = '' "
             "THEN 0 WHEN metadata_error_since = 0 THEN ?2 ELSE metadata_error_since END WHERE "
             "id = ?3")),
+        // A pending device that came back with an enrollment signature.
+        MOTA_TRY(db.prepare("UPDATE devices SET admission = 'admitted', admitted_by = ?, "
+                            "admitted_at = ? WHERE id = ? AND admission = 'pending'")),
+        // From the devices_unadmitted partial index.
+        MOTA_TRY(db.prepare("SELECT COUNT(*) FROM devices WHERE admission = 'pending'")),
     };
   }
 };
@@ -200,6 +210,16 @@ struct FleetIngest::Impl {
   std::mutex read_mu;
   std::optional<storage::Database> read_db;
   std::optional<storage::Statement> read_key;  // after read_db: destroyed first
+  std::optional<storage::Statement> read_enrollment;
+
+  // Registration limits (writer thread only): the current minute's registrations, overall and
+  // per source address, and the pending devices on record (-1 = count again: the CLI accepts and
+  // rejects in another process, so the count is re-read when it reaches the bound).
+  std::int64_t reg_minute = -1;
+  std::size_t reg_total = 0;
+  std::unordered_map<std::string, std::size_t> reg_by_address;
+  std::int64_t pending_count = -1;
+  std::int64_t pending_counted_at = 0;
 
   Impl(IngestOptions o, storage::Database d) : options(std::move(o)), db(std::move(d)) {
     if (options.sessions) {
@@ -250,7 +270,17 @@ struct FleetIngest::Impl {
   // X-Mota-Timestamp within max_clock_skew of now: the time, or {401, why}.
   std::variant<TimePoint, Outcome> check_clock(const net::HttpRequest& req, TimePoint now) const;
   // The handshake's key against the record (read on read_db): nullopt when acceptable.
-  std::optional<Outcome> check_key_on_record(const std::string& device, const std::string& key);
+  std::optional<Outcome> check_key_on_record(const std::string& device, const std::string& key,
+                                             bool enrolled);
+  // X-Mota-Enrollment-*: "" when absent or naming a key not on record or revoked (logged: the
+  // device is then treated as any other), the key's name when the signature verifies, or
+  // {401, why} for a malformed or wrong signature.
+  std::variant<std::string, Outcome> check_enrollment(const net::HttpRequest& req,
+                                                      const std::string& device,
+                                                      const std::string& key);
+  // The refusal of a new pending device over the registration limits (writer thread), or nullopt
+  // after counting it.
+  Result<std::optional<Outcome>> limit_registration(const Job& job, std::int64_t now);
   void run_writer();
   void run_checkpointer(storage::Database ckpt_db);
   // Applies the jobs in one transaction; fills each job's outcome. On a database error every job
@@ -286,11 +316,17 @@ std::variant<net::HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(
                       std::to_string(options.max_body_bytes) + "-byte limit",
                   id);
   }
-  if (id.empty()) return refuse(400, "report: no device id in the route", id);
+  if (!protocol::valid_device_id(id)) {
+    return refuse(400, "report: the device id in the route is not 1..128 of [A-Za-z0-9._:-]", id);
+  }
+  if (const std::string h = header(req, "x-mota-device");
+      !h.empty() && !protocol::valid_device_id(h)) {
+    return refuse(400, "report: X-Mota-Device is not 1..128 of [A-Za-z0-9._:-]", id);
+  }
   const std::string route = protocol::events_route(id);
   const auto now = options.now();
   // Authentication: the MAC of a session opened by a signed handshake, or the device's signature.
-  std::string key;
+  std::string key, enrollment;
   const std::string session_id = header(req, "x-mota-session");
   if (!session_id.empty()) {
     if (!sessions) {
@@ -304,11 +340,15 @@ std::variant<net::HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(
                                    route, req.body, header(req, "x-mota-mac"), now);
     if (!checked) return refuse(checked.error().http_status(), checked.error().message(), id);
     if (auto forged = forged_device(header_device, id)) return refuse(403, *forged, id);
-    key = std::move(*checked);
+    key = std::move(checked->device_key);
+    enrollment = std::move(checked->enrollment);
   } else {
     auto signed_by = check_signed(req, route, id);
     if (auto* o = std::get_if<Outcome>(&signed_by)) return refuse(o->status, o->body, id);
     key = std::move(std::get<std::string>(signed_by));
+    auto enrolled = check_enrollment(req, id, key);
+    if (auto* o = std::get_if<Outcome>(&enrolled)) return refuse(o->status, o->body, id);
+    enrollment = std::move(std::get<std::string>(enrolled));
   }
   if (auto clock = check_clock(req, now); auto* o = std::get_if<Outcome>(&clock)) {
     return refuse(o->status, o->body, id);
@@ -319,6 +359,8 @@ std::variant<net::HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(
   auto job = std::make_unique<Job>();
   job->device = id;
   job->key = std::move(key);
+  job->remote = req.remote_addr;
+  job->enrollment = std::move(enrollment);
   job->items = std::move(report->items);
 
   by_session = !session_id.empty();
@@ -415,30 +457,82 @@ std::variant<TimePoint, Outcome> FleetIngest::Impl::check_clock(const net::HttpR
 }
 
 std::optional<Outcome> FleetIngest::Impl::check_key_on_record(const std::string& device,
-                                                              const std::string& key) {
+                                                              const std::string& key,
+                                                              bool enrolled) {
   std::lock_guard lock(read_mu);
-  auto lookup = [&]() -> Result<std::optional<std::string>> {
-    if (!read_key) read_key = MOTA_TRY(read_db->prepare("SELECT key FROM devices WHERE id = ?"));
+  struct Record {
+    std::string key, admission;
+  };
+  auto lookup = [&]() -> Result<std::optional<Record>> {
+    if (!read_key) {
+      read_key = MOTA_TRY(read_db->prepare("SELECT key, admission FROM devices WHERE id = ?"));
+    }
     MOTA_TRY(read_key->reset());
     MOTA_TRY(read_key->bind(1, device));
-    std::optional<std::string> on_record;
-    if (MOTA_TRY(read_key->step()) == storage::Step::row) on_record = read_key->column_text(0);
+    std::optional<Record> on_record;
+    if (MOTA_TRY(read_key->step()) == storage::Step::row) {
+      on_record = Record{read_key->column_text(0), read_key->column_text(1)};
+    }
     MOTA_TRY(read_key->reset());
     return on_record;
   };
   auto on_record = lookup();
   if (!on_record) return Outcome{503, "fleet database: " + on_record.error().message()};
   if (*on_record) {
-    if (**on_record != key) {
+    if ((*on_record)->key != key) {
       return Outcome{403, "session: key " + key.substr(0, 16) +
                               "... is not the key on record for device " + device + " (" +
-                              (*on_record)->substr(0, 16) + "...)"};
+                              (*on_record)->key.substr(0, 16) + "...)"};
     }
-  } else if (options.enrolled_only) {
+    if ((*on_record)->admission == "rejected") {
+      return Outcome{403, "session: device " + device +
+                              " was rejected by an operator (mota devices accept ID to undo)"};
+    }
+  } else if (options.admission == AdmissionMode::enrolled_only && !enrolled) {
     return Outcome{
         403, "session: device " + device + " is not enrolled (mota devices enroll ID --key FILE)"};
   }
   return std::nullopt;
+}
+
+std::variant<std::string, Outcome> FleetIngest::Impl::check_enrollment(const net::HttpRequest& req,
+                                                                       const std::string& device,
+                                                                       const std::string& key) {
+  const std::string ek = header(req, "x-mota-enrollment-key");
+  const std::string sig = header(req, "x-mota-enrollment-signature");
+  if (ek.empty() && sig.empty()) return std::string();
+  if (!lower_hex64(ek)) {
+    return Outcome{401, "enrollment: X-Mota-Enrollment-Key is not 64 lower-case hex characters"};
+  }
+  if (auto st = protocol::verify_enrollment(ek, sig, device, key); !st) {
+    return Outcome{401, st.error().message()};
+  }
+  std::lock_guard lock(read_mu);
+  auto lookup = [&]() -> Result<std::optional<std::pair<std::string, std::int64_t>>> {
+    if (!read_enrollment) {
+      read_enrollment =
+          MOTA_TRY(read_db->prepare("SELECT name, revoked_at FROM enrollment_keys WHERE key = ?"));
+    }
+    MOTA_TRY(read_enrollment->reset());
+    MOTA_TRY(read_enrollment->bind(1, ek));
+    std::optional<std::pair<std::string, std::int64_t>> found;
+    if (MOTA_TRY(read_enrollment->step()) == storage::Step::row) {
+      found.emplace(read_enrollment->column_text(0), read_enrollment->column_int64(1));
+    }
+    MOTA_TRY(read_enrollment->reset());
+    return found;
+  };
+  auto found = lookup();
+  if (!found) return Outcome{503, "fleet database: " + found.error().message()};
+  if (!*found || (*found)->second != 0) {
+    // An image built with a key since revoked (or never registered here): the device is
+    // treated as any other, so an operator can still accept it.
+    log::warn(*found ? "enrollment key revoked; device not admitted by it"
+                     : "enrollment key not on record; device not admitted by it",
+              {{"DEVICE", device}, {"ENROLLMENT_KEY", ek}, {"REMOTE", req.remote_addr}});
+    return std::string();
+  }
+  return (*found)->first;
 }
 
 net::HttpReply FleetIngest::Impl::handle_session(const net::HttpRequest& req) {
@@ -453,10 +547,19 @@ net::HttpReply FleetIngest::Impl::handle_session(const net::HttpRequest& req) {
                       std::to_string(kMaxHandshakeBytes) + "-byte limit",
                   id);
   }
-  if (id.empty()) return refuse(400, "session: no device id in the route", id);
+  if (!protocol::valid_device_id(id)) {
+    return refuse(400, "session: the device id in the route is not 1..128 of [A-Za-z0-9._:-]", id);
+  }
+  if (const std::string h = header(req, "x-mota-device");
+      !h.empty() && !protocol::valid_device_id(h)) {
+    return refuse(400, "session: X-Mota-Device is not 1..128 of [A-Za-z0-9._:-]", id);
+  }
   auto signed_by = check_signed(req, protocol::session_route(id), id);
   if (auto* o = std::get_if<Outcome>(&signed_by)) return refuse(o->status, o->body, id);
   const std::string& key = std::get<std::string>(signed_by);
+  auto enrolled = check_enrollment(req, id, key);
+  if (auto* o = std::get_if<Outcome>(&enrolled)) return refuse(o->status, o->body, id);
+  std::string enrollment = std::move(std::get<std::string>(enrolled));
   const auto now = options.now();
   auto clock = check_clock(req, now);
   if (auto* o = std::get_if<Outcome>(&clock)) return refuse(o->status, o->body, id);
@@ -482,10 +585,12 @@ net::HttpReply FleetIngest::Impl::handle_session(const net::HttpRequest& req) {
   if (!lower_hex64(x25519)) {
     return refuse(400, "session: \"x25519\" is not 64 lower-case hex characters", id);
   }
-  if (auto verdict = check_key_on_record(id, key))
+  if (auto verdict = check_key_on_record(id, key, !enrollment.empty())) {
     return refuse(verdict->status, verdict->body, id);
+  }
 
-  auto opened = sessions->open(id, key, x25519, std::get<TimePoint>(clock), now);
+  auto opened =
+      sessions->open(id, key, x25519, std::get<TimePoint>(clock), now, std::move(enrollment));
   if (!opened) return refuse(opened.error().http_status(), opened.error().message(), id);
   {
     std::lock_guard lock(stats_mu);
@@ -497,6 +602,49 @@ net::HttpReply FleetIngest::Impl::handle_session(const net::HttpRequest& req) {
                 {"expires_in", opened->expires_in}}
                .dump();
   return r;
+}
+
+Result<std::optional<Outcome>> FleetIngest::Impl::limit_registration(const Job& job,
+                                                                     std::int64_t now) {
+  auto refused = [&](std::string why) -> Result<std::optional<Outcome>> {
+    std::lock_guard lock(stats_mu);
+    ++stats.registrations_refused;
+    return std::optional<Outcome>(Outcome{429, "report: new device " + job.device + ": " + why});
+  };
+  if (const std::int64_t minute = now / 60; minute != reg_minute) {
+    reg_minute = minute;
+    reg_total = 0;
+    reg_by_address.clear();
+  }
+  if (reg_total >= options.new_devices_per_minute) {
+    return refused("the server registers at most " +
+                   std::to_string(options.new_devices_per_minute) +
+                   " new devices per minute; report again later");
+  }
+  std::size_t& from_address = reg_by_address[job.remote];
+  if (from_address >= options.new_devices_per_minute_per_address) {
+    return refused("at most " + std::to_string(options.new_devices_per_minute_per_address) +
+                   " new devices per minute register from one address (" + job.remote +
+                   "); report again later");
+  }
+  // Re-read at most once a second while at the bound, so a flood costs no count per request.
+  if (pending_count < 0 ||
+      (pending_count >= std::int64_t(options.max_pending) && now != pending_counted_at)) {
+    pending_counted_at = now;
+    auto& count = sql->count_pending;
+    MOTA_TRY(count.reset());
+    if (MOTA_TRY(count.step()) == storage::Step::row) pending_count = count.column_int64(0);
+    MOTA_TRY(count.reset());
+  }
+  if (pending_count >= std::int64_t(options.max_pending)) {
+    return refused(std::to_string(pending_count) +
+                   " devices are pending already (the limit); an operator accepts or rejects "
+                   "them with mota devices accept|reject");
+  }
+  ++reg_total;
+  ++from_address;
+  ++pending_count;
+  return std::optional<Outcome>();
 }
 
 void FleetIngest::Impl::run_writer() {
@@ -558,7 +706,9 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
   MOTA_TRY(find.bind(1, job.device));
   const bool known = MOTA_TRY(find.step()) == storage::Step::row;
   const std::string on_record = known ? find.column_text(0) : std::string();
+  const std::string admission = known ? find.column_text(1) : std::string();
   MOTA_TRY(find.reset());
+  const std::string by_enrollment = job.enrollment.empty() ? "" : "enrollment:" + job.enrollment;
   if (known) {
     if (on_record != job.key) {
       return Outcome{403, "report: key " + job.key.substr(0, 16) +
@@ -566,16 +716,46 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
                               "for device " +
                               job.device + " (" + on_record.substr(0, 16) + "...)"};
     }
-  } else if (options.enrolled_only) {
-    return Outcome{403, "report: device " + job.device +
-                            " is not enrolled (mota devices enroll ID --key FILE)"};
+    if (admission == "rejected") {
+      return Outcome{403, "report: device " + job.device +
+                              " was rejected by an operator (mota devices accept ID to undo)"};
+    }
+    if (admission == "pending" && !by_enrollment.empty()) {
+      auto& up = sql->admit_pending;
+      MOTA_TRY(up.reset());
+      MOTA_TRY(up.bind_all(by_enrollment, now, job.device));
+      MOTA_TRY(up.run());
+      if (pending_count > 0) --pending_count;
+      log::info("pending device admitted by its enrollment signature",
+                {{"DEVICE", job.device}, {"ADMITTED_BY", by_enrollment}});
+    }
   } else {
+    std::string state = "admitted", by = by_enrollment;
+    if (by.empty()) {
+      if (options.admission == AdmissionMode::enrolled_only) {
+        return Outcome{403, "report: device " + job.device +
+                                " is not enrolled (mota devices enroll ID --key FILE)"};
+      }
+      if (options.admission == AdmissionMode::automatic) {
+        by = "automatic";
+      } else {
+        state = "pending";
+        if (auto refused = MOTA_TRY(limit_registration(job, now))) return std::move(*refused);
+      }
+    }
     auto& ins = sql->insert_device;
     MOTA_TRY(ins.reset());
-    MOTA_TRY(ins.bind_all(job.device, job.key, now, now));
+    MOTA_TRY(ins.bind_all(job.device, job.key, now, now, state, by,
+                          std::int64_t{state == "admitted" ? now : 0}, job.remote));
     MOTA_TRY(ins.run());
-    log::info("new device, key recorded (trust on first use)",
-              {{"DEVICE", job.device}, {"KEY", job.key}});
+    {
+      std::lock_guard lock(stats_mu);
+      ++stats.devices_registered;
+    }
+    log::info(
+        state == "pending" ? "new device, key recorded; pending until an operator accepts it"
+                           : "new device, key recorded and admitted",
+        {{"DEVICE", job.device}, {"KEY", job.key}, {"ADMITTED_BY", by}, {"REMOTE", job.remote}});
   }
 
   auto& insert = sql->insert_event;

@@ -13,14 +13,27 @@
 //   403  X-Mota-Device or the body's "device" differs from the id in the route (forged id)
 //   400  malformed JSON or batch (seq not a strictly increasing positive integer, unknown kind,
 //        body not an object, more than max_batch_items items)
-//   403  the key is not the one on record for the device (trust on first use: the first key seen
-//        for an id is recorded), or the device is unknown and enrolled_only is set
+//   400  a device id in the route outside the agent's charset (protocol::valid_device_id)
+//   401  a malformed or wrong X-Mota-Enrollment-Signature (when the headers are sent at all)
+//   403  the key is not the one on record for the device (the first key seen for an id is
+//        recorded and binds it), the device was rejected by an operator, or the device is
+//        unknown under AdmissionMode::enrolled_only
+//   429  a new device over the registration limits (per minute overall and per source
+//        address), or max_pending pending devices on record (the agent retries later)
 //   503  the writer is overloaded or stopping (the agent retries later)
 // Session handshake (protocol/session.hpp), POST /v1/devices/<id>/session, signed like a report:
-//   413 body over 64 KiB; 401/403 as for reports (signature, clock, forged id); 400 a body that
-//   is not {"device": <the route's id>, "x25519": <64 hex>}; 403 a key other than the one on
-//   record, or an unknown device when enrolled_only; 401 a replayed handshake; 503 too many
-//   sessions. 200 {"session", "x25519", "expires_in"}.
+//   413 body over 64 KiB; 400/401/403 as for reports (id, signature, clock, forged id, enrollment
+//   signature); 400 a body that is not {"device": <the route's id>, "x25519": <64 hex>}; 403 a
+//   key other than the one on record, a rejected device, or an unknown device under
+//   enrolled_only; 401 a replayed handshake; 503 too many sessions.
+//   200 {"session", "x25519", "expires_in"}.
+//
+// Admission (docs/security.md, "Devices"): a device not on record is recorded by its first
+// accepted report, with its key, as AdmissionMode says: pending (counts for nothing until
+// `mota devices accept`), admitted, or refused. A report or handshake carrying a valid signature
+// of an enrollment key on record and not revoked (protocol/identity.hpp) admits the device in
+// every mode, also a pending one. Registrations are what an outsider can cause at will, so
+// pending ones are limited per minute (overall and per source address) and in number.
 // A batch whose items are all stored already (same device and seq) is acknowledged without
 // storing anything twice and without touching the database (at-least-once delivery).
 //
@@ -45,8 +58,20 @@
 
 namespace mota::manager {
 
+// What happens to a device not on record (see Admission above).
+enum class AdmissionMode {
+  pending,        // recorded, counts for nothing until an operator accepts it (the default)
+  automatic,      // admitted on first contact: trust on first use (a lab)
+  enrolled_only,  // refused unless enrolled (`mota devices enroll`) or enrollment-signed
+};
+
 struct IngestOptions {
-  bool enrolled_only = false;                // refuse devices not registered by `enroll`
+  AdmissionMode admission = AdmissionMode::pending;
+  // Registrations of pending devices: per minute (all sources, and per source address), and
+  // pending devices on record at most. Enrollment-signed devices are not limited.
+  std::size_t new_devices_per_minute = 600;
+  std::size_t new_devices_per_minute_per_address = 60;
+  std::size_t max_pending = 10000;
   std::chrono::seconds max_clock_skew{600};  // accepted |now - X-Mota-Timestamp|
   std::size_t max_body_bytes = 4u << 20;     // per request (agents send <= 256 KiB)
   std::size_t max_batch_items = 5000;        // per request
@@ -68,7 +93,9 @@ struct IngestStats {
   std::uint64_t items_duplicate = 0;
   std::uint64_t commits = 0;
   std::uint64_t sessions_opened = 0;
-  std::uint64_t session_reports = 0;  // accepted reports authenticated by a session MAC
+  std::uint64_t session_reports = 0;        // accepted reports authenticated by a session MAC
+  std::uint64_t devices_registered = 0;     // new devices recorded (any admission)
+  std::uint64_t registrations_refused = 0;  // new devices refused by the limits (429)
 };
 
 class FleetIngest {

@@ -97,7 +97,20 @@ Result<std::unique_ptr<FleetService>> attach_fleet(net::HttpServer& server,
                                                    const std::string& repo_dir,
                                                    const FleetServeOptions& options) {
   IngestOptions io;
-  io.enrolled_only = options.enrolled_only;
+  const std::string admission = options.enrolled_only ? "enrolled" : options.admission;
+  if (admission == "pending") {
+    io.admission = AdmissionMode::pending;
+  } else if (admission == "automatic") {
+    io.admission = AdmissionMode::automatic;
+  } else if (admission == "enrolled") {
+    io.admission = AdmissionMode::enrolled_only;
+  } else {
+    return fail(Errc::invalid_argument,
+                "--admission: '" + admission + "' is not pending, automatic or enrolled");
+  }
+  io.new_devices_per_minute = options.new_devices_per_minute;
+  io.new_devices_per_minute_per_address = options.new_devices_per_address;
+  io.max_pending = options.max_pending;
   const auto skew = MOTA_TRY_CTX(parse_duration_value(options.max_clock_skew), "--max-clock-skew");
   io.max_clock_skew = std::chrono::duration_cast<std::chrono::seconds>(skew);
   const auto ttl = MOTA_TRY_CTX(parse_duration_value(options.session_ttl), "--session-ttl");
@@ -115,7 +128,9 @@ Result<std::unique_ptr<FleetService>> attach_fleet(net::HttpServer& server,
   auto ingest = MOTA_TRY(FleetIngest::open(db_path, io));
   ingest->register_routes(server);
   log::info("fleet database " + db_path.string() +
-            (options.enrolled_only ? " (enrolled devices only)" : " (trust on first use)") +
+            (admission == "pending"     ? " (new devices pending until accepted)"
+             : admission == "automatic" ? " (new devices admitted on first contact)"
+                                        : " (enrolled devices only)") +
             (io.sessions ? ", report sessions of " + options.session_ttl : ", no report sessions"));
   return std::unique_ptr<FleetService>(new Service(std::move(ingest), db_path, repo_dir, interval));
 }

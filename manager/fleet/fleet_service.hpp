@@ -3,7 +3,8 @@
 // a background thread that ticks running rollouts (manager/fleet/rollout.hpp), so a rollout
 // advances and halts itself without an operator.
 //
-// The serve flags (--db, --enrolled-only, --max-clock-skew, --rollout-interval, --session-ttl,
+// The serve flags (--db, --admission, --enrolled-only, --new-devices-per-minute,
+// --new-devices-per-address, --max-pending, --max-clock-skew, --rollout-interval, --session-ttl,
 // --max-sessions) are added to the
 // `serve` subcommand by add_fleet_commands() (manager/cli/fleet.cpp) and read by attach_fleet().
 //
@@ -23,8 +24,14 @@
 namespace mota::manager {
 
 struct FleetServeOptions {
-  std::string db;              // "" = fleet_db_path(repo_dir, "")
-  bool enrolled_only = false;  // refuse devices not registered with `mota devices enroll`
+  std::string db;  // "" = fleet_db_path(repo_dir, "")
+  // New devices: "pending" (the default), "automatic" or "enrolled"
+  // (manager/fleet/fleet_ingest.hpp, AdmissionMode); --enrolled-only is "enrolled".
+  std::string admission = "pending";
+  bool enrolled_only = false;
+  std::size_t new_devices_per_minute = 600;
+  std::size_t new_devices_per_address = 60;
+  std::size_t max_pending = 10000;
   std::string max_clock_skew = "10m";
   std::string rollout_interval = "30s";  // "0s" disables automatic rollout ticks
   // Report sessions (protocol/session.hpp): lifetime ("0s": no sessions, every report is signed)

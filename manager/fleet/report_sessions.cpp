@@ -20,7 +20,8 @@ Error refusal(int status, std::string message) {
 Result<ReportSessions::Opened> ReportSessions::open(const std::string& device,
                                                     const std::string& device_key_hex,
                                                     const std::string& device_x25519_hex,
-                                                    TimePoint signed_at, TimePoint now) {
+                                                    TimePoint signed_at, TimePoint now,
+                                                    std::string enrollment) {
   // The key agreement first, outside the lock (it is the expensive part).
   auto own = crypto::KeyAgreement::generate();
   if (!own) return tl::unexpected(own.error());
@@ -61,7 +62,8 @@ Result<ReportSessions::Opened> ReportSessions::open(const std::string& device,
   }
   if (replaces) sessions_.erase(dev->second.session_id);
   const TimePoint expires = now + options_.ttl;
-  sessions_[opened.id] = Session{device, device_key_hex, std::move(*key), expires};
+  sessions_[opened.id] =
+      Session{device, device_key_hex, std::move(*key), expires, std::move(enrollment)};
   DeviceState& state = devices_[device];
   state.session_id = opened.id;
   state.last_signed_at = signed_at;
@@ -82,11 +84,11 @@ void ReportSessions::purge(TimePoint now) {
   }
 }
 
-Result<std::string> ReportSessions::check(const std::string& id, const std::string& device,
-                                          std::string_view timestamp, std::string_view route,
-                                          std::string_view body, std::string_view mac_hex,
-                                          TimePoint now) const {
-  std::string mac_key, device_key;
+Result<ReportSessions::Authenticated> ReportSessions::check(
+    const std::string& id, const std::string& device, std::string_view timestamp,
+    std::string_view route, std::string_view body, std::string_view mac_hex, TimePoint now) const {
+  std::string mac_key;
+  Authenticated who;
   {
     std::shared_lock lock(mu_);
     auto it = sessions_.find(id);
@@ -100,7 +102,8 @@ Result<std::string> ReportSessions::check(const std::string& id, const std::stri
           refusal(401, "report: session " + id + " belongs to another device, not " + device));
     }
     mac_key = it->second.mac_key;
-    device_key = it->second.device_key;
+    who.device_key = it->second.device_key;
+    who.enrollment = it->second.enrollment;
   }
   if (mac_hex.size() != 64) {
     return tl::unexpected(refusal(401, "report: X-Mota-Mac is not 64 hex characters"));
@@ -112,7 +115,7 @@ Result<std::string> ReportSessions::check(const std::string& id, const std::stri
         refusal(401, "report: X-Mota-Mac does not match the report under session " + id +
                          " (a modified report or the wrong key)"));
   }
-  return device_key;
+  return who;
 }
 
 std::size_t ReportSessions::size() const {

@@ -46,16 +46,24 @@ class ReportSessions {
   //   400  device_x25519_hex is not a usable X25519 public key
   //   401  a replayed handshake: signed before the device's last one, or the same X25519 key
   //   503  max_sessions live sessions (the device signs its reports instead)
+  // `enrollment`: the enrollment key whose signature the handshake carried and the caller
+  // verified ("" = none), returned with every report of the session.
   Result<Opened> open(const std::string& device, const std::string& device_key_hex,
-                      const std::string& device_x25519_hex, TimePoint signed_at, TimePoint now);
+                      const std::string& device_x25519_hex, TimePoint signed_at, TimePoint now,
+                      std::string enrollment = {});
 
   // Authenticates a report under session `id`: the session exists, has not expired, belongs to
   // `device`, and `mac_hex` is the HMAC of (device, timestamp, route, body) under its key.
-  // Returns the Ed25519 key of the device that opened the session (hex). Errors are 401s naming
-  // what failed (unknown or expired session, another device's session, a wrong MAC).
-  Result<std::string> check(const std::string& id, const std::string& device,
-                            std::string_view timestamp, std::string_view route,
-                            std::string_view body, std::string_view mac_hex, TimePoint now) const;
+  // Returns the Ed25519 key of the device that opened the session (hex) and the handshake's
+  // enrollment key name. Errors are 401s naming what failed (unknown or expired session, another
+  // device's session, a wrong MAC).
+  struct Authenticated {
+    std::string device_key;
+    std::string enrollment;
+  };
+  Result<Authenticated> check(const std::string& id, const std::string& device,
+                              std::string_view timestamp, std::string_view route,
+                              std::string_view body, std::string_view mac_hex, TimePoint now) const;
 
   std::size_t size() const;
 
@@ -65,6 +73,7 @@ class ReportSessions {
     std::string device_key;  // Ed25519, hex
     std::string mac_key;     // 32 raw bytes
     TimePoint expires;
+    std::string enrollment;
   };
   struct DeviceState {
     std::string session_id;  // the live one, "" once it was dropped

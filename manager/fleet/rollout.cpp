@@ -104,10 +104,13 @@ Status load_transitions(storage::Database& db, RolloutInfo& info) {
 
 Status compute_counts(storage::Database& db, RolloutInfo& info) {
   RolloutCounts c;
-  // Read from the installed_rollout covering index alone (migration 0003).
+  // Read from the installed_rollout covering index (migration 0003); only admitted devices
+  // decide (migration 0005: the few others come from the devices_unadmitted partial index), so
+  // devices nobody vouched for can neither advance nor halt a rollout.
   auto st = MOTA_TRY(db.prepare(
       "SELECT device, version, failed_version, failed_at, rolled_back_from FROM installed "
-      "WHERE model = ? AND (channel = ? OR channel = '')"));
+      "WHERE model = ? AND (channel = ? OR channel = '') AND device NOT IN (SELECT id FROM "
+      "devices WHERE admission <> 'admitted')"));
   MOTA_TRY(st.bind_all(info.model, info.channel));
   const unsigned limit = info.percent() * 100;
   while (MOTA_TRY(st.step()) == storage::Step::row) {

@@ -11,6 +11,9 @@
 //                failed_version / failed_at, manager/fleet/fleet_db.hpp)
 //   rolled back  rolled back from the version automatically (installed.rolled_back_from)
 //   pending      none of these yet
+// Only admitted devices are counted (manager/fleet/fleet_db.hpp, Admission): a device nobody
+// vouched for (pending, rejected) can neither advance nor halt a rollout, and targeted and the
+// step's minimum are of admitted devices.
 // A device that failed keeps counting until it installs something: the agent blocks the version
 // after a failure, and its "ok" event (healthy again) only comes once it runs what the channel
 // wants, e.g. the previous version re-published by a halt; neither changes the counts. Failures

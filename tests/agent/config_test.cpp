@@ -71,6 +71,7 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_EQ(c->runtime_socket, "/run/mota/runtime.sock");
   EXPECT_EQ(c->trusted_root, "/etc/mota/root.json");
   EXPECT_TRUE(c->ca_file.empty());
+  EXPECT_TRUE(c->enrollment_key.empty());
   EXPECT_EQ(c->delta, DeltaPolicy::prefer);
   EXPECT_EQ(c->log_level, log::Level::info);
 }
@@ -86,6 +87,7 @@ bandwidth_limit = "512KiB/s"
 runtime_socket = "/run/x.sock"
 trusted_root = "/usr/share/mota/root.json"
 ca_file = "/etc/ssl/fleet-ca.pem"
+enrollment_key = "/etc/mota/enrollment.pem"
 delta = "never"
 log_level = "debug"
 verify_at_start = false
@@ -126,6 +128,7 @@ channel = "beta"
   EXPECT_EQ(c->runtime_socket, "/run/x.sock");
   EXPECT_EQ(c->trusted_root, "/usr/share/mota/root.json");
   EXPECT_EQ(c->ca_file, "/etc/ssl/fleet-ca.pem");
+  EXPECT_EQ(c->enrollment_key, "/etc/mota/enrollment.pem");
   EXPECT_EQ(c->delta, DeltaPolicy::never);
   EXPECT_EQ(c->log_level, log::Level::debug);
   EXPECT_FALSE(c->verify_at_start);
@@ -257,6 +260,8 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"runtime_socket = \"sock\"\n", "agent.toml: runtime_socket: 'sock' must be an absolute"},
       {"trusted_root = \"root.json\"\n", "agent.toml: trusted_root: 'root.json' must be an abs"},
       {"ca_file = \"\"\n", "agent.toml: ca_file: '' must be an absolute path"},
+      {"enrollment_key = \"key.pem\"\n",
+       "agent.toml: enrollment_key: 'key.pem' must be an absolute path"},
       {"delta = \"sometimes\"\n",
        "agent.toml: delta: 'sometimes' is not one of prefer, only, never"},
       {"log_level = \"loud\"\n", "agent.toml: log_level: 'loud' is not one of debug, info"},

@@ -67,7 +67,7 @@ class AgentRequirements : public ::testing::Test {
     server_ = std::make_unique<test::Process>(
         std::vector<std::string>{test::build_path("manager/mota").string(), "serve", "--repo",
                                  repo_dir().string(), "--listen",
-                                 "127.0.0.1:" + std::to_string(port_)},
+                                 "127.0.0.1:" + std::to_string(port_), "--admission", "automatic"},
         work_ / "serve.log");
     ASSERT_TRUE(test::wait_for_port(port_)) << test::read_file(work_ / "serve.log");
     write_config("");

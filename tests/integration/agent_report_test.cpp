@@ -6,6 +6,7 @@
 
 #include "agent/report.hpp"
 #include "common/version.hpp"
+#include "manager/fleet/fleet_db.hpp"
 #include "manager/fleet/fleet_ingest.hpp"
 #include "net/http_server.hpp"
 #include "storage/sqlite.hpp"
@@ -640,7 +641,7 @@ TEST(ReportSession, AgentWithSessionsOffSignsEachReport) {
 
 TEST(ReportSession, RefusedHandshakeFallsBackToASignedReportWithTheServersVerdict) {
   RealFleet fleet;
-  fleet.options.enrolled_only = true;
+  fleet.options.admission = manager::AdmissionMode::enrolled_only;
   fleet.start();
   Device dev;
   Reporter rep(*dev.store, *dev.client, *dev.id, fleet.url());
@@ -651,6 +652,44 @@ TEST(ReportSession, RefusedHandshakeFallsBackToASignedReportWithTheServersVerdic
   EXPECT_NE(r.error().message().find("not enrolled"), std::string::npos) << r.error().message();
   EXPECT_EQ(dev.rows(), 1u);  // kept
   EXPECT_EQ(fleet.stats().sessions_opened, 0u);
+}
+
+// A device whose image carries a fleet enrollment key (agent.toml enrollment_key): the agent sends
+// the key's signature with its handshake (and with signed reports), and a server that refuses
+// unknown devices admits it on first contact, whichever way it reports.
+TEST(ReportSession, EnrollmentSignatureAdmitsTheDeviceOnFirstContact) {
+  RealFleet fleet;
+  fleet.options.admission = manager::AdmissionMode::enrolled_only;
+  fleet.start();
+  auto factory = crypto::PrivateKey::generate(crypto::KeyType::ed25519);
+  ASSERT_TRUE(factory);
+  {
+    auto db = manager::open_fleet_db(fleet.dir.path() / "fleet.db");
+    ASSERT_TRUE(db);
+    ASSERT_TRUE(manager::add_enrollment_key(*db, "factory", factory->public_key().public_value,
+                                            now_seconds()));
+  }
+  for (const bool sessions : {true, false}) {
+    SCOPED_TRACE(sessions ? "session" : "signed");
+    Device dev(sessions ? "cam-session" : "cam-signed");
+    ReporterOptions opts;
+    opts.sessions = sessions;
+    auto headers = protocol::enrollment_headers(*factory, *dev.id);
+    ASSERT_TRUE(headers);
+    opts.extra_headers = *headers;
+    Reporter rep(*dev.store, *dev.client, *dev.id, fleet.url(), opts);
+    dev.enqueue_events(2);
+    auto r = rep.flush();
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->handshakes, sessions ? 1u : 0u);
+    EXPECT_EQ(dev.rows(), 0u);
+    auto db = manager::open_fleet_db(fleet.dir.path() / "fleet.db");
+    ASSERT_TRUE(db);
+    auto info = manager::show_device(*db, dev.id->device_id());
+    ASSERT_TRUE(info && *info);
+    EXPECT_EQ((*info)->admission, "admitted");
+    EXPECT_EQ((*info)->admitted_by, "enrollment:factory");
+  }
 }
 
 }  // namespace

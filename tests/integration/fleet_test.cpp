@@ -50,7 +50,7 @@ class FleetEndToEnd : public ::testing::Test {
     server_ = std::make_unique<test::Process>(
         std::vector<std::string>{mota_bin(), "serve", "--repo", repo_dir().string(), "--listen",
                                  "127.0.0.1:" + std::to_string(port_), "--rollout-interval",
-                                 "200ms"},
+                                 "200ms", "--admission", "automatic"},
         work_ / "serve.log");
     ASSERT_TRUE(test::wait_for_port(port_)) << test::read_file(work_ / "serve.log");
     for (const auto& id : kDevices) {
@@ -222,6 +222,50 @@ std::string raw_post(int port, const std::string& path, std::uint64_t content_le
   while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, std::size_t(n));
   ::close(fd);
   return out;
+}
+
+// `mota serve` with the default admission: real agents that report are pending until an
+// operator accepts them, except the one whose image carries a fleet enrollment key; an image
+// with a broken key fails at start, naming it.
+TEST_F(FleetEndToEnd, PendingByDefaultAndAnEnrollmentKeyAdmits) {
+  server_.reset();
+  server_ = std::make_unique<test::Process>(
+      std::vector<std::string>{mota_bin(), "serve", "--repo", repo_dir().string(), "--listen",
+                               "127.0.0.1:" + std::to_string(port_), "--rollout-interval", "0s"},
+      work_ / "serve2.log");
+  ASSERT_TRUE(test::wait_for_port(port_)) << test::read_file(work_ / "serve2.log");
+  const auto key = work_ / "enrollment.pem";
+  auto r = mota({"enrollment", "create", "factory", "--out", key.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto toml = work_ / "edge-a" / "agent.toml";
+  const std::string config = test::read_file(toml);
+  test::write_file(toml, "enrollment_key = \"" + (work_ / "broken.pem").string() + "\"\n" + config);
+  test::write_file(work_ / "broken.pem", "not a key");
+  auto broken = agent("edge-a", {"check-once"});
+  EXPECT_NE(broken.exit_code, 0);
+  EXPECT_NE(broken.err.find("enrollment_key " + (work_ / "broken.pem").string()), std::string::npos)
+      << broken.err;
+  test::write_file(toml, "enrollment_key = \"" + key.string() + "\"\n" + config);
+  poll_all();
+
+  Json rows = mota_json({"devices"});
+  ASSERT_EQ(rows.size(), kDevices.size()) << rows.dump(2);
+  for (const auto& row : rows) {
+    EXPECT_EQ(row["admission"], row["device"] == "edge-a" ? "admitted" : "pending") << row.dump();
+  }
+  Json fleet = mota_json({"fleet"});
+  EXPECT_EQ(fleet["devices"], 1);
+  EXPECT_EQ(fleet["pending"], 2);
+  ASSERT_EQ(fleet["models"].size(), 1u) << fleet.dump(2);
+  EXPECT_EQ(fleet["models"][0]["devices"], 1) << "pending devices are not counted";
+  Json edge_a = mota_json({"device", "show", "edge-a"});
+  EXPECT_EQ(edge_a["admitted_by"], "enrollment:factory");
+
+  r = mota({"devices", "accept", "--all-pending"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  fleet = mota_json({"fleet"});
+  EXPECT_EQ(fleet["devices"], 3);
+  EXPECT_EQ(fleet["models"][0]["devices"], 3);
 }
 
 TEST_F(FleetEndToEnd, HostileRequestsAreRefusedAndChangeNothing) {

@@ -107,7 +107,9 @@ Json story() {
 class FleetBatching : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto in = FleetIngest::open(work_ / "fleet.db");
+    IngestOptions options;
+    options.admission = AdmissionMode::automatic;  // devices count from their first report
+    auto in = FleetIngest::open(work_ / "fleet.db", options);
     ASSERT_TRUE(in) << in.error().message();
     ingest_ = std::move(*in);
   }
@@ -241,6 +243,7 @@ TEST_F(FleetBatching, UnchangedHeartbeatWritesNothingEventsMoveUpdatedAt) {
   std::atomic<int> offset{0};
   ingest_.reset();
   IngestOptions options;
+  options.admission = AdmissionMode::automatic;
   options.now = [&] { return now_seconds() + std::chrono::seconds(offset.load()); };
   auto in = FleetIngest::open(work_ / "fleet.db", options);
   ASSERT_TRUE(in) << in.error().message();

@@ -58,7 +58,8 @@ class FleetState : public ::testing::Test {
     // Rollouts are ticked by the test (`mota rollout tick`), not by the server's timer.
     server_ = std::make_unique<test::Process>(
         std::vector<std::string>{mota_bin(), "serve", "--repo", repo_dir().string(), "--listen",
-                                 "127.0.0.1:" + std::to_string(port_), "--rollout-interval", "0s"},
+                                 "127.0.0.1:" + std::to_string(port_), "--rollout-interval", "0s",
+                                 "--admission", "automatic"},
         work_ / "serve.log");
     ASSERT_TRUE(test::wait_for_port(port_)) << test::read_file(work_ / "serve.log");
   }

@@ -58,7 +58,14 @@ class Fleet : public ::testing::Test {
  protected:
   stdfs::path db_path() const { return work_ / "fleet.db"; }
 
-  void open_ingest(IngestOptions options = {}) {
+  // Trust on first use: most tests here are about what reports do once a device counts; the
+  // admission tests pass IngestOptions{} (pending) or their own.
+  static IngestOptions automatic() {
+    IngestOptions o;
+    o.admission = AdmissionMode::automatic;
+    return o;
+  }
+  void open_ingest(IngestOptions options = automatic()) {
     ingest_.reset();
     auto in = FleetIngest::open(db_path(), options);
     ASSERT_TRUE(in) << in.error().message();
@@ -163,6 +170,11 @@ class Fleet : public ::testing::Test {
   net::HttpReply post(const std::string& id, const Json& batch) {
     auto& who = identity(id);
     return ingest_->handle(request(who, id, Json{{"device", id}, {"batch", batch}}.dump()));
+  }
+  net::HttpReply post_from(const std::string& id, const std::string& remote, const Json& batch) {
+    auto req = request(identity(id), id, Json{{"device", id}, {"batch", batch}}.dump());
+    req.remote_addr = remote;
+    return ingest_->handle(req);
   }
   std::vector<DeviceModelRow> devices(DeviceFilter f = {}) {
     auto db = open_fleet_db(db_path());
@@ -423,7 +435,7 @@ TEST_F(Fleet, SessionHandshakeRefusalsChangeNothing) {
 
   // Enrolled-only: an unknown device cannot open a session.
   IngestOptions enrolled;
-  enrolled.enrolled_only = true;
+  enrolled.admission = AdmissionMode::enrolled_only;
   open_ingest(enrolled);
   expect_refused(handshake(identity("stranger"), "stranger", own), 403, "not enrolled", before);
   // Sessions off: the route answers 404, so agents sign each report.
@@ -481,7 +493,7 @@ TEST_F(Fleet, SessionTableIsBounded) {
 
 TEST_F(Fleet, EnrolledOnlyRefusesUnknownDevices) {
   IngestOptions options;
-  options.enrolled_only = true;
+  options.admission = AdmissionMode::enrolled_only;
   open_ingest(options);
   const std::string before = dump(db_path());
   auto r = post("dev-1", Json::array({heartbeat(1, "1.0.0")}));
@@ -502,6 +514,218 @@ TEST_F(Fleet, EnrolledOnlyRefusesUnknownDevices) {
   EXPECT_EQ(*device_key_hex(" " + identity("dev-1").public_key_hex() + "\n"),
             identity("dev-1").public_key_hex());
   EXPECT_FALSE(device_key_hex("not a key"));
+}
+
+// Under the default admission a device nobody vouched for is recorded (its key binds the id) but
+// counts for nothing: not in the fleet's numbers, shown apart, until an operator accepts it; a
+// rejected device's reports are refused and change nothing.
+TEST_F(Fleet, NewDevicesArePendingAndCountForNothingUntilAccepted) {
+  open_ingest(IngestOptions{});
+  for (const char* id : {"a", "b", "c"}) {
+    ASSERT_EQ(post_from(id, "10.1.2.3", Json::array({heartbeat(1, "1.0.0")})).status, 200);
+  }
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  auto summary = [&] {
+    auto s = fleet_summary(*db, std::chrono::seconds(3600), now_seconds());
+    EXPECT_TRUE(s) << s.error().message();
+    return s ? *s : FleetSummary{};
+  };
+  EXPECT_EQ(summary().devices, 0);
+  EXPECT_EQ(summary().pending, 3);
+  EXPECT_TRUE(summary().models.empty()) << "a pending device's version is counted nowhere";
+  DeviceFilter pending;
+  pending.admission = "pending";
+  EXPECT_EQ(devices(pending).size(), 3u);
+  auto info = show_device(*db, "a");
+  ASSERT_TRUE(info && *info);
+  EXPECT_EQ((*info)->admission, "pending");
+  EXPECT_EQ((*info)->first_remote, "10.1.2.3");
+  EXPECT_EQ((*info)->models.size(), 1u) << "its reports are kept";
+
+  ASSERT_EQ(*set_admission(*db, {"a", "b"}, Admission::admitted, now_seconds()), 2);
+  EXPECT_EQ(summary().devices, 2);
+  EXPECT_EQ(summary().pending, 1);
+  ASSERT_EQ(summary().models.size(), 1u);
+  EXPECT_EQ(summary().models[0].devices, 2);
+  info = show_device(*db, "a");
+  EXPECT_EQ((*info)->admitted_by, "operator");
+
+  ASSERT_EQ(*set_admission(*db, {"b", "c"}, Admission::rejected, now_seconds()), 2);
+  EXPECT_EQ(summary().devices, 1);
+  EXPECT_EQ(summary().rejected, 2);
+  EXPECT_EQ(summary().models[0].devices, 1) << "a rejected device leaves the counts";
+  const std::string before = dump(db_path());
+  expect_refused(post("c", Json::array({heartbeat(2, "2.0.0")})), 403, "rejected by an operator",
+                 before);
+  std::optional<crypto::KeyAgreement> own;
+  expect_refused(handshake(identity("c"), "c", own), 403, "rejected by an operator", before);
+  // An unknown id changes nothing, and says which.
+  auto unknown = set_admission(*db, {"a", "nobody"}, Admission::rejected, now_seconds());
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message().find("'nobody'"), std::string::npos);
+  EXPECT_EQ(dump(db_path()), before);
+  // Accepting undoes a rejection.
+  ASSERT_EQ(*set_admission(*db, {"c"}, Admission::admitted, now_seconds()), 1);
+  EXPECT_EQ(post("c", Json::array({heartbeat(2, "2.0.0")})).status, 200);
+  EXPECT_EQ(summary().devices, 2);
+}
+
+// An outsider can create ids at will: pending registrations are limited per source address, per
+// minute overall, and in number; devices on record keep reporting meanwhile.
+TEST_F(Fleet, RegistrationFloodIsLimited) {
+  TimePoint clock = now_seconds();
+  IngestOptions options;
+  options.new_devices_per_minute_per_address = 5;
+  options.new_devices_per_minute = 8;
+  options.max_pending = 12;
+  options.now = [&clock] { return clock; };
+  options.max_clock_skew = std::chrono::hours(24);
+  open_ingest(options);
+  auto send = [&](const std::string& id, const std::string& from) {
+    auto& who = identity(id);
+    auto req = request(
+        who, id, Json{{"device", id}, {"batch", Json::array({heartbeat(1, "1")})}}.dump(), clock);
+    req.remote_addr = from;
+    return ingest_->handle(req);
+  };
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(send("x" + std::to_string(i), "10.0.0.1").status, 200);
+  std::string before = dump(db_path());
+  expect_refused(send("x5", "10.0.0.1"), 429, "from one address (10.0.0.1)", before);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(send("y" + std::to_string(i), "10.0.0.2").status, 200);
+  before = dump(db_path());
+  expect_refused(send("y3", "10.0.0.3"), 429, "at most 8 new devices per minute", before);
+  // A device on record is not a registration.
+  auto again =
+      request(identity("x0"), "x0",
+              Json{{"device", "x0"}, {"batch", Json::array({heartbeat(2, "1")})}}.dump(), clock);
+  EXPECT_EQ(ingest_->handle(again).status, 200);
+
+  // The next minute: registrations go on until 12 devices are pending.
+  clock += std::chrono::seconds(60);
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(send("z" + std::to_string(i), "10.0.0.4").status, 200);
+  before = dump(db_path());
+  expect_refused(send("z4", "10.0.0.4"), 429, "12 devices are pending already", before);
+  // An operator deals with some of them (another process): room again, once re-counted.
+  {
+    auto db = open_fleet_db(db_path());
+    ASSERT_TRUE(db);
+    ASSERT_TRUE(set_admission(*db, {"x0", "x1", "x2"}, Admission::rejected, clock));
+  }
+  clock += std::chrono::seconds(1);
+  EXPECT_EQ(send("z4", "10.0.0.4").status, 200);
+  IngestStats st = ingest_->stats();
+  EXPECT_EQ(st.registrations_refused, 3u);
+  EXPECT_EQ(st.devices_registered, 13u);
+}
+
+// The agent's own id rules hold at the edge: nothing else is stored, logged raw or answered 500.
+TEST_F(Fleet, DeviceIdsOutsideTheAgentCharsetAreRefused) {
+  open_ingest();
+  const std::string before = dump(db_path());
+  for (const std::string& id :
+       {std::string("victim-01\0spoof", 15), std::string("a\nb"), std::string("a\x1b[2Jb"),
+        std::string(30000, 'a'), std::string("x y"), std::string("caf\xc3\xa9"),
+        std::string("bad\xff")}) {
+    auto& who = identity(id, "k" + std::to_string(std::hash<std::string>{}(id)));
+    const std::string body = Json{{"device", "x"}, {"batch", Json::array()}}.dump();
+    expect_refused(ingest_->handle(request(who, id, body)), 400, "not 1..128 of [A-Za-z0-9._:-]",
+                   before);
+    std::optional<crypto::KeyAgreement> own;
+    expect_refused(handshake(who, id, own), 400, "not 1..128 of [A-Za-z0-9._:-]", before);
+  }
+  // A valid route id with a header id that is not valid UTF-8: 400, not a 500.
+  auto req =
+      request(identity("dev"), "dev", Json{{"device", "dev"}, {"batch", Json::array()}}.dump());
+  req.headers["x-mota-device"] = "dev\xff\xfe";
+  expect_refused(ingest_->handle(req), 400, "X-Mota-Device is not", before);
+}
+
+// A fleet enrollment key: the image carries the private half; its signature over (id, device
+// key) admits the device on first contact in any mode, until the key is revoked.
+TEST_F(Fleet, EnrollmentKeyAdmitsOnFirstContactUntilRevoked) {
+  IngestOptions options;
+  options.admission = AdmissionMode::enrolled_only;
+  open_ingest(options);
+  auto factory = crypto::PrivateKey::generate(crypto::KeyType::ed25519);
+  auto stranger = crypto::PrivateKey::generate(crypto::KeyType::ed25519);
+  ASSERT_TRUE(factory && stranger);
+  {
+    auto db = open_fleet_db(db_path());
+    ASSERT_TRUE(db);
+    ASSERT_TRUE(
+        add_enrollment_key(*db, "factory", factory->public_key().public_value, now_seconds()));
+    auto dup = add_enrollment_key(*db, "other", factory->public_key().public_value, now_seconds());
+    ASSERT_FALSE(dup);
+    EXPECT_EQ(dup.error().code(), Errc::already_exists);
+  }
+  auto enrolled_post = [&](const std::string& id, const crypto::PrivateKey& key, std::int64_t seq) {
+    auto& who = identity(id);
+    auto req = request(who, id,
+                       Json{{"device", id}, {"batch", Json::array({heartbeat(seq, "1")})}}.dump());
+    auto h = protocol::enrollment_headers(key, who);
+    EXPECT_TRUE(h);
+    set_headers(req, *h);
+    return ingest_->handle(req);
+  };
+  ASSERT_EQ(enrolled_post("cam-1", *factory, 1).status, 200);
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  auto info = show_device(*db, "cam-1");
+  ASSERT_TRUE(info && *info);
+  EXPECT_EQ((*info)->admission, "admitted");
+  EXPECT_EQ((*info)->admitted_by, "enrollment:factory");
+
+  std::string before = dump(db_path());
+  // A key not on record admits nobody (enrolled_only: refused).
+  expect_refused(enrolled_post("cam-2", *stranger, 1), 403, "not enrolled", before);
+  // A signature made for another device (a captured header) does not verify for this one.
+  {
+    auto req =
+        request(identity("cam-3"), "cam-3",
+                Json{{"device", "cam-3"}, {"batch", Json::array({heartbeat(1, "1")})}}.dump());
+    set_headers(req, *protocol::enrollment_headers(*factory, identity("cam-1")));
+    expect_refused(ingest_->handle(req), 401, "enrollment signature of device cam-3", before);
+  }
+  // Through a session: the handshake carries the signature.
+  {
+    auto& who = identity("cam-4");
+    auto k = crypto::KeyAgreement::generate();
+    ASSERT_TRUE(k);
+    auto req = request(who, "cam-4", protocol::session_request_body("cam-4", k->public_hex()),
+                       now_seconds(), "session");
+    set_headers(req, *protocol::enrollment_headers(*factory, who));
+    auto r = ingest_->handle_session(req);
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto s = protocol::accept_session(*k, "cam-4", who.public_key_hex(), r.body);
+    ASSERT_TRUE(s);
+    const std::string body =
+        Json{{"device", "cam-4"}, {"batch", Json::array({heartbeat(1, "1")})}}.dump();
+    EXPECT_EQ(ingest_->handle(session_request(*s, "cam-4", "cam-4", body)).status, 200);
+    info = show_device(*db, "cam-4");
+    ASSERT_TRUE(info && *info);
+    EXPECT_EQ((*info)->admitted_by, "enrollment:factory");
+  }
+  // Revoked: admits nobody new; those it admitted stay.
+  ASSERT_TRUE(revoke_enrollment_key(*db, "factory", now_seconds()));
+  before = dump(db_path());
+  expect_refused(enrolled_post("cam-5", *factory, 1), 403, "not enrolled", before);
+  EXPECT_EQ(enrolled_post("cam-1", *factory, 2).status, 200);
+  auto keys = list_enrollment_keys(*db);
+  ASSERT_TRUE(keys && keys->size() == 1u);
+  EXPECT_GT((*keys)[0].revoked_at, 0);
+  EXPECT_EQ((*keys)[0].admitted, 2);
+
+  // Under the pending default, a pending device that comes back with a valid signature is
+  // admitted then.
+  open_ingest(IngestOptions{});
+  ASSERT_TRUE(
+      add_enrollment_key(*db, "line-2", stranger->public_key().public_value, now_seconds()));
+  ASSERT_EQ(post("cam-6", Json::array({heartbeat(1, "1")})).status, 200);
+  EXPECT_EQ((*show_device(*db, "cam-6"))->admission, "pending");
+  ASSERT_EQ(enrolled_post("cam-6", *stranger, 2).status, 200);
+  EXPECT_EQ((*show_device(*db, "cam-6"))->admission, "admitted");
+  EXPECT_EQ((*show_device(*db, "cam-6"))->admitted_by, "enrollment:line-2");
 }
 
 TEST_F(Fleet, FailuresRollbacksFiltersAndFleetSummary) {
@@ -700,6 +924,53 @@ TEST_F(Rollouts, DevicesRollingBackHaltTheRollout) {
     EXPECT_EQ(row.last_error, "hook exited with 1");
   }
   EXPECT_EQ(rolled, r.counts.rolled_back);
+}
+
+// The finding: made-up ids whose buckets fall in a step (the salt is in the public channel
+// file) reported the new version and advanced the step, or reported failures and halted the
+// rollout. Under the pending default they count for nothing until an operator accepts them.
+TEST_F(Rollouts, PendingDevicesCanNeitherAdvanceNorHaltARollout) {
+  open_ingest(IngestOptions{});  // the ten admitted devices stay admitted
+  RolloutSpec spec{"stable", "detector", "2.0.0", {50, 100}, 500, 5, std::chrono::seconds(0)};
+  // A salt under which at least one admitted device is in the 50% step (else the step has
+  // nobody to wait for and advances by itself; 1 in 1024).
+  std::string salt;
+  int admitted_in_step = 0;
+  for (int attempt = 0; attempt < 5 && admitted_in_step == 0; ++attempt) {
+    if (attempt > 0) {
+      ASSERT_TRUE(abort_rollout(*db_, *repo_, "stable", "detector", now_seconds()));
+    }
+    ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
+    salt = channel().rollout.salt;
+    for (const auto& [id, seq] : seq_) admitted_in_step += rollout_bucket(salt, id) < 5000;
+  }
+  ASSERT_GT(admitted_in_step, 0);
+  // Forty invented ids in the step: twenty report failures, twenty the new version.
+  std::vector<std::string> fakes;
+  for (int i = 0; fakes.size() < 40; ++i) {
+    const std::string id = "fake-" + std::to_string(i);
+    if (rollout_bucket(salt, id) < 5000) fakes.push_back(id);
+  }
+  for (std::size_t i = 0; i < fakes.size(); ++i) {
+    const std::string& id = fakes[i];
+    Json ev = i < 20 ? event(1, id, "failed", "1.0.0", "2.0.0", "made up")
+                     : event(1, id, "installed", "1.0.0", "2.0.0");
+    ASSERT_EQ(post(id, Json::array({ev})).status, 200);
+  }
+  RolloutInfo r = tick();
+  EXPECT_EQ(r.state, "running") << (r.transitions.empty() ? "" : r.transitions.back().reason);
+  EXPECT_EQ(r.step, 0);
+  EXPECT_EQ(r.counts.targeted, admitted_in_step);
+  EXPECT_EQ(r.counts.failed + r.counts.updated, 0);
+  EXPECT_EQ(channel().version, "2.0.0");
+  EXPECT_EQ(channel().rollout.percent, 50u);
+  // Accepted, the same reports count: the failures halt it (so the guard above is admission).
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(set_admission(*db, fakes, Admission::admitted, now_seconds()));
+  r = tick();
+  EXPECT_EQ(r.state, "halted");
+  EXPECT_EQ(r.counts.failed, 20);
 }
 
 TEST_F(Rollouts, PauseResumeAbortAndBadSpecs) {
