@@ -137,6 +137,17 @@ int serve(const ServeFlags& f) {
   init_engines(c.engine_threads);
 
   if (!f.agent_state_dir.empty()) c.agent_state_dir = std::filesystem::absolute(f.agent_state_dir);
+  if (c.isolate_loads) {
+    // The probe of a model's first load runs in this very binary (runtime/store.hpp).
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec) {
+      log::warn("cannot find the runtime's own binary; first loads run in-process",
+                {{"ERROR", ec.message()}});
+    } else {
+      c.store.isolate_with = self;
+    }
+  }
   ModelStore store(c.store);
   (void)load_startup_models(store, c);  // each outcome is logged there
   std::signal(SIGTERM, on_stop_signal);

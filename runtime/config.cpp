@@ -63,10 +63,10 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
                                  std::to_string(b.column) + ": " + std::string(e.description()));
   }
   static const std::set<std::string_view> kKeys = {
-      "socket",         "socket_mode", "tcp",       "http_threads",  "pool_size",
-      "engine_threads", "warmup_runs", "load_nice", "log_level",     "max_body_bytes",
-      "model",          "load_serial", "load_idle", "load_yield_ms", "load_idle_escalate_ms",
-      "agent_state_dir"};
+      "socket",          "socket_mode",   "tcp",           "http_threads",  "pool_size",
+      "engine_threads",  "warmup_runs",   "load_nice",     "log_level",     "max_body_bytes",
+      "model",           "load_serial",   "load_idle",     "load_yield_ms", "load_idle_escalate_ms",
+      "agent_state_dir", "isolate_loads", "load_timeout_s"};
   Config c;
   auto ctx = [&](Status s) -> Status {
     if (!s) return fail(std::move(s).error().context(source));
@@ -116,6 +116,12 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
         const auto* b = node.as_boolean();  // strict: value<bool>() would take 1 as true
         if (!b) return fail(Errc::invalid_argument, "load_serial: must be true or false");
         c.store.load.serial = b->get();
+      } else if (key == "isolate_loads") {
+        const auto* b = node.as_boolean();  // strict: value<bool>() would take 1 as true
+        if (!b) return fail(Errc::invalid_argument, "isolate_loads: must be true or false");
+        c.isolate_loads = b->get();
+      } else if (key == "load_timeout_s") {
+        c.store.load_timeout = std::chrono::seconds(MOTA_TRY(int_value(node, key, 1, 86400)));
       } else if (key == "load_idle") {
         const auto* b = node.as_boolean();  // strict: value<bool>() would take 1 as true
         const auto* str = node.as_string();

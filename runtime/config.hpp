@@ -14,6 +14,9 @@
 //   load_idle         = "auto"            # loading thread under SCHED_IDLE (true/false/"auto")
 //   load_idle_escalate_ms = 1000          # then back to SCHED_OTHER (niced), where allowed
 //   load_yield_ms     = 1000              # most a load waits in total for in-flight inferences
+//   isolate_loads     = true              # a model's first load runs in a child process first:
+//                                         # one that crashes the engine is refused, not fatal
+//   load_timeout_s    = 300               # that child's deadline; past it the load is refused
 //   max_body_bytes    = 67108864
 //   log_level         = "info"
 //   agent_state_dir   = ""                # mota-agent's state_dir: at start, load what the
@@ -48,6 +51,8 @@ struct Config {
   log::Level log_level = log::Level::info;
   std::vector<StartupModel> models;
   std::filesystem::path agent_state_dir;  // empty: no serving manifest to read
+  // StoreOptions::isolate_with is set to the running binary when true (runtime/cli.cpp).
+  bool isolate_loads = true;
 };
 
 // Parses TOML text; `source` names it in errors ("runtime.toml:3:1: ..."). Unknown keys and

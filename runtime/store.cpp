@@ -3,16 +3,19 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <optional>
 #include <thread>
 
 #include "common/log.hpp"
+#include "common/process.hpp"
 
 namespace mota::runtime {
 
@@ -101,6 +104,62 @@ ModelStore::Entry& ModelStore::entry(const std::string& name) {
   return *e;
 }
 
+namespace {
+
+// What identifies a slot's content without reading it: every entry's name, type, size, mtime
+// and inode (a slot is a handful of files; stat opens nothing, so a FIFO cannot block it).
+std::string slot_identity(const std::filesystem::path& slot) {
+  std::string id = slot.string();
+  std::error_code ec;
+  std::vector<std::string> entries;
+  for (std::filesystem::directory_iterator it(slot, ec), end; !ec && it != end; it.increment(ec)) {
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0) continue;
+    entries.push_back(it->path().filename().string() + ":" + std::to_string(st.st_mode) + ":" +
+                      std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+                      std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ino));
+  }
+  std::sort(entries.begin(), entries.end());
+  for (const auto& e : entries) id += "\n" + e;
+  return id;
+}
+
+std::string format_ms(std::chrono::milliseconds d) {
+  return d.count() % 1000 == 0 ? std::to_string(d.count() / 1000) + " s"
+                               : std::to_string(d.count()) + " ms";
+}
+
+}  // namespace
+
+Status ModelStore::check_in_child(const std::string& ctx, const std::filesystem::path& slot) {
+  if (options_.isolate_with.empty()) return {};
+  const std::string identity = slot_identity(slot);
+  if (isolated_ok_.contains(identity)) return {};
+  const auto start = Clock::now();
+  auto child = run_child({options_.isolate_with.string(), "probe", slot.string(), "--runs", "1"},
+                         {}, options_.load_timeout);
+  if (!child) return fail(child.error().context(ctx + ": check process"));
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  if (child->timed_out) {
+    return fail(Errc::too_large,  // a configured bound: the load's time
+                ctx + ": loading did not finish within " + format_ms(options_.load_timeout) +
+                    " in a check process (killed); not loaded, the served models are untouched");
+  }
+  if (child->signal != 0) {
+    const char* name = ::sigabbrev_np(child->signal);
+    return fail(Errc::unsupported,  // a model this engine cannot take
+                ctx + ": the model crashed the engine in a check process (signal " +
+                    std::to_string(child->signal) + (name ? std::string(", SIG") + name : "") +
+                    "); not loaded, the served models are untouched");
+  }
+  log::info("first load checked in a child process",
+            {{"SLOT", slot.string()},
+             {"EXIT", std::to_string(child->exit_code)},
+             {"MS", std::to_string(static_cast<long long>(ms))}});
+  isolated_ok_.insert(identity);
+  return {};
+}
+
 Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesystem::path& slot) {
   std::lock_guard serial(load_mu_);
   std::string ctx = "load " + name + " from " + slot.string();
@@ -111,6 +170,7 @@ Result<ModelInfo> ModelStore::load(const std::string& name, const std::filesyste
   std::error_code ec;
   auto canonical = std::filesystem::canonical(slot, ec);
   if (ec) return fail(Errc::not_found, ctx + ": " + ec.message());
+  MOTA_TRY(check_in_child(ctx, canonical));
 
   // The work happens on its own thread so it can be reniced without touching serving threads:
   // parsing, warm-up, and freeing the model this load replaces.

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -55,6 +56,16 @@ struct StoreOptions {
   // next load (or the store's destructor). Either way no request ever frees a model: that would
   // put the engine's teardown on a request's path.
   std::chrono::milliseconds retire_wait{5000};
+  // First loads in a child process: a model this store has not loaded before (its slot's files
+  // by path, size, mtime and inode) is first loaded and run once by `<isolate_with> probe SLOT
+  // --runs 1` (the agent's probe), so a model that crashes the engine (SIGFPE inside OpenCV)
+  // kills only that child and the load is refused, the served models untouched; a child still
+  // running after load_timeout is killed and the load refused (a load that would never end).
+  // A child's other verdicts (a failed health check, say) are not the store's business: the
+  // load goes on in-process and fails or succeeds on its own. Empty: every load runs in-process
+  // only (unit tests; `mota-runtime serve` sets its own binary).
+  std::filesystem::path isolate_with;
+  std::chrono::milliseconds load_timeout{300000};
 };
 
 // What is loaded under a name. Immutable once published.
@@ -128,6 +139,11 @@ class ModelStore {
   std::vector<std::shared_ptr<ServedModel>> retired_;
   mutable std::shared_mutex map_mu_;
   std::map<std::string, std::unique_ptr<Entry>> entries_;  // never erased
+  // Slots (by identity, see isolate_with) whose first load a child survived. Guarded by load_mu_.
+  std::set<std::string> isolated_ok_;
+  // Runs the child check of isolate_with for `slot` unless it passed before. Caller holds
+  // load_mu_.
+  Status check_in_child(const std::string& ctx, const std::filesystem::path& slot);
   std::atomic<std::uint64_t> generation_{0};
 };
 

@@ -25,6 +25,7 @@
 #include "runtime/client.hpp"
 #include "runtime/probe.hpp"
 #include "tests/runtime/runtime_support.hpp"
+#include "tests/support/onnx_builder.hpp"
 
 namespace mota::runtime {
 namespace {
@@ -244,6 +245,74 @@ TEST_F(ServerTest, FailedLoadsLeaveTheOldModelServing) {
   ASSERT_TRUE(h);
   EXPECT_EQ(h->find("face")->generation, gen);
   EXPECT_TRUE(rt.process().running());
+}
+
+// Models that kill OpenCV 4.6 with SIGFPE while it loads them: a Gemm whose B is empty (found by
+// generating malformed graphs; the importer divides by B's size). Three shapes of it, each a
+// crash in its own right.
+std::vector<std::pair<std::string, SlotSpec>> sigfpe_models() {
+  namespace onnx = test::onnx;
+  std::vector<std::pair<std::string, SlotSpec>> out;
+  auto gemm = [&](const std::string& name, std::vector<std::int64_t> b_dims, bool trans_b) {
+    onnx::Model m;
+    m.graph.inputs = {onnx::value("x", {1, 4})};
+    m.graph.outputs = {onnx::value("y", {1, 4})};
+    std::vector<onnx::Attr> attrs;
+    if (trans_b) attrs.push_back(onnx::attr("transB", std::int64_t{1}));
+    m.graph.nodes = {onnx::node("Gemm", {"x", "b"}, {"y"}, attrs)};
+    m.graph.initializers = {onnx::floats("b", std::move(b_dims), {})};
+    SlotSpec s = testing::tiny_slot("Relu");
+    s.onnx = m.bytes();
+    out.emplace_back(name, s);
+  };
+  gemm("gemm-b-0x4", {0, 4}, false);
+  gemm("gemm-bt-4x0", {4, 0}, true);
+  gemm("gemm-b-0", {0}, false);
+  return out;
+}
+
+// The finding: 3 of 50 malformed ONNX files killed a serving mota-runtime with SIGFPE on
+// POST /v1/models/NAME/load, and the same file given with --model killed it at start. A first
+// load now runs in a child (the probe) first: the crash is the child's, the load is refused, and
+// the runtime serves on; at start the model is skipped and the others served.
+TEST_F(ServerTest, ModelsThatCrashTheEngineLeaveAServingRuntimeServing) {
+  std::vector<std::string> crashing;
+  for (const auto& [name, spec] : sigfpe_models()) {
+    make_slot(tmp_ / name, spec);
+    crashing.push_back(name);
+    // The premise: loading it in a process kills that process (here, the probe's).
+    auto probe = test::run(
+        {test::build_path("runtime/mota-runtime").string(), "probe", (tmp_ / name).string()});
+    ASSERT_EQ(probe.signal, SIGFPE) << name << ": " << probe.err;
+  }
+  RuntimeProcess rt(tmp_.path(),
+                    {"face=" + (tmp_ / "v1").string(), "crash=" + (tmp_ / crashing[0]).string()});
+  Client c(rt.options());
+  auto before = c.health();
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->find("crash"), nullptr) << "skipped at start";
+  EXPECT_NE(rt.log().find("the model crashed the engine in a check process"), std::string::npos)
+      << rt.log();
+  const std::uint64_t gen = before->find("face")->generation;
+  const std::string ref = reference("v1");
+  for (const auto& name : crashing) {
+    for (const char* as : {"face", "crash"}) {
+      auto r = c.load(as, tmp_ / name);
+      ASSERT_FALSE(r) << name;
+      EXPECT_EQ(r.error().http_status(), 422) << r.error().message();
+      EXPECT_NE(r.error().message().find(
+                    "the model crashed the engine in a check process (signal 8, SIGFPE)"),
+                std::string::npos)
+          << r.error().message();
+    }
+    auto out = c.infer_raw("face", image_);
+    ASSERT_TRUE(out) << out.error().message();
+    EXPECT_EQ(out->generation, gen);
+    EXPECT_TRUE(near(raw_outputs(*out), ref, 1e-4));
+  }
+  EXPECT_TRUE(rt.process().running());
+  // The runtime still loads good models.
+  ASSERT_TRUE(c.load("face", tmp_ / "v2"));
 }
 
 TEST_F(ServerTest, SwapUnderLoadDropsNothingAndNeverMixes) {
