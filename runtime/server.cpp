@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -350,6 +351,31 @@ class Api {
   }
 
   HttpReply infer_json(const std::string& text, Buffers& buf, ServedModel& model) {
+    // Bounded before parsing: a JSON tree costs some 20 times its text (a 62 MiB input once took
+    // 1.5 GB), and no valid input holds more numbers than the model's declared inputs. So the
+    // text may be at most kJsonBytesPerNumber per number plus some structure, and hold at most
+    // that many values (counted by their separators, at memchr speed).
+    std::uint64_t numbers = 0;
+    for (const auto& s : model.info().inputs) {
+      auto n = byte_size(s.shape, s.dtype);
+      if (n) numbers += *n / dtype_size(s.dtype);
+    }
+    constexpr std::uint64_t kJsonBytesPerNumber = 32, kJsonSlackBytes = 64u << 10,
+                            kJsonSlackValues = 1024;
+    const std::uint64_t max_bytes = numbers * kJsonBytesPerNumber + kJsonSlackBytes;
+    if (text.size() > max_bytes) {
+      return reply_error(413, "infer: a JSON body of " + std::to_string(text.size()) +
+                                  " bytes is more than the model's inputs (" +
+                                  std::to_string(numbers) + " numbers) can need (at most " +
+                                  std::to_string(max_bytes) +
+                                  "); send big inputs raw (application/octet-stream)");
+    }
+    const auto separators = static_cast<std::uint64_t>(std::count(text.begin(), text.end(), ','));
+    if (separators > numbers + kJsonSlackValues) {
+      return reply_error(413, "infer: the JSON body holds more values (" +
+                                  std::to_string(separators + 1) + ") than the model's inputs (" +
+                                  std::to_string(numbers) + " numbers)");
+    }
     Json body = Json::parse(text, nullptr, false);
     if (body.is_discarded() || !body.is_object() || !body.contains("inputs")) {
       return reply_error(400, "infer: JSON body must be {\"inputs\": [...]}");

@@ -169,6 +169,54 @@ TEST_F(ServerTest, JsonInferAndBadRequests) {
   EXPECT_EQ(h->find("face")->inferences, 1u);
 }
 
+// Peak resident memory of a process (VmHWM), in bytes.
+std::uint64_t peak_rss(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// The finding: a 62 MiB JSON input cost ~1.5 GB while parsed (four at once: 4.7 GB), enough to
+// kill an edge device. JSON is now bounded by the model's declared inputs before it is parsed: the
+// body is refused at the cost of reading it.
+TEST_F(ServerTest, AHugeJsonInputIsRefusedCheaply) {
+  RuntimeProcess rt(tmp_.path(), {"face=" + (tmp_ / "v1").string()});
+  testing::RawApi http(rt.socket());
+  const std::uint64_t before = peak_rss(rt.process().pid());
+  ASSERT_GT(before, 0u);
+  // 62 MiB: numbers enough for a thousand images of this model's input.
+  std::string huge = R"({"inputs":[{"name":"input","shape":[1,3,240,320],"data":[)";
+  huge.reserve(62u << 20);
+  while (huge.size() < (62u << 20) - 8) huge += "0,";
+  huge += "0]}]}";
+  auto r = http.post("/v1/models/face/infer", huge, "application/json");
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->status, 413);
+  EXPECT_NE(testing::error_of(*r).find("is more than the model's inputs (230400 numbers) can need"),
+            std::string::npos)
+      << testing::error_of(*r);
+  // Within the byte bound but with more values than the model takes (short numbers).
+  std::string many = R"({"inputs":[{"name":"input","shape":[1,3,240,320],"data":[)";
+  for (int i = 0; i < 400000; ++i) many += "0,";
+  many += "0]}]}";
+  r = http.post("/v1/models/face/infer", many, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  EXPECT_NE(testing::error_of(*r).find(
+                "holds more values (400006) than the model's inputs (230400 numbers)"),
+            std::string::npos)
+      << testing::error_of(*r);
+  // The body itself was read (62 MiB); no tree of it was built (that was ~1.5 GB).
+  const std::uint64_t after = peak_rss(rt.process().pid());
+  EXPECT_LT(after - before, std::uint64_t{256} << 20) << before << " -> " << after;
+  Client c(rt.options());
+  auto out = c.infer_raw("face", image_);
+  EXPECT_TRUE(out) << out.error().message();
+}
+
 TEST_F(ServerTest, FailedLoadsLeaveTheOldModelServing) {
   // Corrupt ONNX (truncated), garbage, an op OpenCV does not know, an op it is known to get
   // wrong (refused before OpenCV reads it), a name mismatch, a missing directory, a dynamic shape.
