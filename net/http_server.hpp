@@ -37,7 +37,8 @@
 //   files, 404s), both before the body is read (a "100 Continue" only for bodies that are read);
 //   a smaller body on such a request is read and dropped as it streams, never buffered;
 // - 408: a request that does not arrive whole within request_timeout_s;
-// - 503: more than max_connections open connections.
+// - 503: more than max_connections open connections; a routed body that would take the bodies
+//   in flight past max_bodies_bytes (the connection closed, the body not read).
 //
 // Memory: a connection holds only what it has read and not yet used (the head being received,
 // pipelined bytes, the body of a routed request) and the reply being written; both are released
@@ -121,6 +122,11 @@ struct ServerConfig {
   int threads = 8;
   // Open connections; beyond, a new connection gets 503 and is closed.
   std::size_t max_connections = 20000;
+  // Request bodies in flight, all connections together: the Content-Length of every routed
+  // request from its head until its answer starts. A head that would pass it gets 503 ("retry
+  // later") and the connection is closed, its body never read. 0: no budget (each body is still
+  // bounded by max_body_bytes).
+  std::size_t max_bodies_bytes = 0;
   // Requests one keep-alive connection may carry before the server closes it, and how long an
   // idle keep-alive connection stays open.
   std::size_t keep_alive_max_count = 100;
@@ -152,6 +158,8 @@ struct ServerStats {
   // Request heads parsed: one per request however its bytes arrive (a head is parsed once, when
   // it is complete; never again while its body trickles in), refused heads included.
   std::uint64_t heads_parsed = 0;
+  // Of max_bodies_bytes: the announced bodies of routed requests not answered yet.
+  std::size_t bodies_reserved = 0;
 };
 
 class HttpServer {

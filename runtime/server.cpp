@@ -426,6 +426,9 @@ class NetServer final : public Server {
     config.unix_socket = opts_.socket;
     config.unix_socket_mode = opts_.socket_mode;
     config.max_body_bytes = opts_.max_body_bytes;
+    // Two requests' worth of bodies in flight at most (a few local clients; a flood of big
+    // uploads from one of them gets 503 instead of the device's memory).
+    config.max_bodies_bytes = 2 * opts_.max_body_bytes;
     config.threads = std::max(1, opts_.threads);
     // One loop reads and writes every connection: the work is in the handlers, and a device has
     // a few local clients, not a fleet.

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "manager/cli/commands.hpp"
+#include "manager/fleet/fleet_ingest.hpp"
 #include "manager/fleet/fleet_service.hpp"
 #include "manager/fleet/metadata_refresher.hpp"
 #include "net/http_server.hpp"
@@ -55,6 +56,9 @@ struct ServeTuning {
   int io_threads = 0;
   int threads = 8;
   std::size_t max_connections = 20000;
+  // Report bodies being received, all connections together (ServerConfig::max_bodies_bytes):
+  // with 20,000 connections each allowed a 4 MiB report, memory is bounded by this, not by them.
+  std::size_t max_bodies_mib = 64;
   std::size_t keep_alive_max = 1000;
   int keep_alive_timeout_s = 30;
 };
@@ -88,6 +92,10 @@ Status serve(const std::string& dir, const std::string& listen, const ServeTunin
   config.io_threads = tuning.io_threads;
   config.threads = tuning.threads;
   config.max_connections = tuning.max_connections;
+  // The largest body any route takes: a report (IngestOptions::max_body_bytes); larger ones are
+  // refused from their head, never read.
+  config.max_body_bytes = IngestOptions{}.max_body_bytes;
+  config.max_bodies_bytes = tuning.max_bodies_mib << 20;
   config.keep_alive_max_count = tuning.keep_alive_max;
   config.keep_alive_timeout_s = tuning.keep_alive_timeout_s;
   config.static_cache_control = tuf_cache_control;
@@ -138,6 +146,11 @@ void add_serve_command(CLI::App& app, CliAction& action, std::string& repo_flag)
                   "open connections at once; beyond, new ones get 503")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
+  srv->add_option("--max-bodies", f->tuning.max_bodies_mib,
+                  "MiB of report bodies received at once, all connections together; beyond, "
+                  "503 (the agent retries)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
   srv->add_option("--keep-alive-max", f->tuning.keep_alive_max,
                   "requests per keep-alive connection")
       ->capture_default_str()

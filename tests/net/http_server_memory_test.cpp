@@ -204,6 +204,56 @@ TEST_F(HttpMemoryTest, BigBodyAndReplyBuffersAreReleasedAfterTheRequest) {
 // Idle keep-alive connections (after a request) and connections that sent one byte hold no
 // buffer: N of them cost at most N * 16 KiB, counted by the server and in resident memory
 // (each used to cost a 64 KiB read buffer).
+// Bodies in flight have one budget for all connections (ServerConfig::max_bodies_bytes): a head
+// whose body would pass it is refused with 503 before any of the body is read; the budget frees
+// when an answer starts, or when a connection with a body pending goes away.
+TEST_F(HttpMemoryTest, BodiesInFlightStayWithinTheBudget) {
+  ServerConfig cfg;
+  cfg.io_threads = 1;
+  cfg.request_timeout_s = 60;
+  cfg.max_bodies_bytes = 1 << 20;
+  const int port = start(cfg);
+  const std::string head = "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 400000\r\n\r\n";
+  auto a = std::make_unique<Client>(port);
+  auto b = std::make_unique<Client>(port);
+  ASSERT_TRUE(a->send(head + std::string(1000, 'a')));
+  ASSERT_TRUE(b->send(head + std::string(1000, 'b')));
+  auto st = wait_stats([](const ServerStats& s) { return s.bodies_reserved == 800000; });
+  ASSERT_EQ(st.bodies_reserved, 800000u);
+  Client c(port);
+  ASSERT_TRUE(c.send(head));
+  auto refused = c.read();
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503);
+  EXPECT_NE(refused->body.find("at the server's budget (max_bodies_bytes 1048576)"),
+            std::string::npos)
+      << refused->body;
+  EXPECT_TRUE(c.closed_by_server());
+  EXPECT_EQ(server_->stats().bodies_reserved, 800000u);
+  // A body that fits is taken.
+  Client small(port);
+  ASSERT_TRUE(small.send(post("/upload", std::string(200000, 's'))));
+  auto ok = small.read();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->body, "200000");
+  // Answered: its part is free again; gone: so is the other's.
+  ASSERT_TRUE(a->send(std::string(399000, 'a')));
+  ok = a->read();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->body, "400000");
+  EXPECT_EQ(
+      wait_stats([](const ServerStats& s) { return s.bodies_reserved == 400000; }).bodies_reserved,
+      400000u);
+  b.reset();
+  EXPECT_EQ(wait_stats([](const ServerStats& s) { return s.bodies_reserved == 0; }).bodies_reserved,
+            0u);
+  Client d(port);
+  ASSERT_TRUE(d.send(post("/upload", std::string(1 << 20, 'd'))));
+  ok = d.read();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->body, std::to_string(1 << 20));
+}
+
 TEST_F(HttpMemoryTest, IdleConnectionsCostAtMost16KiBEach) {
   ServerConfig cfg;
   cfg.io_threads = 1;

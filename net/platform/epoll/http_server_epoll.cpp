@@ -409,6 +409,9 @@ struct Conn {
   bool discard_body = false;     // no route takes the body: read and drop it
   bool expect_continue = false;
   std::size_t accounted = 0;  // buffer bytes counted in Loop::buffered
+  // Of ServerConfig::max_bodies_bytes: this request's announced body, from its head until its
+  // answer starts (or the connection closes).
+  std::uint64_t body_reserved = 0;
   enum class State { reading, pending, writing, lingering } state = State::reading;
   bool peer_eof = false;
   bool dead = false;  // closed; freed at the end of the loop iteration (see close_conn)
@@ -591,6 +594,7 @@ class EpollServer final : public HttpServer {
     for (const auto& loop : loops_) st.buffered_bytes += loop->buffered.load();
     st.requests_served = requests_served_.load();
     st.heads_parsed = heads_parsed_.load();
+    st.bodies_reserved = bodies_reserved_.load();
     return st;
   }
 
@@ -912,6 +916,7 @@ class EpollServer final : public HttpServer {
     c.fd = -1;
     c.dead = true;
     loop.buffered.fetch_sub(std::exchange(c.accounted, 0));
+    bodies_reserved_.fetch_sub(std::exchange(c.body_reserved, 0));
     loop.graveyard.push_back(std::move(it->second));
     loop.conns.erase(it);
     open_conns_.fetch_sub(1);
@@ -1319,6 +1324,20 @@ class EpollServer final : public HttpServer {
       refuse(loop, c, 413, "request body too large: this resource takes no body");
       return false;
     }
+    if (route && body_len > 0 && config_.max_bodies_bytes > 0) {
+      // Reserved whole from the head on: the bodies of many connections that trickle in must not
+      // add up past the budget, whatever each one's size.
+      std::uint64_t held = bodies_reserved_.load();
+      do {
+        if (held + body_len > config_.max_bodies_bytes) {
+          refuse(loop, c, 503,
+                 "request bodies being received are at the server's budget (max_bodies_bytes " +
+                     std::to_string(config_.max_bodies_bytes) + "); retry later");
+          return false;
+        }
+      } while (!bodies_reserved_.compare_exchange_weak(held, held + body_len));
+      c.body_reserved = body_len;
+    }
     c.in.erase(0, end + 4);
     c.scanned = 0;
     c.persistent = saw_close ? false : saw_keep_alive || !c.http10;
@@ -1451,6 +1470,8 @@ class EpollServer final : public HttpServer {
 
   // Starts writing `reply` (a handler's, or the server's own refusal).
   void start_reply(Loop& loop, Conn& c, HttpReply reply) {
+    // The request's body is the handler's now, or dropped: the budget is free again.
+    bodies_reserved_.fetch_sub(std::exchange(c.body_reserved, 0));
     if (loop.stop_requested) c.close_after = true;
     log_request(c, reply.status, reply.body.size());
     c.out = head_text(reply.status, reply.content_type, reply.body.size(), c.close_after,
@@ -1628,6 +1649,7 @@ class EpollServer final : public HttpServer {
   std::atomic<std::size_t> open_conns_{0};
   std::atomic<std::uint64_t> requests_served_{0};
   std::atomic<std::uint64_t> heads_parsed_{0};
+  std::atomic<std::uint64_t> bodies_reserved_{0};  // ServerConfig::max_bodies_bytes
 
   std::mutex work_mu_;
   std::condition_variable work_cv_;
