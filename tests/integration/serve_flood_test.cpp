@@ -14,8 +14,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -30,7 +32,13 @@ namespace {
 namespace stdfs = std::filesystem;
 using namespace std::chrono_literals;
 
+#if defined(__SANITIZE_ADDRESS__)
+// ASan's shadow memory and allocator; the ceiling that docs/security.md states is the release
+// binary's, checked by the plain build.
+constexpr std::uint64_t kRssCeiling = std::uint64_t{1} << 30;
+#else
 constexpr std::uint64_t kRssCeiling = std::uint64_t{256} << 20;  // docs/security.md
+#endif
 
 std::uint64_t rss_bytes(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -93,6 +101,10 @@ class ServeFlood : public ::testing::Test {
     // Room for the flood on both ends: the server inherits this limit.
     rlimit lim{};
     ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+    if (lim.rlim_max < 45000) {
+      rlimit more{45000, 45000};  // allowed as root (CI); elsewhere the flood is what fits
+      if (::setrlimit(RLIMIT_NOFILE, &more) == 0) lim = more;
+    }
     lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, 45000);
     ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
     conns_ = std::min<std::size_t>(20000, std::size_t(lim.rlim_cur) - 300);
@@ -105,10 +117,19 @@ class ServeFlood : public ::testing::Test {
                                  "127.0.0.1:" + std::to_string(port_), "--rollout-interval", "0s",
                                  "--keep-alive-timeout", "600", "--max-connections",
                                  std::to_string(conns_ + 100)},
-        work_ / "serve.log");
+        work_ / "serve.log", server_env());
     ASSERT_TRUE(test::wait_for_port(port_)) << test::read_file(work_ / "serve.log");
   }
   void TearDown() override { close_all(); }
+  static std::map<std::string, std::string> server_env() {
+#if defined(__SANITIZE_ADDRESS__)
+    // A small quarantine: the flood frees many buffers, which ASan would otherwise keep.
+    const char* asan = std::getenv("ASAN_OPTIONS");
+    return {{ "ASAN_OPTIONS", std::string(asan ? asan : "") + ":quarantine_size_mb=16" }};
+#else
+    return {};
+#endif
+  }
 
   void open_all() {
     fds_.reserve(conns_);
