@@ -590,7 +590,11 @@ int main(int argc, char** argv) {
   const int port = free_port();
   const pid_t server =
       spawn({o.mota, "serve", "--repo", o.repo, "--listen", "127.0.0.1:" + std::to_string(port),
-             "--db", db.string(), "--rollout-interval", "0s"},
+             "--db", db.string(), "--rollout-interval", "0s",
+             // The default admission (new devices pending), with registration limits above the
+             // load's 10,000 first contacts: the ingest path a fleet runs, not the limiter.
+             "--new-devices-per-minute", "10000000", "--new-devices-per-address", "10000000",
+             "--max-pending", "10000000"},
             work / "serve.log");
   const auto deadline = SteadyClock::now() + std::chrono::seconds(20);
   while (!port_open(port)) {
