@@ -184,6 +184,18 @@ bool port_open(int port) {
   return ok;
 }
 
+// Whether `mota serve --help` lists `flag`.
+bool serve_has_flag(const std::string& mota, const std::string& flag) {
+  const std::string cmd = "'" + mota + "' serve --help 2>/dev/null";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return false;
+  std::string text;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) text.append(buf, n);
+  ::pclose(p);
+  return text.find(flag) != std::string::npos;
+}
+
 pid_t spawn(const std::vector<std::string>& argv, const stdfs::path& log) {
   pid_t pid = ::fork();
   if (pid < 0) die("fork failed");
@@ -588,14 +600,20 @@ int main(int argc, char** argv) {
   const stdfs::path db = work / "fleet.db";
   for (const char* s : {"", "-wal", "-shm"}) stdfs::remove(db.string() + s);
   const int port = free_port();
-  const pid_t server =
-      spawn({o.mota, "serve", "--repo", o.repo, "--listen", "127.0.0.1:" + std::to_string(port),
-             "--db", db.string(), "--rollout-interval", "0s",
-             // The default admission (new devices pending), with registration limits above the
-             // load's 10,000 first contacts: the ingest path a fleet runs, not the limiter.
-             "--new-devices-per-minute", "10000000", "--new-devices-per-address", "10000000",
-             "--max-pending", "10000000"},
-            work / "serve.log");
+  std::vector<std::string> serve_argv = {o.mota, "serve",     "--repo",
+                                         o.repo, "--listen",  "127.0.0.1:" + std::to_string(port),
+                                         "--db", db.string(), "--rollout-interval",
+                                         "0s"};
+  if (serve_has_flag(o.mota, "--max-pending")) {
+    // The default admission (new devices pending), with registration limits above the load's
+    // 10,000 first contacts: the ingest path a fleet runs, not the limiter. (Revisions before
+    // admission have no such flags: one loader drives every revision of an A/B run.)
+    for (const char* a : {"--new-devices-per-minute", "10000000", "--new-devices-per-address",
+                          "10000000", "--max-pending", "10000000"}) {
+      serve_argv.push_back(a);
+    }
+  }
+  const pid_t server = spawn(serve_argv, work / "serve.log");
   const auto deadline = SteadyClock::now() + std::chrono::seconds(20);
   while (!port_open(port)) {
     int status = 0;

@@ -527,6 +527,41 @@ Error refused(int status, Errc code, std::string message) {
 
 // The per-item limits (report_parser.hpp, "Limits"): a reason, or nullopt. `inventory` counts
 // the report's inventory and block list entries so far.
+std::optional<std::string> report_item_bad_text(const ReportItem& item) {
+  // JSON already guarantees valid UTF-8; a name with a control character is no agent's.
+  auto bad = [](const std::string& v) {
+    return std::any_of(v.begin(), v.end(), [](char c) {
+      const auto u = static_cast<unsigned char>(c);
+      return u < 0x20 || u == 0x7f;
+    });
+  };
+  for (const auto& [v, name] : {std::pair<const std::string&, const char*>{item.model, "model"},
+                                {item.from, "from"},
+                                {item.to, "to"},
+                                {item.state, "state"},
+                                {item.step, "step"},
+                                {item.channel, "channel"}}) {
+    if (bad(v)) return std::string(".") + name + " contains a control character";
+  }
+  if (item.slot && bad(*item.slot)) return std::string(".slot contains a control character");
+  for (const auto& f : {item.agent_version, item.arch}) {
+    if (f && bad(*f)) return std::string(".agent_version/arch contains a control character");
+  }
+  for (const auto& m : item.models) {
+    for (const auto* v : {&m.model, &m.version, &m.slot, &m.channel}) {
+      if (bad(*v)) return std::string(".models[] contains a control character");
+    }
+  }
+  if (item.blocked) {
+    for (const auto& b : *item.blocked) {
+      for (const auto* v : {&b.model, &b.version, &b.since}) {
+        if (bad(*v)) return std::string(".blocked[] contains a control character");
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> report_item_over_limits(const ReportItem& item, std::size_t& inventory) {
   auto too_long = [](const std::string& v, const char* name) -> std::optional<std::string> {
     if (v.size() <= kMaxReportField) return std::nullopt;
@@ -644,6 +679,9 @@ Result<Report> parse_report(std::string_view body, std::string_view route_device
       item.error.clear();
       item.channel.clear();
       item.slot.reset();
+    }
+    if (auto why = report_item_bad_text(item)) {
+      return fail(refused(400, Errc::parse, "report: batch[" + std::to_string(i) + "]" + *why));
     }
     if (auto why = report_item_over_limits(item, inventory)) {
       return fail(refused(413, Errc::too_large, "report: batch[" + std::to_string(i) + "]" + *why));

@@ -26,7 +26,8 @@
 //        list's fields) over kMaxReportField bytes; an error or reason over kMaxReportError; a
 //        heartbeat listing more than kMaxInventory models or blocked versions; more than
 //        kMaxReportInventory such entries in the whole report
-// (The limits are checked after the item's other rules, on the fields its kind uses.)
+//   400  per item: a name-like field (below) holding a control character
+// (These are checked after the item's other rules, on the fields its kind uses.)
 // Members other than these are ignored; a member given twice counts as its last value (as
 // nlohmann's DOM does). Each item's body is kept as the exact text the device sent, and the fields
 // the fleet tables use are copied out of it (non-string values count as absent).
@@ -88,6 +89,10 @@ struct Report {
 // The 413 limits of one item (above): the reason (to follow "report: batch[i]"), or nullopt.
 // `inventory` carries the report's count of inventory and block list entries from item to item.
 std::optional<std::string> report_item_over_limits(const ReportItem& item, std::size_t& inventory);
+// The 400 of an item whose name-like field (the fields of kMaxReportField) holds a control
+// character (C0 or DEL): the reason, or nullopt. Errors and reasons may hold line breaks (they are
+// escaped wherever shown).
+std::optional<std::string> report_item_bad_text(const ReportItem& item);
 
 [[nodiscard]] Result<Report> parse_report(std::string_view body, std::string_view route_device,
                                           std::size_t max_items);

@@ -262,6 +262,20 @@ TEST(ReportParser, PerReportLimitsRefuseFloodsOfRowsAndHugeFields) {
   ev["body"]["error"] = "short";
   ev["body"]["to"] = std::string(300, 't');
   refused(report(Json::array({ev})), "batch[0].to is 300 bytes");
+  // A control character in a name is refused (400); in an error it is kept (shown escaped).
+  ev["body"]["to"] = "2.0.0\u001b[2J";
+  expect_same(report(Json::array({ev})), "d", 5000);
+  auto r = parse_report(report(Json::array({ev})), "d", 5000);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().http_status(), 400);
+  EXPECT_EQ(r.error().message(), "report: batch[0].to contains a control character");
+  ev["body"]["to"] = "2.0.0";
+  ev["body"]["error"] = "line 1\nline 2\u001b[31m";
+  EXPECT_TRUE(parse_report(report(Json::array({ev})), "d", 5000));
+  Json hb_bad = heartbeat(1, 1, "1\n2");
+  r = parse_report(report(Json::array({hb_bad})), "d", 5000);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message(), "report: batch[0].models[] contains a control character");
   // A heartbeat's body is not an event's: an event-only field there is not a reason.
   Json hb = heartbeat(1, 1);
   hb["body"]["to"] = std::string(300, 't');

@@ -124,6 +124,9 @@ inline Result<Report> reference_parse_report(const std::string& body, const std:
       }
     }
     // The limits are shared, not re-implemented: this reference checks the scanning.
+    if (auto why = manager::report_item_bad_text(item)) {
+      return bad(400, Errc::parse, where + *why);
+    }
     if (auto why = manager::report_item_over_limits(item, inventory)) {
       return bad(413, Errc::too_large, where + *why);
     }
