@@ -27,6 +27,7 @@ struct FleetFlags {
   std::string id, key_file;
   std::vector<std::string> ids;
   bool all_pending = false;
+  bool dry_run = false;
   std::string name, out_file;
   std::string channel, model, version;
   std::string percents = "5,25,100";
@@ -166,11 +167,26 @@ Status admission_cmd(const std::string& repo, const FleetFlags& f, Admission to)
   auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
   std::vector<std::string> ids = f.ids;
   if (f.all_pending) {
-    DeviceFilter pending;
+    // Every pending device, narrowed by the listing's filters (a selector until device labels).
+    DeviceFilter pending = f.filter;
     pending.admission = "pending";
+    if (!f.stale.empty()) {
+      pending.stale = std::chrono::duration_cast<std::chrono::seconds>(
+          MOTA_TRY_CTX(parse_duration_value(f.stale), "--stale"));
+    }
     for (const auto& r : MOTA_TRY(list_devices(db, pending, now_seconds()))) {
       if (ids.empty() || ids.back() != r.device) ids.push_back(r.device);
     }
+  } else if (!f.filter.model.empty() || !f.filter.channel.empty() || !f.filter.version.empty() ||
+             !f.stale.empty()) {
+    return fail(Errc::invalid_argument, std::string("devices ") + verb +
+                                            ": --model, --channel, --version and --stale "
+                                            "narrow --all-pending; with ids, name them");
+  }
+  if (f.dry_run) {
+    for (const auto& id : ids) std::printf("%s\n", printable(id).c_str());
+    std::printf("would %s %zu device%s\n", verb, ids.size(), ids.size() == 1 ? "" : "s");
+    return {};
   }
   const auto changed = MOTA_TRY(set_admission(db, ids, to, now_seconds()));
   const char* done = to == Admission::admitted ? "accepted" : "rejected";
@@ -531,7 +547,14 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
         accept ? "admit devices: their reports count (fleet statistics, rollout decisions)"
                : "refuse devices' reports from now on (their key stays on record)");
     cmd->add_option("ID", f->ids, "device ids");
-    cmd->add_flag("--all-pending", f->all_pending, "every pending device");
+    cmd->add_flag("--all-pending", f->all_pending,
+                  "every pending device (narrowed by --model, --channel, --version, --stale)");
+    cmd->add_option("--model", f->filter.model, "with --all-pending: reporting this model");
+    cmd->add_option("--channel", f->filter.channel, "with --all-pending: on this channel");
+    cmd->add_option("--version", f->filter.version, "with --all-pending: running this version");
+    cmd->add_option("--stale", f->stale, "with --all-pending: not seen for longer than this")
+        ->check(duration_check());
+    cmd->add_flag("--dry-run", f->dry_run, "list the devices, change nothing");
     cmd->add_option("--repo", repo_flag, "repository directory");
     cmd->add_option("--db", f->db, "fleet database");
     cmd->callback([&action, &repo_flag, f, to] {

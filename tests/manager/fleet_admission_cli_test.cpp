@@ -44,12 +44,14 @@ class AdmissionCli : public ::testing::Test {
     ASSERT_TRUE(st->bind_all(id, std::string(64, key), admission, agent_version));
     ASSERT_TRUE(st->run());
   }
-  void add_model(const std::string& id, const std::string& version, const std::string& error = "") {
+  void add_model(const std::string& id, const std::string& version, const std::string& error = "",
+                 const std::string& model = "detector") {
     auto st = db_->prepare(
         "INSERT INTO installed (device, model, version, state, last_error, updated_at) VALUES "
-        "(?, 'detector', ?, ?, ?, 1)");
+        "(?, ?, ?, ?, ?, 1)");
     ASSERT_TRUE(st) << st.error().message();
-    ASSERT_TRUE(st->bind_all(id, version, std::string(error.empty() ? "ok" : "failed"), error));
+    ASSERT_TRUE(
+        st->bind_all(id, model, version, std::string(error.empty() ? "ok" : "failed"), error));
     ASSERT_TRUE(st->run());
   }
 
@@ -108,6 +110,28 @@ TEST_F(AdmissionCli, AcceptRejectAndPendingDevicesShownApart) {
   EXPECT_NE(r.err.find("give device ids or --all-pending"), std::string::npos) << r.err;
   r = mota({"fleet", "--repo", repo_, "--json"});
   EXPECT_EQ(Json::parse(r.out, nullptr, false)["rejected"], 1);
+}
+
+// Bulk by selector, until device labels: every pending device matching the listing's filters.
+TEST_F(AdmissionCli, BulkAcceptNarrowedByFilters) {
+  for (const char* id : {"cam-1", "cam-2", "lidar-1"}) {
+    add_device(id, "pending", id[0] == 'c' ? id[4] : 'z');
+    add_model(id, "1.0.0", "", id[0] == 'c' ? "detector" : "segmenter");
+  }
+  auto r = mota(
+      {"devices", "accept", "--all-pending", "--model", "detector", "--dry-run", "--repo", repo_});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "cam-1\ncam-2\nwould accept 2 devices\n");
+  r = mota({"fleet", "--repo", repo_, "--json"});
+  EXPECT_EQ(Json::parse(r.out, nullptr, false)["pending"], 3) << "a dry run changes nothing";
+  r = mota({"devices", "accept", "--all-pending", "--model", "detector", "--repo", repo_});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "accepted 2 devices\n");
+  r = mota({"device", "show", "lidar-1", "--repo", repo_, "--json"});
+  EXPECT_EQ(Json::parse(r.out, nullptr, false)["admission"], "pending");
+  r = mota({"devices", "reject", "lidar-1", "--model", "segmenter", "--repo", repo_});
+  EXPECT_EQ(r.exit_code, 2) << "filters narrow --all-pending only";
+  EXPECT_NE(r.err.find("narrow --all-pending"), std::string::npos) << r.err;
 }
 
 TEST_F(AdmissionCli, EnrollmentKeysCreateListRevoke) {
