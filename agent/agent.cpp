@@ -311,6 +311,11 @@ Status Agent::report(bool heartbeat) {
   ReporterOptions options;
   for (const auto& sub : config_.models) options.channels[sub.name] = sub.channel;
   options.extra_headers = enrollment_headers_;
+  if (heartbeat) {
+    // Facts are cheap to gather (uname, sysinfo, a statvfs) and only heartbeats carry them.
+    auto facts = MOTA_TRY_CTX(device_facts(config_, nullptr), "heartbeat: device facts");
+    options.labels = device_labels(config_, facts);
+  }
   Reporter reporter(state_, *http, identity_, config_.report_url, options, &report_sessions_);
   // The time of the last heartbeat queued is kept on disk: check-once runs as a fresh process.
   // So is whether it said disk_full: a change is reported at once, not an interval later.

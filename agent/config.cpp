@@ -127,7 +127,8 @@ class Parser {
                          "poll_jitter",     "model",        "bandwidth_limit", "retry",
                          "runtime_socket",  "trusted_root", "health",          "ca_file",
                          "delta",           "log_level",    "report_url",      "heartbeat_interval",
-                         "verify_at_start", "accelerators", "download",        "enrollment_key"}));
+                         "verify_at_start", "accelerators", "download",        "enrollment_key",
+                         "labels"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
@@ -219,6 +220,7 @@ class Parser {
     }
 
     if ((n = root.get("accelerators"))) c.accelerators = MOTA_TRY(accelerators(*n));
+    if ((n = root.get("labels"))) c.labels = MOTA_TRY(labels(*n));
 
     if ((n = root.get("delta"))) {
       auto s = MOTA_TRY(string(*n, "delta"));
@@ -250,6 +252,32 @@ class Parser {
     for (auto k : s) {
       if (!out.empty()) out += ", ";
       out += k;
+    }
+    return out;
+  }
+
+  // labels = { site = "plant-3", hw = "orin-nano" } (common/labels.hpp); the "mota/" prefix is
+  // the agent's own facts.
+  Result<Labels> labels(const toml::node& n) const {
+    auto t = n.as_table();
+    if (!t)
+      return bad("labels",
+                 "must be a table like { site = \"plant-3\" }, not " + std::string(type_name(n)));
+    Labels out;
+    for (const auto& [k, v] : *t) {
+      const std::string key(k.str());
+      const std::string where = "labels." + key;
+      auto value = MOTA_TRY(string(v, where));
+      if (auto ok = check_label(key, value); !ok) return bad(where, ok.error().message());
+      if (key.starts_with(kFactPrefix)) {
+        return bad(where, "the prefix " + std::string(kFactPrefix) +
+                              " is reserved for the facts the agent reports itself");
+      }
+      out.emplace(key, std::move(value));
+    }
+    // Facts take a few of the device's labels (agent/requirements.hpp fact_labels).
+    if (out.size() > kMaxLabels - 16) {
+      return bad("labels", "more than " + std::to_string(kMaxLabels - 16) + " labels");
     }
     return out;
   }

@@ -32,6 +32,11 @@
 //                    create`) baked into the image: its signature over this device's id and key
 //                    goes with the report handshakes, and a server that has the key on record
 //                    admits the device on first contact (docs/security.md, "Devices").
+//   labels           optional. A table of this device's labels, e.g. { site = "plant-3", hw =
+//                    "orin-nano" }: keys and values as common/labels.hpp says, at most 48, none
+//                    under "mota/" (the agent's facts: mota/arch, mota/agent, mota/ram-gb,
+//                    mota/accel.NAME). Reported in heartbeats; rollouts and `mota devices
+//                    --select` choose devices by them (docs/fleet.md, "Labels and selectors").
 //   delta            default "prefer". "prefer" | "only" | "never" (reserved for delta updates).
 //   log_level        default "info". "debug" | "info" | "warn" | "error".
 //   [retry]          max_attempts (integer 1..1000, default 5), base_delay (default "1s",
@@ -82,6 +87,7 @@
 #include <vector>
 
 #include "agent/download.hpp"  // RetryPolicy
+#include "common/labels.hpp"
 #include "common/log.hpp"
 #include "common/result.hpp"
 
@@ -137,6 +143,9 @@ struct Config {
   std::filesystem::path enrollment_key;  // empty: none
   DeltaPolicy delta = DeltaPolicy::prefer;
   log::Level log_level = log::Level::info;
+  // Operator-chosen labels of this device (agent.toml `labels`); the agent adds its facts under
+  // "mota/" (agent/requirements.hpp fact_labels) and reports both in heartbeats.
+  Labels labels;
   // Declared accelerators (lower case, unique, file order); requirements add the detected ones.
   std::vector<std::string> accelerators;
   // At start, re-hash each committed slot against its signed tree digest before serving it (a

@@ -230,6 +230,9 @@ Result<Json> Reporter::heartbeat() {
                        {"since", format_time(b.blocked_at)}});
   }
   hb["blocked"] = std::move(blocked);
+  Json labels = Json::object();
+  for (const auto& [k, v] : options_.labels) labels[k] = v;
+  hb["labels"] = std::move(labels);
   return hb;
 }
 

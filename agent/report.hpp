@@ -12,11 +12,13 @@
 //    "models": [{"model": "resnet", "slot": "a", "version": "1.2.0", "committed": true,
 //                "channel": "stable"}, ...],
 //    "blocked": [{"model": "resnet", "version": "1.3.0", "reason": "install resnet 1.3.0: probe:
-//                 output: ...", "since": "2030-01-01T00:00:00Z"}, ...]}
+//                 output: ...", "since": "2030-01-01T00:00:00Z"}, ...],
+//    "labels": {"site": "plant-3", "mota/arch": "x86_64", "mota/ram-gb": "8", ...}}
 //   "models" lists every model with an active slot, by name; "version" is "" if that slot's row is
 //   missing; "channel" is present for models in ReporterOptions::channels. disk_free_bytes is the
 //   space left in the state directory (where agent.db lives). "blocked" is the whole block list
 //   (agent/install.hpp), by model then time, [] when empty (agents before it send no member).
+//   "labels" is ReporterOptions::labels (agents before labels send no member).
 //   disk_full is true when that is below
 //   kDiskFullBytes: the agent runs on its reserve (agent/agent.hpp, "Space") and can install
 //   nothing.
@@ -32,6 +34,7 @@
 
 #include "agent/state.hpp"
 #include "common/http.hpp"
+#include "common/labels.hpp"
 #include "common/result.hpp"
 #include "manifest/canonical_json.hpp"
 #include "protocol/identity.hpp"
@@ -52,6 +55,8 @@ struct ReporterOptions {
   bool sessions = true;
   // model -> the channel this device follows for it, reported in heartbeats ("channel").
   std::map<std::string, std::string> channels;
+  // The device's labels (agent/requirements.hpp device_labels), reported in heartbeats.
+  Labels labels;
   // Sent with every handshake and signed report: the enrollment signature
   // (protocol::enrollment_headers), empty when the device has no enrollment key.
   std::map<std::string, std::string> extra_headers;

@@ -11,6 +11,7 @@
 
 #include "agent/download.hpp"  // format_bytes
 #include "common/fs.hpp"
+#include "common/version.hpp"
 #include "manifest/json.hpp"
 
 namespace mota::agent {
@@ -75,6 +76,21 @@ Result<DeviceFacts> device_facts(const Config& config, const SlotSet* slots) {
   for (const auto& a : config.accelerators) add_unique(f.accelerators, lower(a));
   for (auto& a : detect_accelerators()) add_unique(f.accelerators, std::move(a));
   return f;
+}
+
+Labels device_labels(const Config& config, const DeviceFacts& facts) {
+  Labels out = config.labels;
+  const std::string p(kFactPrefix);
+  if (valid_label_value(facts.arch)) out[p + "arch"] = facts.arch;
+  if (valid_label_value(kVersion)) out[p + "agent"] = kVersion;
+  const std::uint64_t gib = 1ull << 30;
+  out[p + "ram-gb"] =
+      std::to_string(std::max<std::uint64_t>(1, (facts.ram_total_bytes + gib / 2) / gib));
+  for (const auto& a : facts.accelerators) {
+    if (valid_label_key(p + "accel." + a) && out.size() < kMaxLabels)
+      out[p + "accel." + a] = "true";
+  }
+  return out;
 }
 
 Result<std::optional<Requirements>> signed_requirements(const Json& custom) {

@@ -64,6 +64,15 @@ std::vector<std::string> detect_accelerators(const std::filesystem::path& dev = 
 // null: nothing does). Errors: uname/sysinfo/statvfs failures (Errc::io).
 Result<DeviceFacts> device_facts(const Config& config, const SlotSet* slots);
 
+// This device's labels (common/labels.hpp): config.labels plus its facts under "mota/":
+//   mota/arch       facts.arch (canonical: x86_64, aarch64, armv7l, ...)
+//   mota/agent      the agent's version
+//   mota/ram-gb     total RAM in GiB, rounded to the nearest (at least 1)
+//   mota/accel.X    "true" for each accelerator X (declared or detected) that makes a valid key
+// Facts are what the device says about itself, like every label: a selector chooses among
+// devices, it proves nothing about them.
+Labels device_labels(const Config& config, const DeviceFacts& facts);
+
 // The requirements in a target's signed custom data: nullopt when it has none (published before
 // they were signed). Errc::verification for a malformed value (the publisher's tools never write
 // one: refusing it is safer than guessing).

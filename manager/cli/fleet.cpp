@@ -28,6 +28,10 @@ struct FleetFlags {
   std::vector<std::string> ids;
   bool all_pending = false;
   bool dry_run = false;
+  std::string select;               // --select, checked by selector_check()
+  bool show_labels = false;         // mota devices --labels
+  std::vector<std::string> args;    // mota devices label: ids and KEY=VALUE
+  std::vector<std::string> remove;  // mota devices label --remove KEY
   std::string name, out_file;
   std::string channel, model, version;
   std::string percents = "5,25,100";
@@ -82,6 +86,24 @@ CLI::Validator failure_rate_check() {
       },
       "PERCENT");
 }
+CLI::Validator selector_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        auto s = Selector::parse(v);
+        return s ? std::string() : s.error().message();
+      },
+      "SELECTOR");
+}
+// --select into the filter (checked already by selector_check()).
+Status apply_select(FleetFlags& f) {
+  if (!f.select.empty()) f.filter.select = MOTA_TRY_CTX(Selector::parse(f.select), "--select");
+  return {};
+}
+std::string labels_text(const Labels& labels) {
+  std::string out;
+  for (const auto& [k, v] : labels) out += (out.empty() ? "" : ",") + k + "=" + v;
+  return out;
+}
 CLI::Validator percents_check() {
   return CLI::Validator(
       [](std::string& v) -> std::string {
@@ -120,6 +142,7 @@ Status list_devices_cmd(const std::string& repo, FleetFlags& f) {
     f.filter.stale = std::chrono::duration_cast<std::chrono::seconds>(
         MOTA_TRY_CTX(parse_duration_value(f.stale), "--stale"));
   }
+  MOTA_TRY(apply_select(f));
   auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
   auto rows = MOTA_TRY(list_devices(db, f.filter, now_seconds()));
   if (f.json) {
@@ -132,19 +155,59 @@ Status list_devices_cmd(const std::string& repo, FleetFlags& f) {
   // Every string but the admission and the times came from a device: printable() (a device id is
   // checked at ingest, the rest is escaped here).
   std::printf("%-24s %-9s %-16s %-12s %-4s %-8s %-9s %-10s %s\n", "DEVICE", "ADMISSION", "MODEL",
-              "VERSION", "SLOT", "STATE", "CONDITION", "LAST SEEN", "LAST ERROR");
+              "VERSION", "SLOT", "STATE", "CONDITION", "LAST SEEN",
+              f.show_labels ? "LABELS" : "LAST ERROR");
   for (const auto& r : rows) {
     // The model's own error first; a device whose metadata refresh fails says why otherwise.
     const std::string error = !r.last_error.empty()       ? r.last_error
                               : !r.metadata_error.empty() ? "metadata: " + r.metadata_error
                                                           : "";
-    std::printf("%-24s %-9s %-16s %-12s %-4s %-8s %-9s %-10s %s\n",
-                cut(printable(r.device), 24).c_str(), r.admission.c_str(),
-                r.model.empty() ? "-" : cut(printable(r.model), 16).c_str(),
-                or_dash(printable(r.version)), or_dash(printable(r.slot)),
-                or_dash(printable(r.state)), r.metadata_error.empty() ? "-" : "metadata",
-                ago(r.last_seen, now).c_str(), cut(printable(error), 60).c_str());
+    std::printf(
+        "%-24s %-9s %-16s %-12s %-4s %-8s %-9s %-10s %s\n", cut(printable(r.device), 24).c_str(),
+        r.admission.c_str(), r.model.empty() ? "-" : cut(printable(r.model), 16).c_str(),
+        or_dash(printable(r.version)), or_dash(printable(r.slot)), or_dash(printable(r.state)),
+        r.metadata_error.empty() ? "-" : "metadata", ago(r.last_seen, now).c_str(),
+        f.show_labels ? printable(labels_text(r.labels)).c_str()
+                      : cut(printable(error), 60).c_str());
   }
+  return {};
+}
+
+// mota devices label ID... KEY=VALUE... [--remove KEY]... | --select SELECTOR KEY=VALUE...
+Status label_cmd(const std::string& repo, FleetFlags& f) {
+  std::vector<std::string> ids;
+  Labels set;
+  for (const auto& a : f.args) {
+    const auto eq = a.find('=');
+    if (eq == std::string::npos) {
+      ids.push_back(a);
+      continue;
+    }
+    const std::string key = a.substr(0, eq), value = a.substr(eq + 1);
+    MOTA_TRY(check_label(key, value));
+    set[key] = value;
+  }
+  if (set.empty() && f.remove.empty()) {
+    return fail(Errc::invalid_argument, "devices label: give KEY=VALUE labels or --remove KEY");
+  }
+  if (ids.empty() == f.select.empty()) {
+    return fail(Errc::invalid_argument, "devices label: give device ids or --select, not both");
+  }
+  MOTA_TRY(apply_select(f));
+  auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
+  if (f.filter.select) {
+    for (const auto& r : MOTA_TRY(list_devices(db, f.filter, now_seconds()))) {
+      if (ids.empty() || ids.back() != r.device) ids.push_back(r.device);
+    }
+  }
+  if (f.dry_run) {
+    for (const auto& id : ids) std::printf("%s\n", printable(id).c_str());
+    std::printf("would label %zu device%s\n", ids.size(), ids.size() == 1 ? "" : "s");
+    return {};
+  }
+  const auto changed = MOTA_TRY(label_devices(db, ids, set, f.remove));
+  std::printf("labelled %lld device%s (%zu matched)\n", static_cast<long long>(changed),
+              changed == 1 ? "" : "s", ids.size());
   return {};
 }
 
@@ -158,7 +221,7 @@ Status enroll_cmd(const std::string& repo, const FleetFlags& f) {
 }
 
 // mota devices accept|reject ID... | --all-pending
-Status admission_cmd(const std::string& repo, const FleetFlags& f, Admission to) {
+Status admission_cmd(const std::string& repo, FleetFlags& f, Admission to) {
   const char* verb = to == Admission::admitted ? "accept" : "reject";
   if (f.ids.empty() == !f.all_pending) {
     return fail(Errc::invalid_argument,
@@ -169,6 +232,7 @@ Status admission_cmd(const std::string& repo, const FleetFlags& f, Admission to)
   if (f.all_pending) {
     // Every pending device, narrowed by the listing's filters (a selector until device labels).
     DeviceFilter pending = f.filter;
+    if (!f.select.empty()) pending.select = MOTA_TRY_CTX(Selector::parse(f.select), "--select");
     pending.admission = "pending";
     if (!f.stale.empty()) {
       pending.stale = std::chrono::duration_cast<std::chrono::seconds>(
@@ -178,10 +242,10 @@ Status admission_cmd(const std::string& repo, const FleetFlags& f, Admission to)
       if (ids.empty() || ids.back() != r.device) ids.push_back(r.device);
     }
   } else if (!f.filter.model.empty() || !f.filter.channel.empty() || !f.filter.version.empty() ||
-             !f.stale.empty()) {
+             !f.stale.empty() || !f.select.empty()) {
     return fail(Errc::invalid_argument, std::string("devices ") + verb +
-                                            ": --model, --channel, --version and --stale "
-                                            "narrow --all-pending; with ids, name them");
+                                            ": --model, --channel, --version, --stale and "
+                                            "--select narrow --all-pending; with ids, name them");
   }
   if (f.dry_run) {
     for (const auto& id : ids) std::printf("%s\n", printable(id).c_str());
@@ -275,6 +339,12 @@ Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
     std::printf("agent      %s on %s\n", or_dash(printable(info->agent_version)),
                 or_dash(printable(info->arch)));
   }
+  // The device's own labels and the operator's (which win on a shared key), apart.
+  std::printf("labels     %s\n", or_dash(printable(labels_text(info->reported_labels))));
+  if (!info->operator_labels.empty()) {
+    std::printf("operator   %s (mota devices label)\n",
+                printable(labels_text(info->operator_labels)).c_str());
+  }
   if (info->metadata_error.empty()) {
     std::printf("metadata   ok\n");
   } else {
@@ -325,21 +395,29 @@ Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
   return {};
 }
 
-Status fleet_cmd(const std::string& repo, const FleetFlags& f) {
+Status fleet_cmd(const std::string& repo, FleetFlags& f) {
   const std::string stale_text = f.stale.empty() ? "1h" : f.stale;
   const auto stale = std::chrono::duration_cast<std::chrono::seconds>(
       MOTA_TRY_CTX(parse_duration_value(stale_text), "--stale"));
   auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
-  auto summary = MOTA_TRY(fleet_summary(db, stale, now_seconds()));
-  for (const auto& r : MOTA_TRY(active_rollouts(db))) {
-    for (auto& m : summary.models) {
-      if (m.model == r.model) m.updating += r.counts.pending;
+  FleetSummary summary;
+  if (f.select.empty()) {
+    summary = MOTA_TRY(fleet_summary(db, stale, now_seconds()));
+    for (const auto& r : MOTA_TRY(active_rollouts(db))) {
+      for (auto& m : summary.models) {
+        if (m.model == r.model) m.updating += r.counts.pending;
+      }
     }
+  } else {
+    // Rollouts' pending counts are of their own targets, not of this selection: left out.
+    summary = MOTA_TRY(fleet_summary(db, stale, now_seconds(),
+                                     MOTA_TRY_CTX(Selector::parse(f.select), "--select")));
   }
   if (f.json) {
     print_json(to_json(summary));
     return {};
   }
+  if (!f.select.empty()) std::printf("devices matching %s\n", f.select.c_str());
   std::printf("%lld devices, %lld not seen for %s, %lld failing to refresh metadata\n",
               static_cast<long long>(summary.devices), static_cast<long long>(summary.stale),
               stale_text.c_str(), static_cast<long long>(summary.metadata_errors));
@@ -531,6 +609,23 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
       ->add_option("--admission", f->filter.admission,
                    "only devices admitted, pending (not counted until accepted) or rejected")
       ->check(CLI::IsMember({"admitted", "pending", "rejected"}));
+  devices
+      ->add_option("--select", f->select,
+                   "only devices whose labels match (site=plant-3,hw in (orin,rpi5),!canary)")
+      ->check(selector_check());
+  devices->add_flag("--labels", f->show_labels, "show each device's labels");
+  auto* label = devices->add_subcommand(
+      "label", "set (KEY=VALUE) or --remove operator labels of devices (ids or --select)");
+  label->add_option("ARGS", f->args, "device ids and KEY=VALUE labels");
+  label->add_option("--remove", f->remove, "label key to remove (repeatable)");
+  label->add_option("--select", f->select, "the devices whose labels match, instead of ids")
+      ->check(selector_check());
+  label->add_flag("--dry-run", f->dry_run, "list the devices, change nothing");
+  label->add_option("--repo", repo_flag, "repository directory");
+  label->add_option("--db", f->db, "fleet database");
+  label->callback([&action, &repo_flag, f] {
+    action = [&repo_flag, f] { return label_cmd(repo_dir(repo_flag), *f); };
+  });
   auto* enroll = devices->add_subcommand("enroll", "register a device key before it reports");
   enroll->add_option("ID", f->id, "device id")->required();
   enroll->add_option("--key", f->key_file, "file with the key (hex or device.key)")->required();
@@ -554,6 +649,8 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
     cmd->add_option("--version", f->filter.version, "with --all-pending: running this version");
     cmd->add_option("--stale", f->stale, "with --all-pending: not seen for longer than this")
         ->check(duration_check());
+    cmd->add_option("--select", f->select, "with --all-pending: whose labels match")
+        ->check(selector_check());
     cmd->add_flag("--dry-run", f->dry_run, "list the devices, change nothing");
     cmd->add_option("--repo", repo_flag, "repository directory");
     cmd->add_option("--db", f->db, "fleet database");
@@ -562,8 +659,8 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
     });
     admission_cmds.push_back(cmd);
   }
-  devices->callback([&action, &repo_flag, f, enroll, admission_cmds] {
-    if (enroll->parsed()) return;
+  devices->callback([&action, &repo_flag, f, enroll, label, admission_cmds] {
+    if (enroll->parsed() || label->parsed()) return;
     for (auto* cmd : admission_cmds) {
       if (cmd->parsed()) return;
     }
@@ -603,6 +700,8 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
   common(fleet);
   fleet->add_option("--stale", f->stale, "not seen for longer than this counts as stale (1h)")
       ->check(duration_check());
+  fleet->add_option("--select", f->select, "only devices whose labels match")
+      ->check(selector_check());
   fleet->callback([&action, &repo_flag, f] {
     action = [&repo_flag, f] { return fleet_cmd(repo_dir(repo_flag), *f); };
   });

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <map>
 
+#include "common/text.hpp"
 #include "manifest/crypto.hpp"
 
 namespace mota::manager {
@@ -43,6 +44,31 @@ Json json_text(const std::string& s) {
 
 namespace {
 
+Json labels_object(const Labels& labels) {
+  Json o = Json::object();
+  for (const auto& [k, v] : labels) o[k] = v;
+  return o;
+}
+
+}  // namespace
+
+std::string labels_json(const Labels& labels) {
+  return labels_object(labels).dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+Labels parse_labels_json(std::string_view text) {
+  Labels out;
+  if (text.size() <= 2) return out;  // "{}" (most devices): no parse per row of a big listing
+  auto doc = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) return out;
+  for (const auto& [k, v] : doc.items()) {
+    if (v.is_string()) out.emplace(k, v.get<std::string>());
+  }
+  return out;
+}
+
+namespace {
+
 std::int64_t unix_seconds(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
@@ -58,8 +84,8 @@ constexpr const char* kAdmittedDevice =
 constexpr const char* kDeviceColumns =
     "SELECT d.id, i.model, i.version, i.slot, i.committed, i.state, i.target, i.last_error, "
     "i.rolled_back_from, i.channel, d.last_seen, i.updated_at, i.failed_version, i.failed_at, "
-    "d.metadata_error, d.metadata_error_since, d.admission FROM devices d LEFT JOIN installed i "
-    "ON i.device = d.id";
+    "d.metadata_error, d.metadata_error_since, d.admission, d.labels, d.operator_labels FROM "
+    "devices d LEFT JOIN installed i ON i.device = d.id";
 
 DeviceModelRow read_row(const storage::Statement& st) {
   DeviceModelRow r;
@@ -80,6 +106,8 @@ DeviceModelRow read_row(const storage::Statement& st) {
   r.metadata_error = st.column_text(14);
   r.metadata_error_since = st.column_int64(15);
   r.admission = st.column_text(16);
+  r.labels =
+      merge_labels(parse_labels_json(st.column_text(17)), parse_labels_json(st.column_text(18)));
   return r;
 }
 
@@ -129,7 +157,14 @@ Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const De
     }
   }
   std::vector<DeviceModelRow> out;
-  while (MOTA_TRY(st.step()) == storage::Step::row) out.push_back(read_row(st));
+  while (MOTA_TRY(st.step()) == storage::Step::row) {
+    // A selector is evaluated here rather than in SQL: the device evaluates the same selector
+    // in C++ (a targeted rollout's channel file), and one implementation cannot disagree with
+    // itself.
+    DeviceModelRow r = read_row(st);
+    if (filter.select && !filter.select->matches(r.labels)) continue;
+    out.push_back(std::move(r));
+  }
   return out;
 }
 
@@ -137,7 +172,7 @@ Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::
   auto st = MOTA_TRY(db.prepare(
       "SELECT id, key, enrolled, first_seen, last_seen, agent_version, arch, tags, "
       "metadata_error, metadata_error_since, blocked, admission, admitted_by, admitted_at, "
-      "first_remote FROM devices WHERE id = ?"));
+      "first_remote, labels, operator_labels FROM devices WHERE id = ?"));
   MOTA_TRY(st.bind(1, id));
   if (MOTA_TRY(st.step()) != storage::Step::row) return std::optional<DeviceInfo>();
   DeviceInfo info;
@@ -155,6 +190,8 @@ Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::
   info.admitted_by = st.column_text(12);
   info.admitted_at = st.column_int64(13);
   info.first_remote = st.column_text(14);
+  info.reported_labels = parse_labels_json(st.column_text(15));
+  info.operator_labels = parse_labels_json(st.column_text(16));
   if (const std::string blocked = st.column_text(10); !blocked.empty()) {
     // Written by the ingest from a validated heartbeat (fleet_ingest.cpp, blocked_json).
     auto doc = Json::parse(blocked, nullptr, /*allow_exceptions=*/false);
@@ -331,6 +368,103 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
   return out;
 }
 
+Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds stale_after,
+                                   TimePoint now, const Selector& select) {
+  DeviceFilter filter;
+  filter.select = select;
+  FleetSummary out;
+  out.stale_after = stale_after;
+  const std::int64_t cutoff = unix_seconds(now) - stale_after.count();
+  std::map<std::string, ModelSummary> models;
+  std::map<std::pair<std::string, std::string>, VersionStats> versions;
+  auto version = [&](const std::string& model, const std::string& v) -> VersionStats& {
+    auto& out = versions[{model, v}];
+    out.version = v;
+    (void)models[model];
+    return out;
+  };
+  std::string last_device;
+  for (const auto& r : MOTA_TRY(list_devices(db, filter, now))) {
+    const bool stale = r.last_seen == 0 || r.last_seen < cutoff;
+    if (r.device != last_device) {  // rows come sorted by device
+      last_device = r.device;
+      if (r.admission == "pending") ++out.pending;
+      if (r.admission == "rejected") ++out.rejected;
+      if (r.admission == "admitted") {
+        ++out.devices;
+        if (stale) ++out.stale;
+        if (!r.metadata_error.empty()) ++out.metadata_errors;
+      }
+    }
+    if (r.admission != "admitted" || r.model.empty()) continue;
+    auto& m = models[r.model];
+    ++m.devices;
+    ++version(r.model, r.version).devices;
+    if (!r.failed_version.empty()) ++version(r.model, r.failed_version).failures;
+    if (!r.rolled_back_from.empty()) ++version(r.model, r.rolled_back_from).rollbacks;
+    if (r.state == "failed") ++m.failed;
+    if (r.state == "refused") ++m.refused;
+    if (stale) ++m.stale;
+  }
+  for (auto& [key, v] : versions) {
+    auto& m = models[key.first];
+    v.percent = m.devices ? 100.0 * double(v.devices) / double(m.devices) : 0.0;
+    m.versions.push_back(v);
+  }
+  for (auto& [name, m] : models) {
+    m.model = name;
+    std::stable_sort(
+        m.versions.begin(), m.versions.end(),
+        [](const VersionStats& a, const VersionStats& b) { return a.devices > b.devices; });
+    out.models.push_back(std::move(m));
+  }
+  return out;
+}
+
+Result<std::int64_t> label_devices(storage::Database& db, const std::vector<std::string>& ids,
+                                   const Labels& set, const std::vector<std::string>& remove) {
+  for (const auto& [k, v] : set) {
+    MOTA_TRY(check_label(k, v));
+    if (k.starts_with(kFactPrefix)) {
+      return fail(
+          Errc::invalid_argument,
+          "label " + k + ": the prefix " + std::string(kFactPrefix) + " is the device's own facts");
+    }
+  }
+  for (const auto& k : remove) {
+    if (!valid_label_key(k))
+      return fail(Errc::invalid_argument, "--remove " + printable(k) + ": not a label key");
+  }
+  auto tx = MOTA_TRY(storage::Transaction::begin(db));
+  auto get = MOTA_TRY(db.prepare("SELECT operator_labels FROM devices WHERE id = ?"));
+  auto put = MOTA_TRY(db.prepare("UPDATE devices SET operator_labels = ? WHERE id = ?"));
+  std::int64_t changed = 0;
+  for (const auto& id : ids) {
+    MOTA_TRY(get.reset());
+    MOTA_TRY(get.bind(1, id));
+    if (MOTA_TRY(get.step()) != storage::Step::row) {
+      return fail(Errc::not_found,
+                  "device '" + printable(id) + "' is not on record (nothing changed)");
+    }
+    const Labels before = parse_labels_json(get.column_text(0));
+    Labels after = merge_labels(before, set);
+    for (const auto& k : remove) after.erase(k);
+    if (after == before) continue;
+    if (after.size() > kMaxLabels) {
+      return fail(Errc::invalid_argument, "device '" + printable(id) + "' would have " +
+                                              std::to_string(after.size()) +
+                                              " operator labels, over the limit of " +
+                                              std::to_string(kMaxLabels) + " (nothing changed)");
+    }
+    MOTA_TRY(put.reset());
+    MOTA_TRY(put.bind_all(labels_json(after), id));
+    MOTA_TRY(put.run());
+    ++changed;
+  }
+  MOTA_TRY(tx.commit());
+  return changed;
+}
+
 Result<std::string> device_key_hex(const std::string& file_text) {
   std::string text = file_text;
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
@@ -486,7 +620,8 @@ Json to_json(const DeviceModelRow& r) {
               {"updated", json_time(r.updated_at)},
               {"metadata_error", json_text(r.metadata_error)},
               {"metadata_error_since", json_time(r.metadata_error_since)},
-              {"admission", r.admission}};
+              {"admission", r.admission},
+              {"labels", labels_object(r.labels)}};
 }
 
 Json to_json(const DeviceInfo& info) {
@@ -532,6 +667,9 @@ Json to_json(const DeviceInfo& info) {
               {"admitted_by", json_text(info.admitted_by)},
               {"admitted_at", json_time(info.admitted_at)},
               {"first_remote", json_text(info.first_remote)},
+              {"labels", labels_object(info.labels())},
+              {"reported_labels", labels_object(info.reported_labels)},
+              {"operator_labels", labels_object(info.operator_labels)},
               {"blocked", blocked},
               {"models", models},
               {"events", events}};

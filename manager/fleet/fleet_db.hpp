@@ -53,6 +53,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/labels.hpp"
 #include "common/result.hpp"
 #include "common/time.hpp"
 #include "manifest/canonical_json.hpp"
@@ -72,6 +73,11 @@ std::filesystem::path fleet_db_path(const std::string& repo_dir, const std::stri
 // Opens (creating if `create`) and migrates the fleet database. Errors name the file.
 Result<storage::Database> open_fleet_db(const std::filesystem::path& path, bool create = true);
 
+// Labels as stored in devices.labels / operator_labels (migration 0006): a JSON object, sorted.
+std::string labels_json(const Labels& labels);
+// Back from that form; what is not a string label is left out (the writer never stores one).
+Labels parse_labels_json(std::string_view text);
+
 struct DeviceFilter {
   std::string model;    // "" = any
   std::string channel;  // "" = any; devices that never reported a channel match every channel
@@ -81,6 +87,7 @@ struct DeviceFilter {
   std::string condition;
   std::optional<std::chrono::seconds> stale;  // only devices not seen for longer than this
   std::string admission;                      // "" = any; "admitted", "pending", "rejected"
+  std::optional<Selector> select;             // only devices whose labels it matches
 };
 
 struct DeviceModelRow {
@@ -102,6 +109,7 @@ struct DeviceModelRow {
   std::string metadata_error;
   std::int64_t metadata_error_since = 0;
   std::string admission;  // the device's: "admitted", "pending" or "rejected"
+  Labels labels;          // the device's, with the operator's on top
 };
 
 struct EventRow {
@@ -131,6 +139,9 @@ struct DeviceInfo {
   std::string admitted_by;  // "operator", "enrolled", "automatic", "enrollment:NAME", ""
   std::int64_t admitted_at = 0;
   std::string first_remote;  // the address of the first report ('' = unknown)
+  Labels reported_labels;    // as its last heartbeat said (migration 0006)
+  Labels operator_labels;    // `mota devices label`
+  Labels labels() const { return merge_labels(reported_labels, operator_labels); }
   // nullopt: the device never reported a block list (an agent older than the list).
   std::optional<std::vector<BlockedVersion>> blocked;
   std::vector<DeviceModelRow> models;
@@ -181,6 +192,17 @@ Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::
 // lookup per stale device).
 Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds stale_after,
                                    TimePoint now);
+// The same for the devices `select` matches: computed from a scan of their rows (a selector is
+// not indexed), so it costs about what `mota devices` does.
+Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds stale_after,
+                                   TimePoint now, const Selector& select);
+
+// Operator labels (`mota devices label`): sets `set` and removes `remove` on each device in
+// `ids`, in one transaction. Errc::not_found naming the first unknown id, Errc::invalid_argument
+// for a bad label, a "mota/" key (the device's facts), or a device that would have more than
+// kMaxLabels operator labels (nothing changed then). Returns how many devices changed.
+Result<std::int64_t> label_devices(storage::Database& db, const std::vector<std::string>& ids,
+                                   const Labels& set, const std::vector<std::string>& remove);
 
 // Pre-registers a device key (64 lower-case hex characters). Errc::already_exists when
 // the device is on record with another key (nothing changed); the same key marks it enrolled.

@@ -141,8 +141,8 @@ struct Statements {
         // holds it, so a heartbeat repeating it costs nothing more.
         MOTA_TRY(db.prepare(
             "UPDATE devices SET last_seen = ?, last_seq = max(last_seq, ?), agent_version = "
-            "coalesce(?, agent_version), arch = coalesce(?, arch), blocked = coalesce(?, blocked) "
-            "WHERE id = ?")),
+            "coalesce(?, agent_version), arch = coalesce(?, arch), blocked = coalesce(?, blocked), "
+            "labels = coalesce(?, labels) WHERE id = ?")),
         MOTA_TRY(db.prepare(
             "SELECT version, slot, committed, state, target, last_error, rolled_back_from, "
             "channel, failed_version, failed_at FROM installed WHERE device = ? AND model = ?")),
@@ -760,7 +760,7 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
 
   auto& insert = sql->insert_event;
   std::map<std::string, ModelRow> rows;
-  std::optional<std::string> agent_version, arch, blocked;
+  std::optional<std::string> agent_version, arch, blocked, labels;
   std::size_t fresh = 0;
   std::int64_t last = 0;
   for (const auto& item : job.items) {
@@ -790,6 +790,7 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
       if (item.agent_version) agent_version = item.agent_version;
       if (item.arch) arch = item.arch;
       if (item.blocked) blocked = blocked_json(*item.blocked);
+      if (item.labels) labels = labels_json(*item.labels);
       for (const auto& m : item.models) {
         ModelRow* r = MOTA_TRY(model_row(rows, job.device, m.model));
         apply_inventory(r->row, m);
@@ -826,7 +827,7 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
   if (fresh > 0) {
     auto& seen = sql->update_device;
     MOTA_TRY(seen.reset());
-    MOTA_TRY(seen.bind_all(now, last, agent_version, arch, blocked, job.device));
+    MOTA_TRY(seen.bind_all(now, last, agent_version, arch, blocked, labels, job.device));
     MOTA_TRY(seen.run());
   }
   return Outcome{200, Json{{"acked", last}}.dump()};

@@ -220,6 +220,10 @@ class Scanner {
         it.blocked.reset();  // anything but an array: not reported
         if (*p_ != '[') return skip_value(4);
         return blocked(it.blocked.emplace());
+      } else if (key == "labels") {
+        it.labels.reset();  // anything but an object: not reported
+        if (*p_ != '{') return skip_value(4);
+        return labels(it.labels.emplace());
       }
       if (s) {
         s->clear();
@@ -279,6 +283,14 @@ class Scanner {
       });
       if (ok && !b.model.empty()) out.push_back(std::move(b));
       return ok;
+    });
+  }
+
+  bool labels(Labels& out) {
+    return members(4, [&](std::string_view key) {
+      std::string& v = out[std::string(key)];
+      v.clear();
+      return *p_ == '"' ? string(&v) : skip_value(5);  // not a string: "", refused later
     });
   }
 
@@ -559,6 +571,11 @@ std::optional<std::string> report_item_bad_text(const ReportItem& item) {
       }
     }
   }
+  if (item.labels) {
+    for (const auto& [k, v] : *item.labels) {
+      if (auto ok = check_label(k, v); !ok) return ".labels: " + ok.error().message();
+    }
+  }
   return std::nullopt;
 }
 
@@ -605,6 +622,10 @@ std::optional<std::string> report_item_over_limits(const ReportItem& item, std::
       }
       if (b.reason.size() > kMaxReportError) return ".blocked[].reason is over the limit";
     }
+  }
+  if (item.labels && item.labels->size() > kMaxLabels) {
+    return ".labels has " + std::to_string(item.labels->size()) + " labels, over the limit of " +
+           std::to_string(kMaxLabels);
   }
   inventory += item.models.size() + blocked;
   if (inventory > kMaxReportInventory) {
@@ -671,6 +692,7 @@ Result<Report> parse_report(std::string_view body, std::string_view route_device
       item.arch.reset();
       item.models.clear();
       item.blocked.reset();
+      item.labels.reset();
     } else {
       item.from.clear();
       item.to.clear();

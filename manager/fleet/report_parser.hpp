@@ -25,8 +25,9 @@
 //        versions, state, step, slot, channel, agent_version, arch, the inventory's and block
 //        list's fields) over kMaxReportField bytes; an error or reason over kMaxReportError; a
 //        heartbeat listing more than kMaxInventory models or blocked versions; more than
-//        kMaxReportInventory such entries in the whole report
-//   400  per item: a name-like field (below) holding a control character
+//        kMaxReportInventory such entries in the whole report; more than kMaxLabels labels
+//   400  per item: a name-like field (below) holding a control character; a label that breaks
+//        common/labels.hpp's rules (or one under "mota/" that is not a string)
 // (These are checked after the item's other rules, on the fields its kind uses.)
 // Members other than these are ignored; a member given twice counts as its last value (as
 // nlohmann's DOM does). Each item's body is kept as the exact text the device sent, and the fields
@@ -39,6 +40,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/labels.hpp"
 #include "common/result.hpp"
 
 namespace mota::manager {
@@ -79,6 +81,10 @@ struct ReportItem {
   // Heartbeats: the block list; nullopt when "blocked" is absent or not an array (agents before
   // the list), which leaves the one on record alone.
   std::optional<std::vector<ReportBlocked>> blocked;
+  // Heartbeats: the device's labels (common/labels.hpp; a non-string value is kept as "", which
+  // no label may be); nullopt when "labels" is absent or not an object (agents before labels),
+  // which leaves the ones on record alone.
+  std::optional<Labels> labels;
 };
 
 struct Report {
@@ -90,8 +96,8 @@ struct Report {
 // `inventory` carries the report's count of inventory and block list entries from item to item.
 std::optional<std::string> report_item_over_limits(const ReportItem& item, std::size_t& inventory);
 // The 400 of an item whose name-like field (the fields of kMaxReportField) holds a control
-// character (C0 or DEL): the reason, or nullopt. Errors and reasons may hold line breaks (they are
-// escaped wherever shown).
+// character (C0 or DEL), or with an invalid label: the reason, or nullopt. Errors and reasons may
+// hold line breaks (they are escaped wherever shown).
 std::optional<std::string> report_item_bad_text(const ReportItem& item);
 
 [[nodiscard]] Result<Report> parse_report(std::string_view body, std::string_view route_device,

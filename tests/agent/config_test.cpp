@@ -92,6 +92,7 @@ delta = "never"
 log_level = "debug"
 verify_at_start = false
 accelerators = ["cuda", "TensorRT", "cuda"]
+labels = { site = "plant-3", hw = "orin-nano" }
 
 [health]
 watch_interval = "0s"
@@ -136,6 +137,7 @@ channel = "beta"
   EXPECT_EQ(c->health.max_retries, 0);
   EXPECT_EQ(c->health.retry_backoff, 0s);
   EXPECT_EQ(c->accelerators, (std::vector<std::string>{"cuda", "tensorrt"}));
+  EXPECT_EQ(c->labels, (Labels{{"hw", "orin-nano"}, {"site", "plant-3"}}));
   EXPECT_EQ(c->retry.max_attempts, 9u);
   EXPECT_EQ(c->retry.base_delay, 5s);
   EXPECT_EQ(c->retry.max_delay, 3600s);
@@ -285,6 +287,14 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
        "agent.toml: health.retry_backoff: 'soon' is not a duration"},
       {"[health]\nretry_backoff = \"2d\"\n", "agent.toml: health.retry_backoff: is more than 1d"},
       {"accelerators = \"cuda\"\n", "agent.toml: accelerators: must be an array of names"},
+      {"labels = \"site\"\n", "agent.toml: labels: must be a table like { site = \"plant-3\" }"},
+      {"labels = { site = 3 }\n", "agent.toml: labels.site: must be a string, not an integer"},
+      {"labels = { site = \"plant 3\" }\n",
+       "agent.toml: labels.site: label site value \"plant 3\": 1 to 63 of"},
+      {"labels = { \"bad key\" = \"x\" }\n", "agent.toml: labels.bad key: label key \"bad key\""},
+      {"labels = { \"mota/arch\" = \"x86_64\" }\n",
+       "agent.toml: labels.mota/arch: the prefix mota/ is reserved for the facts the agent "
+       "reports itself"},
       {"accelerators = [\"cuda\", 7]\n",
        "agent.toml: accelerators[1]: must be a string, not an integer"},
       {"accelerators = [\"my gpu\"]\n",

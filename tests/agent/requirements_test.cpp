@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/download.hpp"
+#include "common/version.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota::agent {
@@ -23,6 +24,25 @@ DeviceFacts facts() {
   f.disk_free_bytes = 500 * kMiB;
   f.accelerators = {"cuda"};
   return f;
+}
+
+// The labels a device reports: agent.toml's plus its facts under "mota/".
+TEST(Requirements, DeviceLabelsAreConfigPlusFacts) {
+  Config c;
+  c.labels = {{"site", "plant-3"}};
+  auto f = facts();
+  f.ram_total_bytes = 7 * 1024 * kMiB + 900 * kMiB;  // 7.9 GiB: rounds to 8
+  f.accelerators = {"cuda", "tensorrt"};
+  const Labels l = device_labels(c, f);
+  EXPECT_EQ(l, (Labels{{"site", "plant-3"},
+                       {"mota/arch", "x86_64"},
+                       {"mota/agent", kVersion},
+                       {"mota/ram-gb", "8"},
+                       {"mota/accel.cuda", "true"},
+                       {"mota/accel.tensorrt", "true"}}));
+  for (const auto& [k, v] : l) EXPECT_TRUE(check_label(k, v)) << k << "=" << v;
+  f.ram_total_bytes = 300 * kMiB;  // a small board: at least 1
+  EXPECT_EQ(device_labels(c, f).at("mota/ram-gb"), "1");
 }
 
 TEST(Requirements, ArchitecturesAreComparedByTheirCanonicalName) {

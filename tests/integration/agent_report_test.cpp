@@ -449,6 +449,7 @@ TEST(Report, HeartbeatHasInventory) {
             (Json{{"model", "resnet"}, {"slot", "b"}, {"version", "1.2.0"}, {"committed", false}}));
   // Nothing blocked: an empty list (the server tells it from an older agent's absent one).
   EXPECT_EQ((*hb)["blocked"], Json::array());
+  EXPECT_EQ((*hb)["labels"], Json::object()) << "none given";
   ASSERT_TRUE(dev.store->block("resnet", "1.3.0", "install resnet 1.3.0: probe: output: wrong"));
   hb = rep.heartbeat();
   ASSERT_TRUE(hb) << hb.error().message();
@@ -457,6 +458,13 @@ TEST(Report, HeartbeatHasInventory) {
   EXPECT_EQ((*hb)["blocked"][0]["version"], "1.3.0");
   EXPECT_EQ((*hb)["blocked"][0]["reason"], "install resnet 1.3.0: probe: output: wrong");
   EXPECT_TRUE(parse_time((*hb)["blocked"][0]["since"].get<std::string>()));
+
+  ReporterOptions with_labels;
+  with_labels.labels = {{"site", "plant-3"}, {"mota/arch", "x86_64"}};
+  Reporter labelled(*dev.store, *dev.client, *dev.id, "http://127.0.0.1:1", with_labels);
+  hb = labelled.heartbeat();
+  ASSERT_TRUE(hb) << hb.error().message();
+  EXPECT_EQ((*hb)["labels"], (Json{{"site", "plant-3"}, {"mota/arch", "x86_64"}}));
 
   ASSERT_TRUE(rep.enqueue_heartbeat());
   auto items = dev.store->peek(10);

@@ -67,12 +67,15 @@ class FleetState : public ::testing::Test {
   stdfs::path repo_dir() const { return work_ / "repo"; }
   static std::string mota_bin() { return test::build_path("manager/mota").string(); }
 
-  // Sends `items` (event bodies or heartbeat bodies, in order) as one signed report of `id`.
-  void report(const std::string& id, const std::vector<std::pair<std::string, Json>>& items) {
+  // Sends `items` (event bodies or heartbeat bodies, in order) as one signed report of `id`;
+  // the server's answer.
+  http::Response post_report(const std::string& id,
+                             const std::vector<std::pair<std::string, Json>>& items) {
     auto it = ids_.find(id);
     if (it == ids_.end()) {
       auto d = protocol::DeviceIdentity::load_or_create(work_ / "keys" / id, id);
-      ASSERT_TRUE(d) << d.error().message();
+      EXPECT_TRUE(d) << d.error().message();
+      if (!d) return {};
       it = ids_.emplace(id, std::move(*d)).first;
     }
     Json batch = Json::array();
@@ -85,12 +88,17 @@ class FleetState : public ::testing::Test {
     const std::string body = Json{{"device", id}, {"batch", batch}}.dump();
     const std::string route = "/v1/devices/" + id + "/events";
     auto headers = it->second.report_headers(route, body);
-    ASSERT_TRUE(headers) << headers.error().message();
+    EXPECT_TRUE(headers) << headers.error().message();
+    if (!headers) return {};
     (*headers)["Content-Type"] = "application/json";
     auto http = http::make_http_client();
     auto r = http->post("http://127.0.0.1:" + std::to_string(port_) + route, body, *headers);
-    ASSERT_TRUE(r) << r.error().message();
-    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_TRUE(r) << r.error().message();
+    return r ? *r : http::Response{};
+  }
+  void report(const std::string& id, const std::vector<std::pair<std::string, Json>>& items) {
+    auto r = post_report(id, items);
+    ASSERT_EQ(r.status, 200) << r.body;
   }
   void events(const std::string& id, const std::vector<Ev>& evs) {
     std::vector<std::pair<std::string, Json>> items;
@@ -524,6 +532,99 @@ TEST_F(FleetState, RolloutCountsFollowTheRules) {
   EXPECT_EQ(version_stats(fleet, "2.0.0")["rollbacks"], 0) << fleet.dump(2);
   EXPECT_EQ(version_stats(fleet, "1.0.0")["devices"], 4) << fleet.dump(2);
   EXPECT_EQ(detector(fleet)["failed"], 0) << fleet.dump(2);
+}
+
+// Labels (docs/fleet.md, "Labels and selectors"): devices report theirs in heartbeats, operators
+// add their own on top; selectors choose devices in `mota devices`, `mota fleet` and bulk
+// commands. A heartbeat without labels (an older agent) keeps the ones on record; a bad label is
+// refused with the label named and changes nothing.
+TEST_F(FleetState, LabelsSelectDevicesInEveryView) {
+  auto hb = [&](const std::string& id, const std::string& version, const Json& labels) {
+    Json body = {{"agent_version", "0.2.0"},
+                 {"models",
+                  {{{"model", "detector"},
+                    {"slot", "a"},
+                    {"version", version},
+                    {"committed", true},
+                    {"channel", "stable"}}}}};
+    if (!labels.is_null()) body["labels"] = labels;
+    report(id, {{"heartbeat", body}});
+  };
+  hb("cam-1", "1.0.0", {{"site", "plant-3"}, {"hw", "orin-nano"}, {"mota/arch", "aarch64"}});
+  hb("cam-2", "2.0.0", {{"site", "plant-3"}, {"hw", "rpi5"}, {"mota/arch", "aarch64"}});
+  hb("cam-3", "1.0.0", {{"site", "plant-4"}, {"hw", "orin-nano"}, {"mota/arch", "aarch64"}});
+  hb("old-1", "1.0.0", nullptr);  // an agent before labels
+  // A later heartbeat without labels keeps what is on record.
+  hb("cam-1", "1.0.0", nullptr);
+
+  auto ids = [&](std::vector<std::string> args) {
+    std::vector<std::string> out;
+    for (const auto& r : mota_json(args)) out.push_back(r["device"]);
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ids({"devices", "--select", "site=plant-3"}), (V{"cam-1", "cam-2"}));
+  EXPECT_EQ(ids({"devices", "--select", "site=plant-3,hw in (orin-nano,xavier)"}), (V{"cam-1"}));
+  EXPECT_EQ(ids({"devices", "--select", "!site"}), (V{"old-1"}));
+  EXPECT_EQ(ids({"devices", "--select", "site notin (plant-3)", "--version", "1.0.0"}),
+            (V{"cam-3", "old-1"}));
+  EXPECT_EQ(row("cam-1")["labels"]["hw"], "orin-nano");
+
+  // Operator labels win over the device's and select like them.
+  auto r = mota({"devices", "label", "cam-3", "canary=yes", "site=plant-3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "labelled 1 device (1 matched)\n");
+  EXPECT_EQ(ids({"devices", "--select", "site=plant-3,!canary"}), (V{"cam-1", "cam-2"}));
+  EXPECT_EQ(ids({"devices", "--select", "canary"}), (V{"cam-3"}));
+  r = mota({"devices", "label", "--select", "hw=orin-nano", "ring=2", "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "cam-1\ncam-3\nwould label 2 devices\n");
+  r = mota({"devices", "label", "--select", "hw=orin-nano", "ring=2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ids({"devices", "--select", "ring=2"}), (V{"cam-1", "cam-3"}));
+  r = mota({"devices", "label", "cam-3", "--remove", "canary", "--remove", "site"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ids({"devices", "--select", "site=plant-4"}), (V{"cam-3"})) << "its own again";
+  const Json show = mota_json({"device", "show", "cam-3"});
+  EXPECT_EQ(
+      show["labels"],
+      (Json{{"hw", "orin-nano"}, {"mota/arch", "aarch64"}, {"ring", "2"}, {"site", "plant-4"}}));
+  EXPECT_EQ(show["operator_labels"], (Json{{"ring", "2"}}));
+  r = mota({"device", "show", "cam-3"});
+  EXPECT_NE(r.out.find("labels     hw=orin-nano,mota/arch=aarch64,site=plant-4\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("operator   ring=2 (mota devices label)"), std::string::npos) << r.out;
+
+  // The summary of a selection.
+  const Json fleet = mota_json({"fleet", "--select", "site=plant-3"});
+  EXPECT_EQ(fleet["devices"], 2) << fleet.dump(2);
+  ASSERT_EQ(fleet["models"].size(), 1u);
+  EXPECT_EQ(fleet["models"][0]["devices"], 2);
+  EXPECT_EQ(fleet["models"][0]["versions"].size(), 2u) << fleet.dump(2);
+  EXPECT_EQ(mota_json({"fleet"})["devices"], 4);
+
+  // Mistakes say what and change nothing.
+  for (const auto& [args, words] : std::vector<std::pair<V, std::string>>{
+           {{"devices", "--select", "site="}, "expected a label value"},
+           {{"devices", "label", "cam-1", "mota/arch=x86_64"}, "the device's own facts"},
+           {{"devices", "label", "cam-1", "site=a b"}, "label site value \"a b\""},
+           {{"devices", "label", "cam-1", "nobody", "x=1"}, "device 'nobody' is not on record"},
+           {{"devices", "label", "cam-1"}, "give KEY=VALUE labels or --remove KEY"},
+       }) {
+    r = mota(args);
+    EXPECT_NE(r.exit_code, 0) << args[1];
+    EXPECT_NE((r.out + r.err).find(words), std::string::npos) << r.out << r.err;
+  }
+  EXPECT_EQ(ids({"devices", "--select", "x"}), V{}) << "the failed command labelled nobody";
+
+  // A device's bad label is a 400 naming it; what is on record stays.
+  auto bad = post_report(
+      "cam-1",
+      {{"heartbeat", Json{{"models", Json::array()}, {"labels", {{"site", "plant\n3"}}}}}});
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_NE(bad.body.find("label site value"), std::string::npos) << bad.body;
+  EXPECT_EQ(row("cam-1")["labels"]["site"], "plant-3");
 }
 
 }  // namespace

@@ -64,6 +64,7 @@ void expect_same(const std::string& body, const std::string& id = "dev-1",
       EXPECT_EQ(g.models[m].channel, w.models[m].channel);
       EXPECT_EQ(g.models[m].committed, w.models[m].committed);
     }
+    EXPECT_EQ(g.labels, w.labels);
     ASSERT_EQ(g.blocked.has_value(), w.blocked.has_value());
     if (!w.blocked) continue;
     ASSERT_EQ(g.blocked->size(), w.blocked->size());
@@ -283,6 +284,56 @@ TEST(ReportParser, PerReportLimitsRefuseFloodsOfRowsAndHugeFields) {
   EXPECT_TRUE(parse_report(report(Json::array({hb})), "d", 5000));
 }
 
+// Labels (common/labels.hpp): kept as an object of strings; a bad one is a 400 naming it, more
+// than kMaxLabels a 413; a heartbeat without them (older agents) reports none.
+TEST(ReportParser, HeartbeatLabelsAreCheckedAndKept) {
+  auto report = [](const Json& labels) {
+    Json body = {{"models", Json::array()}};
+    if (!labels.is_null()) body["labels"] = labels;
+    return Json{{"device", "d"},
+                {"batch", Json::array({{{"seq", 1}, {"kind", "heartbeat"}, {"body", body}}})}}
+        .dump();
+  };
+  const Json good = {{"site", "plant-3"}, {"hw", "orin-nano"}, {"mota/arch", "aarch64"}};
+  expect_same(report(good), "d");
+  auto r = parse_report(report(good), "d", 50);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_TRUE(r->items[0].labels);
+  EXPECT_EQ(*r->items[0].labels,
+            (Labels{{"hw", "orin-nano"}, {"mota/arch", "aarch64"}, {"site", "plant-3"}}));
+  r = parse_report(report(nullptr), "d", 50);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->items[0].labels) << "no member: nothing reported";
+  r = parse_report(report(Json::array({"site"})), "d", 50);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->items[0].labels) << "not an object: nothing reported";
+  expect_same(report(Json::array({"site"})), "d");
+
+  struct Case {
+    Json labels;
+    int status;
+    std::string words;
+  };
+  Json many = Json::object();
+  for (std::size_t i = 0; i <= kMaxLabels; ++i) many["k" + std::to_string(i)] = "v";
+  for (const Case& c : {
+           Case{{{"site", "plant 3"}}, 400, "label site value \"plant 3\""},
+           Case{{{"site", 3}}, 400, "label site value \"\""},
+           Case{{{"site", ""}}, 400, "label site value \"\""},
+           Case{{{"bad key", "x"}}, 400, "label key \"bad key\""},
+           Case{{{"site", "a\u001b[2J"}}, 400, "\\x1b"},
+           Case{{{std::string(64, 'k'), "v"}}, 400, "label key"},
+           Case{many, 413, "batch[0].labels has 65 labels, over the limit of 64"},
+       }) {
+    SCOPED_TRACE(c.labels.dump());
+    expect_same(report(c.labels), "d");
+    r = parse_report(report(c.labels), "d", 50);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().http_status(), c.status);
+    EXPECT_NE(r.error().message().find(c.words), std::string::npos) << r.error().message();
+  }
+}
+
 // Random reports built from agent-like pieces and odd ones, compared with the reference.
 TEST(ReportParser, RandomReportsMatchTheTreeParser) {
   std::mt19937_64 rng(20261122);
@@ -337,6 +388,14 @@ TEST(ReportParser, RandomReportsMatchTheTreeParser) {
           blocked.push_back(rng() % 10 == 0 ? value() : e);
         }
         body["blocked"] = rng() % 10 == 0 ? value() : blocked;
+      }
+      if (rng() % 3 == 0) {
+        Json labels = Json::object();
+        for (int l = int(rng() % 3); l > 0; --l) {
+          labels[pick({"site", "hw", "mota/arch", "bad key", "x"})] =
+              rng() % 8 == 0 ? value() : Json(pick({"plant-3", "orin", "a b", "v"}));
+        }
+        body["labels"] = rng() % 8 == 0 ? value() : labels;
       }
       item["body"] = rng() % 25 == 0 ? value() : body;
       batch.push_back(rng() % 40 == 0 ? value() : item);

@@ -122,6 +122,13 @@ inline Result<Report> reference_parse_report(const std::string& body, const std:
           item.blocked->push_back(std::move(r));
         }
       }
+      auto labels = b->find("labels");
+      if (labels != b->end() && labels->is_object()) {
+        item.labels.emplace();
+        for (const auto& [k, v] : labels->items()) {
+          (*item.labels)[k] = v.is_string() ? v.get<std::string>() : std::string();
+        }
+      }
     }
     // The limits are shared, not re-implemented: this reference checks the scanning.
     if (auto why = manager::report_item_bad_text(item)) {

@@ -1,0 +1,9 @@
+-- Fleet database schema version 6: device labels (docs/fleet.md, "Labels and selectors").
+--
+-- labels: what the device reported in its last heartbeat that carried them (agent.toml labels
+-- and its facts under "mota/"), as a JSON object with sorted keys; operator_labels: what
+-- `mota devices label` set, the same form. A device's labels are the two merged, the operator's
+-- winning. Selectors are evaluated by the server (views, counts) and by the device (a targeted
+-- rollout's channel file), so they are kept as text, not as SQL.
+ALTER TABLE devices ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE devices ADD COLUMN operator_labels TEXT NOT NULL DEFAULT '{}';
