@@ -60,7 +60,8 @@ bool CheckReport::ok() const {
 }
 
 Result<std::string> version_refusal(const Channel* channel, std::string_view device_id,
-                                    const std::string& from, const std::string& to) {
+                                    const Labels& labels, const std::string& from,
+                                    const std::string& to) {
   auto want = MOTA_TRY_CTX(SemVer::parse(to), "version");
   if (channel && !channel->min_version.empty()) {
     auto min = MOTA_TRY_CTX(SemVer::parse(channel->min_version), "min_version");
@@ -73,7 +74,7 @@ Result<std::string> version_refusal(const Channel* channel, std::string_view dev
     auto have = MOTA_TRY_CTX(SemVer::parse(from), "installed version");
     if (want < have) {
       bool explicit_rollback =
-          channel && channel->allow_downgrade && wanted_version(*channel, device_id) == to;
+          channel && channel->allow_downgrade && wanted_version(*channel, device_id, labels) == to;
       if (!explicit_rollback) {
         return "version " + to + " is older than the installed " + from + " and channel " +
                (channel ? channel->channel : std::string("(none known)")) +
@@ -428,7 +429,8 @@ Status Agent::update_model(const TargetSource& src, const ModelSubscription& sub
   p.report.version = ev.from;
   auto journal = MOTA_TRY(state_.install(sub.name));
   auto channel = MOTA_TRY(fetch_channel(src, sub));
-  ev.to = wanted_version(channel, config_.device_id);
+  MOTA_TRY(refresh_labels());
+  ev.to = wanted_version(channel, config_.device_id, labels_);
   if (journal && (ev.to.empty() || ev.to == ev.from) && journal->to_version != ev.from) {
     // The channel moved back to what runs (e.g. a halted rollout) while an install of
     // another version was unfinished: that install is abandoned (not blocked), not resumed.
@@ -447,6 +449,12 @@ Status Agent::update_model(const TargetSource& src, const ModelSubscription& sub
   return install_version(src, sub, slots, gate, ev, p.report);
 }
 
+Status Agent::refresh_labels() {
+  auto facts = MOTA_TRY_CTX(device_facts(config_, nullptr), "device facts");
+  labels_ = device_labels(config_, facts);
+  return {};
+}
+
 Result<Channel> Agent::fetch_channel(const TargetSource& src, const ModelSubscription& sub) {
   const std::string ch_path = channel_target_path(sub.channel, sub.name);
   auto ch_info = MOTA_TRY_CTX(src.client.get_target(ch_path), ch_path);
@@ -460,7 +468,8 @@ Result<Channel> Agent::fetch_channel(const TargetSource& src, const ModelSubscri
 Result<bool> Agent::may_install(const Channel& channel, const ModelSubscription& sub, Event& ev,
                                 ModelReport& mr) {
   const std::string ch_path = channel_target_path(sub.channel, sub.name);
-  auto why = MOTA_TRY_CTX(version_refusal(&channel, config_.device_id, ev.from, ev.to), ch_path);
+  auto why =
+      MOTA_TRY_CTX(version_refusal(&channel, config_.device_id, labels_, ev.from, ev.to), ch_path);
   if (!why.empty()) {
     mr.outcome = ModelOutcome::refused;
     mr.error = why;
@@ -884,6 +893,7 @@ Status Agent::offline_update(const storage::BundleReader& bundle, const ModelSub
 
   ev.step = step_name(PollStep::channel);
   const std::optional<Channel> channel = MOTA_TRY(bundle_channel(src, sub));
+  MOTA_TRY(refresh_labels());
 
   ev.step = step_name(PollStep::policy);
   // Installed already (an unfinished install of another version is left to the next poll).
@@ -892,7 +902,8 @@ Status Agent::offline_update(const storage::BundleReader& bundle, const ModelSub
     return {};
   }
   const std::string why = MOTA_TRY_CTX(
-      version_refusal(channel ? &*channel : nullptr, config_.device_id, ev.from, ev.to), where);
+      version_refusal(channel ? &*channel : nullptr, config_.device_id, labels_, ev.from, ev.to),
+      where);
   if (!why.empty()) {
     mr.outcome = ModelOutcome::refused;
     mr.error = why;

@@ -145,8 +145,11 @@ namespace mota::agent {
 // The version policy above: "" if `to` may be installed over `from` ("" = nothing installed),
 // else the reason it is refused. `channel` may be null (no channel known: offline install on a
 // device that never polled). Errc::parse for a malformed version.
+// `labels` are the device's (device_labels): a targeted channel's explicit rollback is to the
+// version the channel wants for this device.
 Result<std::string> version_refusal(const Channel* channel, std::string_view device_id,
-                                    const std::string& from, const std::string& to);
+                                    const Labels& labels, const std::string& from,
+                                    const std::string& to);
 
 // The "step" of an event (see above) outside the install's own steps (InstallStep,
 // agent/install.hpp), with step_name() giving the wire names events carry.
@@ -428,6 +431,10 @@ class Agent {
   StateStore state_;
   protocol::DeviceIdentity identity_;
   std::map<std::string, std::string> enrollment_headers_;  // agent.toml enrollment_key
+  // This device's labels (agent.toml's and its facts), gathered at the start of each model's
+  // update: a targeted channel's choice (manifest/channel.hpp) depends on them.
+  Labels labels_;
+  Status refresh_labels();
   // The report session outlives each poll's Reporter (one handshake an hour, not one a poll).
   ReportSessionState report_sessions_;
   InstallOptions install_options_;

@@ -89,6 +89,37 @@ Result<Channel> Channel::parse(std::string_view json_text) {
     c.rollout.percent = 100;
   }
 
+  auto tg = j.find("targeted");
+  if (tg != j.end()) {
+    if (!tg->is_object()) return bad("targeted", "not an object");
+    Targeted t;
+    const std::string select = MOTA_TRY(get_string(*tg, "select", true, "targeted.select"));
+    auto sel = Selector::parse(select);
+    if (!sel) return bad("targeted.select", sel.error().message());
+    t.select = sel->text();
+    t.version = MOTA_TRY(get_string(*tg, "version", true, "targeted.version"));
+    MOTA_TRY(check_semver("targeted.version", t.version));
+    auto p = tg->find("percent");
+    if (p == tg->end()) return bad("targeted.percent", "missing");
+    if (!p->is_number_integer() || p->get<std::int64_t>() < 0 || p->get<std::int64_t>() > 100) {
+      return bad("targeted.percent", p->dump() + " is not an integer in 0..100");
+    }
+    t.percent = static_cast<unsigned>(p->get<std::int64_t>());
+    t.salt = MOTA_TRY(get_string(*tg, "salt", true, "targeted.salt"));
+    if (t.salt.size() != 16 || !is_lower_hex(t.salt)) {
+      return bad("targeted.salt", "'" + t.salt + "' is not 16 lower-case hex digits");
+    }
+    t.fallback_version =
+        MOTA_TRY(get_string(*tg, "fallback_version", false, "targeted.fallback_version"));
+    if (!t.fallback_version.empty()) {
+      MOTA_TRY(check_semver("targeted.fallback_version", t.fallback_version));
+      if (t.percent == 100) {
+        return bad("targeted.fallback_version", "must be absent when percent is 100");
+      }
+    }
+    c.targeted = std::move(t);
+  }
+
   c.min_version = MOTA_TRY(get_string(j, "min_version", false));
   if (!c.min_version.empty()) {
     MOTA_TRY(check_semver("min_version", c.min_version));
@@ -99,6 +130,15 @@ Result<Channel> Channel::parse(std::string_view json_text) {
     if (!c.rollout.fallback_version.empty() && *SemVer::parse(c.rollout.fallback_version) < min) {
       return bad("rollout.fallback_version",
                  c.rollout.fallback_version + " is below min_version " + c.min_version);
+    }
+    if (c.targeted && *SemVer::parse(c.targeted->version) < min) {
+      return bad("targeted.version",
+                 c.targeted->version + " is below min_version " + c.min_version);
+    }
+    if (c.targeted && !c.targeted->fallback_version.empty() &&
+        *SemVer::parse(c.targeted->fallback_version) < min) {
+      return bad("targeted.fallback_version",
+                 c.targeted->fallback_version + " is below min_version " + c.min_version);
     }
   }
 
@@ -127,6 +167,15 @@ Json Channel::to_json() const {
     if (!rollout.fallback_version.empty()) ro["fallback_version"] = rollout.fallback_version;
     j["rollout"] = std::move(ro);
   }
+  if (targeted) {
+    j["targeted"] = Json{{"select", targeted->select},
+                         {"version", targeted->version},
+                         {"percent", targeted->percent},
+                         {"salt", targeted->salt}};
+    if (!targeted->fallback_version.empty()) {
+      j["targeted"]["fallback_version"] = targeted->fallback_version;
+    }
+  }
   if (!min_version.empty()) j["min_version"] = min_version;
   j["allow_downgrade"] = allow_downgrade;
   j["updated"] = updated;
@@ -151,7 +200,32 @@ unsigned rollout_bucket(std::string_view salt, std::string_view device_id) {
   return static_cast<unsigned>(v % 10000);
 }
 
-std::string wanted_version(const Channel& channel, std::string_view device_id) {
+namespace {
+
+bool matches(const Targeted& t, const Labels& labels) {
+  // Parsed when the channel was: a selector that no longer parses cannot happen; it would
+  // match nobody.
+  auto sel = Selector::parse(t.select);
+  return sel && sel->matches(labels);
+}
+
+bool in_sample(const Targeted& t, std::string_view device_id) {
+  return t.percent >= 100 || rollout_bucket(t.salt, device_id) < t.percent * 100;
+}
+
+}  // namespace
+
+bool in_target(const Channel& channel, std::string_view device_id, const Labels& labels) {
+  return channel.targeted && in_sample(*channel.targeted, device_id) &&
+         matches(*channel.targeted, labels);
+}
+
+std::string wanted_version(const Channel& channel, std::string_view device_id,
+                           const Labels& labels) {
+  if (const auto& t = channel.targeted; t && matches(*t, labels)) {
+    if (in_sample(*t, device_id)) return t->version;
+    if (!t->fallback_version.empty()) return t->fallback_version;
+  }
   if (channel.rollout.percent >= 100) return channel.version;
   if (rollout_bucket(channel.rollout.salt, device_id) < channel.rollout.percent * 100) {
     return channel.version;

@@ -20,11 +20,26 @@
 // below it are never offered. `allow_downgrade`: whether an agent on a newer version than the
 // wanted one may install the older one (rolling a bad release back).
 //
+// Targeting (optional; docs/fleet.md, "Targeted rollouts"):
+//  "targeted": {"select": "site=plant-3,hw in (orin-nano,rpi5)", "version": "1.2.0",
+//               "percent": 25, "salt": "0c1d2e3f40516273", "fallback_version": "1.1.0"}
+// A device whose labels (agent/requirements.hpp device_labels) match `select` (a label selector,
+// common/labels.hpp, stored in its canonical text) and whose bucket under this salt is below
+// percent * 100 wants targeted.version; a matching device outside the percentage wants
+// targeted.fallback_version (what the target ran before: optional, absent at 100%), or without
+// one follows the rest of the file, as every other device does: the rest then describes what
+// the devices outside the target keep. The section is separate from
+// "rollout" so that an agent from before targeting, which ignores it, follows the rest of the
+// file: it keeps the version of the devices outside the target (fail closed), never takes the
+// targeted one.
+//
 // Unknown fields are ignored (a newer manager may add some; the file is signed either way).
 
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "common/labels.hpp"
 #include "common/result.hpp"
 #include "manifest/canonical_json.hpp"
 
@@ -36,11 +51,20 @@ struct Rollout {
   std::string fallback_version;  // semver; empty when absent
 };
 
+struct Targeted {
+  std::string select;   // canonical selector text (Selector::parse succeeds)
+  std::string version;  // semver, not below min_version
+  unsigned percent = 100;
+  std::string salt;              // 16 lower-case hex digits
+  std::string fallback_version;  // semver; empty when absent (always at 100%)
+};
+
 struct Channel {
   std::string model;    // valid_model_name()
   std::string channel;  // valid_channel_name()
   std::string version;  // semver
   Rollout rollout;
+  std::optional<Targeted> targeted;
   std::string min_version;  // semver; empty when absent
   bool allow_downgrade = false;
   std::string updated;  // YYYY-MM-DDTHH:MM:SSZ
@@ -62,8 +86,11 @@ std::string channel_target_path(std::string_view channel, std::string_view model
 // First 8 bytes of sha256(salt + ":" + device_id) as a big-endian integer, modulo 10000.
 unsigned rollout_bucket(std::string_view salt, std::string_view device_id);
 
-// The version `device_id` should run: `version` inside the rollout, else the fallback (which may
-// be empty: nothing wanted).
-std::string wanted_version(const Channel& channel, std::string_view device_id);
+// The version `device_id` with `labels` should run: targeted.version inside the target (above),
+// else `version` inside the rollout, else the fallback (which may be empty: nothing wanted).
+std::string wanted_version(const Channel& channel, std::string_view device_id,
+                           const Labels& labels);
+// Whether `device_id` with `labels` is inside the channel's target (false without one).
+bool in_target(const Channel& channel, std::string_view device_id, const Labels& labels);
 
 }  // namespace mota

@@ -20,6 +20,10 @@ void print_channel(const Channel& c) {
               c.version.c_str(), rollout.c_str(),
               c.min_version.empty() ? "" : (" min " + c.min_version).c_str(),
               c.allow_downgrade ? " downgrade-allowed" : "");
+  if (c.targeted) {
+    std::printf("%-12s %-24s %-12s %u%% of devices matching %s\n", "", "",
+                c.targeted->version.c_str(), c.targeted->percent, c.targeted->select.c_str());
+  }
 }
 
 struct ChannelFlags {
@@ -45,11 +49,21 @@ void add_channel_commands(CLI::App& app, CliAction& action, std::string& repo_fl
   cset->add_flag("--allow-downgrade", creq.allow_downgrade,
                  "devices on a newer version may install VERSION");
   cset->add_option("--min-version", creq.min_version, "devices below it update regardless");
+  cset->add_option("--select", creq.select,
+                   "only devices whose labels match (site=plant-3,hw in (orin,rpi5)) get VERSION; "
+                   "the others keep theirs");
   add_repo_option(cset, repo_flag);
   cset->callback([&action, &repo_flag, f] {
     action = [&repo_flag, f]() -> Status {
       auto repo = MOTA_TRY(Repository::open(repo_dir(repo_flag)));
       const Channel c = MOTA_TRY_CTX(repo.set_channel(f->request), "channel set");
+      if (c.targeted) {
+        std::printf("channel %s: %s -> %s for %u%% of devices matching %s (others: %s)\n",
+                    c.channel.c_str(), c.model.c_str(), c.targeted->version.c_str(),
+                    c.targeted->percent, c.targeted->select.c_str(),
+                    c.rollout.percent == 100 ? c.version.c_str() : "no change");
+        return {};
+      }
       std::printf("channel %s: %s -> %s", c.channel.c_str(), c.model.c_str(), c.version.c_str());
       if (c.rollout.percent < 100) {
         std::printf(

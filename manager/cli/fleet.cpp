@@ -457,6 +457,7 @@ void print_rollout(const RolloutInfo& r, bool json) {
               static_cast<long long>(r.id), r.model.c_str(), r.version.c_str(), r.channel.c_str(),
               r.previous_version.empty() ? "none" : r.previous_version.c_str(), r.state.c_str(),
               r.step + 1, r.percents.size(), steps.c_str());
+  if (!r.select.empty()) std::printf("  devices matching %s\n", r.select.c_str());
   std::printf(
       "  targeted %lld, updated %lld, failed %lld, rolled back %lld, pending %lld; "
       "failure rate %.1f%% (halt above %g%%)\n",
@@ -505,6 +506,29 @@ Status rollout_cmd(const std::string& repo_path, const FleetFlags& f, const std:
     spec.min_devices = f.min_devices;
     spec.step_after = std::chrono::duration_cast<std::chrono::seconds>(
         MOTA_TRY_CTX(parse_duration_value(f.step_after), "--step-after"));
+    spec.select = f.select;
+    if (f.dry_run) {
+      auto db = MOTA_TRY(open_db(repo_path, f, DbUse::existing));
+      const auto plan = MOTA_TRY(plan_rollout(db, spec));
+      if (f.json) {
+        Json arr = Json::array();
+        for (const auto& step : plan) {
+          arr.push_back(Json{{"percent", step.percent},
+                             {"count", step.devices.size()},
+                             {"devices", step.devices}});
+        }
+        print_json(arr);
+        return {};
+      }
+      for (std::size_t i = 0; i < plan.size(); ++i) {
+        std::printf("step %zu: %3u%% -> %zu device%s\n", i + 1, plan[i].percent,
+                    plan[i].devices.size(), plan[i].devices.size() == 1 ? "" : "s");
+      }
+      std::printf("(admitted devices of %s on %s%s, as they report now; nothing published)\n",
+                  spec.model.c_str(), spec.channel.c_str(),
+                  spec.select.empty() ? "" : (" matching " + spec.select).c_str());
+      return {};
+    }
     auto db = MOTA_TRY(open_db(repo_path, f, DbUse::create));
     print_rollout(MOTA_TRY(start_rollout(db, repo, spec, now)), f.json);
     return {};
@@ -742,6 +766,12 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
       cmd->add_option("--step-after", f->step_after, "minimum time per step")
           ->capture_default_str()
           ->check(duration_check());
+      cmd->add_option("--select", f->select,
+                      "only devices whose labels match take VERSION (site=plant-3,!canary); the "
+                      "others keep theirs")
+          ->check(selector_check());
+      cmd->add_flag("--dry-run", f->dry_run,
+                    "how many devices (which, with --json) each step would reach; publish nothing");
     }
     cmd->callback([&action, &repo_flag, f, name] {
       action = [&repo_flag, f, name] { return rollout_cmd(repo_dir(repo_flag), *f, name); };

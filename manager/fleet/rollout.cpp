@@ -8,6 +8,7 @@
 #include "common/semver.hpp"
 #include "manager/fleet/fleet_db.hpp"
 #include "manifest/channel.hpp"
+#include "manifest/crypto.hpp"
 
 namespace mota::manager {
 
@@ -37,7 +38,8 @@ std::string bp_text(unsigned bp) {
 
 constexpr const char* kRolloutColumns =
     "SELECT id, channel, model, version, previous_version, percents, step, max_failure_bp, "
-    "min_devices, step_after, salt, state, started_at, step_started_at, updated_at FROM rollouts";
+    "min_devices, step_after, salt, state, started_at, step_started_at, updated_at, selector, "
+    "previous_selector FROM rollouts";
 
 Result<RolloutInfo> read_rollout(const storage::Statement& st) {
   RolloutInfo r;
@@ -61,6 +63,8 @@ Result<RolloutInfo> read_rollout(const storage::Statement& st) {
   r.started_at = st.column_int64(12);
   r.step_started_at = st.column_int64(13);
   r.updated_at = st.column_int64(14);
+  r.select = st.column_text(15);
+  r.previous_select = st.column_text(16);
   return r;
 }
 
@@ -102,30 +106,56 @@ Status load_transitions(storage::Database& db, RolloutInfo& info) {
   return {};
 }
 
-Status compute_counts(storage::Database& db, RolloutInfo& info) {
-  RolloutCounts c;
+// Calls `each(device, version, failed_version, failed_at, rolled_back_from)` for every admitted
+// device of the model on the channel (or that never said its channel) that `select` matches
+// (nullptr: every one), by the labels the device reported.
+template <class Each>
+Status for_rollout_devices(storage::Database& db, const std::string& model,
+                           const std::string& channel, const Selector* select, Each each) {
   // Read from the installed_rollout covering index (migration 0003); only admitted devices
   // decide (migration 0005: the few others come from the devices_unadmitted partial index), so
-  // devices nobody vouched for can neither advance nor halt a rollout.
+  // devices nobody vouched for can neither advance nor halt a rollout. A selector needs each
+  // device's labels: a look-up in devices per row, only then.
   auto st = MOTA_TRY(db.prepare(
-      "SELECT device, version, failed_version, failed_at, rolled_back_from FROM installed "
-      "WHERE model = ? AND (channel = ? OR channel = '') AND device NOT IN (SELECT id FROM "
-      "devices WHERE admission <> 'admitted')"));
-  MOTA_TRY(st.bind_all(info.model, info.channel));
-  const unsigned limit = info.percent() * 100;
+      select ? "SELECT i.device, i.version, i.failed_version, i.failed_at, i.rolled_back_from, "
+               "d.labels FROM installed i JOIN devices d ON d.id = i.device WHERE i.model = ? AND "
+               "(i.channel = ? OR i.channel = '') AND d.admission = 'admitted'"
+             : "SELECT device, version, failed_version, failed_at, rolled_back_from FROM "
+               "installed WHERE model = ? AND (channel = ? OR channel = '') AND device NOT IN "
+               "(SELECT id FROM devices WHERE admission <> 'admitted')"));
+  MOTA_TRY(st.bind_all(model, channel));
   while (MOTA_TRY(st.step()) == storage::Step::row) {
-    if (limit < 10000 && rollout_bucket(info.salt, st.column_text(0)) >= limit) continue;
-    ++c.targeted;
-    if (st.column_text(1) == info.version) {
-      ++c.updated;
-    } else if (st.column_text(4) == info.version) {
-      ++c.rolled_back;
-    } else if (st.column_text(2) == info.version && st.column_int64(3) >= info.started_at) {
-      ++c.failed;
-    } else {
-      ++c.pending;
-    }
+    if (select && !select->matches(parse_labels_json(st.column_text(5)))) continue;
+    each(st.column_text(0), st.column_text(1), st.column_text(2), st.column_int64(3),
+         st.column_text(4));
   }
+  return {};
+}
+
+Status compute_counts(storage::Database& db, RolloutInfo& info) {
+  RolloutCounts c;
+  std::optional<Selector> select;
+  if (!info.select.empty()) {
+    select = MOTA_TRY_CTX(Selector::parse(info.select),
+                          "fleet database: rollout " + std::to_string(info.id));
+  }
+  const unsigned limit = info.percent() * 100;
+  MOTA_TRY(for_rollout_devices(
+      db, info.model, info.channel, select ? &*select : nullptr,
+      [&](const std::string& device, const std::string& version, const std::string& failed_version,
+          std::int64_t failed_at, const std::string& rolled_back_from) {
+        if (limit < 10000 && rollout_bucket(info.salt, device) >= limit) return;
+        ++c.targeted;
+        if (version == info.version) {
+          ++c.updated;
+        } else if (rolled_back_from == info.version) {
+          ++c.rolled_back;
+        } else if (failed_version == info.version && failed_at >= info.started_at) {
+          ++c.failed;
+        } else {
+          ++c.pending;
+        }
+      }));
   const std::int64_t bad = c.failed + c.rolled_back;
   const std::int64_t decided = c.updated + bad;
   const std::int64_t denom = std::max(decided, std::min(info.min_devices, c.targeted));
@@ -135,14 +165,18 @@ Status compute_counts(storage::Database& db, RolloutInfo& info) {
 }
 
 // Publishes channel/model at version/percent, keeping the channel's min_version.
+// A targeted rollout (`select`) publishes the version to `percent` of the devices it matches.
 Result<Channel> publish(Repository& repo, const std::string& channel, const std::string& model,
-                        const std::string& version, unsigned percent, bool allow_downgrade) {
+                        const std::string& version, unsigned percent, bool allow_downgrade,
+                        const std::string& select = "") {
   ChannelRequest req;
   req.channel = channel;
   req.model = model;
   req.version = version;
   req.percent = percent;
   req.allow_downgrade = allow_downgrade;
+  req.select = select;
+  req.salt = rollout_salt(channel, model, version);
   auto current = MOTA_TRY(repo.show_channels(channel));
   for (const auto& ch : current) {
     if (ch.model == model) req.min_version = ch.min_version;
@@ -161,6 +195,11 @@ Status record_channel(storage::Database& db, const Channel& ch, std::int64_t now
   MOTA_TRY(st.bind_all(ch.channel, ch.model, ch.version, ch.rollout.percent, ch.rollout.salt,
                        ch.rollout.fallback_version, now));
   return st.run();
+}
+
+// The salt of the sample a rollout's steps grow in: the target's when the channel has one.
+std::string sample_salt(const Channel& ch) {
+  return ch.targeted ? ch.targeted->salt : ch.rollout.salt;
 }
 
 // Stores info's state/step/salt and a transition with `reason`.
@@ -188,11 +227,16 @@ Status record(storage::Database& db, RolloutInfo& info, const std::string& reaso
 Status stop_rollout(storage::Database& db, Repository& repo, RolloutInfo& info,
                     const std::string& state, std::string reason, std::int64_t now) {
   Channel ch;
-  if (!info.previous_version.empty()) {
+  if (!info.previous_version.empty() && !info.previous_select.empty()) {
+    ch = MOTA_TRY(publish(repo, info.channel, info.model, info.previous_version, 100, true,
+                          info.previous_select));
+    reason += "; republished " + info.previous_version + " to the devices matching " +
+              info.previous_select;
+  } else if (!info.previous_version.empty()) {
     ch = MOTA_TRY(publish(repo, info.channel, info.model, info.previous_version, 100, true));
     reason += "; republished " + info.previous_version + " to all devices";
   } else {
-    ch = MOTA_TRY(publish(repo, info.channel, info.model, info.version, 0, false));
+    ch = MOTA_TRY(publish(repo, info.channel, info.model, info.version, 0, false, info.select));
     reason += "; no previous version: " + info.version + " now offered to 0% of devices";
   }
   MOTA_TRY(record_channel(db, ch, now));
@@ -230,11 +274,12 @@ Result<RolloutInfo> tick_locked(storage::Database& db, Repository& repo, Rollout
     return info;
   }
   const unsigned next = info.percents[std::size_t(info.step) + 1];
-  auto ch = MOTA_TRY(publish(repo, info.channel, info.model, info.version, next, false));
+  auto ch =
+      MOTA_TRY(publish(repo, info.channel, info.model, info.version, next, false, info.select));
   MOTA_TRY(record_channel(db, ch, now));
   info.step += 1;
   info.step_started_at = now;
-  info.salt = ch.rollout.salt;
+  info.salt = sample_salt(ch);
   MOTA_TRY(record(db, info, healthy + "; advanced to " + std::to_string(next) + "%", now));
   MOTA_TRY(compute_counts(db, info));
   return info;
@@ -312,30 +357,57 @@ Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const
   if (spec.max_failure_bp > 10000 || spec.min_devices < 0 || spec.step_after.count() < 0) {
     return fail(Errc::invalid_argument, "rollout: bad failure rate, min devices or step time");
   }
+  std::string select;
+  if (!spec.select.empty()) select = MOTA_TRY_CTX(Selector::parse(spec.select), "select").text();
   auto tx = MOTA_TRY(storage::Transaction::begin(db));
   if (auto active = MOTA_TRY(load_one(db, spec.channel, spec.model, true))) {
     return fail(Errc::already_exists, "a rollout of " + spec.model + " " + active->version +
                                           " on channel " + spec.channel + " is " + active->state +
                                           " (abort it first)");
   }
-  std::string previous;
+  std::string previous, previous_select;
   for (const auto& ch : MOTA_TRY(repo.show_channels(spec.channel))) {
     if (ch.model != spec.model) continue;
+    if (ch.targeted) {
+      // One target per channel file: another would leave the first target's devices on a
+      // version the channel no longer names, and a halt could not give back what each ran.
+      if (select != ch.targeted->select || ch.targeted->percent != 100) {
+        return fail(Errc::invalid_argument,
+                    "channel " + spec.channel + " gives " + spec.model + " " +
+                        ch.targeted->version + " to " + std::to_string(ch.targeted->percent) +
+                        "% of the devices matching " + ch.targeted->select +
+                        ": roll out to the same target once that is at 100% (--select '" +
+                        ch.targeted->select +
+                        "'), or give the channel one version first (mota "
+                        "channel set " +
+                        spec.channel + " " + spec.model + " VERSION)");
+      }
+      if (ch.targeted->version == spec.version) {
+        return fail(Errc::invalid_argument, "channel " + spec.channel + " already gives " +
+                                                spec.model + " " + spec.version +
+                                                " to the devices matching " + select);
+      }
+      previous = ch.targeted->version;
+      previous_select = select;
+      continue;
+    }
     if (ch.version == spec.version && ch.rollout.percent == 100) {
       return fail(Errc::invalid_argument, "channel " + spec.channel + " already gives " +
                                               spec.model + " " + spec.version + " to everyone");
     }
     previous = ch.rollout.percent == 100 ? ch.version : ch.rollout.fallback_version;
   }
-  auto ch =
-      MOTA_TRY(publish(repo, spec.channel, spec.model, spec.version, spec.percents.front(), false));
+  auto ch = MOTA_TRY(
+      publish(repo, spec.channel, spec.model, spec.version, spec.percents.front(), false, select));
   auto ins = MOTA_TRY(db.prepare(
       "INSERT INTO rollouts (channel, model, version, previous_version, percents, step, "
       "max_failure_bp, min_devices, step_after, salt, state, started_at, step_started_at, "
-      "updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 'running', ?, ?, ?)"));
+      "updated_at, selector, previous_selector) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 'running', "
+      "?, ?, ?, ?, ?)"));
   MOTA_TRY(ins.bind_all(spec.channel, spec.model, spec.version, previous,
                         join_percents(spec.percents), spec.max_failure_bp, spec.min_devices,
-                        std::int64_t(spec.step_after.count()), ch.rollout.salt, now, now, now));
+                        std::int64_t(spec.step_after.count()), sample_salt(ch), now, now, now,
+                        select, previous_select));
   MOTA_TRY(ins.run());
   RolloutInfo info;
   info.id = db.last_insert_rowid();
@@ -347,7 +419,9 @@ Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const
   info.max_failure_bp = spec.max_failure_bp;
   info.min_devices = spec.min_devices;
   info.step_after = spec.step_after.count();
-  info.salt = ch.rollout.salt;
+  info.salt = sample_salt(ch);
+  info.select = select;
+  info.previous_select = previous_select;
   info.state = "running";
   info.started_at = info.step_started_at = now;
   auto rel = MOTA_TRY(
@@ -356,13 +430,42 @@ Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const
   MOTA_TRY(rel.run());
   MOTA_TRY(record_channel(db, ch, now));
   MOTA_TRY(record(db, info,
-                  "started: " + std::to_string(info.percent()) + "% of devices get " +
-                      spec.version + (previous.empty() ? "" : ", the others keep " + previous),
+                  "started: " + std::to_string(info.percent()) + "% of devices" +
+                      (select.empty() ? "" : " matching " + select) + " get " + spec.version +
+                      (previous.empty() ? "" : ", the others keep " + previous),
                   now));
   MOTA_TRY(tx.commit());
   MOTA_TRY(compute_counts(db, info));
   MOTA_TRY(load_transitions(db, info));
   return info;
+}
+
+std::string rollout_salt(const std::string& channel, const std::string& model,
+                         const std::string& version) {
+  return crypto::sha256_hex("mota-rollout-v1\n" + channel + "\n" + model + "\n" + version)
+      .substr(0, 16);
+}
+
+Result<std::vector<RolloutPlanStep>> plan_rollout(storage::Database& db, const RolloutSpec& spec) {
+  std::optional<Selector> select;
+  if (!spec.select.empty()) select = MOTA_TRY_CTX(Selector::parse(spec.select), "select");
+  const std::string salt = rollout_salt(spec.channel, spec.model, spec.version);
+  std::vector<std::pair<unsigned, std::string>> devices;  // (bucket, id)
+  MOTA_TRY(for_rollout_devices(
+      db, spec.model, spec.channel, select ? &*select : nullptr,
+      [&](const std::string& device, const std::string&, const std::string&, std::int64_t,
+          const std::string&) { devices.emplace_back(rollout_bucket(salt, device), device); }));
+  std::vector<RolloutPlanStep> out;
+  for (unsigned percent : spec.percents) {
+    RolloutPlanStep step;
+    step.percent = percent;
+    for (const auto& [bucket, id] : devices) {
+      if (percent >= 100 || bucket < percent * 100) step.devices.push_back(id);
+    }
+    std::sort(step.devices.begin(), step.devices.end());
+    out.push_back(std::move(step));
+  }
+  return out;
 }
 
 Result<RolloutInfo> tick_rollout(storage::Database& db, Repository& repo,
@@ -477,6 +580,8 @@ Json to_json(const RolloutInfo& r) {
               {"model", r.model},
               {"version", r.version},
               {"previous_version", json_text(r.previous_version)},
+              {"select", json_text(r.select)},
+              {"previous_select", json_text(r.previous_select)},
               {"percents", r.percents},
               {"step", r.step + 1},
               {"percent", r.percent()},

@@ -11,6 +11,10 @@
 //                failed_version / failed_at, manager/fleet/fleet_db.hpp)
 //   rolled back  rolled back from the version automatically (installed.rolled_back_from)
 //   pending      none of these yet
+// A targeted rollout (RolloutSpec::select) counts only the devices whose reported labels (the
+// device's own: agent.toml and its facts, which is what the device decides by, from a static
+// mirror too) match the selector; the channel file carries the selector (manifest/channel.hpp
+// "targeted") and the others keep their version.
 // Only admitted devices are counted (manager/fleet/fleet_db.hpp, Admission): a device nobody
 // vouched for (pending, rejected) can neither advance nor halt a rollout, and targeted and the
 // step's minimum are of admitted devices.
@@ -22,11 +26,15 @@
 // targeted)): a single failure among few reports does not halt a big step, while a small fleet
 // that all fails does.
 //
+// A channel that gives a version to a target only accepts, until a rollout to everyone is
+// published with `mota channel set`, rollouts to that same target (a halt then gives the target's
+// previous version back to the target alone).
 // tick(): running rollout and rate > max_failure_rate -> halted: the channel is re-published at
-// the previous version for everyone (allow_downgrade, so devices that took the version go back;
-// with no previous version the version stays at 0%). Else, when step_after has passed since the
-// step began and at least min(min_devices, targeted) devices decided: the next percentage, or
-// completed after the last. Every transition is recorded with its reason.
+// the previous version for everyone (for the target only, see above) (allow_downgrade, so devices
+// that took the version go back; with no previous version the version stays at 0%). Else, when
+// step_after has passed since the step began and at least min(min_devices, targeted) devices
+// decided: the next percentage, or completed after the last. Every transition is recorded with its
+// reason.
 //
 // Publishing signs the channel with the repository's targets key (DIR/keys/targets.pem): the
 // process that ticks (`mota serve` or a `mota rollout tick` timer) needs it; see docs/fleet.md.
@@ -56,6 +64,7 @@ struct RolloutSpec {
   unsigned max_failure_bp = 500;               // basis points: 500 = 5%
   std::int64_t min_devices = 20;
   std::chrono::seconds step_after{3600};
+  std::string select;  // label selector (common/labels.hpp); empty: every device
 };
 
 struct RolloutCounts {
@@ -80,6 +89,10 @@ struct RolloutInfo {
   std::int64_t min_devices = 0;
   std::int64_t step_after = 0;
   std::string salt;
+  std::string select;  // canonical selector text; empty: every device
+  // The selector previous_version was given to (a rollout after an earlier one to the same
+  // target); empty: every device ran it.
+  std::string previous_select;
   std::string state;  // running, paused, halted, aborted, completed
   std::int64_t started_at = 0, step_started_at = 0, updated_at = 0;
   RolloutCounts counts;  // for the current step
@@ -100,6 +113,19 @@ Result<unsigned> parse_failure_rate(const std::string& text);
 // already points at the version; publishing errors (unreleased version, missing key) as is.
 Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const RolloutSpec& spec,
                                   TimePoint now);
+
+// The salt of a rollout's sample: derived from channel, model and version, so that a dry run
+// shows the very devices each step will reach (the salt is public in the channel file anyway).
+std::string rollout_salt(const std::string& channel, const std::string& model,
+                         const std::string& version);
+
+// What `mota rollout start --dry-run` shows: per step, the admitted devices of the model on the
+// channel (matching the selector) that the step would reach, sorted. Publishes nothing.
+struct RolloutPlanStep {
+  unsigned percent = 0;
+  std::vector<std::string> devices;
+};
+Result<std::vector<RolloutPlanStep>> plan_rollout(storage::Database& db, const RolloutSpec& spec);
 
 // Evaluates the active rollout of channel/model (see above). Errc::not_found without one.
 Result<RolloutInfo> tick_rollout(storage::Database& db, Repository& repo,

@@ -13,6 +13,11 @@ using namespace detail;
 
 namespace {
 
+bool is_hex(std::string_view s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char ch) { return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'); });
+}
+
 Result<std::string> random_salt() {
   std::string bytes = MOTA_TRY(crypto::random_bytes(8));
   return to_hex(bytes);
@@ -56,6 +61,13 @@ Result<Channel> Repository::set_channel(const ChannelRequest& req) {
     prev = MOTA_TRY_CTX(read_channel(p, cp, it->second), "read current channel");
   }
 
+  if (!req.salt.empty() && (req.salt.size() != 16 || !is_hex(req.salt))) {
+    return fail(Errc::invalid_argument, "salt '" + req.salt + "' is not 16 lower-case hex digits");
+  }
+  auto new_salt = [&]() -> Result<std::string> {
+    if (!req.salt.empty()) return req.salt;
+    return random_salt();
+  };
   Channel c;
   c.model = req.model;
   c.channel = req.channel;
@@ -64,12 +76,52 @@ Result<Channel> Repository::set_channel(const ChannelRequest& req) {
   c.min_version = req.min_version;
   c.allow_downgrade = req.allow_downgrade;
   c.updated = format_time(now);
-  if (prev && prev->version == req.version) {
+  if (!req.select.empty()) {
+    // Targeted: the rest of the file says what the devices outside the target keep, which is
+    // also all that agents from before targeting read (they never take the targeted version).
+    auto sel = Selector::parse(req.select);
+    if (!sel) return fail(Errc::invalid_argument, "select: " + sel.error().message());
+    std::string others;
+    if (prev)
+      others = prev->rollout.percent == 100 ? prev->version : prev->rollout.fallback_version;
+    if (others == req.version) {
+      return fail(Errc::invalid_argument, "every device on channel " + req.channel + " runs " +
+                                              req.model + " " + req.version +
+                                              " already: nothing to target");
+    }
+    Targeted t;
+    t.select = sel->text();
+    t.version = req.version;
+    t.percent = req.percent;
+    const bool same_target = prev && prev->targeted && prev->targeted->select == t.select;
+    if (same_target && prev->targeted->version == req.version) {
+      // Same release, new percentage: keep the sample and its fallback.
+      t.salt = prev->targeted->salt;
+      t.fallback_version = prev->targeted->fallback_version;
+    } else {
+      t.salt = MOTA_TRY(new_salt());
+      // The target's devices outside the percentage keep what the target ran.
+      if (same_target && prev->targeted->percent == 100) {
+        t.fallback_version = prev->targeted->version;
+      }
+    }
+    if (t.percent == 100) t.fallback_version.clear();
+    if (others.empty()) {
+      // A first release: devices outside the target want nothing yet.
+      c.rollout.percent = 0;
+      c.rollout.salt = t.salt;
+    } else {
+      c.version = others;
+      c.rollout.percent = 100;
+      c.rollout.salt = prev->version == others ? prev->rollout.salt : t.salt;
+    }
+    c.targeted = std::move(t);
+  } else if (prev && prev->version == req.version) {
     // Same release, new percentage: keep the sample (monotone rollout) and its fallback.
     c.rollout.salt = prev->rollout.salt;
     c.rollout.fallback_version = prev->rollout.fallback_version;
   } else {
-    c.rollout.salt = MOTA_TRY(random_salt());
+    c.rollout.salt = MOTA_TRY(new_salt());
     if (prev) c.rollout.fallback_version = prev->version;
   }
   if (c.rollout.percent == 100) c.rollout.fallback_version.clear();
@@ -98,6 +150,7 @@ Result<Channel> Repository::set_channel(const ChannelRequest& req) {
   tf.hashes["sha256"] = sha;
   tf.custom =
       Json{{"kind", "channel"}, {"channel", c.channel}, {"model", c.model}, {"version", c.version}};
+  if (c.targeted) tf.custom["targeted_version"] = c.targeted->version;
   tuf::Targets targets = st.targets.signed_;
   targets.targets[cp] = tf;
   MOTA_TRY_CTX(publish(p, st, settings_, now, Publish{std::move(targets), false}, cleanup),

@@ -72,6 +72,12 @@ struct ChannelRequest {
   unsigned percent = 100;
   bool allow_downgrade = false;
   std::string min_version;  // empty: none
+  // A label selector (common/labels.hpp): VERSION goes to `percent` of the devices it matches
+  // only; the others keep what the channel gave them (manifest/channel.hpp "targeted"). Empty:
+  // every device.
+  std::string select;
+  // The sample's salt when a new one is drawn (16 lower-case hex); empty: random.
+  std::string salt;
 };
 
 // Where one role of the served metadata stands against the refresh rule.

@@ -200,7 +200,8 @@ class Verifier {
           return fail(Errc::verification, "target " + path + ": file is for channel " + c.channel +
                                               " model " + c.model);
         }
-        for (const std::string& v : {c.version, c.rollout.fallback_version}) {
+        for (const std::string& v : {c.version, c.rollout.fallback_version,
+                                     c.targeted ? c.targeted->version : std::string()}) {
           if (!v.empty() && !all.count(release_target_path(c.model, v))) {
             return fail(Errc::verification, "channel " + path + ": version " + v + " of " +
                                                 c.model + " is not released");

@@ -34,6 +34,10 @@ void write_seeds(const stdfs::path& dir) {
       << R"({"model":"a.b-c_d","channel":"beta","version":"2.0.0-rc.1+x","allow_downgrade":true,)"
          R"("rollout":{"percent":100,"salt":"0000000000000000"},"updated":"2030-01-01T00:00:00Z",)"
          R"("future":{"x":[1,2.5,null]}})";
+  std::ofstream(dir / "targeted")
+      << R"({"model":"m","channel":"c","version":"1.0.0","targeted":{"select":"site=a,hw in )"
+         R"((x,y),!canary","version":"1.1.0","percent":25,"salt":"0123456789abcdef"},)"
+         R"("updated":"2026-02-28T23:59:59Z"})";
   std::ofstream(dir / "first") << R"({"model":"m","channel":"c","version":"0.0.1",)"
                                   R"("rollout":{"percent":0,"salt":"ffffffffffffffff"},)"
                                   R"("updated":"2026-02-28T23:59:59Z"})";
@@ -63,6 +67,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!c->rollout.fallback_version.empty() && !SemVer::parse(c->rollout.fallback_version)) {
     finding("accepted an invalid fallback_version", input);
   }
+  if (c->targeted) {
+    auto sel = Selector::parse(c->targeted->select);
+    if (!sel) finding("accepted an invalid selector", input);
+    if (sel->text() != c->targeted->select) finding("kept a selector that is not canonical", input);
+    if (!SemVer::parse(c->targeted->version))
+      finding("accepted an invalid targeted version", input);
+    if (c->targeted->percent > 100) finding("accepted a targeted percent over 100", input);
+    (void)wanted_version(*c, "dev-1", {{"site", "a"}, {"hw", "x"}});
+  }
+  (void)wanted_version(*c, "dev-1", {});
   const std::string out = c->serialize();
   auto again = Channel::parse(out);
   if (!again) finding("its own output does not parse: " + again.error().message(), out);

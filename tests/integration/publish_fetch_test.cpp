@@ -118,7 +118,7 @@ TEST_P(PublishFetch, DeviceFetchesChannelAndVerifiedPackage) {
   ASSERT_TRUE(st) << st.error().message();
   auto channel = Channel::parse(test::read_file(ch_file));
   ASSERT_TRUE(channel) << channel.error().message();
-  EXPECT_EQ(wanted_version(*channel, "device-1"), "1.1.0");
+  EXPECT_EQ(wanted_version(*channel, "device-1", {}), "1.1.0");
 
   // The package target carries what the agent needs before downloading anything.
   auto info = client.get_target(release_.target_path);

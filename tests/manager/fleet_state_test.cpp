@@ -13,8 +13,10 @@
 
 #include "common/http.hpp"
 #include "common/time.hpp"
+#include "manager/fleet/rollout.hpp"
 #include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "manifest/channel.hpp"
 #include "protocol/identity.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -625,6 +627,95 @@ TEST_F(FleetState, LabelsSelectDevicesInEveryView) {
   EXPECT_EQ(bad.status, 400) << bad.body;
   EXPECT_NE(bad.body.find("label site value"), std::string::npos) << bad.body;
   EXPECT_EQ(row("cam-1")["labels"]["site"], "plant-3");
+}
+
+// Targeted rollouts (manager/fleet/rollout.hpp): the channel file carries the selector, only the
+// matching devices count (by the labels they report, what they decide by), the others keep their
+// version; a dry run shows which devices each step reaches; a rollout to another target while one
+// holds is refused; a halt gives the target back what it ran.
+TEST_F(FleetState, TargetedRolloutsCountOnlyTheMatchingDevices) {
+  auto hb = [&](const std::string& id, const std::string& version, const Json& labels) {
+    report(id, {{"heartbeat", Json{{"models",
+                                    {{{"model", "detector"},
+                                      {"slot", "a"},
+                                      {"version", version},
+                                      {"committed", true},
+                                      {"channel", "stable"}}}},
+                                   {"labels", labels}}}});
+  };
+  const Json plant3 = {{"site", "plant-3"}}, plant4 = {{"site", "plant-4"}};
+  for (const char* id : {"p3-a", "p3-b", "p3-c"}) hb(id, "1.0.0", plant3);
+  for (const char* id : {"p4-a", "p4-b"}) hb(id, "1.0.0", plant4);
+  // The operator's labels select in views; a target follows what the device itself reports.
+  ASSERT_EQ(mota({"devices", "label", "p4-a", "site=plant-3"}).exit_code, 0);
+
+  Json plan = mota_json({"rollout", "start", "stable", "detector", "2.0.0", "--select",
+                         "site=plant-3", "--percent", "50,100", "--dry-run"});
+  ASSERT_EQ(plan.size(), 2u) << plan.dump(2);
+  EXPECT_EQ(plan[1]["percent"], 100);
+  EXPECT_EQ(plan[1]["devices"], (Json{"p3-a", "p3-b", "p3-c"})) << plan.dump(2);
+  EXPECT_EQ(plan[1]["count"], 3);
+  // The first step's devices are exactly those whose bucket under the rollout's salt is inside.
+  const std::string salt = manager::rollout_salt("stable", "detector", "2.0.0");
+  Json first = Json::array();
+  for (const char* id : {"p3-a", "p3-b", "p3-c"}) {
+    if (rollout_bucket(salt, id) < 5000) first.push_back(id);
+  }
+  EXPECT_EQ(plan[0]["devices"], first) << plan.dump(2);
+  EXPECT_EQ(mota({"rollout", "status", "stable", "detector"}).exit_code, 1)
+      << "a dry run starts nothing";
+
+  auto r = mota({"rollout", "start", "stable", "detector", "2.0.0", "--select", "site = plant-3",
+                 "--percent", "100", "--max-failure-rate", "30%", "--min-devices", "3",
+                 "--step-after", "0s"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("devices matching site=plant-3"), std::string::npos) << r.out;
+  // The channel: the others keep 1.0.0 (and so does every agent that ignores "targeted").
+  Json channel = mota_json({"channel", "show", "stable"})[0];
+  EXPECT_EQ(channel["version"], "1.0.0") << channel.dump(2);
+  EXPECT_EQ(channel["targeted"]["version"], "2.0.0") << channel.dump(2);
+  EXPECT_EQ(channel["targeted"]["select"], "site=plant-3");
+  EXPECT_EQ(channel["targeted"]["salt"], salt);
+  Json status = mota_json({"rollout", "status", "stable", "detector"});
+  EXPECT_EQ(status["targeted"], 3) << status.dump(2);
+  EXPECT_EQ(status["select"], "site=plant-3");
+
+  // A failure outside the target does not count; the target's updates complete the rollout.
+  events("p4-b", {failed("1.0.0", "2.0.0", "hook exited with 1")});
+  for (const char* id : {"p3-a", "p3-b", "p3-c"}) events(id, {installed("1.0.0", "2.0.0")});
+  ASSERT_EQ(mota({"rollout", "tick"}).exit_code, 0);
+  status = mota_json({"rollout", "status", "stable", "detector"});
+  EXPECT_EQ(status["state"], "completed") << status.dump(2);
+  EXPECT_EQ(status["updated"], 3);
+  EXPECT_EQ(status["failed"], 0) << "p4-b is not in the target";
+
+  // Another target on the same channel is refused; the same target takes the next version.
+  r = mota({"rollout", "start", "stable", "detector", "3.0.0", "--select", "site=plant-4"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("gives detector 2.0.0 to 100% of the devices matching site=plant-3"),
+            std::string::npos)
+      << r.err;
+  r = mota({"rollout", "start", "stable", "detector", "3.0.0", "--select", "site=plant-3",
+            "--percent", "100", "--max-failure-rate", "30%", "--min-devices", "3", "--step-after",
+            "0s"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  channel = mota_json({"channel", "show", "stable"})[0];
+  EXPECT_EQ(channel["version"], "1.0.0") << channel.dump(2);
+  EXPECT_EQ(channel["targeted"]["version"], "3.0.0") << channel.dump(2);
+  events("p3-a", {failed("2.0.0", "3.0.0", "hook exited with 1")});
+  events("p3-b", {failed("2.0.0", "3.0.0", "hook exited with 1")});
+  ASSERT_EQ(mota({"rollout", "tick"}).exit_code, 0);
+  status = mota_json({"rollout", "status", "stable", "detector"});
+  ASSERT_EQ(status["state"], "halted") << status.dump(2);
+  EXPECT_NE(status["transitions"].back()["reason"].get<std::string>().find(
+                "republished 2.0.0 to the devices matching site=plant-3"),
+            std::string::npos)
+      << status.dump(2);
+  // The target is back on 2.0.0 (allowed down), the others still on 1.0.0.
+  channel = mota_json({"channel", "show", "stable"})[0];
+  EXPECT_EQ(channel["version"], "1.0.0") << channel.dump(2);
+  EXPECT_EQ(channel["targeted"]["version"], "2.0.0") << channel.dump(2);
+  EXPECT_EQ(channel["allow_downgrade"], true) << channel.dump(2);
 }
 
 }  // namespace

@@ -824,7 +824,7 @@ class Rollouts : public Fleet {
   void devices_poll(const std::string& fail = "", const std::string& fail_state = "failed") {
     const Channel ch = channel();
     for (auto& [id, seq] : seq_) {
-      const std::string want = wanted_version(ch, id);
+      const std::string want = wanted_version(ch, id, {});
       auto rows = devices(filter("detector"));
       std::string have;
       for (const auto& r : rows) {
@@ -849,7 +849,7 @@ class Rollouts : public Fleet {
 };
 
 TEST_F(Rollouts, AdvancesThroughHealthyStepsToCompletion) {
-  RolloutSpec spec{"stable", "detector", "2.0.0", {30, 100}, 500, 1, std::chrono::seconds(0)};
+  RolloutSpec spec{"stable", "detector", "2.0.0", {30, 100}, 500, 1, std::chrono::seconds(0), ""};
   auto started = start_rollout(*db_, *repo_, spec, now_seconds());
   ASSERT_TRUE(started) << started.error().message();
   EXPECT_EQ(started->state, "running");
@@ -879,7 +879,7 @@ TEST_F(Rollouts, AdvancesThroughHealthyStepsToCompletion) {
 }
 
 TEST_F(Rollouts, FailingVersionHaltsAndRepublishesThePrevious) {
-  RolloutSpec spec{"stable", "detector", "3.0.0", {50, 100}, 500, 2, std::chrono::seconds(0)};
+  RolloutSpec spec{"stable", "detector", "3.0.0", {50, 100}, 500, 2, std::chrono::seconds(0), ""};
   ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
   // The 50% step may hold none of the ten devices (random salt): then it advances to 100%.
   RolloutInfo r;
@@ -903,7 +903,7 @@ TEST_F(Rollouts, FailingVersionHaltsAndRepublishesThePrevious) {
 // The agent's rollback after the switch (state "rolled_back": it ran `to` on trial and went back
 // to `from` by itself) counts against the rollout like a failure, and the device shows where it is.
 TEST_F(Rollouts, DevicesRollingBackHaltTheRollout) {
-  RolloutSpec spec{"stable", "detector", "3.0.0", {50, 100}, 500, 2, std::chrono::seconds(0)};
+  RolloutSpec spec{"stable", "detector", "3.0.0", {50, 100}, 500, 2, std::chrono::seconds(0), ""};
   ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
   RolloutInfo r;
   for (int round = 0; round < 2 && r.state != "halted"; ++round) {
@@ -931,7 +931,7 @@ TEST_F(Rollouts, DevicesRollingBackHaltTheRollout) {
 // rollout. Under the pending default they count for nothing until an operator accepts them.
 TEST_F(Rollouts, PendingDevicesCanNeitherAdvanceNorHaltARollout) {
   open_ingest(IngestOptions{});  // the ten admitted devices stay admitted
-  RolloutSpec spec{"stable", "detector", "2.0.0", {50, 100}, 500, 5, std::chrono::seconds(0)};
+  RolloutSpec spec{"stable", "detector", "2.0.0", {50, 100}, 500, 5, std::chrono::seconds(0), ""};
   // A salt under which at least one admitted device is in the 50% step (else the step has
   // nobody to wait for and advances by itself; 1 in 1024).
   std::string salt;
@@ -974,7 +974,7 @@ TEST_F(Rollouts, PendingDevicesCanNeitherAdvanceNorHaltARollout) {
 }
 
 TEST_F(Rollouts, PauseResumeAbortAndBadSpecs) {
-  RolloutSpec spec{"stable", "detector", "2.0.0", {10, 100}, 500, 1, std::chrono::seconds(0)};
+  RolloutSpec spec{"stable", "detector", "2.0.0", {10, 100}, 500, 1, std::chrono::seconds(0), ""};
   ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
   ASSERT_TRUE(pause_rollout(*db_, "stable", "detector", now_seconds()));
   EXPECT_FALSE(pause_rollout(*db_, "stable", "detector", now_seconds()));
@@ -998,7 +998,7 @@ TEST_F(Rollouts, PauseResumeAbortAndBadSpecs) {
   EXPECT_FALSE(parse_failure_rate("0.05"));
   EXPECT_FALSE(parse_failure_rate("-5%"));
   EXPECT_FALSE(parse_failure_rate("1e1%"));
-  RolloutSpec unreleased{"stable", "detector", "9.0.0", {100}, 500, 1, std::chrono::seconds(0)};
+  RolloutSpec unreleased{"stable", "detector", "9.0.0", {100}, 500, 1, std::chrono::seconds(0), ""};
   const std::string before = dump(db_path());
   EXPECT_FALSE(start_rollout(*db_, *repo_, unreleased, now_seconds()));
   EXPECT_EQ(dump(db_path()), before);

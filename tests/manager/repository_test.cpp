@@ -462,7 +462,7 @@ TEST_F(RepositoryTest, ChannelSetAndShow) {
   ASSERT_TRUE(repo.add_release(model_, "1.0.0").has_value());
   ASSERT_TRUE(repo.add_release(model_, "1.1.0").has_value());
 
-  ChannelRequest req{"stable", "det", "1.0.0", 100, false, ""};
+  ChannelRequest req{"stable", "det", "1.0.0", 100, false, "", "", ""};
   auto c1 = repo.set_channel(req);
   ASSERT_TRUE(c1.has_value()) << c1.error().message();
   EXPECT_EQ(c1->rollout.percent, 100u);
@@ -483,7 +483,7 @@ TEST_F(RepositoryTest, ChannelSetAndShow) {
   EXPECT_EQ(c3->rollout.salt, c2->rollout.salt);  // same version: devices stay in
   EXPECT_EQ(c3->rollout.fallback_version, "1.0.0");
 
-  ChannelRequest beta{"beta", "det", "1.1.0", 100, true, ""};
+  ChannelRequest beta{"beta", "det", "1.1.0", 100, true, "", "", ""};
   ASSERT_TRUE(repo.set_channel(beta).has_value());
 
   auto all = repo.show_channels();
@@ -502,19 +502,19 @@ TEST_F(RepositoryTest, ChannelSetAndShow) {
   EXPECT_TRUE(none->empty());
 
   const auto before = tree_hash(repo_dir_);
-  ChannelRequest bad{"stable", "det", "9.9.9", 100, false, ""};
+  ChannelRequest bad{"stable", "det", "9.9.9", 100, false, "", "", ""};
   auto r = repo.set_channel(bad);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), Errc::not_found);
   EXPECT_NE(r.error().message().find("det version 9.9.9 is not released"), std::string::npos);
-  bad = {"stable", "det", "1.1.0", 101, false, ""};
+  bad = {"stable", "det", "1.1.0", 101, false, "", "", ""};
   r = repo.set_channel(bad);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), Errc::invalid_argument);
-  bad = {"Stable!", "det", "1.1.0", 100, false, ""};
+  bad = {"Stable!", "det", "1.1.0", 100, false, "", "", ""};
   EXPECT_FALSE(repo.set_channel(bad).has_value());
   // Fallback (1.0.0) below the requested minimum: refused rather than silently dropped.
-  bad = {"stable", "det", "1.1.0", 50, false, "1.1.0"};
+  bad = {"stable", "det", "1.1.0", 50, false, "1.1.0", "", ""};
   r = repo.set_channel(bad);
   ASSERT_FALSE(r.has_value());
   EXPECT_NE(r.error().message().find("below min version 1.1.0"), std::string::npos)
@@ -804,7 +804,7 @@ class TamperTest : public RepositoryTest {
     auto rel = repo.add_release(model_, "1.0.0");
     ASSERT_TRUE(rel.has_value()) << rel.error().message();
     release_ = *rel;
-    ASSERT_TRUE(repo.set_channel({"stable", "det", "1.0.0", 100, false, ""}).has_value());
+    ASSERT_TRUE(repo.set_channel({"stable", "det", "1.0.0", 100, false, "", "", ""}).has_value());
     expect_verifies();
   }
 
@@ -932,7 +932,7 @@ TEST_F(RepositoryTest, TufClientAcceptsTheRepositoryAcrossPublishesAndRotations)
   auto repo = open();
   auto rel = repo.add_release(model_, "1.0.0");
   ASSERT_TRUE(rel.has_value()) << rel.error().message();
-  ASSERT_TRUE(repo.set_channel({"stable", "det", "1.0.0", 100, false, ""}).has_value());
+  ASSERT_TRUE(repo.set_channel({"stable", "det", "1.0.0", 100, false, "", "", ""}).has_value());
 
   net::ServerConfig sc;
   sc.static_root = repo_dir_ / "repo";
@@ -968,7 +968,7 @@ TEST_F(RepositoryTest, TufClientAcceptsTheRepositoryAcrossPublishesAndRotations)
           .has_value());
   auto parsed = Channel::parse(test::read_file(chfile));
   ASSERT_TRUE(parsed.has_value()) << parsed.error().message();
-  EXPECT_EQ(wanted_version(*parsed, "device-1"), "1.0.0");
+  EXPECT_EQ(wanted_version(*parsed, "device-1", {}), "1.0.0");
 
   // Rotate every key, publish again: the client follows the root chain and the new keys.
   for (const char* role : {"targets", "snapshot", "timestamp", "root"}) {

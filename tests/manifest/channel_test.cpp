@@ -40,7 +40,7 @@ TEST(Channel, RolloutAbsentMeansEveryone) {
       R"({"model":"det","channel":"beta","version":"2.0.0","updated":"2026-01-01T00:00:00Z"})");
   ASSERT_TRUE(c.has_value()) << c.error().message();
   EXPECT_EQ(c->rollout.percent, 100u);
-  EXPECT_EQ(wanted_version(*c, "any-device"), "2.0.0");
+  EXPECT_EQ(wanted_version(*c, "any-device", {}), "2.0.0");
 }
 
 // Found by the channel fuzzer: a channel without "rollout" was written back with
@@ -54,7 +54,7 @@ TEST(Channel, RolloutAbsentRoundTripsThroughSerialize) {
   auto again = Channel::parse(c->serialize());
   ASSERT_TRUE(again.has_value()) << again.error().message();
   EXPECT_EQ(again->serialize(), c->serialize());
-  EXPECT_EQ(wanted_version(*again, "any-device"), "2.0.0");
+  EXPECT_EQ(wanted_version(*again, "any-device", {}), "2.0.0");
 }
 
 TEST(Channel, UnknownFieldsIgnored) {
@@ -137,6 +137,105 @@ TEST(Channel, ParseErrorsNameTheField) {
   }
 }
 
+// Targeting (manifest/channel.hpp "targeted"): devices whose labels match get the targeted
+// version, within its percentage; the others, and agents that ignore the section, follow the rest.
+TEST(Channel, TargetedVersionGoesOnlyToMatchingDevices) {
+  auto c = Channel::parse(R"({"model":"det","channel":"stable","version":"1.0.0",
+    "targeted":{"select":" site = plant-3 , hw in (rpi5, orin-nano) ","version":"2.0.0",
+                "percent":100,"salt":"0123456789abcdef"},
+    "updated":"2026-01-01T00:00:00Z"})");
+  ASSERT_TRUE(c) << c.error().message();
+  ASSERT_TRUE(c->targeted);
+  EXPECT_EQ(c->targeted->select, "site=plant-3,hw in (orin-nano,rpi5)") << "canonical";
+  const Labels in = {{"site", "plant-3"}, {"hw", "rpi5"}};
+  const Labels out = {{"site", "plant-4"}, {"hw", "rpi5"}};
+  EXPECT_EQ(wanted_version(*c, "d1", in), "2.0.0");
+  EXPECT_TRUE(in_target(*c, "d1", in));
+  EXPECT_EQ(wanted_version(*c, "d1", out), "1.0.0");
+  EXPECT_EQ(wanted_version(*c, "d1", {}), "1.0.0");
+  EXPECT_FALSE(in_target(*c, "d1", {}));
+  auto again = Channel::parse(c->serialize());
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(again->serialize(), c->serialize());
+  EXPECT_EQ(again->to_json()["targeted"]["select"], "site=plant-3,hw in (orin-nano,rpi5)");
+
+  // Within the target, the percentage samples by the target's salt; monotone as it grows.
+  Channel t = *c;
+  int taken = 0;
+  for (int i = 0; i < 2000; ++i) {
+    t.targeted->percent = 30;
+    const std::string d = "dev-" + std::to_string(i);
+    const bool at30 = wanted_version(t, d, in) == "2.0.0";
+    taken += at30;
+    EXPECT_EQ(at30, rollout_bucket(t.targeted->salt, d) < 3000) << d;
+    t.targeted->percent = 60;
+    if (at30) {
+      EXPECT_EQ(wanted_version(t, d, in), "2.0.0") << d;
+    }
+    EXPECT_EQ(wanted_version(t, d, out), "1.0.0") << d;
+  }
+  EXPECT_GT(taken, 450);
+  EXPECT_LT(taken, 750);
+  // The target's devices outside the percentage keep what the target ran (its fallback).
+  t.targeted->percent = 30;
+  t.targeted->fallback_version = "1.5.0";
+  for (int i = 0; i < 200; ++i) {
+    const std::string d = "dev-" + std::to_string(i);
+    const bool sampled = rollout_bucket(t.targeted->salt, d) < 3000;
+    EXPECT_EQ(wanted_version(t, d, in), sampled ? "2.0.0" : "1.5.0") << d;
+    EXPECT_EQ(wanted_version(t, d, out), "1.0.0") << d;
+  }
+  auto fb = Channel::parse(t.serialize());
+  ASSERT_TRUE(fb) << fb.error().message();
+  EXPECT_EQ(fb->targeted->fallback_version, "1.5.0");
+
+  // A first release: the rest of the file offers the version to 0%, so devices outside the
+  // target (and agents before targeting) want nothing.
+  auto first = Channel::parse(R"({"model":"det","channel":"stable","version":"2.0.0",
+    "rollout":{"percent":0,"salt":"0123456789abcdef"},
+    "targeted":{"select":"site=plant-3","version":"2.0.0","percent":100,"salt":"0123456789abcdef"},
+    "updated":"2026-01-01T00:00:00Z"})");
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_EQ(wanted_version(*first, "d1", in), "2.0.0");
+  EXPECT_EQ(wanted_version(*first, "d1", out), "");
+}
+
+TEST(Channel, TargetedSectionErrorsNameTheField) {
+  auto parse = [](const std::string& targeted, const std::string& extra = "") {
+    return Channel::parse(R"({"model":"m","channel":"s","version":"1.0.0","targeted":)" + targeted +
+                          extra + R"(,"updated":"2026-01-01T00:00:00Z"})");
+  };
+  const std::string salt = R"("salt":"0123456789abcdef")";
+  for (const auto& [targeted, words] : std::vector<std::pair<std::string, std::string>>{
+           {"5", "targeted: not an object"},
+           {"{\"version\":\"2.0.0\",\"percent\":10," + salt + "}", "targeted.select: missing"},
+           {"{\"select\":\"site=\",\"version\":\"2.0.0\",\"percent\":10," + salt + "}",
+            "targeted.select: requirement 1"},
+           {"{\"select\":\"\",\"version\":\"2.0.0\",\"percent\":10," + salt + "}",
+            "targeted.select: empty selector"},
+           {"{\"select\":\"a\",\"version\":\"two\",\"percent\":10," + salt + "}",
+            "targeted.version: 'two' is not a semantic version"},
+           {"{\"select\":\"a\",\"version\":\"2.0.0\"," + salt + "}", "targeted.percent: missing"},
+           {"{\"select\":\"a\",\"version\":\"2.0.0\",\"percent\":101," + salt + "}",
+            "targeted.percent: 101 is not an integer in 0..100"},
+           {"{\"select\":\"a\",\"version\":\"2.0.0\",\"percent\":10,\"salt\":\"x\"}",
+            "targeted.salt: 'x' is not 16"},
+           {"{\"select\":\"a\",\"version\":\"2.0.0\",\"percent\":100," + salt +
+                ",\"fallback_version\":\"1.0.0\"}",
+            "targeted.fallback_version: must be absent when percent is 100"},
+       }) {
+    auto r = parse(targeted);
+    ASSERT_FALSE(r) << targeted;
+    EXPECT_NE(r.error().message().find(words), std::string::npos) << r.error().message();
+  }
+  auto below = parse("{\"select\":\"a\",\"version\":\"0.5.0\",\"percent\":10," + salt + "}",
+                     R"(,"min_version":"1.0.0")");
+  ASSERT_FALSE(below);
+  EXPECT_NE(below.error().message().find("targeted.version: 0.5.0 is below min_version 1.0.0"),
+            std::string::npos)
+      << below.error().message();
+}
+
 TEST(Channel, TargetPath) {
   EXPECT_EQ(channel_target_path("stable", "det"), "channels/stable/det.json");
 }
@@ -182,7 +281,7 @@ TEST(Rollout, RoughlyUniform) {
     c.rollout.percent = pct;
     int in = 0;
     for (int i = 0; i < 10000; ++i)
-      in += wanted_version(c, "device-" + std::to_string(i)) == "2.0.0";
+      in += wanted_version(c, "device-" + std::to_string(i), {}) == "2.0.0";
     EXPECT_NEAR(in, int(pct) * 100, 200) << pct << "%";
   }
 }
@@ -196,11 +295,11 @@ TEST(Rollout, MonotoneInPercent) {
   for (int i = 0; i < 10000; ++i) {
     const std::string d = "device-" + std::to_string(i);
     c.rollout.percent = 5;
-    if (wanted_version(c, d) != "2.0.0") continue;
+    if (wanted_version(c, d, {}) != "2.0.0") continue;
     ++in5;
     for (unsigned pct : {6u, 25u, 50u, 100u}) {
       c.rollout.percent = pct;
-      EXPECT_EQ(wanted_version(c, d), "2.0.0") << d << " left the rollout at " << pct << "%";
+      EXPECT_EQ(wanted_version(c, d, {}), "2.0.0") << d << " left the rollout at " << pct << "%";
     }
   }
   EXPECT_GT(in5, 300);
@@ -212,13 +311,13 @@ TEST(Rollout, EdgesZeroAndHundred) {
   c.rollout.salt = "00ff00ff00ff00ff";
   c.rollout.fallback_version = "1.0.0";
   c.rollout.percent = 0;
-  for (int i = 0; i < 500; ++i) EXPECT_EQ(wanted_version(c, "d" + std::to_string(i)), "1.0.0");
+  for (int i = 0; i < 500; ++i) EXPECT_EQ(wanted_version(c, "d" + std::to_string(i), {}), "1.0.0");
   c.rollout.percent = 100;
-  for (int i = 0; i < 500; ++i) EXPECT_EQ(wanted_version(c, "d" + std::to_string(i)), "2.0.0");
+  for (int i = 0; i < 500; ++i) EXPECT_EQ(wanted_version(c, "d" + std::to_string(i), {}), "2.0.0");
   // A first rollout without fallback: devices outside want nothing.
   c.rollout.percent = 0;
   c.rollout.fallback_version.clear();
-  EXPECT_EQ(wanted_version(c, "d1"), "");
+  EXPECT_EQ(wanted_version(c, "d1", {}), "");
 }
 
 }  // namespace

@@ -7,3 +7,10 @@
 -- rollout's channel file), so they are kept as text, not as SQL.
 ALTER TABLE devices ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE devices ADD COLUMN operator_labels TEXT NOT NULL DEFAULT '{}';
+
+-- A targeted rollout's label selector (canonical text; '' = every device): the rollout's devices
+-- are those it matches by the labels they report (manager/fleet/rollout.hpp).
+ALTER TABLE rollouts ADD COLUMN selector TEXT NOT NULL DEFAULT '';
+-- The selector of the devices that ran previous_version when it was given to a target only (a
+-- rollout to the same target after an earlier one); a halt gives it back to them alone.
+ALTER TABLE rollouts ADD COLUMN previous_selector TEXT NOT NULL DEFAULT '';
