@@ -29,6 +29,7 @@ struct FleetFlags {
   bool all_pending = false;
   bool dry_run = false;
   std::string select;               // --select, checked by selector_check()
+  std::int64_t limit = 0;           // mota rollout list --limit
   bool show_labels = false;         // mota devices --labels
   std::vector<std::string> args;    // mota devices label: ids and KEY=VALUE
   std::vector<std::string> remove;  // mota devices label --remove KEY
@@ -471,8 +472,37 @@ void print_rollout(const RolloutInfo& r, bool json) {
   }
 }
 
+Status rollout_list_cmd(const std::string& repo_path, const FleetFlags& f) {
+  auto db = MOTA_TRY(open_db(repo_path, f, DbUse::existing));
+  const auto all = MOTA_TRY(list_rollouts(db, f.limit));
+  if (f.json) {
+    Json arr = Json::array();
+    for (const auto& r : all) arr.push_back(to_json(r));
+    print_json(arr);
+    return {};
+  }
+  if (all.empty()) {
+    std::printf("no rollouts\n");
+    return {};
+  }
+  std::printf("%-5s %-12s %-20s %-12s %-10s %-8s %9s %8s %7s  %-20s %s\n", "ID", "CHANNEL", "MODEL",
+              "VERSION", "STATE", "STEP", "TARGETED", "UPDATED", "FAILED", "UPDATED AT", "SELECT");
+  for (const auto& r : all) {
+    const std::string step = std::to_string(r.step + 1) + "/" + std::to_string(r.percents.size()) +
+                             " " + std::to_string(r.percent()) + "%";
+    std::printf("%-5lld %-12s %-20s %-12s %-10s %-8s %9lld %8lld %7lld  %-20s %s\n",
+                static_cast<long long>(r.id), r.channel.c_str(), r.model.c_str(), r.version.c_str(),
+                r.state.c_str(), step.c_str(), static_cast<long long>(r.counts.targeted),
+                static_cast<long long>(r.counts.updated),
+                static_cast<long long>(r.counts.failed + r.counts.rolled_back),
+                format_unix(r.updated_at).c_str(), or_dash(r.select));
+  }
+  return {};
+}
+
 Status rollout_cmd(const std::string& repo_path, const FleetFlags& f, const std::string& what) {
   const auto now = now_seconds();
+  if (what == "list") return rollout_list_cmd(repo_path, f);
   if (what == "status" || what == "pause" || what == "resume") {
     auto db = MOTA_TRY(open_db(repo_path, f, DbUse::existing));
     if (what == "status") {
@@ -732,9 +762,10 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
 
   auto* rollout = app.add_subcommand("rollout", "guarded staged rollouts");
   rollout->require_subcommand(1);
-  for (const char* what : {"status", "start", "tick", "pause", "resume", "abort"}) {
+  for (const char* what : {"list", "status", "start", "tick", "pause", "resume", "abort"}) {
     const std::string name = what;
-    const char* help = name == "status"   ? "progress and transitions of the latest rollout"
+    const char* help = name == "list"     ? "every rollout, newest first, with its state"
+                       : name == "status" ? "progress and transitions of the latest rollout"
                        : name == "start"  ? "publish the first step of a staged rollout"
                        : name == "tick"   ? "advance or halt rollouts now (for a timer)"
                        : name == "pause"  ? "stop advancing (halts still apply when resumed)"
@@ -742,6 +773,13 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
                                           : "stop and re-publish the previous version";
     auto* cmd = rollout->add_subcommand(name, help);
     common(cmd);
+    if (name == "list") {
+      cmd->add_option("--limit", f->limit, "the newest N only");
+      cmd->callback([&action, &repo_flag, f] {
+        action = [&repo_flag, f] { return rollout_cmd(repo_dir(repo_flag), *f, "list"); };
+      });
+      continue;
+    }
     auto* ch = cmd->add_option("CHANNEL", f->channel, "channel");
     auto* md = cmd->add_option("MODEL", f->model, "model");
     if (name != "tick") {

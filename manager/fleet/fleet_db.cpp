@@ -251,6 +251,27 @@ Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::
   return std::optional<DeviceInfo>(std::move(info));
 }
 
+namespace {
+
+// Per-version percentages, versions by device count, models by name.
+void finish_summary(FleetSummary& out, std::map<std::string, ModelSummary>& models,
+                    std::map<std::pair<std::string, std::string>, VersionStats>& versions) {
+  for (auto& [key, v] : versions) {
+    auto& m = models[key.first];
+    v.percent = m.devices ? 100.0 * double(v.devices) / double(m.devices) : 0.0;
+    m.versions.push_back(v);
+  }
+  for (auto& [name, m] : models) {
+    m.model = name;
+    std::stable_sort(
+        m.versions.begin(), m.versions.end(),
+        [](const VersionStats& a, const VersionStats& b) { return a.devices > b.devices; });
+    out.models.push_back(std::move(m));
+  }
+}
+
+}  // namespace
+
 Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds stale_after,
                                    TimePoint now) {
   FleetSummary out;
@@ -353,18 +374,7 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
       models[st.column_text(0)].stale = st.column_int64(1);
     }
   }
-  for (auto& [key, v] : versions) {
-    auto& m = models[key.first];
-    v.percent = m.devices ? 100.0 * double(v.devices) / double(m.devices) : 0.0;
-    m.versions.push_back(v);
-  }
-  for (auto& [name, m] : models) {
-    m.model = name;
-    std::stable_sort(
-        m.versions.begin(), m.versions.end(),
-        [](const VersionStats& a, const VersionStats& b) { return a.devices > b.devices; });
-    out.models.push_back(std::move(m));
-  }
+  finish_summary(out, models, versions);
   return out;
 }
 
@@ -406,18 +416,7 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
     if (r.state == "refused") ++m.refused;
     if (stale) ++m.stale;
   }
-  for (auto& [key, v] : versions) {
-    auto& m = models[key.first];
-    v.percent = m.devices ? 100.0 * double(v.devices) / double(m.devices) : 0.0;
-    m.versions.push_back(v);
-  }
-  for (auto& [name, m] : models) {
-    m.model = name;
-    std::stable_sort(
-        m.versions.begin(), m.versions.end(),
-        [](const VersionStats& a, const VersionStats& b) { return a.devices > b.devices; });
-    out.models.push_back(std::move(m));
-  }
+  finish_summary(out, models, versions);
   return out;
 }
 

@@ -557,6 +557,15 @@ Result<std::optional<RolloutInfo>> rollout_status(storage::Database& db, const s
   return info;
 }
 
+Result<std::vector<RolloutInfo>> list_rollouts(storage::Database& db, std::int64_t limit) {
+  std::vector<RolloutInfo> out;
+  auto st = MOTA_TRY(db.prepare(std::string(kRolloutColumns) + " ORDER BY id DESC" +
+                                (limit > 0 ? " LIMIT " + std::to_string(limit) : "")));
+  while (MOTA_TRY(st.step()) == storage::Step::row) out.push_back(MOTA_TRY(read_rollout(st)));
+  for (auto& r : out) MOTA_TRY(compute_counts(db, r));
+  return out;
+}
+
 Result<std::vector<RolloutInfo>> active_rollouts(storage::Database& db) {
   std::vector<RolloutInfo> out;
   auto st = MOTA_TRY(db.prepare(std::string(kRolloutColumns) +

@@ -149,6 +149,9 @@ Result<RolloutInfo> abort_rollout(storage::Database& db, Repository& repo,
 // The latest rollout of channel/model with its counts and transitions (std::nullopt if none).
 Result<std::optional<RolloutInfo>> rollout_status(storage::Database& db, const std::string& channel,
                                                   const std::string& model);
+// Every rollout, newest first, with the counts of its current step (`limit` > 0: at most that
+// many).
+Result<std::vector<RolloutInfo>> list_rollouts(storage::Database& db, std::int64_t limit = 0);
 // Active (running or paused) rollouts, with counts.
 Result<std::vector<RolloutInfo>> active_rollouts(storage::Database& db);
 

@@ -716,6 +716,20 @@ TEST_F(FleetState, TargetedRolloutsCountOnlyTheMatchingDevices) {
   EXPECT_EQ(channel["version"], "1.0.0") << channel.dump(2);
   EXPECT_EQ(channel["targeted"]["version"], "2.0.0") << channel.dump(2);
   EXPECT_EQ(channel["allow_downgrade"], true) << channel.dump(2);
+
+  // Every rollout, newest first, with its state.
+  Json all = mota_json({"rollout", "list"});
+  ASSERT_EQ(all.size(), 2u) << all.dump(2);
+  EXPECT_EQ(all[0]["version"], "3.0.0");
+  EXPECT_EQ(all[0]["state"], "halted");
+  EXPECT_EQ(all[1]["version"], "2.0.0");
+  EXPECT_EQ(all[1]["state"], "completed");
+  EXPECT_EQ(all[1]["select"], "site=plant-3");
+  EXPECT_EQ(mota_json({"rollout", "list", "--limit", "1"}).size(), 1u);
+  r = mota({"rollout", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("ID    CHANNEL"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("halted"), std::string::npos) << r.out;
 }
 
 }  // namespace
