@@ -15,6 +15,9 @@
 //              metadata refresh (devices.metadata_error); 100 is the worst case for `mota fleet`
 //   events     --events N per reporting device (default 2): an install event, then heartbeats,
 //              with the agent's bodies
+//   labels     every reporting device: site = plant-0..plant-19 (5 % each), hw = orin-nano 40 %,
+//              rpi5 30 %, xavier 20 %, ipc 10 %, and its facts (mota/arch, mota/agent,
+//              mota/ram-gb), as an agent's heartbeat leaves them (for `--select` timings)
 //   rollouts   one running rollout (stable/classifier at 25 %) unless --no-rollout, so
 //              `mota fleet` also counts the devices updating now
 // Direct SQLite inserts in 100,000-device transactions (synchronous=OFF for the fill only: the
@@ -131,7 +134,8 @@ int main(int argc, char** argv) {
 
   auto dev = db->prepare(
       "INSERT INTO devices (id, key, enrolled, first_seen, last_seen, agent_version, arch, tags, "
-      "last_seq, metadata_error, metadata_error_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "last_seq, metadata_error, metadata_error_since, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+      "?, ?, ?)");
   auto ins = db->prepare(
       "INSERT INTO installed (device, model, version, slot, committed, state, target, last_error, "
       "rolled_back_from, channel, failed_version, failed_at, updated_at) VALUES (?, ?, ?, ?, ?, "
@@ -162,15 +166,26 @@ int main(int argc, char** argv) {
       const char* arch = arch_dice < 7 ? "aarch64" : arch_dice < 9 ? "x86_64" : "armv7l";
       check(dev->reset(), "reset");
       if (never) {
-        check(dev->bind_all(id, hex64(r), 1, nullptr, nullptr, "", "", "", 0, "", 0), "bind");
+        check(dev->bind_all(id, hex64(r), 1, nullptr, nullptr, "", "", "", 0, "", 0, "{}"), "bind");
       } else {
         const bool stuck = int((r >> 50) % 100) < metadata_errors;
-        check(dev->bind_all(id, hex64(r), int(r % 7 == 0), first_seen, last_seen,
-                            (r >> 44) % 10 < 3 ? "0.1.0" : "0.2.0", arch, "", events,
+        const char* agent = (r >> 44) % 10 < 3 ? "0.1.0" : "0.2.0";
+        const int hw_dice = int((r >> 54) % 10);
+        const char* hw = hw_dice < 4   ? "orin-nano"
+                         : hw_dice < 7 ? "rpi5"
+                         : hw_dice < 9 ? "xavier"
+                                       : "ipc";
+        char labels[256];
+        std::snprintf(labels, sizeof labels,
+                      R"({"hw":"%s","mota/agent":"%s","mota/arch":"%s","mota/ram-gb":"%d",)"
+                      R"("site":"plant-%d"})",
+                      hw, agent, arch, hw_dice < 4 ? 8 : 4, int((r >> 58) % 20));
+        check(dev->bind_all(id, hex64(r), int(r % 7 == 0), first_seen, last_seen, agent, arch, "",
+                            events,
                             stuck ? "TUF refresh from http://fleet.example/metadata: "
                                     "timestamp.json: expired (possible freeze attack)"
                                   : "",
-                            stuck ? last_seen - 3600 : 0),
+                            stuck ? last_seen - 3600 : 0, labels),
               "bind");
       }
       check(dev->run(), "insert device");

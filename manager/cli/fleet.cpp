@@ -197,9 +197,9 @@ Status label_cmd(const std::string& repo, FleetFlags& f) {
   MOTA_TRY(apply_select(f));
   auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
   if (f.filter.select) {
-    for (const auto& r : MOTA_TRY(list_devices(db, f.filter, now_seconds()))) {
-      if (ids.empty() || ids.back() != r.device) ids.push_back(r.device);
-    }
+    MOTA_TRY(for_each_device_row(db, f.filter, now_seconds(), [&](DeviceModelRow&& r) {
+      if (ids.empty() || ids.back() != r.device) ids.push_back(std::move(r.device));
+    }));
   }
   if (f.dry_run) {
     for (const auto& id : ids) std::printf("%s\n", printable(id).c_str());
@@ -239,9 +239,9 @@ Status admission_cmd(const std::string& repo, FleetFlags& f, Admission to) {
       pending.stale = std::chrono::duration_cast<std::chrono::seconds>(
           MOTA_TRY_CTX(parse_duration_value(f.stale), "--stale"));
     }
-    for (const auto& r : MOTA_TRY(list_devices(db, pending, now_seconds()))) {
-      if (ids.empty() || ids.back() != r.device) ids.push_back(r.device);
-    }
+    MOTA_TRY(for_each_device_row(db, pending, now_seconds(), [&](DeviceModelRow&& r) {
+      if (ids.empty() || ids.back() != r.device) ids.push_back(std::move(r.device));
+    }));
   } else if (!f.filter.model.empty() || !f.filter.channel.empty() || !f.filter.version.empty() ||
              !f.stale.empty() || !f.select.empty()) {
     return fail(Errc::invalid_argument, std::string("devices ") + verb +

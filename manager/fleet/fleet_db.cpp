@@ -52,6 +52,41 @@ Json labels_object(const Labels& labels) {
 
 }  // namespace
 
+std::string selector_prefilter(const Selector& select, const std::string& labels,
+                               const std::string& operator_labels,
+                               std::vector<std::string>& params) {
+  std::string out;
+  for (const auto& r : select.requirements()) {
+    if (r.op != Requirement::Op::equals && r.op != Requirement::Op::in &&
+        r.op != Requirement::Op::exists) {
+      continue;
+    }
+    // Keys are [A-Za-z0-9._/-]: quoted as one JSON path member, never an injection.
+    const std::string path = "$.\"" + r.key + "\"";
+    std::string value = "json_extract(" + labels + ", ?)";
+    if (operator_labels.empty()) {
+      params.push_back(path);
+    } else {
+      value = "coalesce(json_extract(" + operator_labels + ", ?), " + value + ")";
+      params.push_back(path);
+      params.push_back(path);
+    }
+    std::string cond;
+    if (r.op == Requirement::Op::exists) {
+      cond = value + " IS NOT NULL";
+    } else {
+      cond = value + " IN (";
+      for (std::size_t i = 0; i < r.values.size(); ++i) {
+        cond += i ? ", ?" : "?";
+        params.push_back(r.values[i]);
+      }
+      cond += ")";
+    }
+    out += (out.empty() ? "" : " AND ") + cond;
+  }
+  return out.empty() ? out : "(" + out + ")";
+}
+
 std::string labels_json(const Labels& labels) {
   return labels_object(labels).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
@@ -113,8 +148,8 @@ DeviceModelRow read_row(const storage::Statement& st) {
 
 }  // namespace
 
-Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const DeviceFilter& filter,
-                                                 TimePoint now) {
+Status for_each_device_row(storage::Database& db, const DeviceFilter& filter, TimePoint now,
+                           const std::function<void(DeviceModelRow&&)>& each) {
   std::string sql = kDeviceColumns;
   std::vector<std::string> where;
   std::vector<std::string> params;
@@ -141,6 +176,13 @@ Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const De
     where.push_back("d.admission = ?");
     params.push_back(filter.admission);
   }
+  if (filter.select) {
+    if (auto pre = selector_prefilter(*filter.select, "d.labels", "d.operator_labels", params);
+        !pre.empty()) {
+      where.push_back(pre);
+    }
+  }
+  // Last: its parameter is bound as a number below.
   if (filter.stale) {
     where.push_back("(d.last_seen IS NULL OR d.last_seen < ?)");
     params.push_back(std::to_string(unix_seconds(now) - filter.stale->count()));
@@ -156,15 +198,31 @@ Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const De
       MOTA_TRY(st.bind(int(i + 1), params[i]));
     }
   }
-  std::vector<DeviceModelRow> out;
+  std::string last_device;
+  bool last_matched = true;
   while (MOTA_TRY(st.step()) == storage::Step::row) {
-    // A selector is evaluated here rather than in SQL: the device evaluates the same selector
-    // in C++ (a targeted rollout's channel file), and one implementation cannot disagree with
-    // itself.
-    DeviceModelRow r = read_row(st);
-    if (filter.select && !filter.select->matches(r.labels)) continue;
-    out.push_back(std::move(r));
+    // A selector is evaluated here rather than in SQL (which only narrows, above): the device
+    // evaluates the same selector in C++ (a targeted rollout's channel file), and one
+    // implementation cannot disagree with itself. Once per device: rows come sorted by device.
+    if (filter.select) {
+      std::string device = st.column_text(0);
+      if (device != last_device) {
+        last_matched = filter.select->matches(merge_labels(parse_labels_json(st.column_text(17)),
+                                                           parse_labels_json(st.column_text(18))));
+        last_device = std::move(device);
+      }
+      if (!last_matched) continue;
+    }
+    each(read_row(st));
   }
+  return {};
+}
+
+Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const DeviceFilter& filter,
+                                                 TimePoint now) {
+  std::vector<DeviceModelRow> out;
+  MOTA_TRY(for_each_device_row(db, filter, now,
+                               [&](DeviceModelRow&& r) { out.push_back(std::move(r)); }));
   return out;
 }
 
@@ -394,7 +452,7 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
     return out;
   };
   std::string last_device;
-  for (const auto& r : MOTA_TRY(list_devices(db, filter, now))) {
+  MOTA_TRY(for_each_device_row(db, filter, now, [&](DeviceModelRow&& r) {
     const bool stale = r.last_seen == 0 || r.last_seen < cutoff;
     if (r.device != last_device) {  // rows come sorted by device
       last_device = r.device;
@@ -406,7 +464,7 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
         if (!r.metadata_error.empty()) ++out.metadata_errors;
       }
     }
-    if (r.admission != "admitted" || r.model.empty()) continue;
+    if (r.admission != "admitted" || r.model.empty()) return;
     auto& m = models[r.model];
     ++m.devices;
     ++version(r.model, r.version).devices;
@@ -415,7 +473,7 @@ Result<FleetSummary> fleet_summary(storage::Database& db, std::chrono::seconds s
     if (r.state == "failed") ++m.failed;
     if (r.state == "refused") ++m.refused;
     if (stale) ++m.stale;
-  }
+  }));
   finish_summary(out, models, versions);
   return out;
 }

@@ -47,6 +47,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -77,6 +78,17 @@ Result<storage::Database> open_fleet_db(const std::filesystem::path& path, bool 
 std::string labels_json(const Labels& labels);
 // Back from that form; what is not a string label is left out (the writer never stores one).
 Labels parse_labels_json(std::string_view text);
+
+// A SQL condition that keeps at least every device whose labels `select` matches: its equality,
+// set and existence requirements through SQLite's json_extract (negative requirements cannot
+// narrow: absent labels match them). The selector itself is still evaluated on every row that
+// remains; this only spares most rows the C++ side (a million devices: 10 s -> about 1 s).
+// `labels` and `operator_labels` are the SQL columns (operator_labels "": the reported labels
+// alone, as targeted rollouts see them). Appends its parameters to `params`; "" when no
+// requirement narrows.
+std::string selector_prefilter(const Selector& select, const std::string& labels,
+                               const std::string& operator_labels,
+                               std::vector<std::string>& params);
 
 struct DeviceFilter {
   std::string model;    // "" = any
@@ -182,6 +194,10 @@ struct FleetSummary {
 // reported a model appear once with an empty model (unless a model/version/state filter is set).
 Result<std::vector<DeviceModelRow>> list_devices(storage::Database& db, const DeviceFilter& filter,
                                                  TimePoint now);
+
+// The same rows one at a time, without holding them all (a million devices' rows take GBs).
+Status for_each_device_row(storage::Database& db, const DeviceFilter& filter, TimePoint now,
+                           const std::function<void(DeviceModelRow&&)>& each);
 
 // Inventory and full event history; std::nullopt for an unknown id.
 Result<std::optional<DeviceInfo>> show_device(storage::Database& db, const std::string& id);

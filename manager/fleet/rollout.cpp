@@ -116,14 +116,22 @@ Status for_rollout_devices(storage::Database& db, const std::string& model,
   // decide (migration 0005: the few others come from the devices_unadmitted partial index), so
   // devices nobody vouched for can neither advance nor halt a rollout. A selector needs each
   // device's labels: a look-up in devices per row, only then.
-  auto st = MOTA_TRY(db.prepare(
+  std::vector<std::string> params = {model, channel};
+  std::string sql =
       select ? "SELECT i.device, i.version, i.failed_version, i.failed_at, i.rolled_back_from, "
                "d.labels FROM installed i JOIN devices d ON d.id = i.device WHERE i.model = ? AND "
                "(i.channel = ? OR i.channel = '') AND d.admission = 'admitted'"
              : "SELECT device, version, failed_version, failed_at, rolled_back_from FROM "
                "installed WHERE model = ? AND (channel = ? OR channel = '') AND device NOT IN "
-               "(SELECT id FROM devices WHERE admission <> 'admitted')"));
-  MOTA_TRY(st.bind_all(model, channel));
+               "(SELECT id FROM devices WHERE admission <> 'admitted')";
+  if (select) {
+    // Narrowed in SQL first (fleet_db.hpp selector_prefilter), by the labels the device reports.
+    if (auto pre = selector_prefilter(*select, "d.labels", "", params); !pre.empty()) {
+      sql += " AND " + pre;
+    }
+  }
+  auto st = MOTA_TRY(db.prepare(sql));
+  for (std::size_t i = 0; i < params.size(); ++i) MOTA_TRY(st.bind(int(i + 1), params[i]));
   while (MOTA_TRY(st.step()) == storage::Step::row) {
     if (select && !select->matches(parse_labels_json(st.column_text(5)))) continue;
     each(st.column_text(0), st.column_text(1), st.column_text(2), st.column_int64(3),

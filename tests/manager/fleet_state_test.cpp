@@ -568,6 +568,10 @@ TEST_F(FleetState, LabelsSelectDevicesInEveryView) {
   EXPECT_EQ(ids({"devices", "--select", "site=plant-3"}), (V{"cam-1", "cam-2"}));
   EXPECT_EQ(ids({"devices", "--select", "site=plant-3,hw in (orin-nano,xavier)"}), (V{"cam-1"}));
   EXPECT_EQ(ids({"devices", "--select", "!site"}), (V{"old-1"}));
+  // Keys with '/' and '.' (narrowed in SQL through a quoted JSON path, then matched exactly).
+  EXPECT_EQ(ids({"devices", "--select", "mota/arch in (aarch64),hw"}),
+            (V{"cam-1", "cam-2", "cam-3"}));
+  EXPECT_EQ(ids({"devices", "--select", "mota/arch=x86_64"}), V{});
   EXPECT_EQ(ids({"devices", "--select", "site notin (plant-3)", "--version", "1.0.0"}),
             (V{"cam-3", "old-1"}));
   EXPECT_EQ(row("cam-1")["labels"]["hw"], "orin-nano");
