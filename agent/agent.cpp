@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <ctime>
 #include <random>
 #include <set>
 #include <system_error>
@@ -169,12 +171,124 @@ std::optional<HealthGate> Agent::health_gate() const {
   return HealthGate(config_.health, config_.runtime_socket, cancel_);
 }
 
-InstallOptions Agent::install_options(const std::optional<HealthGate>& gate) const {
+InstallOptions Agent::install_options(const std::optional<HealthGate>& gate,
+                                      const ModelSubscription* sub) {
   InstallOptions o = install_options_;
   o.health = gate ? &*gate : nullptr;
   o.max_retries = config_.health.max_retries;
   o.retry_backoff = config_.health.retry_backoff;
+  if (sub && !o.may_switch) o.may_switch = [this, sub] { return switch_gate(*sub); };
   return o;
+}
+
+namespace {
+
+// <state_dir>/<dir>/<model>: "<install_id> <words...>" written by one side, read by the other.
+std::vector<std::string> read_words(const stdfs::path& path) {
+  std::vector<std::string> words;
+  std::error_code ec;
+  if (!stdfs::exists(path, ec)) return words;
+  auto text = fs::read_file(path, 4096);
+  if (!text) return words;
+  std::string w;
+  for (char c : *text + " ") {
+    if (c == ' ' || c == '\n') {
+      if (!w.empty()) words.push_back(std::move(w));
+      w.clear();
+    } else {
+      w += c;
+    }
+  }
+  return words;
+}
+
+}  // namespace
+
+std::string Agent::switch_gate(const ModelSubscription& sub) {
+  auto journal = state_.install(sub.name);
+  const std::string install_id = journal && *journal ? (*journal)->install_id : "";
+  // A first install interrupts nothing: neither windows nor the lock hold it.
+  if (journal && *journal && (*journal)->from_version.empty()) return "";
+  const auto now_override = read_words(config_.state_dir / "install-now" / sub.name);
+  const bool let_through = !now_override.empty() && now_override[0] == install_id;
+  const bool ignore_lock = let_through && std::find(now_override.begin(), now_override.end(),
+                                                    "lock") != now_override.end();
+  const std::time_t now = std::time(nullptr);
+  if (!let_through) {
+    const struct {
+      const WindowSet& set;
+      const char* what;
+    } windows[] = {{config_.install_window, "this device's install window"},
+                   {sub.install_window, "the model's install window"},
+                   {rollout_window_, "the rollout's install window"}};
+    for (const auto& w : windows) {
+      if (w.set.allows(now)) continue;
+      const auto next = w.set.next_open(now);
+      if (next) recheck_in(std::chrono::seconds(*next - now + 1));
+      return std::string("outside ") + w.what + " (" + w.set.text() + "); it opens " +
+             (next ? format_local_minute(*next) : std::string("?")) +
+             " local time (`mota-agent install-now " + sub.name + "` lets it through)";
+    }
+  }
+  if (config_.update_lock.empty() || ignore_lock) return "";
+  auto lock = UpdateLock::try_acquire(config_.update_lock);
+  const auto wait_file = config_.state_dir / "lock-wait" / sub.name;
+  std::error_code ec;
+  if (!lock) {
+    log::warn(lock.error().message() + "; switching without the update lock",
+              {{"MODEL", sub.name}});
+    return "";
+  }
+  if (*lock) {
+    update_lock_ = std::move(**lock);
+    stdfs::remove(wait_file, ec);
+    return "";
+  }
+  // Held by an application: since when, for this install (kept across restarts).
+  std::int64_t since = now;
+  const auto wait = read_words(wait_file);
+  if (wait.size() >= 2 && wait[0] == install_id) {
+    since = std::strtoll(wait[1].c_str(), nullptr, 10);
+  } else {
+    auto st = fs::make_dirs(wait_file.parent_path());
+    if (st) st = fs::write_file_atomic(wait_file, install_id + " " + std::to_string(now) + "\n");
+    if (!st) log::warn("cannot record the update lock wait: " + st.error().message());
+  }
+  const std::int64_t until = since + config_.update_lock_max_defer.count();
+  if (now >= until) {
+    log::warn("the update lock " + config_.update_lock.string() + " has been held since " +
+                  format_time(TimePoint(std::chrono::seconds(since))) +
+                  ", longer than update_lock_max_defer: switching without it",
+              {{"MODEL", sub.name}});
+    return "";
+  }
+  recheck_in(std::min<std::chrono::seconds>(kLockRecheck, std::chrono::seconds(until - now)));
+  return "the update lock " + config_.update_lock.string() +
+         " is held by an application; switching when it is released, at the latest after " +
+         format_time(TimePoint(std::chrono::seconds(until))) + " (update_lock_max_defer)";
+}
+
+void Agent::recheck_in(std::chrono::seconds wait) {
+  const auto at = std::chrono::steady_clock::now() + wait;
+  if (!recheck_at_ || at < *recheck_at_) recheck_at_ = at;
+}
+
+Result<std::string> Agent::install_now(const std::string& model, bool ignore_lock) {
+  auto journal = MOTA_TRY(state_.install(model));
+  if (!journal) {
+    return fail(Errc::not_found, "no install of " + model +
+                                     " is under way: nothing to let through (`mota-agent "
+                                     "status` shows what is installed)");
+  }
+  const auto path = config_.state_dir / "install-now" / model;
+  MOTA_TRY(fs::make_dirs(path.parent_path()));
+  MOTA_TRY(fs::write_file_atomic(
+      path, journal->install_id + (ignore_lock ? " window lock\n" : " window\n")));
+  log::info("install-now: the switch of " + model + " " + journal->to_version +
+                " may happen outside the install windows" +
+                (ignore_lock ? " and without the update lock" : ""),
+            {{"MODEL", model}, {"VERSION", journal->to_version}});
+  return journal->to_version;
 }
 
 std::unique_ptr<http::Client> Agent::http_client() {
@@ -431,6 +545,8 @@ Status Agent::update_model(const TargetSource& src, const ModelSubscription& sub
   auto channel = MOTA_TRY(fetch_channel(src, sub));
   MOTA_TRY(refresh_labels());
   ev.to = wanted_version(channel, config_.device_id, labels_);
+  // Parsed when the channel was (manifest/channel.hpp): cannot fail here.
+  rollout_window_ = WindowSet::parse(channel.install_window).value_or(WindowSet{});
   if (journal && (ev.to.empty() || ev.to == ev.from) && journal->to_version != ev.from) {
     // The channel moved back to what runs (e.g. a halted rollout) while an install of
     // another version was unfinished: that install is abandoned (not blocked), not resumed.
@@ -510,6 +626,9 @@ void Agent::conclude_model(ModelPoll& p) {
     if (!ev.to.empty()) {
       if (auto b = state_.is_blocked(model, ev.to); b && *b) heartbeat_due();
     }
+  } else if (mr.outcome == ModelOutcome::deferred && ev.state == "deferred") {
+    log::info(model + ": " + mr.error, {{"MODEL", model}, {"VERSION", ev.to}});
+    event(ev);
   } else if (mr.outcome == ModelOutcome::refused) {
     log::warn(model + ": refused " + ev.to + ": " + mr.error,
               {{"MODEL", model}, {"VERSION", ev.to}});
@@ -736,9 +855,21 @@ Status Agent::install_version(const TargetSource& src, const ModelSubscription& 
                              delta ? download_path(sub.name, delta->info) : stdfs::path()});
   InstallFailure failure;
   auto out = install_plans(src, sub, slots, gate, pkg, delta, ev, failure);
+  update_lock_.reset();  // taken by the switch gate for the switch, the trial and the commit
   if (failure.step) ev.step = step_name(*failure.step);
   ev.install_id = failure.install_id;
+  if (!out && failure.deferred) {
+    // Staged and probed; the switch waits (not a failure of the version).
+    mr.outcome = ModelOutcome::deferred;
+    mr.error = "staged " + to + "; switch deferred: " + failure.deferred_why;
+    ev.state = "deferred";
+    ev.error = failure.deferred_why;
+    return {};
+  }
   if (!out) return fail(std::move(out).error());
+  std::error_code gone;
+  stdfs::remove(config_.state_dir / "install-now" / sub.name, gone);
+  stdfs::remove(config_.state_dir / "lock-wait" / sub.name, gone);
   ev.bytes = out->bytes;
   ev.install_id = out->install_id;
   if (delta && delta->info.length < pkg.info.length) {
@@ -815,7 +946,8 @@ Result<InstallOutcome> Agent::install_plans(const TargetSource& src, const Model
     plan.delta_base = delta->base;
     ev.kind = "delta";
     MOTA_TRY_CTX(check_install_space(slots, sub.name, to, delta->info, pkg.tree), delta->path);
-    auto out = run_install(state_, slots, plan, install_options(gate), &failure);
+    auto out = run_install(state_, slots, plan, install_options(gate, src.bundle ? nullptr : &sub),
+                           &failure);
     if (out || !failure.delta_unusable) return out;
     ev.delta_error = out.error().message();
     failure = {};  // the delta's install was aborted: its step is not what the event names
@@ -832,7 +964,7 @@ Result<InstallOutcome> Agent::install_plans(const TargetSource& src, const Model
   MOTA_TRY_CTX(check_install_space(slots, sub.name, to, pkg.info, pkg.tree), pkg.path);
   return run_install(state_, slots,
                      fetch_plan(src, sub.name, ev.from, to, pkg.digest, pkg.path, pkg.info, false),
-                     install_options(gate), &failure);
+                     install_options(gate, src.bundle ? nullptr : &sub), &failure);
 }
 
 Result<Agent::OfflineInstall> Agent::install_file(const stdfs::path& file) {
@@ -1052,8 +1184,16 @@ Status Agent::run(const std::atomic<bool>& stop, std::atomic<bool>* poll_now) {
   notify::ready("running: " + summary);
   unsigned failures = 0;  // polls failed in a row
   while (!stop.load()) {
+    recheck_at_.reset();
     failures = poll() ? 0 : failures + 1;
-    wait_for_next_poll(poll_delay(config_, failures, rng), failures, stop, poll_now);
+    auto wait = poll_delay(config_, failures, rng);
+    if (recheck_at_) {
+      // A deferred switch: ask again when its window opens or its lock may be free.
+      const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *recheck_at_ - std::chrono::steady_clock::now());
+      wait = std::min(wait, std::max(until, std::chrono::milliseconds(1000)));
+    }
+    wait_for_next_poll(wait, failures, stop, poll_now);
   }
   notify::stopping();
   cancel_ = nullptr;

@@ -20,6 +20,9 @@
 //                  its signed requirements (step "requirements": arch, RAM, accelerators, disk;
 //                  agent/requirements.hpp; error "requirements not met: <each one, with the
 //                  device's value>"). Nothing is downloaded and nothing blocked;
+//   "deferred"     `to` is staged and probed; the switch waits for an install window or the
+//                  update lock (step "ready", error: which, and until when; see "Install windows
+//                  and update locks" below). Not a failure; `from` serves;
 //   "ok"           the model is healthy again after a failure or refusal: a poll found it
 //                  installed at the version its channel wants for this device (from = to = that
 //                  version, step "poll"); sent once per recovery.
@@ -88,6 +91,23 @@
 // the bundle carries a delta from the installed version), install state machine and health gate
 // as a poll.
 //
+// Install windows and update locks (docs/agent.md): a poll's install stages and probes the new
+// version at any time, then asks the switch gate (agent/install.hpp, step "ready"). The install
+// windows that apply (agent.toml's install_window, the model's, and the channel file's, a
+// rollout's) must all allow the device's local time, unless `mota-agent install-now MODEL` let
+// this install through; then the update lock (config update_lock, agent/update_lock.hpp) must be
+// free: the agent takes it for the switch, the trial and the commit. Otherwise the switch is
+// deferred: the journal stays at "ready", the outcome is ModelOutcome::deferred and the event
+// state "deferred" (step "ready", error: the reason: "outside this device's install window
+// (Mon-Fri 01:00-05:00); it opens Tue 01:00 local time ..." or "the update lock ... is held ...").
+// The daemon asks again when the window opens, or every kLockRecheck while the lock is held,
+// when that is sooner than its next poll. A lock held longer than update_lock_max_defer (counted
+// from the first deferral of this install, kept in <state_dir>/lock-wait/, so restarts do not reset
+// it) no longer defers: the agent switches without it and logs a warning. A lock file that cannot
+// be opened does not defer either (warning): a misconfigured path must not stop updates for ever.
+// Offline installs (bundles) are an operator's explicit action on the device: neither windows nor
+// the lock hold them, nor a first install (nothing runs that a switch could interrupt).
+//
 // Space (honest accounting): before an install writes anything, what it will write must fit on
 // the state directory's filesystem (agent/download.hpp SpaceNeed): the bytes still to download
 // (the package's or the delta's signed length minus a partial already on disk, which counts as
@@ -125,6 +145,7 @@
 #include "agent/install.hpp"
 #include "agent/report.hpp"
 #include "agent/state.hpp"
+#include "agent/update_lock.hpp"
 #include "common/http.hpp"
 #include "common/result.hpp"
 #include "manifest/channel.hpp"
@@ -209,6 +230,7 @@ struct ModelStatus {
 // good poll; after `failures` failed polls in a row, poll_interval * 2^failures (capped at
 // kMaxBackoff, or poll_interval if longer) with equal jitter: uniform in [wait/2, wait].
 inline constexpr std::chrono::milliseconds kMaxBackoff{3600 * 1000};
+inline constexpr std::chrono::seconds kLockRecheck{30};
 std::chrono::milliseconds poll_delay(const Config& config, unsigned failures, std::mt19937_64& rng);
 
 class Agent {
@@ -249,6 +271,10 @@ class Agent {
   // next poll may install them, and the next heartbeat (due at once) no longer lists them.
   // Errc::not_found, changing nothing, when nothing matching is blocked.
   Result<std::vector<BlockEntry>> unblock(const std::string& model, const std::string& version);
+  // `mota-agent install-now MODEL`: lets the switch of the install of `model` under way through
+  // the install windows once (with `ignore_lock`, the update lock too). Errc::not_found when no
+  // install of the model is under way (nothing to let through). Returns the version.
+  Result<std::string> install_now(const std::string& model, bool ignore_lock);
   // The device-level metadata condition: "" when the last TUF refresh succeeded, else its error.
   std::string metadata_error();
 
@@ -422,7 +448,14 @@ class Agent {
   std::unique_ptr<http::Client> http_client();
   // The health gate for this poll (none when [health] enabled = false).
   std::optional<HealthGate> health_gate() const;
-  InstallOptions install_options(const std::optional<HealthGate>& gate) const;
+  // With `sub` (a poll's install, not an offline one): the switch gate below.
+  InstallOptions install_options(const std::optional<HealthGate>& gate,
+                                 const ModelSubscription* sub = nullptr);
+  // The switch gate (InstallOptions::may_switch) of a poll's install of `sub` (see "Install
+  // windows and update locks" above): "" when the install windows that apply allow now (or
+  // install-now let this install through) and the update lock was taken (kept in update_lock_
+  // until the install ends), else why the switch waits.
+  std::string switch_gate(const ModelSubscription& sub);
   std::filesystem::path channel_file(const ModelSubscription& sub) const;
   // The channel file of the last successful poll, checked to name `sub`.
   Result<Channel> load_channel(const ModelSubscription& sub);
@@ -438,6 +471,14 @@ class Agent {
   // The report session outlives each poll's Reporter (one handshake an hour, not one a poll).
   ReportSessionState report_sessions_;
   InstallOptions install_options_;
+  // Held from a poll's switch until its install ends (switch_gate).
+  std::optional<UpdateLock> update_lock_;
+  // The install window of the channel file a poll installs from (a rollout's); empty: none.
+  WindowSet rollout_window_;
+  // When a deferred switch should be asked again (the window opens; a held lock is looked at
+  // every kLockRecheck): run() polls then if that is sooner than its poll_interval.
+  std::optional<std::chrono::steady_clock::time_point> recheck_at_;
+  void recheck_in(std::chrono::seconds wait);
   const std::atomic<bool>* cancel_ = nullptr;  // set during run()
   http::Client* poll_http_ = nullptr;          // the client of the poll in progress, if any
   bool runtime_down_ = false;  // the last reconcile() could not reach the runtime (logged once)

@@ -106,11 +106,18 @@ int print_status(Agent& agent, bool json) {
       }
       std::printf("\n");
     }
-    if (!m.install_step.empty()) {
+    const bool waiting = m.install_step == "ready";
+    if (waiting) {
+      // Staged and probed, the switch deferred (install window, update lock): last_error is why.
+      std::printf("  %s staged, waiting to switch: %s\n", m.install_to.c_str(),
+                  m.last_error.c_str());
+    } else if (!m.install_step.empty()) {
       std::printf("  install of %s in progress: step %s (attempt %d)\n", m.install_to.c_str(),
                   m.install_step.c_str(), m.install_attempts);
     }
-    if (!m.last_error.empty()) std::printf("  last error: %s\n", m.last_error.c_str());
+    if (!m.last_error.empty() && !waiting) {
+      std::printf("  last error: %s\n", m.last_error.c_str());
+    }
     for (const auto& r : m.retries) {
       std::printf("  retrying %s after %s (%d failure(s) that may pass on retry, last at %s): %s\n",
                   r.version.c_str(), format_time(r.next_at).c_str(), r.failures, r.step.c_str(),
@@ -122,6 +129,28 @@ int print_status(Agent& agent, bool json) {
     }
   }
   return 0;
+}
+
+}  // namespace
+
+namespace {
+
+// A running daemon polls at once instead of at its next poll_interval (SIGUSR1); says which.
+void poll_now(Agent& agent) {
+  if (auto holder = lock_holder(agent.config().state_dir);
+      holder && holder->command == "run" && holder->pid > 0) {
+    if (::kill(holder->pid, SIGUSR1) == 0) {
+      std::printf("asked the running mota-agent (pid %d) to poll now\n",
+                  static_cast<int>(holder->pid));
+    } else {
+      std::fprintf(stderr,
+                   "mota-agent: warning: cannot signal the running mota-agent (pid %d): %s; "
+                   "it installs at its next poll\n",
+                   static_cast<int>(holder->pid), std::strerror(errno));
+    }
+  } else {
+    std::printf("the next poll (mota-agent check-once, or the daemon) may install it\n");
+  }
 }
 
 }  // namespace
@@ -231,21 +260,33 @@ int cli_main(int argc, char** argv) {
         std::printf("unblocked %s %s (blocked since %s: %s)\n", b.model.c_str(), b.version.c_str(),
                     format_time(b.blocked_at).c_str(), b.reason.c_str());
       }
-      // A daemon polls at once instead of at its next poll_interval.
-      if (auto holder = lock_holder(agent.config().state_dir);
-          holder && holder->command == "run" && holder->pid > 0) {
-        if (::kill(holder->pid, SIGUSR1) == 0) {
-          std::printf("asked the running mota-agent (pid %d) to poll now\n",
-                      static_cast<int>(holder->pid));
-        } else {
-          std::fprintf(stderr,
-                       "mota-agent: warning: cannot signal the running mota-agent (pid %d): %s; "
-                       "it installs at its next poll\n",
-                       static_cast<int>(holder->pid), std::strerror(errno));
-        }
-      } else {
-        std::printf("the next poll (mota-agent check-once, or the daemon) may install it\n");
-      }
+      poll_now(agent);
+      return 0;
+    };
+  });
+
+  std::string now_model;
+  bool ignore_lock = false;
+  auto* install_now = app.add_subcommand(
+      "install-now",
+      "let the staged install of MODEL switch outside its install windows, once (`status` shows "
+      "it waiting)");
+  install_now->add_option("MODEL", now_model, "the model")
+      ->required()
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            return valid_model_name(v) ? std::string() : "'" + v + "' is not a model name";
+          },
+          "MODEL"));
+  install_now->add_flag("--ignore-lock", ignore_lock,
+                        "switch even while an application holds the update lock");
+  install_now->callback([&] {
+    action = [&](Agent& agent) {
+      auto version = agent.install_now(now_model, ignore_lock);
+      if (!version) return report_error(version.error());
+      std::printf("%s %s may switch now, outside its install windows%s\n", now_model.c_str(),
+                  version->c_str(), ignore_lock ? " and without the update lock" : "");
+      poll_now(agent);
       return 0;
     };
   });

@@ -74,6 +74,9 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
+const std::set<std::string_view> kModelKeys = {"name", "channel", "install_window", "activate",
+                                               "probe"};
+
 const std::set<std::string_view> kDownloadKeys = {
     "min_rate", "min_rate_window", "deadline_allowance", "max_deadline", "metadata_timeout"};
 
@@ -122,13 +125,14 @@ class Parser {
 
   Result<Config> parse(const toml::table& root) const {
     Config c;
-    MOTA_TRY(check_keys(root, "",
-                        {"server_url",      "device_id",    "state_dir",       "poll_interval",
-                         "poll_jitter",     "model",        "bandwidth_limit", "retry",
-                         "runtime_socket",  "trusted_root", "health",          "ca_file",
-                         "delta",           "log_level",    "report_url",      "heartbeat_interval",
-                         "verify_at_start", "accelerators", "download",        "enrollment_key",
-                         "labels"}));
+    MOTA_TRY(check_keys(
+        root, "",
+        {"server_url",      "device_id",      "state_dir",       "poll_interval",
+         "poll_jitter",     "model",          "bandwidth_limit", "retry",
+         "runtime_socket",  "trusted_root",   "health",          "ca_file",
+         "delta",           "log_level",      "report_url",      "heartbeat_interval",
+         "verify_at_start", "accelerators",   "download",        "enrollment_key",
+         "labels",          "install_window", "update_lock",     "update_lock_max_defer"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
@@ -140,7 +144,7 @@ class Parser {
     if (auto arr = root["model"].as_array()) {
       for (std::size_t i = 0; i < arr->size(); ++i) {
         if (auto t = (*arr)[i].as_table())
-          MOTA_TRY(check_keys(*t, "model[" + std::to_string(i) + "].", {"name", "channel"}));
+          MOTA_TRY(check_keys(*t, "model[" + std::to_string(i) + "].", kModelKeys));
       }
     }
 
@@ -221,6 +225,21 @@ class Parser {
 
     if ((n = root.get("accelerators"))) c.accelerators = MOTA_TRY(accelerators(*n));
     if ((n = root.get("labels"))) c.labels = MOTA_TRY(labels(*n));
+    if ((n = root.get("install_window")))
+      c.install_window = MOTA_TRY(windows(*n, "install_window"));
+    if ((n = root.get("update_lock"))) {
+      if (n->is_string() && n->as_string()->get().empty()) {
+        c.update_lock.clear();
+      } else {
+        c.update_lock = MOTA_TRY(abs_path(*n, "update_lock"));
+      }
+    }
+    if ((n = root.get("update_lock_max_defer"))) {
+      c.update_lock_max_defer = MOTA_TRY(duration(*n, "update_lock_max_defer"));
+      if (c.update_lock_max_defer.count() < 0) {
+        return bad("update_lock_max_defer", "must not be negative");
+      }
+    }
 
     if ((n = root.get("delta"))) {
       auto s = MOTA_TRY(string(*n, "delta"));
@@ -254,6 +273,25 @@ class Parser {
       out += k;
     }
     return out;
+  }
+
+  // install_window = "Mon-Fri 01:00-05:00" or an array of such (common/window.hpp).
+  Result<WindowSet> windows(const toml::node& n, const std::string& key) const {
+    std::vector<std::string> texts;
+    if (n.is_string()) {
+      texts.push_back(n.as_string()->get());
+    } else if (auto arr = n.as_array()) {
+      for (std::size_t i = 0; i < arr->size(); ++i) {
+        texts.push_back(MOTA_TRY(string((*arr)[i], key + "[" + std::to_string(i) + "]")));
+      }
+    } else {
+      return bad(key, "must be a string like \"Mon-Fri 01:00-05:00\" or an array of them, not " +
+                          std::string(type_name(n)));
+    }
+    if (texts.empty()) return bad(key, "is empty (leave it out to allow any time)");
+    auto set = WindowSet::parse(texts);
+    if (!set) return bad(key, set.error().message());
+    return std::move(*set);
   }
 
   // labels = { site = "plant-3", hw = "orin-nano" } (common/labels.hpp); the "mota/" prefix is
@@ -475,7 +513,7 @@ class Parser {
     for (std::size_t i = 0; i < arr->size(); ++i) {
       const auto& t = *(*arr)[i].as_table();
       std::string prefix = "model[" + std::to_string(i) + "]";
-      MOTA_TRY(check_keys(t, prefix + ".", {"name", "channel"}));
+      MOTA_TRY(check_keys(t, prefix + ".", kModelKeys));
       ModelSubscription m;
       auto name = t.get("name");
       if (!name) return bad(prefix + ".name", "missing");
@@ -489,6 +527,11 @@ class Parser {
       m.channel = MOTA_TRY(string(*channel, prefix + ".channel"));
       if (!valid_channel_name(m.channel))
         return bad(prefix + ".channel", "'" + m.channel + "' is not a valid channel name");
+      if (auto w = t.get("install_window")) {
+        m.install_window = MOTA_TRY(windows(*w, prefix + ".install_window"));
+      }
+      if (auto a = t.get("activate")) m.activate = MOTA_TRY(abs_path(*a, prefix + ".activate"));
+      if (auto p = t.get("probe")) m.probe = MOTA_TRY(abs_path(*p, prefix + ".probe"));
       auto [it, inserted] = seen.emplace(m.name, i);
       if (!inserted) {
         return bad(prefix + ".name", "'" + m.name + "' is already listed as model[" +

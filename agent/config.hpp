@@ -72,8 +72,26 @@
 //                    [a-z0-9][a-z0-9._-]* such as "cuda", "tensorrt"; added to what the agent
 //                    detects by itself.
 //   verify_at_start  default true. Re-hash each committed slot at start (see Config).
+//   install_window   optional. When this device may switch to a new version, in its local time:
+//                    a string or an array of strings like "Mon-Fri 01:00-05:00" (common/window.hpp;
+//                    at most 32). Outside every window the agent downloads, stages and probes,
+//                    then waits before the switch and reports "deferred"; `mota-agent install-now
+//                    MODEL` lets the next switch through. Absent: any time.
+//   update_lock      default /run/mota-agent/update.lock. Absolute. A file applications hold a
+//   shared
+//                    flock(2) on while doing work a model switch must not interrupt; the agent
+//                    takes it exclusively for the switch and defers while it cannot
+//                    (docs/agent.md, "Install windows and update locks"). "" disables it.
+//   update_lock_max_defer  default "6h". How long a held lock may defer a staged version; then
+//                    the agent switches anyway (and says so). "0s": the lock never defers.
 //   [[model]]        at least one; each with name (valid_model_name) and channel
-//                    (valid_channel_name), both required; a name may appear only once.
+//                    (valid_channel_name), both required; a name may appear only once;
+//                    install_window as above, for this model only (with the device's: both
+//                    must allow); activate and probe (absolute paths of executables; the
+//                    hand-over to another inference stack, docs/handover.md: activate runs after
+//                    every switch and rollback with MOTA_EVENT, MOTA_MODEL, MOTA_VERSION,
+//                    MOTA_SLOT, MOTA_PREVIOUS_VERSION, MOTA_PREVIOUS_SLOT; probe replaces
+//                    `mota-runtime probe` with MOTA_MODEL, MOTA_VERSION, MOTA_SLOT).
 // Path values are not checked for existence here: loading a config touches no file other than
 // the config itself and the machine-id file.
 //
@@ -90,6 +108,7 @@
 #include "common/labels.hpp"
 #include "common/log.hpp"
 #include "common/result.hpp"
+#include "common/window.hpp"
 
 namespace mota::agent {
 
@@ -99,6 +118,17 @@ std::string_view delta_policy_name(DeltaPolicy p);
 struct ModelSubscription {
   std::string name;
   std::string channel;
+  WindowSet install_window;  // empty: the device's only
+  // Hand-over (docs/handover.md): an executable run after every switch to a new version and
+  // after every rollback, which tells the inference stack serving this model to load the slot
+  // `current` points at. Set: the model is served by that stack, not by mota-runtime (the agent
+  // neither asks mota-runtime to load it nor lists it in serving.json). Empty: mota-runtime.
+  std::filesystem::path activate;
+  // An executable that replaces `mota-runtime probe` for this model in the health gate: exit 0
+  // passes the staged slot, anything else fails it (a timeout: may pass on retry). Empty: the
+  // mota-runtime probe (a handed-over model without one is not probed).
+  std::filesystem::path probe;
+  bool handed_over() const { return !activate.empty(); }
 };
 
 struct HealthConfig {
@@ -151,6 +181,9 @@ struct Config {
   // At start, re-hash each committed slot against its signed tree digest before serving it (a
   // slot damaged on disk is replaced by the previous good one, or reinstalled).
   bool verify_at_start = true;
+  WindowSet install_window;                                           // empty: any time
+  std::filesystem::path update_lock = "/run/mota-agent/update.lock";  // empty: none
+  std::chrono::seconds update_lock_max_defer{6 * 3600};
 
   std::string metadata_url() const { return server_url + "/metadata"; }
   std::string targets_url() const { return server_url + "/targets"; }

@@ -127,6 +127,12 @@ Error roll_back(StateStore& state, const SlotSet& slots, const InstallPlan& plan
         log::warn(r.error().message(), {{"MODEL", plan.model}});
       }
     }
+    if (st && options.activate) {
+      const Activation back{"rollback", old, plan.from_version, target, plan.to_version};
+      if (auto r = options.activate(back, nullptr); !r) {
+        log::warn("rollback: " + r.error().message(), {{"MODEL", plan.model}});
+      }
+    }
   } else {
     st = slots.clear_current();
   }
@@ -170,6 +176,7 @@ struct Run {
   std::optional<storage::UnpackResult> staged;
   bool unpack_failed = false;                     // the download was good, unpacking it was not
   bool unpack_alongside = true;                   // the download step: unpack while downloading
+  bool probed = false;                            // the probe step ran in this run
   FailureClass gate_class = FailureClass::local;  // the gate's verdict on a failed check
 
   const InstallStepRow& row(InstallStep step) const { return install_row(step, options.steps); }
@@ -368,6 +375,29 @@ Status step_verify(Run& run) {
   return {};
 }
 
+Status step_ready(Run& run) {
+  if (run.options.may_switch) {
+    if (std::string why = run.options.may_switch(); !why.empty()) {
+      run.failure.deferred = true;
+      run.failure.deferred_why = why;
+      // Local (the journal stays at ready): judge() rewinds to this step.
+      return fail(Errc::deferred, why);
+    }
+  }
+  // Probed in an earlier run: the slot has waited on disk since; read it back first.
+  return run.probed ? Status{} : step_verify(run);
+}
+
+// The hand-over's activation after the switch: `current` names the new slot; before it, the
+// committed one (none on a first install).
+Status step_activate(Run& run) {
+  Activation a{"activate", run.out.slot, run.plan.to_version, std::nullopt, run.plan.from_version};
+  auto active = MOTA_TRY(run.state.active(run.plan.model));
+  if (active && active->slot != run.out.slot) a.previous = active->slot;
+  run.gate_class = FailureClass::permanent;
+  return run.options.activate(a, &run.gate_class);
+}
+
 Status step_commit(Run& run) {
   MOTA_TRY(run.state.complete_install(run.plan.model));
   if (run.plan.delete_package) {
@@ -390,12 +420,18 @@ Status run_step(Run& run, InstallStep step) {
     case InstallStep::verify:
       return step_verify(run);
     case InstallStep::probe:
+      run.probed = true;
       return gate ? gate->probe(run.plan.model, slot, &run.gate_class) : Status{};
+    case InstallStep::ready:
+      return step_ready(run);
     case InstallStep::switch_slot:
       return run.slots.switch_to(run.out.slot);
     case InstallStep::trial:
       // Also after a restart in the middle of a trial: tried again (the loop guard stops a
       // version that keeps taking the device down with it).
+      if (run.options.activate) {
+        MOTA_TRY(step_activate(run));
+      }
       return gate ? gate->trial(run.plan.model, slot, &run.gate_class) : Status{};
     case InstallStep::commit:
       return step_commit(run);

@@ -1,7 +1,7 @@
 #pragma once
 // The install state machine of one model version into the inactive A/B slot. The whole
 // transition table, failure edges included, is kInstallSteps below:
-//   download -> stage -> verify -> probe -> switch -> trial -> commit.
+//   download -> stage -> verify -> probe -> ready -> switch -> trial -> commit.
 //
 // Each step is persisted in the install journal (StateStore::enter_step) BEFORE it acts, so after
 // a crash or SIGKILL run_install() resumes from the journal:
@@ -18,6 +18,12 @@
 //             the signed package sha256, which covers model.json and so the tree);
 //             after a restart: re-verifies the whole slot from disk;
 //   probe     the health probe of the staged slot (agent/health.hpp), before anything switches;
+//   ready     probed and waiting for the switch gate (InstallOptions::may_switch: install
+//             windows, update locks). A gate that says "not now" defers: the journal stays here
+//             (InstallFailure::deferred, nothing counted, no retry) and the next poll asks again,
+//             without downloading or probing again. When the gate lets it through in a later run
+//             than the probe's, the slot is first re-verified from disk (days may have passed);
+//             a slot that no longer verifies is judged as at verify;
 //   switch    switch_to() is idempotent: `current` already pointing at the target is fine;
 //   trial     the new model on trial in the live runtime. Found in the journal at start (the
 //             agent died during the trial, e.g. a power cut): tried again, as a bootloader
@@ -85,6 +91,7 @@ enum class InstallStep : std::uint8_t {
   stage,
   verify,
   probe,
+  ready,
   switch_slot,
   trial,
   commit
@@ -165,8 +172,12 @@ inline constexpr InstallStepRow kRows[] = {
        resume,    retry,     block,     abort},
   {verify,      "verify",   probe,       always,   verify,      false, written,    false,
        resume,    retry,     block,     abort},
-  {probe,       "probe",    switch_slot, always,   probe,       false, none,       true,
+  {probe,       "probe",    ready,       always,   probe,       false, none,       true,
        resume,    retry,     block,     block},
+  // Waiting cannot crash; a deferral is local (resumed here at the next poll). Re-verifying the
+  // slot after a later run's gate reads what was written: judged as at verify.
+  {ready,       "ready",    switch_slot, never,    ready,       false, written,    false,
+       resume,    retry,     block,     abort},
   {switch_slot, "switch",   trial,       always,   switch_slot, true,  none,       false,
        resume,    retry,     block,     block},
   // A trial that may pass on retry starts again from the slot on disk (verify, probe, switch).
@@ -180,8 +191,8 @@ inline constexpr InstallStepRow kRows[] = {
 inline constexpr const auto& kInstallSteps = install_table::kRows;
 
 inline constexpr InstallStep kAllInstallSteps[] = {
-    InstallStep::download,    InstallStep::stage, InstallStep::verify, InstallStep::probe,
-    InstallStep::switch_slot, InstallStep::trial, InstallStep::commit};
+    InstallStep::download, InstallStep::stage,       InstallStep::verify, InstallStep::probe,
+    InstallStep::ready,    InstallStep::switch_slot, InstallStep::trial,  InstallStep::commit};
 // The row of `step` in `table`, which must have one (kInstallSteps has a row for every step:
 // tests/agent/install_steps_test.cpp walks it; run_install checks a table given in its options).
 const InstallStepRow& install_row(InstallStep step,
@@ -228,6 +239,16 @@ struct InstallPlan {
   std::function<Result<std::uint64_t>(const DownloadProgress& progress)> fetch;
 };
 
+// A hand-over's activation (InstallOptions::activate): what `current` points at now, and what
+// it pointed at before.
+struct Activation {
+  std::string_view event;  // "activate" (after the switch) or "rollback" (after switching back)
+  Slot slot = Slot::a;
+  std::string version;
+  std::optional<Slot> previous;  // none: nothing was served before (a first install)
+  std::string previous_version;
+};
+
 struct InstallOptions {
   int max_attempts = 3;  // loop guard per step
   // Transient failures of a version retried before it is blocked ([health] max_retries), and the
@@ -240,6 +261,15 @@ struct InstallOptions {
   // The transition table. Only tests give another (a modified copy of kInstallSteps, to show
   // that a decision comes from it); it must have a row for every InstallStep.
   std::span<const InstallStepRow> steps = kInstallSteps;
+  // The switch gate, asked at the ready step: "" lets the switch happen now; anything else
+  // defers it with that reason (agent/agent.hpp: install windows, the update lock). May be empty
+  // (always now). It may take a lock that must outlive the install: the caller holds it.
+  std::function<std::string()> may_switch;
+  // The hand-over (agent/config.hpp ModelSubscription::activate): called at the start of the
+  // trial step, right after the switch ("activate"; its failure fails the trial, classed in
+  // `why`: rolled back), and after a rollback switched `current` back ("rollback"; a failure is
+  // logged). May be empty (mota-runtime serves the model).
+  std::function<Status(const Activation&, FailureClass* why)> activate;
   // Test hook: called after a step is persisted and before it acts. May be empty.
   std::function<void(std::string_view step)> before_step;
 };
@@ -250,6 +280,10 @@ struct InstallFailure {
   std::string install_id;           // of the journal row (kept, or aborted by this failure)
   FailureClass failure_class = FailureClass::local;
   bool blocked = false;  // the version is on the block list now
+  // The switch gate said "not now": staged and probed, the journal at ready; nothing counted. Not
+  // a failure of the version. `deferred_why` is the gate's reason as it gave it.
+  bool deferred = false;
+  std::string deferred_why;
   // Transient failures: the count (this one included) and when the next try may start.
   int failures = 0;
   TimePoint retry_at{};

@@ -88,6 +88,7 @@ for entry in $agents; do
   cat >"$dir/agent.toml" <<EOF
 server_url = "http://127.0.0.1:$port"
 state_dir = "$dir/state"
+update_lock = "$dir/state/update.lock"
 trusted_root = "$dir/repo/repo/metadata/1.root.json"
 device_id = "bench-idle-$n"
 poll_interval = "${poll}s"

@@ -187,6 +187,7 @@ write_agent_config() {  # write_agent_config FILE STATE_DIR
   cat >"$1" <<EOF
 server_url = "$base"
 state_dir = "$2"
+update_lock = "$2/update.lock"
 trusted_root = "$work/fleet/repo/metadata/1.root.json"
 device_id = "bench-device"
 log_level = "warn"

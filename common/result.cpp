@@ -34,6 +34,8 @@ std::string_view errc_name(Errc code) noexcept {
       return "no_space";
     case Errc::cancelled:
       return "cancelled";
+    case Errc::deferred:
+      return "deferred";
     case Errc::internal:
       return "internal";
   }

@@ -27,6 +27,7 @@ enum class Errc {
   unsupported,       // valid but not handled here (key type, archive entry type)
   no_space,          // disk full
   cancelled,         // stopped on request (SIGTERM)
+  deferred,          // waiting on purpose (an install window, an update lock): not a failure
   internal,          // a bug or an invariant broken
 };
 

@@ -40,7 +40,53 @@ bool is_lower_hex(std::string_view s) {
   return true;
 }
 
+// "percent" (required) and "bp" (optional) of the "rollout" or "targeted" object `obj`.
+Status parse_share(const Json& obj, const std::string& section, Share& out) {
+  const std::string pf = section + ".percent";
+  auto p = obj.find("percent");
+  if (p == obj.end()) return bad(pf, "missing");
+  if (!p->is_number_integer() || p->get<std::int64_t>() < 0 || p->get<std::int64_t>() > 100) {
+    return bad(pf, p->dump() + " is not an integer in 0..100");
+  }
+  out.percent = static_cast<unsigned>(p->get<std::int64_t>());
+  out.bp.reset();
+  auto b = obj.find("bp");
+  if (b == obj.end()) return {};
+  const std::string bf = section + ".bp";
+  if (!b->is_number_integer() || b->get<std::int64_t>() < 0 || b->get<std::int64_t>() > 10000) {
+    return bad(bf, b->dump() + " is not an integer in 0..10000");
+  }
+  const auto bp = static_cast<unsigned>(b->get<std::int64_t>());
+  // Older agents read percent: it must not give them a larger share than bp gives the others.
+  if (bp / 100 != out.percent) {
+    return bad(bf, std::to_string(bp) + " basis points do not round down to percent " +
+                       std::to_string(out.percent));
+  }
+  out.set_share_bp(bp);
+  return {};
+}
+
+void write_share(const Share& share, Json& obj) {
+  obj["percent"] = share.percent;
+  if (share.bp) obj["bp"] = *share.bp;
+}
+
 }  // namespace
+
+void Share::set_share_bp(unsigned value) {
+  value = value > 10000 ? 10000 : value;
+  percent = value / 100;
+  if (value % 100 != 0) {
+    bp = value;
+  } else {
+    bp.reset();
+  }
+}
+
+bool in_share(const Share& share, unsigned bucket) {
+  const unsigned s = share.share_bp();
+  return s >= 10000 || bucket < s;
+}
 
 bool valid_channel_name(std::string_view name) {
   return valid_model_name(name);
@@ -67,12 +113,7 @@ Result<Channel> Channel::parse(std::string_view json_text) {
   auto ro = j.find("rollout");
   if (ro != j.end()) {
     if (!ro->is_object()) return bad("rollout", "not an object");
-    auto p = ro->find("percent");
-    if (p == ro->end()) return bad("rollout.percent", "missing");
-    if (!p->is_number_integer() || p->get<std::int64_t>() < 0 || p->get<std::int64_t>() > 100) {
-      return bad("rollout.percent", p->dump() + " is not an integer in 0..100");
-    }
-    c.rollout.percent = static_cast<unsigned>(p->get<std::int64_t>());
+    MOTA_TRY(parse_share(*ro, "rollout", c.rollout));
     c.rollout.salt = MOTA_TRY(get_string(*ro, "salt", true, "rollout.salt"));
     if (c.rollout.salt.size() != 16 || !is_lower_hex(c.rollout.salt)) {
       return bad("rollout.salt", "'" + c.rollout.salt + "' is not 16 lower-case hex digits");
@@ -99,12 +140,7 @@ Result<Channel> Channel::parse(std::string_view json_text) {
     t.select = sel->text();
     t.version = MOTA_TRY(get_string(*tg, "version", true, "targeted.version"));
     MOTA_TRY(check_semver("targeted.version", t.version));
-    auto p = tg->find("percent");
-    if (p == tg->end()) return bad("targeted.percent", "missing");
-    if (!p->is_number_integer() || p->get<std::int64_t>() < 0 || p->get<std::int64_t>() > 100) {
-      return bad("targeted.percent", p->dump() + " is not an integer in 0..100");
-    }
-    t.percent = static_cast<unsigned>(p->get<std::int64_t>());
+    MOTA_TRY(parse_share(*tg, "targeted", t));
     t.salt = MOTA_TRY(get_string(*tg, "salt", true, "targeted.salt"));
     if (t.salt.size() != 16 || !is_lower_hex(t.salt)) {
       return bad("targeted.salt", "'" + t.salt + "' is not 16 lower-case hex digits");
@@ -147,6 +183,20 @@ Result<Channel> Channel::parse(std::string_view json_text) {
     if (!ad->is_boolean()) return bad("allow_downgrade", "not a boolean");
     c.allow_downgrade = ad->get<bool>();
   }
+  if (auto iw = j.find("install_window"); iw != j.end()) {
+    if (!iw->is_array() || iw->empty() || iw->size() > kMaxWindows) {
+      return bad("install_window",
+                 "not an array of 1.." + std::to_string(kMaxWindows) + " window strings");
+    }
+    std::vector<std::string> texts;
+    for (const auto& w : *iw) {
+      if (!w.is_string()) return bad("install_window", "not an array of strings");
+      texts.push_back(w.get<std::string>());
+    }
+    auto set = WindowSet::parse(texts);
+    if (!set) return bad("install_window", set.error().message());
+    for (const auto& w : set->windows()) c.install_window.push_back(w.text());
+  }
   c.updated = MOTA_TRY(get_string(j, "updated", true));
   if (!parse_time(c.updated))
     return bad("updated", "'" + c.updated + "' is not YYYY-MM-DDTHH:MM:SSZ");
@@ -160,24 +210,24 @@ Json Channel::to_json() const {
   j["version"] = version;
   // A channel parsed without "rollout" (everyone, no salt) is written without one: an empty
   // salt would not parse back.
-  if (!rollout.salt.empty() || rollout.percent != 100 || !rollout.fallback_version.empty()) {
+  if (!rollout.salt.empty() || rollout.share_bp() != 10000 || !rollout.fallback_version.empty()) {
     Json ro = Json::object();
-    ro["percent"] = rollout.percent;
+    write_share(rollout, ro);
     ro["salt"] = rollout.salt;
     if (!rollout.fallback_version.empty()) ro["fallback_version"] = rollout.fallback_version;
     j["rollout"] = std::move(ro);
   }
   if (targeted) {
-    j["targeted"] = Json{{"select", targeted->select},
-                         {"version", targeted->version},
-                         {"percent", targeted->percent},
-                         {"salt", targeted->salt}};
+    j["targeted"] = Json{
+        {"select", targeted->select}, {"version", targeted->version}, {"salt", targeted->salt}};
+    write_share(*targeted, j["targeted"]);
     if (!targeted->fallback_version.empty()) {
       j["targeted"]["fallback_version"] = targeted->fallback_version;
     }
   }
   if (!min_version.empty()) j["min_version"] = min_version;
   j["allow_downgrade"] = allow_downgrade;
+  if (!install_window.empty()) j["install_window"] = install_window;
   j["updated"] = updated;
   return j;
 }
@@ -210,7 +260,7 @@ bool matches(const Targeted& t, const Labels& labels) {
 }
 
 bool in_sample(const Targeted& t, std::string_view device_id) {
-  return t.percent >= 100 || rollout_bucket(t.salt, device_id) < t.percent * 100;
+  return t.share_bp() >= 10000 || in_share(t, rollout_bucket(t.salt, device_id));
 }
 
 }  // namespace
@@ -226,8 +276,8 @@ std::string wanted_version(const Channel& channel, std::string_view device_id,
     if (in_sample(*t, device_id)) return t->version;
     if (!t->fallback_version.empty()) return t->fallback_version;
   }
-  if (channel.rollout.percent >= 100) return channel.version;
-  if (rollout_bucket(channel.rollout.salt, device_id) < channel.rollout.percent * 100) {
+  if (channel.rollout.share_bp() >= 10000) return channel.version;
+  if (in_share(channel.rollout, rollout_bucket(channel.rollout.salt, device_id))) {
     return channel.version;
   }
   return channel.rollout.fallback_version;

@@ -8,12 +8,18 @@
 namespace mota::manager {
 namespace {
 
+std::string share_text(const Share& s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g%%", s.share_bp() / 100.0);
+  return buf;
+}
+
 void print_channel(const Channel& c) {
   std::string rollout;
   if (c.rollout.percent == 100) {
     rollout = "100%";
   } else {
-    rollout = std::to_string(c.rollout.percent) + "%, others " +
+    rollout = share_text(c.rollout) + ", others " +
               (c.rollout.fallback_version.empty() ? "unchanged" : c.rollout.fallback_version);
   }
   std::printf("%-12s %-24s %-12s %-28s%s%s\n", c.channel.c_str(), c.model.c_str(),
@@ -21,8 +27,14 @@ void print_channel(const Channel& c) {
               c.min_version.empty() ? "" : (" min " + c.min_version).c_str(),
               c.allow_downgrade ? " downgrade-allowed" : "");
   if (c.targeted) {
-    std::printf("%-12s %-24s %-12s %u%% of devices matching %s\n", "", "",
-                c.targeted->version.c_str(), c.targeted->percent, c.targeted->select.c_str());
+    std::printf("%-12s %-24s %-12s %s of devices matching %s\n", "", "",
+                c.targeted->version.c_str(), share_text(*c.targeted).c_str(),
+                c.targeted->select.c_str());
+  }
+  if (!c.install_window.empty()) {
+    std::string w;
+    for (const auto& t : c.install_window) w += (w.empty() ? "" : ", ") + t;
+    std::printf("%-12s %-24s switch inside %s (device local time)\n", "", "", w.c_str());
   }
 }
 
@@ -52,6 +64,9 @@ void add_channel_commands(CLI::App& app, CliAction& action, std::string& repo_fl
   cset->add_option("--select", creq.select,
                    "only devices whose labels match (site=plant-3,hw in (orin,rpi5)) get VERSION; "
                    "the others keep theirs");
+  cset->add_option("--install-window", creq.install_window,
+                   "devices switch to VERSION only inside this window of their local time "
+                   "('Sat,Sun 02:00-04:00'; repeat for several)");
   add_repo_option(cset, repo_flag);
   cset->callback([&action, &repo_flag, f] {
     action = [&repo_flag, f]() -> Status {

@@ -39,6 +39,9 @@ struct FleetFlags {
   std::string max_failure_rate = "5%";
   std::int64_t min_devices = 20;
   std::string step_after = "1h";
+  std::string rate;                         // --rate, checked by rate_check()
+  std::string start_at;                     // --start-at TIME or +DURATION
+  std::vector<std::string> install_window;  // --install-window, repeatable
 };
 
 std::string ago(std::int64_t t, std::int64_t now) {
@@ -104,6 +107,37 @@ std::string labels_text(const Labels& labels) {
   std::string out;
   for (const auto& [k, v] : labels) out += (out.empty() ? "" : ",") + k + "=" + v;
   return out;
+}
+CLI::Validator rate_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        auto r = parse_rate(v);
+        return r ? std::string() : r.error().message();
+      },
+      "N/min");
+}
+// "2026-12-08T02:00:00Z" or "+30m" (from now) -> Unix seconds.
+Result<std::int64_t> parse_start_at(const std::string& text, TimePoint now) {
+  if (!text.empty() && text[0] == '+') {
+    auto d = MOTA_TRY_CTX(parse_duration(text.substr(1)), "'" + text + "'");
+    return std::chrono::duration_cast<std::chrono::seconds>((now + d).time_since_epoch()).count();
+  }
+  auto t = parse_time(text);
+  if (!t) {
+    return fail(Errc::invalid_argument,
+                "'" + text +
+                    "' is not a time: write YYYY-MM-DDTHH:MM:SSZ (UTC) or +DURATION "
+                    "(+30m, +2h)");
+  }
+  return std::chrono::duration_cast<std::chrono::seconds>(t->time_since_epoch()).count();
+}
+CLI::Validator window_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        auto w = InstallWindow::parse(v);
+        return w ? std::string() : w.error().message();
+      },
+      "'DAYS HH:MM-HH:MM'");
 }
 CLI::Validator percents_check() {
   return CLI::Validator(
@@ -459,6 +493,12 @@ void print_rollout(const RolloutInfo& r, bool json) {
               r.previous_version.empty() ? "none" : r.previous_version.c_str(), r.state.c_str(),
               r.step + 1, r.percents.size(), steps.c_str());
   if (!r.select.empty()) std::printf("  devices matching %s\n", r.select.c_str());
+  if (r.state == "scheduled") {
+    std::printf("  begins at %s\n", format_unix(r.start_at).c_str());
+  } else if (r.rate_per_min > 0) {
+    std::printf("  paced at %u devices/min: share %g%% of %u%%\n", r.rate_per_min,
+                r.share_bp / 100.0, r.percent());
+  }
   std::printf(
       "  targeted %lld, updated %lld, failed %lld, rolled back %lld, pending %lld; "
       "failure rate %.1f%% (halt above %g%%)\n",
@@ -488,8 +528,13 @@ Status rollout_list_cmd(const std::string& repo_path, const FleetFlags& f) {
   std::printf("%-5s %-12s %-20s %-12s %-10s %-8s %9s %8s %7s  %-20s %s\n", "ID", "CHANNEL", "MODEL",
               "VERSION", "STATE", "STEP", "TARGETED", "UPDATED", "FAILED", "UPDATED AT", "SELECT");
   for (const auto& r : all) {
-    const std::string step = std::to_string(r.step + 1) + "/" + std::to_string(r.percents.size()) +
-                             " " + std::to_string(r.percent()) + "%";
+    std::string step = std::to_string(r.step + 1) + "/" + std::to_string(r.percents.size()) + " " +
+                       std::to_string(r.percent()) + "%";
+    if (r.share_bp < r.percent() * 100 && r.state != "scheduled") {
+      char share[32];
+      std::snprintf(share, sizeof share, " (%g%%)", r.share_bp / 100.0);
+      step += share;
+    }
     std::printf("%-5lld %-12s %-20s %-12s %-10s %-8s %9lld %8lld %7lld  %-20s %s\n",
                 static_cast<long long>(r.id), r.channel.c_str(), r.model.c_str(), r.version.c_str(),
                 r.state.c_str(), step.c_str(), static_cast<long long>(r.counts.targeted),
@@ -537,22 +582,33 @@ Status rollout_cmd(const std::string& repo_path, const FleetFlags& f, const std:
     spec.step_after = std::chrono::duration_cast<std::chrono::seconds>(
         MOTA_TRY_CTX(parse_duration_value(f.step_after), "--step-after"));
     spec.select = f.select;
+    if (!f.rate.empty()) spec.rate_per_min = MOTA_TRY_CTX(parse_rate(f.rate), "--rate");
+    if (!f.start_at.empty()) {
+      spec.start_at = MOTA_TRY_CTX(parse_start_at(f.start_at, now), "--start-at");
+    }
+    spec.install_window = f.install_window;
     if (f.dry_run) {
       auto db = MOTA_TRY(open_db(repo_path, f, DbUse::existing));
       const auto plan = MOTA_TRY(plan_rollout(db, spec));
       if (f.json) {
         Json arr = Json::array();
         for (const auto& step : plan) {
-          arr.push_back(Json{{"percent", step.percent},
-                             {"count", step.devices.size()},
-                             {"devices", step.devices}});
+          Json s{
+              {"percent", step.percent}, {"count", step.devices.size()}, {"devices", step.devices}};
+          if (spec.rate_per_min > 0) s["pace_minutes"] = step.pace_minutes;
+          arr.push_back(std::move(s));
         }
         print_json(arr);
         return {};
       }
       for (std::size_t i = 0; i < plan.size(); ++i) {
-        std::printf("step %zu: %3u%% -> %zu device%s\n", i + 1, plan[i].percent,
+        std::printf("step %zu: %3u%% -> %zu device%s", i + 1, plan[i].percent,
                     plan[i].devices.size(), plan[i].devices.size() == 1 ? "" : "s");
+        if (spec.rate_per_min > 0) {
+          std::printf(" (~%lld min at %u/min)", static_cast<long long>(plan[i].pace_minutes),
+                      spec.rate_per_min);
+        }
+        std::printf("\n");
       }
       std::printf("(admitted devices of %s on %s%s, as they report now; nothing published)\n",
                   spec.model.c_str(), spec.channel.c_str(),
@@ -810,6 +866,18 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
           ->check(selector_check());
       cmd->add_flag("--dry-run", f->dry_run,
                     "how many devices (which, with --json) each step would reach; publish nothing");
+      cmd->add_option("--rate", f->rate,
+                      "pace: at most N more devices get VERSION per minute (10/min, 600/h); each "
+                      "step's share grows to its percentage")
+          ->check(rate_check());
+      cmd->add_option("--start-at", f->start_at,
+                      "begin later: YYYY-MM-DDTHH:MM:SSZ (UTC) or +DURATION (+2h); publish nothing "
+                      "until then");
+      cmd->add_option("--install-window", f->install_window,
+                      "devices switch to VERSION only inside this window of their local time "
+                      "('Sat,Sun 02:00-04:00'; repeat for several); they download and stage "
+                      "before")
+          ->check(window_check());
     }
     cmd->callback([&action, &repo_flag, f, name] {
       action = [&repo_flag, f, name] { return rollout_cmd(repo_dir(repo_flag), *f, name); };

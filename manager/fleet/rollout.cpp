@@ -36,10 +36,15 @@ std::string bp_text(unsigned bp) {
   return buf;
 }
 
+std::string plural(std::int64_t n, const char* what) {
+  return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+}
+
 constexpr const char* kRolloutColumns =
     "SELECT id, channel, model, version, previous_version, percents, step, max_failure_bp, "
     "min_devices, step_after, salt, state, started_at, step_started_at, updated_at, selector, "
-    "previous_selector FROM rollouts";
+    "previous_selector, rate_per_min, share_bp, paced_at, start_at, begun, install_window FROM "
+    "rollouts";
 
 Result<RolloutInfo> read_rollout(const storage::Statement& st) {
   RolloutInfo r;
@@ -65,6 +70,24 @@ Result<RolloutInfo> read_rollout(const storage::Statement& st) {
   r.updated_at = st.column_int64(14);
   r.select = st.column_text(15);
   r.previous_select = st.column_text(16);
+  r.rate_per_min = unsigned(st.column_int64(17));
+  // NULL (rollouts from before pacing): the step's percentage.
+  r.share_bp = st.column_is_null(18) ? r.percent() * 100 : unsigned(st.column_int64(18));
+  r.paced_at = st.column_int64(19);
+  r.start_at = st.column_int64(20);
+  {
+    // Written by start_rollout from canonical texts; anything else reads as no window.
+    const Json w = Json::parse(st.column_text(22), nullptr, false);
+    if (w.is_array()) {
+      for (const auto& t : w) {
+        if (t.is_string()) r.install_window.push_back(t.get<std::string>());
+      }
+    }
+  }
+  if (st.column_int64(21) == 0 && r.state == "running") {
+    r.state = "scheduled";
+    r.share_bp = 0;
+  }
   return r;
 }
 
@@ -147,7 +170,7 @@ Status compute_counts(storage::Database& db, RolloutInfo& info) {
     select = MOTA_TRY_CTX(Selector::parse(info.select),
                           "fleet database: rollout " + std::to_string(info.id));
   }
-  const unsigned limit = info.percent() * 100;
+  const unsigned limit = info.share_bp;
   MOTA_TRY(for_rollout_devices(
       db, info.model, info.channel, select ? &*select : nullptr,
       [&](const std::string& device, const std::string& version, const std::string& failed_version,
@@ -172,26 +195,29 @@ Status compute_counts(storage::Database& db, RolloutInfo& info) {
   return {};
 }
 
-// Publishes channel/model at version/percent, keeping the channel's min_version.
-// A targeted rollout (`select`) publishes the version to `percent` of the devices it matches.
+// Publishes channel/model at version to `share_bp` basis points of the sample, keeping the
+// channel's min_version. A targeted rollout (`select`) publishes the version to that share of the
+// devices it matches.
 Result<Channel> publish(Repository& repo, const std::string& channel, const std::string& model,
-                        const std::string& version, unsigned percent, bool allow_downgrade,
-                        const std::string& select = "") {
+                        const std::string& version, unsigned share_bp, bool allow_downgrade,
+                        const std::string& select = "",
+                        const std::vector<std::string>& install_window = {}) {
   ChannelRequest req;
   req.channel = channel;
   req.model = model;
   req.version = version;
-  req.percent = percent;
+  req.percent = share_bp / 100;
+  req.bp = share_bp;
   req.allow_downgrade = allow_downgrade;
   req.select = select;
   req.salt = rollout_salt(channel, model, version);
+  req.install_window = install_window;
   auto current = MOTA_TRY(repo.show_channels(channel));
   for (const auto& ch : current) {
     if (ch.model == model) req.min_version = ch.min_version;
   }
   return MOTA_TRY_CTX(repo.set_channel(req), "publish channel " + channel + " for " + model +
-                                                 " at " + version + " (" + std::to_string(percent) +
-                                                 "%)");
+                                                 " at " + version + " (" + bp_text(share_bp) + ")");
 }
 
 Status record_channel(storage::Database& db, const Channel& ch, std::int64_t now) {
@@ -210,14 +236,27 @@ std::string sample_salt(const Channel& ch) {
   return ch.targeted ? ch.targeted->salt : ch.rollout.salt;
 }
 
-// Stores info's state/step/salt and a transition with `reason`.
+// Stores what a tick or an operator may change of `info` (schema 7: a scheduled rollout is stored
+// as running and not begun).
+Status store(storage::Database& db, RolloutInfo& info, std::int64_t now) {
+  const bool scheduled = info.state == "scheduled";
+  auto up = MOTA_TRY(db.prepare(
+      "UPDATE rollouts SET state = ?, step = ?, salt = ?, step_started_at = ?, updated_at = ?, "
+      "share_bp = ?, paced_at = ?, begun = ?, started_at = ?, previous_version = ?, "
+      "previous_selector = ? WHERE id = ?"));
+  MOTA_TRY(up.bind_all(scheduled ? std::string("running") : info.state, info.step, info.salt,
+                       info.step_started_at, now, std::int64_t(info.share_bp), info.paced_at,
+                       scheduled ? 0 : 1, info.started_at, info.previous_version,
+                       info.previous_select, info.id));
+  MOTA_TRY(up.run());
+  info.updated_at = now;
+  return {};
+}
+
+// Stores info (above) and a transition with `reason`.
 Status record(storage::Database& db, RolloutInfo& info, const std::string& reason,
               std::int64_t now) {
-  auto up = MOTA_TRY(db.prepare(
-      "UPDATE rollouts SET state = ?, step = ?, salt = ?, step_started_at = ?, updated_at = ? "
-      "WHERE id = ?"));
-  MOTA_TRY(up.bind_all(info.state, info.step, info.salt, info.step_started_at, now, info.id));
-  MOTA_TRY(up.run());
+  MOTA_TRY(store(db, info, now));
   auto tr = MOTA_TRY(db.prepare(
       "INSERT INTO rollout_transitions (rollout_id, at, state, step, percent, reason) VALUES (?, "
       "?, ?, ?, ?, ?)"));
@@ -236,12 +275,12 @@ Status stop_rollout(storage::Database& db, Repository& repo, RolloutInfo& info,
                     const std::string& state, std::string reason, std::int64_t now) {
   Channel ch;
   if (!info.previous_version.empty() && !info.previous_select.empty()) {
-    ch = MOTA_TRY(publish(repo, info.channel, info.model, info.previous_version, 100, true,
+    ch = MOTA_TRY(publish(repo, info.channel, info.model, info.previous_version, 10000, true,
                           info.previous_select));
     reason += "; republished " + info.previous_version + " to the devices matching " +
               info.previous_select;
   } else if (!info.previous_version.empty()) {
-    ch = MOTA_TRY(publish(repo, info.channel, info.model, info.previous_version, 100, true));
+    ch = MOTA_TRY(publish(repo, info.channel, info.model, info.previous_version, 10000, true));
     reason += "; republished " + info.previous_version + " to all devices";
   } else {
     ch = MOTA_TRY(publish(repo, info.channel, info.model, info.version, 0, false, info.select));
@@ -252,8 +291,196 @@ Status stop_rollout(storage::Database& db, Repository& repo, RolloutInfo& info,
   return record(db, info, reason, now);
 }
 
+// The buckets (under `salt`) of the rollout's devices (see for_rollout_devices), sorted.
+Result<std::vector<unsigned>> device_buckets(storage::Database& db, const std::string& model,
+                                             const std::string& channel, const std::string& select,
+                                             const std::string& salt) {
+  std::optional<Selector> sel;
+  if (!select.empty()) sel = MOTA_TRY_CTX(Selector::parse(select), "select");
+  std::vector<unsigned> out;
+  MOTA_TRY(for_rollout_devices(
+      db, model, channel, sel ? &*sel : nullptr,
+      [&](const std::string& device, const std::string&, const std::string&, std::int64_t,
+          const std::string&) { out.push_back(rollout_bucket(salt, device)); }));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The most devices one sample bucket holds (0 without devices).
+std::int64_t fullest_bucket(const std::vector<unsigned>& sorted) {
+  std::int64_t best = 0, run = 0;
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    run = (i > 0 && sorted[i] == sorted[i - 1]) ? run + 1 : 1;
+    best = std::max(best, run);
+  }
+  return best;
+}
+
+// How far a paced share may grow from `from` toward `cap` (basis points) giving at most `budget`
+// more devices (of `sorted` buckets) the version: just below the first device it must not reach
+// yet, or `cap` when every remaining one fits. A first bucket holding more than `budget` devices
+// is taken alone (`oversized`).
+struct Pace {
+  unsigned share_bp = 0;
+  std::int64_t added = 0;
+  bool oversized = false;
+};
+Pace next_share(const std::vector<unsigned>& sorted, unsigned from, unsigned cap,
+                std::int64_t budget) {
+  auto first = std::lower_bound(sorted.begin(), sorted.end(), from);
+  auto last = cap >= 10000 ? sorted.end() : std::lower_bound(first, sorted.end(), cap);
+  Pace p;
+  if (last - first <= budget) {
+    p.share_bp = cap;
+    p.added = last - first;
+    return p;
+  }
+  unsigned stop = *(first + budget);  // the first device beyond the budget
+  if (stop == *first) {
+    stop = *first + 1;
+    p.oversized = true;
+  }
+  p.share_bp = stop;
+  p.added = std::lower_bound(first, last, stop) - first;
+  return p;
+}
+
+// Grows a paced rollout's share toward its step's percentage, at most once a minute (above).
+Status pace(storage::Database& db, Repository& repo, RolloutInfo& info, std::int64_t now) {
+  const unsigned cap = info.percent() * 100;
+  if (info.share_bp >= cap || now - info.paced_at < 60) return {};
+  const auto buckets =
+      MOTA_TRY(device_buckets(db, info.model, info.channel, info.select, info.salt));
+  const Pace p = next_share(buckets, info.share_bp, cap, info.rate_per_min);
+  auto ch = MOTA_TRY(publish(repo, info.channel, info.model, info.version, p.share_bp, false,
+                             info.select, info.install_window));
+  MOTA_TRY(record_channel(db, ch, now));
+  info.share_bp = p.share_bp;
+  info.paced_at = now;
+  log::info("rollout paced", {{"CHANNEL", info.channel},
+                              {"MODEL", info.model},
+                              {"VERSION", info.version},
+                              {"SHARE", bp_text(p.share_bp)},
+                              {"ADDED", std::to_string(p.added)}});
+  if (p.oversized) {
+    return record(db, info,
+                  "paced: one sample bucket holds " + plural(p.added, "device") + ", more than " +
+                      std::to_string(info.rate_per_min) +
+                      "/min; given the version together (the share is now " + bp_text(p.share_bp) +
+                      ")",
+                  now);
+  }
+  if (p.share_bp >= cap) {
+    return record(db, info,
+                  "paced: step " + std::to_string(info.step + 1) + " reached " +
+                      std::to_string(info.percent()) + "% at " + std::to_string(info.rate_per_min) +
+                      " devices/min",
+                  now);
+  }
+  return store(db, info, now);
+}
+
+// What a rollout of `info` (channel, model, version, select) starts from: the version (and its
+// target) the devices run now, and the salt the sample will have. Errc::invalid_argument when the
+// channel cannot take the rollout (the reason says what to do).
+struct Begin {
+  std::string previous, previous_select, salt;
+};
+Result<Begin> begin_from(Repository& repo, const RolloutInfo& info) {
+  Begin b;
+  b.salt = rollout_salt(info.channel, info.model, info.version);
+  const std::string& select = info.select;
+  for (const auto& ch : MOTA_TRY(repo.show_channels(info.channel))) {
+    if (ch.model != info.model) continue;
+    if (ch.targeted) {
+      // One target per channel file: another would leave the first target's devices on a
+      // version the channel no longer names, and a halt could not give back what each ran.
+      if (select != ch.targeted->select || ch.targeted->percent != 100) {
+        return fail(Errc::invalid_argument,
+                    "channel " + info.channel + " gives " + info.model + " " +
+                        ch.targeted->version + " to " + bp_text(ch.targeted->share_bp()) +
+                        " of the devices matching " + ch.targeted->select +
+                        ": roll out to the same target once that is at 100% (--select '" +
+                        ch.targeted->select +
+                        "'), or give the channel one version first (mota "
+                        "channel set " +
+                        info.channel + " " + info.model + " VERSION)");
+      }
+      if (ch.targeted->version == info.version) {
+        return fail(Errc::invalid_argument, "channel " + info.channel + " already gives " +
+                                                info.model + " " + info.version +
+                                                " to the devices matching " + select);
+      }
+      b.previous = ch.targeted->version;
+      b.previous_select = select;
+      continue;
+    }
+    if (ch.version == info.version && ch.rollout.percent == 100) {
+      return fail(Errc::invalid_argument, "channel " + info.channel + " already gives " +
+                                              info.model + " " + info.version + " to everyone");
+    }
+    // The repository keeps the sample of a version it already gives to a share (set_channel).
+    if (select.empty() && ch.version == info.version) b.salt = ch.rollout.salt;
+    b.previous = ch.rollout.percent == 100 ? ch.version : ch.rollout.fallback_version;
+  }
+  return b;
+}
+
+// Begins `info` now: publishes its first share (paced: at most rate devices) and records it.
+// `info` has an id (the row exists).
+Status begin_rollout(storage::Database& db, Repository& repo, RolloutInfo& info, std::int64_t now,
+                     const std::string& what) {
+  const Begin b = MOTA_TRY(begin_from(repo, info));
+  unsigned first = info.percent() * 100;
+  std::int64_t given = -1;
+  if (info.rate_per_min > 0) {
+    const auto buckets =
+        MOTA_TRY(device_buckets(db, info.model, info.channel, info.select, b.salt));
+    const Pace p = next_share(buckets, 0, first, info.rate_per_min);
+    first = p.share_bp;
+    given = p.added;
+  }
+  auto ch = MOTA_TRY(publish(repo, info.channel, info.model, info.version, first, false,
+                             info.select, info.install_window));
+  info.previous_version = b.previous;
+  info.previous_select = b.previous_select;
+  info.salt = sample_salt(ch);
+  info.share_bp = first;
+  info.state = "running";
+  info.started_at = info.step_started_at = info.paced_at = now;
+  auto rel = MOTA_TRY(
+      db.prepare("INSERT OR IGNORE INTO releases (model, version, first_used) VALUES (?, ?, ?)"));
+  MOTA_TRY(rel.bind_all(info.model, info.version, now));
+  MOTA_TRY(rel.run());
+  MOTA_TRY(record_channel(db, ch, now));
+  std::string reason = what + ": " + std::to_string(info.percent()) + "% of devices" +
+                       (info.select.empty() ? "" : " matching " + info.select) + " get " +
+                       info.version + (b.previous.empty() ? "" : ", the others keep " + b.previous);
+  if (!info.install_window.empty()) {
+    std::string w;
+    for (const auto& t : info.install_window) w += (w.empty() ? "" : ", ") + t;
+    reason += "; devices switch inside " + w + " (their local time)";
+  }
+  if (given >= 0) {
+    reason += "; paced at " + std::to_string(info.rate_per_min) +
+              " devices/min: " + plural(given, "device") + " first (share " + bp_text(first) + ")";
+  }
+  return record(db, info, reason, now);
+}
+
 Result<RolloutInfo> tick_locked(storage::Database& db, Repository& repo, RolloutInfo info,
                                 std::int64_t now) {
+  if (info.state == "scheduled") {
+    if (now < info.start_at) return info;
+    auto begun = begin_rollout(db, repo, info, now, "began as scheduled");
+    if (!begun) {
+      if (begun.error().code() != Errc::invalid_argument) return fail(std::move(begun).error());
+      info.state = "aborted";
+      MOTA_TRY(record(db, info, "could not begin as scheduled: " + begun.error().message(), now));
+    }
+    MOTA_TRY(compute_counts(db, info));
+    return info;
+  }
   if (info.state != "running") return info;
   MOTA_TRY(compute_counts(db, info));
   const auto& c = info.counts;
@@ -265,10 +492,16 @@ Result<RolloutInfo> tick_locked(storage::Database& db, Repository& repo, Rollout
       " pending of " + std::to_string(c.targeted) + " targeted";
   if (bad > 0 && c.failure_rate > limit) {
     MOTA_TRY(stop_rollout(db, repo, info, "halted",
-                          "halted at " + std::to_string(info.percent()) + "%: failure rate " +
+                          "halted at " + bp_text(info.share_bp) + ": failure rate " +
                               pct(c.failure_rate) + " is above " + bp_text(info.max_failure_bp) +
                               " (" + counts_text + ")",
                           now));
+    return info;
+  }
+  if (info.share_bp < info.percent() * 100) {
+    // Paced and not yet at the step's percentage: the step's gate waits for it.
+    MOTA_TRY(pace(db, repo, info, now));
+    MOTA_TRY(compute_counts(db, info));
     return info;
   }
   const std::int64_t needed = std::min(info.min_devices, c.targeted);
@@ -282,13 +515,22 @@ Result<RolloutInfo> tick_locked(storage::Database& db, Repository& repo, Rollout
     return info;
   }
   const unsigned next = info.percents[std::size_t(info.step) + 1];
-  auto ch =
-      MOTA_TRY(publish(repo, info.channel, info.model, info.version, next, false, info.select));
-  MOTA_TRY(record_channel(db, ch, now));
   info.step += 1;
   info.step_started_at = now;
-  info.salt = sample_salt(ch);
-  MOTA_TRY(record(db, info, healthy + "; advanced to " + std::to_string(next) + "%", now));
+  if (info.rate_per_min > 0) {
+    MOTA_TRY(record(db, info,
+                    healthy + "; advancing to " + std::to_string(next) + "% at " +
+                        std::to_string(info.rate_per_min) + " devices/min",
+                    now));
+    MOTA_TRY(pace(db, repo, info, now));
+  } else {
+    auto ch = MOTA_TRY(publish(repo, info.channel, info.model, info.version, next * 100, false,
+                               info.select, info.install_window));
+    MOTA_TRY(record_channel(db, ch, now));
+    info.salt = sample_salt(ch);
+    info.share_bp = next * 100;
+    MOTA_TRY(record(db, info, healthy + "; advanced to " + std::to_string(next) + "%", now));
+  }
   MOTA_TRY(compute_counts(db, info));
   return info;
 }
@@ -352,6 +594,32 @@ Result<unsigned> parse_failure_rate(const std::string& text) {
   return unsigned(std::lround(v * 100));
 }
 
+Result<unsigned> parse_rate(const std::string& text) {
+  const auto slash = text.find('/');
+  const std::string n = text.substr(0, slash);
+  const std::string unit = slash == std::string::npos ? "" : text.substr(slash + 1);
+  const bool digits = !n.empty() && n.size() <= 9 &&
+                      std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; });
+  const std::uint64_t v = digits ? std::stoull(n) : 0;
+  std::uint64_t per_min = 0;
+  if (unit == "min" || unit == "m") {
+    per_min = v;
+  } else if (unit == "h" && v % 60 == 0) {
+    per_min = v / 60;
+  } else if (unit == "h") {
+    return fail(Errc::invalid_argument,
+                "'" + text + "': a rate per hour must be a whole number per minute (60/h, 120/h)");
+  } else {
+    return fail(Errc::invalid_argument,
+                "'" + text + "' is not a rate: write devices per minute, e.g. 10/min (or 600/h)");
+  }
+  if (!digits || per_min < 1 || per_min > kMaxRatePerMin) {
+    return fail(Errc::invalid_argument, "'" + text + "': the rate must be 1.." +
+                                            std::to_string(kMaxRatePerMin) + " devices/min");
+  }
+  return unsigned(per_min);
+}
+
 Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const RolloutSpec& spec,
                                   TimePoint now_tp) {
   const std::int64_t now = unix_seconds(now_tp);
@@ -362,86 +630,75 @@ Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const
   if (spec.percents.empty() || spec.percents.back() != 100) {
     return fail(Errc::invalid_argument, "rollout steps must end at 100%");
   }
-  if (spec.max_failure_bp > 10000 || spec.min_devices < 0 || spec.step_after.count() < 0) {
-    return fail(Errc::invalid_argument, "rollout: bad failure rate, min devices or step time");
+  if (spec.max_failure_bp > 10000 || spec.min_devices < 0 || spec.step_after.count() < 0 ||
+      spec.rate_per_min > kMaxRatePerMin || spec.start_at < 0) {
+    return fail(Errc::invalid_argument,
+                "rollout: bad failure rate, min devices, step time, rate or start time");
   }
-  std::string select;
-  if (!spec.select.empty()) select = MOTA_TRY_CTX(Selector::parse(spec.select), "select").text();
+  RolloutInfo info;
+  info.channel = spec.channel;
+  info.model = spec.model;
+  info.version = spec.version;
+  info.percents = spec.percents;
+  info.max_failure_bp = spec.max_failure_bp;
+  info.min_devices = spec.min_devices;
+  info.step_after = spec.step_after.count();
+  info.rate_per_min = spec.rate_per_min;
+  if (!spec.install_window.empty()) {
+    const auto windows = MOTA_TRY_CTX(WindowSet::parse(spec.install_window), "install window");
+    for (const auto& w : windows.windows()) info.install_window.push_back(w.text());
+  }
+  if (!spec.select.empty()) {
+    info.select = MOTA_TRY_CTX(Selector::parse(spec.select), "select").text();
+  }
+  const bool scheduled = spec.start_at > now;
+  info.state = scheduled ? "scheduled" : "running";
+  info.start_at = scheduled ? spec.start_at : now;
+  info.started_at = info.step_started_at = now;
   auto tx = MOTA_TRY(storage::Transaction::begin(db));
   if (auto active = MOTA_TRY(load_one(db, spec.channel, spec.model, true))) {
     return fail(Errc::already_exists, "a rollout of " + spec.model + " " + active->version +
                                           " on channel " + spec.channel + " is " + active->state +
                                           " (abort it first)");
   }
-  std::string previous, previous_select;
-  for (const auto& ch : MOTA_TRY(repo.show_channels(spec.channel))) {
-    if (ch.model != spec.model) continue;
-    if (ch.targeted) {
-      // One target per channel file: another would leave the first target's devices on a
-      // version the channel no longer names, and a halt could not give back what each ran.
-      if (select != ch.targeted->select || ch.targeted->percent != 100) {
-        return fail(Errc::invalid_argument,
-                    "channel " + spec.channel + " gives " + spec.model + " " +
-                        ch.targeted->version + " to " + std::to_string(ch.targeted->percent) +
-                        "% of the devices matching " + ch.targeted->select +
-                        ": roll out to the same target once that is at 100% (--select '" +
-                        ch.targeted->select +
-                        "'), or give the channel one version first (mota "
-                        "channel set " +
-                        spec.channel + " " + spec.model + " VERSION)");
-      }
-      if (ch.targeted->version == spec.version) {
-        return fail(Errc::invalid_argument, "channel " + spec.channel + " already gives " +
-                                                spec.model + " " + spec.version +
-                                                " to the devices matching " + select);
-      }
-      previous = ch.targeted->version;
-      previous_select = select;
-      continue;
+  // Checked now even when scheduled, so that a rollout that cannot begin is refused at once.
+  const Begin b = MOTA_TRY(begin_from(repo, info));
+  if (info.rate_per_min > 0) {
+    const auto buckets =
+        MOTA_TRY(device_buckets(db, info.model, info.channel, info.select, b.salt));
+    if (const auto full = fullest_bucket(buckets); full > std::int64_t(info.rate_per_min)) {
+      return fail(Errc::invalid_argument,
+                  "--rate " + std::to_string(info.rate_per_min) +
+                      "/min is finer than the sample: one of its 10000 buckets holds " +
+                      plural(full, "device") + " of the " + std::to_string(buckets.size()) +
+                      " this rollout reaches; use at least " + std::to_string(full) + "/min");
     }
-    if (ch.version == spec.version && ch.rollout.percent == 100) {
-      return fail(Errc::invalid_argument, "channel " + spec.channel + " already gives " +
-                                              spec.model + " " + spec.version + " to everyone");
-    }
-    previous = ch.rollout.percent == 100 ? ch.version : ch.rollout.fallback_version;
   }
-  auto ch = MOTA_TRY(
-      publish(repo, spec.channel, spec.model, spec.version, spec.percents.front(), false, select));
   auto ins = MOTA_TRY(db.prepare(
       "INSERT INTO rollouts (channel, model, version, previous_version, percents, step, "
       "max_failure_bp, min_devices, step_after, salt, state, started_at, step_started_at, "
-      "updated_at, selector, previous_selector) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 'running', "
-      "?, ?, ?, ?, ?)"));
-  MOTA_TRY(ins.bind_all(spec.channel, spec.model, spec.version, previous,
-                        join_percents(spec.percents), spec.max_failure_bp, spec.min_devices,
-                        std::int64_t(spec.step_after.count()), sample_salt(ch), now, now, now,
-                        select, previous_select));
+      "updated_at, selector, previous_selector, rate_per_min, share_bp, paced_at, start_at, "
+      "begun, install_window) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, "
+      "0, 0, ?, ?, ?)"));
+  MOTA_TRY(ins.bind_all(info.channel, info.model, info.version, b.previous,
+                        join_percents(info.percents), info.max_failure_bp, info.min_devices,
+                        info.step_after, b.salt, now, now, now, info.select, b.previous_select,
+                        std::int64_t(info.rate_per_min), info.start_at, scheduled ? 0 : 1,
+                        Json(info.install_window).dump()));
   MOTA_TRY(ins.run());
-  RolloutInfo info;
   info.id = db.last_insert_rowid();
-  info.channel = spec.channel;
-  info.model = spec.model;
-  info.version = spec.version;
-  info.previous_version = previous;
-  info.percents = spec.percents;
-  info.max_failure_bp = spec.max_failure_bp;
-  info.min_devices = spec.min_devices;
-  info.step_after = spec.step_after.count();
-  info.salt = sample_salt(ch);
-  info.select = select;
-  info.previous_select = previous_select;
-  info.state = "running";
-  info.started_at = info.step_started_at = now;
-  auto rel = MOTA_TRY(
-      db.prepare("INSERT OR IGNORE INTO releases (model, version, first_used) VALUES (?, ?, ?)"));
-  MOTA_TRY(rel.bind_all(spec.model, spec.version, now));
-  MOTA_TRY(rel.run());
-  MOTA_TRY(record_channel(db, ch, now));
-  MOTA_TRY(record(db, info,
-                  "started: " + std::to_string(info.percent()) + "% of devices" +
-                      (select.empty() ? "" : " matching " + select) + " get " + spec.version +
-                      (previous.empty() ? "" : ", the others keep " + previous),
-                  now));
+  info.previous_version = b.previous;
+  info.previous_select = b.previous_select;
+  info.salt = b.salt;
+  if (scheduled) {
+    MOTA_TRY(record(db, info,
+                    "scheduled to begin at " +
+                        format_time(TimePoint(std::chrono::seconds(info.start_at))) +
+                        (b.previous.empty() ? "" : " (the devices run " + b.previous + " now)"),
+                    now));
+  } else {
+    MOTA_TRY(begin_rollout(db, repo, info, now, "started"));
+  }
   MOTA_TRY(tx.commit());
   MOTA_TRY(compute_counts(db, info));
   MOTA_TRY(load_transitions(db, info));
@@ -464,6 +721,7 @@ Result<std::vector<RolloutPlanStep>> plan_rollout(storage::Database& db, const R
       [&](const std::string& device, const std::string&, const std::string&, std::int64_t,
           const std::string&) { devices.emplace_back(rollout_bucket(salt, device), device); }));
   std::vector<RolloutPlanStep> out;
+  std::size_t before = 0;
   for (unsigned percent : spec.percents) {
     RolloutPlanStep step;
     step.percent = percent;
@@ -471,6 +729,11 @@ Result<std::vector<RolloutPlanStep>> plan_rollout(storage::Database& db, const R
       if (percent >= 100 || bucket < percent * 100) step.devices.push_back(id);
     }
     std::sort(step.devices.begin(), step.devices.end());
+    if (spec.rate_per_min > 0) {
+      const std::size_t added = step.devices.size() - before;
+      step.pace_minutes = std::int64_t((added + spec.rate_per_min - 1) / spec.rate_per_min);
+    }
+    before = step.devices.size();
     out.push_back(std::move(step));
   }
   return out;
@@ -520,6 +783,10 @@ Result<RolloutInfo> pause_rollout(storage::Database& db, const std::string& chan
     return fail(Errc::invalid_argument,
                 "the rollout of " + model + " on " + channel + " is already paused");
   }
+  if (info.state == "scheduled") {
+    return fail(Errc::invalid_argument, "the rollout of " + model + " on " + channel +
+                                            " has not begun (abort it to cancel it)");
+  }
   info.state = "paused";
   MOTA_TRY(record(db, info, "paused by the operator", unix_seconds(now)));
   MOTA_TRY(tx.commit());
@@ -532,7 +799,7 @@ Result<RolloutInfo> resume_rollout(storage::Database& db, const std::string& cha
                                    const std::string& model, TimePoint now) {
   auto tx = MOTA_TRY(storage::Transaction::begin(db));
   auto info = MOTA_TRY(load_active(db, channel, model));
-  if (info.state == "running") {
+  if (info.state != "paused") {
     return fail(Errc::invalid_argument,
                 "the rollout of " + model + " on " + channel + " is not paused");
   }
@@ -549,8 +816,14 @@ Result<RolloutInfo> abort_rollout(storage::Database& db, Repository& repo,
                                   TimePoint now) {
   auto tx = MOTA_TRY(storage::Transaction::begin(db));
   auto info = MOTA_TRY(load_active(db, channel, model));
-  MOTA_TRY(compute_counts(db, info));
-  MOTA_TRY(stop_rollout(db, repo, info, "aborted", "aborted by the operator", unix_seconds(now)));
+  if (info.state == "scheduled") {
+    // It published nothing: there is nothing to give back.
+    info.state = "aborted";
+    MOTA_TRY(record(db, info, "aborted by the operator before it began", unix_seconds(now)));
+  } else {
+    MOTA_TRY(compute_counts(db, info));
+    MOTA_TRY(stop_rollout(db, repo, info, "aborted", "aborted by the operator", unix_seconds(now)));
+  }
   MOTA_TRY(tx.commit());
   MOTA_TRY(load_transitions(db, info));
   return info;
@@ -602,6 +875,10 @@ Json to_json(const RolloutInfo& r) {
               {"percents", r.percents},
               {"step", r.step + 1},
               {"percent", r.percent()},
+              {"share", r.share_bp / 100.0},
+              {"rate_per_min", r.rate_per_min > 0 ? Json(r.rate_per_min) : Json()},
+              {"start_at", json_time(r.start_at)},
+              {"install_window", r.install_window},
               {"state", r.state},
               {"max_failure_rate", r.max_failure_bp / 100.0},
               {"min_devices", r.min_devices},

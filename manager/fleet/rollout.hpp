@@ -36,6 +36,22 @@
 // decided: the next percentage, or completed after the last. Every transition is recorded with its
 // reason.
 //
+// Pacing (RolloutSpec::rate_per_min, AWS IoT Jobs' maximumPerMinute): a step's share does not
+// jump to its percentage; it grows from the previous step's, at most once a minute, by at most
+// `rate` more of the rollout's devices (those the server knows: admitted, of the model on the
+// channel, matching the selector; their buckets are computed, so the published share, in basis
+// points, "bp" in manifest/channel.hpp, stops just below the next device it must not reach yet).
+// So in any 60 seconds at most `rate` devices are newly given the version: each then starts at
+// its next poll. Devices unknown to the server (never reported) are not counted; a sample bucket
+// (1/10000 of the devices) holding more than `rate` known devices is refused at the start and, if
+// the fleet grew into it later, taken alone in its minute (the transition says so). The step's
+// gate (step_after, min_devices) applies once its share has reached its percentage; a halt applies
+// at any time.
+// Schedule (RolloutSpec::start_at): a rollout that starts later is "scheduled": it publishes
+// nothing until the first tick at or after start_at, which begins it as start_rollout would have
+// (the previous version is the channel's then); one that can no longer begin (the channel gives
+// the version to everyone meanwhile) is aborted with the reason.
+//
 // Publishing signs the channel with the repository's targets key (DIR/keys/targets.pem): the
 // process that ticks (`mota serve` or a `mota rollout tick` timer) needs it; see docs/fleet.md.
 // Concurrency: each operation runs in one IMMEDIATE transaction of the fleet database, so a
@@ -64,8 +80,16 @@ struct RolloutSpec {
   unsigned max_failure_bp = 500;               // basis points: 500 = 5%
   std::int64_t min_devices = 20;
   std::chrono::seconds step_after{3600};
-  std::string select;  // label selector (common/labels.hpp); empty: every device
+  std::string select;         // label selector (common/labels.hpp); empty: every device
+  unsigned rate_per_min = 0;  // 1..kMaxRatePerMin; 0: each step's share at once
+  std::int64_t start_at = 0;  // Unix seconds; 0 or not after now: begin at once
+  // When devices may switch to VERSION (common/window.hpp texts, their local time); empty: any
+  // time. Carried by each channel file the rollout publishes (not by a halt's: going back is
+  // not held).
+  std::vector<std::string> install_window;
 };
+
+constexpr unsigned kMaxRatePerMin = 100000;
 
 struct RolloutCounts {
   std::int64_t targeted = 0, updated = 0, failed = 0, rolled_back = 0, pending = 0;
@@ -93,24 +117,34 @@ struct RolloutInfo {
   // The selector previous_version was given to (a rollout after an earlier one to the same
   // target); empty: every device ran it.
   std::string previous_select;
-  std::string state;  // running, paused, halted, aborted, completed
+  std::string state;  // scheduled, running, paused, halted, aborted, completed
   std::int64_t started_at = 0, step_started_at = 0, updated_at = 0;
-  RolloutCounts counts;  // for the current step
+  unsigned rate_per_min = 0;  // 0: not paced
+  unsigned share_bp = 0;      // the share published now, basis points (0 while scheduled)
+  std::int64_t paced_at = 0;  // when the share last grew (paced rollouts)
+  std::int64_t start_at = 0;  // when it began or begins
+  std::vector<std::string> install_window;  // canonical texts; empty: any time
+  RolloutCounts counts;                     // for the current share
   std::vector<RolloutTransition> transitions;
   unsigned percent() const { return percents.empty() ? 0 : percents[std::size_t(step)]; }
-  bool active() const { return state == "running" || state == "paused"; }
+  bool active() const { return state == "running" || state == "paused" || state == "scheduled"; }
 };
 
 // "5,25,100" -> {5, 25, 100}. Errc::invalid_argument names the bad entry (messages start with the
 // quoted text; callers name the flag).
 Result<std::vector<unsigned>> parse_percents(const std::string& text);
+// "10/min", "10/m", "600/h" -> devices per minute (1..kMaxRatePerMin; a rate per hour must be a
+// whole number per minute). Errc::invalid_argument otherwise.
+Result<unsigned> parse_rate(const std::string& text);
 // "5%", "0.5%" -> basis points. Errc::invalid_argument for a bare number ("0.05" reads as 5% to
 // some and as 0.05% to others, so the unit is required) and outside 0..100%.
 Result<unsigned> parse_failure_rate(const std::string& text);
 
-// Publishes the first step and records the rollout. Errc::already_exists if a rollout of this
-// channel and model is running or paused, Errc::invalid_argument for a bad spec or a channel that
-// already points at the version; publishing errors (unreleased version, missing key) as is.
+// Publishes the first step (the first share of it when paced) and records the rollout; with
+// start_at after now, records it as scheduled and publishes nothing. Errc::already_exists if a
+// rollout of this channel and model is scheduled, running or paused, Errc::invalid_argument for a
+// bad spec, a channel that already points at the version, or a rate finer than the sample (above);
+// publishing errors (unreleased version, missing key) as is.
 Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const RolloutSpec& spec,
                                   TimePoint now);
 
@@ -124,6 +158,7 @@ std::string rollout_salt(const std::string& channel, const std::string& model,
 struct RolloutPlanStep {
   unsigned percent = 0;
   std::vector<std::string> devices;
+  std::int64_t pace_minutes = 0;  // paced: minutes to give the step's new devices the version
 };
 Result<std::vector<RolloutPlanStep>> plan_rollout(storage::Database& db, const RolloutSpec& spec);
 
@@ -136,8 +171,8 @@ Result<std::vector<RolloutInfo>> tick_all_rollouts(storage::Database& db, Reposi
                                                    TimePoint now);
 
 // Operator actions on the active rollout (Errc::not_found without one; Errc::invalid_argument
-// for pause of a paused one, resume of a running one). abort re-publishes the previous version
-// like a halt.
+// for pause of a paused or scheduled one, resume of a running one). abort re-publishes the
+// previous version like a halt (a scheduled one published nothing: it is only marked aborted).
 Result<RolloutInfo> pause_rollout(storage::Database& db, const std::string& channel,
                                   const std::string& model, TimePoint now);
 Result<RolloutInfo> resume_rollout(storage::Database& db, const std::string& channel,
@@ -152,7 +187,7 @@ Result<std::optional<RolloutInfo>> rollout_status(storage::Database& db, const s
 // Every rollout, newest first, with the counts of its current step (`limit` > 0: at most that
 // many).
 Result<std::vector<RolloutInfo>> list_rollouts(storage::Database& db, std::int64_t limit = 0);
-// Active (running or paused) rollouts, with counts.
+// Active (scheduled, running or paused) rollouts, with counts.
 Result<std::vector<RolloutInfo>> active_rollouts(storage::Database& db);
 
 Json to_json(const RolloutInfo& info);

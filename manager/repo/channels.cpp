@@ -38,6 +38,11 @@ Result<Channel> Repository::set_channel(const ChannelRequest& req) {
     return fail(Errc::invalid_argument,
                 "percent " + std::to_string(req.percent) + " is not in 0..100");
   }
+  if (req.bp && *req.bp > 10000) {
+    return fail(Errc::invalid_argument,
+                "share " + std::to_string(*req.bp) + " basis points is not in 0..10000");
+  }
+  const unsigned share = req.bp ? *req.bp : req.percent * 100;
   if (!SemVer::parse(req.version)) {
     return fail(Errc::invalid_argument, "version '" + req.version + "' is not a semantic version");
   }
@@ -72,10 +77,15 @@ Result<Channel> Repository::set_channel(const ChannelRequest& req) {
   c.model = req.model;
   c.channel = req.channel;
   c.version = req.version;
-  c.rollout.percent = req.percent;
+  c.rollout.set_share_bp(share);
   c.min_version = req.min_version;
   c.allow_downgrade = req.allow_downgrade;
   c.updated = format_time(now);
+  if (!req.install_window.empty()) {
+    auto set = WindowSet::parse(req.install_window);
+    if (!set) return fail(Errc::invalid_argument, set.error().message());
+    for (const auto& w : set->windows()) c.install_window.push_back(w.text());
+  }
   if (!req.select.empty()) {
     // Targeted: the rest of the file says what the devices outside the target keep, which is
     // also all that agents from before targeting read (they never take the targeted version).
@@ -92,7 +102,7 @@ Result<Channel> Repository::set_channel(const ChannelRequest& req) {
     Targeted t;
     t.select = sel->text();
     t.version = req.version;
-    t.percent = req.percent;
+    t.set_share_bp(share);
     const bool same_target = prev && prev->targeted && prev->targeted->select == t.select;
     if (same_target && prev->targeted->version == req.version) {
       // Same release, new percentage: keep the sample and its fallback.
@@ -108,11 +118,11 @@ Result<Channel> Repository::set_channel(const ChannelRequest& req) {
     if (t.percent == 100) t.fallback_version.clear();
     if (others.empty()) {
       // A first release: devices outside the target want nothing yet.
-      c.rollout.percent = 0;
+      c.rollout.set_share_bp(0);
       c.rollout.salt = t.salt;
     } else {
       c.version = others;
-      c.rollout.percent = 100;
+      c.rollout.set_share_bp(10000);
       c.rollout.salt = prev->version == others ? prev->rollout.salt : t.salt;
     }
     c.targeted = std::move(t);

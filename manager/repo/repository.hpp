@@ -70,6 +70,8 @@ struct ChannelRequest {
   std::string model;
   std::string version;
   unsigned percent = 100;
+  // A finer share in basis points (0..10000; paced rollouts) instead of `percent`.
+  std::optional<unsigned> bp;
   bool allow_downgrade = false;
   std::string min_version;  // empty: none
   // A label selector (common/labels.hpp): VERSION goes to `percent` of the devices it matches
@@ -78,6 +80,9 @@ struct ChannelRequest {
   std::string select;
   // The sample's salt when a new one is drawn (16 lower-case hex); empty: random.
   std::string salt;
+  // When devices may switch to what the file gives them (common/window.hpp texts); empty: any
+  // time (manifest/channel.hpp "install_window").
+  std::vector<std::string> install_window;
 };
 
 // Where one role of the served metadata stands against the refresh rule.

@@ -19,7 +19,8 @@ class AgentCliTest : public ::testing::Test {
     config_ = tmp_ / "agent.toml";
     test::write_file(tmp_ / "root.json", "{}");
     test::write_file(config_, "server_url = \"http://127.0.0.1:9\"\nstate_dir = \"" +
-                                  state_.string() + "\"\ntrusted_root = \"" +
+                                  state_.string() + "\"\nupdate_lock = \"" + state_.string() +
+                                  "/update.lock\"\ntrusted_root = \"" +
                                   (tmp_ / "root.json").string() +
                                   "\"\ndevice_id = \"cli-test\"\n[[model]]\nname = "
                                   "\"detector\"\nchannel = \"stable\"\n");
@@ -69,7 +70,7 @@ TEST_F(AgentCliTest, UsageErrorsExit2) {
   expect_usage_error({"--config", cfg}, "subcommand");
   expect_usage_error({"frobnicate"},
                      "unknown command 'frobnicate' (check-once, run, status, "
-                     "install, unblock)");
+                     "install, unblock, install-now)");
   expect_usage_error({"--config", cfg, "chek-once"}, "unknown command 'chek-once'");
   expect_usage_error({"--config", cfg, "status", "--bogus"}, "--bogus");
   expect_usage_error({"--bogus", "status"}, "--bogus");

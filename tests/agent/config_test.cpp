@@ -74,6 +74,10 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_TRUE(c->enrollment_key.empty());
   EXPECT_EQ(c->delta, DeltaPolicy::prefer);
   EXPECT_EQ(c->log_level, log::Level::info);
+  EXPECT_TRUE(c->install_window.empty());
+  EXPECT_TRUE(c->models[0].install_window.empty());
+  EXPECT_EQ(c->update_lock, "/run/mota-agent/update.lock");
+  EXPECT_EQ(c->update_lock_max_defer, 6h);
 }
 
 TEST_F(ConfigTest, AllKeys) {
@@ -93,6 +97,9 @@ log_level = "debug"
 verify_at_start = false
 accelerators = ["cuda", "TensorRT", "cuda"]
 labels = { site = "plant-3", hw = "orin-nano" }
+install_window = ["Mon-Fri 01:00-05:00", "sat,sun 00:00-24:00"]
+update_lock = "/run/app/update.lock"
+update_lock_max_defer = "30m"
 
 [health]
 watch_interval = "0s"
@@ -118,6 +125,7 @@ channel = "stable"
 [[model]]
 name = "yolo-v8.small"
 channel = "beta"
+install_window = "daily 22:00-04:00"
 )");
   ASSERT_TRUE(c) << c.error().message();
   EXPECT_EQ(c->server_url, "http://127.0.0.1:8080");
@@ -149,6 +157,14 @@ channel = "beta"
   ASSERT_EQ(c->models.size(), 2u);
   EXPECT_EQ(c->models[1].name, "yolo-v8.small");
   EXPECT_EQ(c->models[1].channel, "beta");
+  EXPECT_EQ(c->install_window.text(), "Mon-Fri 01:00-05:00, Sat,Sun 00:00-24:00");
+  EXPECT_TRUE(c->models[0].install_window.empty());
+  EXPECT_EQ(c->models[1].install_window.text(), "daily 22:00-04:00");
+  EXPECT_EQ(c->update_lock, "/run/app/update.lock");
+  EXPECT_EQ(c->update_lock_max_defer, 30min);
+  auto off = parse(std::string("update_lock = \"\"\n") + kMinimal);
+  ASSERT_TRUE(off) << off.error().message();
+  EXPECT_TRUE(off->update_lock.empty());
 }
 
 TEST_F(ConfigTest, MinimumRateOffOrBelowTheBandwidthLimit) {
@@ -295,6 +311,16 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"labels = { \"mota/arch\" = \"x86_64\" }\n",
        "agent.toml: labels.mota/arch: the prefix mota/ is reserved for the facts the agent "
        "reports itself"},
+      {"install_window = \"Mon 25:00-26:00\"\n",
+       "agent.toml: install_window: install window \"Mon 25:00-26:00\": \"25:00\" is not a time"},
+      {"install_window = []\n", "agent.toml: install_window: is empty (leave it out"},
+      {"install_window = 3\n", "agent.toml: install_window: must be a string like"},
+      {"install_window = [\"daily 01:00-02:00\", 4]\n",
+       "agent.toml: install_window[1]: must be a string, not an integer"},
+      {"update_lock = \"run/lock\"\n",
+       "agent.toml: update_lock: 'run/lock' must be an absolute path"},
+      {"update_lock_max_defer = \"forever\"\n",
+       "agent.toml: update_lock_max_defer: 'forever' is not a duration"},
       {"accelerators = [\"cuda\", 7]\n",
        "agent.toml: accelerators[1]: must be a string, not an integer"},
       {"accelerators = [\"my gpu\"]\n",
@@ -357,6 +383,9 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\n[[model]]\nname = "
        "\"m\"\nchannel = \"d\"\n",
        "agent.toml: model[1].name: 'm' is already listed as model[0]", true},
+      {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\ninstall_window = "
+       "\"Mon\"\n",
+       "agent.toml: model[0].install_window: install window \"Mon\": expected DAYS", true},
   };
   for (const auto& tc : cases) {
     // A [table] must come last or the keys after it would belong to it.

@@ -18,8 +18,8 @@ namespace {
 
 TEST(InstallTable, EveryStepHasOneRowInOrderWithTodaysWireNames) {
   ASSERT_EQ(std::size(kInstallSteps), std::size(kAllInstallSteps));
-  const std::vector<std::string> wire = {"download", "stage", "verify", "probe",
-                                         "switch",   "trial", "commit"};
+  const std::vector<std::string> wire = {"download", "stage",  "verify", "probe",
+                                         "ready",    "switch", "trial",  "commit"};
   for (std::size_t i = 0; i < std::size(kAllInstallSteps); ++i) {
     const InstallStep step = kAllInstallSteps[i];
     EXPECT_EQ(std::count_if(std::begin(kInstallSteps), std::end(kInstallSteps),
@@ -77,11 +77,12 @@ TEST(InstallTable, FailurePoliciesAreTheDocumentedOnes) {
   EXPECT_EQ(rows_where([](const auto& r) { return r.bytes == BytesCheck::downloaded; }),
             (std::vector<InstallStep>{download}));
   EXPECT_EQ(rows_where([](const auto& r) { return r.bytes == BytesCheck::written; }),
-            (std::vector<InstallStep>{stage, verify}));
+            (std::vector<InstallStep>{stage, verify, ready}));
   EXPECT_EQ(rows_where([](const auto& r) { return r.crashes == CrashCount::progress; }),
             (std::vector<InstallStep>{download}));
+  // Waiting at ready and the commit's one transaction cannot be the version's fault.
   EXPECT_EQ(rows_where([](const auto& r) { return r.crashes == CrashCount::never; }),
-            (std::vector<InstallStep>{commit}));
+            (std::vector<InstallStep>{ready, commit}));
 }
 
 TEST(InstallTable, ClassesComeFromTheRow) {

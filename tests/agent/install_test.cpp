@@ -45,8 +45,8 @@ TEST_F(Install, InstallsIntoInactiveSlotAndCommits) {
   auto r = run_install(*state_, *slots_, pack("1.0.0"), opts);
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(r->slot, Slot::a);
-  EXPECT_EQ(seen, (std::vector<std::string>{"download", "stage", "verify", "probe", "switch",
-                                            "trial", "commit"}));
+  EXPECT_EQ(seen, (std::vector<std::string>{"download", "stage", "verify", "probe", "ready",
+                                            "switch", "trial", "commit"}));
   EXPECT_EQ(current(), Slot::a);
   auto active = state_->active("detector");
   ASSERT_TRUE(active && *active);
@@ -215,6 +215,7 @@ TEST(InstallSteps, TableSaysHowCrashesCountAndWhereRetriesResume) {
     EXPECT_EQ(install_step(step)->crashes, CrashCount::always) << step;
   }
   EXPECT_EQ(install_step("commit")->crashes, CrashCount::never);
+  EXPECT_EQ(install_step("ready")->crashes, CrashCount::never);  // waiting cannot crash
   EXPECT_EQ(install_step("trial")->retry_at, InstallStep::verify);
   EXPECT_EQ(install_step("probe")->retry_at, InstallStep::probe);
   EXPECT_TRUE(install_step("trial")->rolls_back);
@@ -499,6 +500,69 @@ TEST_F(Install, JournalOfAnotherVersionIsAbandonedWithoutBlocking) {
   auto blocked = state_->is_blocked("detector", "1.0.0");
   ASSERT_TRUE(blocked);
   EXPECT_FALSE(*blocked);
+}
+
+// The switch gate (install windows, update locks): "not now" leaves the new version staged and
+// probed with the journal at ready, counts nothing, and touches neither `current` nor the
+// active slot; the next run asks again from ready (no download, stage or probe again), re-reads
+// the slot from disk, and switches.
+TEST_F(Install, SwitchGateDefersAtReadyAndTheNextRunSwitchesFromThere) {
+  ASSERT_TRUE(run_install(*state_, *slots_, pack("1.0.0")));
+  std::string gate = "outside this device's install window";
+  std::vector<std::string> seen;
+  InstallOptions opts;
+  opts.may_switch = [&] { return gate; };
+  opts.before_step = [&](std::string_view s) { seen.emplace_back(s); };
+  InstallFailure failure;
+  for (int poll = 0; poll < 3; ++poll) {
+    auto r = run_install(*state_, *slots_, pack("2.0.0"), opts, &failure);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), Errc::deferred);
+    EXPECT_NE(r.error().message().find("outside this device's install window"), std::string::npos)
+        << r.error().message();
+    EXPECT_TRUE(failure.deferred);
+    EXPECT_FALSE(failure.blocked);
+    EXPECT_EQ(failure.step, InstallStep::ready);
+    EXPECT_EQ(current(), Slot::a);
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"download", "stage", "verify", "probe", "ready",
+                                            "ready", "ready"}));
+  auto journal = state_->install("detector");
+  ASSERT_TRUE(journal && *journal);
+  EXPECT_EQ((*journal)->step, "ready");
+  auto retries = state_->retry("detector", "2.0.0");
+  ASSERT_TRUE(retries);
+  EXPECT_FALSE(*retries) << "a deferral counted as a failure";
+  auto blocked = state_->is_blocked("detector", "2.0.0");
+  ASSERT_TRUE(blocked);
+  EXPECT_FALSE(*blocked);
+
+  gate.clear();
+  seen.clear();
+  auto r = run_install(*state_, *slots_, pack("2.0.0"), opts, &failure);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(seen, (std::vector<std::string>{"ready", "switch", "trial", "commit"}));
+  EXPECT_EQ(current(), Slot::b);
+}
+
+// Days may pass at ready: a staged slot changed on disk meanwhile is not switched to (judged as
+// at verify: blocked), and the active model keeps serving.
+TEST_F(Install, ASlotChangedWhileWaitingIsNotSwitchedTo) {
+  ASSERT_TRUE(run_install(*state_, *slots_, pack("1.0.0")));
+  std::string gate = "the update lock is held";
+  InstallOptions opts;
+  opts.may_switch = [&] { return gate; };
+  InstallFailure failure;
+  ASSERT_FALSE(run_install(*state_, *slots_, pack("2.0.0"), opts, &failure));
+  ASSERT_TRUE(failure.deferred);
+  test::write_file(slots_->path(Slot::b) / "model.onnx", "weights changed on disk");
+  gate.clear();
+  auto r = run_install(*state_, *slots_, pack("2.0.0"), opts, &failure);
+  ASSERT_FALSE(r);
+  EXPECT_FALSE(failure.deferred);
+  EXPECT_TRUE(failure.blocked) << r.error().message();
+  EXPECT_EQ(failure.step, InstallStep::ready);
+  EXPECT_EQ(current(), Slot::a);
 }
 
 }  // namespace

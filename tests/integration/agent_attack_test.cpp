@@ -182,7 +182,8 @@ class AgentAttack : public ::testing::TestWithParam<ServerKind> {
     state_ = work_ / "device" / "state";
     test::write_file(
         config_path(),
-        urls + "state_dir = \"" + state_.string() + "\"\ntrusted_root = \"" +
+        urls + "state_dir = \"" + state_.string() + "\"\nupdate_lock = \"" + state_.string() +
+            "/update.lock\"\ntrusted_root = \"" +
             (fleet() / "repo" / "metadata" / "1.root.json").string() +
             "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
             "[retry]\nmax_attempts = 1\n"

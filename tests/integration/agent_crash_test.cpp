@@ -142,7 +142,8 @@ class AgentCrash : public ::testing::Test {
   void write_config(const std::string& server_url, std::uint64_t bandwidth_limit = 0,
                     unsigned max_attempts = 1) {
     std::string c = "server_url = \"" + server_url + "\"\nstate_dir = \"" + state_.string() +
-                    "\"\ntrusted_root = \"" + (repo_root() / "metadata" / "1.root.json").string() +
+                    "\"\nupdate_lock = \"" + state_.string() + "/update.lock\"\ntrusted_root = \"" +
+                    (repo_root() / "metadata" / "1.root.json").string() +
                     "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n";
     if (bandwidth_limit > 0) c += "bandwidth_limit = " + std::to_string(bandwidth_limit) + "\n";
     c += "[retry]\nmax_attempts = " + std::to_string(max_attempts) +

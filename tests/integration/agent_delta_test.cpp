@@ -38,7 +38,8 @@ class AgentDelta : public ::testing::Test {
   void write_config(const std::string& policy) {
     test::write_file(work_ / "device" / "agent.toml",
                      "server_url = \"" + fleet_.url + "\"\nstate_dir = \"" + state_.string() +
-                         "\"\ntrusted_root = \"" + fleet_.root_json.string() +
+                         "\"\nupdate_lock = \"" + state_.string() +
+                         "/update.lock\"\ntrusted_root = \"" + fleet_.root_json.string() +
                          "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\ndelta = \"" +
                          policy +
                          "\"\n[retry]\nmax_attempts = 1\n[health]\nenabled = false\n"

@@ -36,7 +36,8 @@ class AgentHealth : public ::testing::Test {
     state_ = work_ / "state";
     test::write_file(config_path(),
                      "server_url = \"" + fleet_.url + "\"\nstate_dir = \"" + state_.string() +
-                         "\"\ntrusted_root = \"" + fleet_.root_json.string() +
+                         "\"\nupdate_lock = \"" + state_.string() +
+                         "/update.lock\"\ntrusted_root = \"" + fleet_.root_json.string() +
                          "\"\ndevice_id = \"cam-1\"\nlog_level = \"warn\"\nruntime_socket = \"" +
                          runtime_->socket().string() +
                          "\"\n[retry]\nmax_attempts = 1\n[health]\nruntime_binary = \"" +

@@ -43,7 +43,8 @@ class AgentInstall : public ::testing::Test {
     test::write_file(
         config_path(),
         "server_url = \"" + fleet_.url + "\"\nstate_dir = \"" + state_.string() +
-            "\"\ntrusted_root = \"" + fleet_.root_json.string() +
+            "\"\nupdate_lock = \"" + state_.string() + "/update.lock\"\ntrusted_root = \"" +
+            fleet_.root_json.string() +
             "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
             "[retry]\nmax_attempts = 1\n"
             "[health]\nenabled = false\n[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");

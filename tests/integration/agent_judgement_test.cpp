@@ -75,7 +75,8 @@ class AgentRequirements : public ::testing::Test {
   void write_config(const std::string& extra) {
     test::write_file(config(), "server_url = \"http://127.0.0.1:" + std::to_string(port_) +
                                    "\"\nstate_dir = \"" + state().string() +
-                                   "\"\ntrusted_root = \"" +
+                                   "\"\nupdate_lock = \"" + state().string() +
+                                   "/update.lock\"\ntrusted_root = \"" +
                                    (repo_dir() / "repo" / "metadata" / "1.root.json").string() +
                                    "\"\ndevice_id = \"edge-r\"\nlog_level = \"info\"\n" + extra +
                                    "[health]\nenabled = false\n"
@@ -222,8 +223,8 @@ class AgentJudgement : public ::testing::Test {
 
   void write_config(const std::string& model, const std::string& extra, const std::string& health) {
     test::write_file(config(), "server_url = \"" + fleet_.url + "\"\nstate_dir = \"" +
-                                   state().string() + "\"\ntrusted_root = \"" +
-                                   fleet_.root_json.string() +
+                                   state().string() + "\"\nupdate_lock = \"" + state().string() +
+                                   "/update.lock\"\ntrusted_root = \"" + fleet_.root_json.string() +
                                    "\"\ndevice_id = \"cam-1\"\nlog_level = \"info\"\n"
                                    "poll_interval = \"1h\"\npoll_jitter = 0\n" +
                                    extra + "[retry]\nmax_attempts = 1\n[health]\n" + health +

@@ -99,7 +99,8 @@ class KillLoop : public ::testing::Test {
       stdfs::create_directories(dir / "state");
       test::write_file(dir / "agent.toml",
                        "server_url = \"" + fleet_.url + "\"\nstate_dir = \"" +
-                           (dir / "state").string() + "\"\ntrusted_root = \"" +
+                           (dir / "state").string() + "\"\nupdate_lock = \"" +
+                           (dir / "state").string() + "/update.lock\"\ntrusted_root = \"" +
                            fleet_.root_json.string() + "\"\ndevice_id = \"" + id +
                            "\"\nlog_level = \"warn\"\nbandwidth_limit = \"1MiB/s\"\n"
                            "[retry]\nmax_attempts = 2\nbase_delay = \"1s\"\nmax_delay = \"1s\"\n"

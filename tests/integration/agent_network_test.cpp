@@ -41,7 +41,8 @@ class AgentNetwork : public ::testing::Test {
                     unsigned attempts = 1) {
     test::write_file(config_path(),
                      "server_url = \"" + proxy.url() + "\"\nstate_dir = \"" + state_.string() +
-                         "\"\ntrusted_root = \"" + fleet_.root_json.string() +
+                         "\"\nupdate_lock = \"" + state_.string() +
+                         "/update.lock\"\ntrusted_root = \"" + fleet_.root_json.string() +
                          "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\n"
                          "[retry]\nmax_attempts = " +
                          std::to_string(attempts) + "\nbase_delay = \"1s\"\n[download]\n" +

@@ -95,7 +95,8 @@ class AgentDisk : public ::testing::Test {
   void write_config(const std::string& extra, const std::string& server_url = "") {
     test::write_file(config_path(),
                      "server_url = \"" + (server_url.empty() ? fleet_.url : server_url) +
-                         "\"\nstate_dir = \"" + state_.string() + "\"\ntrusted_root = \"" +
+                         "\"\nstate_dir = \"" + state_.string() + "\"\nupdate_lock = \"" +
+                         state_.string() + "/update.lock\"\ntrusted_root = \"" +
                          fleet_.root_json.string() +
                          "\"\ndevice_id = \"device-0001\"\nlog_level = \"info\"\n" + extra +
                          "\n[retry]\nmax_attempts = 1\n[health]\nenabled = false\n"

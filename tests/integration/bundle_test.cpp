@@ -104,7 +104,8 @@ class BundleInstall : public ::testing::Test {
     test::write_file(
         d.config(),
         "server_url = \"" + url + "\"\nstate_dir = \"" + d.state().string() +
-            "\"\ntrusted_root = \"" + (root.empty() ? fleet_.root_json : root).string() +
+            "\"\nupdate_lock = \"" + d.state().string() + "/update.lock\"\ntrusted_root = \"" +
+            (root.empty() ? fleet_.root_json : root).string() +
             "\"\ndevice_id = \"device-0001\"\nlog_level = \"warn\"\ndelta = \"" + delta +
             "\"\n[retry]\nmax_attempts = 1\n[health]\nenabled = false\n"
             "[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");

@@ -58,7 +58,8 @@ class FleetEndToEnd : public ::testing::Test {
       test::write_file(
           dir / "agent.toml",
           "server_url = \"" + base_ + "\"\nstate_dir = \"" + (dir / "state").string() +
-              "\"\ntrusted_root = \"" +
+              "\"\nupdate_lock = \"" + (dir / "state").string() +
+              "/update.lock\"\ntrusted_root = \"" +
               (repo_dir() / "repo" / "metadata" / "1.root.json").string() + "\"\ndevice_id = \"" +
               id +
               "\"\nlog_level = \"warn\"\n[retry]\nmax_attempts = 1\n"

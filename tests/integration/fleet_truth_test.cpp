@@ -40,7 +40,8 @@ class FleetTruth : public ::testing::Test {
     ASSERT_TRUE(test::wait_for_port(port_)) << test::read_file(work_ / "serve.log");
     test::write_file(config(), "server_url = \"http://127.0.0.1:" + std::to_string(port_) +
                                    "\"\nstate_dir = \"" + state().string() +
-                                   "\"\ntrusted_root = \"" +
+                                   "\"\nupdate_lock = \"" + state().string() +
+                                   "/update.lock\"\ntrusted_root = \"" +
                                    (repo_dir() / "repo" / "metadata" / "1.root.json").string() +
                                    "\"\ndevice_id = \"edge-a\"\nlog_level = \"info\"\n"
                                    "poll_interval = \"1h\"\npoll_jitter = 0\n"

@@ -129,7 +129,9 @@ class MetadataFresh : public ::testing::Test {
     const std::string url = "http://127.0.0.1:" + std::to_string(port_);
     test::write_file(work_ / "agent.toml",
                      "server_url = \"" + url + "\"\nstate_dir = \"" + state().string() +
-                         "\"\ntrusted_root = \"" + (dir() / "repo/metadata/1.root.json").string() +
+                         "\"\nupdate_lock = \"" + state().string() +
+                         "/update.lock\"\ntrusted_root = \"" +
+                         (dir() / "repo/metadata/1.root.json").string() +
                          "\"\ndevice_id = \"fresh-1\"\npoll_interval = \"" + poll_interval +
                          "\"\npoll_jitter = 0\n[retry]\nmax_attempts = 2\n[health]\nenabled = "
                          "false\n[[model]]\nname = \"detector\"\nchannel = \"stable\"\n");

@@ -46,7 +46,8 @@ class Serving : public ::testing::Test {
     test::write_file(
         config_path(),
         "server_url = \"" + fleet_.url + "\"\nstate_dir = \"" + state_.string() +
-            "\"\ntrusted_root = \"" + fleet_.root_json.string() +
+            "\"\nupdate_lock = \"" + state_.string() + "/update.lock\"\ntrusted_root = \"" +
+            fleet_.root_json.string() +
             "\"\ndevice_id = \"cam-1\"\nlog_level = \"info\"\nruntime_socket = \"" +
             (runtime_dir_ / "runtime.sock").string() +
             "\"\npoll_interval = \"1h\"\npoll_jitter = 0\n[retry]\nmax_attempts = 1\n" +

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 
 #include "common/http.hpp"
 #include "manager/fleet/fleet_db.hpp"
@@ -837,8 +838,27 @@ class Rollouts : public Fleet {
       ASSERT_EQ(post(id, Json::array({ev})).status, 200);
     }
   }
-  RolloutInfo tick() {
-    auto r = tick_rollout(*db_, *repo_, "stable", "detector", now_seconds());
+  // detector on stable: halts above 5%, no minimum time per step.
+  static RolloutSpec make_spec(const std::string& version, std::vector<unsigned> percents,
+                               std::int64_t min_devices) {
+    RolloutSpec s;
+    s.channel = "stable";
+    s.model = "detector";
+    s.version = version;
+    s.percents = std::move(percents);
+    s.max_failure_bp = 500;
+    s.min_devices = min_devices;
+    s.step_after = std::chrono::seconds(0);
+    return s;
+  }
+  // The devices running `version` now.
+  std::set<std::string> running(const std::string& version) {
+    std::set<std::string> out;
+    for (const auto& r : devices(filter("detector", version))) out.insert(r.device);
+    return out;
+  }
+  RolloutInfo tick(TimePoint at = now_seconds()) {
+    auto r = tick_rollout(*db_, *repo_, "stable", "detector", at);
     EXPECT_TRUE(r) << r.error().message();
     return r ? *r : RolloutInfo{};
   }
@@ -849,7 +869,7 @@ class Rollouts : public Fleet {
 };
 
 TEST_F(Rollouts, AdvancesThroughHealthyStepsToCompletion) {
-  RolloutSpec spec{"stable", "detector", "2.0.0", {30, 100}, 500, 1, std::chrono::seconds(0), ""};
+  RolloutSpec spec = make_spec("2.0.0", {30, 100}, 1);
   auto started = start_rollout(*db_, *repo_, spec, now_seconds());
   ASSERT_TRUE(started) << started.error().message();
   EXPECT_EQ(started->state, "running");
@@ -879,7 +899,7 @@ TEST_F(Rollouts, AdvancesThroughHealthyStepsToCompletion) {
 }
 
 TEST_F(Rollouts, FailingVersionHaltsAndRepublishesThePrevious) {
-  RolloutSpec spec{"stable", "detector", "3.0.0", {50, 100}, 500, 2, std::chrono::seconds(0), ""};
+  RolloutSpec spec = make_spec("3.0.0", {50, 100}, 2);
   ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
   // The 50% step may hold none of the ten devices (random salt): then it advances to 100%.
   RolloutInfo r;
@@ -903,7 +923,7 @@ TEST_F(Rollouts, FailingVersionHaltsAndRepublishesThePrevious) {
 // The agent's rollback after the switch (state "rolled_back": it ran `to` on trial and went back
 // to `from` by itself) counts against the rollout like a failure, and the device shows where it is.
 TEST_F(Rollouts, DevicesRollingBackHaltTheRollout) {
-  RolloutSpec spec{"stable", "detector", "3.0.0", {50, 100}, 500, 2, std::chrono::seconds(0), ""};
+  RolloutSpec spec = make_spec("3.0.0", {50, 100}, 2);
   ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
   RolloutInfo r;
   for (int round = 0; round < 2 && r.state != "halted"; ++round) {
@@ -931,7 +951,7 @@ TEST_F(Rollouts, DevicesRollingBackHaltTheRollout) {
 // rollout. Under the pending default they count for nothing until an operator accepts them.
 TEST_F(Rollouts, PendingDevicesCanNeitherAdvanceNorHaltARollout) {
   open_ingest(IngestOptions{});  // the ten admitted devices stay admitted
-  RolloutSpec spec{"stable", "detector", "2.0.0", {50, 100}, 500, 5, std::chrono::seconds(0), ""};
+  RolloutSpec spec = make_spec("2.0.0", {50, 100}, 5);
   // A salt under which at least one admitted device is in the 50% step (else the step has
   // nobody to wait for and advances by itself; 1 in 1024).
   std::string salt;
@@ -974,7 +994,7 @@ TEST_F(Rollouts, PendingDevicesCanNeitherAdvanceNorHaltARollout) {
 }
 
 TEST_F(Rollouts, PauseResumeAbortAndBadSpecs) {
-  RolloutSpec spec{"stable", "detector", "2.0.0", {10, 100}, 500, 1, std::chrono::seconds(0), ""};
+  RolloutSpec spec = make_spec("2.0.0", {10, 100}, 1);
   ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
   ASSERT_TRUE(pause_rollout(*db_, "stable", "detector", now_seconds()));
   EXPECT_FALSE(pause_rollout(*db_, "stable", "detector", now_seconds()));
@@ -998,10 +1018,182 @@ TEST_F(Rollouts, PauseResumeAbortAndBadSpecs) {
   EXPECT_FALSE(parse_failure_rate("0.05"));
   EXPECT_FALSE(parse_failure_rate("-5%"));
   EXPECT_FALSE(parse_failure_rate("1e1%"));
-  RolloutSpec unreleased{"stable", "detector", "9.0.0", {100}, 500, 1, std::chrono::seconds(0), ""};
+  RolloutSpec unreleased = make_spec("9.0.0", {100}, 1);
   const std::string before = dump(db_path());
   EXPECT_FALSE(start_rollout(*db_, *repo_, unreleased, now_seconds()));
   EXPECT_EQ(dump(db_path()), before);
+}
+
+// --rate: the share grows at most once a minute by at most N of the rollout's devices (simulated
+// clock: ticks every 20 s), stops below each step's percentage until the step's gate passes, and
+// every device ends on the version.
+TEST_F(Rollouts, PacedRolloutGivesAtMostRateDevicesAMinute) {
+  RolloutSpec spec = make_spec("2.0.0", {50, 100}, 1);
+  spec.rate_per_min = 2;
+  const TimePoint t0 = now_seconds();
+  auto started = start_rollout(*db_, *repo_, spec, t0);
+  ASSERT_TRUE(started) << started.error().message();
+  EXPECT_EQ(started->rate_per_min, 2u);
+  EXPECT_EQ(channel().rollout.share_bp(), started->share_bp);
+  std::vector<std::pair<std::int64_t, std::size_t>> newly;  // (seconds after t0, devices)
+  std::set<std::string> have;
+  RolloutInfo r = *started;
+  for (int k = 0; k <= 120 && r.state == "running"; ++k) {
+    if (k > 0) r = tick(t0 + std::chrono::seconds(20 * k));
+    EXPECT_EQ(channel().rollout.share_bp(), r.state == "running" ? r.share_bp : 10000u);
+    if (r.step == 0) {
+      EXPECT_LE(r.share_bp, 5000u) << "beyond the first step's 50%";
+    }
+    devices_poll();
+    const auto now_running = running("2.0.0");
+    EXPECT_TRUE(std::includes(now_running.begin(), now_running.end(), have.begin(), have.end()));
+    newly.emplace_back(20 * k, now_running.size() - have.size());
+    have = now_running;
+  }
+  EXPECT_EQ(r.state, "completed") << (r.transitions.empty() ? "" : r.transitions.back().reason);
+  EXPECT_EQ(have.size(), 10u);
+  // In any 60 seconds, at most 2 devices newly took the version: over 10 devices, >= 5 minutes.
+  for (const auto& [at, n] : newly) {
+    std::size_t in_window = 0;
+    for (const auto& [at2, n2] : newly) in_window += (at2 >= at && at2 < at + 60) ? n2 : 0;
+    EXPECT_LE(in_window, 2u) << "from " << at << " s";
+  }
+  EXPECT_GE(newly.back().first, 4 * 60);
+  bool reached = false;
+  for (const auto& t : r.transitions)
+    reached |= t.reason.find("reached 50% at 2 devices/min") != std::string::npos;
+  EXPECT_TRUE(reached);
+}
+
+TEST_F(Rollouts, PacedRolloutStillHaltsAtOnce) {
+  RolloutSpec spec = make_spec("3.0.0", {100}, 1);
+  spec.rate_per_min = 3;
+  const TimePoint t0 = now_seconds();
+  ASSERT_TRUE(start_rollout(*db_, *repo_, spec, t0));
+  devices_poll("3.0.0");
+  const RolloutInfo r = tick(t0 + std::chrono::seconds(1));
+  EXPECT_EQ(r.state, "halted");
+  EXPECT_GE(r.counts.failed, 1);
+  EXPECT_LE(r.counts.failed, 3);
+  EXPECT_EQ(channel().version, "1.0.0");
+  EXPECT_EQ(channel().rollout.share_bp(), 10000u);
+}
+
+// A sample bucket holding more known devices than the rate could not be paced: refused with the
+// smallest rate that works, and nothing recorded or published.
+TEST_F(Rollouts, RateFinerThanTheSampleIsRefused) {
+  const std::string salt = rollout_salt("stable", "detector", "2.0.0");
+  std::map<unsigned, std::string> seen;
+  std::vector<std::string> pair;
+  for (int i = 0; pair.empty(); ++i) {
+    const std::string id = "twin-" + std::to_string(i);
+    auto [it, fresh] = seen.emplace(rollout_bucket(salt, id), id);
+    if (!fresh) pair = {it->second, id};
+  }
+  for (const auto& id : pair) {
+    ASSERT_EQ(post(id, Json::array({event(1, id, "installed", "", "1.0.0")})).status, 200);
+  }
+  RolloutSpec spec = make_spec("2.0.0", {100}, 1);
+  spec.rate_per_min = 1;
+  const std::string before = dump(db_path());
+  auto r = start_rollout(*db_, *repo_, spec, now_seconds());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::invalid_argument);
+  EXPECT_NE(r.error().message().find("holds 2 devices of the 12"), std::string::npos)
+      << r.error().message();
+  EXPECT_NE(r.error().message().find("use at least 2/min"), std::string::npos);
+  EXPECT_EQ(dump(db_path()), before);
+  EXPECT_EQ(channel().version, "1.0.0");
+  spec.rate_per_min = 2;
+  EXPECT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
+}
+
+TEST_F(Rollouts, ScheduledRolloutPublishesNothingUntilItsTime) {
+  RolloutSpec spec = make_spec("2.0.0", {30, 100}, 1);
+  const TimePoint t0 = now_seconds();
+  spec.start_at = std::chrono::duration_cast<std::chrono::seconds>(
+                      (t0 + std::chrono::hours(2)).time_since_epoch())
+                      .count();
+  const std::string channel_before = channel().serialize();
+  auto r = start_rollout(*db_, *repo_, spec, t0);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->state, "scheduled");
+  EXPECT_EQ(r->previous_version, "1.0.0");
+  EXPECT_EQ(channel().serialize(), channel_before);
+  // It holds the channel: another rollout is refused; it cannot be paused, only aborted.
+  auto other = start_rollout(*db_, *repo_, make_spec("3.0.0", {100}, 1), t0);
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code(), Errc::already_exists);
+  EXPECT_FALSE(pause_rollout(*db_, "stable", "detector", t0));
+  devices_poll();
+  EXPECT_EQ(tick(t0 + std::chrono::minutes(119)).state, "scheduled");
+  EXPECT_EQ(channel().serialize(), channel_before);
+  EXPECT_TRUE(running("2.0.0").empty());
+  auto listed = list_rollouts(*db_);
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->at(0).state, "scheduled");
+
+  r = tick(t0 + std::chrono::minutes(120));
+  EXPECT_EQ(r->state, "running");
+  EXPECT_EQ(channel().version, "2.0.0");
+  EXPECT_EQ(channel().rollout.percent, 30u);
+  ASSERT_EQ(r->transitions.size(), 2u);
+  EXPECT_NE(r->transitions[0].reason.find("scheduled to begin at"), std::string::npos);
+  EXPECT_NE(r->transitions[1].reason.find("began as scheduled"), std::string::npos);
+  EXPECT_EQ(r->started_at, std::chrono::duration_cast<std::chrono::seconds>(
+                               (t0 + std::chrono::minutes(120)).time_since_epoch())
+                               .count());
+}
+
+TEST_F(Rollouts, AbortedScheduledRolloutNeverPublishes) {
+  RolloutSpec spec = make_spec("2.0.0", {100}, 1);
+  const TimePoint t0 = now_seconds();
+  spec.start_at =
+      std::chrono::duration_cast<std::chrono::seconds>(t0.time_since_epoch()).count() + 600;
+  const std::string channel_before = channel().serialize();
+  ASSERT_TRUE(start_rollout(*db_, *repo_, spec, t0));
+  auto aborted = abort_rollout(*db_, *repo_, "stable", "detector", t0);
+  ASSERT_TRUE(aborted) << aborted.error().message();
+  EXPECT_EQ(aborted->state, "aborted");
+  EXPECT_FALSE(tick_rollout(*db_, *repo_, "stable", "detector", t0 + std::chrono::hours(1)));
+  EXPECT_EQ(channel().serialize(), channel_before);
+}
+
+// A channel that took the version meanwhile (by hand) cannot begin the rollout: aborted, saying
+// why, at its start time.
+TEST_F(Rollouts, ScheduledRolloutThatCannotBeginIsAbortedWithTheReason) {
+  RolloutSpec spec = make_spec("2.0.0", {100}, 1);
+  const TimePoint t0 = now_seconds();
+  spec.start_at =
+      std::chrono::duration_cast<std::chrono::seconds>(t0.time_since_epoch()).count() + 600;
+  ASSERT_TRUE(start_rollout(*db_, *repo_, spec, t0));
+  ChannelRequest req;
+  req.channel = "stable";
+  req.model = "detector";
+  req.version = "2.0.0";
+  ASSERT_TRUE(repo_->set_channel(req));
+  const RolloutInfo r = tick(t0 + std::chrono::minutes(10));
+  EXPECT_EQ(r.state, "aborted");
+  ASSERT_FALSE(r.transitions.empty());
+  EXPECT_NE(r.transitions.back().reason.find("could not begin as scheduled: channel stable "
+                                             "already gives detector 2.0.0 to everyone"),
+            std::string::npos)
+      << r.transitions.back().reason;
+}
+
+TEST(RolloutRate, ParsesPerMinuteAndPerHour) {
+  EXPECT_EQ(*parse_rate("10/min"), 10u);
+  EXPECT_EQ(*parse_rate("10/m"), 10u);
+  EXPECT_EQ(*parse_rate("600/h"), 10u);
+  EXPECT_EQ(*parse_rate("100000/min"), 100000u);
+  for (const char* bad : {"", "10", "0/min", "100001/min", "90/h", "-1/min", "1.5/min", "ten/min",
+                          "10/s", "10/day", "/min", "99999999999/min"}) {
+    auto r = parse_rate(bad);
+    EXPECT_FALSE(r) << bad;
+    if (!r) {
+      EXPECT_EQ(r.error().code(), Errc::invalid_argument);
+    }
+  }
 }
 
 }  // namespace

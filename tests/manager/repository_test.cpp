@@ -23,6 +23,19 @@
 namespace mota::manager {
 namespace {
 
+ChannelRequest channel_req(const std::string& channel, const std::string& model,
+                           const std::string& version, unsigned percent, bool allow_downgrade,
+                           const std::string& min_version) {
+  ChannelRequest r;
+  r.channel = channel;
+  r.model = model;
+  r.version = version;
+  r.percent = percent;
+  r.allow_downgrade = allow_downgrade;
+  r.min_version = min_version;
+  return r;
+}
+
 namespace stdfs = std::filesystem;
 using std::chrono::hours;
 
@@ -462,7 +475,7 @@ TEST_F(RepositoryTest, ChannelSetAndShow) {
   ASSERT_TRUE(repo.add_release(model_, "1.0.0").has_value());
   ASSERT_TRUE(repo.add_release(model_, "1.1.0").has_value());
 
-  ChannelRequest req{"stable", "det", "1.0.0", 100, false, "", "", ""};
+  ChannelRequest req = channel_req("stable", "det", "1.0.0", 100, false, "");
   auto c1 = repo.set_channel(req);
   ASSERT_TRUE(c1.has_value()) << c1.error().message();
   EXPECT_EQ(c1->rollout.percent, 100u);
@@ -483,7 +496,7 @@ TEST_F(RepositoryTest, ChannelSetAndShow) {
   EXPECT_EQ(c3->rollout.salt, c2->rollout.salt);  // same version: devices stay in
   EXPECT_EQ(c3->rollout.fallback_version, "1.0.0");
 
-  ChannelRequest beta{"beta", "det", "1.1.0", 100, true, "", "", ""};
+  ChannelRequest beta = channel_req("beta", "det", "1.1.0", 100, true, "");
   ASSERT_TRUE(repo.set_channel(beta).has_value());
 
   auto all = repo.show_channels();
@@ -502,19 +515,19 @@ TEST_F(RepositoryTest, ChannelSetAndShow) {
   EXPECT_TRUE(none->empty());
 
   const auto before = tree_hash(repo_dir_);
-  ChannelRequest bad{"stable", "det", "9.9.9", 100, false, "", "", ""};
+  ChannelRequest bad = channel_req("stable", "det", "9.9.9", 100, false, "");
   auto r = repo.set_channel(bad);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), Errc::not_found);
   EXPECT_NE(r.error().message().find("det version 9.9.9 is not released"), std::string::npos);
-  bad = {"stable", "det", "1.1.0", 101, false, "", "", ""};
+  bad = channel_req("stable", "det", "1.1.0", 101, false, "");
   r = repo.set_channel(bad);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), Errc::invalid_argument);
-  bad = {"Stable!", "det", "1.1.0", 100, false, "", "", ""};
+  bad = channel_req("Stable!", "det", "1.1.0", 100, false, "");
   EXPECT_FALSE(repo.set_channel(bad).has_value());
   // Fallback (1.0.0) below the requested minimum: refused rather than silently dropped.
-  bad = {"stable", "det", "1.1.0", 50, false, "1.1.0", "", ""};
+  bad = channel_req("stable", "det", "1.1.0", 50, false, "1.1.0");
   r = repo.set_channel(bad);
   ASSERT_FALSE(r.has_value());
   EXPECT_NE(r.error().message().find("below min version 1.1.0"), std::string::npos)
@@ -804,7 +817,8 @@ class TamperTest : public RepositoryTest {
     auto rel = repo.add_release(model_, "1.0.0");
     ASSERT_TRUE(rel.has_value()) << rel.error().message();
     release_ = *rel;
-    ASSERT_TRUE(repo.set_channel({"stable", "det", "1.0.0", 100, false, "", "", ""}).has_value());
+    ASSERT_TRUE(
+        repo.set_channel(channel_req("stable", "det", "1.0.0", 100, false, "")).has_value());
     expect_verifies();
   }
 
@@ -932,7 +946,7 @@ TEST_F(RepositoryTest, TufClientAcceptsTheRepositoryAcrossPublishesAndRotations)
   auto repo = open();
   auto rel = repo.add_release(model_, "1.0.0");
   ASSERT_TRUE(rel.has_value()) << rel.error().message();
-  ASSERT_TRUE(repo.set_channel({"stable", "det", "1.0.0", 100, false, "", "", ""}).has_value());
+  ASSERT_TRUE(repo.set_channel(channel_req("stable", "det", "1.0.0", 100, false, "")).has_value());
 
   net::ServerConfig sc;
   sc.static_root = repo_dir_ / "repo";

@@ -320,5 +320,65 @@ TEST(Rollout, EdgesZeroAndHundred) {
   EXPECT_EQ(wanted_version(c, "d1", {}), "");
 }
 
+// Paced rollouts publish shares finer than 1% ("bp"); the file stays readable by agents from
+// before "bp", which read the percentage rounded down: never a larger share than the others get.
+TEST(Rollout, BasisPointSharesAndOlderAgentsNeverJoinEarly) {
+  auto c = Channel::parse(R"({"model":"det","channel":"stable","version":"2.0.0",
+    "rollout":{"percent":3,"bp":347,"salt":"0123456789abcdef","fallback_version":"1.0.0"},
+    "updated":"2026-01-01T00:00:00Z"})");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->rollout.share_bp(), 347u);
+  EXPECT_EQ(Channel::parse(c->serialize())->to_json(), c->to_json());
+  Channel old_agent = *c;  // what an agent that ignores "bp" sees
+  old_agent.rollout.bp.reset();
+  int in_new = 0, in_old = 0;
+  for (int i = 0; i < 20000; ++i) {
+    const std::string d = "device-" + std::to_string(i);
+    const unsigned bucket = rollout_bucket(c->rollout.salt, d);
+    const bool n = wanted_version(*c, d, {}) == "2.0.0";
+    const bool o = wanted_version(old_agent, d, {}) == "2.0.0";
+    EXPECT_EQ(n, bucket < 347) << d;
+    EXPECT_TRUE(!o || n) << d << " joins earlier on an older agent";
+    in_new += n;
+    in_old += o;
+  }
+  EXPECT_GT(in_new, in_old);
+  // Whole percentages are written without "bp": files without pacing keep their bytes.
+  Share s;
+  s.set_share_bp(2500);
+  EXPECT_FALSE(s.bp);
+  EXPECT_EQ(s.percent, 25u);
+  s.set_share_bp(2501);
+  EXPECT_EQ(s.bp, 2501u);
+  EXPECT_EQ(s.percent, 25u);
+  // The same in the targeted section.
+  auto t = Channel::parse(R"({"model":"det","channel":"stable","version":"1.0.0",
+    "targeted":{"select":"site=a","version":"2.0.0","percent":0,"bp":12,"salt":"0123456789abcdef",
+    "fallback_version":"1.0.0"},"updated":"2026-01-01T00:00:00Z"})");
+  ASSERT_TRUE(t) << t.error().message();
+  EXPECT_EQ(t->targeted->share_bp(), 12u);
+  EXPECT_EQ(Channel::parse(t->serialize())->serialize(), t->serialize());
+}
+
+TEST(Rollout, BasisPointErrorsNameTheField) {
+  const std::string head = R"({"model":"det","channel":"stable","version":"2.0.0","rollout":{)";
+  const std::string tail = R"(,"salt":"0123456789abcdef"},"updated":"2026-01-01T00:00:00Z"})";
+  struct Case {
+    const char* share;
+    const char* message;
+  } cases[] = {
+      {R"("percent":3,"bp":447)", "rollout.bp: 447 basis points do not round down to percent 3"},
+      {R"("percent":3,"bp":10001)", "rollout.bp: 10001 is not an integer in 0..10000"},
+      {R"("percent":3,"bp":-1)", "rollout.bp: -1 is not an integer in 0..10000"},
+      {R"("percent":3,"bp":"347")", "rollout.bp: \"347\" is not an integer in 0..10000"},
+      {R"("percent":3,"bp":3.5)", "rollout.bp: 3.5 is not an integer in 0..10000"},
+  };
+  for (const auto& k : cases) {
+    auto c = Channel::parse(head + k.share + tail);
+    ASSERT_FALSE(c) << k.share;
+    EXPECT_EQ(c.error().message(), std::string("channel: ") + k.message);
+  }
+}
+
 }  // namespace
 }  // namespace mota

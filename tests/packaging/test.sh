@@ -211,6 +211,7 @@ else
 server_url = "http://127.0.0.1:9"
 device_id = "pkgtest-device"
 state_dir = "$tmp/state"
+update_lock = "$tmp/state/update.lock"
 trusted_root = "$root_json"
 poll_interval = "1h"
 [[model]]
