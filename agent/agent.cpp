@@ -20,6 +20,7 @@
 #include "common/http.hpp"
 #include "common/log.hpp"
 #include "common/notify.hpp"
+#include "common/process.hpp"
 #include "common/semver.hpp"
 #include "common/time.hpp"
 #include "manifest/canonical_json.hpp"
@@ -172,13 +173,55 @@ std::optional<HealthGate> Agent::health_gate() const {
 }
 
 InstallOptions Agent::install_options(const std::optional<HealthGate>& gate,
-                                      const ModelSubscription* sub) {
+                                      const ModelSubscription* sub,
+                                      const ModelSubscription* model) {
+  // The model's own gate and hand-over apply to offline installs too; only the switch gate
+  // (windows, lock) is a poll's.
+  if (!model) model = sub;
   InstallOptions o = install_options_;
-  o.health = gate ? &*gate : nullptr;
+  model_gate_.reset();
+  if (gate && model) model_gate_ = gate->for_model(*model);
+  o.health = model_gate_ ? &*model_gate_ : nullptr;
+  if (model && model->handed_over()) {
+    o.activate = [this, model](const Activation& a, FailureClass* why) {
+      return activate(*model, a, why);
+    };
+  }
   o.max_retries = config_.health.max_retries;
   o.retry_backoff = config_.health.retry_backoff;
   if (sub && !o.may_switch) o.may_switch = [this, sub] { return switch_gate(*sub); };
   return o;
+}
+
+Status Agent::activate(const ModelSubscription& sub, const Activation& a, FailureClass* why) {
+  auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, sub.name));
+  const std::string name = sub.activate.filename().string();
+  notify::status("activating " + sub.name + " " + a.version + " (" + std::string(a.event) + ")");
+  auto r = MOTA_TRY_CTX(
+      run_child({sub.activate.string()},
+                {"MOTA_EVENT=" + std::string(a.event), "MOTA_MODEL=" + sub.name,
+                 "MOTA_VERSION=" + a.version, "MOTA_SLOT=" + slots.path(a.slot).string(),
+                 "MOTA_CURRENT=" + slots.current_link().string(),
+                 "MOTA_PREVIOUS_VERSION=" + a.previous_version,
+                 "MOTA_PREVIOUS_SLOT=" + (a.previous ? slots.path(*a.previous).string() : "")},
+                std::chrono::duration_cast<std::chrono::milliseconds>(config_.health.hook_timeout)),
+      "activate " + sub.activate.string());
+  if (r.timed_out) {
+    if (why) *why = FailureClass::transient;
+    return fail(Errc::verification, "activate: " + name + " did not finish within " +
+                                        std::to_string(config_.health.hook_timeout.count()) + "s");
+  }
+  if (r.exit_code != 0) {
+    if (why) *why = FailureClass::permanent;  // the stack would not take this version
+    const std::string how = r.signal ? "was killed by signal " + std::to_string(r.signal)
+                                     : "exited with " + std::to_string(r.exit_code);
+    return fail(Errc::verification,
+                "activate: " + name + " " + how + (r.err.empty() ? "" : ": " + r.err));
+  }
+  log::info(
+      "handed " + sub.name + " " + a.version + " over (" + std::string(a.event) + ", " + name + ")",
+      {{"MODEL", sub.name}, {"VERSION", a.version}});
+  return {};
 }
 
 namespace {
@@ -946,8 +989,8 @@ Result<InstallOutcome> Agent::install_plans(const TargetSource& src, const Model
     plan.delta_base = delta->base;
     ev.kind = "delta";
     MOTA_TRY_CTX(check_install_space(slots, sub.name, to, delta->info, pkg.tree), delta->path);
-    auto out = run_install(state_, slots, plan, install_options(gate, src.bundle ? nullptr : &sub),
-                           &failure);
+    auto out = run_install(state_, slots, plan,
+                           install_options(gate, src.bundle ? nullptr : &sub, &sub), &failure);
     if (out || !failure.delta_unusable) return out;
     ev.delta_error = out.error().message();
     failure = {};  // the delta's install was aborted: its step is not what the event names
@@ -964,7 +1007,7 @@ Result<InstallOutcome> Agent::install_plans(const TargetSource& src, const Model
   MOTA_TRY_CTX(check_install_space(slots, sub.name, to, pkg.info, pkg.tree), pkg.path);
   return run_install(state_, slots,
                      fetch_plan(src, sub.name, ev.from, to, pkg.digest, pkg.path, pkg.info, false),
-                     install_options(gate, src.bundle ? nullptr : &sub), &failure);
+                     install_options(gate, src.bundle ? nullptr : &sub, &sub), &failure);
 }
 
 Result<Agent::OfflineInstall> Agent::install_file(const stdfs::path& file) {

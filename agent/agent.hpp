@@ -448,14 +448,23 @@ class Agent {
   std::unique_ptr<http::Client> http_client();
   // The health gate for this poll (none when [health] enabled = false).
   std::optional<HealthGate> health_gate() const;
-  // With `sub` (a poll's install, not an offline one): the switch gate below.
+  // With `sub` (a poll's install, not an offline one): the switch gate below; with `model` (any
+  // install of it): its own health gate (HealthGate::for_model) and hand-over (activate).
   InstallOptions install_options(const std::optional<HealthGate>& gate,
-                                 const ModelSubscription* sub = nullptr);
+                                 const ModelSubscription* sub = nullptr,
+                                 const ModelSubscription* model = nullptr);
   // The switch gate (InstallOptions::may_switch) of a poll's install of `sub` (see "Install
   // windows and update locks" above): "" when the install windows that apply allow now (or
   // install-now let this install through) and the update lock was taken (kept in update_lock_
   // until the install ends), else why the switch waits.
   std::string switch_gate(const ModelSubscription& sub);
+  // The hand-over's activation of `sub` (InstallOptions::activate; reconcile's rollbacks): runs
+  // sub.activate with MOTA_EVENT, MOTA_MODEL, MOTA_VERSION, MOTA_SLOT, MOTA_CURRENT,
+  // MOTA_PREVIOUS_VERSION, MOTA_PREVIOUS_SLOT within [health] hook_timeout. Errc::verification
+  // when it exits non-zero (`why`: permanent) or times out (transient).
+  Status activate(const ModelSubscription& sub, const Activation& a, FailureClass* why);
+  // The gate of the model being installed (HealthGate::for_model), kept for the install.
+  std::optional<HealthGate> model_gate_;
   std::filesystem::path channel_file(const ModelSubscription& sub) const;
   // The channel file of the last successful poll, checked to name `sub`.
   Result<Channel> load_channel(const ModelSubscription& sub);

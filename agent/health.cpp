@@ -89,10 +89,44 @@ Status HealthGate::probe(const std::string& model, const stdfs::path& slot,
   return st;
 }
 
+HealthGate HealthGate::for_model(const ModelSubscription& sub) const {
+  HealthGate g = *this;
+  g.probe_command_ = sub.probe;
+  g.runtime_ = !sub.handed_over();
+  return g;
+}
+
+Status HealthGate::run_probe_command(const std::string& model, const stdfs::path& slot,
+                                     FailureClass& why) const {
+  auto manifest = MOTA_TRY_CTX(slot_manifest(slot), "probe");
+  const std::string name = probe_command_.filename().string();
+  auto r = MOTA_TRY_CTX(
+      run_child(
+          {probe_command_.string()},
+          {"MOTA_MODEL=" + model, "MOTA_VERSION=" + manifest.version, "MOTA_SLOT=" + slot.string()},
+          std::chrono::duration_cast<std::chrono::milliseconds>(config_.probe_timeout)),
+      "probe " + probe_command_.string());
+  if (r.timed_out) {
+    why = FailureClass::transient;
+    return fail(Errc::verification, "probe " + name + ": no verdict within " +
+                                        std::to_string(config_.probe_timeout.count()) + "s");
+  }
+  if (r.exit_code != 0) {
+    why = FailureClass::permanent;  // the operator's probe says the model is wrong
+    const std::string how = r.signal ? "was killed by signal " + std::to_string(r.signal)
+                                     : "exited with " + std::to_string(r.exit_code);
+    return fail(Errc::verification,
+                "probe " + name + " " + how + (r.err.empty() ? "" : ": " + r.err));
+  }
+  return {};
+}
+
 Status HealthGate::run_probe(const std::string& model, const stdfs::path& slot,
                              FailureClass& why) const {
   notify::status("probing " + model + " in " + slot.string());
   why = FailureClass::local;
+  if (!probe_command_.empty()) return run_probe_command(model, slot, why);
+  if (!runtime_) return {};  // handed over without a probe of its own
   auto r = MOTA_TRY_CTX(
       run_child({config_.runtime_binary.string(), "probe", slot.string(), "--json"}, {},
                 std::chrono::duration_cast<std::chrono::milliseconds>(config_.probe_timeout)),
@@ -144,6 +178,9 @@ Status HealthGate::run_trial(const std::string& model, const stdfs::path& slot,
                              FailureClass& why) const {
   why = FailureClass::local;
   auto manifest = MOTA_TRY_CTX(slot_manifest(slot), "trial");
+  // Handed over: the other stack was told to load the slot (the activation); the operator's
+  // hooks judge it.
+  if (!runtime_) return hooks(model, manifest.version, slot, why);
   runtime::ClientOptions co;
   co.socket = socket_;
   co.timeout = std::chrono::milliseconds(
@@ -265,6 +302,7 @@ Status HealthGate::hooks(const std::string& model, const std::string& version,
 }
 
 Status HealthGate::restore(const std::string& model, const stdfs::path& slot) const {
+  if (!runtime_) return {};  // the activation's "rollback" tells the other stack
   runtime::ClientOptions co;
   co.socket = socket_;
   runtime::Client client(co);

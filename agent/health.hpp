@@ -57,6 +57,12 @@ class HealthGate {
              const std::atomic<bool>* cancel = nullptr)
       : config_(std::move(config)), socket_(std::move(runtime_socket)), cancel_(cancel) {}
 
+  // The gate of one model: its own probe command (ModelSubscription::probe: exit 0 passes,
+  // another exit fails, permanent; no verdict within probe_timeout: transient), and for a model
+  // handed over to another stack (ModelSubscription::activate) no mota-runtime at all: without
+  // a probe command it is not probed, its trial is the hooks of hooks_dir, restore does nothing.
+  HealthGate for_model(const ModelSubscription& sub) const;
+
   // On failure, `why` (when given) is set to the failure's class (see above).
   Status probe(const std::string& model, const std::filesystem::path& slot,
                FailureClass* why = nullptr) const;
@@ -74,9 +80,14 @@ class HealthGate {
   Status hooks(const std::string& model, const std::string& version,
                const std::filesystem::path& slot, FailureClass& why) const;
 
+  Status run_probe_command(const std::string& model, const std::filesystem::path& slot,
+                           FailureClass& why) const;
+
   HealthConfig config_;
   std::filesystem::path socket_;
   const std::atomic<bool>* cancel_;
+  std::filesystem::path probe_command_;  // empty: mota-runtime probe
+  bool runtime_ = true;                  // false: the model is served by another stack
 };
 
 }  // namespace mota::agent

@@ -64,6 +64,10 @@ Status Agent::reconcile(ServeCheck when) {
     if (auto st = reconcile_model(sub, when, rt, serving); !st) {
       log::error("serving " + sub.name + ": " + st.error().message(), {{"MODEL", sub.name}});
     }
+    if (sub.handed_over()) {
+      // Served by another stack: mota-runtime must not load it at its start either.
+      std::erase_if(serving.models, [&](const ServingModel& m) { return m.name == sub.name; });
+    }
   }
   return write_serving_manifest(config_.state_dir, serving).context("serving manifest");
 }
@@ -71,6 +75,8 @@ Status Agent::reconcile(ServeCheck when) {
 Status Agent::reconcile_model(const ModelSubscription& sub, ServeCheck when, RuntimeView& rt,
                               ServingManifest& serving) {
   const std::string& name = sub.name;
+  // A handed-over model (ModelSubscription::activate) is not mota-runtime's to load.
+  const bool ours = !sub.handed_over();
   auto slots = MOTA_TRY(SlotSet::open(config_.state_dir, name));
   auto active = MOTA_TRY(state_.active(name));
   if (!active) return {};  // nothing committed yet
@@ -111,7 +117,7 @@ Status Agent::reconcile_model(const ModelSubscription& sub, ServeCheck when, Run
   const auto retry = load_retry_at_.find(name);
   const bool may_load =
       retry == load_retry_at_.end() || std::chrono::steady_clock::now() >= retry->second;
-  if (broken.empty() && rt.up() && may_load) {
+  if (broken.empty() && ours && rt.up() && may_load) {
     const auto* m = rt.health->find(name);
     const bool serves = m && m->version == row->version && same_dir(m->slot, slots.path(committed));
     if (!serves) {
@@ -146,7 +152,7 @@ Status Agent::reconcile_model(const ModelSubscription& sub, ServeCheck when, Run
         why_not = "the previous version " + prow->version + " was modified on disk";
       } else {
         why_not.clear();
-        if (rt.up()) {
+        if (ours && rt.up()) {
           auto loaded = rt.client->load(name, slots.path(prev));
           if (!loaded && loaded.error().code() != Errc::network) {
             why_not = "the previous version " + prow->version +
@@ -157,6 +163,12 @@ Status Agent::reconcile_model(const ModelSubscription& sub, ServeCheck when, Run
       if (why_not.empty()) {
         MOTA_TRY(slots.switch_to(prev));
         MOTA_TRY(state_.fall_back(name, prev, committed));
+        if (!ours) {
+          const Activation back{"rollback", prev, prow->version, committed, row->version};
+          if (auto a = activate(sub, back, nullptr); !a) {
+            log::warn("rollback: " + a.error().message(), {{"MODEL", name}});
+          }
+        }
         log::warn(
             "rolled back " + name + " " + row->version + " to " + prow->version + ": " + broken,
             {{"MODEL", name}, {"VERSION", row->version}});

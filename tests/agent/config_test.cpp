@@ -126,6 +126,8 @@ channel = "stable"
 name = "yolo-v8.small"
 channel = "beta"
 install_window = "daily 22:00-04:00"
+activate = "/etc/mota/activate.d/triton-load"
+probe = "/usr/local/bin/check-yolo"
 )");
   ASSERT_TRUE(c) << c.error().message();
   EXPECT_EQ(c->server_url, "http://127.0.0.1:8080");
@@ -160,6 +162,10 @@ install_window = "daily 22:00-04:00"
   EXPECT_EQ(c->install_window.text(), "Mon-Fri 01:00-05:00, Sat,Sun 00:00-24:00");
   EXPECT_TRUE(c->models[0].install_window.empty());
   EXPECT_EQ(c->models[1].install_window.text(), "daily 22:00-04:00");
+  EXPECT_FALSE(c->models[0].handed_over());
+  EXPECT_TRUE(c->models[1].handed_over());
+  EXPECT_EQ(c->models[1].activate, "/etc/mota/activate.d/triton-load");
+  EXPECT_EQ(c->models[1].probe, "/usr/local/bin/check-yolo");
   EXPECT_EQ(c->update_lock, "/run/app/update.lock");
   EXPECT_EQ(c->update_lock_max_defer, 30min);
   auto off = parse(std::string("update_lock = \"\"\n") + kMinimal);
@@ -386,6 +392,11 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\ninstall_window = "
        "\"Mon\"\n",
        "agent.toml: model[0].install_window: install window \"Mon\": expected DAYS", true},
+      {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\nactivate = "
+       "\"hooks/load\"\n",
+       "agent.toml: model[0].activate: 'hooks/load' must be an absolute path", true},
+      {"server_url = \"http://x\"\n[[model]]\nname = \"m\"\nchannel = \"c\"\nprobe = 3\n",
+       "agent.toml: model[0].probe: must be a string, not an integer", true},
   };
   for (const auto& tc : cases) {
     // A [table] must come last or the keys after it would belong to it.

@@ -85,12 +85,7 @@ class AgentHealth : public ::testing::Test {
     o.checks.load = load_check;
     auto r = fleet_.repo->add_release(src, version, o);
     ASSERT_TRUE(r) << r.error().message();
-    manager::ChannelRequest req;
-    req.channel = "stable";
-    req.model = "face";
-    req.version = version;
-    auto ch = fleet_.repo->set_channel(req);
-    ASSERT_TRUE(ch) << ch.error().message();
+    fleet_.point_stable("face", version);
   }
   test::RunResult agent(const std::map<std::string, std::string>& env = {}) {
     return test::run({test::build_path("agent/mota-agent").string(), "--config",

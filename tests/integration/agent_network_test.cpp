@@ -60,14 +60,7 @@ class AgentNetwork : public ::testing::Test {
     EXPECT_TRUE(r) << r.error().message();
     return r ? *r : manager::Release{};
   }
-  void channel(const std::string& version) {
-    manager::ChannelRequest req;
-    req.channel = "stable";
-    req.model = "detector";
-    req.version = version;
-    auto ch = fleet_.repo->set_channel(req);
-    ASSERT_TRUE(ch) << ch.error().message();
-  }
+  void channel(const std::string& version) { fleet_.point_stable("detector", version); }
   // On today's main a dripping server held the agent for many minutes: bounded here so the test
   // fails instead of hanging.
   test::RunResult check_once() {

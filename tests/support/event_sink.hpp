@@ -106,6 +106,15 @@ struct RepoServer {
     ASSERT_TRUE(port) << port.error().message();
     url = "http://127.0.0.1:" + std::to_string(*port);
   }
+  // Points channel "stable" of `model` at `version`, for every device.
+  void point_stable(const std::string& model, const std::string& version) {
+    manager::ChannelRequest req;
+    req.channel = "stable";
+    req.model = model;
+    req.version = version;
+    auto ch = repo->set_channel(req);
+    ASSERT_TRUE(ch) << ch.error().message();
+  }
   ~RepoServer() {
     if (server) server->stop();
   }
