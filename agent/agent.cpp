@@ -473,6 +473,7 @@ Status Agent::report(bool heartbeat) {
     // Facts are cheap to gather (uname, sysinfo, a statvfs) and only heartbeats carry them.
     auto facts = MOTA_TRY_CTX(device_facts(config_, nullptr), "heartbeat: device facts");
     options.labels = device_labels(config_, facts);
+    if (config_.field_interval.count() > 0) options.field = field_view_;
   }
   Reporter reporter(state_, *http, identity_, config_.report_url, options, &report_sessions_);
   // The time of the last heartbeat queued is kept on disk: check-once runs as a fresh process.
@@ -484,13 +485,23 @@ Status Agent::report(bool heartbeat) {
     auto last = stdfs::last_write_time(stamp, ec);
     const bool full = disk_full(config_.state_dir);
     const bool was_full = stdfs::exists(full_mark, ec_mark);
-    if (ec || full != was_full ||
-        stdfs::file_time_type::clock::now() - last >= config_.heartbeat_interval) {
+    // Field health rides on heartbeats: one is due sooner when the served models ran since the
+    // last one (config field_interval).
+    bool field_moved = false;
+    for (const auto& f : options.field) {
+      auto sent = field_sent_.find(f.model);
+      field_moved |=
+          sent == field_sent_.end() || sent->second != std::pair{f.load, f.inferences + f.errors};
+    }
+    const auto age = stdfs::file_time_type::clock::now() - last;
+    if (ec || full != was_full || age >= config_.heartbeat_interval ||
+        (field_moved && age >= config_.field_interval)) {
       Status queued = reporter.enqueue_heartbeat();
       if (!queued && full && release_reserve(config_.state_dir)) {
         queued = reporter.enqueue_heartbeat();  // the disk filled up while the agent ran
       }
       MOTA_TRY_CTX(std::move(queued), "heartbeat");
+      for (const auto& f : options.field) field_sent_[f.model] = {f.load, f.inferences + f.errors};
       // Best effort: on a full disk the heartbeat must still go out.
       Status st = fs::make_dirs(stamp.parent_path());
       if (st) st = fs::write_file_atomic(stamp, format_time(now_seconds()));

@@ -491,6 +491,11 @@ class Agent {
   const std::atomic<bool>* cancel_ = nullptr;  // set during run()
   http::Client* poll_http_ = nullptr;          // the client of the poll in progress, if any
   bool runtime_down_ = false;  // the last reconcile() could not reach the runtime (logged once)
+  // Field health (Config::field_interval): the served models' counters as the last reconcile()
+  // read them, and per model the load and run count the last heartbeat carried, so that a poll
+  // queues a heartbeat for them only when they moved.
+  std::vector<FieldSample> field_view_;
+  std::map<std::string, std::pair<std::string, std::uint64_t>> field_sent_;
   // A committed model the runtime refused to load (with no fallback): not tried again before this
   // time, so a model too big for the device is not reloaded every watch_interval.
   std::map<std::string, std::chrono::steady_clock::time_point> load_retry_at_;

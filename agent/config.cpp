@@ -125,14 +125,32 @@ class Parser {
 
   Result<Config> parse(const toml::table& root) const {
     Config c;
-    MOTA_TRY(check_keys(
-        root, "",
-        {"server_url",      "device_id",      "state_dir",       "poll_interval",
-         "poll_jitter",     "model",          "bandwidth_limit", "retry",
-         "runtime_socket",  "trusted_root",   "health",          "ca_file",
-         "delta",           "log_level",      "report_url",      "heartbeat_interval",
-         "verify_at_start", "accelerators",   "download",        "enrollment_key",
-         "labels",          "install_window", "update_lock",     "update_lock_max_defer"}));
+    MOTA_TRY(check_keys(root, "",
+                        {"server_url",
+                         "device_id",
+                         "state_dir",
+                         "poll_interval",
+                         "poll_jitter",
+                         "model",
+                         "bandwidth_limit",
+                         "retry",
+                         "runtime_socket",
+                         "trusted_root",
+                         "health",
+                         "ca_file",
+                         "delta",
+                         "log_level",
+                         "report_url",
+                         "heartbeat_interval",
+                         "field_interval",
+                         "verify_at_start",
+                         "accelerators",
+                         "download",
+                         "enrollment_key",
+                         "labels",
+                         "install_window",
+                         "update_lock",
+                         "update_lock_max_defer"}));
 
     // Unknown keys in sub-tables first: a top-level key written below [retry] or [[model]]
     // belongs to that table in TOML, and "retry.server_url: unknown key" says so where
@@ -187,6 +205,10 @@ class Parser {
     }
     c.poll_jitter = std::chrono::milliseconds(c.poll_interval) / 10;
     if ((n = root.get("poll_jitter"))) c.poll_jitter = MOTA_TRY(jitter(*n, c.poll_interval));
+    if ((n = root.get("field_interval"))) {
+      c.field_interval = MOTA_TRY(duration(*n, "field_interval"));
+      if (c.field_interval.count() < 0) return bad("field_interval", "must not be negative");
+    }
     if ((n = root.get("heartbeat_interval"))) {
       c.heartbeat_interval = MOTA_TRY(duration(*n, "heartbeat_interval"));
       if (c.heartbeat_interval.count() < 0)

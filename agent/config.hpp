@@ -19,6 +19,11 @@
 //   heartbeat_interval  default "1h". Duration; a poll queues a heartbeat (inventory) when the
 //                    last one is at least this old, so an idle poll costs no report request in
 //                    between. "0s": every poll.
+//   field_interval   default "5m". Duration; field health (docs/fleet.md, "Field health"): a poll
+//                    also queues a heartbeat when the last one is at least this old and the
+//                    models mota-runtime serves ran inferences since, carrying the runtime's
+//                    counters and latency histogram per model version. "0s": never (heartbeats
+//                    then carry no field health at all).
 //   bandwidth_limit  default "0" (unlimited). "<number><unit>[/s]" with unit B, KB, MB, GB
 //                    (powers of 1000) or KiB, MiB, GiB (powers of 1024); decimals allowed
 //                    ("1.5MB/s"); a plain integer is bytes per second.
@@ -162,6 +167,7 @@ struct Config {
   std::chrono::seconds poll_interval{300};
   std::chrono::milliseconds poll_jitter{30000};  // resolved: max extra delay per poll
   std::chrono::seconds heartbeat_interval{3600};
+  std::chrono::seconds field_interval{300};
   std::vector<ModelSubscription> models;  // non-empty, unique names, file order
   std::uint64_t bandwidth_limit = 0;      // bytes per second; 0 = unlimited
   RetryPolicy retry;                      // agent/download.hpp

@@ -233,6 +233,20 @@ Result<Json> Reporter::heartbeat() {
   Json labels = Json::object();
   for (const auto& [k, v] : options_.labels) labels[k] = v;
   hb["labels"] = std::move(labels);
+  if (!options_.field.empty()) {
+    Json field = Json::array();
+    for (const auto& f : options_.field) {
+      Json latency = Json::array();
+      for (const auto& [i, n] : f.latency.sparse()) latency.push_back(Json::array({i, n}));
+      field.push_back({{"model", f.model},
+                       {"version", f.version},
+                       {"load", f.load},
+                       {"inferences", f.inferences},
+                       {"errors", f.errors},
+                       {"latency", std::move(latency)}});
+    }
+    hb["field"] = std::move(field);
+  }
   return hb;
 }
 

@@ -13,12 +13,18 @@
 //                "channel": "stable"}, ...],
 //    "blocked": [{"model": "resnet", "version": "1.3.0", "reason": "install resnet 1.3.0: probe:
 //                 output: ...", "since": "2030-01-01T00:00:00Z"}, ...],
-//    "labels": {"site": "plant-3", "mota/arch": "x86_64", "mota/ram-gb": "8", ...}}
+//    "labels": {"site": "plant-3", "mota/arch": "x86_64", "mota/ram-gb": "8", ...},
+//    "field": [{"model": "resnet", "version": "1.3.0", "load": "9f2c...e1/4",
+//               "inferences": 1200, "errors": 3, "latency": [[40, 900], [41, 300]]}, ...]}
 //   "models" lists every model with an active slot, by name; "version" is "" if that slot's row is
 //   missing; "channel" is present for models in ReporterOptions::channels. disk_free_bytes is the
 //   space left in the state directory (where agent.db lives). "blocked" is the whole block list
 //   (agent/install.hpp), by model then time, [] when empty (agents before it send no member).
 //   "labels" is ReporterOptions::labels (agents before labels send no member).
+//   "field" is ReporterOptions::field, absent when empty: mota-runtime's running totals for each
+//   model version it serves, since that load ("load" names it: runtime instance/generation), so
+//   the server takes differences and a lost or repeated heartbeat neither loses nor double-counts
+//   what the next one carries; "latency" is common/latency_histogram.hpp's sparse form.
 //   disk_full is true when that is below
 //   kDiskFullBytes: the agent runs on its reserve (agent/agent.hpp, "Space") and can install
 //   nothing.
@@ -31,10 +37,12 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "agent/state.hpp"
 #include "common/http.hpp"
 #include "common/labels.hpp"
+#include "common/latency_histogram.hpp"
 #include "common/result.hpp"
 #include "manifest/canonical_json.hpp"
 #include "protocol/identity.hpp"
@@ -45,6 +53,14 @@ namespace mota::agent {
 // Below this much free space in the state directory a heartbeat says "disk_full": true; it is
 // also the size of the agent's reserve.
 inline constexpr std::uint64_t kDiskFullBytes = 1u << 20;
+
+// Field health of one model version as mota-runtime serves it: the counters of its current load.
+struct FieldSample {
+  std::string model, version;
+  std::string load;  // "<runtime instance>/<generation>": the counters restart when it changes
+  std::uint64_t inferences = 0, errors = 0;
+  LatencyHistogram latency;
+};
 
 struct ReporterOptions {
   std::size_t batch_items = 100;           // items per POST at most
@@ -57,6 +73,8 @@ struct ReporterOptions {
   std::map<std::string, std::string> channels;
   // The device's labels (agent/requirements.hpp device_labels), reported in heartbeats.
   Labels labels;
+  // Field health reported in heartbeats ("field"); empty: no member.
+  std::vector<FieldSample> field;
   // Sent with every handshake and signed report: the enrollment signature
   // (protocol::enrollment_headers), empty when the device has no enrollment key.
   std::map<std::string, std::string> extra_headers;

@@ -36,6 +36,20 @@ bool install_owns_serving(const std::optional<InstallRecord>& journal) {
          step == InstallStep::commit;
 }
 
+// What the runtime counted for the models this agent serves through it (not the handed-over
+// ones: another stack runs those).
+std::vector<FieldSample> field_samples(const Config& config, const runtime::Health& health) {
+  std::vector<FieldSample> out;
+  for (const auto& sub : config.models) {
+    if (sub.handed_over()) continue;
+    const runtime::ModelStatus* m = health.find(sub.name);
+    if (!m || m->version.empty()) continue;
+    out.push_back({m->name, m->version, health.instance + "/" + std::to_string(m->generation),
+                   m->inferences, m->errors, m->latency});
+  }
+  return out;
+}
+
 }  // namespace
 
 Status Agent::reconcile(ServeCheck when) {
@@ -51,12 +65,14 @@ Status Agent::reconcile(ServeCheck when) {
       if (runtime_down_) log::info("mota-runtime answers again");
       runtime_down_ = false;
       rt.health = std::move(*h);
+      field_view_ = field_samples(config_, *rt.health);
     } else {
       if (!runtime_down_) {
         log::warn("mota-runtime cannot be reached; the committed models are served once it runs: " +
                   h.error().message());
       }
       runtime_down_ = true;
+      field_view_.clear();
     }
   }
   ServingManifest serving;

@@ -56,6 +56,22 @@ Result<ModelStatus> status_from_json(const Json& j) {
     s.p50_ms = json_get_or(**lat, "p50", 0.0);
     s.p99_ms = json_get_or(**lat, "p99", 0.0);
   }
+  if (j.contains("latency_histogram")) {
+    const Json& h = j["latency_histogram"];
+    if (!h.is_array()) return fail(Errc::parse, "model status: latency_histogram is not an array");
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> pairs;
+    for (const auto& p : h) {
+      if (!p.is_array() || p.size() != 2) {
+        return fail(Errc::parse, "model status: latency_histogram holds a non-pair");
+      }
+      auto i = MOTA_TRY_CTX(json_as<std::uint64_t>(p[0], "a bucket"), "latency_histogram");
+      auto n = MOTA_TRY_CTX(json_as<std::uint64_t>(p[1], "a count"), "latency_histogram");
+      pairs.emplace_back(i, n);
+    }
+    auto parsed = LatencyHistogram::from_sparse(pairs);
+    if (!parsed) return fail(Errc::parse, "model status: " + parsed.error().message());
+    s.latency = *parsed;
+  }
   if (j.contains("inputs")) s.inputs = MOTA_TRY(infos_from_json(j["inputs"]));
   if (j.contains("outputs")) s.outputs = MOTA_TRY(infos_from_json(j["outputs"]));
   return s;
@@ -187,6 +203,8 @@ Result<Health> Client::health() {
   // Typed reads (manifest/json.hpp): value() threw type_error on a field of another type.
   h.status = MOTA_TRY_CTX(json_get_optional<std::string>(j, "status"), "/v1/health").value_or("");
   h.uptime_s = MOTA_TRY_CTX(json_get_optional<double>(j, "uptime_s"), "/v1/health").value_or(0);
+  h.instance =
+      MOTA_TRY_CTX(json_get_optional<std::string>(j, "instance"), "/v1/health").value_or("");
   if (j.contains("models") && j["models"].is_array()) {
     for (const auto& m : j["models"])
       h.models.push_back(MOTA_TRY_CTX(status_from_json(m), "health"));

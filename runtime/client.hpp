@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/latency_histogram.hpp"
 #include "common/result.hpp"
 #include "runtime/tensor.hpp"
 
@@ -38,12 +39,14 @@ struct ModelStatus {
   double load_waited_ms = 0;  // of load_ms: waiting for in-flight inferences (load_yield_ms)
   std::uint64_t inferences = 0, errors = 0;
   double p50_ms = 0, p99_ms = 0;
+  LatencyHistogram latency;  // since the load ("latency_histogram"; empty from older runtimes)
   std::vector<TensorInfo> inputs, outputs;  // filled by models() and load() only
 };
 
 struct Health {
   std::string status;  // "ok" (at least one model served) or "empty"
   double uptime_s = 0;
+  std::string instance;  // random per runtime process ("" from older runtimes)
   std::vector<ModelStatus> models;
   const ModelStatus* find(const std::string& name) const;
 };

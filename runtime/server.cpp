@@ -13,7 +13,9 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
+#include <random>
 
 #include "common/fs.hpp"
 #include "common/log.hpp"
@@ -79,6 +81,9 @@ Json status_json(const ServedModel& m, bool with_tensors) {
             {"inferences", s.inferences},
             {"errors", s.errors},
             {"latency_ms", {{"p50", s.p50_ms}, {"p99", s.p99_ms}}}};
+  Json hist = Json::array();
+  for (const auto& [i, n] : s.latency.sparse()) hist.push_back(Json::array({i, n}));
+  j["latency_histogram"] = std::move(hist);
   if (with_tensors) {
     j["inputs"] = tensor_infos_json(i.inputs);
     j["outputs"] = tensor_infos_json(i.outputs);
@@ -128,7 +133,15 @@ Status clear_stale_socket(const std::filesystem::path& path) {
 class Api {
  public:
   Api(ModelStore& store, std::size_t max_body)
-      : store_(store), started_(SteadyClock::now()), max_body_(max_body) {}
+      : store_(store), started_(SteadyClock::now()), max_body_(max_body) {
+    // Names this process: a model's counters restart with each load (its generation) and with
+    // each runtime process (this), and the fleet tells the two apart by the pair.
+    std::random_device rd;
+    std::uint64_t id = (std::uint64_t{rd()} << 32) ^ rd();
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(id));
+    instance_ = buf;
+  }
 
   // Blocking handlers (route(): the worker pool). Path segments arrive percent-decoded.
   void install(net::HttpServer& svr) {
@@ -138,6 +151,7 @@ class Api {
       double uptime = std::chrono::duration<double>(SteadyClock::now() - started_).count();
       return reply_json(200, {{"status", models.empty() ? "empty" : "ok"},
                               {"uptime_s", uptime},
+                              {"instance", instance_},
                               {"models", std::move(models)}});
     });
     svr.route("GET", "/v1/models", [this](const HttpRequest&) {
@@ -403,6 +417,7 @@ class Api {
   ModelStore& store_;
   RegionRegistry regions_;
   SteadyClock::time_point started_;
+  std::string instance_;  // random, per process
   std::size_t max_body_;
 };
 

@@ -2,7 +2,13 @@
 // mota-runtime's HTTP API, served on a Unix socket and optionally on loopback TCP, by the project's
 // HTTP server (net/http_server.hpp).
 //
-//   GET  /v1/health               {"status": "ok"|"empty", "uptime_s", "models": [status...]}
+//   GET  /v1/health               {"status": "ok"|"empty", "uptime_s", "instance", "models":
+//   [status...]}
+//                                 "instance" is random per runtime process; each status carries
+//                                 "generation" (per load) and the load's counters: "inferences",
+//                                 "errors", "latency_ms" {p50, p99} over the last 1024 runs and
+//                                 "latency_histogram" [[bucket, count], ...] since the load
+//                                 (common/latency_histogram.hpp)
 //   GET  /v1/models               {"models": [status + inputs/outputs...]}
 //   GET  /v1/models/{name}        one model's status, 404 if none is loaded under that name
 //   POST /v1/models/{name}/load   body {"slot": "/abs/path"}: load and swap; 200 with the new

@@ -52,6 +52,7 @@ Status ServedModel::infer(std::span<const TensorView> inputs, OutputBuffer& out)
   }
   float ms = std::chrono::duration<float, std::milli>(Clock::now() - start).count();
   inferences_.fetch_add(1);
+  histogram_[latency_bucket(ms)].fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(lat_mu_);
   if (latencies_ms_.size() < kLatencyWindow) {
     latencies_ms_.push_back(ms);
@@ -66,6 +67,9 @@ ModelStats ServedModel::stats() const {
   ModelStats s;
   s.inferences = inferences_.load();
   s.errors = errors_.load();
+  for (std::size_t i = 0; i < kLatencyBuckets; ++i) {
+    s.latency.counts[i] = histogram_[i].load(std::memory_order_relaxed);
+  }
   std::vector<float> v;
   {
     std::lock_guard lock(lat_mu_);

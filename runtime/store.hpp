@@ -10,6 +10,7 @@
 //
 // Thread-safety: every method may be called from any thread at any time.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "common/latency_histogram.hpp"
 #include "runtime/backend.hpp"
 
 namespace mota::runtime {
@@ -85,6 +87,9 @@ struct ModelStats {
   std::uint64_t inferences = 0;   // successful runs
   std::uint64_t errors = 0;       // runs the engine failed (bad requests are not counted)
   double p50_ms = 0, p99_ms = 0;  // over the last 1024 successful runs; 0 before any
+  // Every successful run's latency since the load (field health: the agent reports it and the
+  // server compares versions with it).
+  LatencyHistogram latency;
 };
 
 class ServedModel {
@@ -100,6 +105,7 @@ class ServedModel {
   ModelInfo info_;
   std::unique_ptr<Model> model_;
   std::atomic<std::uint64_t> inferences_{0}, errors_{0};
+  std::array<std::atomic<std::uint64_t>, kLatencyBuckets> histogram_{};
   mutable std::mutex lat_mu_;
   std::vector<float> latencies_ms_;  // ring buffer
   std::size_t lat_next_ = 0;

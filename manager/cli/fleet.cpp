@@ -2,6 +2,7 @@
 // `mota serve`. Thin: parsing and printing only; the work is in fleet_db / rollout.
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 
 #include "common/fs.hpp"
@@ -42,6 +43,9 @@ struct FleetFlags {
   std::string rate;                         // --rate, checked by rate_check()
   std::string start_at;                     // --start-at TIME or +DURATION
   std::vector<std::string> install_window;  // --install-window, repeatable
+  std::string max_error_rate;               // --max-error-rate (field)
+  std::string max_latency_regression;       // --max-latency-regression (field)
+  std::int64_t min_inferences = 1000;
 };
 
 std::string ago(std::int64_t t, std::int64_t now) {
@@ -86,6 +90,14 @@ CLI::Validator failure_rate_check() {
   return CLI::Validator(
       [](std::string& v) -> std::string {
         auto r = parse_failure_rate(v);
+        return r ? std::string() : r.error().message();
+      },
+      "PERCENT");
+}
+CLI::Validator regression_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        auto r = parse_regression(v);
         return r ? std::string() : r.error().message();
       },
       "PERCENT");
@@ -349,8 +361,21 @@ Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
   auto db = MOTA_TRY(open_db(repo, f, DbUse::existing));
   auto info = MOTA_TRY(show_device(db, f.id));
   if (!info) return fail(Errc::not_found, "device " + f.id + " is not known to the fleet");
+  const auto field = MOTA_TRY(device_field(db, f.id));
   if (f.json) {
-    print_json(to_json(*info));
+    Json j = to_json(*info);
+    Json fj = Json::array();
+    for (const auto& d : field) {
+      fj.push_back({{"model", d.model},
+                    {"version", d.version},
+                    {"inferences", d.totals.inferences},
+                    {"errors", d.totals.errors},
+                    {"p50_ms", d.totals.latency.quantile(0.5)},
+                    {"p99_ms", d.totals.latency.quantile(0.99)},
+                    {"updated", format_unix(d.updated_at)}});
+    }
+    j["field"] = std::move(fj);
+    print_json(j);
     return {};
   }
   const auto now = now_unix();
@@ -406,6 +431,14 @@ Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
                 m.channel.empty() ? "" : (", channel " + printable(m.channel)).c_str(),
                 printable(m.state).c_str(), notes.c_str());
   }
+  // What mota-runtime counted on this device, per version it served.
+  for (const auto& d : field) {
+    std::printf("field      %s %s: %llu inferences, %llu failed, p50 %.2f ms, p99 %.2f ms (%s)\n",
+                printable(d.model).c_str(), or_dash(printable(d.version)),
+                static_cast<unsigned long long>(d.totals.inferences),
+                static_cast<unsigned long long>(d.totals.errors), d.totals.latency.quantile(0.5),
+                d.totals.latency.quantile(0.99), ago(d.updated_at, now).c_str());
+  }
   std::printf("events (%zu):\n", info->events.size());
   for (const auto& e : info->events) {
     if (e.kind == "heartbeat") {
@@ -448,8 +481,33 @@ Status fleet_cmd(const std::string& repo, FleetFlags& f) {
     summary = MOTA_TRY(fleet_summary(db, stale, now_seconds(),
                                      MOTA_TRY_CTX(Selector::parse(f.select), "--select")));
   }
+  // Field health per version (what the runtime counted on every device that ran it; not
+  // narrowed by --select).
+  std::map<std::string, std::vector<VersionField>> field;
+  for (const auto& m : summary.models) field[m.model] = MOTA_TRY(field_by_version(db, m.model));
+  auto field_of = [&](const std::string& model, const std::string& version) -> const FieldTotals* {
+    for (const auto& v : field[model]) {
+      if (v.version == version) return &v.totals;
+    }
+    return nullptr;
+  };
   if (f.json) {
-    print_json(to_json(summary));
+    Json j = to_json(summary);
+    for (auto& m : j["models"]) {
+      const std::string model = m["model"].get<std::string>();
+      for (auto& v : m["versions"]) {
+        const FieldTotals* t =
+            v["version"].is_string() ? field_of(model, v["version"].get<std::string>()) : nullptr;
+        if (!t) continue;
+        v["field"] = {{"devices", t->devices},
+                      {"inferences", t->inferences},
+                      {"errors", t->errors},
+                      {"error_rate", t->error_rate()},
+                      {"p50_ms", t->latency.quantile(0.5)},
+                      {"p99_ms", t->latency.quantile(0.99)}};
+      }
+    }
+    print_json(j);
     return {};
   }
   if (!f.select.empty()) std::printf("devices matching %s\n", f.select.c_str());
@@ -468,14 +526,55 @@ Status fleet_cmd(const std::string& repo, FleetFlags& f) {
                 printable(m.model).c_str(), static_cast<long long>(m.devices),
                 static_cast<long long>(m.updating), static_cast<long long>(m.failed),
                 static_cast<long long>(m.refused), static_cast<long long>(m.stale));
-    std::printf("  %-14s %9s %7s %9s %9s\n", "VERSION", "DEVICES", "%", "FAILURES", "ROLLBACKS");
+    std::printf("  %-14s %9s %7s %9s %9s %11s %7s %9s\n", "VERSION", "DEVICES", "%", "FAILURES",
+                "ROLLBACKS", "INFERENCES", "ERRORS", "P99 MS");
     for (const auto& v : m.versions) {
-      std::printf("  %-14s %9lld %6.1f%% %9lld %9lld\n", or_dash(printable(v.version)),
+      std::printf("  %-14s %9lld %6.1f%% %9lld %9lld", or_dash(printable(v.version)),
                   static_cast<long long>(v.devices), v.percent, static_cast<long long>(v.failures),
                   static_cast<long long>(v.rollbacks));
+      if (const FieldTotals* t = field_of(m.model, v.version); t && t->runs() > 0) {
+        std::printf(" %11llu %6.2f%% %9.2f\n", static_cast<unsigned long long>(t->runs()),
+                    t->error_rate() * 100, t->latency.quantile(0.99));
+      } else {
+        std::printf(" %11s %7s %9s\n", "-", "-", "-");
+      }
     }
   }
   return {};
+}
+
+// The field health lines of `mota rollout status` (manager/fleet/rollout.hpp, field gates).
+void print_rollout_field(const RolloutInfo& r) {
+  const FieldTotals& v = r.field.version;
+  std::string gates;
+  if (r.max_error_bp) {
+    char b[64];
+    std::snprintf(b, sizeof b, "halt above %g%% errors", *r.max_error_bp / 100.0);
+    gates += b;
+  }
+  if (r.max_latency_regression_pct) {
+    gates += std::string(gates.empty() ? "" : ", ") + "halt at p99 +" +
+             std::to_string(*r.max_latency_regression_pct) + "%";
+  }
+  if (!gates.empty()) {
+    gates += " after " + std::to_string(r.min_inferences) + " runs";
+  }
+  if (v.runs() == 0 && gates.empty()) return;
+  std::printf(
+      "  field: %llu inferences on %lld device%s, %.2f%% failed, p50 %.2f ms, p99 %.2f ms%s\n",
+      static_cast<unsigned long long>(v.runs()), static_cast<long long>(v.devices),
+      v.devices == 1 ? "" : "s", v.error_rate() * 100, v.latency.quantile(0.5),
+      v.latency.quantile(0.99), gates.empty() ? "" : ("; " + gates).c_str());
+  const FieldComparison& c = r.field.same_devices;
+  if (!r.previous_version.empty() && c.version.devices > 0) {
+    std::printf(
+        "  field vs %s on the same %lld device%s: p99 %.2f ms -> %.2f ms (%llu and %llu "
+        "runs)\n",
+        r.previous_version.c_str(), static_cast<long long>(c.version.devices),
+        c.version.devices == 1 ? "" : "s", c.baseline.latency.quantile(0.99),
+        c.version.latency.quantile(0.99), static_cast<unsigned long long>(c.baseline.runs()),
+        static_cast<unsigned long long>(c.version.runs()));
+  }
 }
 
 void print_rollout(const RolloutInfo& r, bool json) {
@@ -506,6 +605,7 @@ void print_rollout(const RolloutInfo& r, bool json) {
       static_cast<long long>(r.counts.failed), static_cast<long long>(r.counts.rolled_back),
       static_cast<long long>(r.counts.pending), r.counts.failure_rate * 100,
       r.max_failure_bp / 100.0);
+  print_rollout_field(r);
   for (const auto& t : r.transitions) {
     std::printf("  %s %-9s %3u%%  %s\n", format_unix(t.at).c_str(), t.state.c_str(), t.percent,
                 t.reason.c_str());
@@ -587,6 +687,15 @@ Status rollout_cmd(const std::string& repo_path, const FleetFlags& f, const std:
       spec.start_at = MOTA_TRY_CTX(parse_start_at(f.start_at, now), "--start-at");
     }
     spec.install_window = f.install_window;
+    if (!f.max_error_rate.empty()) {
+      spec.max_error_bp = MOTA_TRY_CTX(parse_failure_rate(f.max_error_rate), "--max-error-rate");
+    }
+    if (!f.max_latency_regression.empty()) {
+      spec.max_latency_regression_pct =
+          MOTA_TRY_CTX(parse_regression(f.max_latency_regression), "--max-latency-regression");
+    }
+    if (f.min_inferences < 0) return fail(Errc::invalid_argument, "--min-inferences must be >= 0");
+    spec.min_inferences = f.min_inferences;
     if (f.dry_run) {
       auto db = MOTA_TRY(open_db(repo_path, f, DbUse::existing));
       const auto plan = MOTA_TRY(plan_rollout(db, spec));
@@ -878,6 +987,18 @@ void add_fleet_commands(CLI::App& app, CliAction& action, std::string& repo_flag
                       "('Sat,Sun 02:00-04:00'; repeat for several); they download and stage "
                       "before")
           ->check(window_check());
+      cmd->add_option("--max-error-rate", f->max_error_rate,
+                      "field health: halt when VERSION's failed inferences on the devices pass "
+                      "this percentage of its runs (1%, 0.1%)")
+          ->check(failure_rate_check());
+      cmd->add_option("--max-latency-regression", f->max_latency_regression,
+                      "field health: halt when VERSION's p99 inference latency is more than this "
+                      "much above the previous version's on the same devices (20%)")
+          ->check(regression_check());
+      cmd->add_option("--min-inferences", f->min_inferences,
+                      "field health: runs of VERSION (and of the previous version, for latency) "
+                      "before the field gates judge; a gated step waits for them")
+          ->capture_default_str();
     }
     cmd->callback([&action, &repo_flag, f, name] {
       action = [&repo_flag, f, name] { return rollout_cmd(repo_dir(repo_flag), *f, name); };

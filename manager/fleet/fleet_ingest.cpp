@@ -19,6 +19,7 @@
 
 #include "common/http.hpp"
 #include "common/log.hpp"
+#include "manager/fleet/field_health.hpp"
 #include "manager/fleet/fleet_db.hpp"
 #include "manager/fleet/report_parser.hpp"
 #include "manager/fleet/report_sessions.hpp"
@@ -125,7 +126,8 @@ bool same_state(const DeviceModelRow& a, const DeviceModelRow& b) {
 // item cost more than the inserts). Destroyed before the Database (declared after it in Impl).
 struct Statements {
   storage::Statement find_key, insert_device, insert_event, update_device, select_installed,
-      upsert_installed, touch_installed, set_metadata, admit_pending, count_pending;
+      upsert_installed, touch_installed, set_metadata, admit_pending, count_pending, select_field,
+      upsert_field;
 
   static Result<Statements> prepare(storage::Database& db) {
     return Statements{
@@ -170,6 +172,17 @@ struct Statements {
                             "admitted_at = ? WHERE id = ? AND admission = 'pending'")),
         // From the devices_unadmitted partial index.
         MOTA_TRY(db.prepare("SELECT COUNT(*) FROM devices WHERE admission = 'pending'")),
+        MOTA_TRY(db.prepare("SELECT load, last_inferences, last_errors, last_latency, inferences, "
+                            "errors, latency FROM field_health WHERE device = ? AND model = ? "
+                            "AND version = ?")),
+        MOTA_TRY(db.prepare(
+            "INSERT INTO field_health (device, model, version, load, last_inferences, "
+            "last_errors, last_latency, inferences, errors, latency, updated_at) VALUES (?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, model, version) DO UPDATE SET load = "
+            "excluded.load, last_inferences = excluded.last_inferences, last_errors = "
+            "excluded.last_errors, last_latency = excluded.last_latency, inferences = "
+            "excluded.inferences, errors = excluded.errors, latency = excluded.latency, "
+            "updated_at = excluded.updated_at")),
     };
   }
 };
@@ -302,6 +315,7 @@ struct FleetIngest::Impl {
   static void apply_event(DeviceModelRow& row, const Item& item, std::int64_t now);
   static void apply_inventory(DeviceModelRow& row, const ModelReport& m);
   Status apply_metadata(const std::string& device, const Item& item, std::int64_t now);
+  Status apply_field(const std::string& device, const ReportField& f, std::int64_t now);
 };
 
 std::variant<net::HttpReply, std::unique_ptr<Job>> FleetIngest::Impl::admit(
@@ -796,6 +810,7 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
         apply_inventory(r->row, m);
         r->dirty = true;
       }
+      for (const auto& f : item.field) MOTA_TRY(apply_field(job.device, f, now));
     }
   }
   auto& up = sql->upsert_installed;
@@ -831,6 +846,51 @@ Result<Outcome> FleetIngest::Impl::apply(Job& job, std::int64_t now, std::uint64
     MOTA_TRY(seen.run());
   }
   return Outcome{200, Json{{"acked", last}}.dump()};
+}
+
+// One heartbeat's field health of one version: the difference to the totals the last one carried
+// (manager/fleet/migrations/0008_field_health.up.sql), added to the device's sums.
+Status FleetIngest::Impl::apply_field(const std::string& device, const ReportField& f,
+                                      std::int64_t now) {
+  // Checked by the parser (report_item_bad_text); a histogram it let through is valid.
+  const LatencyHistogram latency = MOTA_TRY(LatencyHistogram::from_sparse(f.latency));
+  auto& sel = sql->select_field;
+  MOTA_TRY(sel.reset());
+  MOTA_TRY(sel.bind_all(device, f.model, f.version));
+  FieldTotals sum;
+  LatencyHistogram add = latency;
+  std::uint64_t add_inferences = f.inferences, add_errors = f.errors;
+  if (MOTA_TRY(sel.step()) == storage::Step::row) {
+    const std::string last_load = sel.column_text(0);
+    const auto last_inferences = std::uint64_t(sel.column_int64(1));
+    const auto last_errors = std::uint64_t(sel.column_int64(2));
+    const LatencyHistogram last_latency = histogram_from_text(sel.column_text(3));
+    sum.inferences = std::uint64_t(sel.column_int64(4));
+    sum.errors = std::uint64_t(sel.column_int64(5));
+    sum.latency = histogram_from_text(sel.column_text(6));
+    // The same load again: only what it counted since (a repeated heartbeat adds nothing). Counts
+    // that went down are a new load under the same name (a runtime that does not say its
+    // instance): its totals are new.
+    if (last_load == f.load && f.inferences >= last_inferences && f.errors >= last_errors) {
+      if (auto d = latency.minus(last_latency)) {
+        add = *d;
+        add_inferences = f.inferences - last_inferences;
+        add_errors = f.errors - last_errors;
+      }
+    }
+  }
+  MOTA_TRY(sel.reset());
+  constexpr std::uint64_t kMax = std::uint64_t{1} << 62;  // SQLite's INTEGER is signed
+  sum.inferences = std::min(kMax, sum.inferences + add_inferences);
+  sum.errors = std::min(kMax, sum.errors + add_errors);
+  sum.latency.add(add);
+  auto& up = sql->upsert_field;
+  MOTA_TRY(up.reset());
+  MOTA_TRY(up.bind_all(device, f.model, f.version, f.load, std::int64_t(f.inferences),
+                       std::int64_t(f.errors), histogram_text(latency),
+                       std::int64_t(sum.inferences), std::int64_t(sum.errors),
+                       histogram_text(sum.latency), now));
+  return up.run();
 }
 
 // An existing row whose state changed: only the changed columns are set, so only the indexes

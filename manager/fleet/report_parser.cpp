@@ -4,6 +4,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
+
+#include "common/latency_histogram.hpp"
 
 namespace mota::manager {
 
@@ -224,6 +227,9 @@ class Scanner {
         it.labels.reset();  // anything but an object: not reported
         if (*p_ != '{') return skip_value(4);
         return labels(it.labels.emplace());
+      } else if (key == "field") {
+        it.field.clear();  // anything but an array: not reported
+        return *p_ == '[' ? field(it.field) : skip_value(4);
       }
       if (s) {
         s->clear();
@@ -284,6 +290,95 @@ class Scanner {
       if (ok && !b.model.empty()) out.push_back(std::move(b));
       return ok;
     });
+  }
+
+  bool field(std::vector<ReportField>& out) {
+    return elements(4, [&] {
+      if (*p_ != '{') return skip_value(5);
+      ReportField f;
+      // Per member, so that a member given twice counts as its last value (as in a DOM).
+      bool bad_inferences = false, bad_errors = false, bad_latency = false;
+      const bool ok = members(5, [&](std::string_view key) {
+        std::string* s = key == "model"     ? &f.model
+                         : key == "version" ? &f.version
+                         : key == "load"    ? &f.load
+                                            : nullptr;
+        if (s) {
+          s->clear();
+          return *p_ == '"' ? string(s) : skip_value(6);
+        }
+        if (key == "inferences") return count(f.inferences, bad_inferences, 6);
+        if (key == "errors") return count(f.errors, bad_errors, 6);
+        if (key == "latency") {
+          f.latency.clear();
+          bad_latency = false;
+          if (*p_ != '[') {
+            bad_latency = true;
+            return skip_value(6);
+          }
+          return elements(6, [&] {
+            if (*p_ != '[') {
+              bad_latency = true;
+              return skip_value(7);
+            }
+            std::uint64_t v[2] = {0, 0};
+            std::size_t n = 0;
+            const bool pair_ok = elements(7, [&] {
+              if (n >= 2) {
+                bad_latency = true;
+                return skip_value(8);
+              }
+              bool bad = false;
+              const bool ok = count(v[n++], bad, 8);
+              bad_latency |= bad;
+              return ok;
+            });
+            if (n != 2) bad_latency = true;
+            // Bounded while parsing: a histogram has kLatencyBuckets buckets at most.
+            if (f.latency.size() >= kLatencyBuckets) {
+              bad_latency = true;
+            } else {
+              f.latency.emplace_back(v[0], v[1]);
+            }
+            return pair_ok;
+          });
+        }
+        return skip_value(6);
+      });
+      if (bad_inferences) {
+        f.bad = "inferences is not an integer in 0..2^53";
+      } else if (bad_errors) {
+        f.bad = "errors is not an integer in 0..2^53";
+      } else if (bad_latency) {
+        f.bad = kBadLatency;
+      }
+      if (ok && !f.model.empty()) out.push_back(std::move(f));
+      return ok;
+    });
+  }
+
+  // A count: an integer in 0..2^53 (what a JSON number carries exactly); otherwise `bad` is set
+  // and the value skipped (at nesting `depth`).
+  bool count(std::uint64_t& out, bool& bad, int depth) {
+    out = 0;
+    bad = false;
+    if (p_ >= end_) return false;
+    const char* start = p_;
+    if (*p_ < '0' || *p_ > '9') {
+      bad = true;
+      return skip_value(depth);
+    }
+    bool integral = false;
+    if (!number(integral)) return false;
+    std::uint64_t v = 0;
+    const bool fits = integral && p_ - start <= 16;
+    for (const char* q = start; fits && q < p_; ++q) v = v * 10 + std::uint64_t(*q - '0');
+    if (!fits || v > (std::uint64_t{1} << 53)) {
+      bad = true;
+      return true;
+    }
+    out = v;
+    return true;
   }
 
   bool labels(Labels& out) {
@@ -576,6 +671,15 @@ std::optional<std::string> report_item_bad_text(const ReportItem& item) {
       if (auto ok = check_label(k, v); !ok) return ".labels: " + ok.error().message();
     }
   }
+  for (const auto& f : item.field) {
+    for (const auto* v : {&f.model, &f.version, &f.load}) {
+      if (bad(*v)) return std::string(".field[] contains a control character");
+    }
+    if (!f.bad.empty()) return ".field[] " + f.model + ": " + f.bad;
+    if (auto h = LatencyHistogram::from_sparse(f.latency); !h) {
+      return ".field[] " + f.model + ": " + h.error().message();
+    }
+  }
   return std::nullopt;
 }
 
@@ -623,11 +727,20 @@ std::optional<std::string> report_item_over_limits(const ReportItem& item, std::
       if (b.reason.size() > kMaxReportError) return ".blocked[].reason is over the limit";
     }
   }
+  if (item.field.size() > kMaxInventory) {
+    return ".field lists " + std::to_string(item.field.size()) + " models, over the limit of " +
+           std::to_string(kMaxInventory) + " per heartbeat";
+  }
+  for (const auto& f : item.field) {
+    for (const auto* v : {&f.model, &f.version, &f.load}) {
+      if (auto why = too_long(*v, "field[]")) return why;
+    }
+  }
   if (item.labels && item.labels->size() > kMaxLabels) {
     return ".labels has " + std::to_string(item.labels->size()) + " labels, over the limit of " +
            std::to_string(kMaxLabels);
   }
-  inventory += item.models.size() + blocked;
+  inventory += item.models.size() + blocked + item.field.size();
   if (inventory > kMaxReportInventory) {
     return ": the report's heartbeats list more than " + std::to_string(kMaxReportInventory) +
            " models in all";
@@ -693,6 +806,7 @@ Result<Report> parse_report(std::string_view body, std::string_view route_device
       item.models.clear();
       item.blocked.reset();
       item.labels.reset();
+      item.field.clear();
     } else {
       item.from.clear();
       item.to.clear();

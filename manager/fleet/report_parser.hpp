@@ -27,7 +27,11 @@
 //        heartbeat listing more than kMaxInventory models or blocked versions; more than
 //        kMaxReportInventory such entries in the whole report; more than kMaxLabels labels
 //   400  per item: a name-like field (below) holding a control character; a label that breaks
-//        common/labels.hpp's rules (or one under "mota/" that is not a string)
+//        common/labels.hpp's rules (or one under "mota/" that is not a string); a field health
+//        entry whose counts are not integers in 0..2^53 or whose latency is not a valid sparse
+//        histogram (common/latency_histogram.hpp)
+//   (413 also: a heartbeat with more than kMaxInventory field health entries; they count
+//        towards kMaxReportInventory)
 // (These are checked after the item's other rules, on the fields its kind uses.)
 // Members other than these are ignored; a member given twice counts as its last value (as
 // nlohmann's DOM does). Each item's body is kept as the exact text the device sent, and the fields
@@ -38,6 +42,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/labels.hpp"
@@ -65,6 +70,21 @@ struct ReportBlocked {
   std::string model, version, reason, since;
 };
 
+// One entry of a heartbeat's field health ("field": [{model, version, load, inferences, errors,
+// latency}], agent/report.hpp): the runtime's running totals of one load. Entries that are not
+// objects or have no "model" string are left out; a malformed count or histogram is kept with
+// `bad` saying why (a 400).
+// ReportField::bad for a "latency" that is not a list of [bucket, count] pairs of counts (or
+// lists more than kLatencyBuckets).
+inline constexpr const char* kBadLatency = "latency is not a list of [bucket, count] pairs";
+
+struct ReportField {
+  std::string model, version, load;
+  std::uint64_t inferences = 0, errors = 0;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> latency;  // sparse, as sent
+  std::string bad;
+};
+
 struct ReportItem {
   std::int64_t seq = 0;
   bool event = false;  // else a heartbeat
@@ -85,6 +105,8 @@ struct ReportItem {
   // no label may be); nullopt when "labels" is absent or not an object (agents before labels),
   // which leaves the ones on record alone.
   std::optional<Labels> labels;
+  // Heartbeats: field health (empty when absent or not an array).
+  std::vector<ReportField> field;
 };
 
 struct Report {

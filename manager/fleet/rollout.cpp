@@ -36,6 +36,11 @@ std::string bp_text(unsigned bp) {
   return buf;
 }
 
+// NULL for nullopt (the gate is off), as bind_all binds it.
+std::optional<std::int64_t> optional_int(std::optional<unsigned> v) {
+  return v ? std::optional<std::int64_t>(*v) : std::nullopt;
+}
+
 std::string plural(std::int64_t n, const char* what) {
   return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
 }
@@ -43,8 +48,8 @@ std::string plural(std::int64_t n, const char* what) {
 constexpr const char* kRolloutColumns =
     "SELECT id, channel, model, version, previous_version, percents, step, max_failure_bp, "
     "min_devices, step_after, salt, state, started_at, step_started_at, updated_at, selector, "
-    "previous_selector, rate_per_min, share_bp, paced_at, start_at, begun, install_window FROM "
-    "rollouts";
+    "previous_selector, rate_per_min, share_bp, paced_at, start_at, begun, install_window, "
+    "max_error_bp, max_latency_regression, min_inferences FROM rollouts";
 
 Result<RolloutInfo> read_rollout(const storage::Statement& st) {
   RolloutInfo r;
@@ -84,6 +89,9 @@ Result<RolloutInfo> read_rollout(const storage::Statement& st) {
       }
     }
   }
+  if (!st.column_is_null(23)) r.max_error_bp = unsigned(st.column_int64(23));
+  if (!st.column_is_null(24)) r.max_latency_regression_pct = unsigned(st.column_int64(24));
+  r.min_inferences = st.column_int64(25);
   if (st.column_int64(21) == 0 && r.state == "running") {
     r.state = "scheduled";
     r.share_bp = 0;
@@ -192,7 +200,44 @@ Status compute_counts(storage::Database& db, RolloutInfo& info) {
   const std::int64_t denom = std::max(decided, std::min(info.min_devices, c.targeted));
   c.failure_rate = denom > 0 ? double(bad) / double(denom) : 0.0;
   info.counts = c;
+  info.field.version = MOTA_TRY(field_totals(db, info.model, info.version));
+  info.field.same_devices = {};
+  if (!info.previous_version.empty()) {
+    info.field.same_devices =
+        MOTA_TRY(field_compare(db, info.model, info.version, info.previous_version));
+  }
   return {};
+}
+
+std::string ms_text(double ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, ms < 10 ? "%.2f ms" : "%.1f ms", ms);
+  return buf;
+}
+
+// Why the field halts the rollout (RolloutSpec's field gates), or nullopt.
+std::optional<std::string> field_halt(const RolloutInfo& info) {
+  const auto min = std::uint64_t(std::max<std::int64_t>(info.min_inferences, 1));
+  const FieldTotals& v = info.field.version;
+  if (info.max_error_bp && v.runs() >= min && v.error_rate() > *info.max_error_bp / 10000.0) {
+    return "field error rate " + pct(v.error_rate()) + " (" + std::to_string(v.errors) +
+           " failed of " + std::to_string(v.runs()) + " inferences on " +
+           plural(v.devices, "device") + ") is above " + bp_text(*info.max_error_bp);
+  }
+  const FieldComparison& c = info.field.same_devices;
+  if (info.max_latency_regression_pct && c.version.inferences >= min &&
+      c.baseline.inferences >= min) {
+    const double now = c.version.latency.quantile(0.99);
+    const double before = c.baseline.latency.quantile(0.99);
+    if (before > 0 && now > before * (1.0 + *info.max_latency_regression_pct / 100.0)) {
+      return "field p99 latency " + ms_text(now) + " is " +
+             std::to_string(std::lround((now / before - 1.0) * 100.0)) + "% above " +
+             info.previous_version + "'s " + ms_text(before) + " on the same " +
+             plural(c.version.devices, "device") + " (limit +" +
+             std::to_string(*info.max_latency_regression_pct) + "%)";
+    }
+  }
+  return std::nullopt;
 }
 
 // Publishes channel/model at version to `share_bp` basis points of the sample, keeping the
@@ -498,6 +543,11 @@ Result<RolloutInfo> tick_locked(storage::Database& db, Repository& repo, Rollout
                           now));
     return info;
   }
+  if (auto why = field_halt(info)) {
+    MOTA_TRY(stop_rollout(db, repo, info, "halted",
+                          "halted at " + bp_text(info.share_bp) + ": " + *why, now));
+    return info;
+  }
   if (info.share_bp < info.percent() * 100) {
     // Paced and not yet at the step's percentage: the step's gate waits for it.
     MOTA_TRY(pace(db, repo, info, now));
@@ -506,6 +556,11 @@ Result<RolloutInfo> tick_locked(storage::Database& db, Repository& repo, Rollout
   }
   const std::int64_t needed = std::min(info.min_devices, c.targeted);
   if (now - info.step_started_at < info.step_after || c.updated + bad < needed) return info;
+  // A field gate judges runs: without enough of them the step waits (status shows the count).
+  if (info.field_gated() &&
+      info.field.version.runs() < std::uint64_t(std::max<std::int64_t>(info.min_inferences, 0))) {
+    return info;
+  }
   const std::string healthy = "step " + std::to_string(info.step + 1) + " (" +
                               std::to_string(info.percent()) + "%) healthy: " + counts_text +
                               ", failure rate " + pct(c.failure_rate);
@@ -564,6 +619,19 @@ Result<std::vector<unsigned>> parse_percents(const std::string& text) {
     return fail(Errc::invalid_argument, "'" + text + "': the last step must be 100");
   }
   return out;
+}
+
+Result<unsigned> parse_regression(const std::string& text) {
+  std::string t = text;
+  if (!t.empty() && t.back() == '%') t.pop_back();
+  const bool digits = !t.empty() && t.size() <= 6 &&
+                      std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || text.back() != '%' || std::stoul(t) > kMaxLatencyRegressionPct) {
+    return fail(Errc::invalid_argument, "'" + text + "' is not a whole percentage in 0%.." +
+                                            std::to_string(kMaxLatencyRegressionPct) +
+                                            "% (such as 20%)");
+  }
+  return unsigned(std::stoul(t));
 }
 
 Result<unsigned> parse_failure_rate(const std::string& text) {
@@ -631,9 +699,14 @@ Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const
     return fail(Errc::invalid_argument, "rollout steps must end at 100%");
   }
   if (spec.max_failure_bp > 10000 || spec.min_devices < 0 || spec.step_after.count() < 0 ||
-      spec.rate_per_min > kMaxRatePerMin || spec.start_at < 0) {
+      spec.rate_per_min > kMaxRatePerMin || spec.start_at < 0 ||
+      (spec.max_error_bp && *spec.max_error_bp > 10000) ||
+      (spec.max_latency_regression_pct &&
+       *spec.max_latency_regression_pct > kMaxLatencyRegressionPct) ||
+      spec.min_inferences < 0) {
     return fail(Errc::invalid_argument,
-                "rollout: bad failure rate, min devices, step time, rate or start time");
+                "rollout: bad failure rate, min devices, step time, rate, start time or field "
+                "gate");
   }
   RolloutInfo info;
   info.channel = spec.channel;
@@ -644,6 +717,9 @@ Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const
   info.min_devices = spec.min_devices;
   info.step_after = spec.step_after.count();
   info.rate_per_min = spec.rate_per_min;
+  info.max_error_bp = spec.max_error_bp;
+  info.max_latency_regression_pct = spec.max_latency_regression_pct;
+  info.min_inferences = spec.min_inferences;
   if (!spec.install_window.empty()) {
     const auto windows = MOTA_TRY_CTX(WindowSet::parse(spec.install_window), "install window");
     for (const auto& w : windows.windows()) info.install_window.push_back(w.text());
@@ -678,13 +754,14 @@ Result<RolloutInfo> start_rollout(storage::Database& db, Repository& repo, const
       "INSERT INTO rollouts (channel, model, version, previous_version, percents, step, "
       "max_failure_bp, min_devices, step_after, salt, state, started_at, step_started_at, "
       "updated_at, selector, previous_selector, rate_per_min, share_bp, paced_at, start_at, "
-      "begun, install_window) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, "
-      "0, 0, ?, ?, ?)"));
+      "begun, install_window, max_error_bp, max_latency_regression, min_inferences) VALUES (?, "
+      "?, ?, ?, ?, 0, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?)"));
   MOTA_TRY(ins.bind_all(info.channel, info.model, info.version, b.previous,
                         join_percents(info.percents), info.max_failure_bp, info.min_devices,
                         info.step_after, b.salt, now, now, now, info.select, b.previous_select,
                         std::int64_t(info.rate_per_min), info.start_at, scheduled ? 0 : 1,
-                        Json(info.install_window).dump()));
+                        Json(info.install_window).dump(), optional_int(info.max_error_bp),
+                        optional_int(info.max_latency_regression_pct), info.min_inferences));
   MOTA_TRY(ins.run());
   info.id = db.last_insert_rowid();
   info.previous_version = b.previous;
@@ -856,6 +933,23 @@ Result<std::vector<RolloutInfo>> active_rollouts(storage::Database& db) {
   return out;
 }
 
+static Json field_json(const RolloutInfo& r) {
+  auto totals = [](const FieldTotals& t) {
+    return Json{{"devices", t.devices},
+                {"inferences", t.inferences},
+                {"errors", t.errors},
+                {"error_rate", t.error_rate()},
+                {"p50_ms", t.latency.quantile(0.5)},
+                {"p99_ms", t.latency.quantile(0.99)}};
+  };
+  Json j = {{"version", totals(r.field.version)}};
+  if (!r.previous_version.empty()) {
+    j["same_devices"] = {{"version", totals(r.field.same_devices.version)},
+                         {"previous", totals(r.field.same_devices.baseline)}};
+  }
+  return j;
+}
+
 Json to_json(const RolloutInfo& r) {
   Json transitions = Json::array();
   for (const auto& t : r.transitions) {
@@ -891,6 +985,11 @@ Json to_json(const RolloutInfo& r) {
               {"rolled_back", r.counts.rolled_back},
               {"pending", r.counts.pending},
               {"failure_rate", r.counts.failure_rate},
+              {"max_error_rate", r.max_error_bp ? Json(*r.max_error_bp / 100.0) : Json()},
+              {"max_latency_regression",
+               r.max_latency_regression_pct ? Json(*r.max_latency_regression_pct) : Json()},
+              {"min_inferences", r.min_inferences},
+              {"field", field_json(r)},
               {"transitions", transitions}};
 }
 

@@ -52,6 +52,16 @@
 // (the previous version is the channel's then); one that can no longer begin (the channel gives
 // the version to everyone meanwhile) is aborted with the reason.
 //
+// Field gates (docs/fleet.md, "Field health"): what mota-runtime counted on the devices running
+// the version (manager/fleet/field_health.hpp), judged at every tick once the version ran
+// min_inferences times (inferences and failed ones, summed over its devices):
+//   max_error_bp                the version's failed inferences / runs above this -> halted;
+//   max_latency_regression_pct  its p99 latency more than this percent above previous_version's
+//                               on the same devices (those that reported both; needs
+//                               min_inferences runs of each there) -> halted.
+// With either gate set, a step also waits for min_inferences runs of the version before it
+// advances (a rollout whose devices run nothing does not reach 100% unjudged).
+//
 // Publishing signs the channel with the repository's targets key (DIR/keys/targets.pem): the
 // process that ticks (`mota serve` or a `mota rollout tick` timer) needs it; see docs/fleet.md.
 // Concurrency: each operation runs in one IMMEDIATE transaction of the fleet database, so a
@@ -66,6 +76,7 @@
 
 #include "common/result.hpp"
 #include "common/time.hpp"
+#include "manager/fleet/field_health.hpp"
 #include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
 #include "storage/sqlite.hpp"
@@ -87,13 +98,24 @@ struct RolloutSpec {
   // time. Carried by each channel file the rollout publishes (not by a halt's: going back is
   // not held).
   std::vector<std::string> install_window;
+  std::optional<unsigned> max_error_bp;                // field error rate, basis points
+  std::optional<unsigned> max_latency_regression_pct;  // p99 vs the previous version, percent
+  std::int64_t min_inferences = 1000;
 };
 
 constexpr unsigned kMaxRatePerMin = 100000;
+constexpr unsigned kMaxLatencyRegressionPct = 100000;
 
 struct RolloutCounts {
   std::int64_t targeted = 0, updated = 0, failed = 0, rolled_back = 0, pending = 0;
   double failure_rate = 0;  // 0..1, see above
+};
+
+// What the field says of a rollout's version (all devices that reported it) and of it against
+// previous_version on the devices that reported both.
+struct RolloutField {
+  FieldTotals version;
+  FieldComparison same_devices;
 };
 
 struct RolloutTransition {
@@ -124,7 +146,12 @@ struct RolloutInfo {
   std::int64_t paced_at = 0;  // when the share last grew (paced rollouts)
   std::int64_t start_at = 0;  // when it began or begins
   std::vector<std::string> install_window;  // canonical texts; empty: any time
-  RolloutCounts counts;                     // for the current share
+  std::optional<unsigned> max_error_bp;
+  std::optional<unsigned> max_latency_regression_pct;
+  std::int64_t min_inferences = 0;
+  bool field_gated() const { return max_error_bp || max_latency_regression_pct; }
+  RolloutCounts counts;  // for the current share
+  RolloutField field;
   std::vector<RolloutTransition> transitions;
   unsigned percent() const { return percents.empty() ? 0 : percents[std::size_t(step)]; }
   bool active() const { return state == "running" || state == "paused" || state == "scheduled"; }
@@ -139,6 +166,8 @@ Result<unsigned> parse_rate(const std::string& text);
 // "5%", "0.5%" -> basis points. Errc::invalid_argument for a bare number ("0.05" reads as 5% to
 // some and as 0.05% to others, so the unit is required) and outside 0..100%.
 Result<unsigned> parse_failure_rate(const std::string& text);
+// "20%" -> 20 (0..kMaxLatencyRegressionPct; whole percent). Errc::invalid_argument otherwise.
+Result<unsigned> parse_regression(const std::string& text);
 
 // Publishes the first step (the first share of it when paced) and records the rollout; with
 // start_at after now, records it as scheduled and publishes nothing. Errc::already_exists if a

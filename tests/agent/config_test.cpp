@@ -44,6 +44,7 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
             "https://updates.example.com/fleet/v1/devices/x/status");
   EXPECT_EQ(c->report_url, c->server_url);
   EXPECT_EQ(c->heartbeat_interval, 3600s);
+  EXPECT_EQ(c->field_interval, 300s);
   EXPECT_TRUE(c->health.enabled);
   EXPECT_EQ(c->health.runtime_binary, "/usr/bin/mota-runtime");
   EXPECT_EQ(c->health.hooks_dir, "/etc/mota/health.d");
@@ -291,6 +292,7 @@ TEST_F(ConfigTest, EveryErrorNamesItsKey) {
       {"log_level = \"loud\"\n", "agent.toml: log_level: 'loud' is not one of debug, info"},
       {"heartbeat_interval = \"often\"\n",
        "agent.toml: heartbeat_interval: 'often' is not a duration"},
+      {"field_interval = \"-5s\"\n", "agent.toml: field_interval:"},
       {"report_url = \"ftp://api\"\n",
        "agent.toml: report_url: 'ftp://api' must start with http:// or https://"},
       {"device_id = \"has space\"\n", "agent.toml: device_id: 'has space' must be 1..128"},

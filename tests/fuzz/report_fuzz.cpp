@@ -48,6 +48,15 @@ bool same_items(const mota::manager::ReportItem& g, const mota::manager::ReportI
       }
     }
   }
+  if (g.field.size() != w.field.size()) return false;
+  for (std::size_t i = 0; i < g.field.size(); ++i) {
+    const auto &a = g.field[i], &b = w.field[i];
+    if (a.model != b.model || a.version != b.version || a.load != b.load ||
+        a.inferences != b.inferences || a.errors != b.errors || a.latency != b.latency ||
+        a.bad != b.bad) {
+      return false;
+    }
+  }
   return nlohmann::json::parse(g.body) == nlohmann::json::parse(w.body);
 }
 

@@ -16,6 +16,7 @@
 
 #include "manager/repo/repository.hpp"
 #include "manifest/canonical_json.hpp"
+#include "tests/support/mota_cli.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace mota {
@@ -71,18 +72,10 @@ class FleetEndToEnd : public ::testing::Test {
   static std::string mota_bin() { return test::build_path("manager/mota").string(); }
 
   test::RunResult mota(std::vector<std::string> args) {
-    args.insert(args.begin(), mota_bin());
-    args.push_back("--repo");
-    args.push_back(repo_dir().string());
-    return test::run(args);
+    return test::mota_cli(repo_dir(), std::move(args));
   }
   Json mota_json(std::vector<std::string> args) {
-    args.push_back("--json");
-    auto r = mota(args);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    auto j = Json::parse(r.out, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << r.out;
-    return j;
+    return test::mota_cli_json(repo_dir(), std::move(args));
   }
   test::RunResult agent(const std::string& id, const std::vector<std::string>& args) {
     std::vector<std::string> argv = {test::build_path("agent/mota-agent").string(), "--config",

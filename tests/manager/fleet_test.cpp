@@ -9,6 +9,8 @@
 #include <set>
 
 #include "common/http.hpp"
+#include "common/latency_histogram.hpp"
+#include "manager/fleet/field_health.hpp"
 #include "manager/fleet/fleet_db.hpp"
 #include "manager/fleet/fleet_ingest.hpp"
 #include "manager/fleet/rollout.hpp"
@@ -109,6 +111,21 @@ class Fleet : public ::testing::Test {
           {"arch", "x86_64"},
           {"models",
            {{{"model", "detector"}, {"slot", "a"}, {"version", version}, {"committed", true}}}}}}};
+  }
+
+  // A heartbeat running `version` with field health of it: the runtime's totals of load `load`,
+  // every run `ms` long.
+  static Json field_heartbeat(std::int64_t seq, const std::string& version, const std::string& load,
+                              std::uint64_t inferences, std::uint64_t errors, double ms) {
+    Json hb = heartbeat(seq, version);
+    hb["body"]["field"] =
+        Json::array({{{"model", "detector"},
+                      {"version", version},
+                      {"load", load},
+                      {"inferences", inferences},
+                      {"errors", errors},
+                      {"latency", Json::array({Json::array({latency_bucket(ms), inferences})})}}});
+    return hb;
   }
 
   // A request as the HttpServer hands it over (lower-case header names), signed by `signer`.
@@ -780,6 +797,61 @@ TEST_F(Fleet, FailuresRollbacksFiltersAndFleetSummary) {
   EXPECT_EQ(later->models[0].stale, 3);
 }
 
+// Heartbeats carry the runtime's running totals per load: the server adds differences, so a
+// repeated heartbeat adds nothing, a new load adds its totals whole, and a malformed entry is
+// refused with nothing stored.
+TEST_F(Fleet, FieldHealthAddsTheDifferencesOfEachLoad) {
+  open_ingest();
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  auto totals = [&](const std::string& version) {
+    auto t = field_totals(*db, "detector", version);
+    EXPECT_TRUE(t) << t.error().message();
+    return t ? *t : FieldTotals{};
+  };
+  ASSERT_EQ(post("d1", Json::array({field_heartbeat(1, "1.0.0", "r1/1", 100, 1, 2.0)})).status,
+            200);
+  EXPECT_EQ(totals("1.0.0").inferences, 100u);
+  // The same totals again, under a new seq (a heartbeat queued while nothing ran): nothing added.
+  ASSERT_EQ(post("d1", Json::array({field_heartbeat(2, "1.0.0", "r1/1", 100, 1, 2.0)})).status,
+            200);
+  EXPECT_EQ(totals("1.0.0").inferences, 100u);
+  // A batch replayed whole (the acknowledgement was lost): stored once.
+  ASSERT_EQ(post("d1", Json::array({field_heartbeat(2, "1.0.0", "r1/1", 100, 1, 2.0)})).status,
+            200);
+  ASSERT_EQ(post("d1", Json::array({field_heartbeat(3, "1.0.0", "r1/1", 150, 4, 2.0)})).status,
+            200);
+  FieldTotals t = totals("1.0.0");
+  EXPECT_EQ(t.inferences, 150u);
+  EXPECT_EQ(t.errors, 4u);
+  EXPECT_EQ(t.latency.counts[latency_bucket(2.0)], 150u);
+  // A new load (the runtime restarted, or the model was reloaded): its counters start again.
+  ASSERT_EQ(post("d1", Json::array({field_heartbeat(4, "1.0.0", "r2/1", 20, 0, 8.0)})).status, 200);
+  // Counts going down under the same name (a runtime that names no instance): a new load too.
+  ASSERT_EQ(post("d1", Json::array({field_heartbeat(5, "1.0.0", "r2/1", 5, 0, 8.0)})).status, 200);
+  t = totals("1.0.0");
+  EXPECT_EQ(t.inferences, 175u);
+  EXPECT_EQ(t.errors, 4u);
+  EXPECT_EQ(t.latency.counts[latency_bucket(8.0)], 25u);
+  EXPECT_EQ(t.devices, 1);
+  // Another device and another version are kept apart.
+  ASSERT_EQ(post("d2", Json::array({field_heartbeat(1, "2.0.0", "x/1", 40, 0, 1.0)})).status, 200);
+  EXPECT_EQ(totals("1.0.0").inferences, 175u);
+  EXPECT_EQ(totals("2.0.0").inferences, 40u);
+  auto by = device_field(*db, "d1");
+  ASSERT_TRUE(by);
+  ASSERT_EQ(by->size(), 1u);
+  EXPECT_EQ(by->at(0).totals.inferences, 175u);
+
+  const std::string before = dump(db_path());
+  Json bad = field_heartbeat(6, "1.0.0", "r2/1", 10, 0, 8.0);
+  bad["body"]["field"][0]["errors"] = -3;
+  expect_refused(post("d1", Json::array({bad})), 400, "errors is not an integer", before);
+  bad = field_heartbeat(6, "1.0.0", "r2/1", 10, 0, 8.0);
+  bad["body"]["field"][0]["latency"] = Json::array({Json::array({kLatencyBuckets, 1})});
+  expect_refused(post("d1", Json::array({bad})), 400, "out of range", before);
+}
+
 TEST_F(Fleet, MigrationsGoDownAndUp) {
   auto db = open_fleet_db(db_path());
   ASSERT_TRUE(db);
@@ -1179,6 +1251,85 @@ TEST_F(Rollouts, ScheduledRolloutThatCannotBeginIsAbortedWithTheReason) {
                                              "already gives detector 2.0.0 to everyone"),
             std::string::npos)
       << r.transitions.back().reason;
+}
+
+// Field gates: what the runtime counts on the devices halts a rollout whose version fails
+// inferences or got slower than the previous one on the same devices, and a gated step waits for
+// enough runs before it advances.
+TEST_F(Rollouts, FieldErrorRateHaltsAndAGatedStepWaitsForRuns) {
+  RolloutSpec spec = make_spec("2.0.0", {100}, 1);
+  spec.max_error_bp = 100;  // 1%
+  spec.min_inferences = 1000;
+  ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
+  devices_poll();
+  // 10 devices x 50 runs, 4% failed: too few runs to judge, and too few to advance.
+  for (auto& [id, seq] : seq_) {
+    ASSERT_EQ(
+        post(id, Json::array({field_heartbeat(++seq, "2.0.0", id + "/1", 48, 2, 3.0)})).status,
+        200);
+  }
+  RolloutInfo r = tick();
+  EXPECT_EQ(r.state, "running") << (r.transitions.empty() ? "" : r.transitions.back().reason);
+  EXPECT_EQ(r.field.version.runs(), 500u);
+  EXPECT_EQ(r.field.version.devices, 10);
+  // 10 x 150 runs, still 4%: judged, halted.
+  for (auto& [id, seq] : seq_) {
+    ASSERT_EQ(
+        post(id, Json::array({field_heartbeat(++seq, "2.0.0", id + "/1", 144, 6, 3.0)})).status,
+        200);
+  }
+  r = tick();
+  ASSERT_EQ(r.state, "halted");
+  EXPECT_NE(r.transitions.back().reason.find("field error rate 4.0%"), std::string::npos)
+      << r.transitions.back().reason;
+  EXPECT_EQ(channel().version, "1.0.0");
+}
+
+TEST_F(Rollouts, FieldLatencyRegressionOnTheSameDevicesHalts) {
+  // Before the rollout every device served 1.0.0 at ~1 ms.
+  for (auto& [id, seq] : seq_) {
+    ASSERT_EQ(
+        post(id, Json::array({field_heartbeat(++seq, "1.0.0", id + "/1", 300, 0, 1.0)})).status,
+        200);
+  }
+  RolloutSpec spec = make_spec("2.0.0", {100}, 1);
+  spec.max_latency_regression_pct = 50;
+  spec.min_inferences = 1000;
+  ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
+  devices_poll();
+  // 20% slower: within the limit; and, with enough runs, the rollout completes.
+  for (auto& [id, seq] : seq_) {
+    ASSERT_EQ(
+        post(id, Json::array({field_heartbeat(++seq, "2.0.0", id + "/2", 200, 0, 1.2)})).status,
+        200);
+  }
+  RolloutInfo r = tick();
+  EXPECT_EQ(r.state, "completed") << (r.transitions.empty() ? "" : r.transitions.back().reason);
+  EXPECT_EQ(r.field.same_devices.version.devices, 10);
+
+  // 3.0.0 is 5x slower than 2.0.0 on the same devices: halted, back to 2.0.0.
+  spec.version = "3.0.0";
+  ASSERT_TRUE(start_rollout(*db_, *repo_, spec, now_seconds()));
+  devices_poll();
+  for (auto& [id, seq] : seq_) {
+    ASSERT_EQ(
+        post(id, Json::array({field_heartbeat(++seq, "3.0.0", id + "/3", 200, 0, 6.0)})).status,
+        200);
+  }
+  r = tick();
+  ASSERT_EQ(r.state, "halted");
+  EXPECT_NE(r.transitions.back().reason.find("field p99 latency"), std::string::npos)
+      << r.transitions.back().reason;
+  EXPECT_NE(r.transitions.back().reason.find("2.0.0's"), std::string::npos);
+  EXPECT_EQ(channel().version, "2.0.0");
+}
+
+TEST(RolloutRegression, ParsesWholePercentages) {
+  EXPECT_EQ(*parse_regression("20%"), 20u);
+  EXPECT_EQ(*parse_regression("0%"), 0u);
+  for (const char* bad : {"20", "-5%", "1.5%", "", "%", "100001%"}) {
+    EXPECT_FALSE(parse_regression(bad)) << bad;
+  }
 }
 
 TEST(RolloutRate, ParsesPerMinuteAndPerHour) {

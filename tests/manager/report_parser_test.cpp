@@ -65,6 +65,15 @@ void expect_same(const std::string& body, const std::string& id = "dev-1",
       EXPECT_EQ(g.models[m].committed, w.models[m].committed);
     }
     EXPECT_EQ(g.labels, w.labels);
+    ASSERT_EQ(g.field.size(), w.field.size());
+    for (std::size_t f = 0; f < w.field.size(); ++f) {
+      EXPECT_EQ(g.field[f].model, w.field[f].model);
+      EXPECT_EQ(g.field[f].version, w.field[f].version);
+      EXPECT_EQ(g.field[f].load, w.field[f].load);
+      EXPECT_EQ(g.field[f].inferences, w.field[f].inferences);
+      EXPECT_EQ(g.field[f].errors, w.field[f].errors);
+      EXPECT_EQ(g.field[f].latency, w.field[f].latency);
+    }
     ASSERT_EQ(g.blocked.has_value(), w.blocked.has_value());
     if (!w.blocked) continue;
     ASSERT_EQ(g.blocked->size(), w.blocked->size());
@@ -334,6 +343,90 @@ TEST(ReportParser, HeartbeatLabelsAreCheckedAndKept) {
   }
 }
 
+TEST(ReportParser, HeartbeatFieldHealthIsCheckedAndKept) {
+  auto report = [](const Json& entry) {
+    Json body = {{"models", Json::array()}, {"field", Json::array({entry})}};
+    return Json{{"device", "d"},
+                {"batch", Json::array({{{"seq", 1}, {"kind", "heartbeat"}, {"body", body}}})}}
+        .dump();
+  };
+  const Json good = {{"model", "det"},
+                     {"version", "1.1.0"},
+                     {"load", "ab12/3"},
+                     {"inferences", 1200},
+                     {"errors", 3},
+                     {"latency", Json::array({Json::array({40, 900}), Json::array({41, 300})})}};
+  expect_same(report(good), "d");
+  auto r = parse_report(report(good), "d", 50);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->items[0].field.size(), 1u);
+  const ReportField& f = r->items[0].field[0];
+  EXPECT_EQ(f.model, "det");
+  EXPECT_EQ(f.version, "1.1.0");
+  EXPECT_EQ(f.load, "ab12/3");
+  EXPECT_EQ(f.inferences, 1200u);
+  EXPECT_EQ(f.errors, 3u);
+  EXPECT_EQ(f.latency,
+            (std::vector<std::pair<std::uint64_t, std::uint64_t>>{{40, 900}, {41, 300}}));
+  // A member given twice counts as its last value, a bad first one included.
+  std::string text = report(good);
+  const std::string dup = R"("inferences":-1,"inferences":1200)";
+  text.replace(text.find("\"inferences\":1200"), std::string("\"inferences\":1200").size(), dup);
+  expect_same(text, "d");
+  ASSERT_TRUE(parse_report(text, "d", 50));
+
+  struct Case {
+    Json entry;
+    std::string words;
+  };
+  Json many = Json::array();
+  for (std::size_t i = 0; i <= kLatencyBuckets; ++i) many.push_back(Json::array({i, 1}));
+  auto with = [&](const char* key, Json v) {
+    Json e = good;
+    e[key] = std::move(v);
+    return e;
+  };
+  for (const Case& c : {
+           Case{with("inferences", -1), "inferences is not an integer in 0..2^53"},
+           Case{with("inferences", 1.5), "inferences is not an integer in 0..2^53"},
+           Case{with("errors", "3"), "errors is not an integer in 0..2^53"},
+           Case{with("errors", 9007199254740993ull), "errors is not an integer in 0..2^53"},
+           Case{with("latency", Json::object()), kBadLatency},
+           Case{with("latency", Json::array({Json::array({1, 2, 3})})), kBadLatency},
+           Case{with("latency", Json::array({Json::array({1})})), kBadLatency},
+           Case{with("latency", many), kBadLatency},
+           Case{with("latency", Json::array({Json::array({94, 1})})), "out of range"},
+           Case{with("latency", Json::array({Json::array({5, 1}), Json::array({5, 1})})),
+                "does not follow bucket 5"},
+           Case{with("latency",
+                     Json::array({Json::array({1, 9007199254740992ull}), Json::array({2, 1})})),
+                "more than 2^53"},
+           Case{with("version", "1.0\n"), "control character"},
+       }) {
+    SCOPED_TRACE(c.entry.dump());
+    expect_same(report(c.entry), "d");
+    r = parse_report(report(c.entry), "d", 50);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().http_status(), 400);
+    EXPECT_NE(r.error().message().find(c.words), std::string::npos) << r.error().message();
+  }
+  // More entries than a heartbeat may list.
+  Json body = {{"field", Json::array()}};
+  for (std::size_t i = 0; i <= kMaxInventory; ++i) {
+    Json e = good;
+    e["model"] = "m" + std::to_string(i);
+    body["field"].push_back(e);
+  }
+  const std::string big =
+      Json{{"device", "d"},
+           {"batch", Json::array({{{"seq", 1}, {"kind", "heartbeat"}, {"body", body}}})}}
+          .dump();
+  expect_same(big, "d");
+  r = parse_report(big, "d", 50);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().http_status(), 413);
+}
+
 // Random reports built from agent-like pieces and odd ones, compared with the reference.
 TEST(ReportParser, RandomReportsMatchTheTreeParser) {
   std::mt19937_64 rng(20261122);
@@ -396,6 +489,27 @@ TEST(ReportParser, RandomReportsMatchTheTreeParser) {
               rng() % 8 == 0 ? value() : Json(pick({"plant-3", "orin", "a b", "v"}));
         }
         body["labels"] = rng() % 8 == 0 ? value() : labels;
+      }
+      if (rng() % 3 == 0) {
+        Json field = Json::array();
+        for (int f = int(rng() % 3); f > 0; --f) {
+          Json e = Json::object();
+          for (const char* k : {"model", "version", "load"}) {
+            if (rng() % 4) e[k] = rng() % 6 == 0 ? value() : Json(text());
+          }
+          for (const char* k : {"inferences", "errors"}) {
+            if (rng() % 4) e[k] = rng() % 6 == 0 ? value() : Json(rng() % 100000);
+          }
+          Json latency = Json::array();
+          std::uint64_t bucket = rng() % 10;
+          for (int b = int(rng() % 4); b > 0; --b) {
+            latency.push_back(rng() % 12 == 0 ? value() : Json::array({bucket, rng() % 50}));
+            bucket += rng() % 8 == 0 ? 0 : 1 + rng() % 30;
+          }
+          if (rng() % 4) e["latency"] = rng() % 10 == 0 ? value() : latency;
+          field.push_back(rng() % 10 == 0 ? value() : e);
+        }
+        body["field"] = rng() % 8 == 0 ? value() : field;
       }
       item["body"] = rng() % 25 == 0 ? value() : body;
       batch.push_back(rng() % 40 == 0 ? value() : item);

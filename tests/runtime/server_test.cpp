@@ -114,6 +114,15 @@ TEST_F(ServerTest, HealthModelsAndInfer) {
   EXPECT_EQ(h->find("face")->inferences, 4u);
   EXPECT_GT(h->find("face")->p50_ms, 0);
   EXPECT_GE(h->find("face")->p99_ms, h->find("face")->p50_ms);
+  // Field health: every run in the load's histogram, the process named by its instance.
+  const auto& latency = h->find("face")->latency;
+  EXPECT_EQ(latency.total(), 4u);
+  EXPECT_LE(latency.quantile(1.0), h->find("face")->p99_ms * 1.2);
+  EXPECT_GE(latency.quantile(1.0), h->find("face")->p50_ms);
+  EXPECT_EQ(h->instance.size(), 16u);
+  auto again = c.health();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->instance, h->instance);
 }
 
 TEST_F(ServerTest, JsonInferAndBadRequests) {

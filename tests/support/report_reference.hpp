@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "common/latency_histogram.hpp"
 #include "manager/fleet/report_parser.hpp"
 
 namespace mota::test {
@@ -120,6 +121,49 @@ inline Result<Report> reference_parse_report(const std::string& body, const std:
           r.reason = ref_str_field(e, "reason");
           r.since = ref_str_field(e, "since");
           item.blocked->push_back(std::move(r));
+        }
+      }
+      auto field = b->find("field");
+      if (field != b->end() && field->is_array()) {
+        auto count = [](const nlohmann::json& v, std::uint64_t& out) {
+          out = 0;
+          if (!v.is_number_unsigned() || v.get<std::uint64_t>() > (std::uint64_t{1} << 53)) {
+            return false;
+          }
+          out = v.get<std::uint64_t>();
+          return true;
+        };
+        for (const auto& e : *field) {
+          if (!e.is_object()) continue;
+          manager::ReportField f;
+          f.model = ref_str_field(e, "model");
+          if (f.model.empty()) continue;
+          f.version = ref_str_field(e, "version");
+          f.load = ref_str_field(e, "load");
+          bool bad_inferences = false, bad_errors = false, bad_latency = false;
+          if (auto n = e.find("inferences"); n != e.end())
+            bad_inferences = !count(*n, f.inferences);
+          if (auto n = e.find("errors"); n != e.end()) bad_errors = !count(*n, f.errors);
+          if (auto l = e.find("latency"); l != e.end()) {
+            bad_latency = !l->is_array() || l->size() > kLatencyBuckets;
+            if (l->is_array()) {
+              for (const auto& p : *l) {
+                std::uint64_t v[2] = {0, 0};
+                if (!p.is_array() || p.size() != 2 || !count(p[0], v[0]) || !count(p[1], v[1])) {
+                  bad_latency = true;
+                }
+                if (f.latency.size() < kLatencyBuckets) f.latency.emplace_back(v[0], v[1]);
+              }
+            }
+          }
+          if (bad_inferences) {
+            f.bad = "inferences is not an integer in 0..2^53";
+          } else if (bad_errors) {
+            f.bad = "errors is not an integer in 0..2^53";
+          } else if (bad_latency) {
+            f.bad = manager::kBadLatency;
+          }
+          item.field.push_back(std::move(f));
         }
       }
       auto labels = b->find("labels");
