@@ -9,6 +9,7 @@
 #include <ctime>
 #include <random>
 #include <set>
+#include <sstream>
 #include <system_error>
 #include <thread>
 
@@ -487,6 +488,20 @@ Status Agent::report(bool heartbeat) {
     const bool was_full = stdfs::exists(full_mark, ec_mark);
     // Field health rides on heartbeats: one is due sooner when the served models ran since the
     // last one (config field_interval).
+    // What the last heartbeat carried is kept on disk too (status/field: "model load runs" per
+    // line), so that check-once from a timer does not send a heartbeat for counts that stood.
+    const auto field_mark = config_.state_dir / "status" / "field";
+    if (!field_sent_loaded_) {
+      field_sent_loaded_ = true;
+      std::error_code ec_field;
+      if (stdfs::exists(field_mark, ec_field)) {
+        auto text = fs::read_file(field_mark, 1 << 20);
+        std::istringstream lines(text ? *text : std::string());
+        std::string model, load;
+        std::uint64_t runs = 0;
+        while (lines >> model >> load >> runs) field_sent_[model] = {load, runs};
+      }
+    }
     bool field_moved = false;
     for (const auto& f : options.field) {
       auto sent = field_sent_.find(f.model);
@@ -501,9 +516,15 @@ Status Agent::report(bool heartbeat) {
         queued = reporter.enqueue_heartbeat();  // the disk filled up while the agent ran
       }
       MOTA_TRY_CTX(std::move(queued), "heartbeat");
-      for (const auto& f : options.field) field_sent_[f.model] = {f.load, f.inferences + f.errors};
+      std::string field_text;
+      for (const auto& f : options.field) {
+        field_sent_[f.model] = {f.load, f.inferences + f.errors};
+        field_text += f.model + " " + (f.load.empty() ? "-" : f.load) + " " +
+                      std::to_string(f.inferences + f.errors) + "\n";
+      }
       // Best effort: on a full disk the heartbeat must still go out.
       Status st = fs::make_dirs(stamp.parent_path());
+      if (st && !options.field.empty()) st = fs::write_file_atomic(field_mark, field_text);
       if (st) st = fs::write_file_atomic(stamp, format_time(now_seconds()));
       if (st) st = full ? fs::write_file_atomic(full_mark, "") : fs::remove_all(full_mark);
       if (!st) log::warn("cannot record the heartbeat: " + st.error().message());

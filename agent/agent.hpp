@@ -496,6 +496,7 @@ class Agent {
   // queues a heartbeat for them only when they moved.
   std::vector<FieldSample> field_view_;
   std::map<std::string, std::pair<std::string, std::uint64_t>> field_sent_;
+  bool field_sent_loaded_ = false;  // field_sent_ read from status/field
   // A committed model the runtime refused to load (with no fallback): not tried again before this
   // time, so a model too big for the device is not reloaded every watch_interval.
   std::map<std::string, std::chrono::steady_clock::time_point> load_retry_at_;

@@ -197,5 +197,64 @@ TEST_F(FieldHealth, ASlowerVersionInTheFieldHaltsItsRolloutAndTheDevicesGoBack) 
   EXPECT_NE(text.out.find("P99 MS"), std::string::npos) << text.out;
 }
 
+// Between hourly heartbeats, field health goes out every field_interval, and only when the models
+// ran: a poll with nothing new sends nothing, also from check-once (a fresh process each time).
+TEST_F(FieldHealth, FieldIntervalSendsHeartbeatsOnlyWhenTheModelsRan) {
+  const auto config = work_ / "cam-1" / "agent.toml";
+  std::string text = test::read_file(config);
+  const std::string every_poll = "heartbeat_interval = \"0s\"";
+  text.replace(text.find(every_poll), every_poll.size(),
+               "heartbeat_interval = \"1h\"\nfield_interval = \"5s\"");
+  test::write_file(config, text);
+  auto poll = [&] {
+    auto r = test::run(
+        {test::build_path("agent/mota-agent").string(), "--config", config.string(), "check-once"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  };
+  // The last heartbeat, `seconds` ago (its stamp is how the agent knows when it sent one).
+  auto heartbeat_was = [&](int seconds) {
+    stdfs::last_write_time(work_ / "cam-1" / "state" / "status" / "heartbeat",
+                           stdfs::file_time_type::clock::now() - std::chrono::seconds(seconds));
+  };
+  auto heartbeats = [&] {
+    Json d = mota_json({"device", "show", "cam-1"});
+    int n = 0;
+    for (const auto& e : d["events"]) n += e["kind"] == "heartbeat";
+    return n;
+  };
+  auto inferences = [&]() -> std::uint64_t {
+    Json d = mota_json({"device", "show", "cam-1"});
+    return d["field"].empty() ? 0 : d["field"][0]["inferences"].get<std::uint64_t>();
+  };
+  poll();  // installs 1.0.0; the first heartbeat
+  // Until the server has heard of the runtime's load of 1.0.0 (the install's trial load, or the
+  // agent's own when it serves the committed slot), a poll past field_interval says it (0 runs);
+  // then one with nothing new sends nothing.
+  int first = heartbeats();
+  for (int i = 0; i < 3; ++i) {
+    heartbeat_was(10);
+    poll();
+    const int now = heartbeats();
+    if (now == first) break;
+    first = now;
+  }
+  heartbeat_was(10);
+  poll();  // nothing ran: no heartbeat, though field_interval has passed
+  EXPECT_EQ(heartbeats(), first);
+
+  runtime::Client c(runtimes_[0]->options());
+  const std::string input(std::size_t(kDim * kDim) * sizeof(float), '\0');
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(c.infer("face", {{"x", runtime::DType::float32, {kDim, kDim}, input}}));
+  }
+  heartbeat_was(1);
+  poll();  // ran, but the last heartbeat is younger than field_interval
+  EXPECT_EQ(heartbeats(), first);
+  heartbeat_was(10);
+  poll();  // ran, and field_interval has passed: a heartbeat with the counts
+  EXPECT_EQ(heartbeats(), first + 1);
+  EXPECT_EQ(inferences(), 50u);
+}
+
 }  // namespace
 }  // namespace mota

@@ -116,6 +116,12 @@ done
 zcat /usr/share/man/man8/mota-agent.8.gz | sed 's/\\-/-/g' | grep -q "check-once" ||
   fail "mota-agent.8 lacks the subcommands"
 cmp -s /etc/mota/agent.toml agent/agent.toml.example || fail "/etc/mota/agent.toml is not agent/agent.toml.example"
+# The hand-over examples (docs/handover.md) ship with the agent, as written in the tree.
+for e in triton-load systemd-reload; do
+  cmp -s /usr/share/doc/mota-agent/examples/handover/$e docs/examples/handover/$e ||
+    fail "/usr/share/doc/mota-agent/examples/handover/$e is not docs/examples/handover/$e"
+done
+[ -f /usr/share/doc/mota-agent/handover.md ] || fail "/usr/share/doc/mota-agent/handover.md is missing"
 conffiles=$(dpkg-query -W -f='${Conffiles}\n' mota-agent mota-manager | awk '{print $1}' | sort | xargs)
 [ "$conffiles" = "/etc/default/mota-server /etc/mota/agent.toml /etc/mota/runtime.toml" ] ||
   fail "conffiles are '$conffiles'"
