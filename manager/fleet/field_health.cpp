@@ -66,7 +66,8 @@ LatencyHistogram histogram_from_text(std::string_view text) {
 Result<FieldTotals> field_totals(storage::Database& db, const std::string& model,
                                  const std::string& version) {
   auto st = MOTA_TRY(db.prepare(
-      "SELECT inferences, errors, latency FROM field_health WHERE model = ? AND version = ?"));
+      "SELECT f.inferences, f.errors, f.latency FROM field_health f JOIN devices d ON d.id = "
+      "f.device AND d.admission = 'admitted' WHERE f.model = ? AND f.version = ?"));
   MOTA_TRY(st.bind_all(model, version));
   FieldTotals sum;
   while (MOTA_TRY(st.step()) == storage::Step::row) sum.add(read_totals(st, 0));
@@ -76,7 +77,8 @@ Result<FieldTotals> field_totals(storage::Database& db, const std::string& model
 Result<std::vector<VersionField>> field_by_version(storage::Database& db,
                                                    const std::string& model) {
   auto st = MOTA_TRY(
-      db.prepare("SELECT version, inferences, errors, latency FROM field_health WHERE model = ?"));
+      db.prepare("SELECT f.version, f.inferences, f.errors, f.latency FROM field_health f JOIN "
+                 "devices d ON d.id = f.device AND d.admission = 'admitted' WHERE f.model = ?"));
   MOTA_TRY(st.bind_all(model));
   std::vector<VersionField> out;
   while (MOTA_TRY(st.step()) == storage::Step::row) {
@@ -94,7 +96,8 @@ Result<FieldComparison> field_compare(storage::Database& db, const std::string& 
   auto st = MOTA_TRY(db.prepare(
       "SELECT a.inferences, a.errors, a.latency, b.inferences, b.errors, b.latency FROM "
       "field_health a JOIN field_health b ON b.device = a.device AND b.model = a.model AND "
-      "b.version = ? WHERE a.model = ? AND a.version = ?"));
+      "b.version = ? JOIN devices d ON d.id = a.device AND d.admission = 'admitted' WHERE "
+      "a.model = ? AND a.version = ?"));
   MOTA_TRY(st.bind_all(baseline, model, version));
   FieldComparison c;
   while (MOTA_TRY(st.step()) == storage::Step::row) {

@@ -5,6 +5,9 @@
 // here for `mota fleet`, `mota device show` and the rollouts' field gates
 // (manager/fleet/rollout.hpp).
 //
+// Only admitted devices count (manager/fleet/fleet_db.hpp, Admission): a device nobody vouched for
+// could otherwise halt a rollout with made-up latencies, or hide a regression under good ones.
+// device_field() shows any device's own.
 // Thread-safety: functions of a Database handle, used by one thread at a time.
 
 #include <cstdint>

@@ -852,6 +852,33 @@ TEST_F(Fleet, FieldHealthAddsTheDifferencesOfEachLoad) {
   expect_refused(post("d1", Json::array({bad})), 400, "out of range", before);
 }
 
+// A device nobody vouched for (pending) cannot move the fleet's field health: made-up latencies
+// would halt a rollout (or hide a regression) otherwise. Its own view keeps what it sent.
+TEST_F(Fleet, FieldHealthOfUnadmittedDevicesCountsForNothing) {
+  open_ingest(IngestOptions{});  // new devices are pending
+  ASSERT_EQ(
+      post("fake", Json::array({field_heartbeat(1, "1.0.0", "x/1", 5000, 4000, 900.0)})).status,
+      200);
+  auto db = open_fleet_db(db_path());
+  ASSERT_TRUE(db);
+  auto t = field_totals(*db, "detector", "1.0.0");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->runs(), 0u);
+  EXPECT_EQ(t->devices, 0);
+  auto by = field_by_version(*db, "detector");
+  ASSERT_TRUE(by);
+  EXPECT_TRUE(by->empty());
+  auto own = device_field(*db, "fake");
+  ASSERT_TRUE(own);
+  ASSERT_EQ(own->size(), 1u);
+  EXPECT_EQ(own->at(0).totals.inferences, 5000u);
+  // Accepted, it counts.
+  ASSERT_TRUE(set_admission(*db, {"fake"}, Admission::admitted, now_seconds()));
+  t = field_totals(*db, "detector", "1.0.0");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->runs(), 9000u);
+}
+
 TEST_F(Fleet, MigrationsGoDownAndUp) {
   auto db = open_fleet_db(db_path());
   ASSERT_TRUE(db);
