@@ -121,7 +121,9 @@ for e in triton-load systemd-reload; do
   cmp -s /usr/share/doc/mota-agent/examples/handover/$e docs/examples/handover/$e ||
     fail "/usr/share/doc/mota-agent/examples/handover/$e is not docs/examples/handover/$e"
 done
-[ -f /usr/share/doc/mota-agent/handover.md ] || fail "/usr/share/doc/mota-agent/handover.md is missing"
+# dh_compress gzips documentation over 4 KiB.
+[ -f /usr/share/doc/mota-agent/handover.md ] || [ -f /usr/share/doc/mota-agent/handover.md.gz ] ||
+  fail "/usr/share/doc/mota-agent/handover.md(.gz) is missing"
 conffiles=$(dpkg-query -W -f='${Conffiles}\n' mota-agent mota-manager | awk '{print $1}' | sort | xargs)
 [ "$conffiles" = "/etc/default/mota-server /etc/mota/agent.toml /etc/mota/runtime.toml" ] ||
   fail "conffiles are '$conffiles'"
