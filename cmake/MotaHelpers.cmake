@@ -29,9 +29,12 @@ function(mota_test name)
   if(ARG_ENV)
     list(APPEND props ENVIRONMENT ${ARG_ENV})
   endif()
+  # Listing a sanitizer build's test binary once took over the default 5 s on a loaded 2-core
+  # machine, which fails the whole ctest run before any test: give discovery a minute.
   gtest_discover_tests(${name}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     DISCOVERY_MODE PRE_TEST
+    DISCOVERY_TIMEOUT 60
     PROPERTIES ${props})
 endfunction()
 
