@@ -19,11 +19,8 @@ double latency_bucket_upper_ms(std::size_t i) {
 }
 
 std::size_t latency_bucket(double ms) {
-  if (!(ms <= kFirstUpperMs)) {
-    if (std::isnan(ms)) return kLatencyBuckets - 1;
-  } else {
-    return 0;
-  }
+  if (std::isnan(ms)) return kLatencyBuckets - 1;
+  if (ms <= kFirstUpperMs) return 0;
   // The first estimate from the logarithm, corrected for rounding at the boundaries.
   double est = std::ceil(std::log2(ms / kFirstUpperMs) * kStepsPerDoubling);
   std::size_t i = est >= static_cast<double>(kLatencyBuckets - 1) ? kLatencyBuckets - 1

@@ -366,13 +366,11 @@ Status show_device_cmd(const std::string& repo, const FleetFlags& f) {
     Json j = to_json(*info);
     Json fj = Json::array();
     for (const auto& d : field) {
-      fj.push_back({{"model", d.model},
-                    {"version", d.version},
-                    {"inferences", d.totals.inferences},
-                    {"errors", d.totals.errors},
-                    {"p50_ms", d.totals.latency.quantile(0.5)},
-                    {"p99_ms", d.totals.latency.quantile(0.99)},
-                    {"updated", format_unix(d.updated_at)}});
+      Json e = to_json(d.totals);
+      e["model"] = d.model;
+      e["version"] = d.version;
+      e["updated"] = format_unix(d.updated_at);
+      fj.push_back(std::move(e));
     }
     j["field"] = std::move(fj);
     print_json(j);
@@ -499,12 +497,7 @@ Status fleet_cmd(const std::string& repo, FleetFlags& f) {
         const FieldTotals* t =
             v["version"].is_string() ? field_of(model, v["version"].get<std::string>()) : nullptr;
         if (!t) continue;
-        v["field"] = {{"devices", t->devices},
-                      {"inferences", t->inferences},
-                      {"errors", t->errors},
-                      {"error_rate", t->error_rate()},
-                      {"p50_ms", t->latency.quantile(0.5)},
-                      {"p99_ms", t->latency.quantile(0.99)}};
+        v["field"] = to_json(*t);
       }
     }
     print_json(j);

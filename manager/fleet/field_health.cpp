@@ -39,6 +39,15 @@ void FieldTotals::add(const FieldTotals& other) {
   latency.add(other.latency);
 }
 
+Json to_json(const FieldTotals& t) {
+  return Json{{"devices", t.devices},
+              {"inferences", t.inferences},
+              {"errors", t.errors},
+              {"error_rate", t.error_rate()},
+              {"p50_ms", t.latency.quantile(0.5)},
+              {"p99_ms", t.latency.quantile(0.99)}};
+}
+
 std::string histogram_text(const LatencyHistogram& h) {
   std::string out = "[";
   for (const auto& [i, n] : h.sparse()) {

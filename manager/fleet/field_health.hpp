@@ -17,6 +17,7 @@
 
 #include "common/latency_histogram.hpp"
 #include "common/result.hpp"
+#include "manifest/canonical_json.hpp"
 #include "storage/sqlite.hpp"
 
 namespace mota::manager {
@@ -30,6 +31,10 @@ struct FieldTotals {
   double error_rate() const;
   void add(const FieldTotals& other);
 };
+
+// {"devices", "inferences", "errors", "error_rate" (0..1), "p50_ms", "p99_ms"}: how every view
+// (`mota fleet`, `device show`, `rollout status`) shows field health in JSON.
+Json to_json(const FieldTotals& t);
 
 // A histogram as stored (its sparse form as JSON) and back; text that is not such a form reads as
 // an empty histogram (the table is written by the server alone).

@@ -934,18 +934,10 @@ Result<std::vector<RolloutInfo>> active_rollouts(storage::Database& db) {
 }
 
 static Json field_json(const RolloutInfo& r) {
-  auto totals = [](const FieldTotals& t) {
-    return Json{{"devices", t.devices},
-                {"inferences", t.inferences},
-                {"errors", t.errors},
-                {"error_rate", t.error_rate()},
-                {"p50_ms", t.latency.quantile(0.5)},
-                {"p99_ms", t.latency.quantile(0.99)}};
-  };
-  Json j = {{"version", totals(r.field.version)}};
+  Json j = {{"version", to_json(r.field.version)}};
   if (!r.previous_version.empty()) {
-    j["same_devices"] = {{"version", totals(r.field.same_devices.version)},
-                         {"previous", totals(r.field.same_devices.baseline)}};
+    j["same_devices"] = {{"version", to_json(r.field.same_devices.version)},
+                         {"previous", to_json(r.field.same_devices.baseline)}};
   }
   return j;
 }
